@@ -1,0 +1,48 @@
+# Two commands for a new user: `make run` and `make test`.
+# Both create .venv and install what is missing; the stamp file tracks pyproject.toml.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: run test bench bench-large eval tune lint typecheck clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	# torch first, pinned, so nothing pulls a CUDA build
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/memory-service serve
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.search_bench --size $${SIZE:-10k}
+
+bench-large: $(STAMP)
+	$(PY) -m benchmarks.search_bench --size 1M
+
+eval: $(STAMP)
+	$(PY) -m benchmarks.eval_retrieval
+
+tune: $(STAMP)
+	$(VENV)/bin/memory-service tune
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy memory_service indexers api
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

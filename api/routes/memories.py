@@ -1,0 +1,180 @@
+"""Memories: add, batch, get, patch, delete, list, delete by scope, history, search."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Response, delete, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+
+from api.schemas import (
+    Deleted,
+    HistoryOut,
+    HistoryPage,
+    MemoryBatchCreate,
+    MemoryBatchOut,
+    MemoryCreate,
+    MemoryOut,
+    MemoryPage,
+    MemoryUpdate,
+    SearchBody,
+    SearchOut,
+)
+from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories.models import Scope
+from memory_service.memories.service import MemoryService
+
+ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
+
+
+def parse_if_match(value: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 10:
+        raise InvalidInput(
+            "If-Match must be a memory version number",
+            errors=[FieldError("If-Match", "a version number")],
+        )
+    return int(text)
+
+
+def parse_filter(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise InvalidInput(
+            "filter must be a JSON object", errors=[FieldError("filter", "not JSON")]
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidInput("filter must be a JSON object", errors=[FieldError("filter", "object")])
+    return value
+
+
+class MemoryController(Controller):
+    path = "/memories"
+    tags = ["memories"]
+
+    @post("/", summary="Add a memory (an exact duplicate in the same scope returns 200)")
+    async def add_memory(
+        self,
+        data: JSONBody[MemoryCreate],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+    ) -> Response[MemoryOut]:
+        memory, created = await memories.add(tenant_id, data.to_domain())
+        return Response(MemoryOut.of(memory), status_code=201 if created else 200)
+
+    @post("/batch", status_code=201, summary="Add up to 1,000 memories, all or nothing")
+    async def add_batch(
+        self,
+        data: JSONBody[MemoryBatchCreate],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+    ) -> MemoryBatchOut:
+        items, _ = await memories.add_many(tenant_id, [i.to_domain() for i in data.items])
+        return MemoryBatchOut([MemoryOut.of(m) for m in items])
+
+    @post("/search", status_code=200, summary="Semantic, keyword or hybrid search")
+    async def search(
+        self,
+        data: JSONBody[SearchBody],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+    ) -> SearchOut:
+        return SearchOut.of(await memories.search(tenant_id, data.to_domain()))
+
+    @get("/", summary="List memories in a scope, oldest first, with a cursor")
+    async def list_memories(
+        self,
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+        user_id: ScopeParam = None,
+        agent_id: ScopeParam = None,
+        run_id: ScopeParam = None,
+        namespace: ScopeParam = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
+        cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
+        filter: Annotated[
+            str | None,
+            QueryParameter(description="a filter-language JSON object", max_length=65536),
+        ] = None,
+    ) -> MemoryPage:
+        page = await memories.list(
+            tenant_id,
+            Scope(user_id, agent_id, run_id, namespace),
+            limit=limit,
+            cursor=cursor,
+            filter=parse_filter(filter),
+        )
+        return MemoryPage([MemoryOut.of(m) for m in page.items], page.next_cursor)
+
+    @delete("/", status_code=200, summary="Delete every memory in a scope")
+    async def delete_scope(
+        self,
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+        user_id: ScopeParam = None,
+        agent_id: ScopeParam = None,
+        run_id: ScopeParam = None,
+        namespace: ScopeParam = None,
+    ) -> Deleted:
+        count = await memories.delete_scope(tenant_id, Scope(user_id, agent_id, run_id, namespace))
+        return Deleted(count)
+
+    @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
+    async def get_memory(
+        self,
+        memory_id: FromPath[str],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+        include: Annotated[str | None, QueryParameter(max_length=64)] = None,
+    ) -> Response[MemoryOut]:
+        wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
+        if wanted - {"embedding"}:
+            raise InvalidInput(
+                "include takes only 'embedding'", errors=[FieldError("include", "unknown value")]
+            )
+        with_embedding = "embedding" in wanted
+        memory = await memories.get(tenant_id, memory_id, with_embedding=with_embedding)
+        return Response(
+            MemoryOut.of(memory, with_embedding=with_embedding),
+            headers={"ETag": f'"{memory.version}"'},
+        )
+
+    @patch("/{memory_id:str}", summary="Update content, metadata, importance or expiry")
+    async def update_memory(
+        self,
+        memory_id: FromPath[str],
+        data: JSONBody[MemoryUpdate],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
+    ) -> Response[MemoryOut]:
+        memory = await memories.update(
+            tenant_id, memory_id, data.to_domain(), parse_if_match(if_match)
+        )
+        return Response(MemoryOut.of(memory), headers={"ETag": f'"{memory.version}"'})
+
+    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory")
+    async def delete_memory(
+        self,
+        memory_id: FromPath[str],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+    ) -> None:
+        await memories.delete(tenant_id, memory_id)
+
+    @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
+    async def history(
+        self,
+        memory_id: FromPath[str],
+        memories: NamedDependency[MemoryService],
+        tenant_id: NamedDependency[str],
+    ) -> HistoryPage:
+        entries = await memories.history(tenant_id, memory_id)
+        return HistoryPage([HistoryOut.of(h) for h in entries])

@@ -1,0 +1,226 @@
+"""Request and response bodies of the HTTP API (msgspec structs).
+
+Types and ranges are checked here while decoding; rules that need settings or
+the database (dimension, size limits, duplicates) are checked by the services.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from memory_service.memories.models import (
+    HistoryEntry,
+    Memory,
+    MemoryPatch,
+    NewMemory,
+    Scope,
+    SearchRequest,
+    SearchResult,
+)
+
+ScopeValue = Annotated[str, Meta(min_length=1, max_length=256)]
+
+
+class Strict(Struct, forbid_unknown_fields=True):
+    """Unknown fields are an error: a typo must not be silently ignored."""
+
+
+# -- tenants ---------------------------------------------------------------------------
+class TenantCreate(Strict):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+
+
+class TenantCreated(Struct):
+    id: str
+    name: str
+    api_key: str
+
+
+class KeyCreated(Struct):
+    api_key: str
+
+
+# -- memories --------------------------------------------------------------------------
+class MemoryCreate(Strict):
+    content: str
+    user_id: ScopeValue | None = None
+    agent_id: ScopeValue | None = None
+    run_id: ScopeValue | None = None
+    namespace: ScopeValue | None = None
+    metadata: dict[str, Any] = {}
+    importance: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    expires_at: datetime | None = None
+    embedding: list[float] | None = None
+
+    def to_domain(self) -> NewMemory:
+        return NewMemory(
+            content=self.content,
+            scope=Scope(self.user_id, self.agent_id, self.run_id, self.namespace),
+            metadata=self.metadata,
+            importance=self.importance,
+            expires_at=self.expires_at,
+            embedding=self.embedding,
+        )
+
+
+class MemoryBatchCreate(Strict):
+    items: list[MemoryCreate]
+
+
+class MemoryUpdate(Strict):
+    content: str | UnsetType = UNSET
+    metadata: dict[str, Any] | UnsetType = UNSET
+    importance: Annotated[float, Meta(ge=0.0, le=1.0)] | UnsetType = UNSET
+    expires_at: datetime | None | UnsetType = UNSET
+
+    def to_domain(self) -> MemoryPatch:
+        return MemoryPatch(
+            content=None if self.content is UNSET else self.content,
+            metadata=None if self.metadata is UNSET else self.metadata,
+            importance=None if self.importance is UNSET else self.importance,
+            expires_at=None if isinstance(self.expires_at, UnsetType) else self.expires_at,
+            clear_expiry=self.expires_at is None,
+        )
+
+
+class MemoryOut(Struct):
+    id: str
+    content: str
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+    namespace: str | None
+    metadata: dict[str, Any]
+    importance: float
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    version: int
+    embedding: list[float] | UnsetType = UNSET
+
+    @classmethod
+    def of(cls, m: Memory, *, with_embedding: bool = False) -> MemoryOut:
+        return cls(
+            id=m.id,
+            content=m.content,
+            user_id=m.user_id,
+            agent_id=m.agent_id,
+            run_id=m.run_id,
+            namespace=m.namespace,
+            metadata=m.metadata,
+            importance=round(m.importance, 6),
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+            expires_at=m.expires_at,
+            version=m.version,
+            embedding=(
+                [float(x) for x in m.embedding]
+                if with_embedding and m.embedding is not None
+                else UNSET
+            ),
+        )
+
+
+class MemoryBatchOut(Struct):
+    items: list[MemoryOut]
+
+
+class MemoryPage(Struct):
+    items: list[MemoryOut]
+    next_cursor: str | None
+
+
+class Deleted(Struct):
+    deleted: int
+
+
+class HistoryOut(Struct):
+    event: Literal["ADD", "UPDATE", "DELETE"]
+    old_content: str | None
+    new_content: str | None
+    old_metadata: dict[str, Any] | None
+    new_metadata: dict[str, Any] | None
+    at: datetime
+    version: int
+
+    @classmethod
+    def of(cls, h: HistoryEntry) -> HistoryOut:
+        return cls(
+            event=h.event,  # type: ignore[arg-type]
+            old_content=h.old_content,
+            new_content=h.new_content,
+            old_metadata=h.old_metadata,
+            new_metadata=h.new_metadata,
+            at=h.at,
+            version=h.version,
+        )
+
+
+class HistoryPage(Struct):
+    items: list[HistoryOut]
+
+
+# -- search ----------------------------------------------------------------------------
+class SearchBody(Strict):
+    query: str | None = None
+    embedding: list[float] | None = None
+    k: Annotated[int, Meta(ge=1, le=1000)] = 10
+    user_id: ScopeValue | None = None
+    agent_id: ScopeValue | None = None
+    run_id: ScopeValue | None = None
+    namespace: ScopeValue | None = None
+    filter: dict[str, Any] | None = None
+    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    min_score: float | None = None
+
+    def to_domain(self) -> SearchRequest:
+        return SearchRequest(
+            query=self.query,
+            embedding=self.embedding,
+            k=self.k,
+            scope=Scope(self.user_id, self.agent_id, self.run_id, self.namespace),
+            filter=self.filter,
+            mode=self.mode,
+            min_score=self.min_score,
+            options=self.options(),
+        )
+
+    def options(self) -> dict[str, Any]:
+        """Mode-specific extras; subclasses of the contract add fields here."""
+        return {}
+
+
+class SearchHitOut(Struct):
+    memory: MemoryOut
+    score: float
+    components: dict[str, float] | UnsetType = UNSET
+
+
+class SearchOut(Struct):
+    results: list[SearchHitOut]
+    took_ms: float
+    strategy: str
+
+    @classmethod
+    def of(cls, r: SearchResult) -> SearchOut:
+        return cls(
+            results=[
+                SearchHitOut(
+                    MemoryOut.of(h.memory),
+                    round(float(h.score), 6),
+                    UNSET if h.components is None else h.components,
+                )
+                for h in r.results
+            ],
+            took_ms=round(r.took_ms, 3),
+            strategy=r.strategy,
+        )
+
+
+class Health(Struct):
+    status: str
+    checks: dict[str, str] = msgspec.field(default_factory=dict)

@@ -1,0 +1,126 @@
+"""Typed settings, read once from ``MEMORY_*`` environment variables.
+
+This is the only module that reads ``os.environ``. Everything else receives a
+``Settings`` instance from its caller (the CLI, the app factory or a test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+PREFIX = "MEMORY_"
+
+TraceExporter = Literal["none", "console", "otlp"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _default_data_dir() -> str:
+    return str(Path(platformdirs.user_data_dir("memory-service")))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the service. Field ``foo_bar`` is read from ``MEMORY_FOO_BAR``."""
+
+    # where the data lives
+    database_url: str | None = None  # unset: the embedded PostgreSQL under data_dir
+    data_dir: str = field(default_factory=_default_data_dir)
+    db_pool_min: int = 2
+    db_pool_max: int = 16
+    db_statement_timeout_ms: int = 30_000
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None  # unset: admin endpoints refuse every request
+    max_body_bytes: int = 64 * 1024 * 1024
+    log_level: str = "INFO"
+
+    # embeddings
+    embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
+    embedding_batch_size: int = 64
+    embedding_device: str = "cpu"
+    query_cache_size: int = 2048
+
+    # memories
+    max_content_bytes: int = 32 * 1024
+    max_batch_items: int = 1000
+    max_metadata_bytes: int = 64 * 1024
+    auth_cache_seconds: float = 5.0
+
+    # pgvector HNSW
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 64
+    pgvector_ef_search: int = 100
+    # below this many matching rows a search ranks them all (exact and cheap)
+    exact_search_threshold: int = 2000
+
+    # telemetry
+    trace_exporter: TraceExporter = "none"
+    otlp_endpoint: str | None = None
+    service_name: str = "memory-service"
+
+    # migrations
+    auto_migrate: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``MEMORY_*`` variables, then apply ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, f.type, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.trace_exporter not in ("none", "console", "otlp"):
+            raise SettingsError(
+                f"MEMORY_TRACE_EXPORTER must be none, console or otlp, not {self.trace_exporter!r}"
+            )
+        if not 1 <= self.port <= 65535:
+            raise SettingsError("MEMORY_PORT must be between 1 and 65535")
+        if self.max_batch_items < 1 or self.max_content_bytes < 1:
+            raise SettingsError("limits must be positive")
+        if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
+            raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+def _coerce(name: str, annotation: Any, raw: str) -> Any:
+    kind = str(annotation)
+    try:
+        if kind.startswith("bool"):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}{name.upper()}: cannot read {raw!r} as {kind}") from exc
+    return raw

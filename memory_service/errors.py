@@ -1,0 +1,83 @@
+"""The domain exception tree: what the core raises, and nothing else.
+
+Driver and library errors are translated into these at the storage edge
+(``memory_service.db.wrap_db_errors``); the HTTP layer maps each class to one
+status code in ``api.errors``. Nothing above the storage layer sees psycopg.
+
+    MemoryServiceError
+    ├── InvalidInput            400/422: the request cannot be served as written
+    │   └── InvalidFilter       422: the filter language rejects part of a filter
+    ├── Unauthenticated         401: missing or unknown credentials
+    ├── Forbidden               403: the caller may not use this endpoint at all
+    ├── NotFound                404: no such row for this tenant
+    ├── Conflict                409: the change contradicts current state
+    ├── PreconditionFailed      412: If-Match names a stale version
+    ├── PayloadTooLarge         413: a body or field over its configured limit
+    └── Unavailable             503: a dependency is down; retry later
+        └── CircuitOpen         503: failing fast while a dependency recovers
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class MemoryServiceError(Exception):
+    """Base of every error the service raises on purpose."""
+
+    title = "Internal error"
+
+    def __init__(self, detail: str, *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors or []
+
+
+class InvalidInput(MemoryServiceError):
+    title = "Invalid input"
+
+
+class InvalidFilter(InvalidInput):
+    title = "Invalid filter"
+
+
+class Unauthenticated(MemoryServiceError):
+    title = "Unauthenticated"
+
+
+class Forbidden(MemoryServiceError):
+    title = "Forbidden"
+
+
+class NotFound(MemoryServiceError):
+    title = "Not found"
+
+
+class Conflict(MemoryServiceError):
+    title = "Conflict"
+
+
+class PreconditionFailed(MemoryServiceError):
+    title = "Precondition failed"
+
+
+class PayloadTooLarge(MemoryServiceError):
+    title = "Payload too large"
+
+
+class Unavailable(MemoryServiceError):
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(Unavailable):
+    title = "Circuit open"

@@ -1,0 +1,102 @@
+"""Value types of the memory domain: what the service takes and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from memory_service.embeddings import Vector
+
+SCOPE_FIELDS = ("user_id", "agent_id", "run_id", "namespace")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    user_id: str | None = None
+    agent_id: str | None = None
+    run_id: str | None = None
+    namespace: str | None = None
+
+    def given(self) -> dict[str, str]:
+        return {k: v for k in SCOPE_FIELDS if (v := getattr(self, k)) is not None}
+
+
+@dataclass(slots=True)
+class NewMemory:
+    content: str
+    scope: Scope = field(default_factory=Scope)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    importance: float = 0.5
+    expires_at: datetime | None = None
+    embedding: list[float] | None = None
+
+
+@dataclass(slots=True)
+class MemoryPatch:
+    content: str | None = None
+    metadata: dict[str, Any] | None = None
+    importance: float | None = None
+    expires_at: datetime | None = None
+    clear_expiry: bool = False  # "expires_at": null removes the expiry
+
+
+@dataclass(slots=True)
+class Memory:
+    id: str
+    content: str
+    user_id: str | None
+    agent_id: str | None
+    run_id: str | None
+    namespace: str | None
+    metadata: dict[str, Any]
+    importance: float
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    version: int
+    embedding: Vector | None = None
+    seq: int = 0  # internal keyset position; never shown to clients
+
+
+@dataclass(slots=True)
+class HistoryEntry:
+    event: str
+    old_content: str | None
+    new_content: str | None
+    old_metadata: dict[str, Any] | None
+    new_metadata: dict[str, Any] | None
+    at: datetime
+    version: int
+
+
+@dataclass(slots=True)
+class SearchRequest:
+    query: str | None = None
+    embedding: list[float] | None = None
+    k: int = 10
+    scope: Scope = field(default_factory=Scope)
+    filter: dict[str, Any] | None = None
+    mode: str = "vector"
+    min_score: float | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # mode-specific extras
+
+
+@dataclass(slots=True)
+class SearchHit:
+    memory: Memory
+    score: float
+    components: dict[str, float] | None = None
+
+
+@dataclass(slots=True)
+class SearchResult:
+    results: list[SearchHit]
+    took_ms: float
+    strategy: str
+
+
+def as_vector(values: Any) -> Vector:
+    return np.asarray(values, dtype=np.float32)

@@ -1,0 +1,492 @@
+"""Memory operations: validation, embedding, deduplication, history and search.
+
+``MemoryService`` is what the HTTP layer calls. It validates input against the
+configured limits, embeds text off the event loop, writes to PostgreSQL (the
+only source of truth) in one transaction per request, and then tells its
+change listeners (the in-process indexes) what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+import unicodedata
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.config import Settings
+from memory_service.db import wrap_db_errors
+from memory_service.embeddings import CachedEmbedder
+from memory_service.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+)
+from memory_service.memories import repository as repo
+from memory_service.memories.filters import CompiledFilter, compile_filter
+from memory_service.memories.models import (
+    HistoryEntry,
+    Memory,
+    MemoryPatch,
+    NewMemory,
+    Scope,
+    SearchHit,
+    SearchRequest,
+    SearchResult,
+)
+from memory_service.pagination import CursorCodec, Page
+from memory_service.tenants import parse_uuid
+
+MAX_SCOPE_LENGTH = 256
+MAX_LIST_LIMIT = 1000
+
+# (tenant_id, upserted memories with embeddings, deleted ids)
+ChangeListener = Callable[[str, list[Memory], list[str]], Awaitable[None]]
+SearchBackend = Callable[[uuid.UUID, SearchRequest, CompiledFilter | None], Awaitable[SearchResult]]
+
+_WS = re.compile(r"\s+")
+
+
+def content_hash(content: str) -> bytes:
+    """Hash of the normalised text: Unicode NFKC, collapsed whitespace, case-folded."""
+    normal = _WS.sub(" ", unicodedata.normalize("NFKC", content)).strip().casefold()
+    return hashlib.sha256(normal.encode()).digest()
+
+
+class MemoryService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        embedder: CachedEmbedder,
+        settings: Settings,
+        cursors: CursorCodec,
+    ) -> None:
+        self.pool = pool
+        self.embedder = embedder
+        self.settings = settings
+        self.cursors = cursors
+        self.dimension = embedder.dimension
+        self.listeners: list[ChangeListener] = []
+        # search modes beyond "vector" register here (keyword, hybrid, ...)
+        self.search_backends: dict[str, SearchBackend] = {}
+
+    # -- validation ----------------------------------------------------------------
+    def check_content(self, content: Any, where: str = "content") -> str:
+        if not isinstance(content, str) or not content.strip():
+            raise InvalidInput(
+                f"{where} must be a non-empty string",
+                errors=[FieldError(where, "must not be empty")],
+            )
+        if "\x00" in content:
+            raise InvalidInput(
+                f"{where} contains a NUL character", errors=[FieldError(where, "NUL character")]
+            )
+        size = len(content.encode("utf-8", "surrogatepass"))
+        if size > self.settings.max_content_bytes:
+            raise PayloadTooLarge(
+                f"{where} is {size} bytes; the limit is {self.settings.max_content_bytes}",
+                errors=[FieldError(where, f"at most {self.settings.max_content_bytes} bytes")],
+            )
+        try:
+            content.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                f"{where} is not valid UTF-8", errors=[FieldError(where, "lone surrogate")]
+            ) from None
+        return content
+
+    def check_embedding(self, embedding: Any, where: str = "embedding") -> np.ndarray:
+        if not isinstance(embedding, list | tuple) or len(embedding) != self.dimension:
+            got = (
+                len(embedding) if isinstance(embedding, list | tuple) else type(embedding).__name__
+            )
+            raise InvalidInput(
+                f"{where} must be a list of {self.dimension} numbers (got {got})",
+                errors=[FieldError(where, f"expected {self.dimension} numbers")],
+            )
+        try:
+            vector = np.asarray(embedding, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"{where} must contain only numbers", errors=[FieldError(where, "not a number")]
+            ) from None
+        if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+            raise InvalidInput(
+                f"{where} contains NaN or infinite values",
+                errors=[FieldError(where, "NaN or Inf")],
+            )
+        norm = float(np.linalg.norm(vector))
+        if norm == 0.0:
+            raise InvalidInput(
+                f"{where} is the zero vector, which has no direction",
+                errors=[FieldError(where, "zero vector")],
+            )
+        return vector / norm
+
+    def check_importance(self, value: Any, where: str = "importance") -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InvalidInput(f"{where} must be a number", errors=[FieldError(where, "number")])
+        if not 0.0 <= float(value) <= 1.0:
+            raise InvalidInput(
+                f"{where} must be between 0 and 1", errors=[FieldError(where, "in [0, 1]")]
+            )
+        return float(value)
+
+    def check_metadata(self, value: Any, where: str = "metadata") -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise InvalidInput(
+                f"{where} must be a JSON object", errors=[FieldError(where, "object")]
+            )
+        try:
+            size = len(msgspec.json.encode(value))
+        except (TypeError, ValueError, OverflowError):
+            raise InvalidInput(
+                f"{where} is not valid JSON", errors=[FieldError(where, "not JSON")]
+            ) from None
+        if size > self.settings.max_metadata_bytes:
+            raise PayloadTooLarge(
+                f"{where} is {size} bytes; the limit is {self.settings.max_metadata_bytes}",
+                errors=[FieldError(where, "too large")],
+            )
+        _check_json_tree(value, where)
+        return value
+
+    def check_scope(self, scope: Scope, where: str = "") -> Scope:
+        for name, value in scope.given().items():
+            if not value or len(value) > MAX_SCOPE_LENGTH or "\x00" in value:
+                field = f"{where}{name}"
+                raise InvalidInput(
+                    f"{field} must be 1 to {MAX_SCOPE_LENGTH} characters",
+                    errors=[FieldError(field, "invalid scope value")],
+                )
+        return scope
+
+    def check_expiry(self, value: datetime | None, where: str = "expires_at") -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise InvalidInput(
+                f"{where} needs a time zone", errors=[FieldError(where, "RFC 3339 with zone")]
+            )
+        if value <= datetime.now(UTC):
+            raise InvalidInput(
+                f"{where} must be in the future", errors=[FieldError(where, "in the past")]
+            )
+        return value
+
+    def _prepare(self, item: NewMemory, where: str) -> dict[str, Any]:
+        content = self.check_content(item.content, f"{where}content")
+        return {
+            "content": content,
+            "content_hash": content_hash(content),
+            "scope": self.check_scope(item.scope, where),
+            "metadata": self.check_metadata(item.metadata, f"{where}metadata"),
+            "importance": self.check_importance(item.importance, f"{where}importance"),
+            "expires_at": self.check_expiry(item.expires_at, f"{where}expires_at"),
+            "embedding": (
+                None
+                if item.embedding is None
+                else self.check_embedding(item.embedding, f"{where}embedding")
+            ),
+        }
+
+    async def _embed_missing(self, prepared: list[dict[str, Any]]) -> None:
+        todo = [p for p in prepared if p["embedding"] is None]
+        if todo:
+            vectors = await self.embedder.embed_async([p["content"] for p in todo])
+            for p, v in zip(todo, vectors, strict=True):
+                p["embedding"] = v
+
+    # -- writes ----------------------------------------------------------------------
+    async def add(self, tenant_id: str, item: NewMemory) -> tuple[Memory, bool]:
+        """Store one memory; returns it and whether it was created (False: a duplicate)."""
+        memories, created = await self.add_many(tenant_id, [item], single=True)
+        return memories[0], created[0]
+
+    async def add_many(
+        self, tenant_id: str, items: Sequence[NewMemory], *, single: bool = False
+    ) -> tuple[list[Memory], list[bool]]:
+        """All or nothing: every item is validated before anything is written."""
+        if not items:
+            raise InvalidInput("items must not be empty", errors=[FieldError("items", "empty")])
+        if len(items) > self.settings.max_batch_items:
+            raise PayloadTooLarge(
+                f"a batch holds at most {self.settings.max_batch_items} items, not {len(items)}",
+                errors=[FieldError("items", f"at most {self.settings.max_batch_items}")],
+            )
+        tid = uuid.UUID(tenant_id)
+        prepared = [
+            self._prepare(item, "" if single else f"items[{i}].") for i, item in enumerate(items)
+        ]
+        await self._embed_missing(prepared)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                await repo.purge_expired_duplicates(
+                    conn, tid, list({p["content_hash"] for p in prepared})
+                )
+                inserted = await repo.insert_many(conn, tid, prepared)
+                result: list[Memory] = []
+                created: list[bool] = []
+                for p, row in zip(prepared, inserted, strict=True):
+                    if row is None:
+                        row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
+                        if row is None:  # pragma: no cover - the conflict row vanished
+                            raise Conflict("a concurrent change removed a duplicate; retry")
+                        created.append(False)
+                    else:
+                        row.embedding = p["embedding"]
+                        created.append(True)
+                    result.append(row)
+        new = [m for m, c in zip(result, created, strict=True) if c]
+        if new:
+            await self._notify(tenant_id, new, [])
+        return result, created
+
+    async def update(
+        self, tenant_id: str, memory_id: str, patch: MemoryPatch, if_match: int | None
+    ) -> Memory:
+        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        changes: dict[str, Any] = {}
+        new_vector: np.ndarray | None = None
+        if patch.content is not None:
+            changes["content"] = self.check_content(patch.content)
+            changes["content_hash"] = content_hash(patch.content)
+            new_vector = (await self.embedder.embed_async([patch.content]))[0]
+            changes["embedding"] = new_vector
+        if patch.metadata is not None:
+            changes["metadata"] = self.check_metadata(patch.metadata)
+        if patch.importance is not None:
+            changes["importance"] = self.check_importance(patch.importance)
+        if patch.clear_expiry:
+            changes["expires_at"] = None
+        elif patch.expires_at is not None:
+            changes["expires_at"] = self.check_expiry(patch.expires_at)
+        if not changes:
+            raise InvalidInput(
+                "nothing to update: give content, metadata, importance or expires_at",
+                errors=[FieldError("body", "no updatable field")],
+            )
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                current = await repo.get(conn, tid, mid, for_update=True, with_embedding=True)
+                if current is None:
+                    raise NotFound(f"memory {memory_id} not found")
+                if if_match is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"memory {memory_id} is at version {current.version}, not {if_match}"
+                    )
+                if "content_hash" in changes and changes["content_hash"] != bytes(
+                    content_hash(current.content)
+                ):
+                    dup = await repo.find_duplicate(
+                        conn, tid, changes["content_hash"], _scope_of(current)
+                    )
+                    if dup is not None and dup.id != current.id:
+                        raise Conflict(
+                            f"memory {dup.id} in the same scope already has this content"
+                        )
+                updated = await repo.update(conn, tid, mid, changes)
+        updated.embedding = new_vector if new_vector is not None else current.embedding
+        await self._notify(tenant_id, [updated], [])
+        return updated
+
+    async def delete(self, tenant_id: str, memory_id: str) -> None:
+        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                found = await repo.delete(conn, tid, mid)
+        if not found:
+            raise NotFound(f"memory {memory_id} not found")
+        await self._notify(tenant_id, [], [str(mid)])
+
+    async def delete_scope(self, tenant_id: str, scope: Scope) -> int:
+        if not scope.given():
+            raise InvalidInput(
+                "give at least one of user_id, agent_id, run_id, namespace",
+                errors=[FieldError("scope", "at least one scope field is required")],
+            )
+        self.check_scope(scope)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
+        if ids:
+            await self._notify(tenant_id, [], ids)
+        return len(ids)
+
+    async def _notify(self, tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
+        for listener in self.listeners:
+            await listener(tenant_id, upserted, deleted)
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, tenant_id: str, memory_id: str, *, with_embedding: bool = False) -> Memory:
+        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            memory = await repo.get(conn, tid, mid, with_embedding=with_embedding)
+        if memory is None:
+            raise NotFound(f"memory {memory_id} not found")
+        return memory
+
+    async def list(
+        self,
+        tenant_id: str,
+        scope: Scope,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        filter: dict[str, Any] | None = None,
+    ) -> Page[Memory]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                errors=[FieldError("limit", f"1..{MAX_LIST_LIMIT}")],
+            )
+        self.check_scope(scope)
+        flt = compile_filter(filter) if filter else None
+        after = 0
+        if cursor:
+            position = self.cursors.decode(cursor, "memories", tenant_id)
+            if not isinstance(position, int):
+                raise InvalidInput("cursor is not valid for this listing")
+            after = position
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            rows = await repo.list_page(conn, uuid.UUID(tenant_id), scope, flt, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            self.cursors.encode("memories", tenant_id, rows[-1].seq) if more and rows else None
+        )
+        return Page(rows, next_cursor)
+
+    async def history(self, tenant_id: str, memory_id: str) -> list[HistoryEntry]:
+        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            entries = await repo.history(conn, tid, mid)
+        if not entries:
+            raise NotFound(f"memory {memory_id} not found")
+        return entries
+
+    # -- search ----------------------------------------------------------------------
+    async def search(self, tenant_id: str, request: SearchRequest) -> SearchResult:
+        started = time.perf_counter()
+        self.check_search(request)
+        flt = compile_filter(request.filter) if request.filter else None
+        tid = uuid.UUID(tenant_id)
+        backend = self.search_backends.get(request.mode)
+        if backend is not None:
+            result = await backend(tid, request, flt)
+        elif request.mode == "vector":
+            query = await self.query_vector(request)
+            result = await self.vector_search(tid, request, flt, query)
+        else:
+            raise InvalidInput(
+                f"search mode {request.mode!r} is not available",
+                errors=[FieldError("mode", "unsupported mode")],
+            )
+        if request.min_score is not None:
+            result.results = [h for h in result.results if h.score >= request.min_score]
+        result.took_ms = (time.perf_counter() - started) * 1000.0
+        return result
+
+    def check_search(self, request: SearchRequest) -> None:
+        if (request.query is None) == (request.embedding is None):
+            raise InvalidInput(
+                "give exactly one of query and embedding",
+                errors=[FieldError("query", "exactly one of query and embedding")],
+            )
+        if request.query is not None:
+            self.check_content(request.query, "query")
+        if not 1 <= request.k <= 1000:
+            raise InvalidInput("k must be between 1 and 1000", errors=[FieldError("k", "1..1000")])
+        if request.min_score is not None and not math.isfinite(request.min_score):
+            raise InvalidInput(
+                "min_score must be finite", errors=[FieldError("min_score", "finite")]
+            )
+        self.check_scope(request.scope)
+
+    async def query_vector(self, request: SearchRequest) -> np.ndarray:
+        if request.embedding is not None:
+            return self.check_embedding(request.embedding)
+        assert request.query is not None
+        return await self.embedder.embed_query_async(request.query)
+
+    async def vector_search(
+        self,
+        tid: uuid.UUID,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        query: np.ndarray,
+    ) -> SearchResult:
+        """pgvector search that returns exactly k whenever k rows match.
+
+        When few rows match the scope and filter, an exact scan is both cheaper and
+        exact; otherwise the HNSW index answers, and a short answer (pgvector
+        filters after the index scan) falls back to the exact scan.
+        """
+        threshold = self.settings.exact_search_threshold
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                matching = await repo.count_matching(
+                    conn, tid, request.scope, flt, cap=threshold + 1
+                )
+                exact = matching <= threshold
+                rows = await repo.vector_search(
+                    conn,
+                    tid,
+                    request.scope,
+                    flt,
+                    query,
+                    request.k,
+                    exact=exact,
+                    ef_search=self.settings.pgvector_ef_search,
+                )
+                strategy = "exact" if exact else "pgvector"
+                if not exact and len(rows) < request.k:
+                    rows = await repo.vector_search(
+                        conn,
+                        tid,
+                        request.scope,
+                        flt,
+                        query,
+                        request.k,
+                        exact=True,
+                        ef_search=0,
+                    )
+                    strategy = "pgvector+exact"
+        hits = [SearchHit(memory, score) for memory, score in rows]
+        return SearchResult(hits, 0.0, strategy)
+
+
+def _scope_of(memory: Memory) -> Scope:
+    return Scope(memory.user_id, memory.agent_id, memory.run_id, memory.namespace)
+
+
+def _check_json_tree(value: Any, where: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise InvalidInput(f"{where} is nested too deeply", errors=[FieldError(where, "depth")])
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if "\x00" in k:
+                raise InvalidInput(f"{where} has a NUL in a key", errors=[FieldError(where, "NUL")])
+            _check_json_tree(v, where, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_json_tree(v, where, depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{where} holds NaN or Inf", errors=[FieldError(where, "not finite")])
+    elif isinstance(value, str) and "\x00" in value:
+        raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])

@@ -1,0 +1,136 @@
+"""Tenants and their API keys.
+
+A key looks like ``mk_<prefix>_<secret>``. Only its SHA-256 hash is stored; the
+prefix identifies it for look-up and revocation. ``authenticate`` keeps a short
+in-process cache so that hot paths do not pay a database round trip per request;
+revocation in this process clears it at once, other processes within
+``auth_cache_seconds``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import FieldError, InvalidInput, NotFound, Unauthenticated
+
+_KEY = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
+_PREFIX = re.compile(r"^[0-9a-f]{12}$")
+MAX_NAME = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    created_at: datetime
+
+
+def _hash(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_api_key() -> tuple[str, str]:
+    prefix = secrets.token_hex(6)
+    return prefix, f"mk_{prefix}_{secrets.token_urlsafe(32)}"
+
+
+class TenantService:
+    def __init__(self, pool: AsyncConnectionPool, *, auth_cache_seconds: float = 5.0) -> None:
+        self._pool = pool
+        self._ttl = auth_cache_seconds
+        self._cache: dict[bytes, tuple[str, float]] = {}
+
+    async def create_tenant(self, name: str) -> tuple[Tenant, str]:
+        name = name.strip() if isinstance(name, str) else ""
+        if not name or len(name) > MAX_NAME:
+            raise InvalidInput(
+                "tenant name is required",
+                errors=[FieldError("name", f"must be 1 to {MAX_NAME} characters")],
+            )
+        prefix, key = new_api_key()
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO tenants (name) VALUES (%s) RETURNING id, name, created_at", (name,)
+                )
+                row = await cur.fetchone()
+                assert row is not None
+                await conn.execute(
+                    "INSERT INTO api_keys (prefix, tenant_id, key_hash) VALUES (%s, %s, %s)",
+                    (prefix, row[0], _hash(key)),
+                )
+        return Tenant(str(row[0]), row[1], row[2]), key
+
+    async def create_key(self, tenant_id: str) -> str:
+        tid = parse_uuid(tenant_id, "tenant_id")
+        prefix, key = new_api_key()
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO api_keys (prefix, tenant_id, key_hash) "
+                "SELECT %s, id, %s FROM tenants WHERE id = %s RETURNING prefix",
+                (prefix, _hash(key), tid),
+            )
+            if await cur.fetchone() is None:
+                raise NotFound(f"tenant {tenant_id} does not exist")
+        return key
+
+    async def revoke_key(self, tenant_id: str, prefix: str) -> None:
+        tid = parse_uuid(tenant_id, "tenant_id")
+        if not _PREFIX.match(prefix):
+            raise NotFound(f"no key with prefix {prefix!r}")
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE api_keys SET revoked_at = now() "
+                "WHERE prefix = %s AND tenant_id = %s AND revoked_at IS NULL RETURNING key_hash",
+                (prefix, tid),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"no active key with prefix {prefix!r} for this tenant")
+        self._cache.pop(bytes(row[0]), None)
+
+    async def authenticate(self, api_key: str) -> str:
+        """The tenant id that owns ``api_key``; ``Unauthenticated`` otherwise."""
+        match = _KEY.match(api_key or "")
+        if not match:
+            raise Unauthenticated("missing or malformed API key")
+        digest = _hash(api_key)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached and cached[1] > now:
+            return cached[0]
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
+                (match[1],),
+            )
+            row = await cur.fetchone()
+        if row is None or not hmac.compare_digest(bytes(row[1]), digest):
+            raise Unauthenticated("unknown or revoked API key")
+        tenant_id = str(row[0])
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (tenant_id, now + self._ttl)
+        return tenant_id
+
+
+def parse_uuid(value: str, field: str) -> uuid.UUID:
+    """A UUID from a path or body; a malformed one is a 422 naming the field."""
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, AttributeError, TypeError):
+        shown = str(value)[:64]
+        raise InvalidInput(
+            f"{field} {shown!r} is not a valid id",
+            errors=[FieldError(field, "must be a UUID")],
+        ) from None

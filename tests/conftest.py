@@ -1,0 +1,105 @@
+"""Shared fixtures: one embedded PostgreSQL per test session, the real app, tenants.
+
+Every test gets a fresh tenant, which isolates its data as the service isolates
+tenants; nothing is mocked. The real all-MiniLM-L6-v2 model is loaded once.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from memory_service import db
+from memory_service.config import Settings
+from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+
+ADMIN_TOKEN = "test-admin-token"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("memory-data")
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(
+        data_dir=str(data_dir),
+        database_url=os.environ.get("MEMORY_TEST_DATABASE_URL") or None,
+        admin_token=ADMIN_TOKEN,
+        db_pool_max=8,
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url(settings: Settings) -> Iterator[str]:
+    yield db.resolve_database_url(settings)
+
+
+@pytest.fixture(scope="session")
+def real_embedder() -> Embedder:
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def hash_embedder() -> Embedder:
+    return HashEmbedder(384)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings, database_url: str, real_embedder: Embedder) -> Litestar:
+    return create_app(settings, embedder=real_embedder)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app, timeout=60) as c:
+        yield c
+
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+async def new_tenant(client: AsyncTestClient[Litestar], name: str | None = None) -> dict[str, Any]:
+    response = await client.post(
+        "/v1/admin/tenants", json={"name": name or f"t-{uuid.uuid4().hex[:8]}"}, headers=ADMIN
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    body["headers"] = {"Authorization": f"Bearer {body['api_key']}"}
+    return body
+
+
+@pytest.fixture
+async def tenant(client: AsyncTestClient[Litestar]) -> dict[str, Any]:
+    """A fresh tenant: ``{"id", "name", "api_key", "headers"}``."""
+    return await new_tenant(client)
+
+
+@pytest.fixture
+async def other_tenant(client: AsyncTestClient[Litestar]) -> dict[str, Any]:
+    return await new_tenant(client)
+
+
+def assert_problem(response: Any, status: int, *, mentions: str | None = None) -> dict[str, Any]:
+    """The response is an RFC 9457 problem document with ``status``."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    body = response.json()
+    for key in ("type", "title", "status", "detail", "trace_id"):
+        assert key in body, body
+    assert body["status"] == status
+    assert len(body["trace_id"]) == 32
+    if mentions is not None:
+        assert mentions.lower() in (body["detail"] + str(body.get("errors", ""))).lower(), body
+    for leak in ("Traceback", "psycopg", "SELECT ", "/work/", "site-packages"):
+        assert leak not in response.text
+    return body
