@@ -35,9 +35,10 @@ from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
 
-# Other features add their routers and start-up hooks through these lists.
-TenantRoutes: list[Any] = [MemoryController]
-AdminRoutes: list[Any] = [TenantController]
+# Each feature adds its controllers to one of these lists.
+TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
+AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
+PublicRoutes: list[Any] = [health, ready]  # no authentication
 StartupHook = Callable[[Runtime], Any]
 
 
@@ -93,7 +94,7 @@ def create_app(
         exclude=["/health"],
     )
     return Litestar(
-        route_handlers=[health, ready, tenant_router, admin_router],
+        route_handlers=[*PublicRoutes, tenant_router, admin_router],
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),

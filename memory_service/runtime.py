@@ -73,6 +73,8 @@ class Runtime:
                 memories=MemoryService(pool, cached, settings, cursors),
                 cursors=cursors,
             )
+            for install in extensions():
+                await install(runtime)
         except BaseException:
             await pool.close()
             raise
@@ -104,6 +106,20 @@ class Runtime:
         except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
             checks["database"] = f"unreachable: {type(exc).__name__}"
         return checks
+
+
+Extension = Callable[["Runtime"], Awaitable[None]]
+
+
+def extensions() -> list[Extension]:
+    """Features that attach to a started runtime, in start-up order.
+
+    Each ``install(runtime)`` may add services to ``runtime.extras``, change
+    listeners or search backends to ``runtime.memories``, and closers to
+    ``runtime.closers``.
+    """
+    installs: list[Extension] = []
+    return installs
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:
