@@ -28,10 +28,17 @@ COLUMNS = sql.SQL(
 VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A float32 array from whatever the pgvector loader returned (``Vector`` or array)."""
+    if hasattr(value, "to_numpy"):
+        value = value.to_numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
 def row_to_memory(row: dict[str, Any], *, with_embedding: bool = False) -> Memory:
     embedding = row.get("embedding") if with_embedding else None
-    if embedding is not None and not isinstance(embedding, np.ndarray):
-        embedding = np.asarray(embedding, dtype=np.float32)
+    if embedding is not None:
+        embedding = to_numpy(embedding)
     return Memory(
         id=str(row["id"]),
         content=row["content"],
