@@ -1,0 +1,96 @@
+"""Tenant isolation on every memory endpoint: another tenant's row is a 404, never data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import ADMIN, assert_problem, new_tenant
+from tests.helpers import page_all, unit_vectors
+
+
+async def test_other_tenants_rows_behave_as_missing(client: Any, tenant: dict, other_tenant: dict) -> None:
+    mine, theirs = tenant["headers"], other_tenant["headers"]
+    vec = unit_vectors(1, seed=42)[0].tolist()
+    r = await client.post(
+        "/v1/memories", json={"content": "secret plan", "user_id": "u", "embedding": vec}, headers=mine
+    )
+    mid = r.json()["id"]
+    assert_problem(await client.get(f"/v1/memories/{mid}", headers=theirs), 404)
+    assert_problem(await client.get(f"/v1/memories/{mid}/history", headers=theirs), 404)
+    assert_problem(
+        await client.patch(f"/v1/memories/{mid}", json={"content": "hijack"}, headers=theirs), 404
+    )
+    assert_problem(await client.delete(f"/v1/memories/{mid}", headers=theirs), 404)
+    r = await client.delete("/v1/memories", params={"user_id": "u"}, headers=theirs)
+    assert r.json() == {"deleted": 0}
+    assert await page_all(client, theirs, {"user_id": "u"}) == []
+    for mode_body in ({"embedding": vec}, {"query": "secret plan"}):
+        r = await client.post("/v1/memories/search", json={**mode_body, "k": 10}, headers=theirs)
+        assert r.status_code == 200 and r.json()["results"] == []
+    # the same content in the other tenant is its own memory, not a duplicate of ours
+    r = await client.post(
+        "/v1/memories", json={"content": "secret plan", "user_id": "u", "embedding": vec}, headers=theirs
+    )
+    assert r.status_code == 201 and r.json()["id"] != mid
+    # and ours is untouched
+    got = await client.get(f"/v1/memories/{mid}", headers=mine)
+    assert got.status_code == 200 and got.json()["content"] == "secret plan"
+
+
+async def test_cursor_of_one_tenant_is_refused_by_another(client: Any, tenant: dict, other_tenant: dict) -> None:
+    vecs = unit_vectors(3, seed=1)
+    for i in range(3):
+        await client.post(
+            "/v1/memories", json={"content": f"m{i}", "embedding": vecs[i].tolist()}, headers=tenant["headers"]
+        )
+    r = await client.get("/v1/memories", params={"limit": 1}, headers=tenant["headers"])
+    cursor = r.json()["next_cursor"]
+    assert cursor
+    assert_problem(
+        await client.get("/v1/memories", params={"cursor": cursor}, headers=other_tenant["headers"]),
+        422,
+        mentions="cursor",
+    )
+
+
+async def test_authentication_is_required_everywhere(client: Any) -> None:
+    for method, path in [
+        ("GET", "/v1/memories"),
+        ("POST", "/v1/memories"),
+        ("POST", "/v1/memories/search"),
+        ("POST", "/v1/memories/batch"),
+        ("GET", "/v1/memories/00000000-0000-0000-0000-000000000000"),
+        ("DELETE", "/v1/memories?user_id=x"),
+    ]:
+        for headers in ({}, {"Authorization": "Bearer mk_000000000000_" + "x" * 43},
+                        {"Authorization": "Basic abc"}):
+            r = await client.request(method, path, headers=headers, json={})
+            assert_problem(r, 401)
+            assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_admin_endpoints_need_the_admin_token(client: Any, tenant: dict) -> None:
+    assert_problem(await client.post("/v1/admin/tenants", json={"name": "x"}), 401)
+    assert_problem(
+        await client.post("/v1/admin/tenants", json={"name": "x"}, headers=tenant["headers"]), 401
+    )
+    assert_problem(await client.post("/v1/admin/tenants", json={"name": ""}, headers=ADMIN), 400)
+
+
+async def test_keys_can_be_added_and_revoked(client: Any) -> None:
+    t = await new_tenant(client)
+    r = await client.post(f"/v1/admin/tenants/{t['id']}/keys", headers=ADMIN)
+    assert r.status_code == 201
+    second = r.json()["api_key"]
+    h2 = {"Authorization": f"Bearer {second}"}
+    assert (await client.get("/v1/memories", headers=h2)).status_code == 200
+    prefix = second.split("_")[1]
+    assert (await client.delete(f"/v1/admin/tenants/{t['id']}/keys/{prefix}", headers=ADMIN)).status_code == 204
+    assert_problem(await client.get("/v1/memories", headers=h2), 401)
+    assert (await client.get("/v1/memories", headers=t["headers"])).status_code == 200
+    assert_problem(await client.delete(f"/v1/admin/tenants/{t['id']}/keys/{prefix}", headers=ADMIN), 404)
+    assert_problem(
+        await client.post("/v1/admin/tenants/00000000-0000-0000-0000-000000000000/keys", headers=ADMIN),
+        404,
+    )
+    assert_problem(await client.post("/v1/admin/tenants/not-a-uuid/keys", headers=ADMIN), 422)
