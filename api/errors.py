@@ -97,6 +97,16 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
     return problem(status, detail, headers=exc.headers)
 
 
+def unicode_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    # raised while decoding a request body that is not UTF-8
+    return problem(
+        400,
+        "the request body is not valid UTF-8",
+        title="Malformed request",
+        errors=[{"field": "body", "message": "invalid UTF-8"}],
+    )
+
+
 def unexpected_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", exc_info=exc)
     return problem(500, "an unexpected error occurred; quote the trace_id when reporting it")
@@ -128,5 +138,6 @@ def _validation_detail(detail: Any, errors: list[dict[str, str]]) -> str:
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     domain.MemoryServiceError: domain_error_handler,
     HTTPException: http_error_handler,
+    UnicodeDecodeError: unicode_error_handler,
     Exception: unexpected_error_handler,
 }
