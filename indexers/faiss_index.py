@@ -1,0 +1,326 @@
+"""The in-process FAISS index: flat (exact) for small sets, HNSW for large ones.
+
+FAISS HNSW cannot remove vectors, so this wrapper never asks it to: each vector
+lives at a *position*; removing or replacing an id marks its old position dead
+in a bitmap (a tombstone) and every search passes the live bitmap as an
+``IDSelectorBitmap``. ``needs_rebuild`` says when the dead share (or a flat index
+outgrowing ``flat_max``) makes a rebuild worthwhile; ``rebuilt()`` makes the
+compacted copy. Allow-filters with few ids are answered exactly by scoring just
+those stored vectors; larger ones go through HNSW with the bitmap and a raised
+efSearch. A readers-writer lock lets searches run in parallel with each other
+(FAISS releases the GIL) but never with a mutation.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from indexers.base import Allow, Ids, Matrix, Scores, allowed_ids, as_ids, as_matrix, top_k
+
+
+@dataclass(frozen=True, slots=True)
+class FaissParams:
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    flat_max: int = 20_000  # up to this many vectors a flat index answers exactly
+    exact_max: int = 20_000  # allow-filters up to this size are scored exactly
+    rebuild_dead_ratio: float = 0.2
+
+
+class ReadWriteLock:
+    """Many readers or one writer; a waiting writer holds back new readers."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class FaissIndex:
+    kind = "faiss"
+
+    def __init__(
+        self, dimension: int, params: FaissParams | None = None, *, hnsw: bool = False
+    ) -> None:
+        self._dimension = dimension
+        self.params = params or FaissParams()
+        self.is_hnsw = hnsw
+        self._index = self._new_index()
+        self._labels = np.zeros(0, dtype=np.int64)  # position -> id
+        self._alive = np.zeros(0, dtype=np.uint8)  # bitmap over positions, little bit order
+        self._where: dict[int, int] = {}  # live id -> position
+        self._lock = ReadWriteLock()
+
+    def _new_index(self) -> Any:
+        if self.is_hnsw:
+            index = faiss.IndexHNSWFlat(
+                self._dimension, self.params.hnsw_m, faiss.METRIC_INNER_PRODUCT
+            )
+            index.hnsw.efConstruction = self.params.ef_construction
+            index.hnsw.efSearch = self.params.ef_search
+            return index
+        return faiss.IndexFlatIP(self._dimension)
+
+    @classmethod
+    def build(
+        cls,
+        dimension: int,
+        ids: npt.ArrayLike,
+        vectors: Matrix,
+        params: FaissParams | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        chunk: int = 20_000,
+    ) -> FaissIndex:
+        """A fresh index of the right kind for this many vectors."""
+        params = params or FaissParams()
+        id_array = as_ids(ids)
+        index = cls(dimension, params, hnsw=len(id_array) > params.flat_max)
+        for start in range(0, len(id_array), chunk):
+            index.add(id_array[start : start + chunk], vectors[start : start + chunk])
+            if progress is not None:
+                progress(min(chunk, len(id_array) - start))
+        return index
+
+    # -- properties ------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    @property
+    def size(self) -> int:
+        return len(self._where)
+
+    @property
+    def positions(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def dead(self) -> int:
+        return self.positions - self.size
+
+    @property
+    def needs_rebuild(self) -> bool:
+        if not self.is_hnsw and self.size > self.params.flat_max:
+            return True
+        return self.dead > 1000 and self.dead > self.params.rebuild_dead_ratio * self.positions
+
+    def memory_bytes(self) -> int:
+        per_vector = 4 * self._dimension + 8 + (8 * self.params.hnsw_m + 16 if self.is_hnsw else 0)
+        return self.positions * per_vector + len(self._where) * 100
+
+    def set_ef_search(self, ef_search: int) -> None:
+        self.params = replace(self.params, ef_search=ef_search)
+        if self.is_hnsw:
+            self._index.hnsw.efSearch = ef_search
+
+    def contains(self, label: int) -> bool:
+        return label in self._where
+
+    # -- mutation ----------------------------------------------------------------------
+    def _stored(self) -> Matrix:
+        """A view of the stored vectors by position (valid until the next add)."""
+        n = self.positions
+        flat = faiss.downcast_index(self._index.storage) if self.is_hnsw else self._index
+        if n == 0:
+            return np.zeros((0, self._dimension), dtype=np.float32)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self._dimension).reshape(n, self._dimension)
+
+    def add(self, ids: npt.ArrayLike, vectors: Matrix) -> None:
+        """Add or replace; a replaced id whose vector is unchanged costs nothing."""
+        id_array, matrix = as_ids(ids), as_matrix(vectors, self._dimension)
+        if len(id_array) != len(matrix):
+            raise ValueError("ids and vectors differ in length")
+        # the last occurrence of a repeated id wins
+        _, last = np.unique(id_array[::-1], return_index=True)
+        keep = np.sort(len(id_array) - 1 - last)
+        id_array, matrix = id_array[keep], matrix[keep]
+        with self._lock.write():
+            stored = self._stored()
+            fresh: list[int] = []
+            for i, label in enumerate(id_array.tolist()):
+                at = self._where.get(label)
+                if at is not None:
+                    if np.array_equal(stored[at], matrix[i]):
+                        continue
+                    self._kill(at)
+                fresh.append(i)
+            if not fresh:
+                return
+            start = self.positions
+            todo = matrix[fresh] if len(fresh) != len(matrix) else matrix
+            self._index.add(np.ascontiguousarray(todo))
+            end = start + len(fresh)
+            self._ensure_capacity(end)
+            self._labels[start:end] = id_array[fresh]
+            for offset, label in enumerate(id_array[fresh].tolist()):
+                self._where[label] = start + offset
+            self._set_alive(np.arange(start, end))
+
+    def remove(self, ids: npt.ArrayLike) -> None:
+        with self._lock.write():
+            for label in as_ids(ids).tolist():
+                at = self._where.pop(label, None)
+                if at is not None:
+                    self._kill(at, forget=False)
+
+    def _kill(self, at: int, *, forget: bool = True) -> None:
+        self._alive[at >> 3] &= np.uint8(~(1 << (at & 7)) & 0xFF)
+        if forget:
+            self._where.pop(int(self._labels[at]), None)
+
+    def _set_alive(self, positions: npt.NDArray[np.int64]) -> None:
+        np.bitwise_or.at(self._alive, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
+
+    def _ensure_capacity(self, n: int) -> None:
+        if n <= len(self._labels):
+            return
+        capacity = max(n, 2 * len(self._labels), 1024)
+        labels = np.zeros(capacity, dtype=np.int64)
+        labels[: len(self._labels)] = self._labels
+        alive = np.zeros((capacity + 7) // 8, dtype=np.uint8)
+        alive[: len(self._alive)] = self._alive
+        self._labels, self._alive = labels, alive
+
+    # -- search ------------------------------------------------------------------------
+    def search(
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        allow: Allow | None = None,
+        *,
+        ef_search: int | None = None,
+    ) -> tuple[Ids, Scores]:
+        q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        with self._lock.read():
+            if allow is None:
+                bitmap = self._alive if self.dead else None
+                return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
+            positions = self._allowed_positions(allow)
+            if len(positions) <= self.params.exact_max or not self.is_hnsw:
+                scores = self._stored()[positions] @ q[0]
+                found, best = top_k(positions, scores, k)
+                return self._labels[found], best
+            bitmap = np.zeros_like(self._alive)
+            np.bitwise_or.at(bitmap, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
+            share = len(positions) / max(1, self.size)
+            ef = int(max(ef_search or self.params.ef_search, k) * min(8.0, 1.0 / share))
+            ids, scores = self._graph_search(q, k, bitmap, ef)
+            if len(ids) < min(k, len(positions)):  # the graph walk ran dry: score them all
+                found, best = top_k(positions, self._stored()[positions] @ q[0], k)
+                return self._labels[found], best
+            return ids, scores
+
+    def _allowed_positions(self, allow: Allow) -> npt.NDArray[np.int64]:
+        if callable(allow):
+            live = np.fromiter(self._where.values(), dtype=np.int64, count=len(self._where))
+            return live[np.asarray(allow(self._labels[live]), dtype=bool)]
+        where = self._where
+        found = [where.get(label, -1) for label in allowed_ids(allow).tolist()]
+        positions = np.asarray(found, dtype=np.int64)
+        return np.unique(positions[positions >= 0])
+
+    def _graph_search(
+        self, q: Matrix, k: int, bitmap: npt.NDArray[np.uint8] | None, ef: int
+    ) -> tuple[Ids, Scores]:
+        k = min(k, max(1, self.positions))
+        if self.positions == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        params: Any
+        if self.is_hnsw:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = max(ef, k)
+        else:
+            params = faiss.SearchParameters()
+        selector = None
+        if bitmap is not None:
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            params.sel = selector
+        scores, positions = self._index.search(q, k, params=params)
+        del selector
+        hit = positions[0] >= 0
+        return self._labels[positions[0][hit]], scores[0][hit].astype(np.float32)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def live_items(self) -> tuple[Ids, Matrix]:
+        """Copies of the live ids and vectors, by position order."""
+        with self._lock.read():
+            positions = np.fromiter(self._where.values(), dtype=np.int64, count=len(self._where))
+            positions.sort()
+            return self._labels[positions].copy(), self._stored()[positions].copy()
+
+    def rebuilt(self, progress: Callable[[int], None] | None = None) -> FaissIndex:
+        """A compacted copy without tombstones, of the kind its size calls for."""
+        ids, vectors = self.live_items()
+        return FaissIndex.build(self._dimension, ids, vectors, self.params, progress=progress)
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        with self._lock.read():
+            faiss.write_index(self._index, str(path / "index.faiss"))
+            n = self.positions
+            np.save(path / "labels.npy", self._labels[:n])
+            np.save(path / "alive.npy", self._alive[: (n + 7) // 8])
+            meta = {"kind": self.kind, "dim": self._dimension, "hnsw": self.is_hnsw}
+            meta["params"] = asdict(self.params)
+        (path / "meta.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, path: Path, params: FaissParams | None = None) -> FaissIndex:
+        meta = json.loads((path / "meta.json").read_text())
+        index = cls(int(meta["dim"]), params or FaissParams(**meta["params"]), hnsw=meta["hnsw"])
+        index._index = faiss.read_index(str(path / "index.faiss"))
+        if index.is_hnsw:
+            index._index.hnsw.efSearch = index.params.ef_search
+        labels = np.load(path / "labels.npy")
+        alive = np.load(path / "alive.npy")
+        n = int(index._index.ntotal)
+        if len(labels) != n or len(alive) != (n + 7) // 8:
+            raise ValueError(f"snapshot in {path} is inconsistent")
+        index._ensure_capacity(n)
+        index._labels[:n] = labels
+        index._alive[: len(alive)] = alive
+        live = np.flatnonzero(np.unpackbits(alive, bitorder="little")[:n])
+        index._where = dict(zip(labels[live].tolist(), live.tolist(), strict=True))
+        return index
