@@ -23,13 +23,25 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.environments import EnvironmentController
+from api.routes.events import EventController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.metrics import (
+    RequestMetricsMiddleware,
+    health_score_view,
+    metrics_summary,
+    prometheus_metrics,
+)
+from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
+from memory_service.environments import EnvironmentService
+from memory_service.events import EventService
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
+from memory_service.tasks import TaskService
 from memory_service.telemetry import build_tracer_provider, instrument_psycopg
 from memory_service.tenants import TenantService
 
@@ -39,6 +51,10 @@ log = logging.getLogger(__name__)
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
+TenantRoutes.extend(
+    [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
+)
+PublicRoutes.append(prometheus_metrics)
 StartupHook = Callable[[Runtime], Any]
 
 
@@ -46,6 +62,13 @@ def _state_getter(name: str) -> Callable[[State], Any]:
     def provide(state: State) -> Any:
         runtime = state.runtime
         return runtime if name == "__self__" else getattr(runtime, name)
+
+    return provide
+
+
+def _extra_getter(name: str) -> Callable[[State], Any]:
+    def provide(state: State) -> Any:
+        return state.runtime.extras[name]
 
     return provide
 
@@ -68,6 +91,7 @@ def create_app(
         app.state.tenants = runtime.tenants
         app.state.settings = settings
         app.state.tracer_provider = tracer_provider
+        runtime.extras["tracer_provider"] = tracer_provider  # for spans made in the core
         try:
             for hook in [*DEFAULT_STARTUP_HOOKS, *(startup_hooks or [])]:
                 result = hook(runtime)
@@ -100,9 +124,13 @@ def create_app(
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
+            "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
+            "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
+            "events": Provide(_extra_getter("events"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
+        middleware=[RequestMetricsMiddleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",
@@ -113,7 +141,9 @@ def create_app(
                 security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
-        signature_types=[MemoryService, TenantService, Runtime],
+        signature_types=[
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+        ],
         debug=False,
     )
 

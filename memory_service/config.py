@@ -64,6 +64,21 @@ class Settings:
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
 
+    # events, streams, metrics and health
+    event_retention_seconds: float = 7 * 24 * 3600.0
+    event_retention_interval_seconds: float = 300.0
+    event_retention_batch: int = 5000
+    sse_heartbeat_seconds: float = 15.0
+    health_latency_target_ms: float = 500.0  # p95 above this costs health score
+    health_window_seconds: float = 300.0
+    index_stale_seconds: float = 60.0  # an index lagging longer costs health score
+
+    # resilience: circuit breakers around the database and the embedder
+    db_pool_timeout_seconds: float = 10.0
+    breaker_failure_threshold: int = 5
+    breaker_reset_seconds: float = 5.0
+    read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
+
     # telemetry
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
+from memory_service.resilience import CircuitBreaker, GuardedPool
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,25 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
-    """A pool ready to ``await pool.open(wait=True)``; closed by the caller."""
-    return AsyncConnectionPool(
+    """A pool ready to ``await pool.open(wait=True)``; closed by the caller.
+
+    Its ``connection()`` goes through a circuit breaker (``pool.breaker``), so an
+    unreachable database fails requests fast with 503 instead of queueing them.
+    """
+    return GuardedPool(
         url,
+        breaker=CircuitBreaker(
+            "database",
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_seconds=settings.breaker_reset_seconds,
+        ),
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         open=False,
         configure=_configure,
         check=AsyncConnectionPool.check_connection,
         kwargs={"options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"},
-        timeout=10.0,
+        timeout=settings.db_pool_timeout_seconds,
         name="memory-service",
     )
 

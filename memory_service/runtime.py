@@ -19,6 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service import db, migrate
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
+from memory_service.events.install import install as operations_install
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.tenants import TenantService
@@ -119,6 +120,7 @@ def extensions() -> list[Extension]:
     ``runtime.closers``.
     """
     installs: list[Extension] = []
+    installs.append(operations_install)
     return installs
 
 

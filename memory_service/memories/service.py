@@ -54,6 +54,8 @@ MAX_LIST_LIMIT = 1000
 # (tenant_id, upserted memories with embeddings, deleted ids)
 ChangeListener = Callable[[str, list[Memory], list[str]], Awaitable[None]]
 SearchBackend = Callable[[uuid.UUID, SearchRequest, CompiledFilter | None], Awaitable[SearchResult]]
+# (tenant_id, request, result) after a search answered
+SearchListener = Callable[[str, SearchRequest, SearchResult], Awaitable[None]]
 
 _WS = re.compile(r"\s+")
 
@@ -80,6 +82,8 @@ class MemoryService:
         self.listeners: list[ChangeListener] = []
         # search modes beyond "vector" register here (keyword, hybrid, ...)
         self.search_backends: dict[str, SearchBackend] = {}
+        # told about every answered search (the event log and metrics listen)
+        self.search_listeners: list[SearchListener] = []
 
     # -- validation ----------------------------------------------------------------
     def check_content(self, content: Any, where: str = "content") -> str:
@@ -400,6 +404,8 @@ class MemoryService:
         if request.min_score is not None:
             result.results = [h for h in result.results if h.score >= request.min_score]
         result.took_ms = (time.perf_counter() - started) * 1000.0
+        for listener in self.search_listeners:
+            await listener(tenant_id, request, result)
         return result
 
     def check_search(self, request: SearchRequest) -> None:

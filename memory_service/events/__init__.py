@@ -1,0 +1,14 @@
+"""The event log: what agents and the service itself report, stored, listed and streamed.
+
+``models`` holds the value types and validation, ``store`` all event SQL,
+``service`` the ingest/list/stream operations, ``writer`` the background writer
+for the service's own events, ``fanout`` the LISTEN/NOTIFY wake-ups that make
+streams live across processes, and ``retention`` the batched clean-up of old
+events. ``install`` wires them into a running core.
+"""
+
+from memory_service.events.models import SEVERITIES, Event, EventQuery, NewEvent
+from memory_service.events.service import EventService
+from memory_service.events.writer import EventWriter
+
+__all__ = ["SEVERITIES", "Event", "EventQuery", "EventService", "EventWriter", "NewEvent"]

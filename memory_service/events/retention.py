@@ -1,0 +1,74 @@
+"""Removes events older than the configured retention, in the background.
+
+Deletes run in small batches, each its own short transaction that skips rows
+another process is already deleting, so writers never wait behind a big delete
+and several processes can prune the same database at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import MemoryServiceError
+from memory_service.events import store
+
+log = logging.getLogger(__name__)
+
+
+class RetentionWorker:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        retention_seconds: float,
+        interval_seconds: float,
+        batch_size: int,
+    ) -> None:
+        self._pool = pool
+        self.retention_seconds = retention_seconds
+        self.interval_seconds = interval_seconds
+        self.batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self.deleted = 0
+        self.runs = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-retention")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def prune_once(self) -> int:
+        """Delete every expired event, batch by batch; returns how many went."""
+        total = 0
+        while True:
+            async with wrap_db_errors(), self._pool.connection() as conn:
+                async with conn.transaction():
+                    deleted = await store.prune_batch(
+                        conn, self.retention_seconds, self.batch_size
+                    )
+            total += deleted
+            if deleted < self.batch_size:
+                break
+            await asyncio.sleep(0)  # let request handlers in between batches
+        self.deleted += total
+        self.runs += 1
+        return total
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_seconds)
+            try:
+                removed = await self.prune_once()
+                if removed:
+                    log.info("event retention removed %d events", removed)
+            except MemoryServiceError as exc:
+                log.warning("event retention skipped a run: %s", exc.detail)

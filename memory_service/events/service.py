@@ -1,0 +1,129 @@
+"""Event operations: ingest a batch, list with filters, and stream live with resumption.
+
+A stream is a loop over the database, not over messages: it reads the matching
+events after the last one it delivered, then sleeps until the fan-out says the
+tenant has new events (or a heartbeat interval passes). Because a stream always
+reads from its own last position, reconnecting with ``Last-Event-ID`` resumes
+exactly where it stopped, and wake-ups from other processes need to carry no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge, Unavailable
+from memory_service.events import store
+from memory_service.events.fanout import EventFanout
+from memory_service.events.models import Event, EventQuery, NewEvent, validate_event
+from memory_service.pagination import CursorCodec, Page
+from memory_service.telemetry import current_trace_id
+
+log = logging.getLogger(__name__)
+MAX_LIST_LIMIT = 1000
+STREAM_READ = 500
+MAX_SEQ = 2**63 - 1
+
+
+class EventService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        cursors: CursorCodec,
+        fanout: EventFanout,
+        *,
+        max_batch: int = 1000,
+        heartbeat_seconds: float = 15.0,
+    ) -> None:
+        self.pool = pool
+        self.cursors = cursors
+        self.fanout = fanout
+        self.max_batch = max_batch
+        self.heartbeat_seconds = heartbeat_seconds
+
+    async def record(self, tenant_id: str, events: Sequence[NewEvent]) -> list[Event]:
+        """Validate every event, then store them all in one transaction (all or nothing)."""
+        if not events:
+            raise InvalidInput("items must not be empty", errors=[FieldError("items", "empty")])
+        if len(events) > self.max_batch:
+            raise PayloadTooLarge(
+                f"a batch holds at most {self.max_batch} events, not {len(events)}",
+                errors=[FieldError("items", f"at most {self.max_batch}")],
+            )
+        trace_id = current_trace_id()
+        checked = [validate_event(e, f"items[{i}].", trace_id) for i, e in enumerate(events)]
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                return await store.insert_batch(conn, uuid.UUID(tenant_id), checked)
+
+    async def list(
+        self, tenant_id: str, query: EventQuery, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[Event]:
+        """Oldest first; the cursor is the last seq returned."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                               errors=[FieldError("limit", "range")])
+        query.validate()
+        after = 0
+        if cursor:
+            position = self.cursors.decode(cursor, "events", tenant_id)
+            if not isinstance(position, int):
+                raise InvalidInput("cursor is not valid for this listing",
+                                   errors=[FieldError("cursor", "malformed")])
+            after = position
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            rows = await store.read_after(conn, uuid.UUID(tenant_id), query, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = self.cursors.encode("events", tenant_id, rows[-1].seq) if more and rows else None
+        return Page(rows, next_cursor)
+
+    async def stream_start(self, tenant_id: str, last_event_id: str | None) -> int:
+        """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
+        if last_event_id is not None:
+            text = last_event_id.strip()
+            if not text.isdigit() or len(text) > 19 or int(text) > MAX_SEQ:
+                raise InvalidInput(
+                    "Last-Event-ID must be the id of an event this stream sent",
+                    errors=[FieldError("Last-Event-ID", "an event sequence number")],
+                )
+            return int(text)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            return await store.last_seq(conn, uuid.UUID(tenant_id))
+
+    async def stream(
+        self, tenant_id: str, query: EventQuery, after_seq: int
+    ) -> AsyncIterator[Event | None]:
+        """Matching events as they commit; ``None`` is a heartbeat (nothing new for a while).
+
+        While the database is away the stream keeps heartbeating and resumes from
+        its position when it returns.
+        """
+        tid = uuid.UUID(tenant_id)
+        subscription = self.fanout.subscribe(tenant_id)
+        try:
+            while not subscription.closed:
+                subscription.clear()
+                try:
+                    async with wrap_db_errors(), self.pool.connection() as conn:
+                        rows = await store.read_after(conn, tid, query, after_seq, STREAM_READ)
+                except Unavailable as exc:
+                    log.info("event stream waiting for the database: %s", exc.detail)
+                    rows = []
+                    yield None
+                    await asyncio.sleep(min(self.heartbeat_seconds, 1.0))
+                    continue
+                for event in rows:
+                    yield event
+                    after_seq = event.seq
+                if len(rows) == STREAM_READ:
+                    continue
+                if not await subscription.wait(self.heartbeat_seconds):
+                    yield None
+        finally:
+            subscription.close()

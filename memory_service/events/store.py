@@ -1,0 +1,159 @@
+"""All event SQL: ordered batch inserts with NOTIFY, filtered keyset reads, pruning.
+
+Inserts for one tenant take a transaction-scoped advisory lock before the rows get
+their ``seq``, and hold it until commit. Within a tenant, seq order is therefore
+commit order, so a reader that has seen seq N will never later find a new row
+below N; resumable streams and keyset pages depend on it. The same transaction
+sends ``NOTIFY memory_events, '<tenant id>'``, delivered on commit to every
+process listening on this database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from memory_service.events.models import SEVERITIES, Event, EventQuery, NewEvent
+
+CHANNEL = "memory_events"
+_LOCK_CLASS = 0x65766E74  # "evnt"
+COLUMNS = sql.SQL(
+    "seq, id, type, severity, source, ts, received_at, trace_id, span_id, task_id, "
+    "execution_id, agent_id, duration_ms, attributes"
+)
+
+
+async def insert_batch(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, events: Sequence[NewEvent]
+) -> list[Event]:
+    """Insert one tenant's events in order; the caller owns the transaction."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
+    )
+    rows: list[Event] = []
+    cur = conn.cursor(row_factory=dict_row)
+    # one multi-row INSERT per chunk keeps round trips low and seq in input order
+    for start in range(0, len(events), 200):
+        chunk = events[start : start + 200]
+        values = sql.SQL(", ").join(
+            sql.SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)") for _ in chunk
+        )
+        params: list[Any] = []
+        for index, e in enumerate(chunk):
+            params += [
+                tenant_id, e.type, SEVERITIES.index(e.severity), e.source, e.ts, e.trace_id,
+                e.span_id, e.task_id, e.execution_id, e.agent_id, e.duration_ms,
+                Jsonb(e.attributes), start + index,
+            ]
+        await cur.execute(
+            sql.SQL(
+                "INSERT INTO events (tenant_id, type, severity, source, ts, trace_id, span_id, "
+                "task_id, execution_id, agent_id, duration_ms, attributes) "
+                "SELECT v.tenant_id, v.type, v.severity, v.source, v.ts, v.trace_id, v.span_id, "
+                "v.task_id, v.execution_id, v.agent_id, v.duration_ms, v.attributes "
+                "FROM (VALUES {values}) AS v (tenant_id, type, severity, source, ts, trace_id, "
+                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord) "
+                "ORDER BY v.ord RETURNING {out}"
+            ).format(values=values, out=COLUMNS),
+            params,
+        )
+        rows += [_event(r) for r in await cur.fetchall()]
+    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(tenant_id)))
+    rows.sort(key=lambda e: e.seq)
+    return rows
+
+
+def _where(tenant_id: uuid.UUID, query: EventQuery, after_seq: int) -> tuple[sql.Composable, list[Any]]:
+    where: list[sql.Composable] = [sql.SQL("tenant_id = %s AND seq > %s")]
+    params: list[Any] = [tenant_id, after_seq]
+    if query.types:
+        alternatives: list[sql.Composable] = []
+        for prefix in query.types:
+            if prefix.endswith("."):
+                alternatives.append(sql.SQL("type LIKE %s"))
+                params.append(_escape_like(prefix) + "%")
+            else:
+                alternatives.append(sql.SQL("(type = %s OR type LIKE %s)"))
+                params += [prefix, _escape_like(prefix) + ".%"]
+        where.append(sql.SQL("({})").format(sql.SQL(" OR ").join(alternatives)))
+    if query.min_severity is not None:
+        where.append(sql.SQL("severity >= %s"))
+        params.append(SEVERITIES.index(query.min_severity))
+    for name in ("task_id", "execution_id", "agent_id"):
+        value = getattr(query, name)
+        if value is not None:
+            where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
+            params.append(value)
+    if query.since is not None:
+        where.append(sql.SQL("ts >= %s"))
+        params.append(query.since)
+    if query.until is not None:
+        where.append(sql.SQL("ts < %s"))
+        params.append(query.until)
+    return sql.SQL(" AND ").join(where), params
+
+
+async def read_after(
+    conn: AsyncConnection[Any],
+    tenant_id: uuid.UUID,
+    query: EventQuery,
+    after_seq: int,
+    limit: int,
+) -> list[Event]:
+    """Matching events with seq above ``after_seq``, oldest first."""
+    where, params = _where(tenant_id, query, after_seq)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL("SELECT {out} FROM events WHERE {where} ORDER BY seq LIMIT %s").format(
+            out=COLUMNS, where=where
+        ),
+        [*params, limit],
+    )
+    return [_event(r) for r in await cur.fetchall()]
+
+
+async def last_seq(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
+    cur = await conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = %s", (tenant_id,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def prune_batch(conn: AsyncConnection[Any], older_than_seconds: float, batch: int) -> int:
+    """Delete up to ``batch`` of the oldest expired events; short, so writers never wait."""
+    cur = await conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+        "WHERE received_at < clock_timestamp() - make_interval(secs => %s) "
+        "ORDER BY received_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+        (older_than_seconds, batch),
+    )
+    return cur.rowcount
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _event(row: dict[str, Any]) -> Event:
+    return Event(
+        seq=row["seq"],
+        id=str(row["id"]),
+        type=row["type"],
+        severity=SEVERITIES[row["severity"]],
+        source=row["source"],
+        ts=row["ts"],
+        received_at=row["received_at"],
+        trace_id=row["trace_id"],
+        span_id=row["span_id"],
+        task_id=row["task_id"],
+        execution_id=row["execution_id"],
+        agent_id=row["agent_id"],
+        duration_ms=row["duration_ms"],
+        attributes=row["attributes"],
+    )

@@ -1,0 +1,295 @@
+"""The service's own metrics: Prometheus exposition, windowed summaries, health score.
+
+``ServiceMetrics`` owns one ``CollectorRegistry`` per app (never the global
+one), request counters and latency histograms labelled by route *template*
+(``/v1/memories/{memory_id}``, never a raw path, so no tenant data reaches a
+label), embedding timings, and a collector that reads live state at scrape time:
+pool, circuit breakers, embedding cache, event writer and streams, indexes.
+It also keeps recent request samples for ``summary`` (count, error rate and
+p50/p95/p99 per operation over a window) and ``health_score``.
+
+An index reports its freshness by putting a zero-argument callable into
+``runtime.extras["index_status"][name]`` that returns a mapping with optional
+``size`` (int) and ``lag_seconds`` (float: how far it trails the database).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from memory_service.resilience import STATE_CODES
+
+MAX_WINDOW_SECONDS = 3600.0
+MAX_SAMPLES_PER_OPERATION = 50_000
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+IndexStatus = Callable[[], Mapping[str, Any]]
+
+
+@dataclass(slots=True)
+class OperationSummary:
+    operation: str
+    count: int
+    errors: int
+    client_errors: int
+    error_rate: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+
+@dataclass(slots=True)
+class HealthComponent:
+    name: str
+    score: float  # points deducted from 100
+    status: str  # ok | degraded | failing | unknown
+    reason: str
+
+
+@dataclass(slots=True)
+class HealthReport:
+    score: int
+    status: str
+    components: list[HealthComponent] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c.reason for c in self.components if c.score > 0]
+
+
+class ServiceMetrics:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "memory_http_requests", "HTTP requests by route template and status",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "memory_http_request_duration_seconds", "HTTP request latency",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.embedding_seconds = Histogram(
+            "memory_embedding_batch_duration_seconds", "Time to embed one batch",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.embedding_texts = Counter(
+            "memory_embedding_texts", "Texts embedded", registry=self.registry
+        )
+        self.embedding_errors = Counter(
+            "memory_embedding_errors", "Embedding batches that failed", registry=self.registry
+        )
+        self._samples: dict[str, deque[tuple[float, float, int]]] = defaultdict(
+            lambda: deque(maxlen=MAX_SAMPLES_PER_OPERATION)
+        )
+        self._lock = threading.Lock()
+        self._runtime: Any = None
+        self.registry.register(_RuntimeCollector(self))
+
+    def attach(self, runtime: Any) -> None:
+        self._runtime = runtime
+
+    # -- recording ---------------------------------------------------------------------
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.request_seconds.labels(method, route).observe(seconds)
+        with self._lock:
+            self._samples[f"{method} {route}"].append((self._clock(), seconds, status))
+
+    def observe_embedding(self, texts: int, seconds: float, failed: bool) -> None:
+        self.embedding_seconds.observe(seconds)
+        self.embedding_texts.inc(texts)
+        if failed:
+            self.embedding_errors.inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    # -- summaries ---------------------------------------------------------------------
+    def summary(self, window_seconds: float) -> list[OperationSummary]:
+        since = self._clock() - min(window_seconds, MAX_WINDOW_SECONDS)
+        with self._lock:
+            snapshot = {op: [s for s in samples if s[0] >= since]
+                        for op, samples in self._samples.items()}
+        out = []
+        for op, samples in sorted(snapshot.items()):
+            if samples:
+                out.append(_summarise(op, samples))
+        return out
+
+    def overall(self, window_seconds: float) -> OperationSummary | None:
+        since = self._clock() - min(window_seconds, MAX_WINDOW_SECONDS)
+        with self._lock:
+            samples = [s for ss in self._samples.values() for s in ss if s[0] >= since]
+        return _summarise("all", samples) if samples else None
+
+
+def _summarise(op: str, samples: list[tuple[float, float, int]]) -> OperationSummary:
+    durations = np.fromiter((s[1] for s in samples), dtype=np.float64) * 1000.0
+    p50, p95, p99 = np.percentile(durations, [50, 95, 99])
+    errors = sum(1 for s in samples if s[2] >= 500)
+    client = sum(1 for s in samples if 400 <= s[2] < 500)
+    return OperationSummary(
+        op, len(samples), errors, client, errors / len(samples),
+        round(float(p50), 3), round(float(p95), 3), round(float(p99), 3),
+    )
+
+
+def index_statuses(runtime: Any) -> dict[str, Mapping[str, Any]]:
+    reporters = getattr(runtime, "extras", {}).get("index_status") or {}
+    out: dict[str, Mapping[str, Any]] = {}
+    for name, report in dict(reporters).items():
+        try:
+            out[str(name)] = dict(report())
+        except Exception as exc:  # noqa: BLE001 - a broken reporter is itself a finding
+            out[str(name)] = {"error": type(exc).__name__}
+    return out
+
+
+class _RuntimeCollector(Collector):
+    """Reads live state at scrape time; labels are fixed names, never tenant data."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        runtime = self._metrics._runtime
+        if runtime is None:
+            return
+        pool = runtime.pool
+        stats = pool.get_stats()
+        gauge = GaugeMetricFamily("memory_db_pool_connections", "Pool connections", labels=["state"])
+        gauge.add_metric(["size"], stats.get("pool_size", 0))
+        gauge.add_metric(["available"], stats.get("pool_available", 0))
+        gauge.add_metric(["waiting"], stats.get("requests_waiting", 0))
+        yield gauge
+        errors = CounterMetricFamily("memory_db_pool_errors", "Pool errors", labels=["kind"])
+        errors.add_metric(["request"], stats.get("requests_errors", 0))
+        errors.add_metric(["connection"], stats.get("connections_errors", 0))
+        errors.add_metric(["connection_lost"], stats.get("connections_lost", 0))
+        yield errors
+        state = GaugeMetricFamily(
+            "memory_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            labels=["dependency"],
+        )
+        opened = CounterMetricFamily(
+            "memory_circuit_opened", "Times a breaker opened", labels=["dependency"]
+        )
+        rejected = CounterMetricFamily(
+            "memory_circuit_rejected", "Calls refused while open", labels=["dependency"]
+        )
+        for breaker in breakers(runtime):
+            state.add_metric([breaker.name], STATE_CODES[breaker.state])
+            opened.add_metric([breaker.name], breaker.times_opened)
+            rejected.add_metric([breaker.name], breaker.rejected)
+        yield state
+        yield opened
+        yield rejected
+        cache = CounterMetricFamily(
+            "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
+        )
+        cache.add_metric(["hit"], runtime.embedder.hits)
+        cache.add_metric(["miss"], runtime.embedder.misses)
+        yield cache
+        writer = runtime.extras.get("event_writer")
+        if writer is not None:
+            written = CounterMetricFamily(
+                "memory_service_events", "Service events by outcome", labels=["outcome"]
+            )
+            written.add_metric(["written"], writer.written)
+            written.add_metric(["dropped"], writer.dropped)
+            yield written
+            yield GaugeMetricFamily(
+                "memory_service_events_pending", "Service events queued", value=writer.pending
+            )
+        fanout = runtime.extras.get("event_fanout")
+        if fanout is not None:
+            yield GaugeMetricFamily(
+                "memory_event_streams", "Open event streams", value=fanout.stream_count
+            )
+        size = GaugeMetricFamily("memory_index_size", "Vectors in an index", labels=["index"])
+        lag = GaugeMetricFamily(
+            "memory_index_lag_seconds", "How far an index trails the database", labels=["index"]
+        )
+        for name, status in index_statuses(runtime).items():
+            if isinstance(status.get("size"), int | float):
+                size.add_metric([name], float(status["size"]))
+            if isinstance(status.get("lag_seconds"), int | float):
+                lag.add_metric([name], float(status["lag_seconds"]))
+        yield size
+        yield lag
+
+
+def breakers(runtime: Any) -> list[Any]:
+    found = [getattr(runtime.pool, "breaker", None), runtime.extras.get("embedder_breaker")]
+    return [b for b in found if b is not None]
+
+
+async def health_score(runtime: Any, metrics: ServiceMetrics) -> HealthReport:
+    """100 minus deductions, each component saying why it deducted."""
+    settings = runtime.settings
+    window = settings.health_window_seconds
+    components: list[HealthComponent] = []
+    overall = metrics.overall(window)
+    if overall is None:
+        components.append(HealthComponent("error_rate", 0, "ok", "no requests in the window"))
+        components.append(HealthComponent("latency", 0, "ok", "no requests in the window"))
+    else:
+        rate = overall.error_rate
+        deduction = min(40.0, rate * 400.0)  # 10% server errors costs all 40 points
+        components.append(HealthComponent(
+            "error_rate", round(deduction, 1), _status(deduction, 40),
+            f"{rate:.1%} of {overall.count} requests failed with 5xx in the last {window:g}s",
+        ))
+        target = settings.health_latency_target_ms
+        over = max(0.0, overall.p95_ms / target - 1.0)
+        deduction = min(20.0, over * 20.0)  # p95 at twice the target costs all 20
+        components.append(HealthComponent(
+            "latency", round(deduction, 1), _status(deduction, 20),
+            f"p95 latency {overall.p95_ms:.1f} ms against a target of {target:g} ms",
+        ))
+    checks = await runtime.ready()
+    db_ok = checks.get("database") == "ok"
+    components.append(HealthComponent(
+        "database", 0 if db_ok else 40, "ok" if db_ok else "failing",
+        "database reachable" if db_ok else f"database {checks.get('database', 'unknown')}",
+    ))
+    for breaker in breakers(runtime):
+        state = breaker.state
+        deduction = {"closed": 0.0, "half_open": 10.0, "open": 25.0}[state]
+        components.append(HealthComponent(
+            f"circuit.{breaker.name}", deduction, _status(deduction, 25),
+            f"the {breaker.name} circuit is {state.replace('_', '-')}",
+        ))
+    for name, status in index_statuses(runtime).items():
+        lag_value = status.get("lag_seconds")
+        if "error" in status:
+            components.append(HealthComponent(
+                f"index.{name}", 10, "failing", f"index {name} cannot report: {status['error']}"
+            ))
+        elif isinstance(lag_value, int | float) and math.isfinite(lag_value):
+            stale = settings.index_stale_seconds
+            deduction = min(10.0, max(0.0, lag_value / stale - 1.0) * 10.0)
+            components.append(HealthComponent(
+                f"index.{name}", round(deduction, 1), _status(deduction, 10),
+                f"index {name} trails the database by {lag_value:.1f}s (stale after {stale:g}s)",
+            ))
+    score = max(0, min(100, round(100 - sum(c.score for c in components))))
+    status = "healthy" if score >= 90 else "degraded" if score >= 60 else "unhealthy"
+    return HealthReport(score, status, components)
+
+
+def _status(deduction: float, full: float) -> str:
+    if deduction <= 0:
+        return "ok"
+    return "failing" if deduction >= full else "degraded"

@@ -1,0 +1,445 @@
+"""Tasks: the work items agents pick up, with a status life cycle and keyset listing.
+
+``TaskService`` validates input, enforces the status machine (a finished task only
+goes back to ``pending`` through ``reopen``), checks ``If-Match`` versions and owns
+the task SQL (like ``tenants.py``, the queries are few and live next to their
+rules). Every listing sort pages by ``(sort key, seq)``, a total order, so the
+cursors return every row exactly once while rows are inserted. Status changes are
+reported to ``status_listeners`` after commit (the event log subscribes).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+)
+from memory_service.pagination import CursorCodec, Page
+from memory_service.tenants import parse_uuid
+
+STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+PRIORITIES = ("low", "medium", "high", "urgent")
+# where each status may go by an ordinary update; finished tasks need reopen()
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"in_progress", "completed", "failed", "cancelled"}),
+    "in_progress": frozenset({"pending", "completed", "failed", "cancelled"}),
+    "completed": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+SORTS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank",
+         "title": "title"}
+MAX_TITLE = 500
+MAX_TEXT = 64 * 1024
+MAX_SHORT = 256
+MAX_TAGS = 50
+MAX_TAG = 64
+MAX_JSON_BYTES = 64 * 1024
+MAX_LIST_LIMIT = 1000
+
+COLUMNS = sql.SQL(
+    "id, title, description, status, priority, environment_id, agent_id, tags, metadata, "
+    "created_at, updated_at, completed_at, version, seq"
+)
+
+
+@dataclass(slots=True)
+class Task:
+    id: str
+    title: str
+    description: str | None
+    status: str
+    priority: str
+    environment_id: str | None
+    agent_id: str | None
+    tags: list[str]
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    version: int
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class TaskQuery:
+    status: list[str] = field(default_factory=list)
+    priority: list[str] = field(default_factory=list)
+    environment_id: str | None = None
+    agent_id: str | None = None
+    tags: list[str] = field(default_factory=list)
+    text: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    sort: str = "-created_at"
+
+
+# (tenant_id, task after the change, status before it or None for a new task)
+StatusListener = Callable[[str, Task, str | None], Awaitable[None]]
+
+
+def check_text(value: Any, where: str, limit: int, *, required: bool = False) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidInput(f"{where} must be a non-empty string", errors=[FieldError(where, "text")])
+    if "\x00" in value:
+        raise InvalidInput(f"{where} contains a NUL character", errors=[FieldError(where, "NUL")])
+    if len(value) > limit:
+        raise PayloadTooLarge(
+            f"{where} is longer than {limit} characters",
+            errors=[FieldError(where, f"at most {limit} characters")],
+        )
+    return value
+
+
+def check_json_object(value: Any, where: str, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A JSON object within ``limit`` bytes that PostgreSQL can store (no NUL, no NaN)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a JSON object", errors=[FieldError(where, "object")])
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"{where} is not valid JSON", errors=[FieldError(where, "JSON")]) from None
+    if len(encoded) > limit:
+        raise PayloadTooLarge(
+            f"{where} is {len(encoded)} bytes; the limit is {limit}",
+            errors=[FieldError(where, f"at most {limit} bytes")],
+        )
+    if b"\\u0000" in encoded or b"NaN" in encoded or b"Infinity" in encoded:
+        # msgspec writes NaN/Infinity as null, so only NUL reaches here in practice
+        raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])
+    return value
+
+
+def check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInput(
+            f"{where} must be one of {', '.join(choices)}",
+            errors=[FieldError(where, f"one of {', '.join(choices)}")],
+        )
+    return str(value)
+
+
+def check_tags(value: Any, where: str = "tags") -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_TAGS:
+        raise InvalidInput(
+            f"{where} must be a list of at most {MAX_TAGS} strings",
+            errors=[FieldError(where, f"at most {MAX_TAGS} strings")],
+        )
+    tags: list[str] = []
+    for i, tag in enumerate(value):
+        text = check_text(tag, f"{where}[{i}]", MAX_TAG, required=True)
+        if text not in tags:
+            tags.append(str(text))
+    return tags
+
+
+class TaskService:
+    def __init__(self, pool: AsyncConnectionPool, cursors: CursorCodec) -> None:
+        self.pool = pool
+        self.cursors = cursors
+        self.status_listeners: list[StatusListener] = []
+
+    # -- writes ------------------------------------------------------------------------
+    async def create(self, tenant_id: str, fields: dict[str, Any]) -> Task:
+        row = self._validate(fields, creating=True)
+        tid = uuid.UUID(tenant_id)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                await self._check_environment(conn, tid, row.get("environment_id"))
+                names = list(row)
+                cur = await conn.cursor(row_factory=dict_row).execute(
+                    sql.SQL(
+                        "INSERT INTO tasks (tenant_id, {cols}, completed_at) "
+                        "VALUES (%s, {vals}, CASE WHEN %s THEN clock_timestamp() END) "
+                        "RETURNING {out}"
+                    ).format(
+                        cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+                        vals=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                        out=COLUMNS,
+                    ),
+                    [tid, *row.values(), row.get("status", "pending") in FINISHED],
+                )
+                task = _task(await cur.fetchone())
+        await self._notify(tenant_id, task, None)
+        return task
+
+    async def update(
+        self, tenant_id: str, task_id: str, fields: dict[str, Any], if_match: int | None
+    ) -> Task:
+        changes = self._validate(fields, creating=False)
+        if not changes:
+            raise InvalidInput(
+                "nothing to update", errors=[FieldError("body", "no updatable field given")]
+            )
+        return await self._change(tenant_id, task_id, changes, if_match, reopen=False)
+
+    async def reopen(self, tenant_id: str, task_id: str, if_match: int | None) -> Task:
+        return await self._change(tenant_id, task_id, {"status": "pending"}, if_match, reopen=True)
+
+    async def _change(
+        self,
+        tenant_id: str,
+        task_id: str,
+        changes: dict[str, Any],
+        if_match: int | None,
+        *,
+        reopen: bool,
+    ) -> Task:
+        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            async with conn.transaction():
+                current = await self._get(conn, tid, kid, for_update=True)
+                if current is None:
+                    raise NotFound(f"task {task_id} not found")
+                if if_match is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"task {task_id} is at version {current.version}, not {if_match}"
+                    )
+                new_status = changes.get("status", current.status)
+                if reopen and current.status not in FINISHED:
+                    raise Conflict(f"task {task_id} is {current.status}; only finished tasks reopen")
+                if not reopen and new_status != current.status:
+                    if new_status not in TRANSITIONS[current.status]:
+                        hint = " (use POST /v1/tasks/{id}/reopen)" if current.status in FINISHED else ""
+                        raise Conflict(
+                            f"task {task_id} cannot go from {current.status} to {new_status}{hint}"
+                        )
+                if "environment_id" in changes:
+                    await self._check_environment(conn, tid, changes["environment_id"])
+                sets = [
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder())
+                    for k in changes
+                ]
+                completed = sql.SQL("completed_at")
+                if new_status != current.status:
+                    completed = sql.SQL(
+                        "CASE WHEN {} THEN clock_timestamp() END"
+                    ).format(sql.Literal(new_status in FINISHED))
+                cur = await conn.cursor(row_factory=dict_row).execute(
+                    sql.SQL(
+                        "UPDATE tasks SET {sets}, completed_at = {completed}, "
+                        "updated_at = clock_timestamp(), version = version + 1 "
+                        "WHERE tenant_id = %s AND id = %s RETURNING {out}"
+                    ).format(sets=sql.SQL(", ").join(sets), completed=completed, out=COLUMNS),
+                    [*changes.values(), tid, kid],
+                )
+                task = _task(await cur.fetchone())
+        if task.status != current.status:
+            await self._notify(tenant_id, task, current.status)
+        return task
+
+    async def delete(self, tenant_id: str, task_id: str) -> None:
+        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            cur = await conn.execute(
+                "DELETE FROM tasks WHERE tenant_id = %s AND id = %s", (tid, kid)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"task {task_id} not found")
+
+    # -- reads -------------------------------------------------------------------------
+    async def get(self, tenant_id: str, task_id: str) -> Task:
+        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            task = await self._get(conn, tid, kid)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    async def list(
+        self, tenant_id: str, query: TaskQuery, *, limit: int = 50, cursor: str | None = None
+    ) -> Page[Task]:
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}", errors=[FieldError("limit", "range")]
+            )
+        descending = query.sort.startswith("-")
+        sort = query.sort.removeprefix("-")
+        if sort not in SORTS:
+            raise InvalidInput(
+                f"sort must be one of {', '.join(SORTS)} (prefix - for descending)",
+                errors=[FieldError("sort", "unknown sort key")],
+            )
+        kind = f"tasks:{query.sort}"
+        tid = uuid.UUID(tenant_id)
+        where: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
+        params: list[Any] = [tid]
+        for name, values, choices in (
+            ("status", query.status, STATUSES),
+            ("priority", query.priority, PRIORITIES),
+        ):
+            if values:
+                for v in values:
+                    check_choice(v, name, choices)
+                where.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(name)))
+                params.append(list(values))
+        if query.environment_id is not None:
+            where.append(sql.SQL("environment_id = %s"))
+            params.append(parse_uuid(query.environment_id, "environment_id"))
+        if query.agent_id is not None:
+            where.append(sql.SQL("agent_id = %s"))
+            params.append(check_text(query.agent_id, "agent_id", MAX_SHORT, required=True))
+        if query.tags:
+            where.append(sql.SQL("tags @> %s"))
+            params.append(check_tags(query.tags, "tag"))
+        if query.text:
+            check_text(query.text, "q", MAX_SHORT, required=True)
+            pattern = "%" + _escape_like(query.text) + "%"
+            where.append(sql.SQL("(title ILIKE %s OR description ILIKE %s)"))
+            params += [pattern, pattern]
+        for op, value in ((">=", query.created_after), ("<", query.created_before)):
+            if value is not None:
+                if value.tzinfo is None:
+                    raise InvalidInput(
+                        "created range needs a time zone",
+                        errors=[FieldError("created_after/created_before", "RFC 3339 with zone")],
+                    )
+                where.append(sql.SQL("created_at " + op + " %s"))
+                params.append(value)
+        key = sql.Identifier(SORTS[sort])
+        if cursor:
+            after_key, after_seq = self._decode_cursor(cursor, kind, tenant_id, sort)
+            where.append(
+                sql.SQL("({}, seq) {} (%s, %s)").format(key, sql.SQL("<" if descending else ">"))
+            )
+            params += [after_key, after_seq]
+        direction = sql.SQL("DESC" if descending else "ASC")
+        statement = sql.SQL(
+            "SELECT {out} FROM tasks WHERE {where} ORDER BY {key} {dir}, seq {dir} LIMIT %s"
+        ).format(out=COLUMNS, where=sql.SQL(" AND ").join(where), key=key, dir=direction)
+        params.append(limit + 1)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            cur = await conn.cursor(row_factory=dict_row).execute(statement, params)
+            rows = [_task(r) for r in await cur.fetchall()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more and rows:
+            last = rows[-1]
+            value = {"created_at": last.created_at, "updated_at": last.updated_at,
+                     "priority": PRIORITIES.index(last.priority), "title": last.title}[sort]
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            next_cursor = self.cursors.encode(kind, tenant_id, json.dumps([value, last.seq]))
+        return Page(rows, next_cursor)
+
+    async def count_using_environment(self, conn: Any, tid: uuid.UUID, env_id: uuid.UUID) -> int:
+        cur = await conn.execute(
+            "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
+            (tid, env_id),
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    # -- helpers -----------------------------------------------------------------------
+    def _validate(self, fields: dict[str, Any], *, creating: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if creating or "title" in fields:
+            out["title"] = check_text(fields.get("title"), "title", MAX_TITLE, required=True)
+        if "description" in fields:
+            out["description"] = check_text(fields["description"], "description", MAX_TEXT)
+        if "status" in fields:
+            out["status"] = check_choice(fields["status"], "status", STATUSES)
+        if "priority" in fields:
+            out["priority"] = check_choice(fields["priority"], "priority", PRIORITIES)
+        if "environment_id" in fields:
+            env = fields["environment_id"]
+            out["environment_id"] = None if env is None else parse_uuid(env, "environment_id")
+        if "agent_id" in fields:
+            out["agent_id"] = check_text(fields["agent_id"], "agent_id", MAX_SHORT)
+            if out["agent_id"] == "":
+                raise InvalidInput("agent_id must not be empty", errors=[FieldError("agent_id", "empty")])
+        if "tags" in fields:
+            out["tags"] = check_tags(fields["tags"])
+        if "metadata" in fields:
+            out["metadata"] = Jsonb(check_json_object(fields["metadata"], "metadata"))
+        return out
+
+    async def _check_environment(self, conn: Any, tid: uuid.UUID, env_id: Any) -> None:
+        if env_id is None:
+            return
+        cur = await conn.execute(
+            "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR SHARE", (tid, env_id)
+        )
+        if await cur.fetchone() is None:
+            raise InvalidInput(
+                f"environment {env_id} does not exist",
+                errors=[FieldError("environment_id", "no such environment")],
+            )
+
+    async def _get(
+        self, conn: Any, tid: uuid.UUID, kid: uuid.UUID, *, for_update: bool = False
+    ) -> Task | None:
+        cur = await conn.cursor(row_factory=dict_row).execute(
+            sql.SQL("SELECT {out} FROM tasks WHERE tenant_id = %s AND id = %s {lock}").format(
+                out=COLUMNS, lock=sql.SQL("FOR UPDATE" if for_update else "")
+            ),
+            (tid, kid),
+        )
+        row = await cur.fetchone()
+        return None if row is None else _task(row)
+
+    def _decode_cursor(self, cursor: str, kind: str, tenant_id: str, sort: str) -> tuple[Any, int]:
+        position = self.cursors.decode(cursor, kind, tenant_id)
+        bad = InvalidInput("cursor is not valid for this listing",
+                           errors=[FieldError("cursor", "malformed or from another listing")])
+        try:
+            value, seq = json.loads(str(position))
+            if not isinstance(seq, int):
+                raise ValueError
+            if sort in ("created_at", "updated_at"):
+                value = datetime.fromisoformat(value)
+            elif sort == "priority" and not isinstance(value, int):
+                raise ValueError
+        except (ValueError, TypeError):
+            raise bad from None
+        return value, seq
+
+    async def _notify(self, tenant_id: str, task: Task, old_status: str | None) -> None:
+        for listener in self.status_listeners:
+            await listener(tenant_id, task, old_status)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _task(row: dict[str, Any] | None) -> Task:
+    assert row is not None
+    return Task(
+        id=str(row["id"]),
+        title=row["title"],
+        description=row["description"],
+        status=row["status"],
+        priority=row["priority"],
+        environment_id=None if row["environment_id"] is None else str(row["environment_id"]),
+        agent_id=row["agent_id"],
+        tags=list(row["tags"]),
+        metadata=row["metadata"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        completed_at=row["completed_at"],
+        version=row["version"],
+        seq=row["seq"],
+    )
