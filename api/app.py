@@ -33,6 +33,7 @@ from api.routes.metrics import (
     metrics_summary,
     prometheus_metrics,
 )
+from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
 from memory_service.config import Settings
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Each feature adds its controllers to one of these lists.
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
+TenantRoutes.append(RetrievalSettingsController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(

@@ -55,6 +55,27 @@ class MemoryCreate(Strict):
     importance: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
     expires_at: datetime | None = None
     embedding: list[float] | None = None
+    context: Annotated[
+        str | None,
+        Meta(
+            description="Text that situates the memory (a date, the surrounding conversation). "
+            "It is indexed for keyword search and embedded after the content, but is not "
+            "part of the content."
+        ),
+    ] = None
+    dedupe: Annotated[
+        bool | None,
+        Meta(
+            description="Semantic dedupe: when a live memory of exactly this scope has cosine "
+            "similarity >= dedupe_threshold, merge into it (metadata merged, last-seen time, "
+            "a history entry) instead of inserting. Unset: the tenant's default "
+            "(PUT /v1/settings)."
+        ),
+    ] = None
+    dedupe_threshold: Annotated[
+        float,
+        Meta(gt=0.0, le=1.0, description="Cosine similarity for dedupe; unset: tenant default"),
+    ] | None = None
 
     def to_domain(self) -> NewMemory:
         return NewMemory(
@@ -64,6 +85,9 @@ class MemoryCreate(Strict):
             importance=self.importance,
             expires_at=self.expires_at,
             embedding=self.embedding,
+            context=self.context,
+            dedupe=self.dedupe,
+            dedupe_threshold=self.dedupe_threshold,
         )
 
 
@@ -176,6 +200,49 @@ class SearchBody(Strict):
     filter: dict[str, Any] | None = None
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     min_score: float | None = None
+    explain: Annotated[
+        bool,
+        Meta(description="Return each result's score components; they add up to its score."),
+    ] = False
+    recency_weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="w_r in score = (1 - w_r - w_i) * relevance + w_r * recency + "
+            "w_i * importance, where recency = 0.5 ** (age_hours / half_life_hours) and age "
+            "counts from creation or the last dedupe sighting. w_r + w_i <= 1.",
+        ),
+    ] | None = None
+    importance_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=1.0, description="w_i in the score formula of recency_weight."),
+    ] | None = None
+    half_life_hours: Annotated[
+        float,
+        Meta(gt=0.0, description="Half-life of the recency decay (default: service setting)."),
+    ] | None = None
+    diversity: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="Maximal marginal relevance: 0 ranks by score only; higher values "
+            "drop near-duplicates from the top k. Results stay ordered by score.",
+        ),
+    ] | None = None
+    rrf_k: Annotated[
+        int,
+        Meta(ge=1, le=10000, description="Hybrid only: the k constant of reciprocal rank fusion."),
+    ] | None = None
+    vector_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the vector ranking."),
+    ] | None = None
+    keyword_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
+    ] | None = None
 
     def to_domain(self) -> SearchRequest:
         return SearchRequest(
@@ -191,7 +258,25 @@ class SearchBody(Strict):
 
     def options(self) -> dict[str, Any]:
         """Mode-specific extras; subclasses of the contract add fields here."""
-        return {}
+        extras: dict[str, Any] = {}
+        if self.explain:
+            extras["explain"] = True
+        for name in RETRIEVAL_OPTIONS:
+            value = getattr(self, name)
+            if value is not None:
+                extras[name] = value
+        return extras
+
+
+RETRIEVAL_OPTIONS = (
+    "recency_weight",
+    "importance_weight",
+    "half_life_hours",
+    "diversity",
+    "rrf_k",
+    "vector_weight",
+    "keyword_weight",
+)
 
 
 class SearchHitOut(Struct):

@@ -64,6 +64,20 @@ class Settings:
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
 
+    # retrieval: keyword (BM25 over PostgreSQL full-text search), hybrid, scoring, dedupe
+    keyword_text_search_config: str = "english"  # any PostgreSQL text-search configuration
+    keyword_simple_weight: float = 0.5  # weight of the language-neutral 'simple' field
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+    keyword_stats_rows: int = 100_000  # rows read at most for corpus statistics
+    hybrid_rrf_k: int = 60
+    hybrid_vector_weight: float = 1.0
+    hybrid_keyword_weight: float = 1.0
+    hybrid_candidates: int = 100  # ranked from each side before fusion
+    rerank_candidates: int = 100  # pool re-ranked by recency, importance or diversity
+    recency_half_life_hours: float = 720.0
+    dedupe_threshold: float = 0.95  # cosine similarity when a tenant sets no default
+
     # events, streams, metrics and health
     event_retention_seconds: float = 7 * 24 * 3600.0
     event_retention_interval_seconds: float = 300.0
@@ -116,6 +130,12 @@ class Settings:
             raise SettingsError("limits must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
+        if not 0.0 < self.dedupe_threshold <= 1.0:
+            raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
+        if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
+            raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
+        if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
+            raise SettingsError("recency half-life must be > 0, bm25 k1 >= 0, bm25 b in [0, 1]")
 
     @property
     def data_path(self) -> Path:

@@ -22,6 +22,7 @@ from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
+from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ def extensions() -> list[Extension]:
     ``runtime.closers``.
     """
     installs: list[Extension] = []
+    installs.append(retrieval_pipeline.install)
     installs.append(operations_install)
     return installs
 

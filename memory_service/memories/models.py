@@ -32,6 +32,10 @@ class NewMemory:
     importance: float = 0.5
     expires_at: datetime | None = None
     embedding: list[float] | None = None
+    # searchable text that situates the memory (indexed and embedded with content)
+    context: str | None = None
+    dedupe: bool | None = None  # None: the tenant's default
+    dedupe_threshold: float | None = None
 
 
 @dataclass(slots=True)

@@ -85,8 +85,8 @@ def where_clause(
 
 _INSERT = sql.SQL(
     "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
-    "namespace, metadata, importance, embedding, expires_at) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "namespace, metadata, importance, embedding, expires_at, context) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
     "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace) DO NOTHING "
     "RETURNING {}"
 ).format(COLUMNS)
@@ -106,6 +106,7 @@ def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...
         item["importance"],
         item["embedding"],
         item["expires_at"],
+        item.get("context"),
     )
 
 

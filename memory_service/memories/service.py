@@ -56,6 +56,9 @@ ChangeListener = Callable[[str, list[Memory], list[str]], Awaitable[None]]
 SearchBackend = Callable[[uuid.UUID, SearchRequest, CompiledFilter | None], Awaitable[SearchResult]]
 # (tenant_id, request, result) after a search answered
 SearchListener = Callable[[str, SearchRequest, SearchResult], Awaitable[None]]
+SemanticDedupeStep = Callable[
+    [Any, uuid.UUID, list[dict[str, Any]]], Awaitable[dict[int, "Memory | int"]]
+]
 
 _WS = re.compile(r"\s+")
 
@@ -84,6 +87,9 @@ class MemoryService:
         self.search_backends: dict[str, SearchBackend] = {}
         # told about every answered search (the event log and metrics listen)
         self.search_listeners: list[SearchListener] = []
+        # optional step inside an add's transaction that folds near-copies into
+        # existing memories: returns {item index: memory or earlier item index}
+        self.semantic_dedupe: SemanticDedupeStep | None = None
 
     # -- validation ----------------------------------------------------------------
     def check_content(self, content: Any, where: str = "content") -> str:
@@ -207,12 +213,26 @@ class MemoryService:
                 if item.embedding is None
                 else self.check_embedding(item.embedding, f"{where}embedding")
             ),
+            "context": (
+                None if item.context is None else self.check_content(item.context, f"{where}context")
+            ),
+            "dedupe": item.dedupe,
+            "dedupe_threshold": self._check_threshold(item.dedupe_threshold, f"{where}"),
         }
+
+    def _check_threshold(self, value: float | None, where: str) -> float | None:
+        if value is not None and not (math.isfinite(value) and 0.0 < value <= 1.0):
+            field = f"{where}dedupe_threshold"
+            raise InvalidInput(f"{field} must be in (0, 1]", errors=[FieldError(field, "(0, 1]")])
+        return value
 
     async def _embed_missing(self, prepared: list[dict[str, Any]]) -> None:
         todo = [p for p in prepared if p["embedding"] is None]
         if todo:
-            vectors = await self.embedder.embed_async([p["content"] for p in todo])
+            # a context is embedded after the content it situates
+            vectors = await self.embedder.embed_async(
+                [p["content"] + ("\n" + p["context"] if p.get("context") else "") for p in todo]
+            )
             for p, v in zip(todo, vectors, strict=True):
                 p["embedding"] = v
 
@@ -243,10 +263,19 @@ class MemoryService:
                 await repo.purge_expired_duplicates(
                     conn, tid, list({p["content_hash"] for p in prepared})
                 )
-                inserted = await repo.insert_many(conn, tid, prepared)
+                folded: dict[int, Memory | int] = {}
+                if self.semantic_dedupe is not None:
+                    folded = await self.semantic_dedupe(conn, tid, prepared)
+                fresh = [p for i, p in enumerate(prepared) if i not in folded]
+                inserted = iter(await repo.insert_many(conn, tid, fresh) if fresh else [])
                 result: list[Memory] = []
                 created: list[bool] = []
-                for p, row in zip(prepared, inserted, strict=True):
+                for i, p in enumerate(prepared):
+                    if i in folded:
+                        result.append(None)  # type: ignore[arg-type]  # resolved below
+                        created.append(False)
+                        continue
+                    row = next(inserted)
                     if row is None:
                         row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
                         if row is None:  # pragma: no cover - the conflict row vanished
@@ -256,9 +285,12 @@ class MemoryService:
                         row.embedding = p["embedding"]
                         created.append(True)
                     result.append(row)
+                for i, target in folded.items():
+                    result[i] = result[target] if isinstance(target, int) else target
         new = [m for m, c in zip(result, created, strict=True) if c]
-        if new:
-            await self._notify(tenant_id, new, [])
+        merged = [m for m in folded.values() if not isinstance(m, int)]
+        if new or merged:
+            await self._notify(tenant_id, new + merged, [])
         return result, created
 
     async def update(

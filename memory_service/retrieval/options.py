@@ -1,0 +1,105 @@
+"""Search options beyond the contract's fields, read from ``SearchRequest.options``.
+
+One place validates every option against its range and its mode, so a bad value
+is a 422 naming the field whether the call came over HTTP or from Python.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from memory_service.config import Settings
+from memory_service.errors import FieldError, InvalidInput
+
+HYBRID_ONLY = ("rrf_k", "vector_weight", "keyword_weight")
+KNOWN = (
+    "explain",
+    "recency_weight",
+    "importance_weight",
+    "half_life_hours",
+    "diversity",
+    *HYBRID_ONLY,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalOptions:
+    explain: bool = False
+    recency_weight: float = 0.0
+    importance_weight: float = 0.0
+    half_life_hours: float = 720.0
+    diversity: float = 0.0
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+
+    @property
+    def rescores(self) -> bool:
+        return self.recency_weight > 0.0 or self.importance_weight > 0.0
+
+    @property
+    def reranks(self) -> bool:
+        return self.rescores or self.diversity > 0.0
+
+
+def _number(raw: dict[str, Any], name: str, low: float, high: float | None) -> float | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{name} must be a number", errors=[FieldError(name, "number")])
+    if value < low or (high is not None and value > high):
+        span = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise InvalidInput(f"{name} must be {span}", errors=[FieldError(name, span)])
+    return float(value)
+
+
+def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> RetrievalOptions:
+    unknown = sorted(set(raw) - set(KNOWN))
+    if unknown:
+        raise InvalidInput(
+            f"unknown search option {unknown[0]!r}",
+            errors=[FieldError(name, "unknown option") for name in unknown],
+        )
+    if mode != "hybrid":
+        for name in HYBRID_ONLY:
+            if raw.get(name) is not None:
+                raise InvalidInput(
+                    f"{name} applies only to mode 'hybrid', not {mode!r}",
+                    errors=[FieldError(name, "only for mode hybrid")],
+                )
+    explain = raw.get("explain")
+    if explain is not None and not isinstance(explain, bool):
+        raise InvalidInput("explain must be true or false", errors=[FieldError("explain", "bool")])
+    recency = _number(raw, "recency_weight", 0.0, 1.0) or 0.0
+    importance = _number(raw, "importance_weight", 0.0, 1.0) or 0.0
+    if recency + importance > 1.0 + 1e-9:
+        raise InvalidInput(
+            "recency_weight + importance_weight must not exceed 1",
+            errors=[FieldError("recency_weight", "sum with importance_weight <= 1")],
+        )
+    half_life = _number(raw, "half_life_hours", 1e-6, None)
+    rrf_k = _number(raw, "rrf_k", 1.0, 10_000.0)
+    if rrf_k is not None and rrf_k != int(rrf_k):
+        raise InvalidInput("rrf_k must be an integer", errors=[FieldError("rrf_k", "integer")])
+    vector_weight = _number(raw, "vector_weight", 0.0, 100.0)
+    keyword_weight = _number(raw, "keyword_weight", 0.0, 100.0)
+    vw = settings.hybrid_vector_weight if vector_weight is None else vector_weight
+    kw = settings.hybrid_keyword_weight if keyword_weight is None else keyword_weight
+    if vw + kw <= 0.0:
+        raise InvalidInput(
+            "vector_weight and keyword_weight must not both be 0",
+            errors=[FieldError("vector_weight", "one weight must be positive")],
+        )
+    return RetrievalOptions(
+        explain=bool(explain),
+        recency_weight=recency,
+        importance_weight=importance,
+        half_life_hours=settings.recency_half_life_hours if half_life is None else half_life,
+        diversity=_number(raw, "diversity", 0.0, 1.0) or 0.0,
+        rrf_k=settings.hybrid_rrf_k if rrf_k is None else int(rrf_k),
+        vector_weight=vw,
+        keyword_weight=kw,
+    )
