@@ -213,17 +213,19 @@ class _MetadataPath(_Target):
             _check_json_scalar(operand, where, allow_null=False)
             if isinstance(operand, bool):
                 raise _error(where, f"{op} compares numbers or strings, not booleans")
-            expr = self.expr(c)
+            # placeholders are numbered in text order: build each part in that order
             cmp = sql.SQL(COMPARISONS[op])
             if isinstance(operand, str):
+                e1, e2, v = self.expr(c), self.expr(c), c.param(operand)
                 return sql.SQL(
-                    "(CASE WHEN jsonb_typeof({e}) = 'string' THEN ({e} #>> '{{}}') {cmp} {v} "
+                    "(CASE WHEN jsonb_typeof({e1}) = 'string' THEN ({e2} #>> '{{}}') {cmp} {v} "
                     "ELSE FALSE END)"
-                ).format(e=expr, cmp=cmp, v=c.param(operand))
+                ).format(e1=e1, e2=e2, cmp=cmp, v=v)
+            e1, e2, v = self.expr(c), self.expr(c), c.param(operand)
             return sql.SQL(
-                "(CASE WHEN jsonb_typeof({e}) = 'number' THEN ({e})::numeric {cmp} {v} "
+                "(CASE WHEN jsonb_typeof({e1}) = 'number' THEN ({e2})::numeric {cmp} {v} "
                 "ELSE FALSE END)"
-            ).format(e=expr, cmp=cmp, v=c.param(operand))
+            ).format(e1=e1, e2=e2, cmp=cmp, v=v)
         if op in ("$in", "$nin"):
             values = _list_operand(operand, where)
             for v in values:
@@ -234,15 +236,17 @@ class _MetadataPath(_Target):
             return clause if op == "$in" else sql.SQL("NOT {}").format(clause)
         # $contains: an array holding the element, or a string holding the substring
         _check_json_scalar(operand, where, allow_null=False)
-        expr = self.expr(c)
         if isinstance(operand, str):
+            e1, e2, arr = self.expr(c), self.expr(c), c.param(Jsonb([operand]))
+            e3, sub = self.expr(c), c.param(operand)
             return sql.SQL(
-                "(CASE jsonb_typeof({e}) WHEN 'array' THEN {e} @> {arr} "
-                "WHEN 'string' THEN strpos({e} #>> '{{}}', {s}) > 0 ELSE FALSE END)"
-            ).format(e=expr, arr=c.param(Jsonb([operand])), s=c.param(operand))
+                "(CASE jsonb_typeof({e1}) WHEN 'array' THEN {e2} @> {arr} "
+                "WHEN 'string' THEN strpos({e3} #>> '{{}}', {sub}) > 0 ELSE FALSE END)"
+            ).format(e1=e1, e2=e2, arr=arr, e3=e3, sub=sub)
+        e1, e2, arr = self.expr(c), self.expr(c), c.param(Jsonb([operand]))
         return sql.SQL(
-            "(CASE jsonb_typeof({e}) WHEN 'array' THEN {e} @> {arr} ELSE FALSE END)"
-        ).format(e=expr, arr=c.param(Jsonb([operand])))
+            "(CASE jsonb_typeof({e1}) WHEN 'array' THEN {e2} @> {arr} ELSE FALSE END)"
+        ).format(e1=e1, e2=e2, arr=arr)
 
 
 def _list_operand(operand: Any, where: str) -> list[Any]:
