@@ -147,10 +147,10 @@ class EventController(Controller):
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             # first bytes at once, so clients and proxies see the stream is open
-            yield ServerSentEventMessage(comment="stream open", retry=2000)
+            yield ServerSentEventMessage(data=None, comment="stream open", retry=2000)
             async for event in events.stream(tenant_id, query, start):
                 if event is None:
-                    yield ServerSentEventMessage(comment="heartbeat")
+                    yield ServerSentEventMessage(data=None, comment="heartbeat")
                 else:
                     yield ServerSentEventMessage(
                         data=msgspec.json.encode(EventOut.of(event)).decode(),

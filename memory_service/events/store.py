@@ -41,7 +41,11 @@ async def insert_batch(
     for start in range(0, len(events), 200):
         chunk = events[start : start + 200]
         values = sql.SQL(", ").join(
-            sql.SQL("(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)") for _ in chunk
+            sql.SQL(
+                "(%s::uuid, %s::text, %s::smallint, %s::text, %s::timestamptz, %s::text, "
+                "%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::int)"
+            )
+            for _ in chunk
         )
         params: list[Any] = []
         for index, e in enumerate(chunk):
