@@ -43,7 +43,11 @@ from memory_service.events import EventService
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
-from memory_service.telemetry import build_tracer_provider, instrument_psycopg
+from memory_service.telemetry import (
+    build_tracer_provider,
+    instrument_psycopg,
+    use_tracer_provider,
+)
 from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # database spans of start-up and of background tasks go to this app's provider
+        use_tracer_provider(tracer_provider)
         runtime = await Runtime.start(settings, embedder=embedder)
         app.state.runtime = runtime
         app.state.tenants = runtime.tenants

@@ -3,13 +3,18 @@
 ``none`` (the default) still records spans, so trace ids exist for problem
 documents and events; ``console`` prints them; ``otlp`` sends them over HTTP to
 ``MEMORY_OTLP_ENDPOINT``. Database calls are traced by the psycopg
-instrumentation, which patches the driver once per process.
+instrumentation, which patches the driver once per process; its spans go to the
+provider of the app that is serving the current request or running the current
+background task (``use_tracer_provider``), so two apps in one process (tests,
+embedded use) each see their own database spans.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
+from contextvars import ContextVar, Token
 from typing import Any
 
 from opentelemetry import trace
@@ -26,6 +31,49 @@ from memory_service.config import Settings
 
 log = logging.getLogger(__name__)
 _psycopg_instrumented = False
+_active_provider: ContextVar[trace.TracerProvider | None] = ContextVar(
+    "memory_service_tracer_provider", default=None
+)
+
+
+def use_tracer_provider(provider: trace.TracerProvider) -> Token[trace.TracerProvider | None]:
+    """Make ``provider`` receive the database spans of this context (a request, a task)."""
+    return _active_provider.set(provider)
+
+
+def reset_tracer_provider(token: Token[trace.TracerProvider | None]) -> None:
+    _active_provider.reset(token)
+
+
+class _RoutingTracer(trace.Tracer):
+    """Starts each span with the tracer of the context's provider (else the fallback)."""
+
+    def __init__(self, fallback: trace.TracerProvider, name: str, version: str | None) -> None:
+        self._fallback = fallback
+        self._name = name
+        self._version = version
+
+    def _target(self) -> trace.Tracer:
+        provider = _active_provider.get() or self._fallback
+        return provider.get_tracer(self._name, self._version)
+
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        return self._target().start_span(*args, **kwargs)
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
+        return self._target().start_as_current_span(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+class _RoutingTracerProvider(trace.TracerProvider):
+    def __init__(self, fallback: trace.TracerProvider) -> None:
+        self._fallback = fallback
+
+    def get_tracer(
+        self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
+        *args: Any, **kwargs: Any,
+    ) -> trace.Tracer:
+        return _RoutingTracer(self._fallback, instrumenting_module_name,
+                              instrumenting_library_version)
 
 
 def build_tracer_provider(
@@ -53,7 +101,9 @@ def instrument_psycopg(provider: TracerProvider) -> None:
         return
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    PsycopgInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+    PsycopgInstrumentor().instrument(
+        tracer_provider=_RoutingTracerProvider(provider), skip_dep_check=True
+    )
     _psycopg_instrumented = True
 
 

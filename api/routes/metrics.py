@@ -24,6 +24,7 @@ from msgspec import Struct
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.metrics import HealthComponent, OperationSummary, ServiceMetrics, health_score
 from memory_service.runtime import Runtime
+from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -123,6 +124,8 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         runtime: Runtime | None = getattr(scope["app"].state, "runtime", None)
+        provider = getattr(scope["app"].state, "tracer_provider", None)
+        token = use_tracer_provider(provider) if provider is not None else None
         route = str(scope.get("path_template") or "unmatched")
         method = scope["method"]
         started = time.perf_counter()
@@ -151,6 +154,8 @@ class RequestMetricsMiddleware:
                     break
                 await asyncio.sleep(0.25 * (attempt + 1))
         finally:
+            if token is not None:
+                reset_tracer_provider(token)
             if runtime is not None:
                 seconds = time.perf_counter() - started
                 metrics: ServiceMetrics | None = runtime.extras.get("metrics")
