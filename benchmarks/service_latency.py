@@ -1,0 +1,208 @@
+"""End-to-end service numbers over real HTTP: start-up, ingest throughput, search latency.
+
+Starts the service exactly as a user does (``make run``, embedded PostgreSQL, packaged
+model) in a fresh data directory and measures, in one run:
+
+- seconds from ``make run`` (with ``.venv`` present) to ``/ready`` answering 200;
+- ingest throughput in memories per second for batches of 1,000 texts (the service
+  embeds them) and for batches of 1,000 supplied vectors;
+- p50/p95 of a text-query search and of a vector-query search over N memories, each
+  beside the p50 of ``GET /health`` measured interleaved in the same run, so that the
+  ratio search/health factors out the machine's speed and the HTTP stack.
+
+Texts are SciFact abstracts (``--data``, default ``../shared/data``); queries are the
+SciFact queries, each asked once so the query cache does not flatter the text path.
+Writes JSON and a markdown table under ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def load_texts(data: Path, n: int) -> tuple[list[str], list[str]]:
+    corpus = data / "scifact" / "corpus.jsonl"
+    texts: list[str] = []
+    with corpus.open() as fh:
+        for line in fh:
+            doc = json.loads(line)
+            texts.append(f"{doc.get('title', '')}. {doc['text']}"[:2000])
+    queries = [json.loads(line)["text"] for line in (data / "scifact" / "queries.jsonl").open()]
+    # more memories than SciFact has: vary the abstracts so none is an exact duplicate
+    out = [texts[i % len(texts)] + ("" if i < len(texts) else f" (variant {i // len(texts)})")
+           for i in range(n)]
+    return out, queries
+
+
+def start_service(port: int, data_dir: Path, admin: str) -> tuple[subprocess.Popen[bytes], float]:
+    env = {**os.environ, "MEMORY_DATA_DIR": str(data_dir), "MEMORY_PORT": str(port),
+           "MEMORY_ADMIN_TOKEN": admin, "MEMORY_LOG_LEVEL": "WARNING"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/ready"
+    while time.perf_counter() - started < 300:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("the service exited during start-up")
+        time.sleep(0.05)
+    raise RuntimeError("the service did not become ready in 300 s")
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def timed(client: httpx.Client, method: str, path: str, **kw: Any) -> tuple[float, httpx.Response]:
+    t0 = time.perf_counter()
+    r = client.request(method, path, **kw)
+    return (time.perf_counter() - t0) * 1000.0, r
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    texts, queries = load_texts(Path(args.data), args.size)
+    data_dir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
+    admin = "bench-admin"
+    proc, ready_s = start_service(args.port, data_dir, admin)
+    result: dict[str, Any] = {"ready_seconds": round(ready_s, 2), "memories": args.size,
+                              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        with httpx.Client(base_url=base, timeout=300) as client:
+            r = client.post("/v1/admin/tenants", json={"name": "bench"},
+                            headers={"Authorization": f"Bearer {admin}"})
+            client.headers["Authorization"] = f"Bearer {r.json()['api_key']}"
+
+            # ingest: texts embedded by the service, batches of 1,000
+            text_secs = 0.0
+            for start in tqdm(range(0, args.size, 1000), desc="ingest texts", unit="batch"):
+                items = [{"content": t, "user_id": "bench"} for t in texts[start:start + 1000]]
+                ms, r = timed(client, "POST", "/v1/memories/batch", json={"items": items})
+                r.raise_for_status()
+                text_secs += ms / 1000
+            result["ingest_text_per_s"] = round(args.size / text_secs, 1)
+
+            # ingest: supplied vectors, batches of 1,000 (another scope, other texts)
+            rng = np.random.default_rng(0)
+            vec_count = min(args.size, args.vector_ingest)
+            vectors = rng.standard_normal((vec_count, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            vec_secs = 0.0
+            for start in tqdm(range(0, vec_count, 1000), desc="ingest vectors", unit="batch"):
+                items = [{"content": f"vector memory {i}", "user_id": "vectors",
+                          "embedding": vectors[i].tolist()} for i in range(start, start + 1000)]
+                ms, r = timed(client, "POST", "/v1/memories/batch", json={"items": items})
+                r.raise_for_status()
+                vec_secs += ms / 1000
+            result["ingest_vector_per_s"] = round(vec_count / vec_secs, 1)
+
+            # search latency, interleaved with /health so both see the same machine state
+            health: list[float] = []
+            text_ms: list[float] = []
+            vector_ms: list[float] = []
+            strategies: dict[str, int] = {}
+            qvecs = rng.standard_normal((args.queries, 384)).astype(np.float32)
+            for _ in range(20):  # warm-up
+                timed(client, "GET", "/health")
+                timed(client, "POST", "/v1/memories/search",
+                      json={"embedding": qvecs[0].tolist(), "k": 10, "user_id": "bench"})
+            for i in tqdm(range(args.queries), desc="search", unit="query"):
+                health.append(timed(client, "GET", "/health")[0])
+                ms, r = timed(client, "POST", "/v1/memories/search",
+                              json={"query": queries[i % len(queries)] + f" #{i}", "k": 10,
+                                    "user_id": "bench"})
+                r.raise_for_status()
+                text_ms.append(ms)
+                ms, r = timed(client, "POST", "/v1/memories/search",
+                              json={"embedding": qvecs[i].tolist(), "k": 10, "user_id": "bench"})
+                r.raise_for_status()
+                vector_ms.append(ms)
+                strategy = r.json()["strategy"]
+                strategies[strategy] = strategies.get(strategy, 0) + 1
+            result.update({
+                "health_p50_ms": round(percentile(health, 50), 3),
+                "text_search_p50_ms": round(percentile(text_ms, 50), 3),
+                "text_search_p95_ms": round(percentile(text_ms, 95), 3),
+                "vector_search_p50_ms": round(percentile(vector_ms, 50), 3),
+                "vector_search_p95_ms": round(percentile(vector_ms, 95), 3),
+                "vector_strategies": strategies,
+                "queries": args.queries,
+            })
+            result["text_over_health_p50"] = round(
+                statistics.median(text_ms) / statistics.median(health), 1)
+            result["vector_over_health_p50"] = round(
+                statistics.median(vector_ms) / statistics.median(health), 1)
+    finally:
+        stop_service(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return result
+
+
+def markdown(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"Service over HTTP, {r['memories']:,} memories, {r['machine']} "
+        f"({r['queries']} queries each):",
+        "",
+        "| measure | value | vs `GET /health` p50 |",
+        "|---|---|---|",
+        f"| `make run` to `/ready` (venv present) | {r['ready_seconds']} s | |",
+        f"| ingest, batches of 1,000 texts | {r['ingest_text_per_s']:,} memories/s | |",
+        f"| ingest, batches of 1,000 vectors | {r['ingest_vector_per_s']:,} memories/s | |",
+        f"| `GET /health` p50 | {r['health_p50_ms']} ms | 1.0x |",
+        f"| text-query search p50 / p95 | {r['text_search_p50_ms']} / {r['text_search_p95_ms']} ms"
+        f" | {r['text_over_health_p50']}x |",
+        f"| vector-query search p50 / p95 | {r['vector_search_p50_ms']} / "
+        f"{r['vector_search_p95_ms']} ms | {r['vector_over_health_p50']}x |",
+        "",
+        f"Vector searches were answered by: {r['vector_strategies']}.",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=10_000, help="memories to load")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--vector-ingest", type=int, default=10_000)
+    parser.add_argument("--port", type=int, default=18080)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    args = parser.parse_args()
+    result = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "service_latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (RESULTS / "service_latency.md").write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
