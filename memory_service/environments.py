@@ -32,8 +32,9 @@ from memory_service.errors import (
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
-from memory_service.tasks import MAX_TEXT, check_json_object, check_text
+from memory_service.tasks import MAX_TEXT
 from memory_service.tenants import parse_uuid
+from memory_service.validation import check_json_object, check_text
 
 MAX_NAME = 200
 MAX_SECRETS = 100
@@ -65,10 +66,13 @@ class Environment:
 
 def check_secrets(value: Any, where: str = "secrets") -> dict[str, str]:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where} must be an object of names to strings",
-                           errors=[FieldError(where, "object")])
+        raise InvalidInput(
+            f"{where} must be an object of names to strings", errors=[FieldError(where, "object")]
+        )
     if len(value) > MAX_SECRETS:
-        raise PayloadTooLarge(f"at most {MAX_SECRETS} secrets", errors=[FieldError(where, "too many")])
+        raise PayloadTooLarge(
+            f"at most {MAX_SECRETS} secrets", errors=[FieldError(where, "too many")]
+        )
     for name, secret in value.items():
         if not isinstance(name, str) or not _SECRET_NAME.match(name):
             raise InvalidInput(
@@ -77,11 +81,13 @@ def check_secrets(value: Any, where: str = "secrets") -> dict[str, str]:
             )
         # the message never quotes the value
         if secret is not None and (not isinstance(secret, str) or "\x00" in secret):
-            raise InvalidInput(f"{where}.{name} must be a string",
-                               errors=[FieldError(f"{where}.{name}", "string")])
+            raise InvalidInput(
+                f"{where}.{name} must be a string", errors=[FieldError(f"{where}.{name}", "string")]
+            )
         if isinstance(secret, str) and len(secret) > MAX_SECRET_VALUE:
-            raise PayloadTooLarge(f"{where}.{name} is too long",
-                                  errors=[FieldError(f"{where}.{name}", "too long")])
+            raise PayloadTooLarge(
+                f"{where}.{name} is too long", errors=[FieldError(f"{where}.{name}", "too long")]
+            )
     return value
 
 
@@ -135,66 +141,62 @@ class EnvironmentService:
             drop = [k for k, v in changes["secrets"].items() if v is None]
             sets.append(sql.SQL("secrets = (secrets - %s::text[]) || %s"))
             params += [drop, Jsonb(keep)]
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT version FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
-                    (tid, eid),
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT version FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+                (tid, eid),
+            )
+            found = await cur.fetchone()
+            if found is None:
+                raise NotFound(f"environment {env_id} not found")
+            if if_match is not None and found[0] != if_match:
+                raise PreconditionFailed(
+                    f"environment {env_id} is at version {found[0]}, not {if_match}"
                 )
-                found = await cur.fetchone()
-                if found is None:
-                    raise NotFound(f"environment {env_id} not found")
-                if if_match is not None and found[0] != if_match:
-                    raise PreconditionFailed(
-                        f"environment {env_id} is at version {found[0]}, not {if_match}"
+            try:
+                async with conn.transaction():
+                    cur2 = await conn.cursor(row_factory=dict_row).execute(
+                        sql.SQL(
+                            "UPDATE environments SET {sets}, updated_at = clock_timestamp(), "
+                            "version = version + 1 WHERE tenant_id = %s AND id = %s "
+                            "RETURNING {out}"
+                        ).format(sets=sql.SQL(", ").join(sets), out=COLUMNS),
+                        [*params, tid, eid],
                     )
-                try:
-                    async with conn.transaction():
-                        cur2 = await conn.cursor(row_factory=dict_row).execute(
-                            sql.SQL(
-                                "UPDATE environments SET {sets}, updated_at = clock_timestamp(), "
-                                "version = version + 1 WHERE tenant_id = %s AND id = %s "
-                                "RETURNING {out}"
-                            ).format(sets=sql.SQL(", ").join(sets), out=COLUMNS),
-                            [*params, tid, eid],
-                        )
-                except pg_errors.UniqueViolation:
-                    raise Conflict(
-                        f"an environment named {changes['name']!r} already exists"
-                    ) from None
-                return _environment(await cur2.fetchone())
+            except pg_errors.UniqueViolation:
+                raise Conflict(f"an environment named {changes['name']!r} already exists") from None
+            return _environment(await cur2.fetchone())
 
     async def delete(self, tenant_id: str, env_id: str, *, force: bool = False) -> int:
         """Delete; returns how many tasks lost this environment (only when forced)."""
         tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
-                    (tid, eid),
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+                (tid, eid),
+            )
+            if await cur.fetchone() is None:
+                raise NotFound(f"environment {env_id} not found")
+            cur = await conn.execute(
+                "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
+                (tid, eid),
+            )
+            row = await cur.fetchone()
+            in_use = int(row[0]) if row else 0
+            if in_use and not force:
+                raise Conflict(
+                    f"environment {env_id} is used by {in_use} task(s); "
+                    "delete with ?force=true to detach them"
                 )
-                if await cur.fetchone() is None:
-                    raise NotFound(f"environment {env_id} not found")
-                cur = await conn.execute(
-                    "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
-                    (tid, eid),
-                )
-                row = await cur.fetchone()
-                in_use = int(row[0]) if row else 0
-                if in_use and not force:
-                    raise Conflict(
-                        f"environment {env_id} is used by {in_use} task(s); "
-                        "delete with ?force=true to detach them"
-                    )
-                if in_use:
-                    await conn.execute(
-                        "UPDATE tasks SET environment_id = NULL, updated_at = clock_timestamp(), "
-                        "version = version + 1 WHERE tenant_id = %s AND environment_id = %s",
-                        (tid, eid),
-                    )
+            if in_use:
                 await conn.execute(
-                    "DELETE FROM environments WHERE tenant_id = %s AND id = %s", (tid, eid)
+                    "UPDATE tasks SET environment_id = NULL, updated_at = clock_timestamp(), "
+                    "version = version + 1 WHERE tenant_id = %s AND environment_id = %s",
+                    (tid, eid),
                 )
+            await conn.execute(
+                "DELETE FROM environments WHERE tenant_id = %s AND id = %s", (tid, eid)
+            )
         return in_use
 
     async def get(self, tenant_id: str, env_id: str) -> Environment:
@@ -226,19 +228,21 @@ class EnvironmentService:
         if cursor:
             position = self.cursors.decode(cursor, "environments", tenant_id)
             if not isinstance(position, int):
-                raise InvalidInput("cursor is not valid for this listing",
-                                   errors=[FieldError("cursor", "malformed")])
+                raise InvalidInput(
+                    "cursor is not valid for this listing",
+                    errors=[FieldError("cursor", "malformed")],
+                )
             after = position
-        where = sql.SQL("tenant_id = %s AND seq > %s")
+        where: sql.Composable = sql.SQL("tenant_id = %s AND seq > %s")
         params: list[Any] = [uuid.UUID(tenant_id), after]
         if is_active is not None:
             where = sql.SQL("{} AND is_active = %s").format(where)
             params.append(is_active)
         async with wrap_db_errors(), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
-                sql.SQL("SELECT {out} FROM environments WHERE {where} ORDER BY seq LIMIT %s").format(
-                    out=COLUMNS, where=where
-                ),
+                sql.SQL(
+                    "SELECT {out} FROM environments WHERE {where} ORDER BY seq LIMIT %s"
+                ).format(out=COLUMNS, where=where),
                 [*params, limit + 1],
             )
             rows = [_environment(r) for r in await cur.fetchall()]
@@ -262,8 +266,9 @@ class EnvironmentService:
             out["secrets"] = check_secrets(fields["secrets"])
         if "is_active" in fields:
             if not isinstance(fields["is_active"], bool):
-                raise InvalidInput("is_active must be a boolean",
-                                   errors=[FieldError("is_active", "boolean")])
+                raise InvalidInput(
+                    "is_active must be a boolean", errors=[FieldError("is_active", "boolean")]
+                )
             out["is_active"] = fields["is_active"]
         return out
 

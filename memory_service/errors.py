@@ -15,6 +15,19 @@ status code in ``api.errors``. Nothing above the storage layer sees psycopg.
     ├── PayloadTooLarge         413: a body or field over its configured limit
     └── Unavailable             503: a dependency is down; retry later
         └── CircuitOpen         503: failing fast while a dependency recovers
+
+Where they come from. ``InvalidInput`` and ``PayloadTooLarge`` are raised by the
+services' checks before any write, so a rejected request changes nothing.
+``NotFound`` also covers another tenant's row: the service never says it exists.
+``Conflict`` is a state rule (a duplicate name, a forbidden task status change,
+deleting an environment that tasks use); ``PreconditionFailed`` a stale
+``If-Match``. ``Unavailable`` comes from the storage edge (a lost connection, a
+pool timeout, a cancelled query) and from the embedder; it carries
+``retry_after`` seconds, sent as the ``Retry-After`` header. ``CircuitOpen`` is
+raised by ``memory_service.resilience.CircuitBreaker`` without touching the
+dependency at all, once it has failed repeatedly; a write that gets any 503 was
+not acknowledged, and idempotent reads are retried by the HTTP layer while the
+circuit is closed.
 """
 
 from __future__ import annotations

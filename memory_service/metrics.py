@@ -72,16 +72,23 @@ class ServiceMetrics:
         self._clock = clock
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
-            "memory_http_requests", "HTTP requests by route template and status",
-            ["method", "route", "status"], registry=self.registry,
+            "memory_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.request_seconds = Histogram(
-            "memory_http_request_duration_seconds", "HTTP request latency",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            "memory_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.embedding_seconds = Histogram(
-            "memory_embedding_batch_duration_seconds", "Time to embed one batch",
-            buckets=LATENCY_BUCKETS, registry=self.registry,
+            "memory_embedding_batch_duration_seconds",
+            "Time to embed one batch",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.embedding_texts = Counter(
             "memory_embedding_texts", "Texts embedded", registry=self.registry
@@ -119,8 +126,9 @@ class ServiceMetrics:
     def summary(self, window_seconds: float) -> list[OperationSummary]:
         since = self._clock() - min(window_seconds, MAX_WINDOW_SECONDS)
         with self._lock:
-            snapshot = {op: [s for s in samples if s[0] >= since]
-                        for op, samples in self._samples.items()}
+            snapshot = {
+                op: [s for s in samples if s[0] >= since] for op, samples in self._samples.items()
+            }
         out = []
         for op, samples in sorted(snapshot.items()):
             if samples:
@@ -140,8 +148,14 @@ def _summarise(op: str, samples: list[tuple[float, float, int]]) -> OperationSum
     errors = sum(1 for s in samples if s[2] >= 500)
     client = sum(1 for s in samples if 400 <= s[2] < 500)
     return OperationSummary(
-        op, len(samples), errors, client, errors / len(samples),
-        round(float(p50), 3), round(float(p95), 3), round(float(p99), 3),
+        op,
+        len(samples),
+        errors,
+        client,
+        errors / len(samples),
+        round(float(p50), 3),
+        round(float(p95), 3),
+        round(float(p99), 3),
     )
 
 
@@ -168,7 +182,9 @@ class _RuntimeCollector(Collector):
             return
         pool = runtime.pool
         stats = pool.get_stats()
-        gauge = GaugeMetricFamily("memory_db_pool_connections", "Pool connections", labels=["state"])
+        gauge = GaugeMetricFamily(
+            "memory_db_pool_connections", "Pool connections", labels=["state"]
+        )
         gauge.add_metric(["size"], stats.get("pool_size", 0))
         gauge.add_metric(["available"], stats.get("pool_available", 0))
         gauge.add_metric(["waiting"], stats.get("requests_waiting", 0))
@@ -179,7 +195,8 @@ class _RuntimeCollector(Collector):
         errors.add_metric(["connection_lost"], stats.get("connections_lost", 0))
         yield errors
         state = GaugeMetricFamily(
-            "memory_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open",
+            "memory_circuit_state",
+            "Circuit breaker: 0 closed, 1 half-open, 2 open",
             labels=["dependency"],
         )
         opened = CounterMetricFamily(
@@ -247,43 +264,68 @@ async def health_score(runtime: Any, metrics: ServiceMetrics) -> HealthReport:
     else:
         rate = overall.error_rate
         deduction = min(40.0, rate * 400.0)  # 10% server errors costs all 40 points
-        components.append(HealthComponent(
-            "error_rate", round(deduction, 1), _status(deduction, 40),
-            f"{rate:.1%} of {overall.count} requests failed with 5xx in the last {window:g}s",
-        ))
+        components.append(
+            HealthComponent(
+                "error_rate",
+                round(deduction, 1),
+                _status(deduction, 40),
+                f"{rate:.1%} of {overall.count} requests failed with 5xx in the last {window:g}s",
+            )
+        )
         target = settings.health_latency_target_ms
         over = max(0.0, overall.p95_ms / target - 1.0)
         deduction = min(20.0, over * 20.0)  # p95 at twice the target costs all 20
-        components.append(HealthComponent(
-            "latency", round(deduction, 1), _status(deduction, 20),
-            f"p95 latency {overall.p95_ms:.1f} ms against a target of {target:g} ms",
-        ))
+        components.append(
+            HealthComponent(
+                "latency",
+                round(deduction, 1),
+                _status(deduction, 20),
+                f"p95 latency {overall.p95_ms:.1f} ms against a target of {target:g} ms",
+            )
+        )
     checks = await runtime.ready()
     db_ok = checks.get("database") == "ok"
-    components.append(HealthComponent(
-        "database", 0 if db_ok else 40, "ok" if db_ok else "failing",
-        "database reachable" if db_ok else f"database {checks.get('database', 'unknown')}",
-    ))
+    components.append(
+        HealthComponent(
+            "database",
+            0 if db_ok else 40,
+            "ok" if db_ok else "failing",
+            "database reachable" if db_ok else f"database {checks.get('database', 'unknown')}",
+        )
+    )
     for breaker in breakers(runtime):
         state = breaker.state
         deduction = {"closed": 0.0, "half_open": 10.0, "open": 25.0}[state]
-        components.append(HealthComponent(
-            f"circuit.{breaker.name}", deduction, _status(deduction, 25),
-            f"the {breaker.name} circuit is {state.replace('_', '-')}",
-        ))
-    for name, status in index_statuses(runtime).items():
-        lag_value = status.get("lag_seconds")
-        if "error" in status:
-            components.append(HealthComponent(
-                f"index.{name}", 10, "failing", f"index {name} cannot report: {status['error']}"
-            ))
+        components.append(
+            HealthComponent(
+                f"circuit.{breaker.name}",
+                deduction,
+                _status(deduction, 25),
+                f"the {breaker.name} circuit is {state.replace('_', '-')}",
+            )
+        )
+    for name, reported in index_statuses(runtime).items():
+        lag_value = reported.get("lag_seconds")
+        if "error" in reported:
+            components.append(
+                HealthComponent(
+                    f"index.{name}",
+                    10,
+                    "failing",
+                    f"index {name} cannot report: {reported['error']}",
+                )
+            )
         elif isinstance(lag_value, int | float) and math.isfinite(lag_value):
             stale = settings.index_stale_seconds
             deduction = min(10.0, max(0.0, lag_value / stale - 1.0) * 10.0)
-            components.append(HealthComponent(
-                f"index.{name}", round(deduction, 1), _status(deduction, 10),
-                f"index {name} trails the database by {lag_value:.1f}s (stale after {stale:g}s)",
-            ))
+            components.append(
+                HealthComponent(
+                    f"index.{name}",
+                    round(deduction, 1),
+                    _status(deduction, 10),
+                    f"index {name} trails the database by {lag_value:.1f}s (stale after {stale:g}s)",
+                )
+            )
     score = max(0, min(100, round(100 - sum(c.score for c in components))))
     status = "healthy" if score >= 90 else "degraded" if score >= 60 else "unhealthy"
     return HealthReport(score, status, components)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -29,11 +28,11 @@ from memory_service.errors import (
     FieldError,
     InvalidInput,
     NotFound,
-    PayloadTooLarge,
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
+from memory_service.validation import check_choice, check_json_object, check_tags, check_text
 
 STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
 FINISHED = frozenset({"completed", "failed", "cancelled"})
@@ -46,14 +45,15 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "failed": frozenset(),
     "cancelled": frozenset(),
 }
-SORTS = {"created_at": "created_at", "updated_at": "updated_at", "priority": "priority_rank",
-         "title": "title"}
+SORTS = {
+    "created_at": "created_at",
+    "updated_at": "updated_at",
+    "priority": "priority_rank",
+    "title": "title",
+}
 MAX_TITLE = 500
 MAX_TEXT = 64 * 1024
 MAX_SHORT = 256
-MAX_TAGS = 50
-MAX_TAG = 64
-MAX_JSON_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 1000
 
 COLUMNS = sql.SQL(
@@ -97,63 +97,6 @@ class TaskQuery:
 StatusListener = Callable[[str, Task, str | None], Awaitable[None]]
 
 
-def check_text(value: Any, where: str, limit: int, *, required: bool = False) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value.strip()):
-        raise InvalidInput(f"{where} must be a non-empty string", errors=[FieldError(where, "text")])
-    if "\x00" in value:
-        raise InvalidInput(f"{where} contains a NUL character", errors=[FieldError(where, "NUL")])
-    if len(value) > limit:
-        raise PayloadTooLarge(
-            f"{where} is longer than {limit} characters",
-            errors=[FieldError(where, f"at most {limit} characters")],
-        )
-    return value
-
-
-def check_json_object(value: Any, where: str, limit: int = MAX_JSON_BYTES) -> dict[str, Any]:
-    """A JSON object within ``limit`` bytes that PostgreSQL can store (no NUL, no NaN)."""
-    if not isinstance(value, dict):
-        raise InvalidInput(f"{where} must be a JSON object", errors=[FieldError(where, "object")])
-    try:
-        encoded = msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"{where} is not valid JSON", errors=[FieldError(where, "JSON")]) from None
-    if len(encoded) > limit:
-        raise PayloadTooLarge(
-            f"{where} is {len(encoded)} bytes; the limit is {limit}",
-            errors=[FieldError(where, f"at most {limit} bytes")],
-        )
-    if b"\\u0000" in encoded or b"NaN" in encoded or b"Infinity" in encoded:
-        # msgspec writes NaN/Infinity as null, so only NUL reaches here in practice
-        raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])
-    return value
-
-
-def check_choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise InvalidInput(
-            f"{where} must be one of {', '.join(choices)}",
-            errors=[FieldError(where, f"one of {', '.join(choices)}")],
-        )
-    return str(value)
-
-
-def check_tags(value: Any, where: str = "tags") -> list[str]:
-    if not isinstance(value, list) or len(value) > MAX_TAGS:
-        raise InvalidInput(
-            f"{where} must be a list of at most {MAX_TAGS} strings",
-            errors=[FieldError(where, f"at most {MAX_TAGS} strings")],
-        )
-    tags: list[str] = []
-    for i, tag in enumerate(value):
-        text = check_text(tag, f"{where}[{i}]", MAX_TAG, required=True)
-        if text not in tags:
-            tags.append(str(text))
-    return tags
-
-
 class TaskService:
     def __init__(self, pool: AsyncConnectionPool, cursors: CursorCodec) -> None:
         self.pool = pool
@@ -164,23 +107,22 @@ class TaskService:
     async def create(self, tenant_id: str, fields: dict[str, Any]) -> Task:
         row = self._validate(fields, creating=True)
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                await self._check_environment(conn, tid, row.get("environment_id"))
-                names = list(row)
-                cur = await conn.cursor(row_factory=dict_row).execute(
-                    sql.SQL(
-                        "INSERT INTO tasks (tenant_id, {cols}, completed_at) "
-                        "VALUES (%s, {vals}, CASE WHEN %s THEN clock_timestamp() END) "
-                        "RETURNING {out}"
-                    ).format(
-                        cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-                        vals=sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                        out=COLUMNS,
-                    ),
-                    [tid, *row.values(), row.get("status", "pending") in FINISHED],
-                )
-                task = _task(await cur.fetchone())
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            await self._check_environment(conn, tid, row.get("environment_id"))
+            names = list(row)
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "INSERT INTO tasks (tenant_id, {cols}, completed_at) "
+                    "VALUES (%s, {vals}, CASE WHEN %s THEN clock_timestamp() END) "
+                    "RETURNING {out}"
+                ).format(
+                    cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+                    vals=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                    out=COLUMNS,
+                ),
+                [tid, *row.values(), row.get("status", "pending") in FINISHED],
+            )
+            task = _task(await cur.fetchone())
         await self._notify(tenant_id, task, None)
         return task
 
@@ -207,44 +149,42 @@ class TaskService:
         reopen: bool,
     ) -> Task:
         tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                current = await self._get(conn, tid, kid, for_update=True)
-                if current is None:
-                    raise NotFound(f"task {task_id} not found")
-                if if_match is not None and current.version != if_match:
-                    raise PreconditionFailed(
-                        f"task {task_id} is at version {current.version}, not {if_match}"
-                    )
-                new_status = changes.get("status", current.status)
-                if reopen and current.status not in FINISHED:
-                    raise Conflict(f"task {task_id} is {current.status}; only finished tasks reopen")
-                if not reopen and new_status != current.status:
-                    if new_status not in TRANSITIONS[current.status]:
-                        hint = " (use POST /v1/tasks/{id}/reopen)" if current.status in FINISHED else ""
-                        raise Conflict(
-                            f"task {task_id} cannot go from {current.status} to {new_status}{hint}"
-                        )
-                if "environment_id" in changes:
-                    await self._check_environment(conn, tid, changes["environment_id"])
-                sets = [
-                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder())
-                    for k in changes
-                ]
-                completed = sql.SQL("completed_at")
-                if new_status != current.status:
-                    completed = sql.SQL(
-                        "CASE WHEN {} THEN clock_timestamp() END"
-                    ).format(sql.Literal(new_status in FINISHED))
-                cur = await conn.cursor(row_factory=dict_row).execute(
-                    sql.SQL(
-                        "UPDATE tasks SET {sets}, completed_at = {completed}, "
-                        "updated_at = clock_timestamp(), version = version + 1 "
-                        "WHERE tenant_id = %s AND id = %s RETURNING {out}"
-                    ).format(sets=sql.SQL(", ").join(sets), completed=completed, out=COLUMNS),
-                    [*changes.values(), tid, kid],
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            current = await self._get(conn, tid, kid, for_update=True)
+            if current is None:
+                raise NotFound(f"task {task_id} not found")
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(
+                    f"task {task_id} is at version {current.version}, not {if_match}"
                 )
-                task = _task(await cur.fetchone())
+            new_status = changes.get("status", current.status)
+            if reopen and current.status not in FINISHED:
+                raise Conflict(f"task {task_id} is {current.status}; only finished tasks reopen")
+            moving = not reopen and new_status != current.status
+            if moving and new_status not in TRANSITIONS[current.status]:
+                hint = " (use POST /v1/tasks/{id}/reopen)" if current.status in FINISHED else ""
+                raise Conflict(
+                    f"task {task_id} cannot go from {current.status} to {new_status}{hint}"
+                )
+            if "environment_id" in changes:
+                await self._check_environment(conn, tid, changes["environment_id"])
+            sets = [
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in changes
+            ]
+            completed: sql.Composable = sql.SQL("completed_at")
+            if new_status != current.status:
+                completed = sql.SQL("CASE WHEN {} THEN clock_timestamp() END").format(
+                    sql.Literal(new_status in FINISHED)
+                )
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "UPDATE tasks SET {sets}, completed_at = {completed}, "
+                    "updated_at = clock_timestamp(), version = version + 1 "
+                    "WHERE tenant_id = %s AND id = %s RETURNING {out}"
+                ).format(sets=sql.SQL(", ").join(sets), completed=completed, out=COLUMNS),
+                [*changes.values(), tid, kid],
+            )
+            task = _task(await cur.fetchone())
         if task.status != current.status:
             await self._notify(tenant_id, task, current.status)
         return task
@@ -272,7 +212,8 @@ class TaskService:
     ) -> Page[Task]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidInput(
-                f"limit must be between 1 and {MAX_LIST_LIMIT}", errors=[FieldError("limit", "range")]
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                errors=[FieldError("limit", "range")],
             )
         descending = query.sort.startswith("-")
         sort = query.sort.removeprefix("-")
@@ -337,20 +278,16 @@ class TaskService:
         next_cursor = None
         if more and rows:
             last = rows[-1]
-            value = {"created_at": last.created_at, "updated_at": last.updated_at,
-                     "priority": PRIORITIES.index(last.priority), "title": last.title}[sort]
-            if isinstance(value, datetime):
-                value = value.isoformat()
-            next_cursor = self.cursors.encode(kind, tenant_id, json.dumps([value, last.seq]))
+            last_key: Any = {
+                "created_at": last.created_at,
+                "updated_at": last.updated_at,
+                "priority": PRIORITIES.index(last.priority),
+                "title": last.title,
+            }[sort]
+            if isinstance(last_key, datetime):
+                last_key = last_key.isoformat()
+            next_cursor = self.cursors.encode(kind, tenant_id, json.dumps([last_key, last.seq]))
         return Page(rows, next_cursor)
-
-    async def count_using_environment(self, conn: Any, tid: uuid.UUID, env_id: uuid.UUID) -> int:
-        cur = await conn.execute(
-            "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
-            (tid, env_id),
-        )
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
 
     # -- helpers -----------------------------------------------------------------------
     def _validate(self, fields: dict[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -369,7 +306,9 @@ class TaskService:
         if "agent_id" in fields:
             out["agent_id"] = check_text(fields["agent_id"], "agent_id", MAX_SHORT)
             if out["agent_id"] == "":
-                raise InvalidInput("agent_id must not be empty", errors=[FieldError("agent_id", "empty")])
+                raise InvalidInput(
+                    "agent_id must not be empty", errors=[FieldError("agent_id", "empty")]
+                )
         if "tags" in fields:
             out["tags"] = check_tags(fields["tags"])
         if "metadata" in fields:
@@ -402,8 +341,10 @@ class TaskService:
 
     def _decode_cursor(self, cursor: str, kind: str, tenant_id: str, sort: str) -> tuple[Any, int]:
         position = self.cursors.decode(cursor, kind, tenant_id)
-        bad = InvalidInput("cursor is not valid for this listing",
-                           errors=[FieldError("cursor", "malformed or from another listing")])
+        bad = InvalidInput(
+            "cursor is not valid for this listing",
+            errors=[FieldError("cursor", "malformed or from another listing")],
+        )
         try:
             value, seq = json.loads(str(position))
             if not isinstance(seq, int):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -60,8 +59,8 @@ class _RoutingTracer(trace.Tracer):
     def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
         return self._target().start_span(*args, **kwargs)
 
-    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Iterator[trace.Span]:
-        return self._target().start_as_current_span(*args, **kwargs)  # type: ignore[no-any-return]
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target().start_as_current_span(*args, **kwargs)
 
 
 class _RoutingTracerProvider(trace.TracerProvider):
@@ -69,11 +68,15 @@ class _RoutingTracerProvider(trace.TracerProvider):
         self._fallback = fallback
 
     def get_tracer(
-        self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
-        *args: Any, **kwargs: Any,
+        self,
+        instrumenting_module_name: str,
+        instrumenting_library_version: str | None = None,
+        *args: Any,
+        **kwargs: Any,
     ) -> trace.Tracer:
-        return _RoutingTracer(self._fallback, instrumenting_module_name,
-                              instrumenting_library_version)
+        return _RoutingTracer(
+            self._fallback, instrumenting_module_name, instrumenting_library_version
+        )
 
 
 def build_tracer_provider(

@@ -6,7 +6,6 @@ import logging
 from typing import Any
 
 import pytest
-
 from conftest import assert_problem
 
 SECRET = "s3cr3t-value-never-shown"
@@ -19,8 +18,12 @@ async def test_crud_and_secrets_stay_hidden(
     h = tenant["headers"]
     created = await client.post(
         "/v1/environments",
-        json={"name": "prod", "description": "d", "config": {"region": "eu"},
-              "secrets": {"API_TOKEN": SECRET, "DB_PASS": SECRET + "2"}},
+        json={
+            "name": "prod",
+            "description": "d",
+            "config": {"region": "eu"},
+            "secrets": {"API_TOKEN": SECRET, "DB_PASS": SECRET + "2"},
+        },
         headers=h,
     )
     assert created.status_code == 201, created.text
@@ -47,39 +50,47 @@ async def test_crud_and_secrets_stay_hidden(
     for response in responses:
         assert SECRET not in response.text
     assert SECRET not in caplog.text
-    stale = await client.patch(f"/v1/environments/{env['id']}", json={"name": "p2"},
-                               headers={**h, "If-Match": "1"})
+    stale = await client.patch(
+        f"/v1/environments/{env['id']}", json={"name": "p2"}, headers={**h, "If-Match": "1"}
+    )
     assert_problem(stale, 412)
     active = await client.get("/v1/environments", params={"is_active": "true"}, headers=h)
     assert env["id"] not in {e["id"] for e in active.json()["items"]}
 
 
-async def test_unique_names(client: Any, tenant: dict[str, Any], other_tenant: dict[str, Any]) -> None:
+async def test_unique_names(
+    client: Any, tenant: dict[str, Any], other_tenant: dict[str, Any]
+) -> None:
     h = tenant["headers"]
     first = await client.post("/v1/environments", json={"name": "dup"}, headers=h)
     assert first.status_code == 201
     assert_problem(await client.post("/v1/environments", json={"name": "dup"}, headers=h), 409)
     # names are unique per tenant only
-    other = await client.post("/v1/environments", json={"name": "dup"},
-                              headers=other_tenant["headers"])
+    other = await client.post(
+        "/v1/environments", json={"name": "dup"}, headers=other_tenant["headers"]
+    )
     assert other.status_code == 201
     second = await client.post("/v1/environments", json={"name": "dup2"}, headers=h)
-    renamed = await client.patch(f"/v1/environments/{second.json()['id']}", json={"name": "dup"},
-                                 headers=h)
+    renamed = await client.patch(
+        f"/v1/environments/{second.json()['id']}", json={"name": "dup"}, headers=h
+    )
     assert_problem(renamed, 409)
 
 
 async def test_delete_in_use_needs_force(client: Any, tenant: dict[str, Any]) -> None:
     h = tenant["headers"]
     env = (await client.post("/v1/environments", json={"name": "used"}, headers=h)).json()
-    task = (await client.post("/v1/tasks", json={"title": "t", "environment_id": env["id"]},
-                              headers=h)).json()
-    assert_problem(await client.delete(f"/v1/environments/{env['id']}", headers=h), 409,
-                   mentions="force")
+    task = (
+        await client.post("/v1/tasks", json={"title": "t", "environment_id": env["id"]}, headers=h)
+    ).json()
+    assert_problem(
+        await client.delete(f"/v1/environments/{env['id']}", headers=h), 409, mentions="force"
+    )
     still = await client.get(f"/v1/environments/{env['id']}", headers=h)
     assert still.status_code == 200
-    forced = await client.delete(f"/v1/environments/{env['id']}", params={"force": "true"},
-                                 headers=h)
+    forced = await client.delete(
+        f"/v1/environments/{env['id']}", params={"force": "true"}, headers=h
+    )
     assert forced.status_code == 204
     detached = await client.get(f"/v1/tasks/{task['id']}", headers=h)
     assert detached.json()["environment_id"] is None
@@ -91,14 +102,21 @@ async def test_bad_input_and_isolation(
 ) -> None:
     h = tenant["headers"]
     assert_problem(await client.post("/v1/environments", json={"name": ""}, headers=h), 422)
-    assert_problem(await client.post("/v1/environments", json={"name": "a", "config": [1]},
-                                     headers=h), 400)
-    assert_problem(await client.post("/v1/environments",
-                                     json={"name": "a", "secrets": {"bad name!": "x"}},
-                                     headers=h), 422)
-    assert_problem(await client.post("/v1/environments",
-                                     json={"name": "a", "config": {"x": "y" * 70000}},
-                                     headers=h), 413)
+    assert_problem(
+        await client.post("/v1/environments", json={"name": "a", "config": [1]}, headers=h), 400
+    )
+    assert_problem(
+        await client.post(
+            "/v1/environments", json={"name": "a", "secrets": {"bad name!": "x"}}, headers=h
+        ),
+        422,
+    )
+    assert_problem(
+        await client.post(
+            "/v1/environments", json={"name": "a", "config": {"x": "y" * 70000}}, headers=h
+        ),
+        413,
+    )
     assert_problem(await client.get("/v1/environments", params={"cursor": "zz"}, headers=h), 422)
     env = (await client.post("/v1/environments", json={"name": "iso"}, headers=h)).json()
     other = other_tenant["headers"]

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from conftest import assert_problem, new_tenant
 
 from api.app import create_app
-from conftest import assert_problem, new_tenant
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.events.retention import RetentionWorker
@@ -38,7 +38,8 @@ async def post_events(client: Any, headers: dict[str, str], *events: dict[str, A
 async def test_ingest_list_filters_and_pages(client: Any, tenant: dict[str, Any]) -> None:
     h = tenant["headers"]
     stored = await post_events(
-        client, h,
+        client,
+        h,
         ev("agent.step", "debug", task_id="t1", agent_id="a1", execution_id="x1"),
         ev("tool.call", "info", task_id="t1", duration_ms=12.5, attributes={"tool": "search"}),
         ev("tool.result", "warn", task_id="t2", ts="2030-01-01T00:00:00Z"),
@@ -74,7 +75,7 @@ async def test_ingest_list_filters_and_pages(client: Any, tenant: dict[str, Any]
             break
         await post_events(client, h, ev("agent.step"))  # inserts while paging
     assert len(seen) == len(set(seen)) and seen == sorted(seen)
-    assert set(e["sequence"] for e in stored) <= set(seen)
+    assert {e["sequence"] for e in stored} <= set(seen)
 
 
 async def test_bad_input_and_isolation(
@@ -97,21 +98,30 @@ async def test_bad_input_and_isolation(
         assert_problem(await client.post("/v1/events", json=body, headers=h), status)
     after = (await client.get("/v1/events", params={"limit": 1000}, headers=h)).json()["items"]
     assert after == before  # all or nothing: the valid first item was not kept
-    for params in ({"min_severity": "loud"}, {"type": "Not Valid"}, {"cursor": "x"},
-                   {"limit": 0}, {"since": "yesterday"}):
+    for params in (
+        {"min_severity": "loud"},
+        {"type": "Not Valid"},
+        {"cursor": "x"},
+        {"limit": 0},
+        {"since": "yesterday"},
+    ):
         r = await client.get("/v1/events", params=params, headers=h)
         assert r.status_code in (400, 422), (params, r.text)
         assert_problem(r, r.status_code)
     r = await client.get("/v1/events/stream", headers={**h, "Last-Event-ID": "abc"})
     assert_problem(r, 422)
     mine = await post_events(client, h, ev("secret.thing"))
-    theirs = await client.get("/v1/events", params={"type": "secret"},
-                              headers=other_tenant["headers"])
+    theirs = await client.get(
+        "/v1/events", params={"type": "secret"}, headers=other_tenant["headers"]
+    )
     assert theirs.json()["items"] == []
     cursor_of_mine = (await client.get("/v1/events", params={"limit": 1}, headers=h)).json()
     if cursor_of_mine["next_cursor"]:
-        foreign = await client.get("/v1/events", params={"cursor": cursor_of_mine["next_cursor"]},
-                                   headers=other_tenant["headers"])
+        foreign = await client.get(
+            "/v1/events",
+            params={"cursor": cursor_of_mine["next_cursor"]},
+            headers=other_tenant["headers"],
+        )
         assert_problem(foreign, 422)
     assert mine[0]["type"] == "secret.thing"
 
@@ -120,8 +130,9 @@ async def test_service_records_its_own_operations(client: Any, tenant: dict[str,
     h = tenant["headers"]
     trace = uuid.uuid4().hex
     headers = {**h, "traceparent": f"00-{trace}-{uuid.uuid4().hex[:16]}-01"}
-    added = await client.post("/v1/memories", json={"content": "the cat sat on the mat"},
-                              headers=headers)
+    added = await client.post(
+        "/v1/memories", json={"content": "the cat sat on the mat"}, headers=headers
+    )
     assert added.status_code == 201, added.text
     await client.post("/v1/memories/search", json={"query": "cat", "k": 1}, headers=h)
     await client.delete(f"/v1/memories/{added.json()['id']}", headers=h)
@@ -131,13 +142,17 @@ async def test_service_records_its_own_operations(client: Any, tenant: dict[str,
     assert await writer.flush()
     items = (await client.get("/v1/events", params={"limit": 100}, headers=h)).json()["items"]
     by_type = {e["type"]: e for e in items}
-    assert {"memory.added", "memory.searched", "memory.deleted", "task.created",
-            "task.status_changed"} <= set(by_type)
+    assert {
+        "memory.added",
+        "memory.searched",
+        "memory.deleted",
+        "task.created",
+        "task.status_changed",
+    } <= set(by_type)
     assert by_type["memory.added"]["trace_id"] == trace  # the caller's W3C trace continues
     assert by_type["memory.added"]["attributes"]["memory_ids"] == [added.json()["id"]]
     assert "cat" not in json.dumps(items)  # ids and counts only, never content
-    assert by_type["task.status_changed"]["attributes"] == {"from": "pending",
-                                                            "to": "in_progress"}
+    assert by_type["task.status_changed"]["attributes"] == {"from": "pending", "to": "in_progress"}
     assert by_type["task.status_changed"]["task_id"] == task["id"]
 
 
@@ -146,8 +161,9 @@ async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict
     await post_events(client, h, *[ev("old.event") for _ in range(7)])
     await asyncio.sleep(1.1)
     fresh = await post_events(client, h, ev("new.event"))
-    worker = RetentionWorker(client.app.state.runtime.pool, retention_seconds=1.0,
-                             interval_seconds=3600, batch_size=3)
+    worker = RetentionWorker(
+        client.app.state.runtime.pool, retention_seconds=1.0, interval_seconds=3600, batch_size=3
+    )
     removed = await worker.prune_once()
     assert removed >= 7
     left = (await client.get("/v1/events", headers=h)).json()["items"]
@@ -158,8 +174,14 @@ async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict
 @contextlib.asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[str]:
     app = create_app(settings, embedder=HashEmbedder(384))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -213,21 +235,27 @@ async def test_stream_filters_and_fans_out_across_apps(
     h = tenant["headers"]
     async with httpx.AsyncClient(timeout=20) as http:
         params = {"type": "tool", "min_severity": "warn"}
-        async with http.stream("GET", f"{second}/v1/events/stream", params=params,
-                               headers=h) as response:
+        async with http.stream(
+            "GET", f"{second}/v1/events/stream", params=params, headers=h
+        ) as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
             reader = SSEReader(response)
             await asyncio.sleep(0.3)
             await post_events(http_client(http, first), other["headers"], ev("tool.call", "error"))
             await post_events(
-                http_client(http, first), h,
-                ev("tool.call", "info"), ev("agent.step", "error"), ev("tool.call", "warn"),
+                http_client(http, first),
+                h,
+                ev("tool.call", "info"),
+                ev("agent.step", "error"),
+                ev("tool.call", "warn"),
                 ev("tool.result", "error", task_id="t9"),
             )
             got = [await reader.next_event(), await reader.next_event()]
-            assert [(e["type"], e["severity"]) for e in got] == [("tool.call", "warn"),
-                                                                 ("tool.result", "error")]
+            assert [(e["type"], e["severity"]) for e in got] == [
+                ("tool.call", "warn"),
+                ("tool.result", "error"),
+            ]
             assert got[0]["sse_id"] == str(got[0]["sequence"])
             with pytest.raises(TimeoutError):  # nothing else matches: only heartbeats come
                 await reader.next_event(timeout=1.5)
@@ -248,10 +276,10 @@ async def test_resume_with_last_event_id_loses_nothing(
             last = await reader.next_event()
             assert last["type"] == "step.one"
         # disconnected: these happen while nobody listens
-        await post_events(http_client(http, second), h,
-                          *[ev(f"step.n{i}") for i in range(5)])
-        async with http.stream("GET", f"{second}/v1/events/stream",
-                               headers={**h, "Last-Event-ID": last["sse_id"]}) as response:
+        await post_events(http_client(http, second), h, *[ev(f"step.n{i}") for i in range(5)])
+        async with http.stream(
+            "GET", f"{second}/v1/events/stream", headers={**h, "Last-Event-ID": last["sse_id"]}
+        ) as response:
             reader = SSEReader(response)
             resumed = [(await reader.next_event())["type"] for _ in range(6)]
         assert resumed == ["step.two"] + [f"step.n{i}" for i in range(5)]

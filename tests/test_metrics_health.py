@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from conftest import assert_problem, new_tenant
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api.app import create_app
-from conftest import assert_problem, new_tenant
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 
@@ -28,8 +28,11 @@ def exporter() -> InMemorySpanExporter:
 async def traced(
     settings: Settings, database_url: str, exporter: InMemorySpanExporter
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    app = create_app(settings.with_(database_url=database_url), embedder=HashEmbedder(384),
-                     span_exporter=exporter)
+    app = create_app(
+        settings.with_(database_url=database_url),
+        embedder=HashEmbedder(384),
+        span_exporter=exporter,
+    )
     async with AsyncTestClient(app=app, timeout=30) as c:
         yield c
 
@@ -44,8 +47,11 @@ async def test_prometheus_exposition_uses_route_templates(traced: Any) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert re.search(r'memory_http_requests_total\{method="GET",route="/v1/tasks/\{task_id\}"'
-                     r',status="200"\} [1-9]', text), text
+    assert re.search(
+        r'memory_http_requests_total\{method="GET",route="/v1/tasks/\{task_id\}"'
+        r',status="200"\} [1-9]',
+        text,
+    ), text
     assert "memory_http_request_duration_seconds_bucket" in text
     assert 'memory_circuit_state{dependency="database"} 0.0' in text
     assert 'memory_circuit_state{dependency="embedder"} 0.0' in text
@@ -71,8 +77,9 @@ async def test_summary_per_operation(traced: Any) -> None:
     assert 0 < listing["p50_ms"] <= listing["p95_ms"] <= listing["p99_ms"]
     assert ops["GET /v1/tasks/{task_id}"]["client_errors"] >= 1
     for bad in ("15", "2h", "0m", "x"):
-        assert_problem(await traced.get("/v1/metrics/summary", params={"window": bad},
-                                        headers=h), 422)
+        assert_problem(
+            await traced.get("/v1/metrics/summary", params={"window": bad}, headers=h), 422
+        )
     assert_problem(await traced.get("/v1/metrics/summary"), 401)
 
 
@@ -105,20 +112,25 @@ async def test_spans_for_requests_database_embedding_and_search(
     trace_id = uuid.uuid4().hex
     parent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
     exporter.clear()
-    added = await traced.post("/v1/memories", json={"content": SECRET_CONTENT},
-                              headers={**h, "traceparent": parent})
+    added = await traced.post(
+        "/v1/memories", json={"content": SECRET_CONTENT}, headers={**h, "traceparent": parent}
+    )
     assert added.status_code == 201, added.text
-    searched = await traced.post("/v1/memories/search", json={"query": SECRET_CONTENT, "k": 1},
-                                 headers={**h, "traceparent": parent})
+    searched = await traced.post(
+        "/v1/memories/search",
+        json={"query": SECRET_CONTENT, "k": 1},
+        headers={**h, "traceparent": parent},
+    )
     assert searched.status_code == 200
     missing = await traced.get(f"/v1/tasks/{uuid.uuid4()}", headers={**h, "traceparent": parent})
     assert assert_problem(missing, 404)["trace_id"] == trace_id
-    spans = [s for s in exporter.get_finished_spans()
-             if format(s.context.trace_id, "032x") == trace_id]
+    spans = [
+        s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id
+    ]
     names = [s.name for s in spans]
-    assert any(s.attributes.get("db.system") == "postgresql" for s in spans), names
+    assert any((s.attributes or {}).get("db.system") == "postgresql" for s in spans), names
     assert "embedding.batch" in names and "memory.search" in names
     assert any(n.startswith("POST /v1/memories") for n in names)
     for span in exporter.get_finished_spans():
-        for value in span.attributes.values():
+        for value in (span.attributes or {}).values():
             assert "swordfish" not in str(value), span.name

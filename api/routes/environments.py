@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
@@ -21,8 +22,8 @@ from memory_service.environments import Environment, EnvironmentService
 class EnvironmentCreate(Strict):
     name: str
     description: str | None = None
-    config: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    secrets: dict[str, str] = msgspec.field(default_factory=dict)
     is_active: bool = True
 
     def fields(self) -> dict[str, Any]:
@@ -38,7 +39,9 @@ class EnvironmentUpdate(Strict):
     is_active: bool | UnsetType = UNSET
 
     def fields(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET}
+        return {
+            f: getattr(self, f) for f in self.__struct_fields__ if getattr(self, f) is not UNSET
+        }
 
 
 class EnvironmentOut(Struct):
@@ -54,8 +57,17 @@ class EnvironmentOut(Struct):
 
     @classmethod
     def of(cls, e: Environment) -> EnvironmentOut:
-        return cls(e.id, e.name, e.description, e.config, e.secret_names, e.is_active,
-                   e.created_at, e.updated_at, e.version)
+        return cls(
+            e.id,
+            e.name,
+            e.description,
+            e.config,
+            e.secret_names,
+            e.is_active,
+            e.created_at,
+            e.updated_at,
+            e.version,
+        )
 
 
 class EnvironmentPage(Struct):
@@ -64,8 +76,9 @@ class EnvironmentPage(Struct):
 
 
 def _with_etag(env: Environment, status_code: int = 200) -> Response[EnvironmentOut]:
-    return Response(EnvironmentOut.of(env), status_code=status_code,
-                    headers={"ETag": f'"{env.version}"'})
+    return Response(
+        EnvironmentOut.of(env), status_code=status_code, headers={"ETag": f'"{env.version}"'}
+    )
 
 
 class EnvironmentController(Controller):
@@ -74,14 +87,18 @@ class EnvironmentController(Controller):
 
     @post("/", summary="Create an environment (names are unique per tenant)")
     async def create_environment(
-        self, data: JSONBody[EnvironmentCreate], environments: NamedDependency[EnvironmentService],
+        self,
+        data: JSONBody[EnvironmentCreate],
+        environments: NamedDependency[EnvironmentService],
         tenant_id: NamedDependency[str],
     ) -> Response[EnvironmentOut]:
         return _with_etag(await environments.create(tenant_id, data.fields()), 201)
 
     @get("/", summary="List environments, oldest first")
     async def list_environments(
-        self, environments: NamedDependency[EnvironmentService], tenant_id: NamedDependency[str],
+        self,
+        environments: NamedDependency[EnvironmentService],
+        tenant_id: NamedDependency[str],
         is_active: Annotated[bool | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -91,15 +108,20 @@ class EnvironmentController(Controller):
 
     @get("/{environment_id:str}", summary="Get an environment (secret names only)")
     async def get_environment(
-        self, environment_id: FromPath[str], environments: NamedDependency[EnvironmentService],
+        self,
+        environment_id: FromPath[str],
+        environments: NamedDependency[EnvironmentService],
         tenant_id: NamedDependency[str],
     ) -> Response[EnvironmentOut]:
         return _with_etag(await environments.get(tenant_id, environment_id))
 
     @patch("/{environment_id:str}", summary="Update an environment; secrets merge by name")
     async def update_environment(
-        self, environment_id: FromPath[str], data: JSONBody[EnvironmentUpdate],
-        environments: NamedDependency[EnvironmentService], tenant_id: NamedDependency[str],
+        self,
+        environment_id: FromPath[str],
+        data: JSONBody[EnvironmentUpdate],
+        environments: NamedDependency[EnvironmentService],
+        tenant_id: NamedDependency[str],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> Response[EnvironmentOut]:
         env = await environments.update(
@@ -107,10 +129,16 @@ class EnvironmentController(Controller):
         )
         return _with_etag(env)
 
-    @delete("/{environment_id:str}", status_code=204,
-            summary="Delete an environment; 409 while tasks use it unless ?force=true")
+    @delete(
+        "/{environment_id:str}",
+        status_code=204,
+        summary="Delete an environment; 409 while tasks use it unless ?force=true",
+    )
     async def delete_environment(
-        self, environment_id: FromPath[str], environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str], force: Annotated[bool, QueryParameter()] = False,
+        self,
+        environment_id: FromPath[str],
+        environments: NamedDependency[EnvironmentService],
+        tenant_id: NamedDependency[str],
+        force: Annotated[bool, QueryParameter()] = False,
     ) -> None:
         await environments.delete(tenant_id, environment_id, force=force)

@@ -38,7 +38,7 @@ class EventIn(Strict):
     execution_id: str | None = None
     agent_id: str | None = None
     duration_ms: float | None = None
-    attributes: dict[str, Any] = {}
+    attributes: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def to_domain(self) -> NewEvent:
         return NewEvent(**{f: getattr(self, f) for f in self.__struct_fields__})
@@ -67,8 +67,22 @@ class EventOut(Struct):
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
-        return cls(e.id, e.seq, e.type, e.severity, e.source, e.ts, e.received_at, e.trace_id,
-                   e.span_id, e.task_id, e.execution_id, e.agent_id, e.duration_ms, e.attributes)
+        return cls(
+            e.id,
+            e.seq,
+            e.type,
+            e.severity,
+            e.source,
+            e.ts,
+            e.received_at,
+            e.trace_id,
+            e.span_id,
+            e.task_id,
+            e.execution_id,
+            e.agent_id,
+            e.duration_ms,
+            e.attributes,
+        )
 
 
 class EventsOut(Struct):
@@ -81,7 +95,8 @@ class EventPage(Struct):
 
 
 TypeParam = Annotated[
-    list[str] | None, QueryParameter(description="dotted prefix, repeatable: tool matches tool.call")
+    list[str] | None,
+    QueryParameter(description="dotted prefix, repeatable: tool matches tool.call"),
 ]
 SeverityParam = Annotated[Severity | None, QueryParameter(description="minimum severity")]
 IdParam = Annotated[str | None, QueryParameter(max_length=256)]
@@ -89,13 +104,22 @@ TimeParam = Annotated[datetime | None, QueryParameter()]
 
 
 def _query(
-    type: list[str] | None, min_severity: str | None, task_id: str | None,
-    execution_id: str | None, agent_id: str | None, since: datetime | None,
+    type: list[str] | None,
+    min_severity: str | None,
+    task_id: str | None,
+    execution_id: str | None,
+    agent_id: str | None,
+    since: datetime | None,
     until: datetime | None,
 ) -> EventQuery:
     return EventQuery(
-        types=list(type or []), min_severity=min_severity, task_id=task_id,
-        execution_id=execution_id, agent_id=agent_id, since=since, until=until,
+        types=list(type or []),
+        min_severity=min_severity,
+        task_id=task_id,
+        execution_id=execution_id,
+        agent_id=agent_id,
+        since=since,
+        until=until,
     ).validate()
 
 
@@ -105,24 +129,33 @@ class EventController(Controller):
 
     @post("/", status_code=201, summary="Record a batch of up to 1,000 events, all or nothing")
     async def record_events(
-        self, data: JSONBody[EventBatch | list[EventIn]], events: NamedDependency[EventService],
+        self,
+        data: JSONBody[EventBatch | list[EventIn]],
+        events: NamedDependency[EventService],
         tenant_id: NamedDependency[str],
     ) -> EventsOut:
         if isinstance(data, list):
             items = data
         else:
             if (data.items is None) == (data.events is None):
-                raise InvalidInput("give the events as items",
-                                   errors=[FieldError("items", "required")])
+                raise InvalidInput(
+                    "give the events as items", errors=[FieldError("items", "required")]
+                )
             items = data.items if data.items is not None else data.events or []
         stored = await events.record(tenant_id, [e.to_domain() for e in items])
         return EventsOut([EventOut.of(e) for e in stored])
 
     @get("/", summary="List events, oldest first, with filters and a cursor")
     async def list_events(
-        self, events: NamedDependency[EventService], tenant_id: NamedDependency[str],
-        type: TypeParam = None, min_severity: SeverityParam = None, task_id: IdParam = None,
-        execution_id: IdParam = None, agent_id: IdParam = None, since: TimeParam = None,
+        self,
+        events: NamedDependency[EventService],
+        tenant_id: NamedDependency[str],
+        type: TypeParam = None,
+        min_severity: SeverityParam = None,
+        task_id: IdParam = None,
+        execution_id: IdParam = None,
+        agent_id: IdParam = None,
+        since: TimeParam = None,
         until: TimeParam = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -133,9 +166,15 @@ class EventController(Controller):
 
     @get("/stream", summary="Live events as Server-Sent Events; resumable with Last-Event-ID")
     async def stream_events(
-        self, events: NamedDependency[EventService], tenant_id: NamedDependency[str],
-        type: TypeParam = None, min_severity: SeverityParam = None, task_id: IdParam = None,
-        execution_id: IdParam = None, agent_id: IdParam = None, since: TimeParam = None,
+        self,
+        events: NamedDependency[EventService],
+        tenant_id: NamedDependency[str],
+        type: TypeParam = None,
+        min_severity: SeverityParam = None,
+        task_id: IdParam = None,
+        execution_id: IdParam = None,
+        agent_id: IdParam = None,
+        since: TimeParam = None,
         until: TimeParam = None,
         last_event_id_header: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", max_length=32)
@@ -157,5 +196,6 @@ class EventController(Controller):
                         id=event.seq,
                     )
 
-        return ServerSentEvent(messages(), headers={"Cache-Control": "no-cache",
-                                                    "X-Accel-Buffering": "no"})
+        return ServerSentEvent(
+            messages(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )

@@ -54,8 +54,16 @@ class OperationOut(Struct):
 
     @classmethod
     def of(cls, s: OperationSummary) -> OperationOut:
-        return cls(s.operation, s.count, s.errors, s.client_errors, round(s.error_rate, 6),
-                   s.p50_ms, s.p95_ms, s.p99_ms)
+        return cls(
+            s.operation,
+            s.count,
+            s.errors,
+            s.client_errors,
+            round(s.error_rate, 6),
+            s.p50_ms,
+            s.p95_ms,
+            s.p99_ms,
+        )
 
 
 class SummaryOut(Struct):
@@ -86,8 +94,11 @@ def _metrics(runtime: Runtime) -> ServiceMetrics:
     return metrics
 
 
-@get("/metrics/summary", tags=["metrics"],
-     summary="Per operation: count, error rate, p50/p95/p99 latency over a window")
+@get(
+    "/metrics/summary",
+    tags=["metrics"],
+    summary="Per operation: count, error rate, p50/p95/p99 latency over a window",
+)
 async def metrics_summary(
     runtime: NamedDependency[Runtime],
     window: Annotated[str, QueryParameter(max_length=16, description="e.g. 15m")] = "15m",
@@ -99,12 +110,17 @@ async def metrics_summary(
 @get("/health/score", tags=["metrics"], summary="Health 0..100 with the reason for each deduction")
 async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut:
     report = await health_score(runtime, _metrics(runtime))
-    return HealthScoreOut(report.score, report.status,
-                          [ComponentOut.of(c) for c in report.components], report.reasons)
+    return HealthScoreOut(
+        report.score, report.status, [ComponentOut.of(c) for c in report.components], report.reasons
+    )
 
 
-@get("/metrics", tags=["metrics"], summary="Prometheus exposition of the service's own metrics",
-     include_in_schema=True)
+@get(
+    "/metrics",
+    tags=["metrics"],
+    summary="Prometheus exposition of the service's own metrics",
+    include_in_schema=True,
+)
 async def prometheus_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     return Response(
@@ -127,7 +143,7 @@ class RequestMetricsMiddleware:
         provider = getattr(scope["app"].state, "tracer_provider", None)
         token = use_tracer_provider(provider) if provider is not None else None
         route = str(scope.get("path_template") or "unmatched")
-        method = scope["method"]
+        method = str(scope.get("method", ""))
         started = time.perf_counter()
         status = 500
         retryable = (
@@ -139,7 +155,9 @@ class RequestMetricsMiddleware:
                 held: list[Message] = []
                 last = attempt == attempts - 1
 
-                async def guarded_send(message: Message) -> None:
+                async def guarded_send(
+                    message: Message, held: list[Message] = held, last: bool = last
+                ) -> None:
                     nonlocal status
                     if message["type"] == "http.response.start":
                         status = int(message["status"])
@@ -148,8 +166,9 @@ class RequestMetricsMiddleware:
                         return
                     await send(message)
 
-                await self.app(scope, receive if attempt == 0 else _empty_body(receive),
-                               guarded_send)
+                await self.app(
+                    scope, receive if attempt == 0 else _empty_body(receive), guarded_send
+                )
                 if not held:
                     break
                 await asyncio.sleep(0.25 * (attempt + 1))
@@ -165,7 +184,10 @@ class RequestMetricsMiddleware:
                 writer = runtime.extras.get("event_writer")
                 if status >= 500 and tenant_id and writer is not None:
                     await writer.emit(
-                        tenant_id, "error", severity="error", duration_ms=seconds * 1000.0,
+                        tenant_id,
+                        "error",
+                        severity="error",
+                        duration_ms=seconds * 1000.0,
                         attributes={"method": method, "route": route, "status": status},
                     )
 

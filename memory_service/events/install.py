@@ -82,7 +82,9 @@ async def install(runtime: Any) -> None:
     runtime.closers.append(retention.close)
     runtime.extras["event_retention"] = retention
 
-    async def on_memories_changed(tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
+    async def on_memories_changed(
+        tenant_id: str, upserted: list[Memory], deleted: list[str]
+    ) -> None:
         added = [m.id for m in upserted if m.version == 1]
         updated = [m.id for m in upserted if m.version != 1]
         for kind, ids in (("added", added), ("updated", updated), ("deleted", deleted)):
@@ -124,8 +126,13 @@ async def install(runtime: Any) -> None:
 
     async def on_task_status(tenant_id: str, task: Task, old_status: str | None) -> None:
         if old_status is None:
-            await writer.emit(tenant_id, "task.created", task_id=task.id, agent_id=task.agent_id,
-                              attributes={"status": task.status, "priority": task.priority})
+            await writer.emit(
+                tenant_id,
+                "task.created",
+                task_id=task.id,
+                agent_id=task.agent_id,
+                attributes={"status": task.status, "priority": task.priority},
+            )
         else:
             await writer.emit(
                 tenant_id,

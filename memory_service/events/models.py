@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from memory_service.errors import FieldError, InvalidInput
-from memory_service.tasks import check_json_object, check_text
+from memory_service.validation import check_json_object, check_text
 
 SEVERITIES = ("debug", "info", "warn", "error")
 MAX_TYPE = 128
@@ -76,8 +76,9 @@ class EventQuery:
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None and value.tzinfo is None:
-                raise InvalidInput(f"{name} needs a time zone",
-                                   errors=[FieldError(name, "RFC 3339 with zone")])
+                raise InvalidInput(
+                    f"{name} needs a time zone", errors=[FieldError(name, "RFC 3339 with zone")]
+                )
         return self
 
 
@@ -101,20 +102,24 @@ def validate_event(event: NewEvent, where: str, default_trace_id: str | None) ->
     for name in ("source", "trace_id", "span_id", "task_id", "execution_id", "agent_id"):
         value = check_text(getattr(event, name), f"{where}{name}", MAX_SHORT)
         if value == "":
-            raise InvalidInput(f"{where}{name} must not be empty",
-                               errors=[FieldError(f"{where}{name}", "empty")])
+            raise InvalidInput(
+                f"{where}{name} must not be empty", errors=[FieldError(f"{where}{name}", "empty")]
+            )
     if event.ts is None:
         event.ts = datetime.now(UTC)
     elif event.ts.tzinfo is None:
-        raise InvalidInput(f"{where}ts needs a time zone",
-                           errors=[FieldError(f"{where}ts", "RFC 3339 with zone")])
+        raise InvalidInput(
+            f"{where}ts needs a time zone", errors=[FieldError(f"{where}ts", "RFC 3339 with zone")]
+        )
     if event.duration_ms is not None and (
         isinstance(event.duration_ms, bool)
         or not math.isfinite(event.duration_ms)
         or event.duration_ms < 0
     ):
-        raise InvalidInput(f"{where}duration_ms must be a finite number >= 0",
-                           errors=[FieldError(f"{where}duration_ms", ">= 0")])
+        raise InvalidInput(
+            f"{where}duration_ms must be a finite number >= 0",
+            errors=[FieldError(f"{where}duration_ms", ">= 0")],
+        )
     check_json_object(event.attributes, f"{where}attributes", MAX_ATTRIBUTES_BYTES)
     if event.trace_id is None:
         event.trace_id = default_trace_id

@@ -52,9 +52,7 @@ class RetentionWorker:
         while True:
             async with wrap_db_errors(), self._pool.connection() as conn:
                 async with conn.transaction():
-                    deleted = await store.prune_batch(
-                        conn, self.retention_seconds, self.batch_size
-                    )
+                    deleted = await store.prune_batch(conn, self.retention_seconds, self.batch_size)
             total += deleted
             if deleted < self.batch_size:
                 break

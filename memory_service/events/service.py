@@ -57,30 +57,35 @@ class EventService:
             )
         trace_id = current_trace_id()
         checked = [validate_event(e, f"items[{i}].", trace_id) for i, e in enumerate(events)]
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                return await store.insert_batch(conn, uuid.UUID(tenant_id), checked)
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            return await store.insert_batch(conn, uuid.UUID(tenant_id), checked)
 
     async def list(
         self, tenant_id: str, query: EventQuery, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Event]:
         """Oldest first; the cursor is the last seq returned."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
-            raise InvalidInput(f"limit must be between 1 and {MAX_LIST_LIMIT}",
-                               errors=[FieldError("limit", "range")])
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                errors=[FieldError("limit", "range")],
+            )
         query.validate()
         after = 0
         if cursor:
             position = self.cursors.decode(cursor, "events", tenant_id)
             if not isinstance(position, int):
-                raise InvalidInput("cursor is not valid for this listing",
-                                   errors=[FieldError("cursor", "malformed")])
+                raise InvalidInput(
+                    "cursor is not valid for this listing",
+                    errors=[FieldError("cursor", "malformed")],
+                )
             after = position
         async with wrap_db_errors(), self.pool.connection() as conn:
             rows = await store.read_after(conn, uuid.UUID(tenant_id), query, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = self.cursors.encode("events", tenant_id, rows[-1].seq) if more and rows else None
+        next_cursor = (
+            self.cursors.encode("events", tenant_id, rows[-1].seq) if more and rows else None
+        )
         return Page(rows, next_cursor)
 
     async def stream_start(self, tenant_id: str, last_event_id: str | None) -> int:

@@ -50,9 +50,19 @@ async def insert_batch(
         params: list[Any] = []
         for index, e in enumerate(chunk):
             params += [
-                tenant_id, e.type, SEVERITIES.index(e.severity), e.source, e.ts, e.trace_id,
-                e.span_id, e.task_id, e.execution_id, e.agent_id, e.duration_ms,
-                Jsonb(e.attributes), start + index,
+                tenant_id,
+                e.type,
+                SEVERITIES.index(e.severity),
+                e.source,
+                e.ts,
+                e.trace_id,
+                e.span_id,
+                e.task_id,
+                e.execution_id,
+                e.agent_id,
+                e.duration_ms,
+                Jsonb(e.attributes),
+                start + index,
             ]
         await cur.execute(
             sql.SQL(
@@ -72,7 +82,9 @@ async def insert_batch(
     return rows
 
 
-def _where(tenant_id: uuid.UUID, query: EventQuery, after_seq: int) -> tuple[sql.Composable, list[Any]]:
+def _where(
+    tenant_id: uuid.UUID, query: EventQuery, after_seq: int
+) -> tuple[sql.Composable, list[Any]]:
     where: list[sql.Composable] = [sql.SQL("tenant_id = %s AND seq > %s")]
     params: list[Any] = [tenant_id, after_seq]
     if query.types:

@@ -131,6 +131,7 @@ class EventWriter:
             except MemoryServiceError as exc:
                 # a deleted tenant or a value the database refuses: retrying cannot help
                 self.dropped += len(events)
-                log.error("dropped %d service events of tenant %s: %s", len(events), tenant_id,
-                          exc.detail)
+                log.error(
+                    "dropped %d service events of tenant %s: %s", len(events), tenant_id, exc.detail
+                )
             self._in_flight = [q for q in self._in_flight if q.tenant_id != tenant_id]

@@ -1,0 +1,211 @@
+"""Circuit breakers, and recovery from a database restart under load without a restart.
+
+The restart test runs its own embedded PostgreSQL in a dedicated data directory,
+stops it with ``pg_ctl`` while writers and readers hammer the app, starts it
+again, and checks the promises: no 5xx but 503, every acknowledged write is
+still there, reads recover by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+import pytest
+from conftest import ADMIN_TOKEN, assert_problem, new_tenant
+from litestar.testing import AsyncTestClient
+
+from api.app import create_app
+from memory_service import db
+from memory_service.config import Settings
+from memory_service.embeddings import HashEmbedder
+from memory_service.errors import CircuitOpen, Conflict, Unavailable
+from memory_service.resilience import CircuitBreaker, is_database_failure
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_probes_and_closes() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker("database", failure_threshold=3, reset_seconds=5, clock=clock)
+
+    def fail() -> None:
+        with contextlib.suppress(Unavailable), breaker.guard(is_database_failure):
+            raise Unavailable("down")
+
+    # a conflict proves the database answered: it never counts
+    for _ in range(5):
+        with contextlib.suppress(Conflict), breaker.guard(is_database_failure):
+            raise Conflict("dup")
+    assert breaker.state == "closed"
+    fail()
+    fail()
+    assert breaker.state == "closed"
+    fail()
+    assert breaker.state == "open"
+    with pytest.raises(CircuitOpen) as refused:
+        breaker.before_call()
+    assert refused.value.retry_after == 5
+    clock.now += 5
+    assert breaker.state == "half_open"
+    assert breaker.before_call() is True  # the one probe
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()  # a second caller waits for the probe's verdict
+    breaker.record_failure(probe=True)
+    assert breaker.state == "open"
+    clock.now += 5
+    with breaker.guard(is_database_failure):
+        pass
+    assert breaker.state == "closed" and breaker.times_opened == 2
+
+
+class SwitchableEmbedder:
+    """A real embedder that can be switched off, as a crashed model server would be."""
+
+    def __init__(self) -> None:
+        self.inner = HashEmbedder(384)
+        self.working = True
+
+    @property
+    def dimension(self) -> int:
+        return 384
+
+    @property
+    def model_name(self) -> str:
+        return "switchable"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.working:
+            raise RuntimeError("model server is gone")
+        return self.inner.embed(texts)
+
+
+async def test_embedder_breaker_fails_fast_and_recovers(
+    settings: Settings, database_url: str
+) -> None:
+    embedder = SwitchableEmbedder()
+    app = create_app(
+        settings.with_(
+            database_url=database_url, breaker_failure_threshold=2, breaker_reset_seconds=1
+        ),
+        embedder=embedder,
+    )
+    async with AsyncTestClient(app=app, timeout=30) as client:
+        h = (await new_tenant(client))["headers"]
+        embedder.working = False
+        for i in range(2):
+            r = await client.post("/v1/memories", json={"content": f"fails {i}"}, headers=h)
+            assert_problem(r, 503)
+            assert int(r.headers["retry-after"]) >= 1
+        fast = await client.post("/v1/memories", json={"content": "refused"}, headers=h)
+        body = assert_problem(fast, 503)
+        assert body["title"] == "Circuit open"
+        assert (
+            'memory_circuit_state{dependency="embedder"} 2.0' in (await client.get("/metrics")).text
+        )
+        score = (await client.get("/v1/health/score", headers=h)).json()
+        assert any("embedder circuit is open" in reason for reason in score["reasons"])
+        # reads that need no model keep working while the embedder is down
+        assert (await client.get("/v1/memories", headers=h)).status_code == 200
+        embedder.working = True
+        await asyncio.sleep(1.1)
+        ok = await client.post("/v1/memories", json={"content": "works again"}, headers=h)
+        assert ok.status_code == 201, ok.text
+        listed = (await client.get("/v1/memories", headers=h)).json()["items"]
+        assert [m["content"] for m in listed] == ["works again"]  # the failed adds left nothing
+
+
+async def _restart_postgres(pgdata: Path, down_seconds: float) -> None:
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
+
+    server = db._embedded_servers[pgdata]
+    await anyio.to_thread.run_sync(
+        lambda: pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=server.system_user)
+    )
+    await asyncio.sleep(down_seconds)
+    await anyio.to_thread.run_sync(server.ensure_postgres_running)
+
+
+@pytest.mark.slow
+async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFactory) -> None:
+    data_dir = tmp_path_factory.mktemp("restart-db")
+    data_dir.chmod(0o755)
+    own = Settings(
+        data_dir=str(data_dir),
+        admin_token=ADMIN_TOKEN,
+        db_pool_max=6,
+        db_pool_timeout_seconds=2,
+        breaker_failure_threshold=3,
+        breaker_reset_seconds=1,
+        auth_cache_seconds=60,
+    )
+    app = create_app(own, embedder=HashEmbedder(384))
+    acknowledged: list[str] = []
+    statuses: list[tuple[str, int, str | None]] = []
+    stop = asyncio.Event()
+    try:
+        async with AsyncTestClient(app=app, timeout=30) as client:
+            h = (await new_tenant(client))["headers"]
+
+            async def writer(n: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    r = await client.post(
+                        "/v1/memories", json={"content": f"w{n} item {i}"}, headers=h
+                    )
+                    statuses.append(("write", r.status_code, r.headers.get("retry-after")))
+                    if r.status_code == 201:
+                        acknowledged.append(r.json()["id"])
+                    i += 1
+                    await asyncio.sleep(0.02)
+
+            async def reader() -> None:
+                while not stop.is_set():
+                    r = await client.get("/v1/memories", params={"limit": 5}, headers=h)
+                    statuses.append(("read", r.status_code, r.headers.get("retry-after")))
+                    await asyncio.sleep(0.05)
+
+            load = [asyncio.create_task(writer(n)) for n in range(3)]
+            load += [asyncio.create_task(reader()) for _ in range(2)]
+            await asyncio.sleep(1.0)
+            restarted_at = len(statuses)
+            await _restart_postgres(own.data_path / "pg", down_seconds=2.0)
+            back_at = len(statuses)
+            deadline = time.monotonic() + 20
+            # the service must come back by itself: wait for fresh successful writes and reads
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                recent = [(kind, code) for kind, code, _ in statuses[back_at:]]
+                if ("write", 201) in recent and recent.count(("read", 200)) >= 3:
+                    break
+            stop.set()
+            await asyncio.gather(*load)
+
+            codes = {c for _, c, _ in statuses}
+            assert codes <= {200, 201, 503}, codes  # never a 500
+            during = statuses[restarted_at:back_at]
+            assert any(c == 503 for k, c, _ in during if k == "write"), during
+            assert all(ra is not None for _, c, ra in statuses if c == 503)
+            after = statuses[back_at:]
+            assert any(k == "write" and c == 201 for k, c, _ in after), after[-20:]
+            assert any(k == "read" and c == 200 for k, c, _ in after), after[-20:]
+            # nothing acknowledged is lost
+            for memory_id in acknowledged:
+                got = await client.get(f"/v1/memories/{memory_id}", headers=h)
+                assert got.status_code == 200, (memory_id, got.text)
+            assert (await client.get("/ready")).status_code == 200
+            # service events queued while the database was away are written now
+            assert await client.app.state.runtime.extras["event_writer"].flush(15)
+    finally:
+        db.stop_embedded(own)
