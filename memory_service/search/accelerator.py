@@ -1,0 +1,214 @@
+"""Hot search: the in-process FAISS path of vector search, wired into a runtime.
+
+``install(runtime)`` builds the tenant indexes and the change-log follower,
+registers a change listener (so a write is searchable through FAISS as soon as
+its request returns) and the accelerator that ``MemoryService.vector_search``
+consults first. ``HotSearch.search`` executes the planner's plan and answers
+``None`` whenever the database should answer instead: the tenant is not held
+(budget) or not loaded yet, or the candidates are too many for an exact pass
+and too rare for FAISS probing. A background loop writes snapshots, prunes the
+change log and keeps the held tenants within the memory budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import numpy as np
+
+from memory_service.config import Settings
+from memory_service.db import wrap_db_errors
+from memory_service.errors import MemoryServiceError
+from memory_service.memories.filters import CompiledFilter
+from memory_service.memories.models import Memory, SearchHit, SearchRequest, SearchResult
+from memory_service.search import planner, store
+from memory_service.search.follower import ChangeFollower
+from memory_service.search.indexes import TenantIndex, TenantIndexes
+
+if TYPE_CHECKING:
+    from memory_service.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MAX_PROBES = 4
+
+
+class HotSearch:
+    def __init__(
+        self,
+        runtime_pool: Any,
+        settings: Settings,
+        indexes: TenantIndexes,
+        follower: ChangeFollower,
+    ) -> None:
+        self.pool = runtime_pool
+        self.settings = settings
+        self.indexes = indexes
+        self.follower = follower
+        self.preloaded = asyncio.Event()
+        self._maintenance: asyncio.Task[None] | None = None
+
+    # -- writes ----------------------------------------------------------------------------
+    async def on_change(self, tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
+        if upserted:
+            await self.indexes.apply_written(uuid.UUID(tenant_id), upserted)
+        if deleted:
+            # the listener knows ids, the index knows seqs: the log has both
+            await self.follower.catch_up()
+
+    # -- search ----------------------------------------------------------------------------
+    async def search(
+        self,
+        tenant_id: uuid.UUID,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        query: np.ndarray,
+    ) -> SearchResult | None:
+        t = self.indexes.ready(tenant_id) or await self.indexes.admit(tenant_id)
+        if t is None or t.index is None:
+            return None
+        index = t.index
+        k = request.k
+        filtered = bool(request.scope.given()) or flt is not None
+        plan = planner.first_plan(k, index.size, filtered=filtered, settings=self.settings)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            for _ in range(MAX_PROBES):
+                if plan.path == "exact":
+                    return await self._exact(conn, t, request, flt, query)
+                if plan.path != "faiss":
+                    return None
+                ids, scores = await anyio.to_thread.run_sync(
+                    functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
+                )
+                rows = await store.get_many_by_seq(
+                    conn, tenant_id, ids.tolist(), request.scope, flt
+                )
+                hits = _hits(ids, scores, rows)
+                if len(hits) >= k or len(ids) < plan.fetch:
+                    return SearchResult(hits[:k], 0.0, "faiss")
+                plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
+        return None
+
+    async def _exact(
+        self,
+        conn: Any,
+        t: TenantIndex,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        query: np.ndarray,
+    ) -> SearchResult | None:
+        limit = self.settings.faiss_exact_max
+        seqs = await store.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
+        if len(seqs) > limit:
+            return None
+        index = t.index
+        if index is None:
+            return None
+        missing = {s for s in seqs if not index.contains(s)}
+        if missing:  # written by another process a moment ago: fetch them now
+            await self.indexes.refresh(t, missing)
+            index = t.index or index
+        ids, scores = await anyio.to_thread.run_sync(
+            lambda: index.search(query, request.k, allow=seqs)
+        )
+        rows = await store.get_many_by_seq(conn, t.tenant_id, ids.tolist(), request.scope, flt)
+        hits = _hits(ids, scores, rows)
+        if len(hits) < min(request.k, len(seqs)):
+            return None  # a concurrent change: the database answers
+        return SearchResult(hits, 0.0, "exact")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        held = self.indexes.held()
+        return {
+            "size": sum(t.index.size for t in held if t.index is not None),
+            "tenants": len(held),
+            "ready_tenants": sum(1 for t in held if t.ready),
+            "bytes": self.indexes.used_bytes(),
+            "budget_bytes": self.indexes.budget_bytes,
+            "change_mark": self.follower.mark,
+            "listening": self.follower.listening,
+            "lag_seconds": self.follower.lag_seconds(),
+        }
+
+    async def preload(self) -> None:
+        """Hold the largest tenants that fit the budget (snapshot plus log, or a rebuild)."""
+        try:
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                sizes = await store.tenant_sizes(conn)
+            for tenant_id, _ in sorted(sizes.items(), key=lambda item: -item[1]):
+                await self.indexes.admit(tenant_id, wait=True)
+        finally:
+            self.preloaded.set()
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.preloaded.wait(), timeout)
+        return self.preloaded.is_set()
+
+    def start(self) -> None:
+        self.indexes.spawn(self.preload())
+        self._maintenance = asyncio.create_task(self._maintain(), name="hot-search-maintenance")
+
+    async def _maintain(self) -> None:
+        last_prune = 0.0
+        while True:
+            await asyncio.sleep(self.settings.faiss_snapshot_interval_s)
+            try:
+                await self.indexes.snapshot_all(self.follower.mark)
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    async with wrap_db_errors(), self.pool.connection() as conn:
+                        await store.prune_changes(
+                            conn, self.settings.change_log_retention_hours * 3600
+                        )
+            except (MemoryServiceError, OSError) as exc:
+                log.warning("hot search maintenance failed: %s", exc)
+
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        await self.follower.stop()
+        await self.indexes.close()
+        try:
+            await self.indexes.snapshot_all(self.follower.mark)
+        except (MemoryServiceError, OSError) as exc:
+            log.warning("could not write FAISS snapshots on shutdown: %s", exc)
+
+
+def _hits(ids: np.ndarray, scores: np.ndarray, rows: dict[int, Memory]) -> list[SearchHit]:
+    return [
+        SearchHit(rows[i], float(s))
+        for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
+        if i in rows
+    ]
+
+
+async def install(runtime: Runtime) -> None:
+    settings = runtime.settings
+    if not settings.faiss_enabled:
+        return
+    indexes = TenantIndexes(runtime.pool, settings, runtime.embedder.dimension)
+    follower = ChangeFollower(
+        runtime.pool,
+        runtime.database_url,
+        indexes,
+        poll_interval_s=settings.faiss_poll_interval_s,
+    )
+    await follower.start()
+    hot = HotSearch(runtime.pool, settings, indexes, follower)
+    runtime.memories.listeners.append(hot.on_change)
+    runtime.memories.vector_accelerator = hot.search
+    runtime.extras["hot_search"] = hot
+    runtime.extras.setdefault("index_status", {})["faiss"] = hot.status
+    runtime.closers.append(hot.close)
+    hot.start()

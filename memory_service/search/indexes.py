@@ -1,0 +1,347 @@
+"""The per-tenant FAISS indexes a process holds: loading, applying changes, snapshots.
+
+One ``FaissIndex`` per tenant, so a search can never see another tenant's rows.
+A tenant is *admitted* when it first writes or searches and the memory budget
+allows it (least recently used tenants make room); the rest are served by
+pgvector. Loading prefers the newest snapshot under ``data_path/faiss`` plus the
+change log since it, and otherwise streams the tenant's vectors from
+PostgreSQL. Every change is applied as "this row now looks like the database
+says", so replaying one twice is harmless; changes that arrive while a tenant is
+loading are queued and replayed before it turns ready. Mutations of one tenant
+are serialised by an asyncio lock so they land in arrival order; the FAISS work
+itself runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from indexers.faiss_index import FaissIndex, FaissParams
+from memory_service.config import Settings
+from memory_service.db import wrap_db_errors
+from memory_service.memories.models import Memory
+from memory_service.search import store
+from memory_service.search.store import VectorRows
+
+log = logging.getLogger(__name__)
+
+REFUSAL_MEMORY_S = 30.0  # how long a tenant refused by the budget stays refused
+
+
+def faiss_params(settings: Settings) -> FaissParams:
+    return FaissParams(
+        hnsw_m=settings.faiss_hnsw_m,
+        ef_construction=settings.faiss_ef_construction,
+        ef_search=settings.faiss_ef_search,
+        flat_max=settings.faiss_flat_max,
+        exact_max=settings.faiss_exact_max,
+    )
+
+
+@dataclass(eq=False)
+class TenantIndex:
+    tenant_id: uuid.UUID
+    index: FaissIndex | None = None
+    ready: bool = False
+    pending: set[int] = field(default_factory=set)  # changed while loading
+    deleted: set[int] = field(default_factory=set)  # seqs are never reused
+    versions: dict[int, int] = field(default_factory=dict)  # only rows past version 1
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    rebuilding: bool = False
+    dirty: bool = False
+    loaded_from: str = ""
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class TenantIndexes:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, dimension: int) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.dimension = dimension
+        self.params = faiss_params(settings)
+        self.root = settings.data_path / "faiss"
+        self.budget_bytes = int(settings.faiss_memory_budget_mb) * 1024 * 1024
+        self._tenants: dict[uuid.UUID, TenantIndex] = {}
+        self._refused: dict[uuid.UUID, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lookup and admission ------------------------------------------------------------
+    def ready(self, tenant_id: uuid.UUID) -> TenantIndex | None:
+        t = self._tenants.get(tenant_id)
+        if t is None or not t.ready:
+            return None
+        t.last_used = time.monotonic()
+        return t
+
+    def held(self) -> list[TenantIndex]:
+        return list(self._tenants.values())
+
+    def bytes_for(self, count: int) -> int:
+        hnsw = count > self.params.flat_max
+        links = 8 * self.params.hnsw_m + 16 if hnsw else 0
+        return count * (4 * self.dimension + 8 + links + 100)
+
+    def used_bytes(self) -> int:
+        return sum(t.index.memory_bytes() for t in self._tenants.values() if t.index is not None)
+
+    async def admit(self, tenant_id: uuid.UUID, *, wait: bool = False) -> TenantIndex | None:
+        """Hold this tenant if the budget allows; ready at once when small or ``wait``."""
+        t = self._tenants.get(tenant_id)
+        if t is not None:
+            return t if t.ready else None
+        refused_at = self._refused.get(tenant_id)
+        if refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY_S:
+            return None
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            count = await store.tenant_size(conn, tenant_id)
+        if tenant_id in self._tenants:  # admitted by someone else meanwhile
+            return self.ready(tenant_id)
+        if not self._make_room(self.bytes_for(count), keep=tenant_id):
+            self._refused[tenant_id] = time.monotonic()
+            log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
+            return None
+        t = TenantIndex(tenant_id)
+        self._tenants[tenant_id] = t
+        if wait or count <= self.settings.faiss_inline_load_max:
+            await self._load(t)
+            return t if t.ready else None
+        self.spawn(self._load(t))
+        return None
+
+    def _make_room(self, need: int, *, keep: uuid.UUID) -> bool:
+        used = self.used_bytes()
+        if used + need <= self.budget_bytes:
+            return True
+        victims = sorted(
+            (t for t in self._tenants.values() if t.ready and t.tenant_id != keep),
+            key=lambda t: t.last_used,
+        )
+        for victim in victims:
+            if used + need <= self.budget_bytes:
+                break
+            used -= victim.index.memory_bytes() if victim.index is not None else 0
+            self.evict(victim.tenant_id)
+        return used + need <= self.budget_bytes
+
+    def evict(self, tenant_id: uuid.UUID) -> None:
+        if self._tenants.pop(tenant_id, None) is not None:
+            log.info("tenant %s left the FAISS budget; pgvector serves it", tenant_id)
+
+    # -- loading ---------------------------------------------------------------------------
+    async def _load(self, t: TenantIndex) -> None:
+        try:
+            since = await self._load_snapshot(t)
+            if since is None:
+                since = await self._build_from_database(t)
+            changed = set()
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                changed = await store.tenant_changes_after(conn, t.tenant_id, since)
+            while True:
+                changed |= t.pending
+                t.pending = set()
+                if not changed:
+                    break
+                await self.refresh(t, changed, force=True)
+                changed = set()
+            t.ready = True
+            log.info(
+                "FAISS index of tenant %s ready: %d vectors (%s)",
+                t.tenant_id,
+                t.index.size if t.index else 0,
+                t.loaded_from,
+            )
+        except BaseException:
+            self._tenants.pop(t.tenant_id, None)
+            raise
+
+    async def _load_snapshot(self, t: TenantIndex) -> int | None:
+        loaded = await anyio.to_thread.run_sync(self._read_snapshot, t.tenant_id)
+        if loaded is None:
+            return None
+        index, mark = loaded
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            cut = await store.pruned_through(conn)
+        if mark < cut:
+            log.info("snapshot of tenant %s predates the pruned change log", t.tenant_id)
+            return None
+        t.index, t.loaded_from = index, f"snapshot at change {mark}"
+        return mark
+
+    async def _build_from_database(self, t: TenantIndex) -> int:
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            since = await store.last_change(conn)
+            count = await store.tenant_size(conn, t.tenant_id)
+            index = FaissIndex(self.dimension, self.params, hnsw=count > self.params.flat_max)
+            async with conn.transaction():
+                async for rows in store.stream_tenant_vectors(conn, t.tenant_id, self.dimension):
+                    await anyio.to_thread.run_sync(index.add, rows.seqs, rows.vectors)
+                    _remember_versions(t, rows)
+        t.index, t.dirty, t.loaded_from = index, True, "database"
+        return since
+
+    # -- applying changes ------------------------------------------------------------------
+    async def refresh(self, t: TenantIndex, seqs: set[int], *, force: bool = False) -> None:
+        """Make ``seqs`` look as the database has them now (the change-log path)."""
+        if not t.ready and not force:
+            t.pending |= seqs
+            return
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            rows = await store.current_vectors(conn, t.tenant_id, sorted(seqs), self.dimension)
+        gone = seqs - set(rows.seqs.tolist())
+        await self.apply(t, rows, gone)
+
+    async def apply_written(self, tenant_id: uuid.UUID, memories: list[Memory]) -> None:
+        """Rows this process has just committed (the read-your-writes path)."""
+        t = self._tenants.get(tenant_id)
+        if t is None:
+            await self.admit(tenant_id)  # a new tenant loads with these rows included
+            return
+        with_vectors = [m for m in memories if m.embedding is not None]
+        if not t.ready or len(with_vectors) != len(memories):
+            await self.refresh(t, {m.seq for m in memories})
+            return
+        rows = VectorRows(
+            np.asarray([m.seq for m in memories], dtype=np.int64),
+            np.asarray([m.version for m in memories], dtype=np.int64),
+            np.stack([np.asarray(m.embedding, dtype=np.float32) for m in with_vectors]),
+        )
+        await self.apply(t, rows, set())
+
+    async def apply(self, t: TenantIndex, rows: VectorRows, gone: set[int]) -> None:
+        async with t.lock:
+            index = t.index
+            if index is None:
+                return
+            keep = [
+                i
+                for i, (seq, version) in enumerate(
+                    zip(rows.seqs.tolist(), rows.versions.tolist(), strict=True)
+                )
+                if seq not in t.deleted and t.versions.get(seq, 1) <= version
+            ]
+            ids, vectors = rows.seqs[keep], rows.vectors[keep]
+            _remember_versions(t, VectorRows(ids, rows.versions[keep], vectors))
+            removed = np.asarray(sorted(gone), dtype=np.int64)
+            t.deleted |= gone
+            for seq in gone:
+                t.versions.pop(seq, None)
+            await anyio.to_thread.run_sync(_mutate, index, ids, vectors, removed)
+            if t.rebuild_log is not None:
+                t.rebuild_log.append((ids, vectors, removed))
+            t.dirty = True
+            if index.needs_rebuild and not t.rebuilding:
+                t.rebuilding = True
+                self.spawn(self._rebuild(t))
+
+    async def _rebuild(self, t: TenantIndex) -> None:
+        """Compact away tombstones (or grow flat into HNSW) while searches go on."""
+        try:
+            async with t.lock:
+                old = t.index
+                if old is None:
+                    return
+                t.rebuild_log = []
+                ids, vectors = await anyio.to_thread.run_sync(old.live_items)
+            fresh = await anyio.to_thread.run_sync(
+                lambda: FaissIndex.build(self.dimension, ids, vectors, self.params)
+            )
+            async with t.lock:
+                for ids_, vectors_, removed in t.rebuild_log or []:
+                    await anyio.to_thread.run_sync(_mutate, fresh, ids_, vectors_, removed)
+                t.index, t.rebuild_log, t.dirty = fresh, None, True
+            log.info("rebuilt FAISS index of tenant %s: %d vectors", t.tenant_id, fresh.size)
+        finally:
+            t.rebuild_log = None
+            t.rebuilding = False
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def snapshot_all(self, mark: int) -> int:
+        """Write a snapshot of every changed tenant; ``mark``: every change up to it is in."""
+        written = 0
+        for t in list(self._tenants.values()):
+            if t.ready and t.dirty and not t.rebuilding:
+                async with t.lock:
+                    if t.index is not None:
+                        t.dirty = False
+                        await anyio.to_thread.run_sync(self._write_snapshot, t, t.index, mark)
+                        written += 1
+        return written
+
+    def _tenant_dir(self, tenant_id: uuid.UUID) -> Path:
+        return self.root / str(tenant_id)
+
+    def _write_snapshot(self, t: TenantIndex, index: FaissIndex, mark: int) -> None:
+        base = self._tenant_dir(t.tenant_id)
+        name = f"snap-{mark:020d}-{uuid.uuid4().hex[:8]}"
+        index.save(base / name)
+        state = {"mark": mark, "tenant": str(t.tenant_id), "dim": self.dimension}
+        (base / name / "state.json").write_text(json.dumps(state))
+        pointer = base / f"CURRENT.{uuid.uuid4().hex[:8]}"
+        pointer.write_text(name)
+        os.replace(pointer, base / "CURRENT")  # atomic: a reader sees old or new, never half
+        cutoff = time.time() - 60  # another process may still be writing a newer one
+        for old in base.glob("snap-*"):
+            if old.name != name and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _read_snapshot(self, tenant_id: uuid.UUID) -> tuple[FaissIndex, int] | None:
+        base = self._tenant_dir(tenant_id)
+        try:
+            name = (base / "CURRENT").read_text().strip()
+        except FileNotFoundError:
+            return None
+        try:
+            state = json.loads((base / name / "state.json").read_text())
+            if state["tenant"] != str(tenant_id) or state["dim"] != self.dimension:
+                raise ValueError("snapshot belongs to another tenant or dimension")
+            index = FaissIndex.load(base / name, self.params)
+            index.set_ef_search(self.params.ef_search)
+            return index, int(state["mark"])
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("ignoring unreadable FAISS snapshot %s: %s", base / name, exc)
+            return None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def spawn(self, job: object) -> None:
+        task = asyncio.ensure_future(job)  # type: ignore[call-overload]
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("FAISS background task failed", exc_info=task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _remember_versions(t: TenantIndex, rows: VectorRows) -> None:
+    for seq, version in zip(rows.seqs.tolist(), rows.versions.tolist(), strict=True):
+        if version > 1:
+            t.versions[seq] = version
+
+
+def _mutate(index: FaissIndex, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+    if len(ids):
+        index.add(ids, vectors)
+    if len(removed):
+        index.remove(removed)
