@@ -36,6 +36,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from memory_service.embeddings import EmbeddingError, load_embedder
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -43,7 +44,17 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.port:
         overrides["port"] = args.port
     settings = settings.with_(**overrides)
-    app = create_app(settings)
+    try:
+        # load the model before anything else so that a bad model fails fast and clearly
+        embedder = load_embedder(
+            settings.embedding_model,
+            device=settings.embedding_device,
+            batch_size=settings.embedding_batch_size,
+        )
+    except EmbeddingError as exc:
+        print(f"memory-service: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings, embedder=embedder)
     uvicorn.run(
         app,
         host=settings.host,
