@@ -27,6 +27,8 @@ import numpy.typing as npt
 
 from indexers.base import Allow, Ids, Matrix, Scores, allowed_ids, as_ids, as_matrix, top_k
 
+_faiss: Any = faiss  # the SWIG module is only partly typed
+
 
 @dataclass(frozen=True, slots=True)
 class FaissParams:
@@ -162,7 +164,7 @@ class FaissIndex:
     def _stored(self) -> Matrix:
         """A view of the stored vectors by position (valid until the next add)."""
         n = self.positions
-        flat = faiss.downcast_index(self._index.storage) if self.is_hnsw else self._index
+        flat: Any = faiss.downcast_index(self._index.storage) if self.is_hnsw else self._index
         if n == 0:
             return np.zeros((0, self._dimension), dtype=np.float32)
         return faiss.rev_swig_ptr(flat.get_xb(), n * self._dimension).reshape(n, self._dimension)
@@ -269,7 +271,7 @@ class FaissIndex:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
         params: Any
         if self.is_hnsw:
-            params = faiss.SearchParametersHNSW()
+            params = _faiss.SearchParametersHNSW()
             params.efSearch = max(ef, k)
         else:
             params = faiss.SearchParameters()

@@ -64,6 +64,21 @@ class Settings:
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
 
+    # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
+    faiss_enabled: bool = True
+    faiss_memory_budget_mb: int = 3072  # tenants beyond it are served by pgvector
+    faiss_hnsw_m: int = 32
+    faiss_ef_construction: int = 80
+    faiss_ef_search: int = 64  # `memory-service tune` finds the smallest that meets a recall
+    faiss_filtered_ef_search: int = 160  # for filtered probes, which need a deeper walk
+    faiss_flat_max: int = 20_000  # a tenant up to this size gets an exact flat index
+    faiss_exact_max: int = 20_000  # candidate sets up to this size are scored exactly
+    faiss_post_filter_max: int = 2000  # deepest FAISS probe before a filter goes exact
+    faiss_inline_load_max: int = 5000  # smaller tenants load inside the first request
+    faiss_poll_interval_s: float = 0.5  # safety net behind LISTEN/NOTIFY
+    faiss_snapshot_interval_s: float = 30.0
+    change_log_retention_hours: float = 168.0
+
     # retrieval: keyword (BM25 over PostgreSQL full-text search), hybrid, scoring, dedupe
     keyword_text_search_config: str = "english"  # any PostgreSQL text-search configuration
     keyword_simple_weight: float = 0.5  # weight of the language-neutral 'simple' field

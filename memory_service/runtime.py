@@ -23,6 +23,7 @@ from memory_service.events.install import install as operations_install
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
+from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ def extensions() -> list[Extension]:
     installs: list[Extension] = []
     installs.append(retrieval_pipeline.install)
     installs.append(operations_install)
+    installs.append(hot_search.install)
     return installs
 
 

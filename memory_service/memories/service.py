@@ -54,6 +54,9 @@ MAX_LIST_LIMIT = 1000
 # (tenant_id, upserted memories with embeddings, deleted ids)
 ChangeListener = Callable[[str, list[Memory], list[str]], Awaitable[None]]
 SearchBackend = Callable[[uuid.UUID, SearchRequest, CompiledFilter | None], Awaitable[SearchResult]]
+VectorAccelerator = Callable[
+    [uuid.UUID, SearchRequest, CompiledFilter | None, np.ndarray], Awaitable[SearchResult | None]
+]
 # (tenant_id, request, result) after a search answered
 SearchListener = Callable[[str, SearchRequest, SearchResult], Awaitable[None]]
 SemanticDedupeStep = Callable[
@@ -85,6 +88,8 @@ class MemoryService:
         self.listeners: list[ChangeListener] = []
         # search modes beyond "vector" register here (keyword, hybrid, ...)
         self.search_backends: dict[str, SearchBackend] = {}
+        # an in-process index consulted before pgvector; None from it means "ask pgvector"
+        self.vector_accelerator: VectorAccelerator | None = None
         # told about every answered search (the event log and metrics listen)
         self.search_listeners: list[SearchListener] = []
         # optional step inside an add's transaction that folds near-copies into
@@ -469,12 +474,18 @@ class MemoryService:
         flt: CompiledFilter | None,
         query: np.ndarray,
     ) -> SearchResult:
-        """pgvector search that returns exactly k whenever k rows match.
+        """Vector search that returns exactly k whenever k rows match.
 
-        When few rows match the scope and filter, an exact scan is both cheaper and
-        exact; otherwise the HNSW index answers, and a short answer (pgvector
-        filters after the index scan) falls back to the exact scan.
+        The in-process accelerator (FAISS, see ``memory_service.search``) answers
+        when it holds the tenant and its planner finds a cheap exact-k path.
+        Otherwise pgvector: when few rows match the scope and filter, an exact scan
+        is both cheaper and exact; else the HNSW index answers, and a short answer
+        (pgvector filters after the index scan) falls back to the exact scan.
         """
+        if self.vector_accelerator is not None:
+            accelerated = await self.vector_accelerator(tid, request, flt, query)
+            if accelerated is not None:
+                return accelerated
         threshold = self.settings.exact_search_threshold
         async with wrap_db_errors(), self.pool.connection() as conn:
             async with conn.transaction():
