@@ -181,3 +181,17 @@ def test_faiss_skips_unchanged_vectors() -> None:
     index = FaissIndex.build(DIM, IDS[:100], DATA[:100])
     index.add(IDS[:100], DATA[:100])
     assert index.positions == 100 and index.dead == 0
+
+
+def test_tune_picks_the_smallest_ef_search_that_reaches_the_target() -> None:
+    from memory_service.tuning import tune
+
+    result = tune(
+        IDS, DATA, FaissParams(hnsw_m=16), target=0.95, queries=40, ef_values=(4, 16, 64, 256)
+    )
+    recalls = [m.recall for m in result.measurements]
+    assert result.chosen_ef_search is not None
+    chosen = next(m for m in result.measurements if m.ef_search == result.chosen_ef_search)
+    assert chosen.recall >= 0.95
+    assert all(m.recall < 0.95 for m in result.measurements if m.ef_search < chosen.ef_search)
+    assert recalls[-1] >= recalls[0]
