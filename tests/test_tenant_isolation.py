@@ -94,3 +94,17 @@ async def test_keys_can_be_added_and_revoked(client: Any) -> None:
         404,
     )
     assert_problem(await client.post("/v1/admin/tenants/not-a-uuid/keys", headers=ADMIN), 422)
+
+
+async def test_admin_endpoints_refuse_everything_without_an_admin_token(
+    settings: Any, database_url: str, hash_embedder: Any
+) -> None:
+    from litestar.testing import AsyncTestClient
+
+    from api.app import create_app
+
+    app = create_app(settings.with_(admin_token=None, database_url=database_url), embedder=hash_embedder)
+    async with AsyncTestClient(app=app) as other:
+        for headers in ({}, ADMIN, {"Authorization": "Bearer "}):
+            r = await other.post("/v1/admin/tenants", json={"name": "x"}, headers=headers)
+            assert_problem(r, 403, mentions="MEMORY_ADMIN_TOKEN")
