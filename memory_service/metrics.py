@@ -5,8 +5,9 @@ one), request counters and latency histograms labelled by route *template*
 (``/v1/memories/{memory_id}``, never a raw path, so no tenant data reaches a
 label), embedding timings, and a collector that reads live state at scrape time:
 pool, circuit breakers, embedding cache, event writer and streams, indexes.
-It also keeps recent request samples for ``summary`` (count, error rate and
-p50/p95/p99 per operation over a window) and ``health_score``.
+It also keeps this process's recent request samples (up to an hour, bounded per
+operation) for ``summary`` (count, error rate and p50/p95/p99 per operation over
+a window) and ``health_score``; with several processes, each reports its own.
 
 An index reports its freshness by putting a zero-argument callable into
 ``runtime.extras["index_status"][name]`` that returns a mapping with optional

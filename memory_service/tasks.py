@@ -4,7 +4,9 @@
 goes back to ``pending`` through ``reopen``), checks ``If-Match`` versions and owns
 the task SQL (like ``tenants.py``, the queries are few and live next to their
 rules). Every listing sort pages by ``(sort key, seq)``, a total order, so the
-cursors return every row exactly once while rows are inserted. Status changes are
+cursors return every row exactly once while rows are inserted. (An update that
+changes a row's sort key mid-walk, such as any update under ``updated_at``, moves
+that row, as with any keyset walk over a mutable key; inserts never disturb it.) Status changes are
 reported to ``status_listeners`` after commit (the event log subscribes).
 """
 

@@ -118,6 +118,16 @@ async def test_embedder_breaker_fails_fast_and_recovers(
         assert any("embedder circuit is open" in reason for reason in score["reasons"])
         # reads that need no model keep working while the embedder is down
         assert (await client.get("/v1/memories", headers=h)).status_code == 200
+        # every 5xx is recorded as an error event of the tenant, with the route template
+        assert await client.app.state.runtime.extras["event_writer"].flush()
+        errors = (await client.get("/v1/events", params={"type": "error"}, headers=h)).json()
+        assert len(errors["items"]) == 3
+        assert errors["items"][0]["severity"] == "error"
+        assert errors["items"][0]["attributes"] == {
+            "method": "POST",
+            "route": "/v1/memories",
+            "status": 503,
+        }
         embedder.working = True
         await asyncio.sleep(1.1)
         ok = await client.post("/v1/memories", json={"content": "works again"}, headers=h)
