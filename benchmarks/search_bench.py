@@ -136,9 +136,9 @@ class Bench:
         truth, times = [], []
         for q in queries:
             started = time.perf_counter()
-            found, _ = exact.search(q, K)
+            top, _ = exact.search(q, K)
             times.append(time.perf_counter() - started)
-            truth.append(found.tolist())
+            truth.append(top.tolist())
         out["exact_numpy"] = common.percentiles(times)
         params = faiss_params(self.settings)
         started = time.perf_counter()
@@ -150,7 +150,8 @@ class Bench:
         out["faiss_build_s"] = round(time.perf_counter() - started, 2)
         out["faiss"] = []
         for ef in tqdm(FAISS_EFS, desc=f"FAISS ef sweep ({label})"):
-            found, times = [], []
+            found: list[list[int]] = []
+            times = []
             for q in queries:
                 started = time.perf_counter()
                 got, _ = hnsw.search(q, K, ef_search=ef)
@@ -210,10 +211,11 @@ class Bench:
                 if path == "pgvector" and self.args.faiss_only:
                     continue
                 rt.memories.vector_accelerator = acc
-                found, strategies, short = [], set(), 0
+                answers: list[list[int]] = []
+                strategies: set[str] = set()
 
                 async def one(
-                    i: int, found: list = found, strategies: set = strategies, flt: Any = flt
+                    i: int, found: list = answers, strategies: set = strategies, flt: Any = flt
                 ) -> None:
                     request = SearchRequest(embedding=self.queries[i].tolist(), k=K, filter=flt)
                     result = await rt.memories.search(tid, request)
@@ -221,10 +223,11 @@ class Bench:
                     found.append([seq_of[int(h.memory.content.split()[1])] for h in result.results])
 
                 times = await timed(one, len(self.queries))
-                short = sum(1 for f in found if len(f) < K)
+                matching = self.n if allow is None else len(allow)
+                short = sum(1 for f in answers if len(f) < min(K, matching))
                 truth_seq = [[seq_of[i] for i in t] for t in truth]
                 rows[f"{path}/{name}"] = {
-                    "recall": common.recall_at_k(found, truth_seq),
+                    "recall": common.recall_at_k(answers, truth_seq),
                     "short_answers": short,
                     "strategies": sorted(strategies),
                     **common.percentiles(times),
@@ -237,7 +240,7 @@ class Bench:
         started = time.perf_counter()
         await hot.indexes.snapshot_all(hot.follower.mark)
         self.report["snapshot_write_s"] = round(time.perf_counter() - started, 2)
-        out = {}
+        out: dict[str, Any] = {}
         for label, root in (("snapshot", hot.indexes.root), ("rebuild", self.work / "empty")):
             fresh = TenantIndexes(rt.pool, self.settings, 384)
             fresh.root = root
