@@ -334,7 +334,7 @@ class Bench:
                 )
                 seq_of = {int(c.split()[1]): int(s) for s, c in await cur.fetchall()}
             hot = rt.extras["hot_search"]
-            t = hot.indexes._tenants.get(uuid.UUID(tid))
+            t = hot.indexes.get(uuid.UUID(tid))
             while t is not None and (not t.ready or t.rebuilding):
                 await asyncio.sleep(0.2)
             ids = np.asarray([seq_of[i] for i in range(self.n)], dtype=np.int64)

@@ -163,6 +163,7 @@ class HotSearch:
             await asyncio.sleep(self.settings.faiss_snapshot_interval_s)
             try:
                 await self.indexes.snapshot_all(self.follower.mark)
+                self.indexes.forget_old_deletions()
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
                     async with wrap_db_errors(), self.pool.connection() as conn:

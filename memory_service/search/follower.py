@@ -136,7 +136,7 @@ class ChangeFollower:
         for change in changes:
             by_tenant[change.tenant_id].add(change.memory_seq)
         for tenant_id, seqs in by_tenant.items():
-            t = self.indexes._tenants.get(tenant_id)
+            t = self.indexes.get(tenant_id)
             if t is not None:
                 await self.indexes.refresh(t, seqs)
 

@@ -39,6 +39,7 @@ from memory_service.search.store import VectorRows
 log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY_S = 30.0  # how long a tenant refused by the budget stays refused
+DELETED_MEMORY_S = 600.0
 
 
 def faiss_params(settings: Settings) -> FaissParams:
@@ -57,7 +58,9 @@ class TenantIndex:
     index: FaissIndex | None = None
     ready: bool = False
     pending: set[int] = field(default_factory=set)  # changed while loading
-    deleted: set[int] = field(default_factory=set)  # seqs are never reused
+    # seq -> when its deletion was applied; seqs are never reused, so a late upsert of
+    # one of these is stale (kept for DELETED_MEMORY_S, far longer than any such race)
+    deleted: dict[int, float] = field(default_factory=dict)
     versions: dict[int, int] = field(default_factory=dict)  # only rows past version 1
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -89,6 +92,15 @@ class TenantIndexes:
 
     def held(self) -> list[TenantIndex]:
         return list(self._tenants.values())
+
+    def get(self, tenant_id: uuid.UUID) -> TenantIndex | None:
+        """The tenant's entry, ready or still loading."""
+        return self._tenants.get(tenant_id)
+
+    def forget_old_deletions(self) -> None:
+        cutoff = time.monotonic() - DELETED_MEMORY_S
+        for t in self.held():
+            t.deleted = {seq: at for seq, at in t.deleted.items() if at > cutoff}
 
     def bytes_for(self, count: int) -> int:
         hnsw = count > self.params.flat_max
@@ -236,7 +248,8 @@ class TenantIndexes:
             ids, vectors = rows.seqs[keep], rows.vectors[keep]
             _remember_versions(t, VectorRows(ids, rows.versions[keep], vectors))
             removed = np.asarray(sorted(gone), dtype=np.int64)
-            t.deleted |= gone
+            now = time.monotonic()
+            t.deleted.update(dict.fromkeys(gone, now))
             for seq in gone:
                 t.versions.pop(seq, None)
             await anyio.to_thread.run_sync(_mutate, index, ids, vectors, removed)
