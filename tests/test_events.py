@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 import httpx
 import pytest
 import uvicorn
@@ -23,6 +24,12 @@ from api.app import create_app
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.events.retention import RetentionWorker
+
+
+async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
+    """Run a coroutine function on the app's event loop (the test client runs the app
+    in its own thread; the app's pool, queues and events belong to that loop)."""
+    return await anyio.to_thread.run_sync(lambda: client.blocking_portal.call(function, *args))
 
 
 def ev(type: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -139,7 +146,7 @@ async def test_service_records_its_own_operations(client: Any, tenant: dict[str,
     task = (await client.post("/v1/tasks", json={"title": "t"}, headers=h)).json()
     await client.patch(f"/v1/tasks/{task['id']}", json={"status": "in_progress"}, headers=h)
     writer = client.app.state.runtime.extras["event_writer"]
-    assert await writer.flush()
+    assert await in_app_loop(client, writer.flush)
     items = (await client.get("/v1/events", params={"limit": 100}, headers=h)).json()["items"]
     by_type = {e["type"]: e for e in items}
     assert {
@@ -164,7 +171,7 @@ async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict
     worker = RetentionWorker(
         client.app.state.runtime.pool, retention_seconds=1.0, interval_seconds=3600, batch_size=3
     )
-    removed = await worker.prune_once()
+    removed = await in_app_loop(client, worker.prune_once)
     assert removed >= 7
     left = (await client.get("/v1/events", headers=h)).json()["items"]
     assert [e["id"] for e in left] == [fresh[0]["id"]]

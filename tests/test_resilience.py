@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -26,6 +27,12 @@ from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.errors import CircuitOpen, Conflict, Unavailable
 from memory_service.resilience import CircuitBreaker, is_database_failure
+
+
+async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
+    """Run a coroutine function on the app's event loop (the test client runs the app
+    in its own thread; the app's pool, queues and events belong to that loop)."""
+    return await anyio.to_thread.run_sync(lambda: client.blocking_portal.call(function, *args))
 
 
 class Clock:
@@ -119,7 +126,8 @@ async def test_embedder_breaker_fails_fast_and_recovers(
         # reads that need no model keep working while the embedder is down
         assert (await client.get("/v1/memories", headers=h)).status_code == 200
         # every 5xx is recorded as an error event of the tenant, with the route template
-        assert await client.app.state.runtime.extras["event_writer"].flush()
+        writer = client.app.state.runtime.extras["event_writer"]
+        assert await in_app_loop(client, writer.flush)
         errors = (await client.get("/v1/events", params={"type": "error"}, headers=h)).json()
         assert len(errors["items"]) == 3
         assert errors["items"][0]["severity"] == "error"
@@ -216,6 +224,7 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
                 assert got.status_code == 200, (memory_id, got.text)
             assert (await client.get("/ready")).status_code == 200
             # service events queued while the database was away are written now
-            assert await client.app.state.runtime.extras["event_writer"].flush(15)
+            writer = client.app.state.runtime.extras["event_writer"]
+            assert await in_app_loop(client, writer.flush, 15)
     finally:
         db.stop_embedded(own)
