@@ -108,8 +108,13 @@ class ServiceMetrics:
         self._runtime = runtime
 
     # -- recording ---------------------------------------------------------------------
-    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, method: str, route: str, status: int, seconds: float, *, streaming: bool = False
+    ) -> None:
+        """Count a request; a long-lived stream is counted but kept out of the latencies."""
         self.requests.labels(method, route, str(status)).inc()
+        if streaming:
+            return
         self.request_seconds.labels(method, route).observe(seconds)
         with self._lock:
             self._samples[f"{method} {route}"].append((self._clock(), seconds, status))

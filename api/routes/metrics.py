@@ -179,7 +179,9 @@ class RequestMetricsMiddleware:
                 seconds = time.perf_counter() - started
                 metrics: ServiceMetrics | None = runtime.extras.get("metrics")
                 if metrics is not None:
-                    metrics.observe_request(method, route, status, seconds)
+                    metrics.observe_request(
+                        method, route, status, seconds, streaming=route in STREAMING_ROUTES
+                    )
                 tenant_id = scope.get("state", {}).get("tenant_id")
                 writer = runtime.extras.get("event_writer")
                 if status >= 500 and tenant_id and writer is not None:
