@@ -10,10 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import httpx
 import pytest
@@ -300,3 +306,71 @@ class http_client:
 
     async def post(self, path: str, **kwargs: Any) -> httpx.Response:
         return await self._http.post(self._base + path, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def service_process(database_url: str) -> AsyncIterator[str]:
+    """``memory-service serve`` in a separate OS process on the same database."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MEMORY_DATABASE_URL": database_url,
+        "MEMORY_EMBEDDING_MODEL": "hash:384",
+        "MEMORY_SSE_HEARTBEAT_SECONDS": "0.5",
+        "MEMORY_LOG_LEVEL": "WARNING",
+    }
+    process = await anyio.open_process(
+        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                assert process.returncode is None, "the service process exited"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{base}/ready")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the service process did not become ready"
+                await asyncio.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        with anyio.fail_after(30):
+            await process.wait()
+        await process.aclose()
+
+
+async def test_stream_is_live_across_os_processes(
+    client: Any, database_url: str, two_servers: tuple[str, str]
+) -> None:
+    tenant = await new_tenant(client)
+    h = tenant["headers"]
+    in_process, _ = two_servers
+    async with (
+        service_process(database_url) as other_process,
+        httpx.AsyncClient(timeout=20) as http,
+    ):
+        # a stream served by the other process sees events written through this one
+        async with http.stream("GET", f"{other_process}/v1/events/stream", headers=h) as response:
+            assert response.status_code == 200
+            reader = SSEReader(response)
+            await asyncio.sleep(0.3)
+            await post_events(http_client(http, in_process), h, ev("cross.process"))
+            event = await reader.next_event()
+            assert event["type"] == "cross.process"
+        # and the other way round, resuming from the last event seen
+        async with http.stream(
+            "GET",
+            f"{in_process}/v1/events/stream",
+            headers={**h, "Last-Event-ID": event["sse_id"]},
+        ) as response:
+            reader = SSEReader(response)
+            await post_events(http_client(http, other_process), h, ev("cross.back"))
+            assert (await reader.next_event())["type"] == "cross.back"
