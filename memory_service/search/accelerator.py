@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PROBES = 4
+MAX_REMEMBERED_SHAPES = 1024
 
 
 class HotSearch:
@@ -77,11 +79,16 @@ class HotSearch:
         index = t.index
         k = request.k
         filtered = bool(request.scope.given()) or flt is not None
-        plan = planner.first_plan(k, index.size, filtered=filtered, settings=self.settings)
+        shape = _shape(request) if filtered else ""
+        known = t.selectivity.get(shape) if filtered else None
+        if known is not None:
+            plan = planner.plan_for_share(k, index.size, known, self.settings)
+        else:
+            plan = planner.first_plan(k, index.size, filtered=filtered, settings=self.settings)
         async with wrap_db_errors(), self.pool.connection() as conn:
             for _ in range(MAX_PROBES):
                 if plan.path == "exact":
-                    return await self._exact(conn, t, request, flt, query)
+                    return await self._exact(conn, t, request, flt, query, shape)
                 if plan.path != "faiss":
                     return None
                 ids, scores = await anyio.to_thread.run_sync(
@@ -91,6 +98,8 @@ class HotSearch:
                     conn, tenant_id, ids.tolist(), request.scope, flt
                 )
                 hits = _hits(ids, scores, rows)
+                if filtered and len(ids):
+                    _remember(t, shape, max(len(hits), 0.5) / len(ids))
                 if len(hits) >= k or len(ids) < plan.fetch:
                     return SearchResult(hits[:k], 0.0, "faiss")
                 plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
@@ -103,9 +112,12 @@ class HotSearch:
         request: SearchRequest,
         flt: CompiledFilter | None,
         query: np.ndarray,
+        shape: str,
     ) -> SearchResult | None:
         limit = self.settings.faiss_exact_max
         seqs = await store.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
+        if t.index is not None and shape:
+            _remember(t, shape, len(seqs) / max(1, t.index.size))
         if len(seqs) > limit:
             return None
         index = t.index
@@ -184,6 +196,17 @@ class HotSearch:
             await self.indexes.snapshot_all(self.follower.mark)
         except (MemoryServiceError, OSError) as exc:
             log.warning("could not write FAISS snapshots on shutdown: %s", exc)
+
+
+def _shape(request: SearchRequest) -> str:
+    return json.dumps([request.scope.given(), request.filter], sort_keys=True, default=str)
+
+
+def _remember(t: TenantIndex, shape: str, share: float) -> None:
+    t.selectivity[shape] = share
+    t.selectivity.move_to_end(shape)
+    if len(t.selectivity) > MAX_REMEMBERED_SHAPES:
+        t.selectivity.popitem(last=False)
 
 
 def _hits(ids: np.ndarray, scores: np.ndarray, rows: dict[int, Memory]) -> list[SearchHit]:

@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class TenantIndex:
     rebuilding: bool = False
     dirty: bool = False
     loaded_from: str = ""
+    # scope-and-filter shape -> the share of the index it let through last time
+    selectivity: OrderedDict[str, float] = field(default_factory=OrderedDict)
     last_used: float = field(default_factory=time.monotonic)
 
 

@@ -10,7 +10,9 @@ neighbours that survived the re-check estimates the selectivity (the first
 probe is cheap, and what it sees is the neighbourhood that matters). A
 selective filter would need too deep a FAISS probe, so it goes exact; one too
 broad for an exact pass but too rare for probing goes to pgvector. Between
-probing deeper and an exact pass, a simple cost model picks the cheaper.
+probing deeper and an exact pass, a simple cost model picks the cheaper. Each
+tenant remembers the share it measured per scope-and-filter shape, so an agent
+that repeats a scoped search goes straight to the right path.
 """
 
 from __future__ import annotations
@@ -45,8 +47,15 @@ def first_plan(k: int, index_size: int, *, filtered: bool, settings: Settings) -
 def next_plan(k: int, index_size: int, ranked: int, survived: int, settings: Settings) -> Plan:
     """After a probe ranked ``ranked`` neighbours of which ``survived`` matched."""
     share = max(survived, 0.5) / max(ranked, 1)
+    return plan_for_share(k, index_size, share, settings, at_least=2 * ranked)
+
+
+def plan_for_share(
+    k: int, index_size: int, share: float, settings: Settings, *, at_least: int = 0
+) -> Plan:
+    """The plan for a filter that lets ``share`` of the index through."""
     estimated = math.ceil(share * index_size)
-    fetch = max(math.ceil(2.0 * k / share), 2 * ranked)
+    fetch = max(math.ceil(2.0 * k / max(share, 1e-9)), at_least, FIRST_PROBE_MIN)
     exact_is_cheaper = estimated <= EXACT_ROWS_PER_PROBED_ROW * fetch
     if fetch <= settings.faiss_post_filter_max and not exact_is_cheaper:
         return Plan("faiss", fetch, probe_ef(fetch, settings), estimated)
