@@ -8,34 +8,18 @@ instances through PostgreSQL LISTEN/NOTIFY exactly as separate processes would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import httpx
 import pytest
-import uvicorn
 from conftest import assert_problem, new_tenant
+from live_http import BaseUrlClient, SSEReader, in_app_loop, serve, service_process
 
-from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
 from memory_service.events.retention import RetentionWorker
-
-
-async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
-    """Run a coroutine function on the app's event loop (the test client runs the app
-    in its own thread; the app's pool, queues and events belong to that loop)."""
-    return await anyio.to_thread.run_sync(lambda: client.blocking_portal.call(function, *args))
 
 
 def ev(type: str, severity: str = "info", **fields: Any) -> dict[str, Any]:
@@ -184,59 +168,11 @@ async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict
 
 
 # -- live streams over real HTTP ------------------------------------------------------
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[str]:
-    app = create_app(settings, embedder=HashEmbedder(384))
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 @pytest.fixture(scope="module")
 async def two_servers(settings: Settings, database_url: str) -> AsyncIterator[tuple[str, str]]:
     fast = settings.with_(sse_heartbeat_seconds=0.5, database_url=database_url)
     async with serve(fast) as first, serve(fast) as second:
         yield first, second
-
-
-class SSEReader:
-    def __init__(self, response: httpx.Response) -> None:
-        self._lines = response.aiter_lines()
-        self.comments: list[str] = []
-
-    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
-        return await asyncio.wait_for(self._next(), timeout)
-
-    async def _next(self) -> dict[str, Any]:
-        fields: dict[str, str] = {}
-        async for line in self._lines:
-            if line == "":
-                if "data" in fields:
-                    return {**json.loads(fields["data"]), "sse_id": fields.get("id")}
-                fields = {}
-            elif line.startswith(":"):
-                self.comments.append(line[1:].strip())
-            else:
-                name, _, value = line.partition(":")
-                fields[name] = value.removeprefix(" ")
-        raise EOFError("stream ended")
 
 
 async def test_stream_filters_and_fans_out_across_apps(
@@ -255,9 +191,11 @@ async def test_stream_filters_and_fans_out_across_apps(
             assert response.headers["content-type"].startswith("text/event-stream")
             reader = SSEReader(response)
             await asyncio.sleep(0.3)
-            await post_events(http_client(http, first), other["headers"], ev("tool.call", "error"))
             await post_events(
-                http_client(http, first),
+                BaseUrlClient(http, first), other["headers"], ev("tool.call", "error")
+            )
+            await post_events(
+                BaseUrlClient(http, first),
                 h,
                 ev("tool.call", "info"),
                 ev("agent.step", "error"),
@@ -285,66 +223,17 @@ async def test_resume_with_last_event_id_loses_nothing(
         async with http.stream("GET", f"{first}/v1/events/stream", headers=h) as response:
             reader = SSEReader(response)
             await asyncio.sleep(0.3)
-            await post_events(http_client(http, second), h, ev("step.one"), ev("step.two"))
+            await post_events(BaseUrlClient(http, second), h, ev("step.one"), ev("step.two"))
             last = await reader.next_event()
             assert last["type"] == "step.one"
         # disconnected: these happen while nobody listens
-        await post_events(http_client(http, second), h, *[ev(f"step.n{i}") for i in range(5)])
+        await post_events(BaseUrlClient(http, second), h, *[ev(f"step.n{i}") for i in range(5)])
         async with http.stream(
             "GET", f"{second}/v1/events/stream", headers={**h, "Last-Event-ID": last["sse_id"]}
         ) as response:
             reader = SSEReader(response)
             resumed = [(await reader.next_event())["type"] for _ in range(6)]
         assert resumed == ["step.two"] + [f"step.n{i}" for i in range(5)]
-
-
-class http_client:
-    """The minimal ``post`` that ``post_events`` needs, against a base URL."""
-
-    def __init__(self, http: httpx.AsyncClient, base: str) -> None:
-        self._http, self._base = http, base
-
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self._http.post(self._base + path, **kwargs)
-
-
-@contextlib.asynccontextmanager
-async def service_process(database_url: str) -> AsyncIterator[str]:
-    """``memory-service serve`` in a separate OS process on the same database."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "MEMORY_DATABASE_URL": database_url,
-        "MEMORY_EMBEDDING_MODEL": "hash:384",
-        "MEMORY_SSE_HEARTBEAT_SECONDS": "0.5",
-        "MEMORY_LOG_LEVEL": "WARNING",
-    }
-    process = await anyio.open_process(
-        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        async with httpx.AsyncClient(timeout=2) as http:
-            while True:
-                assert process.returncode is None, "the service process exited"
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"{base}/ready")).status_code == 200:
-                        break
-                assert time.monotonic() < deadline, "the service process did not become ready"
-                await asyncio.sleep(0.3)
-        yield base
-    finally:
-        process.terminate()
-        with anyio.fail_after(30):
-            await process.wait()
-        await process.aclose()
 
 
 async def test_stream_is_live_across_os_processes(
@@ -362,7 +251,7 @@ async def test_stream_is_live_across_os_processes(
             assert response.status_code == 200
             reader = SSEReader(response)
             await asyncio.sleep(0.3)
-            await post_events(http_client(http, in_process), h, ev("cross.process"))
+            await post_events(BaseUrlClient(http, in_process), h, ev("cross.process"))
             event = await reader.next_event()
             assert event["type"] == "cross.process"
         # and the other way round, resuming from the last event seen
@@ -372,5 +261,5 @@ async def test_stream_is_live_across_os_processes(
             headers={**h, "Last-Event-ID": event["sse_id"]},
         ) as response:
             reader = SSEReader(response)
-            await post_events(http_client(http, other_process), h, ev("cross.back"))
+            await post_events(BaseUrlClient(http, other_process), h, ev("cross.back"))
             assert (await reader.next_event())["type"] == "cross.back"

@@ -13,13 +13,14 @@ import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
+import httpx
 import numpy as np
 import pytest
 from conftest import ADMIN_TOKEN, assert_problem, new_tenant
 from litestar.testing import AsyncTestClient
+from live_http import SSEReader, in_app_loop, serve
 
 from api.app import create_app
 from memory_service import db
@@ -27,12 +28,6 @@ from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.errors import CircuitOpen, Conflict, Unavailable
 from memory_service.resilience import CircuitBreaker, is_database_failure
-
-
-async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
-    """Run a coroutine function on the app's event loop (the test client runs the app
-    in its own thread; the app's pool, queues and events belong to that loop)."""
-    return await anyio.to_thread.run_sync(lambda: client.blocking_portal.call(function, *args))
 
 
 class Clock:
@@ -167,19 +162,22 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
         breaker_failure_threshold=3,
         breaker_reset_seconds=1,
         auth_cache_seconds=60,
+        sse_heartbeat_seconds=0.5,
     )
-    app = create_app(own, embedder=HashEmbedder(384))
-    acknowledged: list[str] = []
+    acknowledged: list[str] = []  # memories answered 201
+    acknowledged_events: list[str] = []  # events answered 201
+    streamed: list[str] = []  # event ids that reached a stream opened before the outage
     statuses: list[tuple[str, int, str | None]] = []
     stop = asyncio.Event()
     try:
-        async with AsyncTestClient(app=app, timeout=30) as client:
-            h = (await new_tenant(client))["headers"]
+        async with serve(own) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
+            tenant = await new_tenant(http)
+            h = tenant["headers"]
 
             async def writer(n: int) -> None:
                 i = 0
                 while not stop.is_set():
-                    r = await client.post(
+                    r = await http.post(
                         "/v1/memories", json={"content": f"w{n} item {i}"}, headers=h
                     )
                     statuses.append(("write", r.status_code, r.headers.get("retry-after")))
@@ -188,14 +186,34 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
                     i += 1
                     await asyncio.sleep(0.02)
 
+            async def event_writer() -> None:
+                while not stop.is_set():
+                    r = await http.post(
+                        "/v1/events", json={"items": [{"type": "load.tick"}]}, headers=h
+                    )
+                    statuses.append(("event", r.status_code, r.headers.get("retry-after")))
+                    if r.status_code == 201:
+                        acknowledged_events.append(r.json()["items"][0]["id"])
+                    await asyncio.sleep(0.05)
+
             async def reader() -> None:
                 while not stop.is_set():
-                    r = await client.get("/v1/memories", params={"limit": 5}, headers=h)
+                    r = await http.get("/v1/memories", params={"limit": 5}, headers=h)
                     statuses.append(("read", r.status_code, r.headers.get("retry-after")))
                     await asyncio.sleep(0.05)
 
+            async def stream() -> None:
+                params = {"type": "load"}
+                async with http.stream("GET", "/v1/events/stream", params=params, headers=h) as r:
+                    assert r.status_code == 200
+                    events = SSEReader(r)
+                    while True:
+                        streamed.append((await events.next_event(timeout=60))["id"])
+
+            listener = asyncio.create_task(stream())
             load = [asyncio.create_task(writer(n)) for n in range(3)]
             load += [asyncio.create_task(reader()) for _ in range(2)]
+            load.append(asyncio.create_task(event_writer()))
             await asyncio.sleep(1.0)
             restarted_at = len(statuses)
             await _restart_postgres(own.data_path / "pg", down_seconds=2.0)
@@ -209,6 +227,13 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
                     break
             stop.set()
             await asyncio.gather(*load)
+            # the stream opened before the outage delivers every acknowledged event, once
+            deadline = time.monotonic() + 15
+            while set(acknowledged_events) - set(streamed) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
             codes = {c for _, c, _ in statuses}
             assert codes <= {200, 201, 503}, codes  # never a 500
@@ -218,13 +243,14 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
             after = statuses[back_at:]
             assert any(k == "write" and c == 201 for k, c, _ in after), after[-20:]
             assert any(k == "read" and c == 200 for k, c, _ in after), after[-20:]
+            # events written after the restart reached the stream opened before it
+            assert any(k == "event" and c == 201 for k, c, _ in after), after[-20:]
+            assert set(acknowledged_events) <= set(streamed)
+            assert len(streamed) == len(set(streamed))
             # nothing acknowledged is lost
             for memory_id in acknowledged:
-                got = await client.get(f"/v1/memories/{memory_id}", headers=h)
+                got = await http.get(f"/v1/memories/{memory_id}", headers=h)
                 assert got.status_code == 200, (memory_id, got.text)
-            assert (await client.get("/ready")).status_code == 200
-            # service events queued while the database was away are written now
-            writer = client.app.state.runtime.extras["event_writer"]
-            assert await in_app_loop(client, writer.flush, 15)
+            assert (await http.get("/ready")).status_code == 200
     finally:
         db.stop_embedded(own)

@@ -1,0 +1,130 @@
+"""Real HTTP for tests: uvicorn servers, a service in another OS process, an SSE reader.
+
+Streams need a real connection (the in-process test client buffers responses), and
+cross-process fan-out needs real processes; these helpers give both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import uvicorn
+
+from api.app import create_app
+from memory_service.config import Settings
+from memory_service.embeddings import HashEmbedder
+
+
+async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
+    """Run a coroutine function on the app's event loop (the test client runs the app
+    in its own thread; the app's pool, queues and events belong to that loop)."""
+    return await anyio.to_thread.run_sync(lambda: client.blocking_portal.call(function, *args))
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[str]:
+    app = create_app(settings, embedder=HashEmbedder(384))
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+class SSEReader:
+    def __init__(self, response: httpx.Response) -> None:
+        self._lines = response.aiter_lines()
+        self.comments: list[str] = []
+
+    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self._next(), timeout)
+
+    async def _next(self) -> dict[str, Any]:
+        fields: dict[str, str] = {}
+        async for line in self._lines:
+            if line == "":
+                if "data" in fields:
+                    return {**json.loads(fields["data"]), "sse_id": fields.get("id")}
+                fields = {}
+            elif line.startswith(":"):
+                self.comments.append(line[1:].strip())
+            else:
+                name, _, value = line.partition(":")
+                fields[name] = value.removeprefix(" ")
+        raise EOFError("stream ended")
+
+
+class BaseUrlClient:
+    """The minimal ``post`` that ``post_events`` needs, against a base URL."""
+
+    def __init__(self, http: httpx.AsyncClient, base: str) -> None:
+        self._http, self._base = http, base
+
+    async def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._http.post(self._base + path, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def service_process(database_url: str) -> AsyncIterator[str]:
+    """``memory-service serve`` in a separate OS process on the same database."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "MEMORY_DATABASE_URL": database_url,
+        "MEMORY_EMBEDDING_MODEL": "hash:384",
+        "MEMORY_SSE_HEARTBEAT_SECONDS": "0.5",
+        "MEMORY_LOG_LEVEL": "WARNING",
+    }
+    process = await anyio.open_process(
+        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        async with httpx.AsyncClient(timeout=2) as http:
+            while True:
+                assert process.returncode is None, "the service process exited"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"{base}/ready")).status_code == 200:
+                        break
+                assert time.monotonic() < deadline, "the service process did not become ready"
+                await asyncio.sleep(0.3)
+        yield base
+    finally:
+        process.terminate()
+        with anyio.fail_after(30):
+            await process.wait()
+        await process.aclose()
