@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-large eval tune lint typecheck clean
+.PHONY: run test bench bench-large bench-events eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench: $(STAMP)
 
 bench-large: $(STAMP)
 	$(PY) -m benchmarks.search_bench --size 1M
+
+bench-events: $(STAMP)
+	$(PY) -m benchmarks.events_bench
 
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval
