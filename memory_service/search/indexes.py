@@ -215,9 +215,19 @@ class TenantIndexes:
             t.pending |= seqs
             return
         async with wrap_db_errors(), self.pool.connection() as conn:
-            rows = await store.current_vectors(conn, t.tenant_id, sorted(seqs), self.dimension)
-        gone = seqs - set(rows.seqs.tolist())
-        await self.apply(t, rows, gone)
+            versions = await store.current_versions(conn, t.tenant_id, sorted(seqs))
+            index = t.index
+            # rows this process already holds at their current version (its own writes,
+            # applied by the listener) need not travel again
+            stale = [
+                seq
+                for seq, version in versions.items()
+                if index is None or not index.contains(seq) or t.versions.get(seq, 1) < version
+            ]
+            rows = await store.current_vectors(conn, t.tenant_id, stale, self.dimension)
+        gone = seqs - versions.keys()
+        if len(rows) or gone:
+            await self.apply(t, rows, gone)
 
     async def apply_written(self, tenant_id: uuid.UUID, memories: list[Memory]) -> None:
         """Rows this process has just committed (the read-your-writes path)."""

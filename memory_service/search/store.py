@@ -106,6 +106,17 @@ async def tenant_changes_after(conn: Conn, tenant_id: uuid.UUID, after: int) -> 
     return {int(r[0]) for r in await cur.fetchall()}
 
 
+async def current_versions(
+    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int]
+) -> dict[int, int]:
+    """seq -> version of the rows among ``memory_seqs`` that still exist."""
+    cur = await conn.execute(
+        "SELECT seq, version FROM memories WHERE tenant_id = %s AND seq = ANY(%s)",
+        (tenant_id, list(memory_seqs)),
+    )
+    return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
 async def current_vectors(
     conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int], dimension: int
 ) -> VectorRows:
