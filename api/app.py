@@ -29,6 +29,7 @@ from api.routes.health import health, ready
 from api.routes.memories import MemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
+    admin_metrics_summary,
     health_score_view,
     metrics_summary,
     prometheus_metrics,
@@ -61,6 +62,7 @@ TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
 PublicRoutes.append(prometheus_metrics)
+AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
 

@@ -35,6 +35,7 @@ MAX_WINDOW_SECONDS = 3600.0
 MAX_SAMPLES_PER_OPERATION = 50_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 IndexStatus = Callable[[], Mapping[str, Any]]
+Sample = tuple[float, float, int, str | None]
 
 
 @dataclass(slots=True)
@@ -97,7 +98,8 @@ class ServiceMetrics:
         self.embedding_errors = Counter(
             "memory_embedding_errors", "Embedding batches that failed", registry=self.registry
         )
-        self._samples: dict[str, deque[tuple[float, float, int]]] = defaultdict(
+        # (time, seconds, status, tenant id or None): tenants only ever see their own
+        self._samples: dict[str, deque[Sample]] = defaultdict(
             lambda: deque(maxlen=MAX_SAMPLES_PER_OPERATION)
         )
         self._lock = threading.Lock()
@@ -109,7 +111,14 @@ class ServiceMetrics:
 
     # -- recording ---------------------------------------------------------------------
     def observe_request(
-        self, method: str, route: str, status: int, seconds: float, *, streaming: bool = False
+        self,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        *,
+        streaming: bool = False,
+        tenant_id: str | None = None,
     ) -> None:
         """Count a request; a long-lived stream is counted but kept out of the latencies."""
         self.requests.labels(method, route, str(status)).inc()
@@ -117,7 +126,7 @@ class ServiceMetrics:
             return
         self.request_seconds.labels(method, route).observe(seconds)
         with self._lock:
-            self._samples[f"{method} {route}"].append((self._clock(), seconds, status))
+            self._samples[f"{method} {route}"].append((self._clock(), seconds, status, tenant_id))
 
     def observe_embedding(self, texts: int, seconds: float, failed: bool) -> None:
         self.embedding_seconds.observe(seconds)
@@ -129,11 +138,17 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
     # -- summaries ---------------------------------------------------------------------
-    def summary(self, window_seconds: float) -> list[OperationSummary]:
+    def summary(
+        self, window_seconds: float, tenant_id: str | None = None
+    ) -> list[OperationSummary]:
+        """Per operation over the window; only ``tenant_id``'s requests when given."""
         since = self._clock() - min(window_seconds, MAX_WINDOW_SECONDS)
         with self._lock:
             snapshot = {
-                op: [s for s in samples if s[0] >= since] for op, samples in self._samples.items()
+                op: [
+                    s for s in samples if s[0] >= since and (tenant_id is None or s[3] == tenant_id)
+                ]
+                for op, samples in self._samples.items()
             }
         out = []
         for op, samples in sorted(snapshot.items()):
@@ -148,7 +163,7 @@ class ServiceMetrics:
         return _summarise("all", samples) if samples else None
 
 
-def _summarise(op: str, samples: list[tuple[float, float, int]]) -> OperationSummary:
+def _summarise(op: str, samples: list[Sample]) -> OperationSummary:
     durations = np.fromiter((s[1] for s in samples), dtype=np.float64) * 1000.0
     p50, p95, p99 = np.percentile(durations, [50, 95, 99])
     errors = sum(1 for s in samples if s[2] >= 500)

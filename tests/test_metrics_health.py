@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from conftest import assert_problem, new_tenant
+from conftest import ADMIN, assert_problem, new_tenant
 from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -76,6 +76,15 @@ async def test_summary_per_operation(traced: Any) -> None:
     assert listing["count"] >= 5 and listing["error_rate"] == 0
     assert 0 < listing["p50_ms"] <= listing["p95_ms"] <= listing["p99_ms"]
     assert ops["GET /v1/tasks/{task_id}"]["client_errors"] >= 1
+    # a tenant sees only its own requests; the admin sees every tenant's
+    other = (await new_tenant(traced))["headers"]
+    theirs = (await traced.get("/v1/metrics/summary", headers=other)).json()["operations"]
+    assert "GET /v1/tasks" not in {o["operation"] for o in theirs}
+    everyone = await traced.get("/v1/admin/metrics/summary", headers=ADMIN)
+    assert everyone.status_code == 200, everyone.text
+    all_ops = {o["operation"]: o for o in everyone.json()["operations"]}
+    assert all_ops["GET /v1/tasks"]["count"] >= listing["count"]
+    assert "POST /v1/admin/tenants" in all_ops
     for bad in ("15", "2h", "0m", "x"):
         assert_problem(
             await traced.get("/v1/metrics/summary", params={"window": bad}, headers=h), 422

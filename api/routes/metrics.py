@@ -94,14 +94,29 @@ def _metrics(runtime: Runtime) -> ServiceMetrics:
     return metrics
 
 
+WindowParam = Annotated[str, QueryParameter(max_length=16, description="e.g. 15m, at most 1h")]
+
+
 @get(
     "/metrics/summary",
     tags=["metrics"],
-    summary="Per operation: count, error rate, p50/p95/p99 latency over a window",
+    summary="The caller's requests per operation: count, error rate, p50/p95/p99 latency",
 )
 async def metrics_summary(
-    runtime: NamedDependency[Runtime],
-    window: Annotated[str, QueryParameter(max_length=16, description="e.g. 15m")] = "15m",
+    runtime: NamedDependency[Runtime], tenant_id: NamedDependency[str], window: WindowParam = "15m"
+) -> SummaryOut:
+    seconds = parse_window(window)
+    operations = _metrics(runtime).summary(seconds, tenant_id=tenant_id)
+    return SummaryOut(seconds, [OperationOut.of(s) for s in operations])
+
+
+@get(
+    "/metrics/summary",
+    tags=["admin", "metrics"],
+    summary="Every request of this process per operation, all tenants together",
+)
+async def admin_metrics_summary(
+    runtime: NamedDependency[Runtime], window: WindowParam = "15m"
 ) -> SummaryOut:
     seconds = parse_window(window)
     return SummaryOut(seconds, [OperationOut.of(s) for s in _metrics(runtime).summary(seconds)])
@@ -178,11 +193,16 @@ class RequestMetricsMiddleware:
             if runtime is not None:
                 seconds = time.perf_counter() - started
                 metrics: ServiceMetrics | None = runtime.extras.get("metrics")
+                tenant_id = scope.get("state", {}).get("tenant_id")
                 if metrics is not None:
                     metrics.observe_request(
-                        method, route, status, seconds, streaming=route in STREAMING_ROUTES
+                        method,
+                        route,
+                        status,
+                        seconds,
+                        streaming=route in STREAMING_ROUTES,
+                        tenant_id=tenant_id,
                     )
-                tenant_id = scope.get("state", {}).get("tenant_id")
                 writer = runtime.extras.get("event_writer")
                 if status >= 500 and tenant_id and writer is not None:
                     await writer.emit(
