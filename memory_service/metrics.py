@@ -255,6 +255,11 @@ class _RuntimeCollector(Collector):
             yield GaugeMetricFamily(
                 "memory_event_streams", "Open event streams", value=fanout.stream_count
             )
+            yield GaugeMetricFamily(
+                "memory_event_fanout_connected",
+                "1 while this process listens for new events on the database",
+                value=1 if fanout.connected else 0,
+            )
         size = GaugeMetricFamily("memory_index_size", "Vectors in an index", labels=["index"])
         lag = GaugeMetricFamily(
             "memory_index_lag_seconds", "How far an index trails the database", labels=["index"]

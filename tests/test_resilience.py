@@ -171,7 +171,7 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
     stop = asyncio.Event()
     try:
         async with serve(own) as base, httpx.AsyncClient(base_url=base, timeout=30) as http:
-            tenant = await new_tenant(http)
+            tenant = await new_tenant(http)  # type: ignore[arg-type]  # any client that posts
             h = tenant["headers"]
 
             async def writer(n: int) -> None:
@@ -252,5 +252,10 @@ async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFact
                 got = await http.get(f"/v1/memories/{memory_id}", headers=h)
                 assert got.status_code == 200, (memory_id, got.text)
             assert (await http.get("/ready")).status_code == 200
+            # the LISTEN connection behind live streams reconnected by itself
+            deadline = time.monotonic() + 10
+            while "memory_event_fanout_connected 1.0" not in (await http.get("/metrics")).text:
+                assert time.monotonic() < deadline, "event fan-out did not reconnect"
+                await asyncio.sleep(0.2)
     finally:
         db.stop_embedded(own)
