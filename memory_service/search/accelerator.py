@@ -156,7 +156,7 @@ class HotSearch:
             async with wrap_db_errors(), self.pool.connection() as conn:
                 sizes = await store.tenant_sizes(conn)
             for tenant_id, _ in sorted(sizes.items(), key=lambda item: -item[1]):
-                await self.indexes.admit(tenant_id, wait=True)
+                await self.indexes.admit(tenant_id, wait=True, evict=False)
         finally:
             self.preloaded.set()
 

@@ -113,8 +113,14 @@ class TenantIndexes:
     def used_bytes(self) -> int:
         return sum(t.index.memory_bytes() for t in self._tenants.values() if t.index is not None)
 
-    async def admit(self, tenant_id: uuid.UUID, *, wait: bool = False) -> TenantIndex | None:
-        """Hold this tenant if the budget allows; ready at once when small or ``wait``."""
+    async def admit(
+        self, tenant_id: uuid.UUID, *, wait: bool = False, evict: bool = True
+    ) -> TenantIndex | None:
+        """Hold this tenant if the budget allows; ready at once when small or ``wait``.
+
+        With ``evict`` the least recently used tenants make room; without, a tenant
+        that does not fit the remaining budget is simply left to pgvector.
+        """
         t = self._tenants.get(tenant_id)
         if t is not None:
             return t if t.ready else None
@@ -125,7 +131,9 @@ class TenantIndexes:
             count = await store.tenant_size(conn, tenant_id)
         if tenant_id in self._tenants:  # admitted by someone else meanwhile
             return self.ready(tenant_id)
-        if not self._make_room(self.bytes_for(count), keep=tenant_id):
+        need = self.bytes_for(count)
+        fits = self._make_room(need, keep=tenant_id) if evict else self._fits(need)
+        if not fits:
             self._refused[tenant_id] = time.monotonic()
             log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
             return None
@@ -136,6 +144,9 @@ class TenantIndexes:
             return t if t.ready else None
         self.spawn(self._load(t))
         return None
+
+    def _fits(self, need: int) -> bool:
+        return self.used_bytes() + need <= self.budget_bytes
 
     def _make_room(self, need: int, *, keep: uuid.UUID) -> bool:
         used = self.used_bytes()
