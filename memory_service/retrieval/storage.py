@@ -115,11 +115,11 @@ async def keyword_search(
         terms AS (
             SELECT c.seq, 1 AS f, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf,
                    length(c.lv) AS dl
-            FROM cand c, unnest(c.lv) AS t WHERE t.lexeme = ANY(%s::text[])
+            FROM cand c, unnest(ts_filter(setweight(c.lv, 'A', %s::text[]), '{{a}}')) AS t
             UNION ALL
             SELECT c.seq, 2 AS f, t.lexeme, coalesce(array_length(t.positions, 1), 1) AS tf,
                    length(c.sv) AS dl
-            FROM cand c, unnest(c.sv) AS t WHERE t.lexeme = ANY(%s::text[])
+            FROM cand c, unnest(ts_filter(setweight(c.sv, 'A', %s::text[]), '{{a}}')) AS t
         ),
         df AS (SELECT f, lexeme, count(*)::float8 AS df FROM terms GROUP BY f, lexeme),
         scored AS (

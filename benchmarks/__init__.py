@@ -1,0 +1,1 @@
+"""Benchmarks and evaluation harnesses; run them with ``make bench`` / ``make eval``."""

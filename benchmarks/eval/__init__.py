@@ -1,0 +1,1 @@
+"""Helpers of the retrieval evaluation: data sets, the embedding cache, a service client."""

@@ -1,0 +1,270 @@
+"""Retrieval quality on public benchmarks, measured through the service's HTTP API.
+
+``make eval`` starts the real service (uvicorn on 127.0.0.1, a temporary data
+directory, its own admin token), loads each data set through ``POST
+/v1/memories/batch`` (document vectors computed once and cached on disk under
+``benchmarks/.cache/``, sent in the ``embedding`` field), asks every question
+through ``POST /v1/memories/search`` in each mode and scoring option, and writes
+``benchmarks/results/retrieval.json`` and ``retrieval.md``.
+
+- BEIR SciFact (5,183 abstracts, 300 test queries; a document is "title text"):
+  nDCG@10, recall@10, recall@100.
+- LoCoMo (10 conversations, one user_id each; a memory per dialogue turn as
+  "speaker: text", speaker, session and date in metadata; adversarial questions
+  left out): evidence recall@5/@10/@25, overall and per category. Turns are
+  loaded once per context variant, in its own user_id, to compare what the
+  general ``context`` field adds.
+
+The data directory is ``--data``, else ``$MEMORY_EVAL_DATA``, else
+``../shared/data`` beside the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from benchmarks.eval.datasets import Document, Question, load_locomo, load_scifact
+from benchmarks.eval.embed_cache import EmbeddingCache
+from benchmarks.eval.metrics import ndcg_at, recall_at
+from benchmarks.eval.service import RunningService, TenantClient
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / ".cache"
+BATCH = 1000
+
+# name -> search body fields; every row of the tables is one of these
+RUNS: dict[str, dict[str, Any]] = {
+    "vector": {"mode": "vector"},
+    "keyword": {"mode": "keyword"},
+    "hybrid": {"mode": "hybrid"},
+    "hybrid, rrf_k 10, keyword_weight 2": {"mode": "hybrid", "rrf_k": 10, "keyword_weight": 2.0},
+    "hybrid + diversity 0.2": {"mode": "hybrid", "diversity": 0.2},
+    "hybrid + recency 0.1": {"mode": "hybrid", "recency_weight": 0.1},
+    "hybrid + importance 0.1": {"mode": "hybrid", "importance_weight": 0.1},
+}
+# LoCoMo has 1,536 questions: on a small machine it gets the runs that answer a
+# question (baseline, each mode, what context adds), not every scoring option
+LOCOMO_RUNS: dict[str, list[str]] = {
+    "none": ["vector", "keyword", "hybrid"],
+    "date+previous": ["vector", "keyword", "hybrid", "hybrid, rrf_k 10, keyword_weight 2"],
+}
+
+
+def embed_text(doc: Document) -> str:
+    """What the service would embed: the content, then the context (see MemoryService)."""
+    return doc.content + ("\n" + doc.context if doc.context else "")
+
+
+def load_documents(
+    client: TenantClient, cache: EmbeddingCache, docs: list[Document], label: str, suffix: str = ""
+) -> None:
+    vectors = cache.embed([embed_text(d) for d in docs], label=f"embed {label}")
+    bar = tqdm(total=len(docs), desc=f"load {label}", unit="memory")
+    for start in range(0, len(docs), BATCH):
+        items = []
+        for doc, vector in zip(
+            docs[start : start + BATCH], vectors[start : start + BATCH], strict=True
+        ):
+            item: dict[str, Any] = {
+                "content": doc.content,
+                "user_id": doc.scope + suffix,
+                "metadata": {**doc.metadata, "doc_id": doc.doc_id},
+                "embedding": [float(x) for x in vector],
+            }
+            if doc.context:
+                item["context"] = doc.context
+            items.append(item)
+        client.add_batch(items)
+        bar.update(len(items))
+    bar.close()
+
+
+def ask_all(
+    client: TenantClient,
+    questions: list[Question],
+    body: dict[str, Any],
+    k: int,
+    label: str,
+    suffix: str = "",
+    workers: int = 4,
+) -> tuple[list[list[str]], list[float]]:
+    def ask(q: Question) -> tuple[list[str], float]:
+        answer = client.search({"query": q.text, "k": k, "user_id": q.scope + suffix, **body})
+        ids = [hit["memory"]["metadata"]["doc_id"] for hit in answer["results"]]
+        return ids, float(answer["took_ms"])
+
+    with ThreadPoolExecutor(workers) as pool:
+        out = list(tqdm(pool.map(ask, questions), total=len(questions), desc=label, unit="q"))
+    return [ids for ids, _ in out], [ms for _, ms in out]
+
+
+def eval_scifact(service: RunningService, cache: EmbeddingCache, data: Path) -> dict[str, Any]:
+    docs, questions = load_scifact(data)
+    client = service.new_tenant("eval-scifact")
+    load_documents(client, cache, docs, "scifact")
+    rows: dict[str, Any] = {}
+    for name, body in RUNS.items():
+        ranked, took = ask_all(client, questions, body, 100, f"scifact {name}")
+        rows[name] = {
+            "ndcg@10": statistics.fmean(
+                ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, questions)
+            ),
+            "recall@10": statistics.fmean(
+                recall_at(r, q.relevant, 10) for r, q in zip(ranked, questions)
+            ),
+            "recall@100": statistics.fmean(
+                recall_at(r, q.relevant, 100) for r, q in zip(ranked, questions)
+            ),
+            "p50_ms": statistics.median(took),
+        }
+    return {"documents": len(docs), "queries": len(questions), "runs": rows}
+
+
+def eval_locomo(
+    service: RunningService, cache: EmbeddingCache, data: Path, contexts: list[str]
+) -> dict[str, Any]:
+    client = service.new_tenant("eval-locomo")
+    out: dict[str, Any] = {"contexts": {}}
+    for context in contexts:
+        docs, questions = load_locomo(data, context=context)
+        suffix = f"/{context}"
+        load_documents(client, cache, docs, f"locomo context={context}", suffix)
+        rows: dict[str, Any] = {}
+        for name, body in RUNS.items():
+            ranked, took = ask_all(client, questions, body, 25, f"locomo {context} {name}", suffix)
+            by_category: dict[str, list[float]] = defaultdict(list)
+            overall: dict[str, list[float]] = defaultdict(list)
+            for r, q in zip(ranked, questions, strict=True):
+                for k in (5, 10, 25):
+                    value = recall_at(r, q.relevant, k)
+                    overall[f"recall@{k}"].append(value)
+                    if k == 10:
+                        by_category[q.category].append(value)
+            rows[name] = {
+                **{key: statistics.fmean(v) for key, v in overall.items()},
+                "recall@10 by category": {
+                    c: statistics.fmean(v) for c, v in sorted(by_category.items())
+                },
+                "p50_ms": statistics.median(took),
+            }
+        counts: dict[str, int] = defaultdict(int)
+        for q in questions:
+            counts[q.category] += 1
+        out["contexts"][context] = {"runs": rows}
+        out["documents"] = len(docs)
+        out["questions"] = len(questions)
+        out["questions by category"] = dict(sorted(counts.items()))
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# Retrieval quality",
+        "",
+        (
+            f"all-MiniLM-L6-v2, measured through the HTTP API on {results['machine']} "
+            f"({results['date']}, {results['seconds']:.0f} s in all): "
+            "`python -m benchmarks.eval_retrieval`."
+        ),
+        "",
+    ]
+    if "scifact" in results:
+        s = results["scifact"]
+        lines += [
+            f"## BEIR SciFact ({s['documents']} abstracts, {s['queries']} test queries)",
+            "",
+            "| run | nDCG@10 | recall@10 | recall@100 | p50 ms |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in s["runs"].items():
+            lines.append(
+                f"| {name} | {row['ndcg@10']:.3f} | {row['recall@10']:.3f} | "
+                f"{row['recall@100']:.3f} | {row['p50_ms']:.0f} |"
+            )
+        lines.append("")
+    if "locomo" in results:
+        lo = results["locomo"]
+        cats = list(lo["questions by category"])
+        counts = ", ".join(f"{c} {n}" for c, n in lo["questions by category"].items())
+        lines += [
+            f"## LoCoMo ({lo['documents']} dialogue turns, {lo['questions']} questions: {counts})",
+            "",
+            "Evidence recall; `context` is what each memory carried in its `context` field.",
+            "",
+            "| context | run | R@5 | R@10 | R@25 | "
+            + " | ".join(f"R@10 {c}" for c in cats)
+            + " | p50 ms |",
+            "|---|---|---:|---:|---:|" + "---:|" * len(cats) + "---:|",
+        ]
+        for context, block in lo["contexts"].items():
+            for name, row in block["runs"].items():
+                per = " | ".join(f"{row['recall@10 by category'].get(c, 0.0):.3f}" for c in cats)
+                lines.append(
+                    f"| {context} | {name} | {row['recall@5']:.3f} | {row['recall@10']:.3f} | "
+                    f"{row['recall@25']:.3f} | {per} | {row['p50_ms']:.0f} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
+    )
+    parser.add_argument("--datasets", default="scifact,locomo")
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated run names")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--locomo-contexts",
+        default=",".join(LOCOMO_RUNS),
+        help="context variants of the LoCoMo turns: none, date, date+previous",
+    )
+    args = parser.parse_args(argv)
+    wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
+    for name in list(RUNS):
+        if name not in wanted:
+            del RUNS[name]
+
+    from memory_service.embeddings import SentenceTransformerEmbedder
+
+    cache = EmbeddingCache(CACHE, SentenceTransformerEmbedder())
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    with RunningService() as service:
+        for name in args.datasets.split(","):
+            if name == "scifact":
+                results["scifact"] = eval_scifact(service, cache, args.data)
+            elif name == "locomo":
+                results["locomo"] = eval_locomo(
+                    service, cache, args.data, args.locomo_contexts.split(",")
+                )
+            else:
+                parser.error(f"unknown data set {name!r}")
+    results["seconds"] = time.monotonic() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "retrieval.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "retrieval.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
