@@ -13,6 +13,7 @@ from memory_service.validation import check_json_object, check_text
 
 SEVERITIES = ("debug", "info", "warn", "error")
 MAX_TYPE = 128
+MAX_TYPE_FILTERS = 20
 MAX_SHORT = 256
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 _TYPE = re.compile(r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$")
@@ -64,6 +65,11 @@ class EventQuery:
     until: datetime | None = None
 
     def validate(self) -> EventQuery:
+        if len(self.types) > MAX_TYPE_FILTERS:
+            raise InvalidInput(
+                f"give at most {MAX_TYPE_FILTERS} type prefixes",
+                errors=[FieldError("type", f"at most {MAX_TYPE_FILTERS}")],
+            )
         for i, t in enumerate(self.types):
             check_type(t.rstrip("."), f"type[{i}]")
         if self.min_severity is not None and self.min_severity not in SEVERITIES:
