@@ -349,12 +349,10 @@ class TaskService:
         )
         try:
             value, seq = json.loads(str(position))
-            if not isinstance(seq, int):
-                raise ValueError
+            if not isinstance(seq, int) or (sort == "priority" and not isinstance(value, int)):
+                raise TypeError
             if sort in ("created_at", "updated_at"):
                 value = datetime.fromisoformat(value)
-            elif sort == "priority" and not isinstance(value, int):
-                raise ValueError
         except (ValueError, TypeError):
             raise bad from None
         return value, seq

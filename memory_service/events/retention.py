@@ -50,9 +50,12 @@ class RetentionWorker:
         """Delete every expired event, batch by batch; returns how many went."""
         total = 0
         while True:
-            async with wrap_db_errors(), self._pool.connection() as conn:
-                async with conn.transaction():
-                    deleted = await store.prune_batch(conn, self.retention_seconds, self.batch_size)
+            async with (
+                wrap_db_errors(),
+                self._pool.connection() as conn,
+                conn.transaction(),
+            ):
+                deleted = await store.prune_batch(conn, self.retention_seconds, self.batch_size)
             total += deleted
             if deleted < self.batch_size:
                 break

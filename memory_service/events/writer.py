@@ -122,9 +122,12 @@ class EventWriter:
         for tenant_id in sorted(by_tenant):
             events = by_tenant[tenant_id]
             try:
-                async with wrap_db_errors(), self._pool.connection() as conn:
-                    async with conn.transaction():
-                        await store.insert_batch(conn, uuid.UUID(tenant_id), events)
+                async with (
+                    wrap_db_errors(),
+                    self._pool.connection() as conn,
+                    conn.transaction(),
+                ):
+                    await store.insert_batch(conn, uuid.UUID(tenant_id), events)
                 self.written += len(events)
             except Unavailable:
                 raise
