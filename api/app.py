@@ -112,7 +112,7 @@ def create_app(
             await runtime.close()
             tracer_provider.shutdown()
 
-    security = [{"BearerAuth": []}]
+    security: list[dict[str, list[str]]] = [{"BearerAuth": []}]
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,

@@ -78,7 +78,7 @@ def apply_migrations(conn: psycopg.Connection[Any], embedding_dim: int) -> list[
         for migration in pending_migrations(conn):
             text = migration.text.replace(DIM_TOKEN, str(int(embedding_dim)))
             with conn.transaction():
-                conn.execute(sql.SQL(text))  # type: ignore[call-overload]
+                conn.execute(sql.SQL(text))
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name),

@@ -104,7 +104,7 @@ class MemoryController(Controller):
             QueryParameter(description="a filter-language JSON object", max_length=65536),
         ] = None,
     ) -> MemoryPage:
-        page = await memories.list(
+        page = await memories.list_memories(
             tenant_id,
             Scope(user_id, agent_id, run_id, namespace),
             limit=limit,

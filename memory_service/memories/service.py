@@ -382,7 +382,7 @@ class MemoryService:
             raise NotFound(f"memory {memory_id} not found")
         return memory
 
-    async def list(
+    async def list_memories(
         self,
         tenant_id: str,
         scope: Scope,
