@@ -117,10 +117,12 @@ def markdown(report: dict[str, Any], size: str) -> str:
         )
     synthetic = report.get("synthetic", {})
     for key, label in (
-        ("snapshot_write_s", "snapshot write"),
-        ("snapshot_load_s", "snapshot load"),
+        ("snapshot_write_s", "snapshot write (s)"),
+        ("snapshot_load_s", "snapshot load (s)"),
         ("rss_mb_with_index", "RSS with index (MB)"),
         ("rss_mb_before_index", "RSS before index (MB)"),
+        ("index_rss_mb_after_load", "RSS of the index alone, reloaded from its snapshot (MB)"),
+        ("index_estimated_mb", "index size as the memory budget counts it (MB)"),
     ):
         if key in synthetic:
             facts.append(f"- {label}: {synthetic[key]}")
