@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated
 
 from litestar import Controller, get, put
 from litestar.di import NamedDependency
@@ -41,7 +41,7 @@ def _service(runtime: Runtime) -> RetrievalSettingsService:
 
 class RetrievalSettingsController(Controller):
     path = "/settings"
-    tags: ClassVar[list[str]] = ["settings"]
+    tags = ["settings"]  # noqa: RUF012 - Litestar declares it an instance attribute
 
     @get("/", summary="The tenant's retrieval settings")
     async def get_settings(

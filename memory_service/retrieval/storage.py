@@ -89,7 +89,9 @@ async def keyword_search(
     Document frequencies come from the candidate rows (every row holding a term
     is a candidate), the corpus size and mean length from the visible rows of the
     scope and filter, read up to ``stats_cap`` rows. Document length is counted in
-    distinct lexemes, which is what a tsvector keeps.
+    distinct lexemes, which is what a tsvector keeps. Every step is a
+    materialised CTE, computed once: right after a bulk load the planner's row
+    estimates are stale, and an inlined aggregate can end up rescanned per row.
     """
     language, plain = lexemes
     if not language and not plain:
@@ -105,7 +107,7 @@ async def keyword_search(
             SELECT m.seq, {field} AS lv, m.fts_simple AS sv FROM memories m
             WHERE {cand_where} AND ({field} @@ %s::tsquery OR m.fts_simple @@ %s::tsquery)
         ),
-        stats AS (
+        stats AS MATERIALIZED (
             SELECT greatest(count(*), 1)::float8 AS n,
                    greatest(avg(length(s.lv)), 1)::float8 AS lavg,
                    greatest(avg(length(s.sv)), 1)::float8 AS savg
@@ -121,7 +123,7 @@ async def keyword_search(
                    length(c.sv) AS dl
             FROM cand c, unnest(ts_filter(setweight(c.sv, 'A', %s::text[]), '{{a}}')) AS t
         ),
-        df AS (SELECT f, lexeme, count(*)::float8 AS df FROM terms GROUP BY f, lexeme),
+        df AS MATERIALIZED (SELECT f, lexeme, count(*)::float8 AS df FROM terms GROUP BY f, lexeme),
         scored AS (
             SELECT t.seq, sum(
                 (CASE WHEN t.f = 1 THEN 1.0 ELSE %s END)
