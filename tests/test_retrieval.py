@@ -244,3 +244,13 @@ async def test_bad_search_options_are_problems(client: Any, tenant: dict[str, An
         r = await client.post(SEARCH, json=body, headers=h)
         assert r.status_code in (400, 422), (body, r.text)
         assert_problem(r, r.status_code, mentions=mentions)
+
+
+async def test_openapi_documents_the_search_options(client: Any) -> None:
+    r = await client.get("/schema/openapi.json")
+    assert r.status_code == 200
+    text = r.text
+    for name in ("recency_weight", "importance_weight", "diversity", "rrf_k", "explain"):
+        assert name in text
+    assert "(1 - w_r - w_i) * relevance" in text
+    assert "/v1/settings" in text
