@@ -14,6 +14,7 @@ efSearch. A readers-writer lock lets searches run in parallel with each other
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -178,6 +179,7 @@ class FaissIndex:
         _, last = np.unique(id_array[::-1], return_index=True)
         keep = np.sort(len(id_array) - 1 - last)
         id_array, matrix = id_array[keep], matrix[keep]
+        _faiss.omp_set_num_threads(os.cpu_count() or 1)  # graph inserts do use the team
         with self._lock.write():
             stored = self._stored()
             fresh: list[int] = []
@@ -235,6 +237,9 @@ class FaissIndex:
         ef_search: int | None = None,
     ) -> tuple[Ids, Scores]:
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        # one query gains nothing from an OpenMP team, whose spinning threads only steal
+        # the cores that other requests and PostgreSQL need; the setting is per thread
+        _faiss.omp_set_num_threads(1)
         with self._lock.read():
             if allow is None:
                 bitmap = self._alive if self.dead else None
