@@ -59,11 +59,18 @@ class HotSearch:
 
     # -- writes ----------------------------------------------------------------------------
     async def on_change(self, tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
-        if upserted:
-            await self.indexes.apply_written(uuid.UUID(tenant_id), upserted)
-        if deleted:
-            # the listener knows ids, the index knows seqs: the log has both
-            await self.follower.catch_up()
+        """Apply a committed write at once. The write stands whatever happens here: if the
+        index cannot follow now, the change log brings it up to date on the next poll,
+        and until then the SQL re-check keeps every answer true to the database."""
+        try:
+            if upserted:
+                await self.indexes.apply_written(uuid.UUID(tenant_id), upserted)
+            if deleted:
+                # the listener knows ids, the index knows seqs: the log has both
+                await self.follower.catch_up()
+        except MemoryServiceError as exc:
+            log.warning("FAISS could not apply a write at once (%s); the log will", exc)
+            self.follower.wake()
 
     # -- search ----------------------------------------------------------------------------
     async def search(
