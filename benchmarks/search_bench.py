@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import tempfile
 import time
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import common
+from benchmarks.search_large import faiss_in_process
 from benchmarks.search_report import write_outputs
 from indexers.exact import ExactIndex
 from indexers.faiss_index import FaissIndex
@@ -354,69 +354,10 @@ class Bench:
         return self.report
 
     def faiss_only(self) -> dict[str, Any]:
-        """FAISS in-process: build, recall/latency sweep, snapshot save/load, memory."""
-        params = faiss_params(self.settings)
-        truth = exact_top_k(self.vectors, self.queries, K)
-        rss_before = common.rss_mb()
-        started = time.perf_counter()
-        index = FaissIndex(384, params, hnsw=True)
-        ids = np.arange(self.n, dtype=np.int64)
-        with tqdm(total=self.n, desc="FAISS HNSW build", unit="vec") as bar:
-            for s in range(0, self.n, 20_000):
-                index.add(ids[s : s + 20_000], self.vectors[s : s + 20_000])
-                bar.update(min(20_000, self.n - s))
-        out: dict[str, Any] = {
-            "vectors": self.n,
-            "faiss_build_s": round(time.perf_counter() - started, 1),
-        }
-        out["faiss"] = []
-        for ef in FAISS_EFS:
-            found, times = [], []
-            for q in self.queries:
-                t0 = time.perf_counter()
-                found.append(index.search(q, K, ef_search=ef)[0].tolist())
-                times.append(time.perf_counter() - t0)
-            out["faiss"].append(
-                {
-                    "ef_search": ef,
-                    "recall": common.recall_at_k(found, truth),
-                    **common.percentiles(times),
-                }
-            )
-        path = self.work / "snapshot"
-        started = time.perf_counter()
-        index.save(path)
-        out["snapshot_write_s"] = round(time.perf_counter() - started, 1)
-        out["rss_mb_with_index"] = common.rss_mb()
-        out["rss_mb_before_index"] = rss_before
-        del index
-        del self.vectors  # what remains is what a restarted service holds
-        gc.collect()
-        rss_empty = common.rss_mb()
-        started = time.perf_counter()
-        loaded = FaissIndex.load(path)
-        out["snapshot_load_s"] = round(time.perf_counter() - started, 1)
-        out["index_rss_mb_after_load"] = round(common.rss_mb() - rss_empty, 1)
-        out["index_estimated_mb"] = round(loaded.memory_bytes() / 2**20, 1)
-        self.report["synthetic"] = out
-        return self.report
-
-
-def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> list[list[int]]:
-    """Exact top-k by blocks, without copying the vectors (they may be gigabytes)."""
-    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(queries), k), dtype=np.int64)
-    for start in tqdm(range(0, len(vectors), 100_000), desc="exact truth"):
-        block = queries @ vectors[start : start + 100_000].T
-        scores = np.concatenate([best_scores, block], axis=1)
-        ids = np.concatenate(
-            [best_ids, np.broadcast_to(np.arange(start, start + block.shape[1]), block.shape)],
-            axis=1,
+        self.report["synthetic"] = faiss_in_process(
+            self.vectors, self.queries, faiss_params(self.settings), self.work, K, FAISS_EFS
         )
-        top = np.argsort(-scores, axis=1)[:, :k]
-        best_scores = np.take_along_axis(scores, top, axis=1)
-        best_ids = np.take_along_axis(ids, top, axis=1)
-    return best_ids.tolist()
+        return self.report
 
 
 def main() -> None:
