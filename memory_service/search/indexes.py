@@ -212,8 +212,11 @@ class TenantIndexes:
             since = await store.last_change(conn)
             count = await store.tenant_size(conn, t.tenant_id)
             index = FaissIndex(self.dimension, self.params, hnsw=count > self.params.flat_max)
-            async with conn.transaction():
-                async for rows in store.stream_tenant_vectors(conn, t.tenant_id, self.dimension):
+            # aclosing: a cancelled build must close its server-side cursor now, inside the
+            # transaction, not whenever the generator happens to be garbage-collected
+            stream = store.stream_tenant_vectors(conn, t.tenant_id, self.dimension)
+            async with conn.transaction(), contextlib.aclosing(stream) as batches:
+                async for rows in batches:
                     await anyio.to_thread.run_sync(index.add, rows.seqs, rows.vectors)
                     _remember_versions(t, rows)
         t.index, t.dirty, t.loaded_from = index, True, "database"

@@ -9,7 +9,7 @@ a row that FAISS ranks is shown only if the database still says it matches.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,7 +132,7 @@ async def current_vectors(
 
 async def stream_tenant_vectors(
     conn: Conn, tenant_id: uuid.UUID, dimension: int, batch: int = 10_000
-) -> AsyncIterator[VectorRows]:
+) -> AsyncGenerator[VectorRows, None]:
     """Every row of a tenant in batches; the caller holds a transaction."""
     async with conn.cursor(name=f"vectors_{uuid.uuid4().hex[:8]}", binary=True) as cur:
         await cur.execute(
