@@ -24,6 +24,8 @@ run: $(STAMP)
 	$(VENV)/bin/memory-service serve
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
+	$(VENV)/bin/mypy memory_service indexers api
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -99,7 +99,7 @@ class MemoryUpdate(Strict):
     content: str | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
     importance: Annotated[float, Meta(ge=0.0, le=1.0)] | UnsetType = UNSET
-    expires_at: datetime | None | UnsetType = UNSET
+    expires_at: datetime | UnsetType | None = UNSET
 
     def to_domain(self) -> MemoryPatch:
         return MemoryPatch(

@@ -114,13 +114,13 @@ def eval_scifact(service: RunningService, cache: EmbeddingCache, data: Path) -> 
         ranked, took = ask_all(client, questions, body, 100, f"scifact {name}")
         rows[name] = {
             "ndcg@10": statistics.fmean(
-                ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, questions)
+                ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, questions, strict=True)
             ),
             "recall@10": statistics.fmean(
-                recall_at(r, q.relevant, 10) for r, q in zip(ranked, questions)
+                recall_at(r, q.relevant, 10) for r, q in zip(ranked, questions, strict=True)
             ),
             "recall@100": statistics.fmean(
-                recall_at(r, q.relevant, 100) for r, q in zip(ranked, questions)
+                recall_at(r, q.relevant, 100) for r, q in zip(ranked, questions, strict=True)
             ),
             "p50_ms": statistics.median(took),
         }

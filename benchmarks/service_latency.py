@@ -51,17 +51,30 @@ def load_texts(data: Path, n: int) -> tuple[list[str], list[str]]:
             texts.append(f"{doc.get('title', '')}. {doc['text']}"[:2000])
     queries = [json.loads(line)["text"] for line in (data / "scifact" / "queries.jsonl").open()]
     # more memories than SciFact has: vary the abstracts so none is an exact duplicate
-    out = [texts[i % len(texts)] + ("" if i < len(texts) else f" (variant {i // len(texts)})")
-           for i in range(n)]
+    out = [
+        texts[i % len(texts)] + ("" if i < len(texts) else f" (variant {i // len(texts)})")
+        for i in range(n)
+    ]
     return out, queries
 
 
 def start_service(port: int, data_dir: Path, admin: str) -> tuple[subprocess.Popen[bytes], float]:
-    env = {**os.environ, "MEMORY_DATA_DIR": str(data_dir), "MEMORY_PORT": str(port),
-           "MEMORY_ADMIN_TOKEN": admin, "MEMORY_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "MEMORY_DATA_DIR": str(data_dir),
+        "MEMORY_PORT": str(port),
+        "MEMORY_ADMIN_TOKEN": admin,
+        "MEMORY_LOG_LEVEL": "WARNING",
+    }
     started = time.perf_counter()
-    proc = subprocess.Popen(["make", "-s", "run"], cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["make", "-s", "run"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/ready"
     while time.perf_counter() - started < 300:
         try:
@@ -94,19 +107,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data_dir = Path(tempfile.mkdtemp(prefix="memory-bench-"))
     admin = "bench-admin"
     proc, ready_s = start_service(args.port, data_dir, admin)
-    result: dict[str, Any] = {"ready_seconds": round(ready_s, 2), "memories": args.size,
-                              "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    result: dict[str, Any] = {
+        "ready_seconds": round(ready_s, 2),
+        "memories": args.size,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
     try:
         base = f"http://127.0.0.1:{args.port}"
         with httpx.Client(base_url=base, timeout=300) as client:
-            r = client.post("/v1/admin/tenants", json={"name": "bench"},
-                            headers={"Authorization": f"Bearer {admin}"})
+            r = client.post(
+                "/v1/admin/tenants",
+                json={"name": "bench"},
+                headers={"Authorization": f"Bearer {admin}"},
+            )
             client.headers["Authorization"] = f"Bearer {r.json()['api_key']}"
 
             # ingest: texts embedded by the service, batches of 1,000
             text_secs = 0.0
             for start in tqdm(range(0, args.size, 1000), desc="ingest texts", unit="batch"):
-                items = [{"content": t, "user_id": "bench"} for t in texts[start:start + 1000]]
+                items = [{"content": t, "user_id": "bench"} for t in texts[start : start + 1000]]
                 ms, r = timed(client, "POST", "/v1/memories/batch", json={"items": items})
                 r.raise_for_status()
                 text_secs += ms / 1000
@@ -119,8 +138,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             vec_secs = 0.0
             for start in tqdm(range(0, vec_count, 1000), desc="ingest vectors", unit="batch"):
-                items = [{"content": f"vector memory {i}", "user_id": "vectors",
-                          "embedding": vectors[i].tolist()} for i in range(start, start + 1000)]
+                items = [
+                    {
+                        "content": f"vector memory {i}",
+                        "user_id": "vectors",
+                        "embedding": vectors[i].tolist(),
+                    }
+                    for i in range(start, start + 1000)
+                ]
                 ms, r = timed(client, "POST", "/v1/memories/batch", json={"items": items})
                 r.raise_for_status()
                 vec_secs += ms / 1000
@@ -134,34 +159,53 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             qvecs = rng.standard_normal((args.queries, 384)).astype(np.float32)
             for _ in range(20):  # warm-up
                 timed(client, "GET", "/health")
-                timed(client, "POST", "/v1/memories/search",
-                      json={"embedding": qvecs[0].tolist(), "k": 10, "user_id": "bench"})
+                timed(
+                    client,
+                    "POST",
+                    "/v1/memories/search",
+                    json={"embedding": qvecs[0].tolist(), "k": 10, "user_id": "bench"},
+                )
             for i in tqdm(range(args.queries), desc="search", unit="query"):
                 health.append(timed(client, "GET", "/health")[0])
-                ms, r = timed(client, "POST", "/v1/memories/search",
-                              json={"query": queries[i % len(queries)] + f" #{i}", "k": 10,
-                                    "user_id": "bench"})
+                ms, r = timed(
+                    client,
+                    "POST",
+                    "/v1/memories/search",
+                    json={
+                        "query": queries[i % len(queries)] + f" #{i}",
+                        "k": 10,
+                        "user_id": "bench",
+                    },
+                )
                 r.raise_for_status()
                 text_ms.append(ms)
-                ms, r = timed(client, "POST", "/v1/memories/search",
-                              json={"embedding": qvecs[i].tolist(), "k": 10, "user_id": "bench"})
+                ms, r = timed(
+                    client,
+                    "POST",
+                    "/v1/memories/search",
+                    json={"embedding": qvecs[i].tolist(), "k": 10, "user_id": "bench"},
+                )
                 r.raise_for_status()
                 vector_ms.append(ms)
                 strategy = r.json()["strategy"]
                 strategies[strategy] = strategies.get(strategy, 0) + 1
-            result.update({
-                "health_p50_ms": round(percentile(health, 50), 3),
-                "text_search_p50_ms": round(percentile(text_ms, 50), 3),
-                "text_search_p95_ms": round(percentile(text_ms, 95), 3),
-                "vector_search_p50_ms": round(percentile(vector_ms, 50), 3),
-                "vector_search_p95_ms": round(percentile(vector_ms, 95), 3),
-                "vector_strategies": strategies,
-                "queries": args.queries,
-            })
+            result.update(
+                {
+                    "health_p50_ms": round(percentile(health, 50), 3),
+                    "text_search_p50_ms": round(percentile(text_ms, 50), 3),
+                    "text_search_p95_ms": round(percentile(text_ms, 95), 3),
+                    "vector_search_p50_ms": round(percentile(vector_ms, 50), 3),
+                    "vector_search_p95_ms": round(percentile(vector_ms, 95), 3),
+                    "vector_strategies": strategies,
+                    "queries": args.queries,
+                }
+            )
             result["text_over_health_p50"] = round(
-                statistics.median(text_ms) / statistics.median(health), 1)
+                statistics.median(text_ms) / statistics.median(health), 1
+            )
             result["vector_over_health_p50"] = round(
-                statistics.median(vector_ms) / statistics.median(health), 1)
+                statistics.median(vector_ms) / statistics.median(health), 1
+            )
     finally:
         stop_service(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -169,23 +213,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    return "\n".join([
-        f"Service over HTTP, {r['memories']:,} memories, {r['machine']} "
-        f"({r['queries']} queries each):",
-        "",
-        "| measure | value | vs `GET /health` p50 |",
-        "|---|---|---|",
-        f"| `make run` to `/ready` (venv present) | {r['ready_seconds']} s | |",
-        f"| ingest, batches of 1,000 texts | {r['ingest_text_per_s']:,} memories/s | |",
-        f"| ingest, batches of 1,000 vectors | {r['ingest_vector_per_s']:,} memories/s | |",
-        f"| `GET /health` p50 | {r['health_p50_ms']} ms | 1.0x |",
-        f"| text-query search p50 / p95 | {r['text_search_p50_ms']} / {r['text_search_p95_ms']} ms"
-        f" | {r['text_over_health_p50']}x |",
-        f"| vector-query search p50 / p95 | {r['vector_search_p50_ms']} / "
-        f"{r['vector_search_p95_ms']} ms | {r['vector_over_health_p50']}x |",
-        "",
-        f"Vector searches were answered by: {r['vector_strategies']}.",
-    ])
+    return "\n".join(
+        [
+            (f"Service over HTTP, {r['memories']:,} memories, {r['machine']} "
+            f"({r['queries']} queries each):"),
+            "",
+            "| measure | value | vs `GET /health` p50 |",
+            "|---|---|---|",
+            f"| `make run` to `/ready` (venv present) | {r['ready_seconds']} s | |",
+            f"| ingest, batches of 1,000 texts | {r['ingest_text_per_s']:,} memories/s | |",
+            f"| ingest, batches of 1,000 vectors | {r['ingest_vector_per_s']:,} memories/s | |",
+            f"| `GET /health` p50 | {r['health_p50_ms']} ms | 1.0x |",
+            (f"| text-query search p50 / p95 | {r['text_search_p50_ms']} / {r['text_search_p95_ms']} ms"
+            f" | {r['text_over_health_p50']}x |"),
+            (f"| vector-query search p50 / p95 | {r['vector_search_p50_ms']} / "
+            f"{r['vector_search_p95_ms']} ms | {r['vector_over_health_p50']}x |"),
+            "",
+            f"Vector searches were answered by: {r['vector_strategies']}.",
+        ]
+    )
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Command]] = {}
 
 
-def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):  # noqa: A002
+def command(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]):
     def register(fn: Command) -> Command:
         COMMANDS[name] = (help, configure, fn)
         return fn

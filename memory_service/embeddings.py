@@ -63,7 +63,7 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
 
             self._model = SentenceTransformer(path, device=device, local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any load failure is fatal at start-up
+        except Exception as exc:
             raise EmbeddingError(f"could not load embedding model {path!r}: {exc}") from exc
         dim = self._model.get_embedding_dimension()
         if not dim:

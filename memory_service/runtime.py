@@ -87,7 +87,7 @@ class Runtime:
         for closer in reversed(self.closers):
             try:
                 await closer()
-            except Exception:  # noqa: BLE001 - keep closing the rest
+            except Exception:
                 log.exception("error while closing a component")
         self.closers.clear()
         await self.pool.close()
@@ -106,7 +106,7 @@ class Runtime:
             checks["migrations"] = (
                 "ok" if applied >= expected else f"{expected - applied} migrations pending"
             )
-        except Exception as exc:  # noqa: BLE001 - readiness reports, never raises
+        except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
         return checks
 

@@ -58,17 +58,16 @@ class TenantService:
                 errors=[FieldError("name", f"must be 1 to {MAX_NAME} characters")],
             )
         prefix, key = new_api_key()
-        async with wrap_db_errors(), self._pool.connection() as conn:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "INSERT INTO tenants (name) VALUES (%s) RETURNING id, name, created_at", (name,)
-                )
-                row = await cur.fetchone()
-                assert row is not None
-                await conn.execute(
-                    "INSERT INTO api_keys (prefix, tenant_id, key_hash) VALUES (%s, %s, %s)",
-                    (prefix, row[0], _hash(key)),
-                )
+        async with wrap_db_errors(), self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO tenants (name) VALUES (%s) RETURNING id, name, created_at", (name,)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            await conn.execute(
+                "INSERT INTO api_keys (prefix, tenant_id, key_hash) VALUES (%s, %s, %s)",
+                (prefix, row[0], _hash(key)),
+            )
         return Tenant(str(row[0]), row[1], row[2]), key
 
     async def create_key(self, tenant_id: str) -> str:

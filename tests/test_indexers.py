@@ -136,7 +136,9 @@ def test_allow_filters_are_exact(
     elif form == "array":
         allow = chosen
     else:
-        allow = lambda ids: np.isin(ids, chosen)
+        def allow(ids: np.ndarray) -> np.ndarray:
+            return np.isin(ids, chosen)
+
     assert recall(index, reference, 10, allow) >= 0.99
     ids, _ = index.search(QUERIES[0], 10, allow)
     assert set(ids.tolist()) <= set(chosen.tolist())

@@ -72,7 +72,7 @@ def test_two_processes_migrating_at_once_apply_each_file_once(empty_database: st
         try:
             with connect_sync(empty_database) as conn:
                 results.append(migrate.apply_migrations(conn, 384))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -32,7 +32,7 @@ class EnvironmentCreate(Strict):
 
 class EnvironmentUpdate(Strict):
     name: str | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     config: dict[str, Any] | UnsetType = UNSET
     # merged by name; a null value removes that secret
     secrets: dict[str, str | None] | UnsetType = UNSET

@@ -41,7 +41,7 @@ def _service(runtime: Runtime) -> RetrievalSettingsService:
 
 class RetrievalSettingsController(Controller):
     path = "/settings"
-    tags = ["settings"]  # noqa: RUF012 - Litestar declares it an instance attribute
+    tags = ["settings"]
 
     @get("/", summary="The tenant's retrieval settings")
     async def get_settings(

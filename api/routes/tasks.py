@@ -47,11 +47,11 @@ class TaskCreate(Strict):
 
 class TaskUpdate(Strict):
     title: str | UnsetType = UNSET
-    description: str | None | UnsetType = UNSET
+    description: str | UnsetType | None = UNSET
     status: Status | UnsetType = UNSET
     priority: Priority | UnsetType = UNSET
-    environment_id: str | None | UnsetType = UNSET
-    agent_id: Short | None | UnsetType = UNSET
+    environment_id: str | UnsetType | None = UNSET
+    agent_id: Short | UnsetType | None = UNSET
     tags: list[Tag] | UnsetType = UNSET
     metadata: dict[str, Any] | UnsetType = UNSET
 

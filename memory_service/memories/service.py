@@ -263,35 +263,34 @@ class MemoryService:
             self._prepare(item, "" if single else f"items[{i}].") for i, item in enumerate(items)
         ]
         await self._embed_missing(prepared)
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                await repo.purge_expired_duplicates(
-                    conn, tid, list({p["content_hash"] for p in prepared})
-                )
-                folded: dict[int, Memory | int] = {}
-                if self.semantic_dedupe is not None:
-                    folded = await self.semantic_dedupe(conn, tid, prepared)
-                fresh = [p for i, p in enumerate(prepared) if i not in folded]
-                inserted = iter(await repo.insert_many(conn, tid, fresh) if fresh else [])
-                result: list[Memory] = []
-                created: list[bool] = []
-                for i, p in enumerate(prepared):
-                    if i in folded:
-                        result.append(None)  # type: ignore[arg-type]  # resolved below
-                        created.append(False)
-                        continue
-                    row = next(inserted)
-                    if row is None:
-                        row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
-                        if row is None:  # pragma: no cover - the conflict row vanished
-                            raise Conflict("a concurrent change removed a duplicate; retry")
-                        created.append(False)
-                    else:
-                        row.embedding = p["embedding"]
-                        created.append(True)
-                    result.append(row)
-                for i, target in folded.items():
-                    result[i] = result[target] if isinstance(target, int) else target
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            await repo.purge_expired_duplicates(
+                conn, tid, list({p["content_hash"] for p in prepared})
+            )
+            folded: dict[int, Memory | int] = {}
+            if self.semantic_dedupe is not None:
+                folded = await self.semantic_dedupe(conn, tid, prepared)
+            fresh = [p for i, p in enumerate(prepared) if i not in folded]
+            inserted = iter(await repo.insert_many(conn, tid, fresh) if fresh else [])
+            result: list[Memory] = []
+            created: list[bool] = []
+            for i, p in enumerate(prepared):
+                if i in folded:
+                    result.append(None)  # type: ignore[arg-type]  # resolved below
+                    created.append(False)
+                    continue
+                row = next(inserted)
+                if row is None:
+                    row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
+                    if row is None:  # pragma: no cover - the conflict row vanished
+                        raise Conflict("a concurrent change removed a duplicate; retry")
+                    created.append(False)
+                else:
+                    row.embedding = p["embedding"]
+                    created.append(True)
+                result.append(row)
+            for i, target in folded.items():
+                result[i] = result[target] if isinstance(target, int) else target
         new = [m for m, c in zip(result, created, strict=True) if c]
         merged = [m for m in folded.values() if not isinstance(m, int)]
         if new or merged:
@@ -322,35 +321,33 @@ class MemoryService:
                 "nothing to update: give content, metadata, importance or expires_at",
                 errors=[FieldError("body", "no updatable field")],
             )
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                current = await repo.get(conn, tid, mid, for_update=True, with_embedding=True)
-                if current is None:
-                    raise NotFound(f"memory {memory_id} not found")
-                if if_match is not None and current.version != if_match:
-                    raise PreconditionFailed(
-                        f"memory {memory_id} is at version {current.version}, not {if_match}"
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            current = await repo.get(conn, tid, mid, for_update=True, with_embedding=True)
+            if current is None:
+                raise NotFound(f"memory {memory_id} not found")
+            if if_match is not None and current.version != if_match:
+                raise PreconditionFailed(
+                    f"memory {memory_id} is at version {current.version}, not {if_match}"
+                )
+            if "content_hash" in changes and changes["content_hash"] != bytes(
+                content_hash(current.content)
+            ):
+                dup = await repo.find_duplicate(
+                    conn, tid, changes["content_hash"], _scope_of(current)
+                )
+                if dup is not None and dup.id != current.id:
+                    raise Conflict(
+                        f"memory {dup.id} in the same scope already has this content"
                     )
-                if "content_hash" in changes and changes["content_hash"] != bytes(
-                    content_hash(current.content)
-                ):
-                    dup = await repo.find_duplicate(
-                        conn, tid, changes["content_hash"], _scope_of(current)
-                    )
-                    if dup is not None and dup.id != current.id:
-                        raise Conflict(
-                            f"memory {dup.id} in the same scope already has this content"
-                        )
-                updated = await repo.update(conn, tid, mid, changes)
+            updated = await repo.update(conn, tid, mid, changes)
         updated.embedding = new_vector if new_vector is not None else current.embedding
         await self._notify(tenant_id, [updated], [])
         return updated
 
     async def delete(self, tenant_id: str, memory_id: str) -> None:
         tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                found = await repo.delete(conn, tid, mid)
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            found = await repo.delete(conn, tid, mid)
         if not found:
             raise NotFound(f"memory {memory_id} not found")
         await self._notify(tenant_id, [], [str(mid)])
@@ -362,9 +359,8 @@ class MemoryService:
                 errors=[FieldError("scope", "at least one scope field is required")],
             )
         self.check_scope(scope)
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
         if ids:
             await self._notify(tenant_id, [], ids)
         return len(ids)
@@ -487,12 +483,23 @@ class MemoryService:
             if accelerated is not None:
                 return accelerated
         threshold = self.settings.exact_search_threshold
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            async with conn.transaction():
-                matching = await repo.count_matching(
-                    conn, tid, request.scope, flt, cap=threshold + 1
-                )
-                exact = matching <= threshold
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            matching = await repo.count_matching(
+                conn, tid, request.scope, flt, cap=threshold + 1
+            )
+            exact = matching <= threshold
+            rows = await repo.vector_search(
+                conn,
+                tid,
+                request.scope,
+                flt,
+                query,
+                request.k,
+                exact=exact,
+                ef_search=self.settings.pgvector_ef_search,
+            )
+            strategy = "exact" if exact else "pgvector"
+            if not exact and len(rows) < request.k:
                 rows = await repo.vector_search(
                     conn,
                     tid,
@@ -500,22 +507,10 @@ class MemoryService:
                     flt,
                     query,
                     request.k,
-                    exact=exact,
-                    ef_search=self.settings.pgvector_ef_search,
+                    exact=True,
+                    ef_search=0,
                 )
-                strategy = "exact" if exact else "pgvector"
-                if not exact and len(rows) < request.k:
-                    rows = await repo.vector_search(
-                        conn,
-                        tid,
-                        request.scope,
-                        flt,
-                        query,
-                        request.k,
-                        exact=True,
-                        ef_search=0,
-                    )
-                    strategy = "pgvector+exact"
+                strategy = "pgvector+exact"
         hits = [SearchHit(memory, score) for memory, score in rows]
         return SearchResult(hits, 0.0, strategy)
 
