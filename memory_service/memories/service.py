@@ -1,24 +1,18 @@
-"""Memory operations: validation, embedding, deduplication, history and search.
+"""Memory operations: embedding, deduplication, history and search.
 
-``MemoryService`` is what the HTTP layer calls. It validates input against the
-configured limits, embeds text off the event loop, writes to PostgreSQL (the
+``MemoryService`` is what the HTTP layer calls. It validates input (through
+``memories.validation``) against the configured limits, embeds text off the event loop, writes to PostgreSQL (the
 only source of truth) in one transaction per request, and then tells its
 change listeners (the in-process indexes) what changed.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
 import time
-import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
@@ -45,6 +39,7 @@ from memory_service.memories.models import (
     SearchRequest,
     SearchResult,
 )
+from memory_service.memories.validation import MemoryValidator, content_hash
 from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
 
@@ -63,14 +58,6 @@ SemanticDedupeStep = Callable[
     [Any, uuid.UUID, list[dict[str, Any]]], Awaitable[dict[int, "Memory | int"]]
 ]
 
-_WS = re.compile(r"\s+")
-
-
-def content_hash(content: str) -> bytes:
-    """Hash of the normalised text: Unicode NFKC, collapsed whitespace, case-folded."""
-    normal = _WS.sub(" ", unicodedata.normalize("NFKC", content)).strip().casefold()
-    return hashlib.sha256(normal.encode()).digest()
-
 
 class MemoryService:
     def __init__(
@@ -85,6 +72,7 @@ class MemoryService:
         self.settings = settings
         self.cursors = cursors
         self.dimension = embedder.dimension
+        self.validate = MemoryValidator(settings, embedder.dimension)
         self.listeners: list[ChangeListener] = []
         # search modes beyond "vector" register here (keyword, hybrid, ...)
         self.search_backends: dict[str, SearchBackend] = {}
@@ -95,141 +83,6 @@ class MemoryService:
         # optional step inside an add's transaction that folds near-copies into
         # existing memories: returns {item index: memory or earlier item index}
         self.semantic_dedupe: SemanticDedupeStep | None = None
-
-    # -- validation ----------------------------------------------------------------
-    def check_content(self, content: Any, where: str = "content") -> str:
-        if not isinstance(content, str) or not content.strip():
-            raise InvalidInput(
-                f"{where} must be a non-empty string",
-                errors=[FieldError(where, "must not be empty")],
-            )
-        if "\x00" in content:
-            raise InvalidInput(
-                f"{where} contains a NUL character", errors=[FieldError(where, "NUL character")]
-            )
-        size = len(content.encode("utf-8", "surrogatepass"))
-        if size > self.settings.max_content_bytes:
-            raise PayloadTooLarge(
-                f"{where} is {size} bytes; the limit is {self.settings.max_content_bytes}",
-                errors=[FieldError(where, f"at most {self.settings.max_content_bytes} bytes")],
-            )
-        try:
-            content.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidInput(
-                f"{where} is not valid UTF-8", errors=[FieldError(where, "lone surrogate")]
-            ) from None
-        return content
-
-    def check_embedding(self, embedding: Any, where: str = "embedding") -> np.ndarray:
-        if not isinstance(embedding, list | tuple) or len(embedding) != self.dimension:
-            got = (
-                len(embedding) if isinstance(embedding, list | tuple) else type(embedding).__name__
-            )
-            raise InvalidInput(
-                f"{where} must be a list of {self.dimension} numbers (got {got})",
-                errors=[FieldError(where, f"expected {self.dimension} numbers")],
-            )
-        try:
-            vector = np.asarray(embedding, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInput(
-                f"{where} must contain only numbers", errors=[FieldError(where, "not a number")]
-            ) from None
-        if vector.ndim != 1 or not np.all(np.isfinite(vector)):
-            raise InvalidInput(
-                f"{where} contains NaN or infinite values",
-                errors=[FieldError(where, "NaN or Inf")],
-            )
-        norm = float(np.linalg.norm(vector))
-        if norm == 0.0:
-            raise InvalidInput(
-                f"{where} is the zero vector, which has no direction",
-                errors=[FieldError(where, "zero vector")],
-            )
-        return vector / norm
-
-    def check_importance(self, value: Any, where: str = "importance") -> float:
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise InvalidInput(f"{where} must be a number", errors=[FieldError(where, "number")])
-        if not 0.0 <= float(value) <= 1.0:
-            raise InvalidInput(
-                f"{where} must be between 0 and 1", errors=[FieldError(where, "in [0, 1]")]
-            )
-        return float(value)
-
-    def check_metadata(self, value: Any, where: str = "metadata") -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise InvalidInput(
-                f"{where} must be a JSON object", errors=[FieldError(where, "object")]
-            )
-        try:
-            size = len(msgspec.json.encode(value))
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(
-                f"{where} is not valid JSON", errors=[FieldError(where, "not JSON")]
-            ) from None
-        if size > self.settings.max_metadata_bytes:
-            raise PayloadTooLarge(
-                f"{where} is {size} bytes; the limit is {self.settings.max_metadata_bytes}",
-                errors=[FieldError(where, "too large")],
-            )
-        _check_json_tree(value, where)
-        return value
-
-    def check_scope(self, scope: Scope, where: str = "") -> Scope:
-        for name, value in scope.given().items():
-            if not value or len(value) > MAX_SCOPE_LENGTH or "\x00" in value:
-                field = f"{where}{name}"
-                raise InvalidInput(
-                    f"{field} must be 1 to {MAX_SCOPE_LENGTH} characters",
-                    errors=[FieldError(field, "invalid scope value")],
-                )
-        return scope
-
-    def check_expiry(self, value: datetime | None, where: str = "expires_at") -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise InvalidInput(
-                f"{where} needs a time zone", errors=[FieldError(where, "RFC 3339 with zone")]
-            )
-        if value <= datetime.now(UTC):
-            raise InvalidInput(
-                f"{where} must be in the future", errors=[FieldError(where, "in the past")]
-            )
-        return value
-
-    def _prepare(self, item: NewMemory, where: str) -> dict[str, Any]:
-        content = self.check_content(item.content, f"{where}content")
-        return {
-            "content": content,
-            "content_hash": content_hash(content),
-            "scope": self.check_scope(item.scope, where),
-            "metadata": self.check_metadata(item.metadata, f"{where}metadata"),
-            "importance": self.check_importance(item.importance, f"{where}importance"),
-            "expires_at": self.check_expiry(item.expires_at, f"{where}expires_at"),
-            "embedding": (
-                None
-                if item.embedding is None
-                else self.check_embedding(item.embedding, f"{where}embedding")
-            ),
-            "context": (
-                None if item.context is None else self.check_content(item.context, f"{where}context")
-            ),
-            "dedupe": item.dedupe,
-            "dedupe_threshold": self._check_threshold(item.dedupe_threshold, f"{where}"),
-        }
-
-    def _check_threshold(self, value: float | None, where: str) -> float | None:
-        if value is not None and not (math.isfinite(value) and 0.0 < value <= 1.0):
-            field = f"{where}dedupe_threshold"
-            raise InvalidInput(f"{field} must be in (0, 1]", errors=[FieldError(field, "(0, 1]")])
-        return value
 
     async def _embed_missing(self, prepared: list[dict[str, Any]]) -> None:
         todo = [p for p in prepared if p["embedding"] is None]
@@ -260,7 +113,8 @@ class MemoryService:
             )
         tid = uuid.UUID(tenant_id)
         prepared = [
-            self._prepare(item, "" if single else f"items[{i}].") for i, item in enumerate(items)
+            self.validate.prepare(item, "" if single else f"items[{i}].")
+            for i, item in enumerate(items)
         ]
         await self._embed_missing(prepared)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
@@ -304,18 +158,18 @@ class MemoryService:
         changes: dict[str, Any] = {}
         new_vector: np.ndarray | None = None
         if patch.content is not None:
-            changes["content"] = self.check_content(patch.content)
+            changes["content"] = self.validate.check_content(patch.content)
             changes["content_hash"] = content_hash(patch.content)
             new_vector = (await self.embedder.embed_async([patch.content]))[0]
             changes["embedding"] = new_vector
         if patch.metadata is not None:
-            changes["metadata"] = self.check_metadata(patch.metadata)
+            changes["metadata"] = self.validate.check_metadata(patch.metadata)
         if patch.importance is not None:
-            changes["importance"] = self.check_importance(patch.importance)
+            changes["importance"] = self.validate.check_importance(patch.importance)
         if patch.clear_expiry:
             changes["expires_at"] = None
         elif patch.expires_at is not None:
-            changes["expires_at"] = self.check_expiry(patch.expires_at)
+            changes["expires_at"] = self.validate.check_expiry(patch.expires_at)
         if not changes:
             raise InvalidInput(
                 "nothing to update: give content, metadata, importance or expires_at",
@@ -336,9 +190,7 @@ class MemoryService:
                     conn, tid, changes["content_hash"], _scope_of(current)
                 )
                 if dup is not None and dup.id != current.id:
-                    raise Conflict(
-                        f"memory {dup.id} in the same scope already has this content"
-                    )
+                    raise Conflict(f"memory {dup.id} in the same scope already has this content")
             updated = await repo.update(conn, tid, mid, changes)
         updated.embedding = new_vector if new_vector is not None else current.embedding
         await self._notify(tenant_id, [updated], [])
@@ -358,7 +210,7 @@ class MemoryService:
                 "give at least one of user_id, agent_id, run_id, namespace",
                 errors=[FieldError("scope", "at least one scope field is required")],
             )
-        self.check_scope(scope)
+        self.validate.check_scope(scope)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
         if ids:
@@ -392,7 +244,7 @@ class MemoryService:
                 f"limit must be between 1 and {MAX_LIST_LIMIT}",
                 errors=[FieldError("limit", f"1..{MAX_LIST_LIMIT}")],
             )
-        self.check_scope(scope)
+        self.validate.check_scope(scope)
         flt = compile_filter(filter) if filter else None
         after = 0
         if cursor:
@@ -420,7 +272,7 @@ class MemoryService:
     # -- search ----------------------------------------------------------------------
     async def search(self, tenant_id: str, request: SearchRequest) -> SearchResult:
         started = time.perf_counter()
-        self.check_search(request)
+        self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
         tid = uuid.UUID(tenant_id)
         backend = self.search_backends.get(request.mode)
@@ -441,25 +293,9 @@ class MemoryService:
             await listener(tenant_id, request, result)
         return result
 
-    def check_search(self, request: SearchRequest) -> None:
-        if (request.query is None) == (request.embedding is None):
-            raise InvalidInput(
-                "give exactly one of query and embedding",
-                errors=[FieldError("query", "exactly one of query and embedding")],
-            )
-        if request.query is not None:
-            self.check_content(request.query, "query")
-        if not 1 <= request.k <= 1000:
-            raise InvalidInput("k must be between 1 and 1000", errors=[FieldError("k", "1..1000")])
-        if request.min_score is not None and not math.isfinite(request.min_score):
-            raise InvalidInput(
-                "min_score must be finite", errors=[FieldError("min_score", "finite")]
-            )
-        self.check_scope(request.scope)
-
     async def query_vector(self, request: SearchRequest) -> np.ndarray:
         if request.embedding is not None:
-            return self.check_embedding(request.embedding)
+            return self.validate.check_embedding(request.embedding)
         assert request.query is not None
         return await self.embedder.embed_query_async(request.query)
 
@@ -484,9 +320,7 @@ class MemoryService:
                 return accelerated
         threshold = self.settings.exact_search_threshold
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            matching = await repo.count_matching(
-                conn, tid, request.scope, flt, cap=threshold + 1
-            )
+            matching = await repo.count_matching(conn, tid, request.scope, flt, cap=threshold + 1)
             exact = matching <= threshold
             rows = await repo.vector_search(
                 conn,
@@ -517,20 +351,3 @@ class MemoryService:
 
 def _scope_of(memory: Memory) -> Scope:
     return Scope(memory.user_id, memory.agent_id, memory.run_id, memory.namespace)
-
-
-def _check_json_tree(value: Any, where: str, depth: int = 0) -> None:
-    if depth > 32:
-        raise InvalidInput(f"{where} is nested too deeply", errors=[FieldError(where, "depth")])
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if "\x00" in k:
-                raise InvalidInput(f"{where} has a NUL in a key", errors=[FieldError(where, "NUL")])
-            _check_json_tree(v, where, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_json_tree(v, where, depth + 1)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInput(f"{where} holds NaN or Inf", errors=[FieldError(where, "not finite")])
-    elif isinstance(value, str) and "\x00" in value:
-        raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])
