@@ -97,6 +97,9 @@ class Settings:
     event_retention_seconds: float = 7 * 24 * 3600.0
     event_retention_interval_seconds: float = 300.0
     event_retention_batch: int = 5000
+    # the service's own events wait this long to be written together: one transaction
+    # per search would compete with the searches themselves
+    event_writer_linger_ms: float = 20.0
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
     health_window_seconds: float = 300.0

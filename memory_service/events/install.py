@@ -68,7 +68,7 @@ async def install(runtime: Any) -> None:
         max_batch=settings.max_batch_items,
         heartbeat_seconds=settings.sse_heartbeat_seconds,
     )
-    writer = EventWriter(runtime.pool)
+    writer = EventWriter(runtime.pool, linger_s=runtime.settings.event_writer_linger_ms / 1000)
     writer.start()
     runtime.closers.append(writer.close)  # closes before the fan-out and the pool
     runtime.extras["event_writer"] = writer

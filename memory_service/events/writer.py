@@ -38,9 +38,17 @@ class _Queued:
 
 class EventWriter:
     def __init__(
-        self, pool: AsyncConnectionPool, *, queue_size: int = 10_000, batch_size: int = 500
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        linger_s: float = 0.0,
     ) -> None:
         self._pool = pool
+        # how long the first queued event waits for company, so that a steady trickle
+        # (one event per search) is written in batches rather than one transaction each
+        self.linger_s = linger_s
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
@@ -98,6 +106,8 @@ class EventWriter:
         while True:
             if not self._in_flight:
                 first = await self._queue.get()
+                if self.linger_s > 0:
+                    await asyncio.sleep(self.linger_s)
                 self._in_flight = [first]
                 while len(self._in_flight) < self._batch_size and not self._queue.empty():
                     self._in_flight.append(self._queue.get_nowait())
