@@ -171,14 +171,6 @@ async def update_execution(
     return execution_of(await cur.fetchone())
 
 
-async def set_head(conn: Conn, eid: uuid.UUID, head_seq: int, keyframe: int) -> None:
-    await conn.execute(
-        "UPDATE executions SET head_seq = %s, keyframe_seq = %s, updated_at = clock_timestamp() "
-        "WHERE id = %s",
-        (head_seq, keyframe, eid),
-    )
-
-
 async def ancestors(conn: Conn, tid: uuid.UUID, eid: uuid.UUID) -> list[Execution]:
     """The execution and its ancestors, itself first, the root last."""
     cur = await conn.cursor(row_factory=dict_row).execute(
@@ -209,33 +201,59 @@ async def forks_of(conn: Conn, tid: uuid.UUID, eid: uuid.UUID) -> list[Execution
 
 
 # -- steps -------------------------------------------------------------------------------
-async def now(conn: Conn) -> datetime:
-    cur = await conn.execute("SELECT clock_timestamp()")
+async def lock_execution(
+    conn: Conn, tid: uuid.UUID, eid: uuid.UUID
+) -> tuple[Execution, datetime] | None:
+    """The execution, locked for this transaction, and the database clock."""
+    cur = await conn.cursor(row_factory=dict_row).execute(
+        sql.SQL(
+            "SELECT {out}, clock_timestamp() AS now FROM executions "
+            "WHERE tenant_id = %s AND id = %s FOR UPDATE"
+        ).format(out=EXECUTION_COLUMNS),
+        (tid, eid),
+    )
     row = await cur.fetchone()
-    assert row is not None
-    moment: datetime = row[0]
-    return moment
+    return None if row is None else (execution_of(row), row["now"])
 
 
 async def insert_steps(
-    conn: Conn, tid: uuid.UUID, eid: uuid.UUID, steps: Sequence[StoredStep], recorded: datetime
+    conn: Conn,
+    tid: uuid.UUID,
+    eid: uuid.UUID,
+    steps: Sequence[StoredStep],
+    recorded: datetime,
+    keyframe_seq: int,
 ) -> None:
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO execution_steps (execution_id, seq, tenant_id, kind, name, input, "
-            "output, error, metadata, parent_seq, started_at, ended_at, recorded_at, state, "
-            "state_patch, state_size, changed_paths) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, "
-            "%s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)",
-            [
-                (
-                    eid, s.seq, tid, s.kind, s.name, _jsonb(s.input), _jsonb(s.output),
-                    _jsonb(s.error), Jsonb(s.metadata), s.parent_seq, s.started_at,
-                    s.ended_at, recorded, s.state_json, s.patch_json, s.state_size,
-                    s.changed_paths,
-                )
-                for s in steps
-            ],
-        )
+    """Writes the rows and moves the execution's head past them, in one statement."""
+    columns = {
+        "seq": ([s.seq for s in steps], "int[]"),
+        "kind": ([s.kind for s in steps], "text[]"),
+        "name": ([s.name for s in steps], "text[]"),
+        "input": ([_jsonb(s.input) for s in steps], "jsonb[]"),
+        "output": ([_jsonb(s.output) for s in steps], "jsonb[]"),
+        "error": ([_jsonb(s.error) for s in steps], "jsonb[]"),
+        "metadata": ([Jsonb(s.metadata) for s in steps], "jsonb[]"),
+        "parent_seq": ([s.parent_seq for s in steps], "int[]"),
+        "started_at": ([s.started_at for s in steps], "timestamptz[]"),
+        "ended_at": ([s.ended_at for s in steps], "timestamptz[]"),
+        "state": ([s.state_json for s in steps], "json[]"),
+        "state_patch": ([s.patch_json for s in steps], "json[]"),
+        "state_size": ([s.state_size for s in steps], "int[]"),
+        "changed_paths": ([s.changed_paths for s in steps], "int[]"),
+    }
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::{}").format(sql.SQL(kind)) for _, kind in columns.values()
+    )
+    await conn.execute(
+        sql.SQL(
+            "WITH added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, "
+            "{names}) SELECT %s, %s, %s, * FROM unnest({arrays}) RETURNING seq) "
+            "UPDATE executions SET head_seq = (SELECT max(seq) FROM added), keyframe_seq = %s, "
+            "updated_at = clock_timestamp() WHERE id = %s"
+        ).format(names=names, arrays=arrays),
+        [eid, tid, recorded, *(values for values, _ in columns.values()), keyframe_seq, eid],
+    )
 
 
 def _jsonb(value: Any) -> Jsonb | None:

@@ -135,23 +135,31 @@ class ExecutionService(ExecutionTravel):
         """Append a batch (1..max_batch) after the head, all or nothing."""
         self._check_batch(steps)
         tid = uuid.UUID(tenant_id)
+        eid = parse_uuid(execution_id, "execution_id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            execution = await self.load(conn, tenant_id, execution_id, for_update=True)
-            appended, last_state = await self._append(conn, tid, execution, steps)
+            locked = await repo.lock_execution(conn, tid, eid)
+            if locked is None:
+                raise NotFound(f"execution {execution_id} not found")
+            execution, now = locked
+            appended, last_state = await self._append(conn, tid, execution, steps, now)
         await self._after_append(tenant_id, execution, appended, last_state)
         return appended
 
     async def _append(
-        self, conn: Conn, tid: uuid.UUID, execution: Execution, steps: Sequence[NewStep]
+        self,
+        conn: Conn,
+        tid: uuid.UUID,
+        execution: Execution,
+        steps: Sequence[NewStep],
+        recorded: datetime,
     ) -> tuple[list[Step], bytes]:
-        """Inside the caller's transaction, with the execution row locked."""
+        """Inside the caller's transaction, with the execution row locked; ``recorded``
+        is the database clock, read with the lock."""
         segments = await self.history.segments(conn, tid, execution)
         state = await self.history.state_at(conn, segments, execution.head_seq)
-        recorded = await repo.now(conn)
         rows, last_state = self._prepare(execution, state, steps, recorded)
         eid = uuid.UUID(execution.id)
-        await repo.insert_steps(conn, tid, eid, rows, recorded)
-        await repo.set_head(conn, eid, rows[-1].seq, execution.keyframe_seq)
+        await repo.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq)
         return [_step(execution.id, row, recorded) for row in rows], last_state
 
     async def _after_append(

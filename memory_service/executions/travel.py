@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from memory_service.db import wrap_db_errors
-from memory_service.errors import FieldError, InvalidInput
+from memory_service.errors import FieldError, InvalidInput, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
 from memory_service.executions import validation as check
@@ -32,6 +33,7 @@ from memory_service.executions.models import (
 )
 from memory_service.executions.reads import ExecutionReads
 from memory_service.executions.repository import Conn
+from memory_service.tenants import parse_uuid
 
 REPLAY_PAGE = 200
 MAX_SPEED = 1000.0
@@ -44,7 +46,12 @@ class ExecutionTravel(ExecutionReads):
         raise NotImplementedError
 
     async def _append(
-        self, conn: Conn, tid: uuid.UUID, execution: Execution, steps: Sequence[NewStep]
+        self,
+        conn: Conn,
+        tid: uuid.UUID,
+        execution: Execution,
+        steps: Sequence[NewStep],
+        recorded: datetime,
     ) -> tuple[list[Step], bytes]:
         raise NotImplementedError
 
@@ -56,8 +63,12 @@ class ExecutionTravel(ExecutionReads):
     async def rollback(self, tenant_id: str, execution_id: str, to: StepRef) -> Step:
         """Append a ``rollback`` step whose state is the state after step ``to``."""
         tid = uuid.UUID(tenant_id)
+        eid = parse_uuid(execution_id, "execution_id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            execution = await self.load(conn, tenant_id, execution_id, for_update=True)
+            locked = await repo.lock_execution(conn, tid, eid)
+            if locked is None:
+                raise NotFound(f"execution {execution_id} not found")
+            execution, now = locked
             segments = await self.history.segments(conn, tid, execution)
             seq = await self.resolve(conn, tid, execution, segments, to, "to", InvalidInput)
             target = await self.history.state_at(conn, segments, seq)
@@ -67,7 +78,7 @@ class ExecutionTravel(ExecutionReads):
                 input={"to": seq, **({"label": to} if isinstance(to, str) else {})},
                 state=target,
             )
-            appended, last_state = await self._append(conn, tid, execution, [step])
+            appended, last_state = await self._append(conn, tid, execution, [step], now)
         await self._after_append(tenant_id, execution, appended, last_state)
         return appended[0]
 
@@ -97,7 +108,7 @@ class ExecutionTravel(ExecutionReads):
             if state_patch is None:
                 return fork
             step = NewStep(kind="fork", name=f"fork at {seq}", input={"at": seq}, state_patch=state_patch)
-            appended, last_state = await self._append(conn, tid, fork, [step])
+            appended, last_state = await self._append(conn, tid, fork, [step], fork.created_at)
             fork.head_seq = appended[-1].seq
         await self._after_append(tenant_id, fork, appended, last_state)
         return fork
