@@ -282,8 +282,9 @@ async def insert_steps(
         "changed_paths": ([s.changed_paths for s in steps], "int[]"),
     }
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    # binary parameters: a state in a text array literal would have every quote escaped
     arrays = sql.SQL(", ").join(
-        sql.SQL("%s::{}").format(sql.SQL(kind)) for _, kind in columns.values()
+        sql.SQL("%b::{}").format(sql.SQL(kind)) for _, kind in columns.values()
     )
     # compare-and-set: lock the execution row first, write only if the head is still
     # where the batch was computed from, and move the head in the same statement
