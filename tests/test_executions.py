@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from live_http import in_app_loop
 
 from memory_service.executions import ExecutionLimits, ExecutionService, NewExecution, NewStep
 from tests.conftest import assert_problem
@@ -138,11 +139,8 @@ async def test_state_at_a_label_and_at_a_time(client: Client, tenant: dict[str, 
     assert_problem(bad_time, 422, mentions="RFC 3339")
 
 
-async def test_concurrent_writers_lose_no_step(app: Litestar, tenant: dict[str, Any]) -> None:
-    runtime = app.state.runtime
-    # a service of its own, without the app's event writer (which lives on the app's loop)
-    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
-    tid = tenant["id"]
+async def concurrent_writers(service: ExecutionService, tid: str) -> Any:
+    """Four writers appending at once to one execution, on the app's loop."""
     execution = await service.create(tid, NewExecution())
     await service.append_steps(tid, execution.id, [NewStep(kind="start", state={"log": []})])
 
@@ -152,7 +150,16 @@ async def test_concurrent_writers_lose_no_step(app: Litestar, tenant: dict[str, 
             await service.append_steps(tid, execution.id, [NewStep(kind="w", state_patch=patch)])
 
     await asyncio.gather(*(writer(name) for name in "abcd"))
-    head = await service.state_at(tid, execution.id)
+    return await service.state_at(tid, execution.id)
+
+
+async def test_concurrent_writers_lose_no_step(
+    app: Litestar, client: Client, tenant: dict[str, Any]
+) -> None:
+    runtime = app.state.runtime
+    # a service of its own, without the app's event writer
+    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
+    head = await in_app_loop(client, concurrent_writers, service, tenant["id"])
     assert head.seq == 21
     assert sorted(head.state["log"]) == sorted(f"{n}{i}" for n in "abcd" for i in range(5))
     # every writer's own steps kept their order
