@@ -65,7 +65,9 @@ async def write_and_read(
     for start in range(0, len(steps), split):
         await service.append_steps(tid, execution.id, steps[start : start + split])
     # cold reads too: a service with an empty cache rebuilds from the rows alone
-    cold = ExecutionService(service.pool, service.cursors, ExecutionLimits(keyframe_interval=3))
+    cold = ExecutionService(
+        service.pool, service.cursors, ExecutionLimits(keyframe_interval=3, cache_bytes=0)
+    )
     warm_states, cold_states = [], []
     for seq in range(1, len(steps) + 1):
         warm_states.append((await service.state_at(tid, execution.id, seq)).state)

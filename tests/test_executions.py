@@ -166,3 +166,25 @@ async def test_concurrent_writers_lose_no_step(
     for name in "abcd":
         mine = [entry for entry in head.state["log"] if entry.startswith(name)]
         assert mine == [f"{name}{i}" for i in range(5)]
+
+
+async def test_the_openapi_document_describes_the_execution_endpoints(client: Client) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    for path in (
+        "/v1/executions",
+        "/v1/executions/{execution_id}",
+        "/v1/executions/{execution_id}/steps",
+        "/v1/executions/{execution_id}/steps/{seq}",
+        "/v1/executions/{execution_id}/state",
+        "/v1/executions/{execution_id}/diff",
+        "/v1/executions/{execution_id}/checkpoints",
+        "/v1/executions/{execution_id}/checkpoints/{label}",
+        "/v1/executions/{execution_id}/rollback",
+        "/v1/executions/{execution_id}/fork",
+        "/v1/executions/{execution_id}/lineage",
+        "/v1/executions/{execution_id}/replay",
+    ):
+        assert path in paths, path
+    search = paths["/v1/memories/search"]["post"]["requestBody"]["content"]["application/json"]
+    assert "as_of" in str(search) or "SearchBody" in str(search)
+    assert any(p["name"] == "as_of" for p in paths["/v1/memories/{memory_id}"]["get"]["parameters"])
