@@ -37,6 +37,8 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.workers import WorkerController
+from api.routes.workflows import WorkflowController, WorkflowRunController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -50,6 +52,7 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
 PublicRoutes.append(prometheus_metrics)
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
@@ -79,6 +83,14 @@ def _extra_getter(name: str) -> Callable[[State], Any]:
         return state.runtime.extras[name]
 
     return provide
+
+
+def _provide_workflows(state: State) -> WorkflowService:
+    return state.runtime.workflows.service
+
+
+def _provide_workers(state: State) -> WorkerGateway:
+    return state.runtime.workflows.workers
 
 
 def create_app(
@@ -137,6 +149,8 @@ def create_app(
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
+            "workflows": Provide(_provide_workflows, sync_to_thread=False),
+            "workers": Provide(_provide_workers, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -152,7 +166,8 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
+            WorkflowService, WorkerGateway,
         ],
         debug=False,
     )

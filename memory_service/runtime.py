@@ -25,6 +25,7 @@ from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    workflows: Workflows
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -67,17 +69,22 @@ class Runtime:
                 raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
+            memories = MemoryService(pool, cached, settings, cursors)
+            workflows = Workflows.build(settings, url, pool, cursors, memories)
             runtime = cls(
                 settings=settings,
                 database_url=url,
                 pool=pool,
                 embedder=cached,
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=MemoryService(pool, cached, settings, cursors),
+                memories=memories,
                 cursors=cursors,
+                workflows=workflows,
             )
             for install in extensions():
                 await install(runtime)
+            await workflows.start()
+            runtime.closers.append(workflows.close)
         except BaseException:
             await pool.close()
             raise
