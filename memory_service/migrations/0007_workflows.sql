@@ -30,7 +30,11 @@ CREATE TABLE workflow_runs (
     idempotency_key text,
     forked_from     uuid REFERENCES workflow_runs (id) ON DELETE SET NULL,
     fork_step       text,
+    -- the run's execution: each completed step is appended to it as one step, in the
+    -- order timeline_seq gives (assigned at completion, appended after commit)
     execution_id    uuid,
+    timeline_head   integer NOT NULL DEFAULT 0,
+    timeline_closed boolean NOT NULL DEFAULT false,
     steps_total     integer NOT NULL,
     steps_completed integer NOT NULL DEFAULT 0,
     created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
@@ -40,6 +44,8 @@ CREATE TABLE workflow_runs (
 );
 CREATE INDEX workflow_runs_tenant_seq ON workflow_runs (tenant_id, seq);
 CREATE INDEX workflow_runs_tenant_workflow ON workflow_runs (tenant_id, workflow, seq);
+CREATE INDEX workflow_runs_timeline_open ON workflow_runs (id)
+    WHERE status <> 'running' AND NOT timeline_closed AND execution_id IS NOT NULL;
 
 -- One row per step of a run; a map step's children are rows too (parent_step set).
 CREATE TABLE workflow_steps (
@@ -70,6 +76,8 @@ CREATE TABLE workflow_steps (
     current_attempt  uuid,
     lease_expires_at timestamptz,
     reused           boolean NOT NULL DEFAULT false,
+    timeline_seq     integer,
+    appended         boolean NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     completed_at     timestamptz,
@@ -81,6 +89,8 @@ CREATE INDEX workflow_steps_ready_tenant ON workflow_steps (tenant_id, queue, av
 CREATE INDEX workflow_steps_ready_queue ON workflow_steps (queue, available_at)
     WHERE status = 'ready';
 CREATE INDEX workflow_steps_timers ON workflow_steps (available_at) WHERE status = 'scheduled';
+CREATE INDEX workflow_steps_unappended ON workflow_steps (run_id, timeline_seq)
+    WHERE timeline_seq IS NOT NULL AND NOT appended;
 CREATE INDEX workflow_steps_leases ON workflow_steps (lease_expires_at) WHERE status = 'running';
 
 CREATE TABLE workflow_attempts (

@@ -15,11 +15,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
 from memory_service.events.fanout import EventFanout
+from memory_service.executions import ExecutionService
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.workflows.driver import WorkflowDriver
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
 from memory_service.workflows.service import WorkflowService
+from memory_service.workflows.timeline import RunTimeline
 from memory_service.workflows.transition import CHANNEL
 from memory_service.workflows.workers import WorkerGateway
 
@@ -52,9 +54,13 @@ class Workflows:
         pool: AsyncConnectionPool,
         cursors: CursorCodec,
         memories: MemoryService,
+        executions: ExecutionService,
     ) -> Workflows:
         wakeups = EventFanout(database_url, channel=CHANNEL)
-        service = WorkflowService(pool, cursors, max_json_bytes=settings.workflow_max_json_bytes)
+        timeline = RunTimeline(pool, executions)
+        service = WorkflowService(
+            pool, cursors, max_json_bytes=settings.workflow_max_json_bytes, timeline=timeline
+        )
         workers = WorkerGateway(service, wakeups, poll_interval_s=settings.workflow_poll_interval_s)
         driver = WorkflowDriver(
             workers,

@@ -5,7 +5,8 @@ built-in steps are claimed like any worker's (``FOR UPDATE SKIP LOCKED``, with a
 lease, so a process that dies mid-step loses only its lease), and timers and
 expired leases are settled one step per transaction under the run's lock, after
 re-checking that they are still due, so two drivers never settle one twice.
-The driver sleeps until the next due time it knows of, a ``NOTIFY`` that
+It also appends to runs' executions the completed steps that a crash kept from
+them (``RunTimeline.catch_up``). The driver sleeps until the next due time it knows of, a ``NOTIFY`` that
 something changed, or ``poll_interval_s``, whichever comes first.
 """
 
@@ -74,6 +75,8 @@ class WorkflowDriver:
             try:
                 await self._settle_due()
                 await self._claim_builtins()
+                if self.gateway.service.timeline is not None:
+                    await self.gateway.service.timeline.catch_up()
                 delay = await self._next_delay()
             except Unavailable as exc:
                 log.warning("workflow driver waits for the database: %s", exc.detail)

@@ -134,7 +134,9 @@ async def complete_step(tx: Transition, run: Run, step: Step, output: Any) -> No
         error=None,
     )
     tx.emit("workflow.step.completed", run, step, attempt=step.attempts or None)
-    tx.completed.append((run, step))
+    if run.execution_id is not None:
+        step.timeline_seq = await repo.assign_timeline_seq(tx.conn, run.id, step.row)
+        tx.timelines.add(run.id)
     if step.parent_step is not None:
         parent = await repo.parent_step(tx.conn, run.id, step.parent_step)
         assert parent is not None
@@ -151,6 +153,7 @@ async def complete_step(tx: Transition, run: Run, step: Step, output: Any) -> No
         await repo.set_run(tx.conn, run.id, "completed", output=output)
         run.status, run.output = "completed", output
         tx.emit("workflow.run.completed", run)
+        tx.timelines.add(run.id)
         return
     for follower in await repo.release_dependents(tx.conn, run.id, step.step_id):
         if follower.pending_deps == 0 and follower.status == "pending":
@@ -159,7 +162,9 @@ async def complete_step(tx: Transition, run: Run, step: Step, output: Any) -> No
 
 def backoff(step: Step) -> float:
     retry = step.spec["retry"]
-    return float(min(retry["backoff_s"] * 2 ** max(step.budget_used - 1, 0), retry["max_backoff_s"]))
+    return float(
+        min(retry["backoff_s"] * 2 ** max(step.budget_used - 1, 0), retry["max_backoff_s"])
+    )
 
 
 async def fail_step(tx: Transition, run: Run, step: Step, error: str, *, retryable: bool) -> None:
@@ -215,6 +220,7 @@ async def fail_run(tx: Transition, run: Run, error: str) -> None:
     await repo.set_run(tx.conn, run.id, "failed", error=error)
     run.status, run.error = "failed", error
     tx.emit("workflow.run.failed", run, severity="error", error=error)
+    tx.timelines.add(run.id)
 
 
 async def cancel_run(tx: Transition, run: Run) -> None:
@@ -222,6 +228,7 @@ async def cancel_run(tx: Transition, run: Run) -> None:
     await repo.set_run(tx.conn, run.id, "cancelled")
     run.status = "cancelled"
     tx.emit("workflow.run.cancelled", run, severity="warn")
+    tx.timelines.add(run.id)
 
 
 async def _stop_active(tx: Transition, run: Run, statuses: tuple[str, ...]) -> None:

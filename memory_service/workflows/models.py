@@ -57,6 +57,7 @@ class Step:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    timeline_seq: int | None = None  # read only where the timeline needs it
 
     @property
     def budget_used(self) -> int:
@@ -83,6 +84,7 @@ class Run:
     forked_from: str | None
     fork_step: str | None
     execution_id: str | None
+    timeline_closed: bool
     steps_total: int
     steps_completed: int
     created_at: datetime

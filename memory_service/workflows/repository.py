@@ -21,7 +21,8 @@ from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, 
 Conn = AsyncConnection[Any]
 RUN_COLS = sql.SQL(
     "id, tenant_id, definition_id, workflow, version, status, input, output, error, "
-    "idempotency_key, forked_from, fork_step, execution_id, steps_total, steps_completed, "
+    "idempotency_key, forked_from, fork_step, execution_id, timeline_closed, steps_total, "
+    "steps_completed, "
     "created_at, updated_at, finished_at, seq"
 )
 STEP_COLS = sql.SQL(
@@ -120,6 +121,8 @@ async def insert_run(
     input: Any,
     idempotency_key: str | None,
     *,
+    run_id: str | None = None,
+    execution_id: str | None = None,
     forked_from: str | None = None,
     fork_step: str | None = None,
 ) -> Run | None:
@@ -127,18 +130,20 @@ async def insert_run(
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         sql.SQL(
-            "INSERT INTO workflow_runs (tenant_id, definition_id, workflow, version, input, "
-            "idempotency_key, forked_from, fork_step, steps_total) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "INSERT INTO workflow_runs (id, tenant_id, definition_id, workflow, version, input, "
+            "idempotency_key, execution_id, forked_from, fork_step, steps_total) "
+            "VALUES (coalesce(%s, gen_random_uuid()), %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (tenant_id, workflow, idempotency_key) DO NOTHING RETURNING {}"
         ).format(RUN_COLS),
         (
+            run_id,
             tenant_id,
             definition.id,
             definition.name,
             definition.version,
             Jsonb(input),
             idempotency_key,
+            execution_id,
             forked_from,
             fork_step,
             len(definition.steps),
@@ -469,6 +474,58 @@ async def next_wakeup(conn: Conn) -> datetime | None:
     return row[0] if row else None
 
 
+# -- the execution timeline -------------------------------------------------------------
+async def lock_timeline(conn: Conn, run_id: str) -> None:
+    """One appender per run at a time, until commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"wf-timeline:{run_id}",))
+
+
+async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
+    """The completed step's place in the run's execution (under the run's lock)."""
+    cur = await conn.execute(
+        "WITH r AS (UPDATE workflow_runs SET timeline_head = timeline_head + 1 WHERE id = %s "
+        "RETURNING timeline_head) UPDATE workflow_steps SET timeline_seq = "
+        "(SELECT timeline_head FROM r) WHERE id = %s RETURNING timeline_seq",
+        (run_id, step_row),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def unappended(conn: Conn, run_id: str) -> list[Step]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL(
+            "SELECT {}, timeline_seq FROM workflow_steps WHERE run_id = %s "
+            "AND timeline_seq IS NOT NULL AND NOT appended ORDER BY timeline_seq"
+        ).format(STEP_COLS),
+        (run_id,),
+    )
+    return [_step(r) for r in await cur.fetchall()]
+
+
+async def mark_appended(conn: Conn, step_rows: list[str]) -> None:
+    await conn.execute(
+        "UPDATE workflow_steps SET appended = true WHERE id = ANY(%s::uuid[])", (step_rows,)
+    )
+
+
+async def close_timeline(conn: Conn, run_id: str) -> None:
+    await conn.execute("UPDATE workflow_runs SET timeline_closed = true WHERE id = %s", (run_id,))
+
+
+async def timelines_behind(conn: Conn, limit: int) -> list[str]:
+    """Runs whose execution misses completed steps or the run's final status."""
+    cur = await conn.execute(
+        "(SELECT DISTINCT run_id FROM workflow_steps WHERE timeline_seq IS NOT NULL "
+        "AND NOT appended LIMIT %s) UNION (SELECT id FROM workflow_runs WHERE status <> "
+        "'running' AND NOT timeline_closed AND execution_id IS NOT NULL LIMIT %s)",
+        (limit, limit),
+    )
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
 # -- signals ----------------------------------------------------------------------------
 async def insert_signal(conn: Conn, tenant_id: str, run_id: str, name: str, payload: Any) -> None:
     await conn.execute(
@@ -529,6 +586,7 @@ def _run(r: dict[str, Any]) -> Run:
         _str(r["forked_from"]),
         r["fork_step"],
         _str(r["execution_id"]),
+        r["timeline_closed"],
         r["steps_total"],
         r["steps_completed"],
         r["created_at"],
@@ -566,6 +624,7 @@ def _step(r: Any) -> Step:
         r["created_at"],
         r["updated_at"],
         r["completed_at"],
+        r.get("timeline_seq"),
     )
 
 

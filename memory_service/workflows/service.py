@@ -9,6 +9,7 @@ Another tenant's definition or run is a ``NotFound``, exactly like a missing one
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -24,14 +25,13 @@ from memory_service.workflows import engine
 from memory_service.workflows import repository as repo
 from memory_service.workflows.definitions import ancestors, digest, parse_definition
 from memory_service.workflows.models import RUN_STATUSES, Definition, Run, RunQuery
+from memory_service.workflows.timeline import RunTimeline
 from memory_service.workflows.transition import Transition
 
 T = TypeVar("T")
 MAX_LIST_LIMIT = 1000
 MAX_NAME = 128
 MAX_KEY = 256
-# called inside the transition's transaction with the steps it completed
-TimelineHook = Callable[[Transition], Awaitable[None]]
 
 
 class WorkflowService:
@@ -41,7 +41,7 @@ class WorkflowService:
         cursors: CursorCodec,
         *,
         max_json_bytes: int = 64 * 1024,
-        timeline: TimelineHook | None = None,
+        timeline: RunTimeline | None = None,
     ) -> None:
         self.pool = pool
         self.cursors = cursors
@@ -50,13 +50,20 @@ class WorkflowService:
 
     @asynccontextmanager
     async def transition(self) -> AsyncIterator[Transition]:
-        """One transaction; its events and notifications are written just before commit."""
+        """One transaction; its events and notifications are written just before commit,
+        and the executions of the runs it moved catch up just after."""
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             tx = Transition(conn)
             yield tx
-            if self.timeline is not None and tx.completed:
-                await self.timeline(tx)
             await tx.finish()
+        if self.timeline is not None:
+            for run_id in sorted(tx.timelines):
+                await self.timeline.sync(run_id)
+
+    async def _new_execution(self, tenant_id: str, run_id: str, workflow: str) -> str | None:
+        if self.timeline is None:
+            return None
+        return await self.timeline.create(tenant_id, run_id, workflow)
 
     def check_json(self, value: Any, where: str) -> Any:
         return check_json_object({"v": value}, where, self.max_json_bytes + 6)["v"]
@@ -115,21 +122,33 @@ class WorkflowService:
         check_name(name)
         self.check_json(run_input, "input")
         check_text(idempotency_key, "idempotency_key", MAX_KEY)
+        if idempotency_key is not None:
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                existing = await repo.run_by_key(conn, tenant_id, name, idempotency_key)
+            if existing is not None:
+                return _same_input(existing, run_input), False
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            if await repo.get_definition(conn, tenant_id, name, version) is None:
+                raise NotFound(f"workflow {name!r} does not exist")
+        run_id = str(uuid.uuid4())
+        execution_id = await self._new_execution(tenant_id, run_id, name)
         async with self.transition() as tx:
             definition = await repo.get_definition(tx.conn, tenant_id, name, version)
-            if definition is None:
-                raise NotFound(f"workflow {name!r} does not exist")
-            run = await repo.insert_run(tx.conn, tenant_id, definition, run_input, idempotency_key)
-            if run is None:
+            assert definition is not None  # definitions are never deleted
+            run = await repo.insert_run(
+                tx.conn,
+                tenant_id,
+                definition,
+                run_input,
+                idempotency_key,
+                run_id=run_id,
+                execution_id=execution_id,
+            )
+            if run is None:  # a concurrent start with the same key won
                 assert idempotency_key is not None
                 existing = await repo.run_by_key(tx.conn, tenant_id, name, idempotency_key)
                 assert existing is not None
-                if existing.input != run_input:
-                    raise Conflict(
-                        "this idempotency_key started a run with another input",
-                        errors=[FieldError("idempotency_key", "already used with another input")],
-                    )
-                return existing, False
+                return _same_input(existing, run_input), False
             await self._lay_out(tx, run, definition, {})
         return await self.get_run(tenant_id, run.id), True
 
@@ -236,38 +255,44 @@ class WorkflowService:
         """A new run of the same version that reuses the outputs upstream of ``from_step``."""
         if input_patch is not None:
             check_json_object(input_patch, "input_patch", self.max_json_bytes)
-
-        async def act(tx: Transition, source: Run) -> str:
-            definition = await repo.definition_by_id(tx.conn, source.definition_id)
-            upstream = ancestors(definition.steps)
-            if from_step not in upstream:
-                raise InvalidInput(
-                    f"workflow {definition.name!r} has no step {from_step!r}",
-                    errors=[FieldError("from_step", "unknown step")],
-                )
-            outputs = await repo.outputs(tx.conn, source.id, sorted(upstream[from_step]))
-            missing = upstream[from_step] - set(outputs)
-            if missing:
-                raise Conflict(
-                    f"step {sorted(missing)[0]!r} before {from_step!r} has no output to reuse",
-                    errors=[FieldError("from_step", "upstream steps not completed")],
-                )
-            new_input = merge_patch(source.input, input_patch) if input_patch else source.input
-            self.check_json(new_input, "input")
+        source = await self.get_run(tenant_id, run_id)
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            definition = await repo.definition_by_id(conn, source.definition_id)
+        upstream = ancestors(definition.steps)
+        if from_step not in upstream:
+            raise InvalidInput(
+                f"workflow {definition.name!r} has no step {from_step!r}",
+                errors=[FieldError("from_step", "unknown step")],
+            )
+        outputs = {
+            s.step_id: s.output
+            for s in source.steps
+            if s.step_id in upstream[from_step] and s.status == "completed"
+        }
+        missing = upstream[from_step] - set(outputs)
+        if missing:
+            raise Conflict(
+                f"step {sorted(missing)[0]!r} before {from_step!r} has no output to reuse",
+                errors=[FieldError("from_step", "upstream steps not completed")],
+            )
+        new_input = merge_patch(source.input, input_patch) if input_patch else source.input
+        self.check_json(new_input, "input")
+        new_id = str(uuid.uuid4())
+        execution_id = await self._new_execution(tenant_id, new_id, source.workflow)
+        async with self.transition() as tx:
             run = await repo.insert_run(
                 tx.conn,
                 tenant_id,
                 definition,
                 new_input,
                 None,
+                run_id=new_id,
+                execution_id=execution_id,
                 forked_from=source.id,
                 fork_step=from_step,
             )
             assert run is not None
             await self._lay_out(tx, run, definition, outputs)
-            return run.id
-
-        new_id = await self._command(tenant_id, run_id, act)
         return await self.get_run(tenant_id, new_id)
 
 
@@ -304,6 +329,15 @@ def check_limit(limit: int) -> None:
 
 def _run_uuid(run_id: str) -> str:
     return str(parse_uuid(run_id, "run_id"))
+
+
+def _same_input(existing: Run, run_input: Any) -> Run:
+    if existing.input != run_input:
+        raise Conflict(
+            "this idempotency_key started a run with another input",
+            errors=[FieldError("idempotency_key", "already used with another input")],
+        )
+    return existing
 
 
 def _require_status(run: Run, status: str, action: str) -> None:

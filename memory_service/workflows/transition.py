@@ -4,7 +4,8 @@ A ``Transition`` wraps the connection whose transaction the engine works in. It
 collects the progress events (written to the event log inside the same
 transaction, so an event exists exactly when its change does), the
 notifications that wake claimers and drivers (PostgreSQL delivers NOTIFY only
-on commit), and the steps that completed (the run's execution timeline).
+on commit), and the runs whose execution timeline has steps to append after
+commit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class Transition:
     conn: AsyncConnection[Any]
     events: dict[str, list[NewEvent]] = field(default_factory=dict)
     wake: set[str] = field(default_factory=set)
-    completed: list[tuple[Run, Step]] = field(default_factory=list)
+    timelines: set[str] = field(default_factory=set)  # runs whose execution must catch up
     _now: datetime | None = None
 
     async def now(self) -> datetime:
