@@ -31,14 +31,18 @@ async def test_run_execution_timeline_shows_each_completed_step(
     assert run["execution_id"] is not None
     done = await work_until(client, h, run["id"])
     eid = done["execution_id"]
+    for _ in range(100):  # steps are appended just after their transitions commit
+        execution = (await client.get(f"/v1/executions/{eid}", headers=h)).json()
+        if execution["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert execution["status"] == "succeeded"
     timeline = (await client.get(f"/v1/executions/{eid}/steps", headers=h)).json()["items"]
     names = [s["name"] for s in timeline]
     assert [s["seq"] for s in timeline] == [1, 2, 3, 4, 5]
     assert names[0] == "a" and sorted(names[1:3]) == ["b", "c"] and names[3:] == ["d", "e"]
     state = (await client.get(f"/v1/executions/{eid}/state", headers=h)).json()["state"]
     assert state == {s["id"]: s["output"] for s in done["steps"]}
-    execution = (await client.get(f"/v1/executions/{eid}", headers=h)).json()
-    assert execution["status"] == "succeeded"
 
 
 @contextlib.asynccontextmanager

@@ -44,6 +44,7 @@ class Workflows:
     workers: WorkerGateway
     driver: WorkflowDriver
     wakeups: EventFanout
+    timeline: RunTimeline
     run_driver: bool
 
     @classmethod
@@ -69,13 +70,15 @@ class Workflows:
             concurrency=settings.workflow_driver_concurrency,
             poll_interval_s=settings.workflow_poll_interval_s,
         )
-        return cls(service, workers, driver, wakeups, settings.workflow_driver_enabled)
+        return cls(service, workers, driver, wakeups, timeline, settings.workflow_driver_enabled)
 
     async def start(self) -> None:
         await self.wakeups.start()
+        self.timeline.start()
         if self.run_driver:
             self.driver.start()
 
     async def close(self) -> None:
         await self.driver.close()
+        await self.timeline.close()
         await self.wakeups.close()

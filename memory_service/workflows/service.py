@@ -56,9 +56,8 @@ class WorkflowService:
             tx = Transition(conn)
             yield tx
             await tx.finish()
-        if self.timeline is not None:
-            for run_id in sorted(tx.timelines):
-                await self.timeline.sync(run_id)
+        if self.timeline is not None and tx.timelines:
+            self.timeline.touched(tx.timelines)
 
     async def _new_execution(self, tenant_id: str, run_id: str, workflow: str) -> str | None:
         if self.timeline is None:

@@ -12,6 +12,8 @@ state maps each completed step id to its output.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 from psycopg_pool import AsyncConnectionPool
@@ -31,6 +33,38 @@ class RunTimeline:
     def __init__(self, pool: AsyncConnectionPool, executions: ExecutionService) -> None:
         self.pool = pool
         self.executions = executions
+        self._behind: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="workflow-timeline")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def touched(self, run_ids: set[str]) -> None:
+        """Runs whose transition just committed; appended in the background, so a
+        worker's completion never waits for the execution, and a run's steps that
+        complete close together go into one append."""
+        if self._task is None:
+            return
+        self._behind |= run_ids
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._behind = sorted(self._behind), set()
+            for run_id in batch:
+                try:
+                    await self.sync(run_id)
+                except Exception:  # the driver's catch-up retries whatever is left
+                    log.exception("appending run %s to its execution failed", run_id)
 
     async def create(self, tenant_id: str, run_id: str, workflow: str) -> str:
         execution = await self.executions.create(

@@ -81,7 +81,7 @@ class WorkerGateway:
             row = await _attempt(tx, tenant_id, attempt_id)
             step = await repo.get_step(tx.conn, str(row["step_row"]))
             _check_current(row, step, token)
-            return await repo.extend_lease(tx.conn, attempt_id, str(row["step_row"]), lease_s)
+            return await repo.extend_lease(tx.conn, attempt_id, lease_s)
 
     async def complete(
         self, tenant_id: str | None, attempt_id: str, token: str, output: Any
