@@ -168,17 +168,24 @@ async def count_completed(conn: Conn, run_id: str, delta: int) -> int:
 async def insert_steps(
     conn: Conn, tenant_id: str, run_id: str, rows: list[dict[str, Any]]
 ) -> list[Step]:
-    out: list[Step] = []
-    for r in rows:
-        params = (
+    """All rows in one pipelined round trip, returned in the order given."""
+    params = [
+        (
             tenant_id, run_id, r["step_id"], r.get("parent_step"), r.get("item_index"),
             r["position"], r["kind"], r["queue"], r.get("status", "pending"),
             r.get("depends_on", []), r.get("pending_deps", 0), Jsonb(r["spec"]),
             _json(r.get("input")), _json(r.get("output")), r.get("reused", False),
             r.get("status") == "completed",
-        )  # fmt: skip
-        out.append(_step((await _rows(conn, Q["insert_step"], params))[0]))
-    return out
+        )
+        for r in rows
+    ]  # fmt: skip
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.executemany(Q["insert_step"], params, returning=True)
+    out: list[Step] = []
+    while True:
+        out += [_step(r) for r in await cur.fetchall()]
+        if not cur.nextset():
+            return out
 
 
 async def run_steps(conn: Conn, run_id: str, *, lock: bool = False) -> list[Step]:
