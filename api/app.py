@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.health import health, ready
@@ -37,6 +38,7 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -61,6 +63,7 @@ PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
@@ -134,6 +137,7 @@ def create_app(
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
+            "changes": Provide(_state_getter("changes"), sync_to_thread=False),
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
@@ -152,7 +156,13 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService,
+            TenantService,
+            Runtime,
+            TaskService,
+            EnvironmentService,
+            EventService,
+            ChangeFeed,
         ],
         debug=False,
     )

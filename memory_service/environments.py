@@ -142,16 +142,19 @@ class EnvironmentService:
             sets.append(sql.SQL("secrets = (secrets - %s::text[]) || %s"))
             params += [drop, Jsonb(keep)]
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT version FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "SELECT {cols} FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE"
+                ).format(cols=COLUMNS),
                 (tid, eid),
             )
             found = await cur.fetchone()
             if found is None:
                 raise NotFound(f"environment {env_id} not found")
-            if if_match is not None and found[0] != if_match:
+            if if_match is not None and found["version"] != if_match:
                 raise PreconditionFailed(
-                    f"environment {env_id} is at version {found[0]}, not {if_match}"
+                    f"environment {env_id} is at version {found['version']}, not {if_match}",
+                    current=_environment(found),
                 )
             try:
                 async with conn.transaction():

@@ -17,6 +17,7 @@ import anyio.to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
@@ -38,6 +39,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    changes: ChangeFeed
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +69,14 @@ class Runtime:
                 raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
+            changes = ChangeFeed(
+                pool,
+                cursors,
+                url,
+                retention_seconds=settings.change_feed_retention_seconds,
+                prune_interval_seconds=settings.change_feed_prune_interval_seconds,
+                heartbeat_seconds=settings.sse_heartbeat_seconds,
+            )
             runtime = cls(
                 settings=settings,
                 database_url=url,
@@ -75,7 +85,10 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=MemoryService(pool, cached, settings, cursors),
                 cursors=cursors,
+                changes=changes,
             )
+            await changes.start()
+            runtime.closers.append(changes.close)
             for install in extensions():
                 await install(runtime)
         except BaseException:

@@ -157,7 +157,8 @@ class TaskService:
                 raise NotFound(f"task {task_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"task {task_id} is at version {current.version}, not {if_match}"
+                    f"task {task_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             new_status = changes.get("status", current.status)
             if reopen and current.status not in FINISHED:

@@ -181,7 +181,8 @@ class MemoryService:
                 raise NotFound(f"memory {memory_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"memory {memory_id} is at version {current.version}, not {if_match}"
+                    f"memory {memory_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             if "content_hash" in changes and changes["content_hash"] != bytes(
                 content_hash(current.content)
