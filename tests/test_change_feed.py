@@ -229,3 +229,26 @@ async def test_a_stale_if_match_answers_412_with_the_current_entity(
     assert assert_problem(r, 412)["current"] == {
         **(await client.get(f"/v1/tasks/{task['id']}", headers=h)).json()
     }
+
+
+async def test_a_stale_if_match_on_delete_answers_412_and_keeps_the_entity(
+    client: Client, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    made = {
+        "memories": (await client.post("/v1/memories", json={"content": "x"}, headers=h)).json(),
+        "tasks": (await client.post("/v1/tasks", json={"title": "x"}, headers=h)).json(),
+        "environments": (
+            await client.post("/v1/environments", json={"name": "x"}, headers=h)
+        ).json(),
+    }
+    for path, entity in made.items():
+        url = f"/v1/{path}/{entity['id']}"
+        change = {"environments": {"description": "y"}}.get(path, {"metadata": {"y": 1}})
+        assert (await client.patch(url, json=change, headers=h)).status_code == 200
+        stale = await client.delete(url, headers={**h, "If-Match": "1"})
+        assert assert_problem(stale, 412)["current"]["version"] == 2
+        assert (await client.get(url, headers=h)).status_code == 200
+        fresh = await client.delete(url, headers={**h, "If-Match": '"2"'})
+        assert fresh.status_code == 204
+        assert (await client.get(url, headers=h)).status_code == 404

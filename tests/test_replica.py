@@ -83,15 +83,21 @@ async def test_offline_writes_reconcile_by_policy(
         assert words["strategy"] == "offline-keyword" and words["results"][0]["score"] == 1.0
         await run(replica.update, "task", task["id"], {"metadata": {"a": 2, "b": 1}, "title": "local"})
         made = await run(replica.create, "task", {"title": "made offline"})
+        await run(replica.delete, "memory", memory["id"])
         assert replica.get("task", task["id"])["title"] == "local"
-        assert [p.op for p in replica.pending()] == ["update", "create"]
-        # meanwhile a conflicting write reaches the service another way
+        assert replica.get("memory", memory["id"]) is None
+        assert [p.op for p in replica.pending()] == ["update", "create", "delete"]
+        # meanwhile conflicting writes reach the service another way
         r = await client.patch(
             f"/v1/tasks/{task['id']}",
             json={"metadata": {"a": 1, "b": 3}, "description": "server"},
             headers=h,
         )
         assert r.status_code == 200 and r.json()["version"] == 2
+        r = await client.patch(
+            f"/v1/memories/{memory['id']}", json={"metadata": {"kept": 1}}, headers=h
+        )
+        assert r.status_code == 200
 
         async with serve(live, port):
             assert await run(replica.sync)
@@ -104,9 +110,13 @@ async def test_offline_writes_reconcile_by_policy(
                 title,
                 "server",
             )
-            assert [(c.id, c.outcome, c.server["version"]) for c in conflicts] == [  # type: ignore[index]
-                (task["id"], outcome, 2)
+            deleted = policy == "client_wins"
+            assert [(c.id, c.op, c.outcome, c.server["version"]) for c in conflicts] == [  # type: ignore[index]
+                (task["id"], "update", outcome, 2),
+                (memory["id"], "delete", "deleted" if deleted else "kept_server", 2),
             ]
+            gone = await client.get(f"/v1/memories/{memory['id']}", headers=h)
+            assert gone.status_code == (404 if deleted else 200)
             server_id = replica.resolve_id(made["id"])
             assert server_id != made["id"]
             created = await client.get(f"/v1/tasks/{server_id}", headers=h)
@@ -114,6 +124,8 @@ async def test_offline_writes_reconcile_by_policy(
             assert await run(replica.sync)
             assert replica.get("task", task["id"]) == now
             assert replica.get("task", made["id"]) == created.json()
+            local = replica.get("memory", memory["id"])
+            assert (local is None) if deleted else (local["metadata"] == {"kept": 1})
     finally:
         await run(replica.close)
 

@@ -1,8 +1,8 @@
 """Pushing one queued write of the replica to the service, resolving conflicts.
 
-Creates go out as POST (the local id then aliases the service's id); updates as
-PATCH with ``If-Match`` of the version the edit started from; deletes check the
-current version first (a changed entity is a conflict) and then DELETE. A 412
+Creates go out as POST (the local id then aliases the service's id); updates and
+deletes as PATCH and DELETE with ``If-Match`` of the version the edit started
+from. A 412
 carries the current entity, so the policy decides at once; a 404 means the
 service deleted it. Any other 4xx is a write the service will never accept: it
 is dropped, the local view goes back to the server's copy, and the callback
@@ -79,21 +79,24 @@ def _update(replica: Replica, item: Pending) -> list[Conflict]:
 
 def _delete(replica: Replica, item: Pending) -> list[Conflict]:
     path = f"{PATHS[item.type]}/{item.id}"
-    response = replica._call("GET", path)
+    if_match = item.base_version
     conflicts: list[Conflict] = []
-    if response.status_code == 200:
-        current = response.json()
-        if item.base_version is not None and current["version"] != item.base_version:
-            decision = decide(replica.policy, "delete", {}, item.base, current)
-            if not decision.delete:
-                _settle(replica, item, current)
-                return [_conflict(replica, item, current, decision.outcome, current)]
-            conflicts.append(_conflict(replica, item, current, decision.outcome, None))
-        response = replica._call("DELETE", path)
-    if response.status_code not in (204, 404):
-        return _rejected(replica, item, response)
-    _settle(replica, item, None)
-    return conflicts
+    for _ in range(MAX_TRIES):
+        headers = {} if if_match is None else {"If-Match": f'"{if_match}"'}
+        response = replica._call("DELETE", path, headers=headers)
+        if response.status_code in (204, 404):  # 404: the service deleted it already
+            _settle(replica, item, None)
+            return conflicts
+        if response.status_code != 412:
+            return _rejected(replica, item, response)
+        current = response.json()["current"]
+        decision = decide(replica.policy, "delete", {}, item.base, current)
+        if not decision.delete:
+            _settle(replica, item, current)
+            return [_conflict(replica, item, current, decision.outcome, current)]
+        conflicts = [_conflict(replica, item, current, decision.outcome, None)]
+        if_match = current["version"]
+    return _rejected(replica, item, response)
 
 
 def _settle(replica: Replica, item: Pending, entity: dict[str, Any] | None) -> None:
