@@ -108,6 +108,11 @@ class Settings:
     change_feed_retention_seconds: float = 7 * 24 * 3600.0
     change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
 
+    # executions: a full state every N steps, RFC 6902 patches between them
+    execution_keyframe_interval: int = 50
+    execution_max_state_bytes: int = 1024 * 1024
+    execution_state_cache_mb: int = 64  # rebuilt states kept in process
+
     # resilience: circuit breakers around the database and the embedder
     db_pool_timeout_seconds: float = 10.0
     breaker_failure_threshold: int = 5
@@ -149,6 +154,8 @@ class Settings:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
+        if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:
+            raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:
