@@ -90,7 +90,7 @@ class LocalStore:
         row = db.execute(
             "SELECT version FROM entities WHERE type = ? AND id = ?", (type_, id_)
         ).fetchone()
-        if row is not None and row[0] >= version:
+        if row is not None and row[0] > version:
             return
         pending = self.pending_for(db, type_, id_) is not None
         if entity is None:
