@@ -252,3 +252,26 @@ async def test_a_stale_if_match_on_delete_answers_412_and_keeps_the_entity(
         fresh = await client.delete(url, headers={**h, "If-Match": '"2"'})
         assert fresh.status_code == 204
         assert (await client.get(url, headers=h)).status_code == 404
+
+
+async def test_executions_are_in_the_feed_with_each_new_head(
+    client: Client, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    start = await latest_cursor(client, tenant)
+    made = await client.post("/v1/executions", json={"agent_id": "planner"}, headers=h)
+    assert made.status_code == 201, made.text
+    eid = made.json()["id"]
+    step = await client.post(
+        f"/v1/executions/{eid}/steps", json={"kind": "llm", "name": "think", "state": {"n": 1}}, headers=h
+    )
+    assert step.status_code == 201, step.text
+    done = await client.patch(f"/v1/executions/{eid}", json={"status": "succeeded"}, headers=h)
+    assert done.status_code == 200, done.text
+    page = await changes(client, tenant, since=start, types="execution")
+    got = [(c["version"], c["entity"]["head_seq"], c["entity"]["status"]) for c in page["items"]]
+    assert got == [(1, 0, "running"), (1, 1, "running"), (2, 1, "succeeded")]
+    now = (await client.get(f"/v1/executions/{eid}", headers=h)).json()
+    assert page["items"][-1]["entity"] == now
+    snap = await client.get("/v1/changes/snapshot", params={"types": "executions"}, headers=h)
+    assert [i["entity"] for i in read_snapshot(snap.text)[1]] == [now]

@@ -22,7 +22,12 @@ from memory_service_client.sync import Conflict, decide
 if TYPE_CHECKING:
     from memory_service_client.replica import Replica
 
-PATHS = {"memory": "/v1/memories", "task": "/v1/tasks", "environment": "/v1/environments"}
+PATHS = {
+    "memory": "/v1/memories",
+    "task": "/v1/tasks",
+    "environment": "/v1/environments",
+    "execution": "/v1/executions",
+}
 MAX_TRIES = 3
 
 

@@ -34,7 +34,7 @@ CURSOR_KIND = "changes"
 MAX_LIMIT = 1000
 STREAM_READ = 500
 PRUNE_BATCH = 5000
-TYPE_NAMES = {**{t: t for t in ENTITY_TABLES}, **{t: t for t in ENTITY_TABLES.values()}}
+TYPE_NAMES = {**{t: t for t in ENTITY_TABLES}, **{table: t for t, table in ENTITY_TABLES.items()}}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ ENTITY_TABLES: dict[str, str] = {
     "memory": "memories",
     "task": "tasks",
     "environment": "environments",
+    "execution": "executions",
 }
 
 
