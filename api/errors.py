@@ -17,10 +17,12 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from api.routes.environments import EnvironmentOut
+from api.routes.execution_schemas import ExecutionOut
 from api.routes.tasks import TaskOut
 from api.schemas import MemoryOut
 from memory_service import errors as domain
 from memory_service.environments import Environment
+from memory_service.executions.models import Execution
 from memory_service.memories.models import Memory
 from memory_service.tasks import Task
 from memory_service.telemetry import current_trace_id
@@ -112,6 +114,8 @@ def current_document(entity: object) -> dict[str, Any]:
         out = TaskOut.of(entity)
     elif isinstance(entity, Environment):
         out = EnvironmentOut.of(entity)
+    elif isinstance(entity, Execution):
+        out = ExecutionOut.of(entity)
     else:
         raise TypeError(f"no public shape for {type(entity).__name__}")
     document: dict[str, Any] = msgspec.to_builtins(out)

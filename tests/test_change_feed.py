@@ -275,3 +275,7 @@ async def test_executions_are_in_the_feed_with_each_new_head(
     assert page["items"][-1]["entity"] == now
     snap = await client.get("/v1/changes/snapshot", params={"types": "executions"}, headers=h)
     assert [i["entity"] for i in read_snapshot(snap.text)[1]] == [now]
+    stale = await client.patch(
+        f"/v1/executions/{eid}", json={"metadata": {"x": 1}}, headers={**h, "If-Match": "1"}
+    )
+    assert assert_problem(stale, 412)["current"] == now
