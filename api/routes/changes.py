@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, get
@@ -34,12 +34,14 @@ class ChangeOut(Struct):
     op: str  # "upsert" or "delete"
     version: int
     at: datetime
-    entity: dict[str, Any] | None  # the entity as of this change; null for a delete
+    # the entity as of this change (its API shape); null for a delete
+    entity: msgspec.Raw | None
     embedding_b64: str | UnsetType = UNSET
 
     @classmethod
     def of(cls, c: Change, cursor: str) -> ChangeOut:
-        return cls(cursor, c.type, c.id, c.op, c.version, c.at, c.entity, _b64(c.embedding))
+        entity = None if c.entity is None else msgspec.Raw(c.entity.encode())
+        return cls(cursor, c.type, c.id, c.op, c.version, c.at, entity, _b64(c.embedding))
 
 
 class ChangePageOut(Struct):
@@ -52,7 +54,7 @@ class SnapshotItemOut(Struct):
     type: str
     id: str
     version: int
-    entity: dict[str, Any]
+    entity: msgspec.Raw
     embedding_b64: str | UnsetType = UNSET
 
 
@@ -90,7 +92,7 @@ class ChangeController(Controller):
         tenant_id: NamedDependency[str],
         since: CursorParam = None,
         types: TypesParam = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 100,
         include: IncludeParam = None,
     ) -> ChangePageOut:
         page = await changes.read(
@@ -164,7 +166,11 @@ class ChangeController(Controller):
             async for row in rows:
                 assert isinstance(row, Entity)
                 item = SnapshotItemOut(
-                    row.type, row.id, row.version, row.entity, _b64(row.embedding)
+                    row.type,
+                    row.id,
+                    row.version,
+                    msgspec.Raw(row.entity.encode()),
+                    _b64(row.embedding),
                 )
                 yield msgspec.json.encode(item) + b"\n"
                 count += 1

@@ -122,6 +122,31 @@ class LocalStore:
                 (version, server, server, embedding, type_, id_),
             )
 
+    def apply_page(self, db: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
+        """Feed items in order: one statement per kind for entities without local edits."""
+        pending = {(r[0], r[1]) for r in db.execute("SELECT type, id FROM outbox")}
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
+        for c in items:
+            if (c["type"], c["id"]) in pending:
+                self.apply_server(db, c["type"], c["id"], c["version"], c["entity"], c["blob"])
+            elif c["entity"] is None:
+                deletes.append((c["type"], c["id"], c["version"]))
+            else:
+                text = json.dumps(c["entity"])
+                upserts.append((c["type"], c["id"], c["version"], text, text, c["blob"]))
+        # ids are never reused, so applying every upsert before every tombstone keeps order
+        db.executemany(
+            "INSERT INTO entities (type, id, version, server, body, embedding) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (type, id) DO UPDATE SET "
+            "version = excluded.version, server = excluded.server, body = excluded.body, "
+            "embedding = excluded.embedding WHERE excluded.version >= entities.version",
+            upserts,
+        )
+        db.executemany(
+            "DELETE FROM entities WHERE type = ? AND id = ? AND version <= ?", deletes
+        )
+
     def put_local(
         self, db: sqlite3.Connection, type_: str, id_: str, body: dict[str, Any]
     ) -> None:

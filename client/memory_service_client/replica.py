@@ -30,7 +30,7 @@ from memory_service_client._replica_push import PATHS, push_one
 from memory_service_client._replica_store import LocalStore, Pending
 from memory_service_client.sync import POLICIES, Conflict, Policy, sse_events
 
-PAGE = 1000
+PAGE = 5000
 
 
 class Offline(Exception):
@@ -208,9 +208,10 @@ class Replica:
             db.execute("DELETE FROM meta WHERE key = 'cursor'")
 
     def _apply(self, items: list[dict[str, Any]], cursor: str) -> None:
+        for item in items:
+            item["blob"] = _blob(item)
         with self.store.transaction() as db:
-            for c in items:
-                self.store.apply_server(db, c["type"], c["id"], c["version"], c["entity"], _blob(c))
+            self.store.apply_page(db, items)
             self.store.set_meta(db, "cursor", cursor)
 
     # -- reads --------------------------------------------------------------------

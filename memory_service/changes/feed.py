@@ -31,7 +31,7 @@ from memory_service.pagination import CursorCodec
 
 log = logging.getLogger(__name__)
 CURSOR_KIND = "changes"
-MAX_LIMIT = 1000
+MAX_LIMIT = 5000
 STREAM_READ = 500
 PRUNE_BATCH = 5000
 TYPE_NAMES = {**{t: t for t in ENTITY_TABLES}, **{table: t for t, table in ENTITY_TABLES.items()}}

@@ -37,7 +37,9 @@ class Change:
     id: str
     version: int
     op: str  # "upsert" | "delete"
-    entity: dict[str, Any] | None  # None for a tombstone
+    # the entity as of this change, as the JSON text the trigger stored (passed through
+    # to clients without being parsed); None for a tombstone
+    entity: str | None
     at: datetime
     # memories, when asked for and still current: little-endian float32 bytes
     embedding: bytes | None = None
@@ -48,12 +50,12 @@ class Entity:
     type: str
     id: str
     version: int
-    entity: dict[str, Any]
+    entity: str  # JSON text, as the serializer writes it
     embedding: bytes | None = None
 
 
 _READ = sql.SQL(
-    "SELECT c.seq, c.entity_type, c.entity_id, c.version, c.op, c.body, c.at, {embedding} "
+    "SELECT c.seq, c.entity_type, c.entity_id, c.version, c.op, c.body::text, c.at, {embedding} "
     "FROM changes c {join} "
     "WHERE c.tenant_id = %(tenant)s AND c.seq > %(after)s AND c.entity_type = ANY(%(types)s) "
     "ORDER BY c.seq LIMIT %(limit)s"
@@ -149,7 +151,7 @@ async def snapshot_rows(
     table = ENTITY_TABLES[entity_type]
     embedding = "e.embedding" if with_embedding and entity_type == "memory" else "NULL"
     query = sql.SQL(
-        "SELECT e.id, e.version, {serializer}(e), {embedding} FROM {table} e "
+        "SELECT e.id, e.version, {serializer}(e)::text, {embedding} FROM {table} e "
         "WHERE e.tenant_id = %s ORDER BY e.seq"
     ).format(
         serializer=sql.Identifier(f"change_feed_{entity_type}"),
