@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import sys
 import threading
@@ -30,6 +31,7 @@ from memory_service_client._replica_push import PATHS, push_one
 from memory_service_client._replica_store import LocalStore, Pending
 from memory_service_client.sync import POLICIES, Conflict, Policy, sse_events
 
+log = logging.getLogger(__name__)
 PAGE = 5000
 
 
@@ -172,10 +174,12 @@ class Replica:
                     self._follow_stream()
             except (Offline, httpx.HTTPError):
                 self.online = False
-            except Exception:  # a closed stream while stopping ends here too
-                if self._stop.is_set():
+            except Exception:
+                if self._stop.is_set():  # the stream was closed under us to stop
                     return
-                raise
+                # anything else (a malformed answer): say so, and keep following
+                self.online = False
+                log.exception("the replica could not follow the change feed; retrying")
             self._stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
