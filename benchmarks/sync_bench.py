@@ -124,7 +124,7 @@ def write_changes(url: str, tenant_id: str, count: int) -> None:
 def raw_read(url: str, tenant_id: str) -> tuple[int, float]:
     with psycopg.connect(url) as conn:
         started = time.perf_counter()
-        rows = conn.execute(
+        rows = conn.cursor(binary=True).execute(
             "SELECT c.seq, c.body, m.embedding FROM changes c LEFT JOIN memories m "
             "ON m.id = c.entity_id AND m.version = c.version WHERE c.tenant_id = %s "
             "ORDER BY c.seq",

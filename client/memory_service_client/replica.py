@@ -142,9 +142,8 @@ class Replica:
                 self.types,
             )
             for row in rows:
-                self.store.apply_server(
-                    db, row["type"], row["id"], row["version"], row["entity"], _blob(row)
-                )
+                row["blob"] = _blob(row)
+            self.store.apply_page(db, rows)
             self.store.set_meta(db, "cursor", cursor)
         return len(rows)
 

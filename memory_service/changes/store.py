@@ -80,7 +80,9 @@ async def read_after(
         embedding=sql.SQL("m.embedding" if with_embedding else "NULL"),
         join=_EMBEDDING_JOIN if with_embedding else sql.SQL(""),
     )
-    cur = await conn.execute(
+    # binary results: a vector's text form is parsed float by float in Python
+    cur = conn.cursor(binary=True)
+    await cur.execute(
         query, {"tenant": tenant_id, "after": after, "types": list(types), "limit": limit}
     )
     return [
@@ -158,7 +160,7 @@ async def snapshot_rows(
         embedding=sql.SQL(embedding),
         table=sql.Identifier(table),
     )
-    cur = conn.cursor(name=f"snapshot_{entity_type}", row_factory=dict_row)
+    cur = conn.cursor(name=f"snapshot_{entity_type}", row_factory=dict_row, binary=True)
     cur.itersize = chunk
     async with cur:
         await cur.execute(query, (tenant_id,))
