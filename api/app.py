@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.execution_travel import ExecutionTravelController
@@ -41,6 +42,7 @@ from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -69,6 +71,7 @@ TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
 TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
+TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
 TenantRoutes.extend([ExecutionController, ExecutionTravelController])
 AdminRoutes.append(admin_metrics_summary)
@@ -151,6 +154,7 @@ def create_app(
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
+            "changes": Provide(_state_getter("changes"), sync_to_thread=False),
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
@@ -174,8 +178,7 @@ def create_app(
         ),
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
-            ExecutionService, MemoriesAsOf,
-            ExecutionService, WorkflowService, WorkerGateway,
+            ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
         ],
         debug=False,
     )
