@@ -37,6 +37,7 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.transfer import MigrationController, TransferController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -50,6 +51,8 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
 PublicRoutes.append(prometheus_metrics)
+TenantRoutes.extend([MigrationController, TransferController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
@@ -137,6 +141,8 @@ def create_app(
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
+            "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
+            "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -152,7 +158,8 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
+            MigrationService, TransferService,
         ],
         debug=False,
     )
