@@ -99,6 +99,7 @@ class Importer:
         self.ids: dict[str, dict[str, str]] = {"environment": {}, "task": {}}
         self.seen: dict[str, int] = {}
         self.batch: list[tuple[int, Entity]] = []
+        self.foreign: dict[str, set[str]] = {}
 
     async def add(self, lineno: int, line: Entity) -> None:
         kind = _kind(line)
@@ -140,15 +141,18 @@ class Importer:
         """(id to write, whether it overwrites) per line, or raises / marks a skip as ''."""
         for lineno, line in batch:
             try:
-                uuid.UUID(line.id)
+                line.id = str(uuid.UUID(line.id))
             except ValueError:
                 raise line_error(lineno, f"id {line.id!r} is not a UUID") from None
-        owners = await rowcopy.owners(self.conn, table, [line.id for _, line in batch])
+        held = await rowcopy.owners(self.conn, table, [line.id for _, line in batch])
+        self.foreign[table] = {i for i, owner in held.items() if owner != self.tenant}
+        wanted = [self._local_id(table, line.id) for _, line in batch]
+        owners = await rowcopy.owners(self.conn, table, wanted)
         placed: list[tuple[str, bool]] = []
-        for lineno, line in batch:
-            owner = owners.get(line.id)
+        for (lineno, line), want in zip(batch, wanted, strict=True):
+            owner = owners.get(want)
             if owner is None:
-                placed.append((line.id, False))
+                placed.append((want, False))
             elif owner != self.tenant:
                 placed.append((str(uuid.uuid4()), False))
             elif self.on_conflict == "fail":
@@ -160,8 +164,18 @@ class Importer:
                 placed.append(("", False))
                 self.report.add(kind, "skipped")
             else:
-                placed.append((line.id, True))
+                placed.append((want, True))
         return placed
+
+    def _local_id(self, table: str, source_id: str) -> str:
+        """The id a row gets here: its own, unless another tenant holds that one.
+
+        Then a name-based UUID of (this tenant, the id) stands in, the same on
+        every import, so importing a file twice meets the first copy as a conflict.
+        """
+        if source_id in self.foreign.get(table, set()):
+            return str(uuid.uuid5(self.tid, source_id))
+        return source_id
 
     async def _write(
         self, kind: str, table: str, columns: Sequence[str], rows: list[tuple[tuple[Any, ...], bool]]
@@ -175,7 +189,10 @@ class Importer:
         self.report.add(kind, "overwritten", len(replace))
         clashed = len(fresh) - len(inserted)
         if clashed and self.on_conflict == "fail":
-            raise Conflict(f"{clashed} {kind}(s) duplicate rows already here (on_conflict=fail)")
+            raise Conflict(
+                f"{clashed} {kind}(s) already exist here with the same content or name "
+                "(on_conflict=fail); nothing was imported"
+            )
         self.report.add(kind, "skipped", clashed)
         return inserted | {str(r[0]) for r in replace}
 
