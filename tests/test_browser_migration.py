@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psycopg
 import pytest
 from conftest import assert_problem
+from live_http import in_app_loop
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLE = json.loads((DOCS / "examples" / "browser-storage.json").read_text())
@@ -238,3 +240,18 @@ async def test_malformed_json_and_isolation(
     # the other tenant migrating the same file gets its own rows, not "unchanged"
     theirs = await migrate(client, other_tenant, example())
     assert theirs["outcome"]["tasks"] == {"created": 4}
+
+
+async def test_a_job_left_running_is_undone_at_start(
+    client: Any, tenant: dict[str, Any], database_url: str
+) -> None:
+    """A process that stopped mid-job leaves it 'running'; the next start undoes it."""
+    before = await everything(client, tenant)
+    job = await migrate(client, tenant, example())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE migration_jobs SET status = 'running' WHERE id = %s", (job["id"],))
+    runtime = client.app.state.runtime
+    await in_app_loop(client, runtime.migrations.recover)
+    r = await client.get(f"/v1/migrations/{job['id']}", headers=tenant["headers"])
+    assert r.json()["status"] == "failed" and "stopped" in r.json()["errors"][0]["reason"]
+    assert await everything(client, tenant) == before
