@@ -73,6 +73,8 @@ def test_example_matches_the_schema() -> None:
 async def test_dry_run_reports_and_writes_nothing(client: Any, tenant: dict[str, Any]) -> None:
     doc = example()
     doc["platform-notes"] = "{not json"
+    doc["platform-more-memories"] = json.dumps({"state": {"memories": [
+        {"id": "big", "content": "x" * 40_000}, {"content": "no id"}]}, "version": 1})
     doc["platform-memories"] = doc["platform-memories"].replace('"version": 0', '"version": 7')
     edit_store(doc, "platform-tasks", lambda s: s["state"]["tasks"].extend([
         {"id": "t-1", "title": "the same id twice"},
@@ -88,6 +90,8 @@ async def test_dry_run_reports_and_writes_nothing(client: Any, tenant: dict[str,
     assert report["actions"]["tasks"] == {"create": 4}
     rejected = {(x["key"], x["pointer"]): x["reason"] for x in report["rejected"]}
     assert "not JSON" in rejected[("platform-notes", "")]
+    assert "limit" in rejected[("platform-more-memories", "/state/memories/0/content")]
+    assert "id is required" in rejected[("platform-more-memories", "/state/memories/1/id")]
     assert "version" in rejected[("platform-memories", "/version")]
     assert "duplicate source id" in rejected[("platform-tasks", "/state/tasks/4/id")]
     assert "500" in rejected[("platform-tasks", "/state/tasks/5/title")]
