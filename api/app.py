@@ -43,6 +43,7 @@ from api.routes.tenants import TenantController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
 from memory_service.changes import ChangeFeed
+from api.routes.transfer import MigrationController, TransferController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -59,6 +60,8 @@ from memory_service.telemetry import (
 )
 from memory_service.tenants import TenantService
 from memory_service.workflows import WorkerGateway, WorkflowService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController
 TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
 TenantRoutes.extend([ExecutionController, ExecutionTravelController])
+TenantRoutes.extend([MigrationController, TransferController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
@@ -162,6 +166,8 @@ def create_app(
             "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
             "workflows": Provide(_provide_workflows, sync_to_thread=False),
             "workers": Provide(_provide_workers, sync_to_thread=False),
+            "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
+            "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -179,6 +185,7 @@ def create_app(
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
             ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
+            MigrationService, TransferService,
         ],
         debug=False,
     )
