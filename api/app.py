@@ -27,6 +27,7 @@ from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.memory_keys import KeyedMemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
     admin_metrics_summary,
@@ -41,6 +42,7 @@ from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 # Each feature adds its controllers to one of these lists.
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 TenantRoutes.append(RetrievalSettingsController)
+TenantRoutes.append(KeyedMemoryController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
@@ -132,6 +135,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
+            "keyed_memories": Provide(_state_getter("keyed_memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
@@ -152,7 +156,8 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
+            KeyedMemories,
         ],
         debug=False,
     )

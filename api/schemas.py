@@ -124,6 +124,7 @@ class MemoryOut(Struct):
     updated_at: datetime
     expires_at: datetime | None
     version: int
+    key: str | None = None
     embedding: list[float] | UnsetType = UNSET
 
     @classmethod
@@ -141,6 +142,7 @@ class MemoryOut(Struct):
             updated_at=m.updated_at,
             expires_at=m.expires_at,
             version=m.version,
+            key=m.key,
             embedding=(
                 [float(x) for x in m.embedding]
                 if with_embedding and m.embedding is not None

@@ -20,6 +20,7 @@ from memory_service import db, migrate
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -38,6 +39,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    keyed_memories: KeyedMemories
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -67,14 +69,16 @@ class Runtime:
                 raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
+            memories = MemoryService(pool, cached, settings, cursors)
             runtime = cls(
                 settings=settings,
                 database_url=url,
                 pool=pool,
                 embedder=cached,
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=MemoryService(pool, cached, settings, cursors),
+                memories=memories,
                 cursors=cursors,
+                keyed_memories=KeyedMemories(memories),
             )
             for install in extensions():
                 await install(runtime)
