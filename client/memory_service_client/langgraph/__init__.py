@@ -1,0 +1,9 @@
+"""LangGraph integrations (``pip install memory-service-client[langgraph]``).
+
+``MemoryServiceStore`` is a LangGraph ``BaseStore`` (long-term memory) answered
+by the service's keyed memories and vector search.
+"""
+
+from memory_service_client.langgraph.store import MemoryServiceStore
+
+__all__ = ["MemoryServiceStore"]
