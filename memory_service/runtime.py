@@ -21,6 +21,9 @@ from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
 from memory_service.memories.keyed import KeyedMemories
+from memory_service.events.writer import EventWriter
+from memory_service.executions import ExecutionLimits, ExecutionService
+from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -40,6 +43,9 @@ class Runtime:
     memories: MemoryService
     cursors: CursorCodec
     keyed_memories: KeyedMemories
+    memories_as_of: MemoriesAsOf
+    # built once the event log's writer exists (after the extensions below)
+    executions: ExecutionService = field(init=False)
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -79,9 +85,11 @@ class Runtime:
                 memories=memories,
                 cursors=cursors,
                 keyed_memories=KeyedMemories(memories),
+                memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
             )
             for install in extensions():
                 await install(runtime)
+            runtime.executions = build_executions(runtime)
         except BaseException:
             await pool.close()
             raise
@@ -130,6 +138,22 @@ def extensions() -> list[Extension]:
     installs.append(operations_install)
     installs.append(hot_search.install)
     return installs
+
+
+def build_executions(runtime: Runtime) -> ExecutionService:
+    settings = runtime.settings
+    writer = runtime.extras.get("event_writer")
+    return ExecutionService(
+        runtime.pool,
+        runtime.cursors,
+        ExecutionLimits(
+            keyframe_interval=settings.execution_keyframe_interval,
+            max_state_bytes=settings.execution_max_state_bytes,
+            max_batch=settings.max_batch_items,
+            cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
+        ),
+        events=writer if isinstance(writer, EventWriter) else None,
+    )
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:
