@@ -44,9 +44,9 @@ from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
-from memory_service.memories.keyed import KeyedMemories
 from memory_service.executions import ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService

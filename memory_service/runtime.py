@@ -20,10 +20,10 @@ from memory_service import db, migrate
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
-from memory_service.memories.keyed import KeyedMemories
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
