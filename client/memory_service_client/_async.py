@@ -14,6 +14,7 @@ import anyio
 import httpx
 
 from memory_service_client import _operations as ops
+from memory_service_client import _operations_executions as xo
 from memory_service_client._core import (
     OPERATIONS,
     Call,
@@ -173,8 +174,12 @@ class AsyncMemoryClient:
     async def delete_memories(self, **scope: Any) -> Deleted:
         return await self._send(ops.delete_memories(**scope))
 
-    async def get_memory(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
-        return await self._send(ops.get_memory(memory_id, include_embedding=include_embedding))
+    async def get_memory(
+        self, memory_id: str, *, include_embedding: bool = False, as_of: str | None = None
+    ) -> Memory:
+        return await self._send(
+            ops.get_memory(memory_id, include_embedding=include_embedding, as_of=as_of)
+        )
 
     async def update_memory(self, memory_id: str, *, if_match: int | None = None, **changes: Any) -> Memory:
         return await self._send(ops.update_memory(memory_id, if_match=if_match, **changes))
@@ -271,4 +276,74 @@ class AsyncMemoryClient:
         """Live events; ``async for`` over it, ``aclose()`` it to stop. Resumes after a drop."""
         return AsyncEventStream(
             self._http, ops.stream_events(**filters), self.retry, last_event_id, read_timeout
+        )
+
+    # -- executions ----------------------------------------------------------------------
+    async def create_execution(self, **fields: Any) -> dict[str, Any]:
+        return await self._send(xo.create_execution(**fields))
+
+    async def list_executions(self, **params: Any) -> Page[dict[str, Any]]:
+        return await self._send(xo.list_executions(**params))
+
+    def iter_executions(self, *, page_size: int = 200, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_executions(limit=page_size, cursor=cursor, **filters)
+        )
+
+    async def get_execution(self, execution_id: str) -> dict[str, Any]:
+        return await self._send(xo.get_execution(execution_id))
+
+    async def update_execution(
+        self, execution_id: str, *, if_match: int | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        return await self._send(xo.update_execution(execution_id, if_match=if_match, **changes))
+
+    async def append_steps(self, execution_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self._send(xo.append_steps(execution_id, steps))
+
+    async def list_steps(self, execution_id: str, **params: Any) -> Page[dict[str, Any]]:
+        return await self._send(xo.list_steps(execution_id, **params))
+
+    def iter_steps(self, execution_id: str, *, page_size: int = 500) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_steps(execution_id, limit=page_size, cursor=cursor)
+        )
+
+    async def get_step(self, execution_id: str, seq: int, *, include: str | None = None) -> dict[str, Any]:
+        return await self._send(xo.get_step(execution_id, seq, include=include))
+
+    async def get_execution_state(self, execution_id: str, at: int | str | None = None) -> dict[str, Any]:
+        return await self._send(xo.get_execution_state(execution_id, at))
+
+    async def diff_execution(
+        self, execution_id: str, from_ref: int | str, to_ref: int | str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return await self._send(xo.diff_execution(execution_id, from_ref, to_ref, **kw))
+
+    async def create_checkpoint(self, execution_id: str, label: str, **fields: Any) -> dict[str, Any]:
+        return await self._send(xo.create_checkpoint(execution_id, label, **fields))
+
+    async def list_checkpoints(self, execution_id: str) -> Items[dict[str, Any]]:
+        return await self._send(xo.list_checkpoints(execution_id))
+
+    async def delete_checkpoint(self, execution_id: str, label: str) -> None:
+        await self._send(xo.delete_checkpoint(execution_id, label))
+
+    async def rollback_execution(self, execution_id: str, to: int | str) -> dict[str, Any]:
+        return await self._send(xo.rollback_execution(execution_id, to))
+
+    async def fork_execution(self, execution_id: str, at: int | str, **fields: Any) -> dict[str, Any]:
+        return await self._send(xo.fork_execution(execution_id, at, **fields))
+
+    async def execution_lineage(self, execution_id: str) -> dict[str, Any]:
+        return await self._send(xo.execution_lineage(execution_id))
+
+    def replay_execution(
+        self, execution_id: str, *, last_event_id: str | None = None, read_timeout: float | None = 60.0,
+        **params: Any,
+    ) -> AsyncEventStream:
+        """The steps as Server-Sent Events (``from``, ``to``, ``speed``); resumable."""
+        return AsyncEventStream(
+            self._http, xo.replay_execution(execution_id, **params), self.retry, last_event_id,
+            read_timeout,
         )

@@ -106,8 +106,11 @@ def delete_memories(**scope: Any) -> Call:
 
 
 @operation("GET", "/v1/memories/{memory_id}")
-def get_memory(memory_id: str, *, include_embedding: bool = False) -> Call:
-    params = {"include": "embedding"} if include_embedding else None
+def get_memory(
+    memory_id: str, *, include_embedding: bool = False, as_of: str | None = None
+) -> Call:
+    """``as_of`` (RFC 3339): the memory as it stood then."""
+    params = query(include="embedding" if include_embedding else None, as_of=as_of)
     return Call("GET", f"/v1/memories/{segment(memory_id)}", params)
 
 

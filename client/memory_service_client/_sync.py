@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from memory_service_client import _operations as ops
+from memory_service_client import _operations_executions as xo
 from memory_service_client._core import (
     OPERATIONS,
     Call,
@@ -187,8 +188,12 @@ class MemoryClient:
     def delete_memories(self, **scope: Any) -> Deleted:
         return self._send(ops.delete_memories(**scope))
 
-    def get_memory(self, memory_id: str, *, include_embedding: bool = False) -> Memory:
-        return self._send(ops.get_memory(memory_id, include_embedding=include_embedding))
+    def get_memory(
+        self, memory_id: str, *, include_embedding: bool = False, as_of: str | None = None
+    ) -> Memory:
+        return self._send(
+            ops.get_memory(memory_id, include_embedding=include_embedding, as_of=as_of)
+        )
 
     def update_memory(self, memory_id: str, *, if_match: int | None = None, **changes: Any) -> Memory:
         return self._send(ops.update_memory(memory_id, if_match=if_match, **changes))
@@ -285,4 +290,74 @@ class MemoryClient:
         """Live events; iterate it, ``close()`` it to stop. Resumes after a drop."""
         return EventStream(
             self._http, ops.stream_events(**filters), self.retry, last_event_id, read_timeout
+        )
+
+    # -- executions ----------------------------------------------------------------------
+    def create_execution(self, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.create_execution(**fields))
+
+    def list_executions(self, **params: Any) -> Page[dict[str, Any]]:
+        return self._send(xo.list_executions(**params))
+
+    def iter_executions(self, *, page_size: int = 200, **filters: Any) -> Iterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_executions(limit=page_size, cursor=cursor, **filters)
+        )
+
+    def get_execution(self, execution_id: str) -> dict[str, Any]:
+        return self._send(xo.get_execution(execution_id))
+
+    def update_execution(
+        self, execution_id: str, *, if_match: int | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        return self._send(xo.update_execution(execution_id, if_match=if_match, **changes))
+
+    def append_steps(self, execution_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._send(xo.append_steps(execution_id, steps))
+
+    def list_steps(self, execution_id: str, **params: Any) -> Page[dict[str, Any]]:
+        return self._send(xo.list_steps(execution_id, **params))
+
+    def iter_steps(self, execution_id: str, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_steps(execution_id, limit=page_size, cursor=cursor)
+        )
+
+    def get_step(self, execution_id: str, seq: int, *, include: str | None = None) -> dict[str, Any]:
+        return self._send(xo.get_step(execution_id, seq, include=include))
+
+    def get_execution_state(self, execution_id: str, at: int | str | None = None) -> dict[str, Any]:
+        return self._send(xo.get_execution_state(execution_id, at))
+
+    def diff_execution(
+        self, execution_id: str, from_ref: int | str, to_ref: int | str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return self._send(xo.diff_execution(execution_id, from_ref, to_ref, **kw))
+
+    def create_checkpoint(self, execution_id: str, label: str, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.create_checkpoint(execution_id, label, **fields))
+
+    def list_checkpoints(self, execution_id: str) -> Items[dict[str, Any]]:
+        return self._send(xo.list_checkpoints(execution_id))
+
+    def delete_checkpoint(self, execution_id: str, label: str) -> None:
+        self._send(xo.delete_checkpoint(execution_id, label))
+
+    def rollback_execution(self, execution_id: str, to: int | str) -> dict[str, Any]:
+        return self._send(xo.rollback_execution(execution_id, to))
+
+    def fork_execution(self, execution_id: str, at: int | str, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.fork_execution(execution_id, at, **fields))
+
+    def execution_lineage(self, execution_id: str) -> dict[str, Any]:
+        return self._send(xo.execution_lineage(execution_id))
+
+    def replay_execution(
+        self, execution_id: str, *, last_event_id: str | None = None, read_timeout: float | None = 60.0,
+        **params: Any,
+    ) -> EventStream:
+        """The steps as Server-Sent Events (``from``, ``to``, ``speed``); resumable."""
+        return EventStream(
+            self._http, xo.replay_execution(execution_id, **params), self.retry, last_event_id,
+            read_timeout,
         )
