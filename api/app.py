@@ -40,6 +40,8 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.workers import WorkerController
+from api.routes.workflows import WorkflowController, WorkflowRunController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -56,6 +58,7 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
 PublicRoutes.append(prometheus_metrics)
 TenantRoutes.extend([ExecutionController, ExecutionTravelController])
 AdminRoutes.append(admin_metrics_summary)
@@ -87,6 +91,14 @@ def _extra_getter(name: str) -> Callable[[State], Any]:
         return state.runtime.extras[name]
 
     return provide
+
+
+def _provide_workflows(state: State) -> WorkflowService:
+    return state.runtime.workflows.service
+
+
+def _provide_workers(state: State) -> WorkerGateway:
+    return state.runtime.workflows.workers
 
 
 def create_app(
@@ -148,6 +160,8 @@ def create_app(
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
             "executions": Provide(_state_getter("executions"), sync_to_thread=False),
             "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
+            "workflows": Provide(_provide_workflows, sync_to_thread=False),
+            "workers": Provide(_provide_workers, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -165,7 +179,7 @@ def create_app(
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
             KeyedMemories,
-            ExecutionService, MemoriesAsOf,
+            ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway,
         ],
         debug=False,
     )

@@ -116,6 +116,12 @@ class Settings:
     breaker_reset_seconds: float = 5.0
     read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
 
+    # workflows
+    workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
+    workflow_poll_interval_s: float = 1.0  # safety net behind LISTEN/NOTIFY and timers
+    workflow_driver_concurrency: int = 4  # built-in steps one process runs at once
+    workflow_driver_enabled: bool = True
+
     # telemetry
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None

@@ -29,6 +29,7 @@ from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Runtime:
     memories_as_of: MemoriesAsOf
     # built once the event log's writer exists (after the extensions below)
     executions: ExecutionService = field(init=False)
+    workflows: Workflows = field(init=False)  # needs the executions
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -90,6 +92,11 @@ class Runtime:
             for install in extensions():
                 await install(runtime)
             runtime.executions = build_executions(runtime)
+            runtime.workflows = Workflows.build(
+                settings, url, pool, cursors, runtime.memories, runtime.executions
+            )
+            await runtime.workflows.start()
+            runtime.closers.append(runtime.workflows.close)
         except BaseException:
             await pool.close()
             raise

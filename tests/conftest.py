@@ -36,6 +36,7 @@ def settings(data_dir: Path) -> Settings:
         database_url=os.environ.get("MEMORY_TEST_DATABASE_URL") or None,
         admin_token=ADMIN_TOKEN,
         db_pool_max=8,
+        workflow_poll_interval_s=0.2,
     )
 
 
