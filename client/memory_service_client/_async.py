@@ -15,6 +15,7 @@ import httpx
 
 from memory_service_client import _operations as ops
 from memory_service_client import _operations_executions as xo
+from memory_service_client import _operations_workflows as wo
 from memory_service_client._core import (
     OPERATIONS,
     Call,
@@ -347,3 +348,50 @@ class AsyncMemoryClient:
             self._http, xo.replay_execution(execution_id, **params), self.retry, last_event_id,
             read_timeout,
         )
+
+    # -- workflows and workers -------------------------------------------------------
+
+    async def put_workflow(self, name: str, definition: dict[str, Any]) -> Any:
+        return await self._send(wo.put_workflow(name, definition))
+
+    async def list_workflows(self, *, limit: int | None = None, cursor: str | None = None) -> Any:
+        return await self._send(wo.list_workflows(limit=limit, cursor=cursor))
+
+    async def get_workflow(self, name: str) -> Any:
+        return await self._send(wo.get_workflow(name))
+
+    async def get_workflow_version(self, name: str, version: int) -> Any:
+        return await self._send(wo.get_workflow_version(name, version))
+
+    async def start_run(self, name: str, input: Any = None, *, idempotency_key: str | None = None, version: int | None = None,) -> Any:
+        return await self._send(wo.start_run(name, input, idempotency_key=idempotency_key, version=version))
+
+    async def list_runs(self, *, limit: int | None = None, cursor: str | None = None, **filters: Any) -> Any:
+        return await self._send(wo.list_runs(limit=limit, cursor=cursor, **filters))
+
+    async def get_run(self, run_id: str) -> Any:
+        return await self._send(wo.get_run(run_id))
+
+    async def cancel_run(self, run_id: str) -> Any:
+        return await self._send(wo.cancel_run(run_id))
+
+    async def retry_run(self, run_id: str) -> Any:
+        return await self._send(wo.retry_run(run_id))
+
+    async def fork_run(self, run_id: str, from_step: str, input_patch: dict[str, Any] | None = None) -> Any:
+        return await self._send(wo.fork_run(run_id, from_step, input_patch))
+
+    async def signal_run(self, run_id: str, name: str, payload: Any = None) -> Any:
+        return await self._send(wo.signal_run(run_id, name, payload))
+
+    async def claim(self, worker_id: str, queues: list[str], *, max_steps: int = 1, lease_s: float = 30.0, wait_s: float = 0.0,) -> Any:
+        return await self._send(wo.claim(worker_id, queues, max_steps=max_steps, lease_s=lease_s, wait_s=wait_s))
+
+    async def heartbeat(self, attempt_id: str, lease_token: str, lease_s: float = 30.0) -> Any:
+        return await self._send(wo.heartbeat(attempt_id, lease_token, lease_s))
+
+    async def complete_attempt(self, attempt_id: str, lease_token: str, output: Any = None) -> Any:
+        return await self._send(wo.complete_attempt(attempt_id, lease_token, output))
+
+    async def fail_attempt(self, attempt_id: str, lease_token: str, error: str, retryable: bool = True) -> Any:
+        return await self._send(wo.fail_attempt(attempt_id, lease_token, error, retryable))
