@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-large bench-events bench-sync eval tune lint typecheck clean
+.PHONY: run test bench bench-large bench-events eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,15 @@ $(STAMP): pyproject.toml client/pyproject.toml | $(PY)
 	# torch first, pinned, so nothing pulls a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet -e ./client
+	# the client distribution, editable, with its LangGraph and MCP extras
+	$(PY) -m pip install --quiet -e './client[langgraph,mcp]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/memory-service serve
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks client
+	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
 	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
 	$(PY) -m pytest
 
@@ -38,9 +39,6 @@ bench-large: $(STAMP)
 bench-events: $(STAMP)
 	$(PY) -m benchmarks.events_bench
 
-bench-sync: $(STAMP)
-	$(PY) -m benchmarks.sync_bench
-
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval
 
@@ -48,7 +46,7 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks client
+	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client

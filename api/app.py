@@ -30,6 +30,7 @@ from api.routes.execution_travel import ExecutionTravelController
 from api.routes.executions import ExecutionController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.memory_keys import KeyedMemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
     admin_metrics_summary,
@@ -50,6 +51,7 @@ from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
 from memory_service.executions import ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
@@ -68,6 +70,7 @@ log = logging.getLogger(__name__)
 # Each feature adds its controllers to one of these lists.
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 TenantRoutes.append(RetrievalSettingsController)
+TenantRoutes.append(KeyedMemoryController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
@@ -156,6 +159,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
+            "keyed_memories": Provide(_state_getter("keyed_memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
             "changes": Provide(_state_getter("changes"), sync_to_thread=False),
@@ -185,7 +189,7 @@ def create_app(
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
             ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
-            MigrationService, TransferService,
+            MigrationService, TransferService, KeyedMemories,
         ],
         debug=False,
     )

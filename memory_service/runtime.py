@@ -24,6 +24,7 @@ from memory_service.events.install import install as operations_install
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -45,6 +46,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
     changes: ChangeFeed
     # built once the event log's writer exists (after the extensions below)
@@ -98,6 +100,7 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=memories,
                 cursors=cursors,
+                keyed_memories=KeyedMemories(memories),
                 memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
                 changes=changes,
             )

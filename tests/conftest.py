@@ -118,3 +118,35 @@ def assert_problem(response: Any, status: int, *, mentions: str | None = None) -
     for leak in ("Traceback", "psycopg", "SELECT ", "/work/", "site-packages"):
         assert leak not in response.text
     return body
+
+
+@pytest.fixture(scope="session")
+def live_url(settings: Settings, database_url: str, real_embedder: Embedder) -> Iterator[str]:
+    """The real app behind uvicorn on a real port, in a thread of its own, so blocking
+    clients (the Python client, LangGraph, notebooks' kernels) can call it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings, embedder=real_embedder),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the live server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
