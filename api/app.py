@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
@@ -128,7 +129,8 @@ def create_app(
         exclude=["/health"],
     )
     return Litestar(
-        route_handlers=[*PublicRoutes, tenant_router, admin_router],
+        route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
+        template_config=template_config(),
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
