@@ -26,6 +26,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
 	$(VENV)/bin/mypy memory_service indexers api
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -103,3 +103,19 @@ def assert_problem(response: Any, status: int, *, mentions: str | None = None) -
     for leak in ("Traceback", "psycopg", "SELECT ", "/work/", "site-packages"):
         assert leak not in response.text
     return body
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it loudly when the browser tests could not run."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "BROWSER TESTS SKIPPED" in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} BROWSER TESTS SKIPPED: install chromium and chromium-driver",
+            red=True,
+            bold=True,
+        )
