@@ -26,6 +26,8 @@ from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
+from api.routes.execution_travel import ExecutionTravelController
+from api.routes.executions import ExecutionController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
 from api.routes.metrics import (
@@ -42,6 +44,7 @@ from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
+from memory_service.executions import ExecutionService
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
@@ -63,6 +66,7 @@ TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
 PublicRoutes.append(prometheus_metrics)
+TenantRoutes.extend([ExecutionController, ExecutionTravelController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
@@ -139,6 +143,7 @@ def create_app(
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
+            "executions": Provide(_state_getter("executions"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -154,7 +159,8 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
+            ExecutionService,
         ],
         debug=False,
     )

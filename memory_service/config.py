@@ -105,6 +105,11 @@ class Settings:
     health_window_seconds: float = 300.0
     index_stale_seconds: float = 60.0  # an index lagging longer costs health score
 
+    # executions: a full state every N steps, RFC 6902 patches between them
+    execution_keyframe_interval: int = 50
+    execution_max_state_bytes: int = 1024 * 1024
+    execution_state_cache_mb: int = 64  # rebuilt states kept in process
+
     # resilience: circuit breakers around the database and the embedder
     db_pool_timeout_seconds: float = 10.0
     breaker_failure_threshold: int = 5
@@ -146,6 +151,8 @@ class Settings:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
+        if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:
+            raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:

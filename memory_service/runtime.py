@@ -20,6 +20,8 @@ from memory_service import db, migrate
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
+from memory_service.events.writer import EventWriter
+from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -38,6 +40,8 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    # built once the event log's writer exists (after the extensions below)
+    executions: ExecutionService = field(init=False)
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +82,7 @@ class Runtime:
             )
             for install in extensions():
                 await install(runtime)
+            runtime.executions = build_executions(runtime)
         except BaseException:
             await pool.close()
             raise
@@ -126,6 +131,22 @@ def extensions() -> list[Extension]:
     installs.append(operations_install)
     installs.append(hot_search.install)
     return installs
+
+
+def build_executions(runtime: Runtime) -> ExecutionService:
+    settings = runtime.settings
+    writer = runtime.extras.get("event_writer")
+    return ExecutionService(
+        runtime.pool,
+        runtime.cursors,
+        ExecutionLimits(
+            keyframe_interval=settings.execution_keyframe_interval,
+            max_state_bytes=settings.execution_max_state_bytes,
+            max_batch=settings.max_batch_items,
+            cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
+        ),
+        events=writer if isinstance(writer, EventWriter) else None,
+    )
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:
