@@ -71,9 +71,15 @@ def browser(live: str, key: dict[str, Any]) -> Iterator[Any]:
 
 
 def wait_for(condition: Any, timeout: float = 10.0) -> Any:
+    """Polls ``condition`` until it is truthy; an element swapped out mid-read is a retry."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while True:
-        value = condition()
+        try:
+            value = condition()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
         if value:
             return value
         assert time.monotonic() < deadline, "timed out waiting in the browser"
@@ -200,3 +206,42 @@ def test_every_page_renders_at_laptop_and_phone_width(
 
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.get_attribute("class") == "skip"
+
+
+def test_scrubbing_an_execution_timeline_shows_the_state_at_each_step(
+    browser: Any, api: httpx.Client, live: str, key: dict[str, Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    h = key["headers"]
+    eid = api.post("/v1/executions", json={"agent_id": "planner"}, headers=h).json()["id"]
+    steps = [
+        {"kind": "llm", "name": "plan", "state": {"plan": ["fetch", "sum"], "done": []}},
+        {"kind": "tool", "name": "fetch", "state": {"plan": ["fetch", "sum"], "done": ["fetch"]}},
+        {"kind": "tool", "name": "sum", "error": {"message": "overflow"}, "state": {"done": ["fetch"], "retry": True}},
+    ]
+    assert api.post(f"/v1/executions/{eid}/steps", json={"steps": steps}, headers=h).status_code == 201
+    browser.get(live + f"/console/executions/{eid}")
+
+    def shown() -> tuple[str, str]:
+        return (
+            browser.find_element(By.ID, "state-seq").text,
+            browser.find_element(By.ID, "state-json").text,
+        )
+
+    assert shown()[0] == "3" and '"retry": true' in shown()[1]
+    scrubber = browser.find_element(By.ID, "scrubber")
+    scrubber.send_keys(Keys.HOME)
+    wait_for(lambda: shown() == ("0", "{}"))
+    scrubber.send_keys(Keys.ARROW_RIGHT)
+    wait_for(lambda: shown()[0] == "1" and '"done": []' in shown()[1])
+    assert browser.find_element(By.ID, "scrub-out").text == "1"
+    browser.find_element(By.CSS_SELECTOR, 'ol.timeline a[data-seq="2"]').click()
+    wait_for(lambda: shown()[0] == "2" and '"fetch"' in shown()[1].split('"done"')[1])
+    assert scrubber.get_attribute("value") == "2"
+    current = browser.find_element(By.CSS_SELECTOR, "ol.timeline li.current a")
+    assert current.get_attribute("data-seq") == "2"
+    browser.get(live + f"/console/executions/{eid}?at=2&diff_from=1&diff_to=3")
+    assert browser.find_elements(By.CSS_SELECTOR, "ul.diff li.op-add")
+    screenshot(browser, "execution")

@@ -1,7 +1,8 @@
 """The web console at ``/console``: server-rendered pages over the same core services as the API.
 
 ``console_router()`` is everything the app factory mounts: the sign-in pages,
-the guarded pages (tasks, environments, events, memories, health), the static
+the guarded pages (tasks, environments, events, executions, memories,
+health), the static
 files (the vendored htmx, the stylesheet and a small script), and the
 ``template_config()`` the app renders them with. Sessions and CSRF live in
 ``session``; how a page, fragment or error answers lives in ``rendering``.
@@ -20,6 +21,7 @@ from litestar.template.config import TemplateConfig
 from api.auth import provide_tenant_id
 from api.console.environments import EnvironmentPagesController
 from api.console.events import EventPagesController
+from api.console.executions import ExecutionPagesController
 from api.console.health import HealthPageController
 from api.console.memories import MemoryPagesController
 from api.console.rendering import EXCEPTION_HANDLERS, SECURITY_HEADERS
@@ -44,6 +46,7 @@ def console_router() -> Router:
             TaskBoardController,
             EnvironmentPagesController,
             EventPagesController,
+            ExecutionPagesController,
             MemoryPagesController,
             HealthPageController,
         ],

@@ -32,6 +32,7 @@ NAV = [
     ("tasks", "Tasks", "/console/tasks"),
     ("environments", "Environments", "/console/environments"),
     ("events", "Events", "/console/events"),
+    ("executions", "Executions", "/console/executions"),
     ("memories", "Memories", "/console/memories"),
     ("health", "Health", "/console/health"),
 ]

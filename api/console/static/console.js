@@ -88,6 +88,28 @@
     if (window.htmx) { window.htmx.trigger(form, "submit"); }
   });
 
+  // -- execution timeline ---------------------------------------------------------------
+  document.addEventListener("input", function (event) {
+    if (event.target.id === "scrubber") {
+      var out = document.getElementById("scrub-out");
+      if (out) { out.textContent = event.target.value; }
+    }
+  });
+
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var seqNode = document.getElementById("state-seq");
+    if (!seqNode || event.detail.target.id !== "state-panel") { return; }
+    var seq = seqNode.textContent;
+    var scrubber = document.getElementById("scrubber");
+    if (scrubber && scrubber.value !== seq) { scrubber.value = seq; }
+    var out = document.getElementById("scrub-out");
+    if (out) { out.textContent = seq; }
+    document.querySelectorAll("ol.timeline li").forEach(function (li) {
+      var link = li.querySelector("a[data-seq]");
+      li.classList.toggle("current", !!link && link.getAttribute("data-seq") === seq);
+    });
+  });
+
   // -- live event tail ----------------------------------------------------------------
   function eventRow(e) {
     var row = document.createElement("tr");
