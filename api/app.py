@@ -40,6 +40,7 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.transfer import MigrationController, TransferController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -54,6 +55,8 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,7 @@ TenantRoutes.extend(
 )
 PublicRoutes.append(prometheus_metrics)
 TenantRoutes.extend([ExecutionController, ExecutionTravelController])
+TenantRoutes.extend([MigrationController, TransferController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
@@ -144,6 +148,8 @@ def create_app(
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
             "executions": Provide(_state_getter("executions"), sync_to_thread=False),
+            "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
+            "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -161,6 +167,7 @@ def create_app(
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
             ExecutionService,
+            MigrationService, TransferService,
         ],
         debug=False,
     )

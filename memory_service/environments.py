@@ -42,6 +42,13 @@ MAX_SECRET_VALUE = 16 * 1024
 MAX_LIST_LIMIT = 1000
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
+# the columns an export carries and an import or a migration writes as given (the
+# secret values travel only where an admin asked for them; see the transfer package)
+TABLE = "environments"
+COPY_COLUMNS = (
+    "id", "name", "description", "config", "secrets", "is_active", "created_at", "updated_at",
+    "version",
+)
 # secret values are selected only as their key names
 COLUMNS = sql.SQL(
     "id, name, description, config, "
@@ -286,4 +293,22 @@ def _environment(row: dict[str, Any] | None) -> Environment:
         updated_at=row["updated_at"],
         version=row["version"],
         seq=row["seq"],
+    )
+
+
+async def ids_by_name(conn: Any, tenant_id: uuid.UUID, names: list[str]) -> dict[str, str]:
+    """The ids of this tenant's environments with these names."""
+    cur = await conn.execute(
+        "SELECT name, id::text FROM environments WHERE tenant_id = %s AND name = ANY(%s)",
+        (tenant_id, names),
+    )
+    return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+async def detach_tasks(conn: Any, tenant_id: uuid.UUID, env_ids: list[str]) -> None:
+    """Tasks that use these environments lose them (as with a forced delete)."""
+    await conn.execute(
+        "UPDATE tasks SET environment_id = NULL, updated_at = clock_timestamp(), "
+        "version = version + 1 WHERE tenant_id = %s AND environment_id = ANY(%s::uuid[])",
+        (tenant_id, env_ids),
     )

@@ -27,6 +27,8 @@ from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ class Runtime:
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    migrations: MigrationService | None = None
+    transfers: TransferService | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, embedder: Embedder | None = None) -> Runtime:
@@ -83,10 +87,24 @@ class Runtime:
             for install in extensions():
                 await install(runtime)
             runtime.executions = build_executions(runtime)
+            await runtime._start_transfers()
         except BaseException:
             await pool.close()
             raise
         return runtime
+
+    async def _start_transfers(self) -> None:
+        """Browser migrations and export/import; they report to the event writer."""
+        writer = self.extras["event_writer"]
+        self.migrations = MigrationService(
+            self.pool, self.embedder, self.memories.validate, writer
+        )
+        self.transfers = TransferService(
+            self.pool, self.embedder, self.memories.validate, writer, self.settings
+        )
+        await self.migrations.recover()
+        # closers run in reverse: running migrations stop before the event writer
+        self.closers.append(self.migrations.close)
 
     async def close(self) -> None:
         for closer in reversed(self.closers):

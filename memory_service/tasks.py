@@ -58,6 +58,12 @@ MAX_TEXT = 64 * 1024
 MAX_SHORT = 256
 MAX_LIST_LIMIT = 1000
 
+# the columns an export carries and an import or a migration writes as given
+TABLE = "tasks"
+COPY_COLUMNS = (
+    "id", "title", "description", "status", "priority", "environment_id", "agent_id", "tags",
+    "metadata", "created_at", "updated_at", "completed_at", "version",
+)
 COLUMNS = sql.SQL(
     "id, title, description, status, priority, environment_id, agent_id, tags, metadata, "
     "created_at, updated_at, completed_at, version, seq"
