@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -245,3 +246,25 @@ def test_scrubbing_an_execution_timeline_shows_the_state_at_each_step(
     browser.get(live + f"/console/executions/{eid}?at=2&diff_from=1&diff_to=3")
     assert browser.find_elements(By.CSS_SELECTOR, "ul.diff li.op-add")
     screenshot(browser, "execution")
+
+
+def test_a_dry_run_migration_reports_then_runs(
+    browser: Any, api: httpx.Client, live: str, key: dict[str, Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    example = Path(__file__).parent.parent / "docs" / "examples" / "browser-storage.json"
+    browser.get(live + "/console/migration")
+    browser.find_element(By.ID, "export-file").send_keys(str(example.resolve()))
+    browser.find_element(By.XPATH, "//button[text()='Dry run']").click()
+    counts = wait_for(lambda: browser.find_element(By.ID, "dry-run-counts"))
+    assert "tasks" in counts.text and "environments" in counts.text
+    assert browser.find_element(By.ID, "dry-run-verdict").text
+    assert "s3cr3t-staging" not in browser.page_source
+    screenshot(browser, "migration-dry-run")
+    before = api.get("/v1/environments", headers=key["headers"]).json()["items"]
+    browser.find_element(By.XPATH, "//button[text()='Run the migration']").click()
+    wait_for(lambda: browser.find_element(By.ID, "job-status").text == "completed", timeout=30)
+    after = api.get("/v1/environments", headers=key["headers"]).json()["items"]
+    assert len(after) > len(before)
+    screenshot(browser, "migration-job")

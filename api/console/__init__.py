@@ -2,7 +2,7 @@
 
 ``console_router()`` is everything the app factory mounts: the sign-in pages,
 the guarded pages (tasks, environments, events, executions, memories,
-health), the static
+migration, health), the static
 files (the vendored htmx, the stylesheet and a small script), and the
 ``template_config()`` the app renders them with. Sessions and CSRF live in
 ``session``; how a page, fragment or error answers lives in ``rendering``.
@@ -24,6 +24,7 @@ from api.console.events import EventPagesController
 from api.console.executions import ExecutionPagesController
 from api.console.health import HealthPageController
 from api.console.memories import MemoryPagesController
+from api.console.migration import MigrationPagesController
 from api.console.rendering import EXCEPTION_HANDLERS, SECURITY_HEADERS
 from api.console.session import ConsoleSessionMiddleware, require_console_session
 from api.console.signin import console_home, sign_in, sign_in_form, sign_out
@@ -48,6 +49,7 @@ def console_router() -> Router:
             EventPagesController,
             ExecutionPagesController,
             MemoryPagesController,
+            MigrationPagesController,
             HealthPageController,
         ],
         guards=[require_console_session],

@@ -34,6 +34,7 @@ NAV = [
     ("events", "Events", "/console/events"),
     ("executions", "Executions", "/console/executions"),
     ("memories", "Memories", "/console/memories"),
+    ("migration", "Migration", "/console/migration"),
     ("health", "Health", "/console/health"),
 ]
 
