@@ -193,6 +193,8 @@ def test_every_page_renders_at_laptop_and_phone_width(
         "memories": "/console/memories?query=tea&mode=hybrid",
         "memory": f"/console/memories/{memory['id']}",
         "health": "/console/health",
+        "executions": "/console/executions",
+        "migration": "/console/migration",
     }
     for name, path in pages.items():
         browser.get(live + path)

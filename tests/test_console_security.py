@@ -15,6 +15,8 @@ from console_support import NONCE, sign_in
 
 PAGES = [
     "/console/tasks",
+    "/console/executions",
+    "/console/migration",
     "/console/environments",
     "/console/events",
     "/console/memories",
@@ -126,14 +128,29 @@ async def test_one_tenant_never_sees_another_tenants_data(
         )
     ).json()
     await console.post("/v1/events", json={"items": [{"type": f"b.x{marker}"}]}, headers=b)
+    execution = (
+        await console.post("/v1/executions", json={"agent_id": f"agent-{marker}"}, headers=b)
+    ).json()
     await console.post("/v1/memories", json={"content": "tea for tenant a"}, headers=tenant["headers"])
     token = await sign_in(console, tenant["api_key"])
-    for path in [*PAGES, "/console/memories?query=tea", "/console/memories?query=tea&mode=keyword"]:
+    for path in [
+        *PAGES,
+        "/console/memories?query=tea",
+        "/console/memories?query=tea&mode=keyword",
+    ]:
         page = await console.get(path)
         assert page.status_code == 200, (path, page.text)
         assert marker not in page.text, path
-    for path in (f"/console/environments/{env['id']}", f"/console/memories/{memory['id']}"):
+    for path in (
+        f"/console/environments/{env['id']}",
+        f"/console/memories/{memory['id']}",
+        f"/console/executions/{execution['id']}",
+    ):
         assert (await console.get(path)).status_code == 404
+    fork = await console.post(
+        f"/console/executions/{execution['id']}/fork", data={"_csrf": token, "at": "0"}
+    )
+    assert fork.status_code == 404
     move = await console.post(
         f"/console/tasks/{task['id']}/status",
         data={"status": "cancelled", "from": "pending", "_csrf": token},
