@@ -8,6 +8,7 @@ row and another tenant's row look alike here too (404).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from litestar import Request, Response
@@ -17,6 +18,8 @@ from litestar.response import Redirect, Template
 from api.console.session import CSRFRefused, SignInRequired, current_session, sign_in_location
 from api.errors import STATUS, TITLES
 from memory_service import errors as domain
+
+log = logging.getLogger(__name__)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -97,9 +100,15 @@ def on_http_error(request: Request[Any, Any, Any], exc: Exception) -> Response[A
     return error_page(request, status, detail or TITLES.get(status, "Error"))
 
 
+def on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error in the console", exc_info=exc)
+    return error_page(request, 500, "Something went wrong on our side; the log has the details.")
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     SignInRequired: on_sign_in_required,
     CSRFRefused: on_csrf_refused,
     domain.MemoryServiceError: on_domain_error,
     HTTPException: on_http_error,
+    Exception: on_unexpected,
 }

@@ -25,6 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.handlers.base import BaseRouteHandler
 from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from memory_service.errors import Unauthenticated
@@ -87,12 +88,15 @@ async def load_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Consol
 
 async def start_session(connection: ASGIConnection[Any, Any, Any, Any], api_key: str) -> Cookie:
     """A fresh session id for every sign-in, so an id planted earlier is never promoted."""
+    store = _store(connection)
     old = connection.cookies.get(SESSION_COOKIE)
     if old:
-        await _store(connection).delete(old)
+        await store.delete(old)
+    if isinstance(store, MemoryStore):
+        await store.delete_expired()  # the memory store keeps expired entries until asked
     session_id = secrets.token_urlsafe(32)
     body = msgspec.json.encode({"key": api_key, "csrf": secrets.token_urlsafe(32)})
-    await _store(connection).set(session_id, body, expires_in=SESSION_SECONDS)
+    await store.set(session_id, body, expires_in=SESSION_SECONDS)
     return _cookie(SESSION_COOKIE, session_id, SESSION_SECONDS, is_https(connection))
 
 
