@@ -53,6 +53,7 @@ class ThreadedServer:
         self._server: uvicorn.Server | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _run(self) -> None:
         app = create_app(self.settings, embedder=HashEmbedder(384))
@@ -62,9 +63,24 @@ class ThreadedServer:
         )
         self._server = uvicorn.Server(config)
         try:
-            asyncio.run(self._server.serve())
+            asyncio.run(self._serve(self._server))
         except BaseException as exc:  # reported by start()
             self._error = exc
+
+    async def _serve(self, server: uvicorn.Server) -> None:
+        self._loop = asyncio.get_running_loop()
+        await server.serve()
+
+    def drop_connections(self) -> None:
+        """Cut every open TCP connection, as a network blip would (streams included)."""
+        server = self._server
+        assert server is not None and self._loop is not None
+
+        def cut() -> None:
+            for connection in list(server.server_state.connections):
+                connection.transport.close()  # type: ignore[attr-defined]
+
+        self._loop.call_soon_threadsafe(cut)
 
     def start(self) -> str:
         self._thread.start()

@@ -34,13 +34,18 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def live(settings: Settings, database_url: str) -> Iterator[str]:
-    server = ThreadedServer(settings.with_(sse_heartbeat_seconds=0.5))
-    base = server.start()
+def server(settings: Settings, database_url: str) -> Iterator[ThreadedServer]:
+    running = ThreadedServer(settings.with_(sse_heartbeat_seconds=0.5))
+    running.start()
     try:
-        yield base
+        yield running
     finally:
-        server.stop()
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def live(server: ThreadedServer) -> str:
+    return server.base
 
 
 @pytest.fixture(scope="module")
@@ -270,3 +275,23 @@ def test_a_dry_run_migration_reports_then_runs(
     after = api.get("/v1/environments", headers=key["headers"]).json()["items"]
     assert len(after) > len(before)
     screenshot(browser, "migration-job")
+
+
+def test_the_tail_reconnects_without_losing_events(
+    browser: Any, server: ThreadedServer, api: httpx.Client, live: str, key: dict[str, Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(live + "/console/events?type=gap")
+    state = browser.find_element(By.ID, "live-state")
+    wait_for(lambda: "Live" in state.text)
+    server.drop_connections()
+    wait_for(lambda: "Reconnecting" in state.text)
+    kinds = [f"gap.n{i}x{uuid.uuid4().hex[:6]}" for i in range(3)]
+    for kind in kinds:  # written while the stream is down or just back
+        r = api.post("/v1/events", json={"items": [{"type": kind}]}, headers=key["headers"])
+        assert r.status_code == 201
+    tail = browser.find_element(By.ID, "event-tail")
+    wait_for(lambda: all(k in tail.text for k in kinds), timeout=15)
+    assert all(tail.text.count(k) == 1 for k in kinds)  # each exactly once
+    assert "Live" in state.text
