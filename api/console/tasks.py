@@ -68,12 +68,12 @@ class BoardFilters:
 
 
 def _filters(
-    priority: FromQuery[str | None],
-    agent_id: FromQuery[str | None],
-    tag: FromQuery[str | None],
-    q: FromQuery[str | None],
-    environment_id: FromQuery[str | None],
-    sort: FromQuery[str | None],
+    priority: str | None,
+    agent_id: str | None,
+    tag: str | None,
+    q: str | None,
+    environment_id: str | None,
+    sort: str | None,
 ) -> BoardFilters:
     def clean(v: str | None) -> str | None:
         return v.strip() or None if v else None
