@@ -46,6 +46,7 @@ from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
 from memory_service.executions import ExecutionService
+from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
@@ -150,6 +151,7 @@ def create_app(
             "executions": Provide(_state_getter("executions"), sync_to_thread=False),
             "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
             "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
+            "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -166,7 +168,7 @@ def create_app(
         ),
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
-            ExecutionService,
+            ExecutionService, MemoriesAsOf,
             MigrationService, TransferService,
         ],
         debug=False,

@@ -243,6 +243,13 @@ class SearchBody(Strict):
         float,
         Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
     ] | None = None
+    as_of: Annotated[
+        datetime,
+        Meta(
+            description="RFC 3339: search the memories as they stood then (exact vector "
+            "ranking; mode vector without re-ranking options)."
+        ),
+    ] | None = None
 
     def to_domain(self) -> SearchRequest:
         return SearchRequest(

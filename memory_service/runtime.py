@@ -22,6 +22,7 @@ from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
+from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -42,6 +43,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    memories_as_of: MemoriesAsOf
     # built once the event log's writer exists (after the extensions below)
     executions: ExecutionService = field(init=False)
     # extra components register a closer here; run in reverse order on close
@@ -75,14 +77,16 @@ class Runtime:
                 raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
+            memories = MemoryService(pool, cached, settings, cursors)
             runtime = cls(
                 settings=settings,
                 database_url=url,
                 pool=pool,
                 embedder=cached,
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=MemoryService(pool, cached, settings, cursors),
+                memories=memories,
                 cursors=cursors,
+                memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
             )
             for install in extensions():
                 await install(runtime)

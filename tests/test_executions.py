@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from memory_service.executions import ExecutionLimits, ExecutionService, NewExecution, NewStep
 from tests.conftest import assert_problem
 
 Client = AsyncTestClient[Litestar]
@@ -134,3 +136,26 @@ async def test_state_at_a_label_and_at_a_time(client: Client, tenant: dict[str, 
     assert_problem(beyond, 404, mentions="step 4")
     bad_time = await client.get(f"/v1/executions/{eid}/state", params={"at": "2026-13-01"}, headers=h)
     assert_problem(bad_time, 422, mentions="RFC 3339")
+
+
+async def test_concurrent_writers_lose_no_step(app: Litestar, tenant: dict[str, Any]) -> None:
+    runtime = app.state.runtime
+    # a service of its own, without the app's event writer (which lives on the app's loop)
+    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
+    tid = tenant["id"]
+    execution = await service.create(tid, NewExecution())
+    await service.append_steps(tid, execution.id, [NewStep(kind="start", state={"log": []})])
+
+    async def writer(name: str) -> None:
+        for i in range(5):
+            patch = [{"op": "add", "path": "/log/-", "value": f"{name}{i}"}]
+            await service.append_steps(tid, execution.id, [NewStep(kind="w", state_patch=patch)])
+
+    await asyncio.gather(*(writer(name) for name in "abcd"))
+    head = await service.state_at(tid, execution.id)
+    assert head.seq == 21
+    assert sorted(head.state["log"]) == sorted(f"{n}{i}" for n in "abcd" for i in range(5))
+    # every writer's own steps kept their order
+    for name in "abcd":
+        mine = [entry for entry in head.state["log"] if entry.startswith(name)]
+        assert mine == [f"{name}{i}" for i in range(5)]

@@ -65,13 +65,15 @@ class ExecutionTravelController(Controller):
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
         tenant_id: NamedDependency[str],
-        from_: Annotated[str, QueryParameter(name="from", max_length=128)],
+        from_: Annotated[str | None, QueryParameter(name="from", max_length=128)] = None,
         to: RefParam = None,
         from_execution: Annotated[
             str | None,
             QueryParameter(description="execution that `from` refers to (default: this one)", max_length=64),
         ] = None,
     ) -> DiffOut:
+        if from_ is None:
+            raise InvalidInput("from is required", errors=[FieldError("from", "required")])
         result = await executions.diff(
             tenant_id,
             execution_id,

@@ -3,16 +3,15 @@
 Everything here is pure and synchronous; ``jsonpatch`` does the patching. Two
 things the library leaves to its caller are settled here. First, a failing
 operation is reported by its index and path (``Conflict``), and a malformed one
-as ``InvalidInput``. Second, ``make_patch`` compares values with Python's ``==``,
-for which ``1 == 1.0 == True``; ``diff`` therefore checks that its patch really
-turns one document into the other, compared as canonical JSON bytes, and falls
-back to replacing the whole document when it does not.
+as ``InvalidInput``. Second, the diff compares values as JSON text (``1``, ``1.0`` and
+``true`` differ, as they must), and a patch with moves is checked by applying it,
+falling back to replacing the whole document if it does not reproduce the target.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import jsonpatch
 import jsonpointer
@@ -33,6 +32,10 @@ def encode(value: JSON) -> bytes:
 
 def decode(data: bytes | str) -> JSON:
     return _decoder.decode(data)
+
+
+def _json_text(value: JSON) -> str:
+    return _encoder.encode(value).decode()
 
 
 def canonical(value: JSON) -> bytes:
@@ -70,15 +73,41 @@ def check_patch(patch: Any, where: str) -> list[dict[str, Any]]:
     return patch
 
 
+class CachedPointer(jsonpointer.JsonPointer):
+    """A ``JsonPointer`` parsed once per distinct path: states are patched at the same
+    paths step after step, and parsing dominated applying a patch."""
+
+    _parsed: ClassVar[dict[str, CachedPointer]] = {}
+    _MAX = 100_000
+
+    def __new__(cls, pointer: str) -> CachedPointer:
+        hit = cls._parsed.get(pointer)
+        if hit is None:
+            hit = super().__new__(cls)
+            jsonpointer.JsonPointer.__init__(hit, pointer)
+            if len(cls._parsed) < cls._MAX:
+                cls._parsed[pointer] = hit
+        return hit
+
+    def __init__(self, pointer: str) -> None:  # parsed in __new__
+        pass
+
+
+_OPERATIONS = jsonpatch.JsonPatch.operations
+
+
 def apply_in_place(document: JSON, patch: Sequence[dict[str, Any]], where: str) -> JSON:
     """``document`` with ``patch`` applied; it may be changed in place, use the result.
 
-    An operation that does not apply raises ``Conflict`` naming its index, op and path.
+    Each operation is built by the library's own operation classes (one at a time,
+    so a failure names its index); an operation that does not apply raises
+    ``Conflict`` naming its index, op and path.
     """
     for i, op in enumerate(patch):
         try:
-            document = jsonpatch.JsonPatch([op]).apply(document, in_place=True)
+            document = _OPERATIONS[op["op"]](op, pointer_cls=CachedPointer).apply(document)
         except (
+            KeyError,
             jsonpatch.JsonPatchConflict,
             jsonpatch.JsonPatchTestFailed,
             jsonpatch.InvalidJsonPatch,
@@ -95,13 +124,22 @@ def apply_in_place(document: JSON, patch: Sequence[dict[str, Any]], where: str) 
 
 
 def diff(before: JSON, after: JSON) -> list[dict[str, Any]]:
-    """An RFC 6902 patch that turns ``before`` into ``after`` (neither is changed)."""
+    """An RFC 6902 patch that turns ``before`` into ``after`` (neither is changed).
+
+    Values are compared as JSON text (msgspec), so 1, 1.0 and true differ. A patch
+    that moves or copies (the library's list-reordering logic) is checked by
+    applying it; if it does not reproduce ``after``, the whole document is replaced.
+    """
     if canonical(before) == canonical(after):
         return []
-    patch: list[dict[str, Any]] = jsonpatch.make_patch(before, after).patch
+    patch: list[dict[str, Any]] = jsonpatch.JsonPatch.from_diff(
+        before, after, dumps=_json_text, pointer_cls=CachedPointer
+    ).patch
+    if not any(op.get("op") in ("move", "copy") for op in patch):
+        return patch
     try:
-        result = jsonpatch.apply_patch(copy(before), patch, in_place=True)
-    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        result = apply_in_place(copy(before), patch, "diff")
+    except Conflict:
         result = _MISMATCH
     if result is _MISMATCH or canonical(result) != canonical(after):
         return [{"op": "replace", "path": "", "value": copy(after)}]
