@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psycopg
 import pytest
 from conftest import assert_problem
+from live_http import in_app_loop
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 EXAMPLE = json.loads((DOCS / "examples" / "browser-storage.json").read_text())
@@ -71,6 +73,8 @@ def test_example_matches_the_schema() -> None:
 async def test_dry_run_reports_and_writes_nothing(client: Any, tenant: dict[str, Any]) -> None:
     doc = example()
     doc["platform-notes"] = "{not json"
+    doc["platform-more-memories"] = json.dumps({"state": {"memories": [
+        {"id": "big", "content": "x" * 40_000}, {"content": "no id"}]}, "version": 1})
     doc["platform-memories"] = doc["platform-memories"].replace('"version": 0', '"version": 7')
     edit_store(doc, "platform-tasks", lambda s: s["state"]["tasks"].extend([
         {"id": "t-1", "title": "the same id twice"},
@@ -86,6 +90,8 @@ async def test_dry_run_reports_and_writes_nothing(client: Any, tenant: dict[str,
     assert report["actions"]["tasks"] == {"create": 4}
     rejected = {(x["key"], x["pointer"]): x["reason"] for x in report["rejected"]}
     assert "not JSON" in rejected[("platform-notes", "")]
+    assert "limit" in rejected[("platform-more-memories", "/state/memories/0/content")]
+    assert "id is required" in rejected[("platform-more-memories", "/state/memories/1/id")]
     assert "version" in rejected[("platform-memories", "/version")]
     assert "duplicate source id" in rejected[("platform-tasks", "/state/tasks/4/id")]
     assert "500" in rejected[("platform-tasks", "/state/tasks/5/title")]
@@ -238,3 +244,18 @@ async def test_malformed_json_and_isolation(
     # the other tenant migrating the same file gets its own rows, not "unchanged"
     theirs = await migrate(client, other_tenant, example())
     assert theirs["outcome"]["tasks"] == {"created": 4}
+
+
+async def test_a_job_left_running_is_undone_at_start(
+    client: Any, tenant: dict[str, Any], database_url: str
+) -> None:
+    """A process that stopped mid-job leaves it 'running'; the next start undoes it."""
+    before = await everything(client, tenant)
+    job = await migrate(client, tenant, example())
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("UPDATE migration_jobs SET status = 'running' WHERE id = %s", (job["id"],))
+    runtime = client.app.state.runtime
+    await in_app_loop(client, runtime.migrations.recover)
+    r = await client.get(f"/v1/migrations/{job['id']}", headers=tenant["headers"])
+    assert r.json()["status"] == "failed" and "stopped" in r.json()["errors"][0]["reason"]
+    assert await everything(client, tenant) == before

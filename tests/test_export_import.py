@@ -112,12 +112,14 @@ async def test_round_trip_into_a_new_tenant(client: Any, tenant: dict[str, Any])
     assert "t0ps3cret" not in json.dumps(lines)
     assert [x["secret_names"] for x in lines if x["type"] == "environment"] == [["TOKEN"]]
     copy = await new_tenant(client)
+    source_before = await state(client, tenant)
     r = await do_import(client, copy, ndjson(lines))
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["re_embedded"] is False
     assert report["counts"]["memory"] == {"created": 7}
     before, after = await state(client, tenant), await state(client, copy)
+    assert before == source_before  # the source tenant is untouched
     assert without_ids(after["memories"]) == without_ids(before["memories"])
     assert after["history"] == before["history"]  # the same versions of content
     assert len(after["history"]["Ana is vegan and loves spicy Thai food."]) == 2

@@ -30,7 +30,8 @@ from memory_service.transfer.service import TransferService
 
 NDJSON = "application/x-ndjson"
 TYPE_NAMES = {
-    "memories": "memory", "tasks": "task", "environments": "environment", "events": "event",
+    "memories": "memory", "tasks": "task", "environments": "environment",
+    "executions": "execution", "events": "event",
 }
 
 
@@ -140,7 +141,7 @@ class MigrationController(Controller):
 
 def _types(value: str | None) -> list[str]:
     if not value:
-        return ["environment", "task", "memory"]
+        return ["environment", "task", "execution", "memory"]
     out: list[str] = []
     for name in (v.strip() for v in value.split(",")):
         kind = TYPE_NAMES.get(name, name)
@@ -173,7 +174,9 @@ class TransferController(Controller):
         transfers: NamedDependency[TransferService],
         tenant_id: NamedDependency[str],
         types: Annotated[
-            str | None, QueryParameter(description="comma list: memories,tasks,environments,events")
+            str | None, QueryParameter(
+                description="comma list: memories,tasks,environments,executions,events"
+            )
         ] = None,
         include_history: Annotated[
             bool, QueryParameter(description="each memory with its history")

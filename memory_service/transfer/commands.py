@@ -33,8 +33,8 @@ def _connection_args(p: argparse.ArgumentParser) -> None:
 def export_args(p: argparse.ArgumentParser) -> None:
     _connection_args(p)
     p.add_argument("-o", "--output", required=True, help="NDJSON file to write ('-': stdout)")
-    p.add_argument("--types", default="environments,tasks,memories",
-                   help="comma list of memories, tasks, environments, events")
+    p.add_argument("--types", default="environments,tasks,executions,memories",
+                   help="comma list of memories, tasks, environments, executions, events")
     p.add_argument("--include-history", action="store_true", help="memories with history")
     p.add_argument("--include-secret-values", action="store_true",
                    help="secret values too (needs --admin-token)")

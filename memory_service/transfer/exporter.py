@@ -4,7 +4,8 @@ The whole export reads one REPEATABLE READ snapshot, so a tenant written to
 while it is exported still exports as it was at one instant. Rows are read in
 pages of ``PAGE`` in ``seq`` order and encoded as they go, so memory use stays
 flat however large the tenant is. Environments come first and tasks next (tasks
-refer to environments), then memories, then events.
+refer to environments), then executions with their steps and checkpoints (forks
+after their parents), then memories, then events.
 """
 
 from __future__ import annotations
@@ -15,34 +16,42 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from psycopg import sql
 
 from memory_service import environments, rowcopy, tasks
 from memory_service.events import store as event_store
 from memory_service.events.models import EventQuery
+from memory_service.executions import copies as executions
 from memory_service.memories import repository as memories
 from memory_service.transfer.lines import (
     FORMAT,
     FORMAT_VERSION,
+    NULL,
+    CheckpointLine,
     End,
     EnvironmentLine,
     EventLine,
+    ExecutionLine,
     Header,
     HistoryLine,
     MemoryLine,
     Model,
+    StepLine,
     TaskLine,
     encode_embedding,
     encode_line,
 )
 
 PAGE = 1000
-EXPORT_ORDER = ("environment", "task", "memory", "event")
+EXPORT_ORDER = ("environment", "task", "execution", "memory", "event")
 
 
 @dataclass(slots=True)
 class ExportOptions:
-    types: list[str] = field(default_factory=lambda: ["environment", "task", "memory"])
+    types: list[str] = field(
+        default_factory=lambda: ["environment", "task", "execution", "memory"]
+    )
     include_history: bool = False
     include_secret_values: bool = False
     events_since: datetime | None = None
@@ -62,6 +71,7 @@ async def export_lines(
     writers = {
         "environment": lambda: _environments(conn, tid, options.include_secret_values),
         "task": lambda: _tasks(conn, tid),
+        "execution": lambda: _executions(conn, tid),
         "memory": lambda: _memories(conn, tid, options.include_history),
         "event": lambda: _events(conn, tid, options),
     }
@@ -116,6 +126,29 @@ async def _tasks(conn: Any, tid: uuid.UUID) -> AsyncIterator[tuple[bytes, int]]:
             r["id"] = str(r["id"])
             r["environment_id"] = None if r["environment_id"] is None else str(r["environment_id"])
             out += encode_line(TaskLine(**r))
+        yield bytes(out), len(rows)
+
+
+def _raw(text: str | None) -> msgspec.Raw:
+    return NULL if text is None else msgspec.Raw(text.encode())
+
+
+async def _executions(conn: Any, tid: uuid.UUID) -> AsyncIterator[tuple[bytes, int]]:
+    columns = executions.COPY_COLUMNS
+    async for rows in _pages(conn, executions.TABLE, tid, columns):
+        found = [dict(zip(columns, row[1:], strict=True)) for row in rows]
+        for r in found:
+            for name in ("id", "task_id", "environment_id", "parent_id"):
+                r[name] = None if r[name] is None else str(r[name])
+        steps, checkpoints = await executions.histories(conn, tid, [r["id"] for r in found])
+        out = bytearray()
+        for r in found:
+            r["steps"] = [
+                StepLine(**{**s, "state": _raw(s["state"]), "state_patch": _raw(s["state_patch"])})
+                for s in steps.get(r["id"], [])
+            ]
+            r["checkpoints"] = [CheckpointLine(**c) for c in checkpoints.get(r["id"], [])]
+            out += encode_line(ExecutionLine(**r))
         yield bytes(out), len(rows)
 
 

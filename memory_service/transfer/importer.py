@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import msgspec
 import numpy as np
 from psycopg.types.json import Jsonb
 
@@ -28,12 +29,14 @@ from memory_service.embeddings import CachedEmbedder
 from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServiceError
 from memory_service.events import store as event_store
 from memory_service.events.models import NewEvent, validate_event
+from memory_service.executions import copies as executions
 from memory_service.memories import repository as memories
 from memory_service.memories.models import HistoryEntry, Scope
 from memory_service.memories.validation import MemoryValidator, content_hash
 from memory_service.transfer.lines import (
     EnvironmentLine,
     EventLine,
+    ExecutionLine,
     Header,
     LineError,
     MemoryLine,
@@ -46,7 +49,7 @@ BATCH = 500
 CONFLICT_POLICIES = ("skip", "overwrite", "fail")
 MAX_WARNINGS = 100
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
-Entity = MemoryLine | TaskLine | EnvironmentLine | EventLine
+Entity = MemoryLine | TaskLine | EnvironmentLine | ExecutionLine | EventLine
 
 
 @dataclass(slots=True)
@@ -96,7 +99,7 @@ class Importer:
             header.model.name != embedder.model_name or header.model.dimension != embedder.dimension
         )
         self.report = ImportReport(dry_run, on_conflict, header.model.name, self.re_embed)
-        self.ids: dict[str, dict[str, str]] = {"environment": {}, "task": {}}
+        self.ids: dict[str, dict[str, str]] = {"environment": {}, "task": {}, "execution": {}}
         self.seen: dict[str, int] = {}
         self.batch: list[tuple[int, Entity]] = []
         self.foreign: dict[str, set[str]] = {}
@@ -120,6 +123,8 @@ class Importer:
                 await self._tasks(batch)  # type: ignore[arg-type]
             elif kind == "environment":
                 await self._environments(batch)  # type: ignore[arg-type]
+            elif kind == "execution":
+                await self._executions(batch)  # type: ignore[arg-type]
             else:
                 await self._events(batch)  # type: ignore[arg-type]
         except LineError as exc:
@@ -246,6 +251,42 @@ class Importer:
             ), over))
         await self._write("task", tasks.TABLE, tasks.COPY_COLUMNS, rows)
 
+    def _reference(self, kind: str, value: str | None, own: dict[str, str]) -> str | None:
+        """A reference to a row of ``kind``: its id here, or None if it is not here."""
+        if value is None:
+            return None
+        return self.ids[kind].get(value) or (value if own.get(value) == self.tenant else None)
+
+    async def _executions(self, batch: list[tuple[int, ExecutionLine]]) -> None:
+        placed = await self._place("execution", executions.TABLE, batch)
+        refs = {"task": tasks.TABLE, "environment": environments.TABLE}
+        own: dict[str, dict[str, str]] = {}
+        for kind, table in refs.items():
+            wanted = {getattr(e, f"{kind}_id") for _, e in batch} - {None} - set(self.ids[kind])
+            own[kind] = await rowcopy.owners(self.conn, table, sorted(w for w in wanted if w))
+        rows: list[tuple[tuple[Any, ...], bool]] = []
+        for (lineno, e), (new_id, over) in zip(batch, placed, strict=True):
+            self.ids["execution"][e.id] = new_id or e.id
+            if not new_id:
+                continue
+            _checked(lineno, partial(check_json_object, e.metadata, "metadata"))
+            parent = self.ids["execution"].get(e.parent_id) if e.parent_id else None
+            if e.parent_id and parent is None:
+                raise line_error(lineno, f"parent execution {e.parent_id} is not in the stream")
+            rows.append(((
+                new_id, self._reference("task", e.task_id, own["task"]),
+                self._reference("environment", e.environment_id, own["environment"]),
+                e.agent_id, Jsonb(e.metadata), e.status, parent, e.fork_seq, e.head_seq,
+                e.keyframe_seq, e.created_at, e.updated_at, e.ended_at, e.version,
+            ), over))
+        written = await self._write("execution", executions.TABLE, executions.COPY_COLUMNS, rows)
+        for (_, e), (new_id, _) in zip(batch, placed, strict=True):
+            if new_id in written:
+                steps = [{**msgspec.structs.asdict(s), "state": _text(s.state),
+                          "state_patch": _text(s.state_patch)} for s in e.steps]
+                checkpoints = [msgspec.structs.asdict(c) for c in e.checkpoints]
+                await executions.replace_history(self.conn, self.tid, new_id, steps, checkpoints)
+
     async def _memories(self, batch: list[tuple[int, MemoryLine]]) -> None:
         placed = await self._place("memory", memories.TABLE, batch)
         todo = [(n, m, p) for (n, m), p in zip(batch, placed, strict=True) if p[0]]
@@ -304,15 +345,23 @@ class Importer:
         events: list[NewEvent] = []
         for lineno, e in batch:
             task_id = self.ids["task"].get(e.task_id, e.task_id) if e.task_id else None
+            execution_id = (
+                self.ids["execution"].get(e.execution_id, e.execution_id) if e.execution_id else None
+            )
             event = NewEvent(
                 type=e.type_name, severity=e.severity, source=e.source, ts=e.ts,
                 trace_id=e.trace_id, span_id=e.span_id, task_id=task_id,
-                execution_id=e.execution_id, agent_id=e.agent_id, duration_ms=e.duration_ms,
+                execution_id=execution_id, agent_id=e.agent_id, duration_ms=e.duration_ms,
                 attributes=e.attributes,
             )
             events.append(_checked(lineno, partial(validate_event, event, "", None)))
         await event_store.insert_batch(self.conn, self.tid, events)
         self.report.add("event", "created", len(events))
+
+
+def _text(raw: msgspec.Raw) -> str | None:
+    text = bytes(raw).decode()
+    return None if text.strip() == "null" else text
 
 
 def _kind(line: Entity) -> str:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 Conn = AsyncConnection[Any]
 
-JOB_COLUMNS = (
+JOB_COLUMNS = sql.SQL(
     "id::text AS id, kind, status, total, done, outcome, errors, created_at, updated_at, "
     "finished_at"
 )
@@ -62,8 +62,9 @@ async def create_job(
 ) -> MigrationJob:
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"INSERT INTO migration_jobs (tenant_id, kind, total) VALUES (%s, %s, %s) "
-        f"RETURNING {JOB_COLUMNS}",
+        sql.SQL(
+            "INSERT INTO migration_jobs (tenant_id, kind, total) VALUES (%s, %s, %s) RETURNING {}"
+        ).format(JOB_COLUMNS),
         (tenant_id, kind, Jsonb(total)),
     )
     return MigrationJob(**(await cur.fetchone() or {}))
@@ -72,10 +73,12 @@ async def create_job(
 async def get_job(
     conn: Conn, tenant_id: uuid.UUID, job_id: uuid.UUID, *, for_update: bool = False
 ) -> MigrationJob | None:
-    lock = " FOR UPDATE" if for_update else ""
+    lock = sql.SQL(" FOR UPDATE" if for_update else "")
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
-        f"SELECT {JOB_COLUMNS} FROM migration_jobs WHERE tenant_id = %s AND id = %s{lock}",
+        sql.SQL("SELECT {} FROM migration_jobs WHERE tenant_id = %s AND id = %s{}").format(
+            JOB_COLUMNS, lock
+        ),
         (tenant_id, job_id),
     )
     row = await cur.fetchone()

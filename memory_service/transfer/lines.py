@@ -100,6 +100,55 @@ class EnvironmentLine(msgspec.Struct, tag="environment", tag_field="type"):
     secrets: dict[str, str] | None = None
 
 
+NULL = msgspec.Raw(b"null")
+
+
+class StepLine(msgspec.Struct):
+    seq: int
+    kind: str
+    started_at: datetime
+    ended_at: datetime
+    recorded_at: datetime
+    state_size: int
+    changed_paths: int
+    name: str | None = None
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    metadata: dict[str, Any] = {}
+    parent_seq: int | None = None
+    # exactly one of the two is not null: the full state (a keyframe) or an RFC 6902
+    # patch, carried as the JSON text stored (msgspec.Raw: never decoded on the way)
+    state: msgspec.Raw = NULL
+    state_patch: msgspec.Raw = NULL
+
+
+class CheckpointLine(msgspec.Struct):
+    label: str
+    seq: int
+    created_at: datetime
+    note: str | None = None
+
+
+class ExecutionLine(msgspec.Struct, tag="execution", tag_field="type"):
+    id: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    task_id: str | None = None
+    environment_id: str | None = None
+    agent_id: str | None = None
+    metadata: dict[str, Any] = {}
+    parent_id: str | None = None
+    fork_seq: int | None = None
+    head_seq: int = 0
+    keyframe_seq: int = 0
+    ended_at: datetime | None = None
+    version: int = 1
+    steps: list[StepLine] = []
+    checkpoints: list[CheckpointLine] = []
+
+
 class EventLine(msgspec.Struct, tag="event", tag_field="type"):
     type_name: str = msgspec.field(name="event_type")
     severity: str = "info"
@@ -118,7 +167,7 @@ class End(msgspec.Struct, tag="end", tag_field="type"):
     counts: dict[str, int]
 
 
-Line = Header | MemoryLine | TaskLine | EnvironmentLine | EventLine | End
+Line = Header | MemoryLine | TaskLine | EnvironmentLine | ExecutionLine | EventLine | End
 _decoder = msgspec.json.Decoder(Line)
 _encoder = msgspec.json.Encoder()
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.db import wrap_db_errors
 from memory_service.embeddings import CachedEmbedder
-from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
+from memory_service.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    MemoryServiceError,
+    NotFound,
+    Unavailable,
+)
 from memory_service.events.writer import EventWriter
 from memory_service.memories.validation import MemoryValidator
 from memory_service.tenants import parse_uuid
@@ -42,6 +50,9 @@ log = logging.getLogger(__name__)
 KIND = "browser-storage"
 PHASES = (("environment", "environments"), ("task", "tasks"), ("memory", "memories"))
 MAX_REPORTED = 1000
+# a running job holds a session advisory lock (this class, hash of its id): a process
+# that starts later undoes only the unfinished jobs whose lock nobody holds
+_LOCK_CLASS = 0x6D696772  # "migr"
 
 
 @dataclass(slots=True)
@@ -52,8 +63,6 @@ class MigrationReport:
     rejected: list[Rejected]
     ignored_keys: list[str]
     rejected_total: int = 0
-    job: MigrationJob | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MigrationService:
@@ -156,7 +165,35 @@ class MigrationService:
         await self._emit(tenant_id, "migration.rolled_back", job_id, counts)
         return await self.get(tenant_id, job_id)
 
+    @asynccontextmanager
+    async def _owning(self, job_id: str, *, wait: bool) -> AsyncIterator[bool]:
+        """Hold the job's lock while inside; yields False if another process holds it."""
+        async with self.pool.connection() as conn:
+            await conn.set_autocommit(True)
+            try:
+                key = (_LOCK_CLASS, job_id)
+                if wait:
+                    await conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", key)
+                    got = True
+                else:
+                    cur = await conn.execute(
+                        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", key
+                    )
+                    row = await cur.fetchone()
+                    got = bool(row and row[0])
+                try:
+                    yield got
+                finally:
+                    if got:
+                        await conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", key)
+            finally:
+                await conn.set_autocommit(False)
+
     async def _run(self, tenant_id: str, job_id: str, plan: BrowserPlan) -> None:
+        async with wrap_db_errors(), self._owning(job_id, wait=True):
+            await self._carry_out(tenant_id, job_id, plan)
+
+    async def _carry_out(self, tenant_id: str, job_id: str, plan: BrowserPlan) -> None:
         tid, jid = uuid.UUID(tenant_id), uuid.UUID(job_id)
         done = {name: 0 for _, name in PHASES}
         outcome: dict[str, dict[str, int]] = {name: {} for _, name in PHASES}
@@ -200,8 +237,13 @@ class MigrationService:
     async def _fail(self, tenant_id: str, job_id: str, exc: BaseException) -> None:
         """Undo everything the job wrote, then record why it failed."""
         tid, jid = uuid.UUID(tenant_id), uuid.UUID(job_id)
-        reason = getattr(exc, "detail", None) or type(exc).__name__
-        log.warning("migration %s failed and is rolled back: %s", job_id, reason)
+        if isinstance(exc, MemoryServiceError):
+            reason = exc.detail
+        elif isinstance(exc, asyncio.CancelledError):
+            reason = "the service stopped during the migration"
+        else:
+            reason = "an internal error (logged with the migration id)"
+        log.warning("migration %s failed and is rolled back: %s", job_id, reason, exc_info=exc)
         try:
             async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
                 await apply.undo(conn, tid, jid)
@@ -219,7 +261,11 @@ class MigrationService:
         async with wrap_db_errors(), self.pool.connection() as conn:
             left = await jobs_store.unfinished_jobs(conn)
         for tenant_id, job_id in left:
-            await self._fail(tenant_id, job_id, RuntimeError("the service stopped mid-migration"))
+            async with wrap_db_errors(), self._owning(job_id, wait=False) as orphaned:
+                if orphaned:
+                    await self._fail(
+                        tenant_id, job_id, Unavailable("the service stopped mid-migration")
+                    )
 
     async def close(self) -> None:
         for task in list(self._running.values()):
