@@ -8,24 +8,25 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-large bench-events eval tune lint typecheck clean
+.PHONY: run test bench bench-large bench-events bench-sync eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml client/pyproject.toml | $(PY)
 	# torch first, pinned, so nothing pulls a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e ./client
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/memory-service serve
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks client
+	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
@@ -39,6 +40,9 @@ bench-large: $(STAMP)
 bench-events: $(STAMP)
 	$(PY) -m benchmarks.events_bench
 
+bench-sync: $(STAMP)
+	$(PY) -m benchmarks.sync_bench
+
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval
 
@@ -46,10 +50,10 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
+	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks client
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

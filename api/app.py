@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
+from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.execution_travel import ExecutionTravelController
@@ -40,6 +41,9 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.workers import WorkerController
+from api.routes.workflows import WorkflowController, WorkflowRunController
+from memory_service.changes import ChangeFeed
 from api.routes.transfer import MigrationController, TransferController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
@@ -56,6 +60,7 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.workflows import WorkerGateway, WorkflowService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
 
@@ -69,6 +74,8 @@ PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
+TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
 TenantRoutes.extend([ExecutionController, ExecutionTravelController])
 TenantRoutes.extend([MigrationController, TransferController])
@@ -89,6 +96,14 @@ def _extra_getter(name: str) -> Callable[[State], Any]:
         return state.runtime.extras[name]
 
     return provide
+
+
+def _provide_workflows(state: State) -> WorkflowService:
+    return state.runtime.workflows.service
+
+
+def _provide_workers(state: State) -> WorkerGateway:
+    return state.runtime.workflows.workers
 
 
 def create_app(
@@ -145,11 +160,14 @@ def create_app(
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
+            "changes": Provide(_state_getter("changes"), sync_to_thread=False),
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
             "executions": Provide(_state_getter("executions"), sync_to_thread=False),
             "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
+            "workflows": Provide(_provide_workflows, sync_to_thread=False),
+            "workers": Provide(_provide_workers, sync_to_thread=False),
             "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
             "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
         },
@@ -168,7 +186,7 @@ def create_app(
         ),
         signature_types=[
             MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
-            ExecutionService, MemoriesAsOf,
+            ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
             MigrationService, TransferService,
         ],
         debug=False,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 import threading
@@ -187,7 +188,9 @@ async def export_import(runtime: Runtime, work: Path, n: int) -> dict[str, Any]:
     source, _ = await runtime.tenants.create_tenant("bench-source")
     target, _ = await runtime.tenants.create_tenant("bench-target")
     ingest_rate = await seed(runtime, source.id, n)
+    print(f"batch ingest {ingest_rate:.0f}/s", flush=True)
     raw_rate = raw_read_rate(runtime.database_url, source.id)
+    print(f"raw read {raw_rate:.0f}/s", flush=True)
     path = work / "export.ndjson"
     options = ExportOptions(types=["memory"])
     with PeakRss() as export_rss, path.open("wb") as f, tqdm(total=n, desc="export") as bar:
@@ -196,12 +199,14 @@ async def export_import(runtime: Runtime, work: Path, n: int) -> dict[str, Any]:
             f.write(chunk)
             bar.update(chunk.count(b'{"type":"memory"'))
         export_s = time.perf_counter() - started
+    print(f"export {n / export_s:.0f}/s", flush=True)
     size = path.stat().st_size
     with PeakRss() as import_rss, tqdm(total=size, unit="B", unit_scale=True,
                                        desc="import") as bar:
         started = time.perf_counter()
         report = await runtime.transfers.import_stream(target.id, file_chunks(path, bar))
         import_s = time.perf_counter() - started
+    print(f"import {n / import_s:.0f}/s", flush=True)
     assert report.counts["memory"] == {"created": n}, report.counts
     return {
         "memories": n,
@@ -217,6 +222,13 @@ async def export_import(runtime: Runtime, work: Path, n: int) -> dict[str, Any]:
     }
 
 
+def save(result: dict[str, Any], name: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(result))
+    print(markdown(result), flush=True)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
     work.chmod(0o755)
@@ -227,10 +239,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.memories or args.tasks:
             tenant, _ = await runtime.tenants.create_tenant("bench-migration")
             result["migration"] = await migration(runtime, tenant.id, args)
+            save(result, args.output)
         if args.transfer:
             result["transfer"] = await export_import(runtime, work, args.transfer)
+            save(result, args.output)
     finally:
-        await runtime.close()
+        # the results are saved; a slow shutdown of the background indexes must not hang here
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(runtime.close(), 120)
         db.stop_embedded(settings)
     return result
 
@@ -278,12 +294,7 @@ def main() -> None:
     parser.add_argument("--dry-run-only", action="store_true",
                         help="time the migration's dry run, not the job")
     parser.add_argument("--output", default="transfer", help="results file name (no suffix)")
-    args = parser.parse_args()
-    result = asyncio.run(run(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / f"{args.output}.md").write_text(markdown(result))
-    print(markdown(result))
+    asyncio.run(run(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from litestar.testing import AsyncTestClient
 from live_http import in_app_loop
 
 from tests.conftest import assert_problem
+from tests.live_http import in_app_loop
 from tests.test_executions import append, new_execution, state_at
 
 Client = AsyncTestClient[Litestar]
@@ -231,7 +232,6 @@ async def test_every_step_goes_to_the_event_log_without_state(
     eid = (await new_execution(client, h, agent_id="a1"))["id"]
     await append(client, h, eid, [{"kind": "llm", "name": "plan", "state": {"secret": "s3"}},
                                   {"kind": "tool", "name": "search", "error": {"m": "x"}}])
-    # the writer belongs to the app's event loop, not the test's
     assert await in_app_loop(client, app.state.runtime.extras["event_writer"].flush)
     r = await client.get("/v1/events", params={"execution_id": eid}, headers=h)
     events = r.json()["items"]

@@ -105,6 +105,9 @@ def _where(
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(value)
+    if query.workflow_run_id is not None:
+        where.append(sql.SQL("attributes ->> 'workflow_run_id' = %s"))
+        params.append(query.workflow_run_id)
     if query.since is not None:
         where.append(sql.SQL("ts >= %s"))
         params.append(query.since)
