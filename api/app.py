@@ -41,10 +41,10 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.transfer import MigrationController, TransferController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
 from memory_service.changes import ChangeFeed
-from api.routes.transfer import MigrationController, TransferController
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
@@ -60,9 +60,9 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
-from memory_service.workflows import WorkerGateway, WorkflowService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
+from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 

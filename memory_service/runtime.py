@@ -29,9 +29,9 @@ from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
-from memory_service.workflows import Workflows
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
