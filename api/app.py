@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
 from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
@@ -155,7 +156,8 @@ def create_app(
         exclude=["/health"],
     )
     return Litestar(
-        route_handlers=[*PublicRoutes, tenant_router, admin_router],
+        route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
+        template_config=template_config(),
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),

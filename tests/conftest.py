@@ -150,3 +150,19 @@ def live_url(settings: Settings, database_url: str, real_embedder: Embedder) -> 
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it loudly when the browser tests could not run."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "BROWSER TESTS SKIPPED" in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} BROWSER TESTS SKIPPED: install chromium and chromium-driver",
+            red=True,
+            bold=True,
+        )

@@ -28,8 +28,6 @@ from memory_service_client._exceptions import (
 )
 from memory_service_client._sse import AsyncEventStream, EventStream, SSEDecoder
 from memory_service_client._sync import MemoryClient
-from memory_service_client.replica import Offline, Replica
-from memory_service_client.sync import Conflict, Policy
 from memory_service_client._types import (
     Environment,
     Event,
@@ -42,6 +40,8 @@ from memory_service_client._types import (
     SearchResponse,
     Task,
 )
+from memory_service_client.replica import Offline, Replica
+from memory_service_client.sync import Conflict, Policy
 
 __version__ = "0.1.0"
 
@@ -67,12 +67,12 @@ __all__ = [
     "Offline",
     "Operation",
     "Page",
-    "Policy",
     "PayloadTooLargeError",
+    "Policy",
     "PreconditionFailedError",
     "Problem",
-    "Replica",
     "RateLimitedError",
+    "Replica",
     "RetryPolicy",
     "SSEDecoder",
     "SearchHit",
