@@ -112,6 +112,9 @@ def _load_plugins() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    from memory_service.transfer.commands import register as register_transfer
+
+    register_transfer(command)
 
 
 if __name__ == "__main__":

@@ -103,7 +103,10 @@ class Settings:
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
     health_window_seconds: float = 300.0
-    index_stale_seconds: float = 60.0  # an index lagging longer costs health score
+    index_stale_seconds: float = 60.0
+    # the change feed: a cursor older than this answers 410 (take a snapshot)
+    change_feed_retention_seconds: float = 7 * 24 * 3600.0
+    change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
 
     # executions: a full state every N steps, RFC 6902 patches between them
     execution_keyframe_interval: int = 50

@@ -300,7 +300,20 @@ async def test_bad_worker_input(client: Any, tenant: dict[str, Any]) -> None:
     assert_problem(r, 422, mentions="queues[0]")
     name = await put_workflow(client, h, DIAMOND)
     await start(client, h, name, {"n": 1})
-    [a] = await claim(client, h)
+    [a] = await claim(client, h, lease_s=1)
+    beat = await client.post(
+        f"/v1/workers/attempts/{a['id']}/heartbeat",
+        json={"lease_token": a["lease_token"], "lease_s": 60},
+        headers=h,
+    )
+    assert beat.status_code == 200 and beat.json()["lease_expires_at"] > a["lease_expires_at"]
+    for token, lease, status in ((a["lease_token"], 0, 422), (str(uuid.uuid4()), 5, 409)):
+        r = await client.post(
+            f"/v1/workers/attempts/{a['id']}/heartbeat",
+            json={"lease_token": token, "lease_s": lease},
+            headers=h,
+        )
+        assert_problem(r, status)
     assert_problem(await complete(client, h, a, {"blob": "x" * 300_000}), 413)
     assert (await complete(client, h, a, {"value": 1})).status_code == 200  # nothing half-done
     r = await client.post("/v1/workers/attempts/not-a-uuid/complete", json={"lease_token": "t"}, headers=h)

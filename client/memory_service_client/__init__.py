@@ -4,7 +4,8 @@
 per operation of the HTTP API, typed results, cursor iterators, a resumable
 event stream, typed exceptions and retries of idempotent calls. The LangGraph
 checkpointer and store live in ``memory_service_client.langgraph`` and the MCP
-server in ``memory_service_client.mcp_server`` (optional extras).
+server in ``memory_service_client.mcp_server`` (optional extras). ``Replica`` is an
+offline-first local copy that follows the change feed.
 """
 
 from memory_service_client._async import AsyncMemoryClient
@@ -39,6 +40,8 @@ from memory_service_client._types import (
     SearchResponse,
     Task,
 )
+from memory_service_client.replica import Offline, Replica
+from memory_service_client.sync import Conflict, Policy
 
 __version__ = "0.1.0"
 
@@ -50,6 +53,7 @@ __all__ = [
     "AsyncMemoryClient",
     "AuthenticationError",
     "BadRequestError",
+    "Conflict",
     "ConflictError",
     "Environment",
     "Event",
@@ -60,12 +64,15 @@ __all__ = [
     "MemoryServiceError",
     "NamespaceInfo",
     "NotFoundError",
+    "Offline",
     "Operation",
     "Page",
     "PayloadTooLargeError",
+    "Policy",
     "PreconditionFailedError",
     "Problem",
     "RateLimitedError",
+    "Replica",
     "RetryPolicy",
     "SSEDecoder",
     "SearchHit",

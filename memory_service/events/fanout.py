@@ -1,7 +1,8 @@
 """Live wake-ups for event streams, across every process on the database.
 
 One dedicated connection per process runs ``LISTEN memory_events`` (or the
-channel it is given: workflows wake their claimers the same way); each
+channel it is given: workflows wake their claimers and the change feed its streams
+the same way); each
 notification names a tenant, and ``EventFanout`` wakes that tenant's streams in
 this process. A wake-up only says "look again": streams read the rows
 themselves, so a lost or coalesced notification costs latency, never data. When

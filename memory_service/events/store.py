@@ -136,6 +136,21 @@ async def read_after(
     return [_event(r) for r in await cur.fetchall()]
 
 
+async def read_latest(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, query: EventQuery, limit: int
+) -> list[Event]:
+    """The newest ``limit`` matching events, oldest first (the tail of the log)."""
+    where, params = _where(tenant_id, query, 0)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL("SELECT {out} FROM events WHERE {where} ORDER BY seq DESC LIMIT %s").format(
+            out=COLUMNS, where=where
+        ),
+        [*params, limit],
+    )
+    return [_event(r) for r in reversed(await cur.fetchall())]
+
+
 async def last_seq(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
     cur = await conn.execute(
         "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = %s", (tenant_id,)

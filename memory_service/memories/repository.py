@@ -21,6 +21,12 @@ from memory_service.memories.models import SCOPE_FIELDS, HistoryEntry, Memory, S
 
 Conn = AsyncConnection[Any]
 
+# the columns an export carries and an import or a migration writes as given
+TABLE = "memories"
+COPY_COLUMNS = (
+    "id", "content", "content_hash", "user_id", "agent_id", "run_id", "namespace", "metadata",
+    "importance", "embedding", "context", "created_at", "updated_at", "expires_at", "version",
+)
 COLUMNS = sql.SQL(
     "m.seq, m.id, m.content, m.user_id, m.agent_id, m.run_id, m.namespace, m.metadata, "
     "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key"
@@ -260,6 +266,43 @@ async def list_page(
         params,
     )
     return [row_to_memory(r) for r in await cur.fetchall()]
+
+
+async def replace_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_id: str, entries: Sequence[HistoryEntry]
+) -> None:
+    """Replace a memory's history with ``entries`` (an import carries it verbatim)."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = %s",
+        (tenant_id, memory_id),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO memory_history (tenant_id, memory_id, event, old_content, new_content, "
+            "old_metadata, new_metadata, at, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (tenant_id, memory_id, e.event, e.old_content, e.new_content,
+                 None if e.old_metadata is None else Jsonb(e.old_metadata),
+                 None if e.new_metadata is None else Jsonb(e.new_metadata), e.at, e.version)
+                for e in entries
+            ],
+        )
+
+
+async def histories(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
+) -> dict[str, list[HistoryEntry]]:
+    """The history of each of ``memory_ids``, oldest first (an export's optional part)."""
+    cur = await conn.execute(
+        "SELECT memory_id::text, event, old_content, new_content, old_metadata, new_metadata, "
+        "at, version FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
+        "ORDER BY id",
+        (tenant_id, list(memory_ids)),
+    )
+    out: dict[str, list[HistoryEntry]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row[0], []).append(HistoryEntry(*row[1:]))
+    return out
 
 
 async def history(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> list[HistoryEntry]:

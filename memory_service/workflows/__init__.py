@@ -60,7 +60,11 @@ class Workflows:
         wakeups = EventFanout(database_url, channel=CHANNEL)
         timeline = RunTimeline(pool, executions)
         service = WorkflowService(
-            pool, cursors, max_json_bytes=settings.workflow_max_json_bytes, timeline=timeline
+            pool,
+            cursors,
+            max_json_bytes=settings.workflow_max_json_bytes,
+            timeline=timeline,
+            wake_local=wakeups.wake,
         )
         workers = WorkerGateway(service, wakeups, poll_interval_s=settings.workflow_poll_interval_s)
         driver = WorkflowDriver(

@@ -42,11 +42,14 @@ class WorkflowService:
         *,
         max_json_bytes: int = 64 * 1024,
         timeline: RunTimeline | None = None,
+        wake_local: Callable[[str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.cursors = cursors
         self.max_json_bytes = max_json_bytes
         self.timeline = timeline
+        # this process's waiting claims need not wait for their own NOTIFY to come back
+        self.wake_local = wake_local
 
     @asynccontextmanager
     async def transition(self) -> AsyncIterator[Transition]:
@@ -56,6 +59,9 @@ class WorkflowService:
             tx = Transition(conn)
             yield tx
             await tx.finish()
+        if self.wake_local is not None:
+            for payload in tx.wake:
+                self.wake_local(payload)
         if self.timeline is not None and tx.timelines:
             self.timeline.touched(tx.timelines)
 
