@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from memory_service_client import _operations as ops
+from memory_service_client import _operations_data as do
 from memory_service_client import _operations_executions as xo
 from memory_service_client import _operations_workflows as wo
 from memory_service_client._core import (
@@ -409,3 +410,33 @@ class MemoryClient:
 
     def fail_attempt(self, attempt_id: str, lease_token: str, error: str, retryable: bool = True) -> Any:
         return self._send(wo.fail_attempt(attempt_id, lease_token, error, retryable))
+
+    # -- change feed, export/import, browser-storage migrations ----------------------
+
+    def list_changes(self, **params: Any) -> Any:
+        return self._send(do.list_changes(**params))
+
+    def changes_snapshot(self, **params: Any) -> Any:
+        return self._send(do.changes_snapshot(**params))
+
+    def export_data(self, **params: Any) -> Any:
+        return self._send(do.export_data(**params))
+
+    def import_data(self, payload: Any, **params: Any) -> Any:
+        return self._send(do.import_data(payload, **params))
+
+    def migrate_browser_storage(self, payload: dict[str, Any]) -> Any:
+        return self._send(do.migrate_browser_storage(payload))
+
+    def get_migration(self, migration_id: str) -> Any:
+        return self._send(do.get_migration(migration_id))
+
+    def rollback_migration(self, migration_id: str) -> Any:
+        return self._send(do.rollback_migration(migration_id))
+
+    def stream_changes(
+        self, *, last_event_id: str | None = None, read_timeout: float | None = 60.0, **params: Any
+    ) -> EventStream:
+        return EventStream(
+            self._http, do.stream_changes(**params), self.retry, last_event_id, read_timeout
+        )
