@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from live_http import in_app_loop
 
 from tests.conftest import assert_problem
+from tests.live_http import in_app_loop
 from tests.test_executions import append, new_execution, state_at
 
 Client = AsyncTestClient[Litestar]

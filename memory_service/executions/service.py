@@ -127,7 +127,8 @@ class ExecutionService(ExecutionTravel):
             current = await self.load(conn, tenant_id, execution_id, for_update=True)
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"execution {execution_id} is at version {current.version}, not {if_match}"
+                    f"execution {execution_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             return await repo.update_execution(
                 conn, tid, uuid.UUID(current.id), changes.status, changes.metadata
