@@ -21,6 +21,7 @@ from typing import Any
 from memory_service.errors import NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
+from memory_service.executions import steps_repository as step_rows
 from memory_service.executions.models import INITIAL_STATE, Execution
 from memory_service.executions.repository import Conn, Segment
 
@@ -105,7 +106,7 @@ class HistoryReader:
         # a state rebuilt a few steps earlier saves the patches before it (stepping
         # through a timeline then costs one patch per step, not up to a keyframe's worth)
         start, state = self._nearest_before(segments, seq)
-        rows = await repo.read_states(conn, segments, seq, from_seq=start + 1 if start else None)
+        rows = await step_rows.read_states(conn, segments, seq, from_seq=start + 1 if start else None)
         if not rows or rows[-1][0] != seq or (rows[0][1] is None and rows[0][0] != start + 1):
             raise NotFound(f"step {seq} does not exist")
         if rows[0][1] is not None:  # a keyframe at or after the cached state

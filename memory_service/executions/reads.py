@@ -19,6 +19,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServiceError, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
+from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
 from memory_service.executions.history import HistoryReader
 from memory_service.executions.models import (
@@ -74,7 +75,7 @@ class ExecutionReads:
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
-            rows = await repo.read_steps(conn, segments, after_seq, execution.head_seq, limit + 1)
+            rows = await step_rows.read_steps(conn, segments, after_seq, execution.head_seq, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         token = self.cursors.encode(kind, tenant_id, rows[-1].seq) if more else None
@@ -95,7 +96,7 @@ class ExecutionReads:
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
-            found = await repo.read_steps(conn, segments, seq - 1, seq, 1, details=True)
+            found = await step_rows.read_steps(conn, segments, seq - 1, seq, 1, details=True)
             if not found or found[0].seq != seq:
                 raise NotFound(f"execution {execution_id} has no step {seq}")
             step = found[0]
@@ -177,7 +178,7 @@ class ExecutionReads:
         if ref is None:
             return execution.head_seq
         if isinstance(ref, datetime):
-            found = await repo.last_seq_at(conn, segments, ref) if segments else None
+            found = await step_rows.last_seq_at(conn, segments, ref) if segments else None
             if found is None:
                 raise missing(
                     f"{where}: execution {execution.id} had no step by {ref.isoformat()}",

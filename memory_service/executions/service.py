@@ -32,6 +32,7 @@ from memory_service.errors import (
 )
 from memory_service.executions import repository as repo
 from memory_service.executions import states
+from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
 from memory_service.executions.history import HistoryReader, StateCache
 from memory_service.executions.models import (
@@ -42,7 +43,8 @@ from memory_service.executions.models import (
     NewStep,
     Step,
 )
-from memory_service.executions.repository import Conn, Segment, StoredStep
+from memory_service.executions.repository import Conn, Segment
+from memory_service.executions.steps_repository import StoredStep
 from memory_service.executions.travel import ExecutionTravel
 from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
@@ -175,7 +177,7 @@ class ExecutionService(ExecutionTravel):
         state = await self.history.state_at(conn, segments, execution.head_seq)
         rows, last_state = self._prepare(execution, state, steps, recorded)
         eid = uuid.UUID(execution.id)
-        if not await repo.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq):
+        if not await step_rows.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq):
             return None
         return [_step(execution.id, row, recorded) for row in rows], last_state
 

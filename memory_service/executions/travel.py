@@ -22,6 +22,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
+from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
 from memory_service.executions.models import (
     Execution,
@@ -154,8 +155,8 @@ class ExecutionTravel(ExecutionReads):
         while position < last:
             async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
                 hi = min(last, position + REPLAY_PAGE)
-                steps = await repo.read_steps(conn, segments, position, hi, REPLAY_PAGE, details=True)
-                rows = await repo.read_patches(conn, segments, position, hi)
+                steps = await step_rows.read_steps(conn, segments, position, hi, REPLAY_PAGE, details=True)
+                rows = await step_rows.read_patches(conn, segments, position, hi)
             for step, (_, full, patch_text) in zip(steps, rows, strict=True):
                 if full is not None:
                     new_state = states.decode(full)
