@@ -124,6 +124,8 @@ class MemoryOut(Struct):
     updated_at: datetime
     expires_at: datetime | None
     version: int
+    # only on memories named by a key (PUT /v1/memories/by-key/{namespace}/{key})
+    key: str | UnsetType = UNSET
     embedding: list[float] | UnsetType = UNSET
 
     @classmethod
@@ -141,6 +143,7 @@ class MemoryOut(Struct):
             updated_at=m.updated_at,
             expires_at=m.expires_at,
             version=m.version,
+            key=UNSET if m.key is None else m.key,
             embedding=(
                 [float(x) for x in m.embedding]
                 if with_embedding and m.embedding is not None

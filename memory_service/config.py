@@ -103,7 +103,10 @@ class Settings:
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
     health_window_seconds: float = 300.0
-    index_stale_seconds: float = 60.0  # an index lagging longer costs health score
+    index_stale_seconds: float = 60.0
+    # the change feed: a cursor older than this answers 410 (take a snapshot)
+    change_feed_retention_seconds: float = 7 * 24 * 3600.0
+    change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
 
     # executions: a full state every N steps, RFC 6902 patches between them
     execution_keyframe_interval: int = 50
@@ -115,6 +118,12 @@ class Settings:
     breaker_failure_threshold: int = 5
     breaker_reset_seconds: float = 5.0
     read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
+
+    # workflows
+    workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
+    workflow_poll_interval_s: float = 1.0  # safety net behind LISTEN/NOTIFY and timers
+    workflow_driver_concurrency: int = 4  # built-in steps one process runs at once
+    workflow_driver_enabled: bool = True
 
     # telemetry
     trace_exporter: TraceExporter = "none"

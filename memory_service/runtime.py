@@ -17,12 +17,14 @@ import anyio.to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -30,6 +32,7 @@ from memory_service.search import accelerator as hot_search
 from memory_service.tenants import TenantService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +46,12 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
+    changes: ChangeFeed
     # built once the event log's writer exists (after the extensions below)
     executions: ExecutionService = field(init=False)
+    workflows: Workflows = field(init=False)  # needs the executions
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -78,6 +84,14 @@ class Runtime:
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
             memories = MemoryService(pool, cached, settings, cursors)
+            changes = ChangeFeed(
+                pool,
+                cursors,
+                url,
+                retention_seconds=settings.change_feed_retention_seconds,
+                prune_interval_seconds=settings.change_feed_prune_interval_seconds,
+                heartbeat_seconds=settings.sse_heartbeat_seconds,
+            )
             runtime = cls(
                 settings=settings,
                 database_url=url,
@@ -86,11 +100,20 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=memories,
                 cursors=cursors,
+                keyed_memories=KeyedMemories(memories),
                 memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
+                changes=changes,
             )
+            await changes.start()
+            runtime.closers.append(changes.close)
             for install in extensions():
                 await install(runtime)
             runtime.executions = build_executions(runtime)
+            runtime.workflows = Workflows.build(
+                settings, url, pool, cursors, runtime.memories, runtime.executions
+            )
+            await runtime.workflows.start()
+            runtime.closers.append(runtime.workflows.close)
             await runtime._start_transfers()
         except BaseException:
             await pool.close()

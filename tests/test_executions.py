@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from live_http import in_app_loop
 
+from memory_service.executions import ExecutionLimits, ExecutionService, NewExecution, NewStep
 from tests.conftest import assert_problem
 
 Client = AsyncTestClient[Litestar]
@@ -134,3 +137,54 @@ async def test_state_at_a_label_and_at_a_time(client: Client, tenant: dict[str, 
     assert_problem(beyond, 404, mentions="step 4")
     bad_time = await client.get(f"/v1/executions/{eid}/state", params={"at": "2026-13-01"}, headers=h)
     assert_problem(bad_time, 422, mentions="RFC 3339")
+
+
+async def concurrent_writers(service: ExecutionService, tid: str) -> Any:
+    """Four writers appending at once to one execution, on the app's loop."""
+    execution = await service.create(tid, NewExecution())
+    await service.append_steps(tid, execution.id, [NewStep(kind="start", state={"log": []})])
+
+    async def writer(name: str) -> None:
+        for i in range(5):
+            patch = [{"op": "add", "path": "/log/-", "value": f"{name}{i}"}]
+            await service.append_steps(tid, execution.id, [NewStep(kind="w", state_patch=patch)])
+
+    await asyncio.gather(*(writer(name) for name in "abcd"))
+    return await service.state_at(tid, execution.id)
+
+
+async def test_concurrent_writers_lose_no_step(
+    app: Litestar, client: Client, tenant: dict[str, Any]
+) -> None:
+    runtime = app.state.runtime
+    # a service of its own, without the app's event writer
+    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
+    head = await in_app_loop(client, concurrent_writers, service, tenant["id"])
+    assert head.seq == 21
+    assert sorted(head.state["log"]) == sorted(f"{n}{i}" for n in "abcd" for i in range(5))
+    # every writer's own steps kept their order
+    for name in "abcd":
+        mine = [entry for entry in head.state["log"] if entry.startswith(name)]
+        assert mine == [f"{name}{i}" for i in range(5)]
+
+
+async def test_the_openapi_document_describes_the_execution_endpoints(client: Client) -> None:
+    paths = (await client.get("/schema/openapi.json")).json()["paths"]
+    for path in (
+        "/v1/executions",
+        "/v1/executions/{execution_id}",
+        "/v1/executions/{execution_id}/steps",
+        "/v1/executions/{execution_id}/steps/{seq}",
+        "/v1/executions/{execution_id}/state",
+        "/v1/executions/{execution_id}/diff",
+        "/v1/executions/{execution_id}/checkpoints",
+        "/v1/executions/{execution_id}/checkpoints/{label}",
+        "/v1/executions/{execution_id}/rollback",
+        "/v1/executions/{execution_id}/fork",
+        "/v1/executions/{execution_id}/lineage",
+        "/v1/executions/{execution_id}/replay",
+    ):
+        assert path in paths, path
+    search = paths["/v1/memories/search"]["post"]["requestBody"]["content"]["application/json"]
+    assert "as_of" in str(search) or "SearchBody" in str(search)
+    assert any(p["name"] == "as_of" for p in paths["/v1/memories/{memory_id}"]["get"]["parameters"])

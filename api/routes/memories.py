@@ -191,8 +191,9 @@ class MemoryController(Controller):
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
-        await memories.delete(tenant_id, memory_id)
+        await memories.delete(tenant_id, memory_id, parse_if_match(if_match))
 
     @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
     async def history(

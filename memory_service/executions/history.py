@@ -6,7 +6,9 @@ without copying them. ``HistoryReader.state_at`` rebuilds the state after a step
 from the last keyframe at or before it plus at most ``keyframe_interval - 1``
 patches, in one query; rebuilt states are kept in a small byte-bounded LRU keyed
 by (the execution that holds the step, seq), which is exact because steps are
-never changed once written.
+never changed once written. A rebuild starts from a cached state of one of the
+64 steps before it when there is one, so walking a timeline step by step costs
+one patch per step.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from memory_service.executions import repository as repo
 from memory_service.executions import states
 from memory_service.executions.models import INITIAL_STATE, Execution
 from memory_service.executions.repository import Conn, Segment
+
+NEAREST = 64  # how far back a rebuild looks for a cached state to start from
 
 
 class StateCache:
@@ -98,14 +102,30 @@ class HistoryReader:
         cached = self.cache.get(key)
         if cached is not None:
             return states.decode(cached)
-        rows = await repo.read_states(conn, segments, seq)
-        if not rows or rows[0][1] is None or rows[-1][0] != seq:
+        # a state rebuilt a few steps earlier saves the patches before it (stepping
+        # through a timeline then costs one patch per step, not up to a keyframe's worth)
+        start, state = self._nearest_before(segments, seq)
+        rows = await repo.read_states(conn, segments, seq, from_seq=start + 1 if start else None)
+        if not rows or rows[-1][0] != seq or (rows[0][1] is None and rows[0][0] != start + 1):
             raise NotFound(f"step {seq} does not exist")
-        state = states.decode(rows[0][1])
-        for _, _, patch in rows[1:]:
+        if rows[0][1] is not None:  # a keyframe at or after the cached state
+            state = states.decode(rows[0][1])
+            rows = rows[1:]
+        for _, _, patch in rows:
             state = states.apply_in_place(state, states.decode(patch or "[]"), "stored patch")
         self.cache.put(key, states.encode(state))
         return state
+
+    def _nearest_before(self, segments: list[Segment], seq: int) -> tuple[int, Any]:
+        """(seq, state) of the nearest cached state among the NEAREST steps before
+        ``seq``, or (0, None)."""
+        for earlier in range(seq - 1, max(0, seq - NEAREST) - 1, -1):
+            if earlier == 0:
+                break
+            cached = self.cache.get((owner_of(segments, earlier), earlier))
+            if cached is not None:
+                return earlier, states.decode(cached)
+        return 0, None
 
     def remember(self, segments: list[Segment], seq: int, encoded: bytes) -> None:
         self.cache.put((owner_of(segments, seq), seq), encoded)

@@ -71,7 +71,7 @@ class ExecutionReads:
                 raise InvalidInput("cursor is not valid", errors=[FieldError("cursor", "malformed")])
             after_seq = max(after_seq, position)
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             rows = await repo.read_steps(conn, segments, after_seq, execution.head_seq, limit + 1)
@@ -92,7 +92,7 @@ class ExecutionReads:
         """One step with its input, output, error and metadata; optionally its state and
         its patch against the previous step's state."""
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             found = await repo.read_steps(conn, segments, seq - 1, seq, 1, details=True)
@@ -114,7 +114,7 @@ class ExecutionReads:
     ) -> StateAt:
         """The state after the step ``at`` names (the head when None)."""
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             seq = await self.resolve(conn, tid, execution, segments, at, "at", NotFound)
@@ -133,7 +133,7 @@ class ExecutionReads:
         """The patch from one step's state to another's. ``from_execution`` names
         another execution of the same lineage tree (a fork's parent, say)."""
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             target = await self.load(conn, tenant_id, execution_id)
             source = target
             if from_execution is not None and from_execution != execution_id:
@@ -209,7 +209,7 @@ class ExecutionReads:
         check.check_label(label)
         check_text(note, "note", check.MAX_NOTE)
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             execution = await self.load(conn, tenant_id, execution_id, for_update=True)
             target = execution.head_seq if seq is None else seq
             if not 1 <= target <= execution.head_seq:
@@ -228,14 +228,14 @@ class ExecutionReads:
     async def list_checkpoints(self, tenant_id: str, execution_id: str) -> list[Checkpoint]:
         """Own labels and the ancestors' labels up to the fork point, by seq."""
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             return await repo.checkpoints(conn, tid, _visible(execution, segments))
 
     async def delete_checkpoint(self, tenant_id: str, execution_id: str, label: str) -> None:
         """Only the execution's own labels can be deleted (an inherited one is 404)."""
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             eid = uuid.UUID(execution.id)
             if not await repo.delete_checkpoint(conn, uuid.UUID(tenant_id), eid, label):
@@ -244,7 +244,7 @@ class ExecutionReads:
     # -- lineage ---------------------------------------------------------------------------
     async def lineage(self, tenant_id: str, execution_id: str) -> Lineage:
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             eid = uuid.UUID(execution.id)
             chain = await repo.ancestors(conn, tid, eid) if execution.parent_id else [execution]

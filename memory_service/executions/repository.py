@@ -10,15 +10,18 @@ leave the database as JSON text and are decoded by the caller with msgspec.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
+from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from memory_service.executions.models import Checkpoint, Execution, ExecutionQuery, Step
 
@@ -69,6 +72,21 @@ class StoredStep:
     changed_paths: int
 
 
+@contextlib.asynccontextmanager
+async def autocommit(pool: AsyncConnectionPool) -> AsyncIterator[Conn]:
+    """A pooled connection in autocommit mode, given back as it was lent.
+
+    A read or a single-statement write then costs one round trip, not three
+    (BEGIN, the query, COMMIT); ``conn.transaction()`` still opens a transaction.
+    """
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            await conn.set_autocommit(False)
+
+
 def _segment_params(segments: Sequence[Segment]) -> list[Any]:
     return [
         [s.execution_id for s in segments],
@@ -78,14 +96,31 @@ def _segment_params(segments: Sequence[Segment]) -> list[Any]:
 
 
 # -- executions --------------------------------------------------------------------------
-async def insert_execution(conn: Conn, tid: uuid.UUID, fields: dict[str, Any]) -> Execution:
+async def insert_execution(
+    conn: Conn,
+    tid: uuid.UUID,
+    fields: dict[str, Any],
+    *,
+    keyframe_of: Sequence[Segment] | None = None,
+) -> Execution:
+    """A new execution; with ``keyframe_of`` (a fork's inherited lineage) its
+    keyframe_seq is the last keyframe at or before its head, found in the same
+    statement."""
     names = list(fields)
-    values = [Jsonb(v) if k == "metadata" else v for k, v in fields.items()]
+    values: list[Any] = [Jsonb(v) if k == "metadata" else v for k, v in fields.items()]
+    placeholders: list[sql.Composable] = [sql.Placeholder()] * len(names)
+    if keyframe_of is not None:
+        position = names.index("keyframe_seq")
+        placeholders[position] = sql.SQL(
+            "coalesce((SELECT max(s.seq) FROM execution_steps s {segments} "
+            "WHERE s.state IS NOT NULL AND s.seq <= %s), 0)"
+        ).format(segments=SEGMENTS)
+        values[position : position + 1] = [*_segment_params(keyframe_of), fields["head_seq"]]
     cur = await conn.cursor(row_factory=dict_row).execute(
         sql.SQL("INSERT INTO executions (tenant_id, {cols}) VALUES (%s, {vals}) RETURNING {out}")
         .format(
             cols=sql.SQL(", ").join(map(sql.Identifier, names)),
-            vals=sql.SQL(", ").join(sql.Placeholder() * len(names)),
+            vals=sql.SQL(", ").join(placeholders),
             out=EXECUTION_COLUMNS,
         ),
         [tid, *values],
@@ -202,14 +237,15 @@ async def forks_of(conn: Conn, tid: uuid.UUID, eid: uuid.UUID) -> list[Execution
 
 # -- steps -------------------------------------------------------------------------------
 async def lock_execution(
-    conn: Conn, tid: uuid.UUID, eid: uuid.UUID
+    conn: Conn, tid: uuid.UUID, eid: uuid.UUID, *, lock: bool = True
 ) -> tuple[Execution, datetime] | None:
-    """The execution, locked for this transaction, and the database clock."""
+    """The execution (locked for the transaction, unless ``lock`` is false) and the
+    database clock."""
     cur = await conn.cursor(row_factory=dict_row).execute(
         sql.SQL(
             "SELECT {out}, clock_timestamp() AS now FROM executions "
-            "WHERE tenant_id = %s AND id = %s FOR UPDATE"
-        ).format(out=EXECUTION_COLUMNS),
+            "WHERE tenant_id = %s AND id = %s {lock}"
+        ).format(out=EXECUTION_COLUMNS, lock=sql.SQL("FOR UPDATE" if lock else "")),
         (tid, eid),
     )
     row = await cur.fetchone()
@@ -223,8 +259,12 @@ async def insert_steps(
     steps: Sequence[StoredStep],
     recorded: datetime,
     keyframe_seq: int,
-) -> None:
-    """Writes the rows and moves the execution's head past them, in one statement."""
+) -> bool:
+    """Writes the rows and moves the execution's head past them, in one statement.
+
+    False (nothing written) when the head is no longer the one before the first
+    step: another writer appended after the head this batch was computed from.
+    """
     columns = {
         "seq": ([s.seq for s in steps], "int[]"),
         "kind": ([s.kind for s in steps], "text[]"),
@@ -242,18 +282,30 @@ async def insert_steps(
         "changed_paths": ([s.changed_paths for s in steps], "int[]"),
     }
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    # binary parameters: a state in a text array literal would have every quote escaped
     arrays = sql.SQL(", ").join(
-        sql.SQL("%s::{}").format(sql.SQL(kind)) for _, kind in columns.values()
+        sql.SQL("%b::{}").format(sql.SQL(kind)) for _, kind in columns.values()
     )
-    await conn.execute(
-        sql.SQL(
-            "WITH added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, "
-            "{names}) SELECT %s, %s, %s, * FROM unnest({arrays}) RETURNING seq) "
-            "UPDATE executions SET head_seq = (SELECT max(seq) FROM added), keyframe_seq = %s, "
-            "updated_at = clock_timestamp() WHERE id = %s"
-        ).format(names=names, arrays=arrays),
-        [eid, tid, recorded, *(values for values, _ in columns.values()), keyframe_seq, eid],
-    )
+    # compare-and-set: lock the execution row first, write only if the head is still
+    # where the batch was computed from, and move the head in the same statement
+    statement = sql.SQL(
+        "WITH head AS (SELECT id FROM executions WHERE id = %s AND head_seq = %s FOR UPDATE), "
+        "added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, {names}) "
+        "SELECT %s, %s, %s, u.* FROM unnest({arrays}) AS u WHERE EXISTS (SELECT 1 FROM head) "
+        "RETURNING seq) "
+        "UPDATE executions SET head_seq = (SELECT max(seq) FROM added), keyframe_seq = %s, "
+        "updated_at = clock_timestamp() WHERE id = %s AND EXISTS (SELECT 1 FROM added) "
+        "RETURNING head_seq"
+    ).format(names=names, arrays=arrays)
+    params = [
+        eid, steps[0].seq - 1, eid, tid, recorded,
+        *(values for values, _ in columns.values()), keyframe_seq, eid,
+    ]
+    try:
+        cur = await conn.execute(statement, params)
+    except pg_errors.UniqueViolation:
+        return False
+    return await cur.fetchone() is not None
 
 
 def _jsonb(value: Any) -> Jsonb | None:
@@ -312,19 +364,6 @@ async def read_patches(
         [*_segment_params(segments), lo, hi],
     )
     return [(int(r[0]), r[1], r[2]) for r in await cur.fetchall()]
-
-
-async def last_keyframe(conn: Conn, segments: Sequence[Segment], at_seq: int) -> int:
-    """The last step at or before ``at_seq`` that holds a full state."""
-    cur = await conn.execute(
-        sql.SQL(
-            "SELECT max(s.seq) FROM execution_steps s {segments} "
-            "WHERE s.state IS NOT NULL AND s.seq <= %s"
-        ).format(segments=SEGMENTS),
-        [*_segment_params(segments), at_seq],
-    )
-    row = await cur.fetchone()
-    return 0 if row is None or row[0] is None else int(row[0])
 
 
 async def last_seq_at(conn: Conn, segments: Sequence[Segment], moment: datetime) -> int | None:

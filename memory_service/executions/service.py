@@ -12,6 +12,7 @@ at a reference, diff, rollback, fork, lineage, replay) lives in ``travel.py``.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -27,6 +28,7 @@ from memory_service.errors import (
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
+    Unavailable,
 )
 from memory_service.executions import repository as repo
 from memory_service.executions import states
@@ -46,6 +48,7 @@ from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
 
 MAX_LIST_LIMIT = 1000
+APPEND_ATTEMPTS = 4
 
 
 class StepEvents(Protocol):
@@ -89,12 +92,12 @@ class ExecutionService(ExecutionTravel):
     async def create(self, tenant_id: str, new: NewExecution) -> Execution:
         fields = check.check_new_execution(new)
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             await self._check_refs(conn, tid, fields)
             return await repo.insert_execution(conn, tid, fields)
 
     async def get(self, tenant_id: str, execution_id: str) -> Execution:
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             return await self.load(conn, tenant_id, execution_id)
 
     async def list_executions(
@@ -104,7 +107,7 @@ class ExecutionService(ExecutionTravel):
         _check_limit(limit)
         ids = check.check_query(query)
         before = self._position(cursor, "executions", tenant_id) if cursor else None
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             rows = await repo.list_executions(
                 conn, uuid.UUID(tenant_id), query, ids, before, limit + 1
             )
@@ -118,11 +121,12 @@ class ExecutionService(ExecutionTravel):
     ) -> Execution:
         check.check_changes(changes)
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             current = await self.load(conn, tenant_id, execution_id, for_update=True)
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"execution {execution_id} is at version {current.version}, not {if_match}"
+                    f"execution {execution_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             return await repo.update_execution(
                 conn, tid, uuid.UUID(current.id), changes.status, changes.metadata
@@ -136,14 +140,26 @@ class ExecutionService(ExecutionTravel):
         self._check_batch(steps)
         tid = uuid.UUID(tenant_id)
         eid = parse_uuid(execution_id, "execution_id")
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            locked = await repo.lock_execution(conn, tid, eid)
-            if locked is None:
-                raise NotFound(f"execution {execution_id} not found")
-            execution, now = locked
-            appended, last_state = await self._append(conn, tid, execution, steps, now)
-        await self._after_append(tenant_id, execution, appended, last_state)
-        return appended
+        # optimistic first: read the head without a transaction, then write with a
+        # compare-and-set on it (two round trips); a writer that keeps losing races
+        # takes the row lock for its last attempt, which cannot lose
+        for attempt in range(APPEND_ATTEMPTS):
+            locked = attempt == APPEND_ATTEMPTS - 1
+            async with (
+                wrap_db_errors(),
+                repo.autocommit(self.pool) as conn,
+                conn.transaction() if locked else contextlib.nullcontext(),
+            ):
+                found = await repo.lock_execution(conn, tid, eid, lock=locked)
+                if found is None:
+                    raise NotFound(f"execution {execution_id} not found")
+                execution, now = found
+                written = await self._append(conn, tid, execution, steps, now)
+            if written is not None:
+                appended, last_state = written
+                await self._after_append(tenant_id, execution, appended, last_state)
+                return appended
+        raise Unavailable("the execution kept changing while the steps were appended; retry")
 
     async def _append(
         self,
@@ -152,14 +168,15 @@ class ExecutionService(ExecutionTravel):
         execution: Execution,
         steps: Sequence[NewStep],
         recorded: datetime,
-    ) -> tuple[list[Step], bytes]:
-        """Inside the caller's transaction, with the execution row locked; ``recorded``
-        is the database clock, read with the lock."""
+    ) -> tuple[list[Step], bytes] | None:
+        """Computes and writes the steps after ``execution.head_seq``; None when another
+        writer took those seqs first. ``recorded`` is the database clock."""
         segments = await self.history.segments(conn, tid, execution)
         state = await self.history.state_at(conn, segments, execution.head_seq)
         rows, last_state = self._prepare(execution, state, steps, recorded)
         eid = uuid.UUID(execution.id)
-        await repo.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq)
+        if not await repo.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq):
+            return None
         return [_step(execution.id, row, recorded) for row in rows], last_state
 
     async def _after_append(

@@ -3,10 +3,9 @@
 Everything here is pure and synchronous; ``jsonpatch`` does the patching. Two
 things the library leaves to its caller are settled here. First, a failing
 operation is reported by its index and path (``Conflict``), and a malformed one
-as ``InvalidInput``. Second, ``make_patch`` compares values with Python's ``==``,
-for which ``1 == 1.0 == True``; ``diff`` therefore checks that its patch really
-turns one document into the other, compared as canonical JSON bytes, and falls
-back to replacing the whole document when it does not.
+as ``InvalidInput``. Second, the diff compares values as JSON text (``1``, ``1.0`` and
+``true`` differ, as they must), and a patch with moves is checked by applying it,
+falling back to replacing the whole document if it does not reproduce the target.
 """
 
 from __future__ import annotations
@@ -33,6 +32,10 @@ def encode(value: JSON) -> bytes:
 
 def decode(data: bytes | str) -> JSON:
     return _decoder.decode(data)
+
+
+def _json_text(value: JSON) -> str:
+    return _encoder.encode(value).decode()
 
 
 def canonical(value: JSON) -> bytes:
@@ -121,10 +124,19 @@ def apply_in_place(document: JSON, patch: Sequence[dict[str, Any]], where: str) 
 
 
 def diff(before: JSON, after: JSON) -> list[dict[str, Any]]:
-    """An RFC 6902 patch that turns ``before`` into ``after`` (neither is changed)."""
+    """An RFC 6902 patch that turns ``before`` into ``after`` (neither is changed).
+
+    Values are compared as JSON text (msgspec), so 1, 1.0 and true differ. A patch
+    that moves or copies (the library's list-reordering logic) is checked by
+    applying it; if it does not reproduce ``after``, the whole document is replaced.
+    """
     if canonical(before) == canonical(after):
         return []
-    patch: list[dict[str, Any]] = jsonpatch.make_patch(before, after, pointer_cls=CachedPointer).patch
+    patch: list[dict[str, Any]] = jsonpatch.JsonPatch.from_diff(
+        before, after, dumps=_json_text, pointer_cls=CachedPointer
+    ).patch
+    if not any(op.get("op") in ("move", "copy") for op in patch):
+        return patch
     try:
         result = apply_in_place(copy(before), patch, "diff")
     except Conflict:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from memory_service.db import wrap_db_errors
-from memory_service.errors import FieldError, InvalidInput, NotFound
+from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
 from memory_service.executions import validation as check
@@ -52,7 +52,7 @@ class ExecutionTravel(ExecutionReads):
         execution: Execution,
         steps: Sequence[NewStep],
         recorded: datetime,
-    ) -> tuple[list[Step], bytes]:
+    ) -> tuple[list[Step], bytes] | None:
         raise NotImplementedError
 
     async def _after_append(
@@ -64,7 +64,7 @@ class ExecutionTravel(ExecutionReads):
         """Append a ``rollback`` step whose state is the state after step ``to``."""
         tid = uuid.UUID(tenant_id)
         eid = parse_uuid(execution_id, "execution_id")
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             locked = await repo.lock_execution(conn, tid, eid)
             if locked is None:
                 raise NotFound(f"execution {execution_id} not found")
@@ -78,7 +78,10 @@ class ExecutionTravel(ExecutionReads):
                 input={"to": seq, **({"label": to} if isinstance(to, str) else {})},
                 state=target,
             )
-            appended, last_state = await self._append(conn, tid, execution, [step], now)
+            written = await self._append(conn, tid, execution, [step], now)
+            if written is None:  # cannot happen while the row lock is held
+                raise Conflict(f"execution {execution_id} changed during the rollback; retry")
+            appended, last_state = written
         await self._after_append(tenant_id, execution, appended, last_state)
         return appended[0]
 
@@ -98,18 +101,24 @@ class ExecutionTravel(ExecutionReads):
             check.check_json_object(metadata, "metadata")
         if state_patch is not None:
             states.check_patch(state_patch, "state_patch")
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
+            # the parent's steps up to `at` never change, so reading them needs no lock
             parent = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, parent)
             seq = await self.resolve(conn, tid, parent, segments, at, "at", InvalidInput)
-            keyframe = await repo.last_keyframe(conn, segments, seq) if seq else 0
-            fields = _fork_fields(parent, seq, metadata)
-            fork = await repo.insert_execution(conn, tid, {**fields, "keyframe_seq": keyframe})
+            fields = {**_fork_fields(parent, seq, metadata), "keyframe_seq": 0}
             if state_patch is None:
-                return fork
-            step = NewStep(kind="fork", name=f"fork at {seq}", input={"at": seq}, state_patch=state_patch)
-            appended, last_state = await self._append(conn, tid, fork, [step], fork.created_at)
-            fork.head_seq = appended[-1].seq
+                return await repo.insert_execution(conn, tid, fields, keyframe_of=segments)
+            async with conn.transaction():
+                fork = await repo.insert_execution(conn, tid, fields, keyframe_of=segments)
+                step = NewStep(
+                    kind="fork", name=f"fork at {seq}", input={"at": seq}, state_patch=state_patch
+                )
+                written = await self._append(conn, tid, fork, [step], fork.created_at)
+                if written is None:  # nobody else knows the new fork yet
+                    raise Conflict("the new fork changed while it was created; retry")
+                appended, last_state = written
+                fork.head_seq = appended[-1].seq
         await self._after_append(tenant_id, fork, appended, last_state)
         return fork
 
@@ -132,7 +141,7 @@ class ExecutionTravel(ExecutionReads):
                 f"speed must be between 0 and {MAX_SPEED:g}", errors=[FieldError("speed", "range")]
             )
         tid = uuid.UUID(tenant_id)
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             first = await self.resolve(conn, tid, execution, segments, from_ref, "from", InvalidInput)
@@ -143,7 +152,7 @@ class ExecutionTravel(ExecutionReads):
         previous_end = None
         position = first - 1
         while position < last:
-            async with wrap_db_errors(), self.pool.connection() as conn:
+            async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
                 hi = min(last, position + REPLAY_PAGE)
                 steps = await repo.read_steps(conn, segments, position, hi, REPLAY_PAGE, details=True)
                 rows = await repo.read_patches(conn, segments, position, hi)

@@ -181,7 +181,8 @@ class MemoryService:
                 raise NotFound(f"memory {memory_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"memory {memory_id} is at version {current.version}, not {if_match}"
+                    f"memory {memory_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             if "content_hash" in changes and changes["content_hash"] != bytes(
                 content_hash(current.content)
@@ -196,9 +197,16 @@ class MemoryService:
         await self._notify(tenant_id, [updated], [])
         return updated
 
-    async def delete(self, tenant_id: str, memory_id: str) -> None:
+    async def delete(self, tenant_id: str, memory_id: str, if_match: int | None = None) -> None:
         tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            if if_match is not None:
+                current = await repo.get(conn, tid, mid, for_update=True)
+                if current is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"memory {memory_id} is at version {current.version}, not {if_match}",
+                        current=current,
+                    )
             found = await repo.delete(conn, tid, mid)
         if not found:
             raise NotFound(f"memory {memory_id} not found")
