@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
+from api.input_guard import check_request
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.health import health, ready
@@ -116,12 +117,12 @@ def create_app(
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        guards=[require_tenant],
+        guards=[require_tenant, check_request],
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
     admin_router = Router(
-        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin], security=security
+        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin, check_request], security=security
     )
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,

@@ -94,7 +94,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
         log.error("HTTP %s: %s", status, exc.detail)
         return problem(status, TITLES.get(status, "Server error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else TITLES.get(status, "")
-    return problem(status, detail, headers=exc.headers)
+    fields = [{"field": "body", "message": detail}] if status in (400, 422) else None
+    return problem(status, detail, errors=fields, headers=exc.headers)
 
 
 def unicode_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

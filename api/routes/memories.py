@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.input_guard import decode_json_text
 from api.schemas import (
     Deleted,
     HistoryOut,
@@ -44,12 +44,7 @@ def parse_if_match(value: str | None) -> int | None:
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidInput(
-            "filter must be a JSON object", errors=[FieldError("filter", "not JSON")]
-        ) from None
+    value = decode_json_text(raw, "filter")
     if not isinstance(value, dict):
         raise InvalidInput("filter must be a JSON object", errors=[FieldError("filter", "object")])
     return value

@@ -87,7 +87,8 @@ _INSERT = sql.SQL(
     "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
     "namespace, metadata, importance, embedding, expires_at, context) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace) DO NOTHING "
+    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, "
+    "md5(metadata::text)) DO NOTHING "
     "RETURNING {}"
 ).format(COLUMNS)
 
@@ -137,16 +138,30 @@ async def insert_many(
 
 
 async def find_duplicate(
-    conn: Conn, tenant_id: uuid.UUID, content_hash: bytes, scope: Scope
+    conn: Conn,
+    tenant_id: uuid.UUID,
+    content_hash: bytes,
+    scope: Scope,
+    metadata: dict[str, Any],
 ) -> Memory | None:
+    """The live memory with this content, scope and metadata (the dedupe index's key)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         sql.SQL(
             "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s "
             "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
-            "AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s"
+            "AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s "
+            "AND md5(m.metadata::text) = md5(%s::jsonb::text)"
         ).format(COLUMNS),
-        (tenant_id, content_hash, scope.user_id, scope.agent_id, scope.run_id, scope.namespace),
+        (
+            tenant_id,
+            content_hash,
+            scope.user_id,
+            scope.agent_id,
+            scope.run_id,
+            scope.namespace,
+            Jsonb(metadata),
+        ),
     )
     row = await cur.fetchone()
     return row_to_memory(row) if row else None

@@ -135,7 +135,9 @@ class MemoryService:
                     continue
                 row = next(inserted)
                 if row is None:
-                    row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
+                    row = await repo.find_duplicate(
+                        conn, tid, p["content_hash"], p["scope"], p["metadata"]
+                    )
                     if row is None:  # pragma: no cover - the conflict row vanished
                         raise Conflict("a concurrent change removed a duplicate; retry")
                     created.append(False)
@@ -183,14 +185,18 @@ class MemoryService:
                 raise PreconditionFailed(
                     f"memory {memory_id} is at version {current.version}, not {if_match}"
                 )
-            if "content_hash" in changes and changes["content_hash"] != bytes(
-                content_hash(current.content)
-            ):
+            if "content_hash" in changes or "metadata" in changes:
                 dup = await repo.find_duplicate(
-                    conn, tid, changes["content_hash"], _scope_of(current)
+                    conn,
+                    tid,
+                    changes.get("content_hash") or bytes(content_hash(current.content)),
+                    _scope_of(current),
+                    changes.get("metadata", current.metadata),
                 )
                 if dup is not None and dup.id != current.id:
-                    raise Conflict(f"memory {dup.id} in the same scope already has this content")
+                    raise Conflict(
+                        f"memory {dup.id} in the same scope already has this content and metadata"
+                    )
             updated = await repo.update(conn, tid, mid, changes)
         updated.embedding = new_vector if new_vector is not None else current.embedding
         await self._notify(tenant_id, [updated], [])
