@@ -79,6 +79,17 @@ def migrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command("stop", "stop the service processes and the embedded PostgreSQL of MEMORY_DATA_DIR", lambda p: None)
+def stop_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service import db
+
+    if settings.database_url:
+        print("memory-service: MEMORY_DATABASE_URL is set; there is no embedded database to stop")
+        return 0
+    print(db.stop_data_dir(settings))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _load_plugins()
     parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)

@@ -80,6 +80,8 @@ class Runtime:
                 await install(runtime)
         except BaseException:
             await pool.close()
+            if not settings.database_url:
+                db.stop_embedded(settings)
             raise
         return runtime
 
@@ -91,6 +93,10 @@ class Runtime:
                 log.exception("error while closing a component")
         self.closers.clear()
         await self.pool.close()
+        if not self.settings.database_url:
+            # the embedded server stops here when this was its last user: uvicorn
+            # re-raises SIGTERM/SIGINT after shutdown, so atexit hooks never run
+            await anyio.to_thread.run_sync(db.stop_embedded, self.settings)
 
     async def ready(self) -> dict[str, str]:
         """Readiness checks by name: 'ok' or what is wrong."""
