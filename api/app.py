@@ -24,6 +24,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
+from api.limits import TenantSlotMiddleware, enforce_tenant_limits
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.health import health, ready
@@ -117,7 +118,7 @@ def create_app(
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        guards=[require_tenant, check_request],
+        guards=[require_tenant, enforce_tenant_limits, check_request],
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
@@ -141,7 +142,7 @@ def create_app(
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
-        middleware=[RequestMetricsMiddleware],
+        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",

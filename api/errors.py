@@ -30,6 +30,7 @@ STATUS: list[tuple[type[domain.MemoryServiceError], int]] = [
     (domain.Conflict, 409),
     (domain.PreconditionFailed, 412),
     (domain.PayloadTooLarge, 413),
+    (domain.RateLimited, 429),
     (domain.Unavailable, 503),
 ]
 TITLES = {
@@ -75,7 +76,7 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, domain.MemoryServiceError)
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
     headers = None
-    if isinstance(exc, domain.Unavailable):
+    if isinstance(exc, domain.Unavailable | domain.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
     errors = [{"field": e.field, "message": e.message} for e in exc.errors]
     if status in (400, 422) and not errors:

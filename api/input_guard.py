@@ -25,7 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
-from memory_service.errors import FieldError, InvalidInput
+from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in a body or a JSON parameter."""
@@ -78,6 +78,12 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     body: bytes = await connection.body()  # type: ignore[attr-defined]
     if not body:
         return
+    limit = connection.app.state.settings.tenant_max_request_bytes
+    if limit and len(body) > limit:
+        raise PayloadTooLarge(
+            f"a request body holds at most {limit} bytes, not {len(body)}",
+            errors=[FieldError("body", f"at most {limit} bytes")],
+        )
     _check_media_type(connection.headers.get("content-type"))
     check_depth(body, "body")
     check_values(_decode_strict(body, signature.parameters["data"].annotation), "")

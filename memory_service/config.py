@@ -111,6 +111,13 @@ class Settings:
     breaker_reset_seconds: float = 5.0
     read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
 
+    # fair sharing between tenants (per process; 0 switches a limit off)
+    tenant_requests_per_second: float = 500.0
+    tenant_request_burst: int = 1000
+    tenant_max_streams: int = 16  # concurrent event streams
+    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
+    tenant_max_request_bytes: int = 32 * 1024 * 1024
+
     # telemetry
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None
@@ -150,6 +157,8 @@ class Settings:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
+        if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:
+            raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:

@@ -13,6 +13,7 @@ status code in ``api.errors``. Nothing above the storage layer sees psycopg.
     ├── Conflict                409: the change contradicts current state
     ├── PreconditionFailed      412: If-Match names a stale version
     ├── PayloadTooLarge         413: a body or field over its configured limit
+    ├── RateLimited             429: the tenant is over its fair share; retry later
     └── Unavailable             503: a dependency is down; retry later
         └── CircuitOpen         503: failing fast while a dependency recovers
 
@@ -21,7 +22,8 @@ services' checks before any write, so a rejected request changes nothing.
 ``NotFound`` also covers another tenant's row: the service never says it exists.
 ``Conflict`` is a state rule (a duplicate name, a forbidden task status change,
 deleting an environment that tasks use); ``PreconditionFailed`` a stale
-``If-Match``. ``Unavailable`` comes from the storage edge (a lost connection, a
+``If-Match``. ``RateLimited`` comes from ``memory_service.fairness`` before a
+request does any work, with ``retry_after`` seconds. ``Unavailable`` comes from the storage edge (a lost connection, a
 pool timeout, a cancelled query) and from the embedder; it carries
 ``retry_after`` seconds, sent as the ``Retry-After`` header. ``CircuitOpen`` is
 raised by ``memory_service.resilience.CircuitBreaker`` without touching the
@@ -82,6 +84,14 @@ class PreconditionFailed(MemoryServiceError):
 
 class PayloadTooLarge(MemoryServiceError):
     title = "Payload too large"
+
+
+class RateLimited(MemoryServiceError):
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(MemoryServiceError):

@@ -20,6 +20,7 @@ from memory_service import db, migrate
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.events.install import install as operations_install
+from memory_service.fairness import TenantLimiter
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
@@ -38,6 +39,7 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    limiter: TenantLimiter
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -75,6 +77,14 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=MemoryService(pool, cached, settings, cursors),
                 cursors=cursors,
+                limiter=TenantLimiter(
+                    rate=settings.tenant_requests_per_second,
+                    burst=settings.tenant_request_burst,
+                    slots={
+                        "stream": settings.tenant_max_streams,
+                        "long_poll": settings.tenant_max_long_polls,
+                    },
+                ),
             )
             for install in extensions():
                 await install(runtime)

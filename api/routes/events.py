@@ -164,7 +164,11 @@ class EventController(Controller):
         page = await events.list(tenant_id, query, limit=limit, cursor=cursor)
         return EventPage([EventOut.of(e) for e in page.items], page.next_cursor)
 
-    @get("/stream", summary="Live events as Server-Sent Events; resumable with Last-Event-ID")
+    @get(
+        "/stream",
+        summary="Live events as Server-Sent Events; resumable with Last-Event-ID",
+        opt={"tenant_slot": "stream"},  # at most MEMORY_TENANT_MAX_STREAMS open per tenant
+    )
     async def stream_events(
         self,
         events: NamedDependency[EventService],
