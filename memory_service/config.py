@@ -123,6 +123,10 @@ class Settings:
     otlp_endpoint: str | None = None
     service_name: str = "memory-service"
 
+    # environment secrets at rest: comma-separated Fernet keys, the first encrypts;
+    # unset with the embedded database: a key generated into <data_dir>/secrets.key
+    secrets_key: str | None = None
+
     # migrations
     auto_migrate: bool = True
 

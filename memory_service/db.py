@@ -72,7 +72,9 @@ def stop_embedded(settings: Settings) -> None:
     """Give back one reference; the last in this process releases its handle, and
     the server stops when that was the last handle of any process."""
     pgdata = embedded_pgdata(settings)
-    users = _embedded_users.get(pgdata, 0) - 1
+    if settings.database_url or pgdata not in _embedded_users:
+        return  # this process holds no reference to give back
+    users = _embedded_users[pgdata] - 1
     if users > 0:
         _embedded_users[pgdata] = users
         return

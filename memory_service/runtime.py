@@ -17,14 +17,16 @@ import anyio.to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate
-from memory_service.config import Settings
+from memory_service.config import Settings, SettingsError
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
+from memory_service.environments import reseal_secrets, secrets_exist
 from memory_service.events.install import install as operations_install
 from memory_service.fairness import TenantLimiter
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
+from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class Runtime:
     memories: MemoryService
     cursors: CursorCodec
     limiter: TenantLimiter
+    secret_box: SecretBox | None
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +60,7 @@ class Runtime:
             )
         if settings.auto_migrate:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
+        secret_box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
         try:
@@ -77,6 +81,7 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=MemoryService(pool, cached, settings, cursors),
                 cursors=cursors,
+                secret_box=secret_box,
                 limiter=TenantLimiter(
                     rate=settings.tenant_requests_per_second,
                     burst=settings.tenant_request_burst,
@@ -147,3 +152,24 @@ def extensions() -> list[Extension]:
 def run_migrations(url: str, dimension: int) -> list[int]:
     with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
         return migrate.apply_migrations(conn, dimension)
+
+
+def check_secrets_at_rest(url: str, settings: Settings) -> SecretBox | None:
+    """The secret box; plain-text secrets left from before are sealed with it.
+
+    Without a key (an external database and no ``MEMORY_SECRETS_KEY``) the service
+    refuses to start once any secret is stored: it could neither protect new ones
+    nor tell a reader why old ones stopped working.
+    """
+    box = load_secret_box(settings)
+    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
+        if box is not None:
+            sealed = reseal_secrets(conn, box, everything=False)
+            if sealed:
+                log.info("sealed the plain-text secrets of %d environment(s)", sealed)
+        elif secrets_exist(conn):
+            raise SettingsError(
+                "environment secrets are stored but MEMORY_SECRETS_KEY is not set; set it to "
+                "the key they were encrypted with (see docs/operations.md)"
+            )
+    return box
