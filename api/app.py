@@ -25,6 +25,7 @@ from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
 from api.limits import TenantSlotMiddleware, enforce_tenant_limits
+from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
 from api.routes.health import health, ready
@@ -129,7 +130,7 @@ def create_app(
         tracer_provider=tracer_provider,
         exclude=["/health"],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[*PublicRoutes, tenant_router, admin_router],
         lifespan=[lifespan],
         dependencies={
@@ -142,7 +143,7 @@ def create_app(
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
-        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware()],
+        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",
@@ -158,6 +159,9 @@ def create_app(
         ],
         debug=False,
     )
+    document_problems(app, settings)
+    app.state.allowed_methods = allowed_methods(app)
+    return app
 
 
 DEFAULT_STARTUP_HOOKS: list[StartupHook] = []

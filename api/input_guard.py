@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
@@ -71,8 +71,8 @@ def decode_json_text(raw: str, field: str) -> Any:
 
 async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     """Guard: parameters and the JSON body of every request under a guarded router."""
-    _check_parameters(connection)
     signature = getattr(handler, "parsed_fn_signature", None)
+    _check_parameters(connection, signature)
     if signature is None or "data" not in signature.parameters:
         return
     body: bytes = await connection.body()  # type: ignore[attr-defined]
@@ -89,13 +89,30 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     check_values(_decode_strict(body, signature.parameters["data"].annotation), "")
 
 
-def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any], signature: Any) -> None:
+    fields = signature.parameters if signature is not None else {}
     for name, value in connection.query_params.multi_items():
         if "\x00" in name or "\x00" in value:
             raise InvalidInput(f"{name} contains a NUL character", errors=[FieldError(name, "NUL character")])
+        field = fields.get(name)
+        if field is not None and _is_datetime(field.annotation):
+            _check_timestamp_text(name, value)
     for name, value in connection.path_params.items():
         if isinstance(value, str) and "\x00" in value:
             raise InvalidInput(f"{name} contains a NUL character", errors=[FieldError(name, "NUL character")])
+
+
+def _is_datetime(annotation: Any) -> bool:
+    return annotation is datetime or datetime in get_args(annotation)
+
+
+def _check_timestamp_text(name: str, value: str) -> None:
+    # Litestar would read a bare number as a Unix time; the contract says RFC 3339
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(name, "an RFC 3339 timestamp with a time zone") from None
+    _check_datetime(parsed, name)
 
 
 def _check_media_type(content_type: str | None) -> None:

@@ -16,7 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from memory_service.errors import RateLimited
 
@@ -29,15 +29,24 @@ class _Bucket:
     stamp: float
 
 
-@dataclass
 class TenantLimiter:
-    rate: float  # requests per second and tenant; 0 switches the rate limit off
-    burst: int
-    slots: Mapping[str, int]  # kind -> concurrent slots per tenant (0: unlimited)
-    clock: Callable[[], float] = time.monotonic
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
-    _held: dict[tuple[str, str], int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """Token buckets and slot counters per tenant (a plain class: it holds a lock)."""
+
+    def __init__(
+        self,
+        *,
+        rate: float,  # requests per second and tenant; 0 switches the rate limit off
+        burst: int,
+        slots: Mapping[str, int],  # kind -> concurrent slots per tenant (0: unlimited)
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.slots = dict(slots)
+        self.clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._held: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
 
     def admit(self, tenant_id: str) -> None:
         """Take one request token for ``tenant_id`` or raise ``RateLimited``."""

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
 from api.input_guard import decode_json_text
@@ -54,7 +55,18 @@ class MemoryController(Controller):
     path = "/memories"
     tags = ["memories"]
 
-    @post("/", summary="Add a memory (an exact duplicate in the same scope returns 200)")
+    @post(
+        "/",
+        summary="Add a memory (an exact duplicate in the same scope returns 200)",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=MemoryOut,
+                description="An exact duplicate (same normalised content, scope and metadata): "
+                "the existing memory",
+            )
+        },
+    )
     async def add_memory(
         self,
         data: JSONBody[MemoryCreate],
@@ -96,7 +108,7 @@ class MemoryController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
         filter: Annotated[
             str | None,
-            QueryParameter(description="a filter-language JSON object", max_length=65536),
+            QueryParameter(description="a filter-language JSON object", max_length=8192),
         ] = None,
     ) -> MemoryPage:
         page = await memories.list_memories(
