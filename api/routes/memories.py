@@ -28,6 +28,13 @@ from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
+PurgeParam = Annotated[
+    bool,
+    QueryParameter(
+        description="Erase: also delete the history rows (old content and metadata); only the "
+        "fact that an erasure happened is kept"
+    ),
+]
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -129,8 +136,11 @@ class MemoryController(Controller):
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
         namespace: ScopeParam = None,
+        purge: PurgeParam = False,
     ) -> Deleted:
-        count = await memories.delete_scope(tenant_id, Scope(user_id, agent_id, run_id, namespace))
+        count = await memories.delete_scope(
+            tenant_id, Scope(user_id, agent_id, run_id, namespace), purge=purge
+        )
         return Deleted(count)
 
     @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
@@ -167,14 +177,15 @@ class MemoryController(Controller):
         )
         return Response(MemoryOut.of(memory), headers={"ETag": f'"{memory.version}"'})
 
-    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory")
+    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory (?purge=true erases it)")
     async def delete_memory(
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
+        purge: PurgeParam = False,
     ) -> None:
-        await memories.delete(tenant_id, memory_id)
+        await memories.delete(tenant_id, memory_id, purge=purge)
 
     @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
     async def history(

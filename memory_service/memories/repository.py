@@ -253,6 +253,20 @@ async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[s
     return [str(r[0]) for r in await cur.fetchall()]
 
 
+async def erase_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
+) -> None:
+    """Purge: drop the history rows of deleted memories; keep only that it happened."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
+        (tenant_id, list(memory_ids)),
+    )
+    await conn.execute(
+        "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
+        (tenant_id, kind, len(memory_ids)),
+    )
+
+
 async def list_page(
     conn: Conn,
     tenant_id: uuid.UUID,

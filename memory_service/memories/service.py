@@ -202,15 +202,18 @@ class MemoryService:
         await self._notify(tenant_id, [updated], [])
         return updated
 
-    async def delete(self, tenant_id: str, memory_id: str) -> None:
+    async def delete(self, tenant_id: str, memory_id: str, *, purge: bool = False) -> None:
+        """Delete a memory; ``purge`` also erases its history (content and metadata)."""
         tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             found = await repo.delete(conn, tid, mid)
+            if found and purge:
+                await repo.erase_history(conn, tid, [str(mid)], "memory")
         if not found:
             raise NotFound(f"memory {memory_id} not found")
         await self._notify(tenant_id, [], [str(mid)])
 
-    async def delete_scope(self, tenant_id: str, scope: Scope) -> int:
+    async def delete_scope(self, tenant_id: str, scope: Scope, *, purge: bool = False) -> int:
         if not scope.given():
             raise InvalidInput(
                 "give at least one of user_id, agent_id, run_id, namespace",
@@ -219,6 +222,8 @@ class MemoryService:
         self.validate.check_scope(scope)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
+            if ids and purge:
+                await repo.erase_history(conn, uuid.UUID(tenant_id), ids, "scope")
         if ids:
             await self._notify(tenant_id, [], ids)
         return len(ids)
