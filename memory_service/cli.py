@@ -90,6 +90,14 @@ def stop_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command("settings-reference", "print the Markdown reference of every MEMORY_* setting", lambda p: None)
+def settings_reference_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service.config import settings_reference
+
+    print(settings_reference(), end="")
+    return 0
+
+
 @command("new-secrets-key", "print a new key for MEMORY_SECRETS_KEY", lambda p: None)
 def new_secrets_key_cmd(args: argparse.Namespace, settings: Settings) -> int:
     from memory_service.secret_box import new_key

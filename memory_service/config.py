@@ -173,6 +173,37 @@ class Settings:
         return Path(self.data_dir).expanduser()
 
 
+def settings_reference() -> str:
+    """Markdown tables of every setting, built from this class's source and comments.
+
+    A comment after a blank line opens a group; a comment at the end of a field's
+    line is that field's meaning.
+    """
+    import inspect
+    import re
+
+    field_line = re.compile(r"^    (\w+): ([^=]+?)(?: = (.+?))?(?:\s+#\s*(.*))?$")
+    names = {f.name for f in fields(Settings)}
+    out: list[str] = []
+    previous = ""
+    for line in inspect.getsource(Settings).splitlines():
+        if line.startswith("    # ") and not previous.strip():
+            title = line.strip().lstrip("# ")
+            out += ["", f"### {title[:1].upper()}{title[1:]}", ""]
+            out += ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+        previous = line
+        match = field_line.match(line)
+        if not match or match[1] not in names:
+            continue
+        default = (match[3] or "").replace(
+            "field(default_factory=_default_data_dir)", "the per-user data directory"
+        )
+        cells = [f"`{PREFIX}{match[1].upper()}`", f"`{match[2].strip()}`", f"`{default}`"]
+        cells = [c.replace("|", "\\|") for c in cells] + [(match[4] or "").replace("|", "\\|")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out).strip() + "\n"
+
+
 def _coerce(name: str, annotation: Any, raw: str) -> Any:
     kind = str(annotation)
     try:
