@@ -51,7 +51,7 @@ class EventBatch(Strict):
 
 class EventOut(Struct):
     id: str
-    sequence: int
+    sequence: int  # numbered per tenant: 1, 2, 3, ... in commit order
     type: str
     severity: str
     source: str | None
@@ -69,7 +69,7 @@ class EventOut(Struct):
     def of(cls, e: Event) -> EventOut:
         return cls(
             e.id,
-            e.seq,
+            e.number,
             e.type,
             e.severity,
             e.source,
@@ -197,7 +197,7 @@ class EventController(Controller):
                 else:
                     yield ServerSentEventMessage(
                         data=msgspec.json.encode(EventOut.of(event)).decode(),
-                        id=event.seq,
+                        id=event.number,
                     )
 
         return ServerSentEvent(
