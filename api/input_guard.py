@@ -22,6 +22,7 @@ from typing import Any, get_args
 import msgspec
 import numpy as np
 from litestar.connection import ASGIConnection
+from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
 
@@ -75,6 +76,10 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     _check_parameters(connection, signature)
     if signature is None or "data" not in signature.parameters:
         return
+    field = signature.parameters["data"]
+    media = getattr(field.kwarg_definition, "media_type", RequestEncodingType.JSON)
+    if media != RequestEncodingType.JSON:
+        return  # forms and uploads are Litestar's to decode
     body: bytes = await connection.body()  # type: ignore[attr-defined]
     if not body:
         return
@@ -86,7 +91,7 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         )
     _check_media_type(connection.headers.get("content-type"))
     check_depth(body, "body")
-    check_values(_decode_strict(body, signature.parameters["data"].annotation), "")
+    check_values(_decode_strict(body, field.annotation), "")
 
 
 def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any], signature: Any) -> None:
@@ -126,9 +131,12 @@ def _check_media_type(content_type: str | None) -> None:
 
 
 def _decode_strict(body: bytes, annotation: Any) -> Any:
-    decoder = _DECODERS.get(annotation)
-    if decoder is None:
-        decoder = _DECODERS[annotation] = msgspec.json.Decoder(annotation)
+    if annotation not in _DECODERS:
+        try:
+            _DECODERS[annotation] = msgspec.json.Decoder(annotation)
+        except TypeError:  # a type only Litestar can decode (a DTO, a custom decoder)
+            _DECODERS[annotation] = msgspec.json.Decoder()
+    decoder = _DECODERS[annotation]
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:

@@ -9,11 +9,15 @@ the health another tenant sees.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from litestar import Litestar, post
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.testing import TestClient
 
-from api.input_guard import MAX_JSON_DEPTH, json_depth
+from api.input_guard import MAX_JSON_DEPTH, check_request, json_depth
 from tests.conftest import ADMIN, assert_problem
 from tests.helpers import page_all
 
@@ -178,3 +182,14 @@ async def test_same_text_under_two_sessions_keeps_both(client: Any, tenant: dict
     assert ids[0] == ids[2] != ids[1]
     patch = await client.patch(f"/v1/memories/{second.json()['id']}", json={"metadata": {"session": "s1"}}, headers=h)
     assert_problem(patch, 409, mentions="metadata")
+
+
+def test_forms_and_uploads_are_left_to_litestar() -> None:
+    @post("/form", guards=[check_request])
+    async def form(data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> dict[str, str]:
+        return data
+
+    with TestClient(Litestar([form])) as c:
+        r = c.post("/form", data={"a": "b"})
+        assert r.status_code == 201, r.text
+        assert r.json() == {"a": "b"}
