@@ -21,7 +21,7 @@ import pytest
 from memory_service import cli
 from memory_service.config import Settings, SettingsError
 from memory_service.runtime import check_secrets_at_rest
-from memory_service.secret_box import KEY_FILE, SecretBox, new_key
+from memory_service.secret_box import KEY_FILE, SecretBox, load_secret_box, new_key
 
 
 def stored_secrets(database_url: str, env_id: str) -> dict[str, str]:
@@ -47,11 +47,19 @@ async def test_secrets_are_stored_encrypted(client: Any, tenant: dict, database_
     assert set(stored) == {"API_TOKEN", "OTHER"}
     assert all(v.startswith("fernet:") for v in stored.values()), stored
     assert "sk-live-plaintext-123" not in str(stored) and "second-value" not in str(stored)
-    if settings.database_url is None:
-        key_file = settings.data_path / KEY_FILE
-        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        box = SecretBox([key_file.read_bytes().strip()])
-        assert box.open(stored["API_TOKEN"]) == "sk-live-plaintext-123"
+    assert settings.secrets_key is not None
+    box = SecretBox([settings.secrets_key.encode()])
+    assert box.open(stored["API_TOKEN"]) == "sk-live-plaintext-123"
+
+
+def test_the_embedded_database_gets_a_generated_key_file(tmp_path: Path) -> None:
+    local = Settings(data_dir=str(tmp_path), secrets_key=None)
+    first, again = load_secret_box(local), load_secret_box(local)
+    assert first is not None and again is not None
+    key_file = tmp_path / KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert again.open(first.seal("v")) == "v"
+    assert load_secret_box(Settings(data_dir=str(tmp_path), database_url="postgresql://x/y")) is None
 
 
 def test_sealing_is_randomised_and_rotation_reseals() -> None:
@@ -69,12 +77,11 @@ def test_sealing_is_randomised_and_rotation_reseals() -> None:
 async def test_rotate_command_and_keyless_start_is_refused(
     client: Any, tenant: dict, database_url: str, settings: Settings, tmp_path: Path
 ) -> None:
-    if settings.database_url is not None:
-        pytest.skip("the generated key belongs to the embedded database")
     env_id = await create_env(client, tenant, "rotate-me")
-    current = (settings.data_path / KEY_FILE).read_bytes().strip().decode()
+    assert settings.secrets_key is not None
+    current = settings.secrets_key
     fresh = new_key()
-    # every secret in this database, from any test, was sealed with the data-dir key
+    # every secret in this database, from any test, was sealed with the session key
     rotating = settings.with_(database_url=database_url, secrets_key=f"{fresh},{current}")
     assert cli.rotate_secrets_cmd(argparse.Namespace(), rotating) == 0
     value = stored_secrets(database_url, env_id)["API_TOKEN"]
