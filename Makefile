@@ -14,10 +14,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml client/pyproject.toml | $(PY)
 	# torch first, pinned, so nothing pulls a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the client distribution, editable, with its LangGraph and MCP extras
+	$(PY) -m pip install --quiet -e './client[langgraph,mcp]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,8 +33,10 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(PY) -m pytest tests/test_openapi_conformance.py -q -s
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
+	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
 
 bench: $(STAMP)
@@ -51,10 +55,10 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
+	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -22,14 +22,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
 from api.limits import TenantSlotMiddleware, enforce_tenant_limits
 from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
+from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
+from api.routes.execution_travel import ExecutionTravelController
+from api.routes.executions import ExecutionController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.memory_keys import KeyedMemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
     admin_metrics_summary,
@@ -40,10 +45,17 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.transfer import MigrationController, TransferController
+from api.routes.workers import WorkerController
+from api.routes.workflows import WorkflowController, WorkflowRunController
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
+from memory_service.executions import ExecutionService
+from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
 from memory_service.tasks import TaskService
@@ -53,18 +65,26 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
+from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 
 # Each feature adds its controllers to one of these lists.
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 TenantRoutes.append(RetrievalSettingsController)
+TenantRoutes.append(KeyedMemoryController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
+TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
+TenantRoutes.extend([ExecutionController, ExecutionTravelController])
+TenantRoutes.extend([MigrationController, TransferController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
@@ -82,6 +102,14 @@ def _extra_getter(name: str) -> Callable[[State], Any]:
         return state.runtime.extras[name]
 
     return provide
+
+
+def _provide_workflows(state: State) -> WorkflowService:
+    return state.runtime.workflows.service
+
+
+def _provide_workers(state: State) -> WorkerGateway:
+    return state.runtime.workflows.workers
 
 
 def create_app(
@@ -131,15 +159,24 @@ def create_app(
         exclude=["/health"],
     )
     app = Litestar(
-        route_handlers=[*PublicRoutes, tenant_router, admin_router],
+        route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
+        template_config=template_config(),
         lifespan=[lifespan],
         dependencies={
             "memories": Provide(_state_getter("memories"), sync_to_thread=False),
+            "keyed_memories": Provide(_state_getter("keyed_memories"), sync_to_thread=False),
             "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
             "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
+            "changes": Provide(_state_getter("changes"), sync_to_thread=False),
             "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
             "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
             "events": Provide(_extra_getter("events"), sync_to_thread=False),
+            "executions": Provide(_state_getter("executions"), sync_to_thread=False),
+            "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
+            "workflows": Provide(_provide_workflows, sync_to_thread=False),
+            "workers": Provide(_provide_workers, sync_to_thread=False),
+            "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
+            "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -155,7 +192,9 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
+            ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
+            MigrationService, TransferService, KeyedMemories,
         ],
         debug=False,
     )

@@ -160,13 +160,19 @@ def _load_plugins() -> None:
     """Import modules that add subcommands (they register on import)."""
     import importlib
 
-    for module in ("memory_service.tuning",):
+    for module in ("memory_service.tuning", "memory_service.mcp_command"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
+    from memory_service.transfer.commands import register as register_transfer
+
+    register_transfer(command)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as ``python -m``: use the importable module, where plugins register
+    from memory_service.cli import main as module_main
+
+    sys.exit(module_main())

@@ -103,7 +103,15 @@ class Settings:
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
     health_window_seconds: float = 300.0
-    index_stale_seconds: float = 60.0  # an index lagging longer costs health score
+    index_stale_seconds: float = 60.0
+    # the change feed: a cursor older than this answers 410 (take a snapshot)
+    change_feed_retention_seconds: float = 7 * 24 * 3600.0
+    change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
+
+    # executions: a full state every N steps, RFC 6902 patches between them
+    execution_keyframe_interval: int = 50
+    execution_max_state_bytes: int = 1024 * 1024
+    execution_state_cache_mb: int = 64  # rebuilt states kept in process
 
     # resilience: circuit breakers around the database and the embedder
     db_pool_timeout_seconds: float = 10.0
@@ -117,6 +125,12 @@ class Settings:
     tenant_max_streams: int = 16  # concurrent event streams
     tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
     tenant_max_request_bytes: int = 32 * 1024 * 1024
+
+    # workflows
+    workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
+    workflow_poll_interval_s: float = 1.0  # safety net behind LISTEN/NOTIFY and timers
+    workflow_driver_concurrency: int = 4  # built-in steps one process runs at once
+    workflow_driver_enabled: bool = True
 
     # telemetry
     trace_exporter: TraceExporter = "none"
@@ -157,6 +171,8 @@ class Settings:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
+        if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:
+            raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:

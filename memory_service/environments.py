@@ -45,6 +45,13 @@ MAX_SECRET_VALUE = 16 * 1024
 MAX_LIST_LIMIT = 1000
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
+# the columns an export carries and an import or a migration writes as given (the
+# secret values travel only where an admin asked for them; see the transfer package)
+TABLE = "environments"
+COPY_COLUMNS = (
+    "id", "name", "description", "config", "secrets", "is_active", "created_at", "updated_at",
+    "version",
+)
 # secret values are selected only as their key names
 COLUMNS = sql.SQL(
     "id, name, description, config, "
@@ -157,16 +164,19 @@ class EnvironmentService:
             sets.append(sql.SQL("secrets = (secrets - %s::text[]) || %s"))
             params += [drop, Jsonb(keep)]
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT version FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "SELECT {cols} FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE"
+                ).format(cols=COLUMNS),
                 (tid, eid),
             )
             found = await cur.fetchone()
             if found is None:
                 raise NotFound(f"environment {env_id} not found")
-            if if_match is not None and found[0] != if_match:
+            if if_match is not None and found["version"] != if_match:
                 raise PreconditionFailed(
-                    f"environment {env_id} is at version {found[0]}, not {if_match}"
+                    f"environment {env_id} is at version {found['version']}, not {if_match}",
+                    current=_environment(found),
                 )
             try:
                 async with conn.transaction():
@@ -182,21 +192,31 @@ class EnvironmentService:
                 raise Conflict(f"an environment named {changes['name']!r} already exists") from None
             return _environment(await cur2.fetchone())
 
-    async def delete(self, tenant_id: str, env_id: str, *, force: bool = False) -> int:
+    async def delete(
+        self, tenant_id: str, env_id: str, *, force: bool = False, if_match: int | None = None
+    ) -> int:
         """Delete; returns how many tasks lost this environment (only when forced)."""
         tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "SELECT {cols} FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE"
+                ).format(cols=COLUMNS),
                 (tid, eid),
             )
-            if await cur.fetchone() is None:
+            found = await cur.fetchone()
+            if found is None:
                 raise NotFound(f"environment {env_id} not found")
-            cur = await conn.execute(
+            if if_match is not None and found["version"] != if_match:
+                raise PreconditionFailed(
+                    f"environment {env_id} is at version {found['version']}, not {if_match}",
+                    current=_environment(found),
+                )
+            counted = await conn.execute(
                 "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
                 (tid, eid),
             )
-            row = await cur.fetchone()
+            row = await counted.fetchone()
             in_use = int(row[0]) if row else 0
             if in_use and not force:
                 raise Conflict(
@@ -330,3 +350,19 @@ def reseal_secrets(conn: psycopg.Connection[Any], box: SecretBox, *, everything:
             )
             changed += 1
     return changed
+async def ids_by_name(conn: Any, tenant_id: uuid.UUID, names: list[str]) -> dict[str, str]:
+    """The ids of this tenant's environments with these names."""
+    cur = await conn.execute(
+        "SELECT name, id::text FROM environments WHERE tenant_id = %s AND name = ANY(%s)",
+        (tenant_id, names),
+    )
+    return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+async def detach_tasks(conn: Any, tenant_id: uuid.UUID, env_ids: list[str]) -> None:
+    """Tasks that use these environments lose them (as with a forced delete)."""
+    await conn.execute(
+        "UPDATE tasks SET environment_id = NULL, updated_at = clock_timestamp(), "
+        "version = version + 1 WHERE tenant_id = %s AND environment_id = ANY(%s::uuid[])",
+        (tenant_id, env_ids),
+    )

@@ -17,17 +17,25 @@ import anyio.to_thread
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings, SettingsError
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
 from memory_service.environments import reseal_secrets, secrets_exist
 from memory_service.events.install import install as operations_install
+from memory_service.events.writer import EventWriter
+from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.fairness import TenantLimiter
+from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
 from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +51,17 @@ class Runtime:
     cursors: CursorCodec
     limiter: TenantLimiter
     secret_box: SecretBox | None
+    keyed_memories: KeyedMemories
+    memories_as_of: MemoriesAsOf
+    changes: ChangeFeed
+    # built once the event log's writer exists (after the extensions below)
+    executions: ExecutionService = field(init=False)
+    workflows: Workflows = field(init=False)  # needs the executions
     # extra components register a closer here; run in reverse order on close
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    migrations: MigrationService | None = None
+    transfers: TransferService | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, embedder: Embedder | None = None) -> Runtime:
@@ -73,13 +89,22 @@ class Runtime:
                 raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
             cursors = CursorCodec(str(row[0]).encode())
             cached = CachedEmbedder(embedder, settings.query_cache_size)
+            memories = MemoryService(pool, cached, settings, cursors)
+            changes = ChangeFeed(
+                pool,
+                cursors,
+                url,
+                retention_seconds=settings.change_feed_retention_seconds,
+                prune_interval_seconds=settings.change_feed_prune_interval_seconds,
+                heartbeat_seconds=settings.sse_heartbeat_seconds,
+            )
             runtime = cls(
                 settings=settings,
                 database_url=url,
                 pool=pool,
                 embedder=cached,
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=MemoryService(pool, cached, settings, cursors),
+                memories=memories,
                 cursors=cursors,
                 secret_box=secret_box,
                 limiter=TenantLimiter(
@@ -90,15 +115,40 @@ class Runtime:
                         "long_poll": settings.tenant_max_long_polls,
                     },
                 ),
+                keyed_memories=KeyedMemories(memories),
+                memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
+                changes=changes,
             )
+            await changes.start()
+            runtime.closers.append(changes.close)
             for install in extensions():
                 await install(runtime)
+            runtime.executions = build_executions(runtime)
+            runtime.workflows = Workflows.build(
+                settings, url, pool, cursors, runtime.memories, runtime.executions
+            )
+            await runtime.workflows.start()
+            runtime.closers.append(runtime.workflows.close)
+            await runtime._start_transfers()
         except BaseException:
             await pool.close()
             if not settings.database_url:
                 db.stop_embedded(settings)
             raise
         return runtime
+
+    async def _start_transfers(self) -> None:
+        """Browser migrations and export/import; they report to the event writer."""
+        writer = self.extras["event_writer"]
+        self.migrations = MigrationService(
+            self.pool, self.embedder, self.memories.validate, writer
+        )
+        self.transfers = TransferService(
+            self.pool, self.embedder, self.memories.validate, writer, self.settings
+        )
+        await self.migrations.recover()
+        # closers run in reverse: running migrations stop before the event writer
+        self.closers.append(self.migrations.close)
 
     async def close(self) -> None:
         for closer in reversed(self.closers):
@@ -147,6 +197,22 @@ def extensions() -> list[Extension]:
     installs.append(operations_install)
     installs.append(hot_search.install)
     return installs
+
+
+def build_executions(runtime: Runtime) -> ExecutionService:
+    settings = runtime.settings
+    writer = runtime.extras.get("event_writer")
+    return ExecutionService(
+        runtime.pool,
+        runtime.cursors,
+        ExecutionLimits(
+            keyframe_interval=settings.execution_keyframe_interval,
+            max_state_bytes=settings.execution_max_state_bytes,
+            max_batch=settings.max_batch_items,
+            cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
+        ),
+        events=writer if isinstance(writer, EventWriter) else None,
+    )
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:

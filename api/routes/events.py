@@ -111,6 +111,7 @@ def _query(
     agent_id: str | None,
     since: datetime | None,
     until: datetime | None,
+    workflow_run_id: str | None = None,
 ) -> EventQuery:
     return EventQuery(
         types=list(type or []),
@@ -120,6 +121,7 @@ def _query(
         agent_id=agent_id,
         since=since,
         until=until,
+        workflow_run_id=workflow_run_id,
     ).validate()
 
 
@@ -157,10 +159,13 @@ class EventController(Controller):
         agent_id: IdParam = None,
         since: TimeParam = None,
         until: TimeParam = None,
+        workflow_run_id: IdParam = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> EventPage:
-        query = _query(type, min_severity, task_id, execution_id, agent_id, since, until)
+        query = _query(
+            type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
+        )
         page = await events.list(tenant_id, query, limit=limit, cursor=cursor)
         return EventPage([EventOut.of(e) for e in page.items], page.next_cursor)
 
@@ -180,12 +185,15 @@ class EventController(Controller):
         agent_id: IdParam = None,
         since: TimeParam = None,
         until: TimeParam = None,
+        workflow_run_id: IdParam = None,
         last_event_id_header: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", max_length=32)
         ] = None,
         last_event_id: Annotated[str | None, QueryParameter(max_length=32)] = None,
     ) -> ServerSentEvent:
-        query = _query(type, min_severity, task_id, execution_id, agent_id, since, until)
+        query = _query(
+            type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
+        )
         start = await events.stream_start(tenant_id, last_event_id_header or last_event_id)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
@@ -24,6 +25,7 @@ from api.schemas import (
     SearchOut,
 )
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
 
@@ -34,6 +36,10 @@ PurgeParam = Annotated[
         description="Erase: also delete the history rows (old content and metadata); only the "
         "fact that an erasure happened is kept"
     ),
+]
+AsOfParam = Annotated[
+    datetime | None,
+    QueryParameter(description="RFC 3339: answer from the memories as they stood then"),
 ]
 
 
@@ -99,13 +105,18 @@ class MemoryController(Controller):
         data: JSONBody[SearchBody],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
+        memories_as_of: NamedDependency[MemoriesAsOf],
     ) -> SearchOut:
+        if data.as_of is not None:
+            past = await memories_as_of.search(tenant_id, data.to_domain(), data.as_of)
+            return SearchOut.of(past)
         return SearchOut.of(await memories.search(tenant_id, data.to_domain()))
 
     @get("/", summary="List memories in a scope, oldest first, with a cursor")
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
+        memories_as_of: NamedDependency[MemoriesAsOf],
         tenant_id: NamedDependency[str],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
@@ -117,7 +128,14 @@ class MemoryController(Controller):
             str | None,
             QueryParameter(description="a filter-language JSON object", max_length=8192),
         ] = None,
+        as_of: AsOfParam = None,
     ) -> MemoryPage:
+        if as_of is not None:
+            scope = Scope(user_id, agent_id, run_id, namespace)
+            past = await memories_as_of.list_memories(
+                tenant_id, scope, as_of, limit=limit, cursor=cursor, filter=parse_filter(filter)
+            )
+            return MemoryPage([MemoryOut.of(m) for m in past.items], past.next_cursor)
         page = await memories.list_memories(
             tenant_id,
             Scope(user_id, agent_id, run_id, namespace),
@@ -149,7 +167,9 @@ class MemoryController(Controller):
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
+        memories_as_of: NamedDependency[MemoriesAsOf],
         include: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        as_of: AsOfParam = None,
     ) -> Response[MemoryOut]:
         wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
         if wanted - {"embedding"}:
@@ -157,7 +177,12 @@ class MemoryController(Controller):
                 "include takes only 'embedding'", errors=[FieldError("include", "unknown value")]
             )
         with_embedding = "embedding" in wanted
-        memory = await memories.get(tenant_id, memory_id, with_embedding=with_embedding)
+        if as_of is not None:
+            memory = await memories_as_of.get(
+                tenant_id, memory_id, as_of, with_embedding=with_embedding
+            )
+        else:
+            memory = await memories.get(tenant_id, memory_id, with_embedding=with_embedding)
         return Response(
             MemoryOut.of(memory, with_embedding=with_embedding),
             headers={"ETag": f'"{memory.version}"'},
@@ -184,8 +209,9 @@ class MemoryController(Controller):
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
         purge: PurgeParam = False,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
-        await memories.delete(tenant_id, memory_id, purge=purge)
+        await memories.delete(tenant_id, memory_id, parse_if_match(if_match), purge=purge)
 
     @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
     async def history(

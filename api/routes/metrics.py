@@ -28,7 +28,7 @@ from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600}
-STREAMING_ROUTES = ("/v1/events/stream",)
+STREAMING_ROUTES = ("/v1/events/stream", "/console/events/stream")
 
 
 def parse_window(text: str) -> float:

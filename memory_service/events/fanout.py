@@ -1,6 +1,8 @@
 """Live wake-ups for event streams, across every process on the database.
 
-One dedicated connection per process runs ``LISTEN memory_events``; each
+One dedicated connection per process runs ``LISTEN memory_events`` (or the
+channel it is given: workflows wake their claimers and the change feed its streams
+the same way); each
 notification names a tenant, and ``EventFanout`` wakes that tenant's streams in
 this process. A wake-up only says "look again": streams read the rows
 themselves, so a lost or coalesced notification costs latency, never data. When
@@ -51,8 +53,9 @@ class Subscription:
 
 
 class EventFanout:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
         self._url = database_url
+        self._channel = channel
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
@@ -112,7 +115,7 @@ class EventFanout:
                 continue
             try:
                 async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected = True
                     self._listening.set()
                     delay = 0.2

@@ -64,6 +64,7 @@ class EventQuery:
     agent_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    workflow_run_id: str | None = None  # progress events of one workflow run
 
     def validate(self) -> EventQuery:
         if len(self.types) > MAX_TYPE_FILTERS:
@@ -78,7 +79,7 @@ class EventQuery:
                 f"min_severity must be one of {', '.join(SEVERITIES)}",
                 errors=[FieldError("min_severity", "unknown severity")],
             )
-        for name in ("task_id", "execution_id", "agent_id"):
+        for name in ("task_id", "execution_id", "agent_id", "workflow_run_id"):
             check_text(getattr(self, name), name, MAX_SHORT)
         for name in ("since", "until"):
             value = getattr(self, name)

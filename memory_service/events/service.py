@@ -88,6 +88,19 @@ class EventService:
         )
         return Page(rows, next_cursor)
 
+    async def recent(
+        self, tenant_id: str, query: EventQuery, limit: int = 50
+    ) -> Sequence[Event]:
+        """The newest matching events, oldest first: where a live tail starts reading."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                errors=[FieldError("limit", "range")],
+            )
+        query.validate()
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            return await store.read_latest(conn, uuid.UUID(tenant_id), query, limit)
+
     async def stream_start(self, tenant_id: str, last_event_id: str | None) -> int:
         """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
         if last_event_id is not None:

@@ -116,6 +116,9 @@ def _where(
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(value)
+    if query.workflow_run_id is not None:
+        where.append(sql.SQL("attributes ->> 'workflow_run_id' = %s"))
+        params.append(query.workflow_run_id)
     if query.since is not None:
         where.append(sql.SQL("ts >= %s"))
         params.append(query.since)
@@ -153,6 +156,21 @@ async def seq_of_number(conn: AsyncConnection[Any], tenant_id: uuid.UUID, number
     )
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+async def read_latest(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, query: EventQuery, limit: int
+) -> list[Event]:
+    """The newest ``limit`` matching events, oldest first (the tail of the log)."""
+    where, params = _where(tenant_id, query, 0)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL("SELECT {out} FROM events WHERE {where} ORDER BY seq DESC LIMIT %s").format(
+            out=COLUMNS, where=where
+        ),
+        [*params, limit],
+    )
+    return [_event(r) for r in reversed(await cur.fetchall())]
 
 
 async def last_seq(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:

@@ -21,9 +21,15 @@ from memory_service.memories.models import SCOPE_FIELDS, HistoryEntry, Memory, S
 
 Conn = AsyncConnection[Any]
 
+# the columns an export carries and an import or a migration writes as given
+TABLE = "memories"
+COPY_COLUMNS = (
+    "id", "content", "content_hash", "user_id", "agent_id", "run_id", "namespace", "metadata",
+    "importance", "embedding", "context", "created_at", "updated_at", "expires_at", "version",
+)
 COLUMNS = sql.SQL(
     "m.seq, m.id, m.content, m.user_id, m.agent_id, m.run_id, m.namespace, m.metadata, "
-    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version"
+    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key"
 )
 VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
 
@@ -54,6 +60,7 @@ def row_to_memory(row: dict[str, Any], *, with_embedding: bool = False) -> Memor
         version=row["version"],
         embedding=embedding,
         seq=row["seq"],
+        key=row.get("key"),
     )
 
 
@@ -85,9 +92,9 @@ def where_clause(
 
 _INSERT = sql.SQL(
     "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
-    "namespace, metadata, importance, embedding, expires_at, context) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, "
+    "namespace, metadata, importance, embedding, expires_at, context, key) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key, "
     "md5(metadata::text)) DO NOTHING "
     "RETURNING {}"
 ).format(COLUMNS)
@@ -108,6 +115,7 @@ def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...
         item["embedding"],
         item["expires_at"],
         item.get("context"),
+        item.get("key"),
     )
 
 
@@ -151,7 +159,7 @@ async def find_duplicate(
             "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s "
             "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
             "AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s "
-            "AND md5(m.metadata::text) = md5(%s::jsonb::text)"
+            "AND m.key IS NULL AND md5(m.metadata::text) = md5(%s::jsonb::text)"
         ).format(COLUMNS),
         (
             tenant_id,
@@ -288,6 +296,43 @@ async def list_page(
     return [row_to_memory(r) for r in await cur.fetchall()]
 
 
+async def replace_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_id: str, entries: Sequence[HistoryEntry]
+) -> None:
+    """Replace a memory's history with ``entries`` (an import carries it verbatim)."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = %s",
+        (tenant_id, memory_id),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO memory_history (tenant_id, memory_id, event, old_content, new_content, "
+            "old_metadata, new_metadata, at, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (tenant_id, memory_id, e.event, e.old_content, e.new_content,
+                 None if e.old_metadata is None else Jsonb(e.old_metadata),
+                 None if e.new_metadata is None else Jsonb(e.new_metadata), e.at, e.version)
+                for e in entries
+            ],
+        )
+
+
+async def histories(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
+) -> dict[str, list[HistoryEntry]]:
+    """The history of each of ``memory_ids``, oldest first (an export's optional part)."""
+    cur = await conn.execute(
+        "SELECT memory_id::text, event, old_content, new_content, old_metadata, new_metadata, "
+        "at, version FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
+        "ORDER BY id",
+        (tenant_id, list(memory_ids)),
+    )
+    out: dict[str, list[HistoryEntry]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row[0], []).append(HistoryEntry(*row[1:]))
+    return out
+
+
 async def history(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> list[HistoryEntry]:
     cur = await conn.execute(
         "SELECT event, old_content, new_content, old_metadata, new_metadata, at, version "
@@ -352,3 +397,111 @@ async def vector_search(
     await cur.execute(query_sql, all_params)
     rows = await cur.fetchall()
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
+
+
+# -- memories named by (namespace, key) ------------------------------------------------
+_UPSERT_BY_KEY = sql.SQL(
+    "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
+    "namespace, metadata, importance, embedding, expires_at, context, key) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (tenant_id, namespace, key) WHERE key IS NOT NULL DO UPDATE SET "
+    "content = EXCLUDED.content, content_hash = EXCLUDED.content_hash, "
+    "user_id = EXCLUDED.user_id, agent_id = EXCLUDED.agent_id, run_id = EXCLUDED.run_id, "
+    "metadata = EXCLUDED.metadata, importance = EXCLUDED.importance, "
+    "embedding = EXCLUDED.embedding, expires_at = EXCLUDED.expires_at, "
+    "context = EXCLUDED.context, version = m.version + 1, updated_at = now() "
+    "RETURNING {}, (xmax = 0) AS created"
+).format(COLUMNS)
+
+
+async def upsert_by_key(
+    conn: Conn, tenant_id: uuid.UUID, item: dict[str, Any]
+) -> tuple[Memory, bool]:
+    """Insert or replace the memory named by ``item``'s namespace and key (an expired
+    one is replaced as if absent); returns it and whether it was created."""
+    scope: Scope = item["scope"]
+    await conn.execute(
+        "DELETE FROM memories WHERE tenant_id = %s AND namespace = %s AND key = %s "
+        "AND expires_at IS NOT NULL AND expires_at <= now()",
+        (tenant_id, scope.namespace, item["key"]),
+    )
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(_UPSERT_BY_KEY, _insert_params(tenant_id, item))
+    row = await cur.fetchone()
+    assert row is not None, "an upsert returns its row"
+    return row_to_memory(row), bool(row["created"])
+
+
+async def get_by_key(
+    conn: Conn,
+    tenant_id: uuid.UUID,
+    namespace: str,
+    key: str,
+    *,
+    with_embedding: bool = False,
+    for_update: bool = False,
+) -> Memory | None:
+    cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
+    lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL(
+            "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s "
+            "AND m.key = %s AND {}{}"
+        ).format(cols, VISIBLE, lock),
+        (tenant_id, namespace, key),
+    )
+    row = await cur.fetchone()
+    return row_to_memory(row, with_embedding=with_embedding) if row else None
+
+
+async def delete_by_key(conn: Conn, tenant_id: uuid.UUID, namespace: str, key: str) -> str | None:
+    cur = await conn.execute(
+        sql.SQL(
+            "DELETE FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s AND m.key = %s "
+            "AND {} RETURNING m.id"
+        ).format(VISIBLE),
+        (tenant_id, namespace, key),
+    )
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_namespaces(
+    conn: Conn,
+    tenant_id: uuid.UUID,
+    *,
+    prefix: str | None,
+    suffix: str | None,
+    max_depth: int | None,
+    after: str | None,
+    limit: int,
+    separator: str = ".",
+) -> list[tuple[str, int]]:
+    """Distinct namespaces (cut to ``max_depth`` labels) with their live memory counts,
+    in order, after ``after``. A prefix or suffix matches whole labels."""
+    where: list[sql.Composable] = [
+        sql.SQL("m.tenant_id = %s AND m.namespace IS NOT NULL"),
+        VISIBLE,
+    ]
+    params: list[Any] = [separator, max_depth or 1_000_000, separator, tenant_id]
+    if prefix is not None:
+        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
+        params += [prefix, _like_literal(prefix + separator) + "%"]
+    if suffix is not None:
+        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
+        params += [suffix, "%" + _like_literal(separator + suffix)]
+    params += [after or "", limit]
+    cur = await conn.execute(
+        sql.SQL(
+            "SELECT ns, count(*) FROM (SELECT array_to_string("
+            "(string_to_array(m.namespace, %s))[1:%s], %s) AS ns FROM memories m WHERE {}) AS n "
+            "WHERE ns COLLATE \"C\" > %s GROUP BY ns ORDER BY ns COLLATE \"C\" LIMIT %s"
+        ).format(sql.SQL(" AND ").join(where)),
+        params,
+    )
+    return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]

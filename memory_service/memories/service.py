@@ -183,7 +183,8 @@ class MemoryService:
                 raise NotFound(f"memory {memory_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"memory {memory_id} is at version {current.version}, not {if_match}"
+                    f"memory {memory_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             if "content_hash" in changes or "metadata" in changes:
                 dup = await repo.find_duplicate(
@@ -202,10 +203,19 @@ class MemoryService:
         await self._notify(tenant_id, [updated], [])
         return updated
 
-    async def delete(self, tenant_id: str, memory_id: str, *, purge: bool = False) -> None:
+    async def delete(
+        self, tenant_id: str, memory_id: str, if_match: int | None = None, *, purge: bool = False
+    ) -> None:
         """Delete a memory; ``purge`` also erases its history (content and metadata)."""
         tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            if if_match is not None:
+                current = await repo.get(conn, tid, mid, for_update=True)
+                if current is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"memory {memory_id} is at version {current.version}, not {if_match}",
+                        current=current,
+                    )
             found = await repo.delete(conn, tid, mid)
             if found and purge:
                 await repo.erase_history(conn, tid, [str(mid)], "memory")

@@ -26,3 +26,10 @@ INSERT INTO event_numbers (tenant_id, last)
 SELECT tenant_id, max(number) FROM events GROUP BY tenant_id;
 ALTER TABLE events ALTER COLUMN number SET NOT NULL;
 CREATE UNIQUE INDEX events_tenant_number ON events (tenant_id, number);
+
+-- Exact duplicates compare metadata as well (0008), also with the client keys of
+-- 0011: the same text sent under another session id is a new memory.
+DROP INDEX IF EXISTS memories_dedupe;
+CREATE UNIQUE INDEX memories_dedupe
+    ON memories (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
+                 md5(metadata::text)) NULLS NOT DISTINCT;
