@@ -132,14 +132,20 @@ def stop_data_dir(settings: Settings, *, wait_seconds: float = 30.0) -> str:
     deadline = time.monotonic() + wait_seconds
     while any(_alive(pid) for pid in users) and time.monotonic() < deadline:
         time.sleep(0.2)
-    pgserver = _import_pgserver()
+    _import_pgserver()
     from pgserver.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     if info is None or not info.is_running():
         forget_dead_handles(pgdata)
         return f"no PostgreSQL is running in {pgdata}"
-    pgserver._commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata)
+    # SIGINT is PostgreSQL's "fast" shutdown; unlike pg_ctl it also works for root,
+    # whose servers pgserver runs as another user
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGINT)
+    deadline = time.monotonic() + wait_seconds
+    while _alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
     (pgdata / ".handle_pids.json").write_text("[]")
     return f"stopped PostgreSQL (pid {info.pid}) in {pgdata}"
 
