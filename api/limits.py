@@ -16,6 +16,7 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
+from litestar.response import ServerSentEvent
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from memory_service.errors import FieldError, PayloadTooLarge
@@ -37,9 +38,21 @@ async def enforce_tenant_limits(
             f"a request body holds at most {limit} bytes, not {length}",
             errors=[FieldError("body", f"at most {limit} bytes")],
         )
-    kind = handler.opt.get(SLOT_OPTION)
+    kind = slot_kind(handler)
     if kind:
         connection.scope.setdefault("state", {})[_RELEASE] = runtime.limiter.hold(tenant_id, kind)
+
+
+def slot_kind(handler: BaseRouteHandler) -> str | None:
+    """The slot a route holds: its ``opt``, or ``"stream"`` for any Server-Sent Events route."""
+    kind = handler.opt.get(SLOT_OPTION)
+    if kind:
+        return str(kind)
+    signature = getattr(handler, "parsed_fn_signature", None)
+    returns = getattr(getattr(signature, "return_type", None), "annotation", None)
+    if isinstance(returns, type) and issubclass(returns, ServerSentEvent):
+        return "stream"
+    return None
 
 
 class TenantSlotMiddleware(ASGIMiddleware):

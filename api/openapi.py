@@ -27,6 +27,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PROBLEM_JSON, TITLES
 from api.input_guard import MAX_JSON_DEPTH
+from api.limits import slot_kind
 from api.schemas import Strict
 from memory_service.config import Settings
 
@@ -112,10 +113,11 @@ def document_problems(app: Litestar, settings: Settings) -> None:
             responses = operation.responses = operation.responses or {}
             for status in sorted(_statuses(path, method, operation)):
                 responses[str(status)] = _problem_response(status)
-            kind = "text/event-stream" if path in streams else media.get((path, method))
             ok = responses.get("200")
-            if kind and isinstance(ok, OpenAPIResponse):
-                ok.content = {kind: OpenAPIMediaType(schema=Schema(type="string"))}  # type: ignore[arg-type]
+            if path in streams and isinstance(ok, OpenAPIResponse):
+                ok.content = {"text/event-stream": OpenAPIMediaType()}  # each route's own events
+            elif media.get((path, method)) and isinstance(ok, OpenAPIResponse):
+                ok.content = {media[(path, method)]: OpenAPIMediaType(schema=Schema(type="string"))}  # type: ignore[arg-type]
     document.info.description = (document.info.description or "") + _limits(settings)
 
 
@@ -135,7 +137,7 @@ def _stream_paths(app: Litestar) -> set[str]:
     for route in app.routes:
         if isinstance(route, HTTPRoute):
             for handler in route.route_handlers:
-                if handler.opt.get("tenant_slot") == "stream":
+                if slot_kind(handler) == "stream":
                     out.add(route.path_format)
     return out
 

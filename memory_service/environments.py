@@ -344,7 +344,10 @@ def reseal_secrets(conn: psycopg.Connection[Any], box: SecretBox, *, everything:
             )
         ).fetchall()
         for env_id, secrets in rows:
-            sealed = {name: box.reseal(value) for name, value in secrets.items()}
+            sealed = {
+                name: box.reseal(value) if isinstance(value, str) else value
+                for name, value in secrets.items()
+            }
             conn.execute(
                 "UPDATE environments SET secrets = %s WHERE id = %s", (Jsonb(sealed), env_id)
             )

@@ -144,7 +144,8 @@ class Runtime:
             self.pool, self.embedder, self.memories.validate, writer
         )
         self.transfers = TransferService(
-            self.pool, self.embedder, self.memories.validate, writer, self.settings
+            self.pool, self.embedder, self.memories.validate, writer, self.settings,
+            self.secret_box,
         )
         await self.migrations.recover()
         # closers run in reverse: running migrations stop before the event writer
