@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-large bench-events eval tune lint typecheck clean
+.PHONY: run stop fuzz test bench bench-large bench-events eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ $(STAMP): pyproject.toml client/pyproject.toml | $(PY)
 
 run: $(STAMP)
 	$(VENV)/bin/memory-service serve
+
+stop: $(STAMP)
+	$(VENV)/bin/memory-service stop
+
+# schemathesis over the whole live OpenAPI document: every phase, FUZZ_EXAMPLES per operation
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(PY) -m pytest tests/test_openapi_conformance.py -q -s
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks

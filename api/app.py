@@ -24,6 +24,9 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
+from api.input_guard import check_request
+from api.limits import TenantSlotMiddleware, enforce_tenant_limits
+from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
 from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
@@ -144,18 +147,18 @@ def create_app(
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        guards=[require_tenant],
+        guards=[require_tenant, enforce_tenant_limits, check_request],
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
     admin_router = Router(
-        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin], security=security
+        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin, check_request], security=security
     )
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,
         exclude=["/health"],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
         template_config=template_config(),
         lifespan=[lifespan],
@@ -177,7 +180,7 @@ def create_app(
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
-        middleware=[RequestMetricsMiddleware],
+        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",
@@ -195,6 +198,9 @@ def create_app(
         ],
         debug=False,
     )
+    document_problems(app, settings)
+    app.state.allowed_methods = allowed_methods(app)
+    return app
 
 
 DEFAULT_STARTUP_HOOKS: list[StartupHook] = []

@@ -41,6 +41,7 @@ STATUS: list[tuple[type[domain.MemoryServiceError], int]] = [
     (domain.Gone, 410),
     (domain.PreconditionFailed, 412),
     (domain.PayloadTooLarge, 413),
+    (domain.RateLimited, 429),
     (domain.Unavailable, 503),
 ]
 TITLES = {
@@ -89,7 +90,7 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, domain.MemoryServiceError)
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
     headers = None
-    if isinstance(exc, domain.Unavailable):
+    if isinstance(exc, domain.Unavailable | domain.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
     extra = None
     if isinstance(exc, domain.PreconditionFailed) and exc.current is not None:
@@ -133,7 +134,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
         log.error("HTTP %s: %s", status, exc.detail)
         return problem(status, TITLES.get(status, "Server error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else TITLES.get(status, "")
-    return problem(status, detail, headers=exc.headers)
+    fields = [{"field": "body", "message": detail}] if status in (400, 422) else None
+    return problem(status, detail, errors=fields, headers=exc.headers)
 
 
 def unicode_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -79,6 +79,57 @@ def migrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+@command("stop", "stop the service processes and the embedded PostgreSQL of MEMORY_DATA_DIR", lambda p: None)
+def stop_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service import db
+
+    if settings.database_url:
+        print("memory-service: MEMORY_DATABASE_URL is set; there is no embedded database to stop")
+        return 0
+    print(db.stop_data_dir(settings))
+    return 0
+
+
+@command("settings-reference", "print the Markdown reference of every MEMORY_* setting", lambda p: None)
+def settings_reference_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service.config import settings_reference
+
+    print(settings_reference(), end="")
+    return 0
+
+
+@command("new-secrets-key", "print a new key for MEMORY_SECRETS_KEY", lambda p: None)
+def new_secrets_key_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service.secret_box import new_key
+
+    print(new_key())
+    return 0
+
+
+@command(
+    "rotate-secrets",
+    "re-encrypt every stored secret under the first key of MEMORY_SECRETS_KEY",
+    lambda p: None,
+)
+def rotate_secrets_cmd(args: argparse.Namespace, settings: Settings) -> int:
+    from memory_service import db
+    from memory_service.environments import reseal_secrets
+    from memory_service.secret_box import load_secret_box
+
+    box = load_secret_box(settings)
+    if box is None:
+        print("memory-service: set MEMORY_SECRETS_KEY (new key first, old keys after)", file=sys.stderr)
+        return 2
+    url = db.resolve_database_url(settings)
+    try:
+        with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
+            changed = reseal_secrets(conn, box, everything=True)
+    finally:
+        db.stop_embedded(settings)
+    print(f"re-encrypted the secrets of {changed} environment(s) under the first key")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     _load_plugins()
     parser = argparse.ArgumentParser(prog="memory-service", description=__doc__)
@@ -98,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     _, _, fn = COMMANDS[args.command]
     try:
         return fn(args, settings)
+    except SettingsError as exc:
+        print(f"memory-service: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

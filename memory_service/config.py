@@ -119,6 +119,13 @@ class Settings:
     breaker_reset_seconds: float = 5.0
     read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
 
+    # fair sharing between tenants (per process; 0 switches a limit off)
+    tenant_requests_per_second: float = 500.0
+    tenant_request_burst: int = 1000
+    tenant_max_streams: int = 16  # concurrent event streams
+    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
+    tenant_max_request_bytes: int = 32 * 1024 * 1024
+
     # workflows
     workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
     workflow_poll_interval_s: float = 1.0  # safety net behind LISTEN/NOTIFY and timers
@@ -129,6 +136,10 @@ class Settings:
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None
     service_name: str = "memory-service"
+
+    # environment secrets at rest: comma-separated Fernet keys, the first encrypts;
+    # unset with the embedded database: a key generated into <data_dir>/secrets.key
+    secrets_key: str | None = None
 
     # migrations
     auto_migrate: bool = True
@@ -166,6 +177,8 @@ class Settings:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
+        if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:
+            raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
@@ -174,6 +187,37 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+
+def settings_reference() -> str:
+    """Markdown tables of every setting, built from this class's source and comments.
+
+    A comment after a blank line opens a group; a comment at the end of a field's
+    line is that field's meaning.
+    """
+    import inspect
+    import re
+
+    field_line = re.compile(r"^    (\w+): ([^=]+?)(?: = (.+?))?(?:\s+#\s*(.*))?$")
+    names = {f.name for f in fields(Settings)}
+    out: list[str] = []
+    previous = ""
+    for line in inspect.getsource(Settings).splitlines():
+        if line.startswith("    # ") and not previous.strip():
+            title = line.strip().lstrip("# ")
+            out += ["", f"### {title[:1].upper()}{title[1:]}", ""]
+            out += ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+        previous = line
+        match = field_line.match(line)
+        if not match or match[1] not in names:
+            continue
+        default = (match[3] or "").replace(
+            "field(default_factory=_default_data_dir)", "the per-user data directory"
+        )
+        cells = [f"`{PREFIX}{match[1].upper()}`", f"`{match[2].strip()}`", f"`{default}`"]
+        cells = [c.replace("|", "\\|") for c in cells] + [(match[4] or "").replace("|", "\\|")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out).strip() + "\n"
 
 
 def _coerce(name: str, annotation: Any, raw: str) -> Any:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -26,12 +27,14 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import (
     Conflict,
     FieldError,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
+from memory_service.secret_box import SecretBox
 from memory_service.tasks import MAX_TEXT
 from memory_service.tenants import parse_uuid
 from memory_service.validation import check_json_object, check_text
@@ -99,13 +102,25 @@ def check_secrets(value: Any, where: str = "secrets") -> dict[str, str]:
 
 
 class EnvironmentService:
-    def __init__(self, pool: AsyncConnectionPool, cursors: CursorCodec) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, cursors: CursorCodec, box: SecretBox | None
+    ) -> None:
         self.pool = pool
         self.cursors = cursors
+        self.box = box
+
+    def _seal(self, secrets: dict[str, str]) -> dict[str, str]:
+        if not secrets:
+            return {}
+        if self.box is None:
+            raise Forbidden(
+                "secrets are disabled: set MEMORY_SECRETS_KEY so they can be encrypted at rest"
+            )
+        return {name: self.box.seal(value) for name, value in secrets.items()}
 
     async def create(self, tenant_id: str, fields: dict[str, Any]) -> Environment:
         row = self._validate(fields, creating=True)
-        secrets = {k: v for k, v in row.pop("secrets", {}).items() if v is not None}
+        secrets = self._seal({k: v for k, v in row.pop("secrets", {}).items() if v is not None})
         async with wrap_db_errors(), self.pool.connection() as conn:
             try:
                 cur = await conn.cursor(row_factory=dict_row).execute(
@@ -144,7 +159,7 @@ class EnvironmentService:
             params.append(Jsonb(changes["config"]))
         if "secrets" in changes:
             # a patch merges secrets by name; a null value removes that secret
-            keep = {k: v for k, v in changes["secrets"].items() if v is not None}
+            keep = self._seal({k: v for k, v in changes["secrets"].items() if v is not None})
             drop = [k for k, v in changes["secrets"].items() if v is None]
             sets.append(sql.SQL("secrets = (secrets - %s::text[]) || %s"))
             params += [drop, Jsonb(keep)]
@@ -309,6 +324,35 @@ def _environment(row: dict[str, Any] | None) -> Environment:
     )
 
 
+# -- secrets at rest: start-up check and re-encryption (sync, like migrations) ----------
+_PLAIN = "EXISTS (SELECT 1 FROM jsonb_each_text(secrets) s WHERE s.value NOT LIKE 'fernet:%%')"
+
+
+def secrets_exist(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM environments WHERE secrets <> '{}')").fetchone()
+    return bool(row and row[0])
+
+
+def reseal_secrets(conn: psycopg.Connection[Any], box: SecretBox, *, everything: bool) -> int:
+    """Seal plain-text values (``everything``: re-seal all under the first key); rows changed."""
+    where = "secrets <> '{}'" if everything else _PLAIN
+    changed = 0
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL("SELECT id, secrets FROM environments WHERE {} FOR UPDATE").format(
+                sql.SQL(where)
+            )
+        ).fetchall()
+        for env_id, secrets in rows:
+            sealed = {
+                name: box.reseal(value) if isinstance(value, str) else value
+                for name, value in secrets.items()
+            }
+            conn.execute(
+                "UPDATE environments SET secrets = %s WHERE id = %s", (Jsonb(sealed), env_id)
+            )
+            changed += 1
+    return changed
 async def ids_by_name(conn: Any, tenant_id: uuid.UUID, names: list[str]) -> dict[str, str]:
     """The ids of this tenant's environments with these names."""
     cur = await conn.execute(

@@ -18,17 +18,20 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate
 from memory_service.changes import ChangeFeed
-from memory_service.config import Settings
+from memory_service.config import Settings, SettingsError
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
+from memory_service.environments import reseal_secrets, secrets_exist
 from memory_service.events.install import install as operations_install
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
+from memory_service.fairness import TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval import pipeline as retrieval_pipeline
 from memory_service.search import accelerator as hot_search
+from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.tenants import TenantService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
@@ -46,6 +49,8 @@ class Runtime:
     tenants: TenantService
     memories: MemoryService
     cursors: CursorCodec
+    limiter: TenantLimiter
+    secret_box: SecretBox | None
     keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
     changes: ChangeFeed
@@ -71,6 +76,7 @@ class Runtime:
             )
         if settings.auto_migrate:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
+        secret_box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
         try:
@@ -100,6 +106,15 @@ class Runtime:
                 tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
                 memories=memories,
                 cursors=cursors,
+                secret_box=secret_box,
+                limiter=TenantLimiter(
+                    rate=settings.tenant_requests_per_second,
+                    burst=settings.tenant_request_burst,
+                    slots={
+                        "stream": settings.tenant_max_streams,
+                        "long_poll": settings.tenant_max_long_polls,
+                    },
+                ),
                 keyed_memories=KeyedMemories(memories),
                 memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
                 changes=changes,
@@ -117,6 +132,8 @@ class Runtime:
             await runtime._start_transfers()
         except BaseException:
             await pool.close()
+            if not settings.database_url:
+                db.stop_embedded(settings)
             raise
         return runtime
 
@@ -127,7 +144,8 @@ class Runtime:
             self.pool, self.embedder, self.memories.validate, writer
         )
         self.transfers = TransferService(
-            self.pool, self.embedder, self.memories.validate, writer, self.settings
+            self.pool, self.embedder, self.memories.validate, writer, self.settings,
+            self.secret_box,
         )
         await self.migrations.recover()
         # closers run in reverse: running migrations stop before the event writer
@@ -141,6 +159,10 @@ class Runtime:
                 log.exception("error while closing a component")
         self.closers.clear()
         await self.pool.close()
+        if not self.settings.database_url:
+            # the embedded server stops here when this was its last user: uvicorn
+            # re-raises SIGTERM/SIGINT after shutdown, so atexit hooks never run
+            await anyio.to_thread.run_sync(db.stop_embedded, self.settings)
 
     async def ready(self) -> dict[str, str]:
         """Readiness checks by name: 'ok' or what is wrong."""
@@ -197,3 +219,24 @@ def build_executions(runtime: Runtime) -> ExecutionService:
 def run_migrations(url: str, dimension: int) -> list[int]:
     with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
         return migrate.apply_migrations(conn, dimension)
+
+
+def check_secrets_at_rest(url: str, settings: Settings) -> SecretBox | None:
+    """The secret box; plain-text secrets left from before are sealed with it.
+
+    Without a key (an external database and no ``MEMORY_SECRETS_KEY``) the service
+    refuses to start once any secret is stored: it could neither protect new ones
+    nor tell a reader why old ones stopped working.
+    """
+    box = load_secret_box(settings)
+    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
+        if box is not None:
+            sealed = reseal_secrets(conn, box, everything=False)
+            if sealed:
+                log.info("sealed the plain-text secrets of %d environment(s)", sealed)
+        elif secrets_exist(conn):
+            raise SettingsError(
+                "environment secrets are stored but MEMORY_SECRETS_KEY is not set; set it to "
+                "the key they were encrypted with (see docs/operations.md)"
+            )
+    return box

@@ -21,8 +21,13 @@ from api.app import create_app
 from memory_service import db
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from memory_service.secret_box import new_key
 
 ADMIN_TOKEN = "test-admin-token"
+# one secrets key for the whole session: in-process apps get it through the settings,
+# service processes started by tests inherit it from the environment (a service on a
+# database that holds secrets refuses to start without the key they were sealed with)
+SECRETS_KEY = os.environ.setdefault("MEMORY_SECRETS_KEY", new_key())
 
 
 def server_data_dir(name: str) -> Path:
@@ -50,6 +55,7 @@ def settings(data_dir: Path) -> Settings:
         database_url=os.environ.get("MEMORY_TEST_DATABASE_URL") or None,
         admin_token=ADMIN_TOKEN,
         db_pool_max=8,
+        secrets_key=SECRETS_KEY,
         workflow_poll_interval_s=0.2,
     )
 

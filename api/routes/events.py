@@ -51,7 +51,7 @@ class EventBatch(Strict):
 
 class EventOut(Struct):
     id: str
-    sequence: int
+    sequence: int  # numbered per tenant: 1, 2, 3, ... in commit order
     type: str
     severity: str
     source: str | None
@@ -69,7 +69,7 @@ class EventOut(Struct):
     def of(cls, e: Event) -> EventOut:
         return cls(
             e.id,
-            e.seq,
+            e.number,
             e.type,
             e.severity,
             e.source,
@@ -169,7 +169,11 @@ class EventController(Controller):
         page = await events.list(tenant_id, query, limit=limit, cursor=cursor)
         return EventPage([EventOut.of(e) for e in page.items], page.next_cursor)
 
-    @get("/stream", summary="Live events as Server-Sent Events; resumable with Last-Event-ID")
+    @get(
+        "/stream",
+        summary="Live events as Server-Sent Events; resumable with Last-Event-ID",
+        opt={"tenant_slot": "stream"},  # at most MEMORY_TENANT_MAX_STREAMS open per tenant
+    )
     async def stream_events(
         self,
         events: NamedDependency[EventService],
@@ -201,7 +205,7 @@ class EventController(Controller):
                 else:
                     yield ServerSentEventMessage(
                         data=msgspec.json.encode(EventOut.of(event)).decode(),
-                        id=event.seq,
+                        id=event.number,
                     )
 
         return ServerSentEvent(

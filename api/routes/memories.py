@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.input_guard import decode_json_text
 from api.schemas import (
     Deleted,
     HistoryOut,
@@ -29,6 +30,13 @@ from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
+PurgeParam = Annotated[
+    bool,
+    QueryParameter(
+        description="Erase: also delete the history rows (old content and metadata); only the "
+        "fact that an erasure happened is kept"
+    ),
+]
 AsOfParam = Annotated[
     datetime | None,
     QueryParameter(description="RFC 3339: answer from the memories as they stood then"),
@@ -50,12 +58,7 @@ def parse_if_match(value: str | None) -> int | None:
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidInput(
-            "filter must be a JSON object", errors=[FieldError("filter", "not JSON")]
-        ) from None
+    value = decode_json_text(raw, "filter")
     if not isinstance(value, dict):
         raise InvalidInput("filter must be a JSON object", errors=[FieldError("filter", "object")])
     return value
@@ -65,7 +68,18 @@ class MemoryController(Controller):
     path = "/memories"
     tags = ["memories"]
 
-    @post("/", summary="Add a memory (an exact duplicate in the same scope returns 200)")
+    @post(
+        "/",
+        summary="Add a memory (an exact duplicate in the same scope returns 200)",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=MemoryOut,
+                description="An exact duplicate (same normalised content, scope and metadata): "
+                "the existing memory",
+            )
+        },
+    )
     async def add_memory(
         self,
         data: JSONBody[MemoryCreate],
@@ -112,7 +126,7 @@ class MemoryController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
         filter: Annotated[
             str | None,
-            QueryParameter(description="a filter-language JSON object", max_length=65536),
+            QueryParameter(description="a filter-language JSON object", max_length=8192),
         ] = None,
         as_of: AsOfParam = None,
     ) -> MemoryPage:
@@ -140,8 +154,11 @@ class MemoryController(Controller):
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
         namespace: ScopeParam = None,
+        purge: PurgeParam = False,
     ) -> Deleted:
-        count = await memories.delete_scope(tenant_id, Scope(user_id, agent_id, run_id, namespace))
+        count = await memories.delete_scope(
+            tenant_id, Scope(user_id, agent_id, run_id, namespace), purge=purge
+        )
         return Deleted(count)
 
     @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
@@ -185,15 +202,16 @@ class MemoryController(Controller):
         )
         return Response(MemoryOut.of(memory), headers={"ETag": f'"{memory.version}"'})
 
-    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory")
+    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory (?purge=true erases it)")
     async def delete_memory(
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[str],
+        purge: PurgeParam = False,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
-        await memories.delete(tenant_id, memory_id, parse_if_match(if_match))
+        await memories.delete(tenant_id, memory_id, parse_if_match(if_match), purge=purge)
 
     @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
     async def history(

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, put
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta, Struct
 
@@ -63,6 +64,7 @@ class KeyedMemoryController(Controller):
     @put(
         "/by-key/{namespace:str}/{key:str}",
         summary="Create (201) or replace (200) the memory named by namespace and key",
+        responses={201: ResponseSpec(data_container=MemoryOut, description="Created")},
     )
     async def put_by_key(
         self,

@@ -135,12 +135,12 @@ async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut
     tags=["metrics"],
     summary="Prometheus exposition of the service's own metrics",
     include_in_schema=True,
+    media_type="text/plain; version=0.0.4",
 )
 async def prometheus_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     return Response(
-        _metrics(runtime).exposition(),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
+        _metrics(runtime).exposition(), media_type="text/plain; version=0.0.4"
     )
 
 

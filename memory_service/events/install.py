@@ -55,7 +55,9 @@ async def install(runtime: Any) -> None:
 
     tasks = TaskService(runtime.pool, runtime.cursors)
     runtime.extras["tasks"] = tasks
-    runtime.extras["environments"] = EnvironmentService(runtime.pool, runtime.cursors)
+    runtime.extras["environments"] = EnvironmentService(
+        runtime.pool, runtime.cursors, runtime.secret_box
+    )
 
     fanout = EventFanout(runtime.database_url)
     await fanout.start()

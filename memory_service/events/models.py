@@ -36,7 +36,8 @@ class NewEvent:
 
 @dataclass(slots=True)
 class Event:
-    seq: int
+    seq: int  # global, internal: keyset order across the table
+    number: int  # 1, 2, 3, ... per tenant: the only sequence a client sees
     id: str
     type: str
     severity: str

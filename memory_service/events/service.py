@@ -110,7 +110,8 @@ class EventService:
                     "Last-Event-ID must be the id of an event this stream sent",
                     errors=[FieldError("Last-Event-ID", "an event sequence number")],
                 )
-            return int(text)
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                return await store.seq_of_number(conn, uuid.UUID(tenant_id), int(text))
         async with wrap_db_errors(), self.pool.connection() as conn:
             return await store.last_seq(conn, uuid.UUID(tenant_id))
 

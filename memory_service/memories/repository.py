@@ -94,7 +94,8 @@ _INSERT = sql.SQL(
     "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
     "namespace, metadata, importance, embedding, expires_at, context, key) "
     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key) DO NOTHING "
+    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key, "
+    "md5(metadata::text)) DO NOTHING "
     "RETURNING {}"
 ).format(COLUMNS)
 
@@ -145,17 +146,30 @@ async def insert_many(
 
 
 async def find_duplicate(
-    conn: Conn, tenant_id: uuid.UUID, content_hash: bytes, scope: Scope
+    conn: Conn,
+    tenant_id: uuid.UUID,
+    content_hash: bytes,
+    scope: Scope,
+    metadata: dict[str, Any],
 ) -> Memory | None:
+    """The live memory with this content, scope and metadata (the dedupe index's key)."""
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(
         sql.SQL(
             "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s "
             "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
             "AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s "
-            "AND m.key IS NULL"
+            "AND m.key IS NULL AND md5(m.metadata::text) = md5(%s::jsonb::text)"
         ).format(COLUMNS),
-        (tenant_id, content_hash, scope.user_id, scope.agent_id, scope.run_id, scope.namespace),
+        (
+            tenant_id,
+            content_hash,
+            scope.user_id,
+            scope.agent_id,
+            scope.run_id,
+            scope.namespace,
+            Jsonb(metadata),
+        ),
     )
     row = await cur.fetchone()
     return row_to_memory(row) if row else None
@@ -245,6 +259,20 @@ async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[s
         params,
     )
     return [str(r[0]) for r in await cur.fetchall()]
+
+
+async def erase_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
+) -> None:
+    """Purge: drop the history rows of deleted memories; keep only that it happened."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
+        (tenant_id, list(memory_ids)),
+    )
+    await conn.execute(
+        "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
+        (tenant_id, kind, len(memory_ids)),
+    )
 
 
 async def list_page(

@@ -184,7 +184,9 @@ async def _existing_copy(conn: Conn, tid: uuid.UUID, entity: str, d: Decision) -
     if entity == "memory":
         f = d.item.fields
         scope = Scope(f["user_id"], f["agent_id"], f["run_id"], f["namespace"])
-        found = await memories.find_duplicate(conn, tid, content_hash(f["content"]), scope)
+        found = await memories.find_duplicate(
+            conn, tid, content_hash(f["content"]), scope, f.get("metadata") or {}
+        )
         if found is not None:
             return found.id
     raise RuntimeError(f"a {entity} from the browser could not be written")

@@ -24,6 +24,7 @@ from memory_service.events import store as event_store
 from memory_service.events.models import EventQuery
 from memory_service.executions import copies as executions
 from memory_service.memories import repository as memories
+from memory_service.secret_box import SecretBox
 from memory_service.transfer.lines import (
     FORMAT,
     FORMAT_VERSION,
@@ -59,7 +60,12 @@ class ExportOptions:
 
 
 async def export_lines(
-    conn: Any, tenant_id: str, options: ExportOptions, model: Model, service_version: str
+    conn: Any,
+    tenant_id: str,
+    options: ExportOptions,
+    model: Model,
+    service_version: str,
+    box: SecretBox | None = None,
 ) -> AsyncIterator[bytes]:
     """Every line of the export; ``conn`` must be in a read-only snapshot transaction."""
     tid = uuid.UUID(tenant_id)
@@ -69,7 +75,7 @@ async def export_lines(
     )
     counts: dict[str, int] = {}
     writers = {
-        "environment": lambda: _environments(conn, tid, options.include_secret_values),
+        "environment": lambda: _environments(conn, tid, options.include_secret_values, box),
         "task": lambda: _tasks(conn, tid),
         "execution": lambda: _executions(conn, tid),
         "memory": lambda: _memories(conn, tid, options.include_history),
@@ -96,7 +102,7 @@ async def _pages(
 
 
 async def _environments(
-    conn: Any, tid: uuid.UUID, with_values: bool
+    conn: Any, tid: uuid.UUID, with_values: bool, box: SecretBox | None
 ) -> AsyncIterator[tuple[bytes, int]]:
     columns = environments.COPY_COLUMNS
     async for rows in _pages(conn, environments.TABLE, tid, columns):
@@ -110,7 +116,9 @@ async def _environments(
                     updated_at=r["updated_at"], description=r["description"],
                     config=r["config"], is_active=r["is_active"], version=r["version"],
                     secret_names=sorted(secrets),
-                    secrets={k: v for k, v in secrets.items() if v is not None}
+                    secrets={
+                        k: box.open(v) if box else v for k, v in secrets.items() if v is not None
+                    }
                     if with_values else None,
                 )
             )

@@ -33,6 +33,7 @@ from memory_service.executions import copies as executions
 from memory_service.memories import repository as memories
 from memory_service.memories.models import HistoryEntry, Scope
 from memory_service.memories.validation import MemoryValidator, content_hash
+from memory_service.secret_box import SecretBox
 from memory_service.transfer.lines import (
     EnvironmentLine,
     EventLine,
@@ -87,7 +88,9 @@ class Importer:
         on_conflict: str,
         dry_run: bool,
         progress: Progress,
+        box: SecretBox | None = None,
     ) -> None:
+        self.box = box
         self.conn = conn
         self.tenant = tenant_id
         self.tid = uuid.UUID(tenant_id)
@@ -220,6 +223,10 @@ class Importer:
             secrets = dict.fromkeys(env.secret_names) | (env.secrets or {})
             if over:
                 secrets = (current.get(new_id, {}).get("secrets") or {}) | (env.secrets or {})
+            if self.box is not None:  # sealed at rest like every other write of a secret
+                secrets = {
+                    k: self.box.reseal(v) if isinstance(v, str) else v for k, v in secrets.items()
+                }
             rows.append(((
                 new_id, env.name, env.description, Jsonb(env.config), Jsonb(secrets),
                 env.is_active, env.created_at, env.updated_at, env.version,

@@ -22,6 +22,7 @@ from memory_service.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 from memory_service.events.writer import EventWriter
 from memory_service.memories.validation import MemoryValidator
+from memory_service.secret_box import SecretBox
 from memory_service.transfer.exporter import ExportOptions, export_lines
 from memory_service.transfer.importer import (
     CONFLICT_POLICIES,
@@ -80,7 +81,9 @@ class TransferService:
         validator: MemoryValidator,
         events: EventWriter,
         settings: Settings,
+        box: SecretBox | None = None,
     ) -> None:
+        self.box = box
         self.pool = pool
         self.embedder = embedder
         self.validator = validator
@@ -94,7 +97,7 @@ class TransferService:
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             async for chunk in export_lines(
-                conn, tenant_id, options, self.model(), service_version()
+                conn, tenant_id, options, self.model(), service_version(), self.box
             ):
                 yield chunk
 
@@ -150,7 +153,7 @@ class TransferService:
                 assert isinstance(line, Header)
                 importer = Importer(
                     conn, tenant_id, line, embedder=self.embedder, validator=self.validator,
-                    on_conflict=on_conflict, dry_run=dry_run, progress=progress,
+                    on_conflict=on_conflict, dry_run=dry_run, progress=progress, box=self.box,
                 )
             elif isinstance(line, Header):
                 raise line_error(lineno, "a second header line")
