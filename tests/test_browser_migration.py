@@ -207,9 +207,13 @@ async def test_failed_migration_is_undone_whole(client: Any, tenant: dict[str, A
     # new tasks are written first; then a memory changed into a copy of another fails
     doc = edit_store(example(), "platform-tasks",
                      lambda s: s["state"]["tasks"].append({"id": "t-new", "title": "new"}))
-    edit_store(doc, "platform-memories", lambda s: s["state"]["memories"][0].update(
-        content=s["state"]["memories"][1]["content"], namespace="infra", userId=None,
-        agentId=None))
+    def copy_second_memory_into_first(store: dict[str, Any]) -> None:
+        first, second = store["state"]["memories"][:2]
+        # m-1 rewritten into an exact duplicate of m-2: same content, scope and metadata
+        first.clear()
+        first.update({**second, "id": "m-1"})
+
+    edit_store(doc, "platform-memories", copy_second_memory_into_first)
     job = await migrate(client, tenant, doc)
     assert job["status"] == "failed" and "undone" in job["errors"][0]["reason"]
     assert await everything(client, tenant) == before
