@@ -7,6 +7,7 @@ tenants; nothing is mocked. The real all-MiniLM-L6-v2 model is loaded once.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,9 +25,22 @@ from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransforme
 ADMIN_TOKEN = "test-admin-token"
 
 
+def server_data_dir(name: str) -> Path:
+    """A data directory for an embedded PostgreSQL, outside pytest's temporary root.
+
+    The embedded server runs as its own system user, so every folder above its data
+    directory must be traversable; pytest resets its root (``/tmp/pytest-of-<user>``)
+    to mode 0700 whenever another test session starts on the machine, which would
+    cut a running server off from its own files.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"memory-service-{name}-"))
+    path.chmod(0o755)
+    return path
+
+
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("memory-data")
+def data_dir() -> Path:
+    return server_data_dir("tests")
 
 
 @pytest.fixture(scope="session", autouse=True)
