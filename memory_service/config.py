@@ -50,9 +50,10 @@ class Settings:
     embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
     embedding_batch_size: int = 64
     embedding_device: str = "cpu"
-    # onnx: ONNX Runtime over a one-time offline export (torch stays for models it
-    # cannot export); torch: sentence-transformers as is
-    embedding_backend: EmbeddingBackend = "onnx"
+    # torch: sentence-transformers as is; onnx: ONNX Runtime over a one-time offline
+    # export (torch stays for models it cannot export). torch stays the default until
+    # the full retrieval evaluation has compared the two.
+    embedding_backend: EmbeddingBackend = "torch"
     embedding_quantize: bool = False  # int8 dynamic quantisation of the ONNX export
     embedding_export_dir: str | None = None  # unset: <data_dir>/onnx
     # intra-op threads for batches; single queries always use one thread, so a query

@@ -91,10 +91,10 @@ def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path
     shutil.copytree(
         onnx_embedder.model_file.parent, data / "onnx" / onnx_embedder.model_file.parent.name
     )
-    onnx = embedder_from_settings(Settings(data_dir=str(data)))
+    onnx = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="onnx"))
     assert isinstance(onnx, OnnxEmbedder)
     assert onnx.model_name == "all-MiniLM-L6-v2"
-    torch = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="torch"))
+    torch = embedder_from_settings(Settings(data_dir=str(data)))
     assert isinstance(torch, SentenceTransformerEmbedder)
     # a model named by path keeps working on either backend
     by_path = embedder_from_settings(
