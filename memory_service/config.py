@@ -17,6 +17,7 @@ import platformdirs
 PREFIX = "MEMORY_"
 
 TraceExporter = Literal["none", "console", "otlp"]
+EmbeddingBackend = Literal["onnx", "torch"]
 
 
 class SettingsError(ValueError):
@@ -49,6 +50,15 @@ class Settings:
     embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
     embedding_batch_size: int = 64
     embedding_device: str = "cpu"
+    # torch: sentence-transformers as is; onnx: ONNX Runtime over a one-time offline
+    # export (torch stays for models it cannot export). torch stays the default until
+    # the full retrieval evaluation has compared the two.
+    embedding_backend: EmbeddingBackend = "torch"
+    embedding_quantize: bool = False  # int8 dynamic quantisation of the ONNX export
+    embedding_export_dir: str | None = None  # unset: <data_dir>/onnx
+    # intra-op threads for batches; single queries always use one thread, so a query
+    # stays fast when the box is busy
+    embedding_threads: int = 2
     query_cache_size: int = 2048
 
     # memories
@@ -167,6 +177,12 @@ class Settings:
             raise SettingsError(
                 f"MEMORY_TRACE_EXPORTER must be none, console or otlp, not {self.trace_exporter!r}"
             )
+        if self.embedding_backend not in ("onnx", "torch"):
+            raise SettingsError(
+                f"MEMORY_EMBEDDING_BACKEND must be onnx or torch, not {self.embedding_backend!r}"
+            )
+        if self.embedding_threads < 1:
+            raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")
         if not 1 <= self.port <= 65535:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
@@ -187,6 +203,13 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def embedding_export_path(self) -> Path:
+        """Where ONNX exports of embedding models live (made once, reused by later starts)."""
+        if self.embedding_export_dir:
+            return Path(self.embedding_export_dir).expanduser()
+        return self.data_path / "onnx"
 
 
 def settings_reference() -> str:

@@ -19,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service import db, migrate
 from memory_service.changes import ChangeFeed
 from memory_service.config import Settings, SettingsError
-from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
+from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from memory_service.environments import reseal_secrets, secrets_exist
 from memory_service.events.install import install as operations_install
 from memory_service.events.writer import EventWriter
@@ -67,13 +67,7 @@ class Runtime:
     async def start(cls, settings: Settings, *, embedder: Embedder | None = None) -> Runtime:
         url = await anyio.to_thread.run_sync(db.resolve_database_url, settings)
         if embedder is None:
-            embedder = await anyio.to_thread.run_sync(
-                lambda: load_embedder(
-                    settings.embedding_model,
-                    device=settings.embedding_device,
-                    batch_size=settings.embedding_batch_size,
-                )
-            )
+            embedder = await anyio.to_thread.run_sync(embedder_from_settings, settings)
         if settings.auto_migrate:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
         secret_box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)

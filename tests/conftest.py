@@ -48,6 +48,20 @@ def data_dir() -> Path:
     return server_data_dir("tests")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Services started by tests in fresh data directories share one ONNX export,
+    so the model is exported once per test session rather than once per service."""
+    folder = tmp_path_factory.mktemp("onnx-exports")
+    previous = os.environ.get("MEMORY_EMBEDDING_EXPORT_DIR")
+    os.environ["MEMORY_EMBEDDING_EXPORT_DIR"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("MEMORY_EMBEDDING_EXPORT_DIR", None)
+    else:
+        os.environ["MEMORY_EMBEDDING_EXPORT_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir: Path) -> Settings:
     return Settings(
