@@ -49,8 +49,9 @@ class EventPagesController(Controller):
     ) -> Template:
         query = _query(type, min_severity, task_id)
         recent = await events.recent(tenant_id, query, RECENT)
-        # the stream starts after the newest event shown, or after "now" when none is
-        after = recent[-1].seq if recent else await events.stream_start(tenant_id, None)
+        # the stream starts after the newest event shown, or after "now" when none is;
+        # positions are the tenant's own event numbers, as in the public stream
+        after = recent[-1].number if recent else await events.last_number(tenant_id)
         filters = {"type": type or "", "min_severity": min_severity or "", "task_id": task_id or ""}
         return page(
             request,
@@ -85,7 +86,7 @@ class EventPagesController(Controller):
                     yield ServerSentEventMessage(data=None, comment="heartbeat")
                 else:
                     body = msgspec.json.encode(EventOut.of(event)).decode()
-                    yield ServerSentEventMessage(data=body, id=event.seq)
+                    yield ServerSentEventMessage(data=body, id=event.number)
 
         return ServerSentEvent(
             messages(), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}

@@ -101,6 +101,11 @@ class EventService:
         async with wrap_db_errors(), self.pool.connection() as conn:
             return await store.read_latest(conn, uuid.UUID(tenant_id), query, limit)
 
+    async def last_number(self, tenant_id: str) -> int:
+        """The number of the tenant's newest event: what a client resumes a stream after."""
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            return await store.last_number(conn, uuid.UUID(tenant_id))
+
     async def stream_start(self, tenant_id: str, last_event_id: str | None) -> int:
         """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
         if last_event_id is not None:

@@ -173,6 +173,15 @@ async def read_latest(
     return [_event(r) for r in reversed(await cur.fetchall())]
 
 
+async def last_number(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
+    """The tenant's newest event number (0: none yet)."""
+    cur = await conn.execute(
+        "SELECT coalesce(max(number), 0) FROM events WHERE tenant_id = %s", (tenant_id,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def last_seq(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
     cur = await conn.execute(
         "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = %s", (tenant_id,)
