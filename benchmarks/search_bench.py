@@ -38,7 +38,7 @@ from memory_service.runtime import Runtime
 from memory_service.search.indexes import TenantIndexes, faiss_params
 
 K = 10
-FAISS_EFS = (16, 32, 64, 128, 256)
+FAISS_EFS = (16, 32, 48, 64, 128, 256)
 PGVECTOR_EFS = (10, 20, 40, 80, 160, 320)
 SELECTIVITY = {"0.1%": ("s1000", 1000), "1%": ("s100", 100), "10%": ("s10", 10), "50%": ("s2", 2)}
 
@@ -65,7 +65,8 @@ class Bench:
         self.http_target: tuple[str, str] | None = None
         self.vectors = common.synthetic_vectors(self.n, seed=args.seed)
         self.queries = common.synthetic_vectors(args.queries, seed=args.seed + 1)
-        self.settings = Settings(
+        # MEMORY_* variables apply (e.g. MEMORY_FAISS_HNSW_M), the bench's own choices win
+        self.settings = Settings.from_env(
             data_dir=str(work / "data"),
             admin_token=common.ADMIN_TOKEN,
             db_pool_max=24,
