@@ -24,8 +24,8 @@ run: $(STAMP)
 	$(VENV)/bin/memory-service serve
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/ruff check memory_service indexers api cli tests benchmarks
+	$(VENV)/bin/mypy memory_service indexers api cli
 	$(PY) -m pytest
 
 bench: $(STAMP)
@@ -44,10 +44,10 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api tests benchmarks
+	$(VENV)/bin/ruff check memory_service indexers api cli tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy memory_service indexers api
+	$(VENV)/bin/mypy memory_service indexers api cli
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

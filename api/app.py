@@ -42,7 +42,9 @@ from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
 from memory_service.memories.service import MemoryService
+from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.runtime import Runtime
+from memory_service.search.service import SearchService
 from memory_service.tasks import TaskService
 from memory_service.telemetry import (
     build_tracer_provider,
@@ -64,19 +66,23 @@ TenantRoutes.extend(
 PublicRoutes.append(prometheus_metrics)
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
+# runtime fields handed to handlers by name ("runtime" is the whole of it)
+PROVIDED = (
+    "runtime",
+    "memories",
+    "search",
+    "tenants",
+    "tasks",
+    "environments",
+    "events",
+    "retrieval_settings",
+)
 
 
 def _state_getter(name: str) -> Callable[[State], Any]:
     def provide(state: State) -> Any:
         runtime = state.runtime
-        return runtime if name == "__self__" else getattr(runtime, name)
-
-    return provide
-
-
-def _extra_getter(name: str) -> Callable[[State], Any]:
-    def provide(state: State) -> Any:
-        return state.runtime.extras[name]
+        return runtime if name == "runtime" else getattr(runtime, name)
 
     return provide
 
@@ -96,12 +102,13 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # database spans of start-up and of background tasks go to this app's provider
         use_tracer_provider(tracer_provider)
-        runtime = await Runtime.start(settings, embedder=embedder)
+        runtime = await Runtime.start(
+            settings, embedder=embedder, tracer_provider=tracer_provider
+        )
         app.state.runtime = runtime
         app.state.tenants = runtime.tenants
         app.state.settings = settings
         app.state.tracer_provider = tracer_provider
-        runtime.extras["tracer_provider"] = tracer_provider  # for spans made in the core
         try:
             for hook in [*DEFAULT_STARTUP_HOOKS, *(startup_hooks or [])]:
                 result = hook(runtime)
@@ -126,17 +133,16 @@ def create_app(
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,
         exclude=["/health"],
+        # a span per ASGI message (three per request) costs about 25 us each and says
+        # nothing the request span does not
+        exclude_spans=["receive", "send"],
     )
     return Litestar(
         route_handlers=[*PublicRoutes, tenant_router, admin_router],
         lifespan=[lifespan],
         dependencies={
-            "memories": Provide(_state_getter("memories"), sync_to_thread=False),
-            "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
-            "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
-            "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
-            "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
-            "events": Provide(_extra_getter("events"), sync_to_thread=False),
+            name: Provide(_state_getter(name), sync_to_thread=False)
+            for name in PROVIDED
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
@@ -152,7 +158,14 @@ def create_app(
             ),
         ),
         signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService
+            MemoryService,
+            SearchService,
+            TenantService,
+            Runtime,
+            TaskService,
+            EnvironmentService,
+            EventService,
+            RetrievalSettingsService,
         ],
         debug=False,
     )

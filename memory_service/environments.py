@@ -96,7 +96,7 @@ class EnvironmentService:
         self.pool = pool
         self.cursors = cursors
 
-    async def create(self, tenant_id: str, fields: dict[str, Any]) -> Environment:
+    async def create(self, tenant_id: uuid.UUID, fields: dict[str, Any]) -> Environment:
         row = self._validate(fields, creating=True)
         secrets = {k: v for k, v in row.pop("secrets", {}).items() if v is not None}
         async with wrap_db_errors(), self.pool.connection() as conn:
@@ -107,7 +107,7 @@ class EnvironmentService:
                         "is_active) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {out}"
                     ).format(out=COLUMNS),
                     (
-                        uuid.UUID(tenant_id),
+                        tenant_id,
                         row["name"],
                         row.get("description"),
                         Jsonb(row.get("config", {})),
@@ -120,12 +120,12 @@ class EnvironmentService:
             return _environment(await cur.fetchone())
 
     async def update(
-        self, tenant_id: str, env_id: str, fields: dict[str, Any], if_match: int | None
+        self, tenant_id: uuid.UUID, env_id: str, fields: dict[str, Any], if_match: int | None
     ) -> Environment:
         changes = self._validate(fields, creating=False)
         if not changes:
             raise InvalidInput("nothing to update", errors=[FieldError("body", "no field given")])
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         sets: list[sql.Composable] = []
         params: list[Any] = []
         for name in ("name", "description", "is_active"):
@@ -167,9 +167,9 @@ class EnvironmentService:
                 raise Conflict(f"an environment named {changes['name']!r} already exists") from None
             return _environment(await cur2.fetchone())
 
-    async def delete(self, tenant_id: str, env_id: str, *, force: bool = False) -> int:
+    async def delete(self, tenant_id: uuid.UUID, env_id: str, *, force: bool = False) -> int:
         """Delete; returns how many tasks lost this environment (only when forced)."""
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
@@ -199,8 +199,8 @@ class EnvironmentService:
             )
         return in_use
 
-    async def get(self, tenant_id: str, env_id: str) -> Environment:
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+    async def get(self, tenant_id: uuid.UUID, env_id: str) -> Environment:
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
                 sql.SQL("SELECT {out} FROM environments WHERE tenant_id = %s AND id = %s").format(
@@ -215,7 +215,7 @@ class EnvironmentService:
 
     async def list(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         *,
         is_active: bool | None = None,
         limit: int = 50,
@@ -234,7 +234,7 @@ class EnvironmentService:
                 )
             after = position
         where: sql.Composable = sql.SQL("tenant_id = %s AND seq > %s")
-        params: list[Any] = [uuid.UUID(tenant_id), after]
+        params: list[Any] = [tenant_id, after]
         if is_active is not None:
             where = sql.SQL("{} AND is_active = %s").format(where)
             params.append(is_active)

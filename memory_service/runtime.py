@@ -1,9 +1,12 @@
-"""Wiring of the core: the resources a running service holds, built in one place.
+"""Wiring of the core: every service a running process holds, built in one place.
 
 ``Runtime.start`` resolves the database (starting the embedded server when no
 URL is configured), loads the embedding model, applies migrations, opens the
-pool and builds the domain services. The HTTP app, the CLI and the benchmarks
-all start the core through it, and ``close`` releases everything in reverse.
+pool and then builds each service with what it needs passed to its
+constructor: listeners, backends and the tracer included. Every service is a
+typed field of ``Runtime``; nothing is attached to a finished object. The HTTP
+app, the CLI and the benchmarks all start the core through it, and ``close``
+stops the background workers in reverse order and closes the pool.
 """
 
 from __future__ import annotations
@@ -11,22 +14,39 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
+from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, migrate
+from memory_service import db, migrate, service_state
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
-from memory_service.events.install import install as operations_install
+from memory_service.environments import EnvironmentService
+from memory_service.events.fanout import EventFanout
+from memory_service.events.recorder import OperationRecorder
+from memory_service.events.retention import RetentionWorker
+from memory_service.events.service import EventService
+from memory_service.events.writer import EventWriter
 from memory_service.memories.service import MemoryService
+from memory_service.memories.validation import MemoryValidator
+from memory_service.metrics import IndexStatus, ServiceMetrics
 from memory_service.pagination import CursorCodec
-from memory_service.retrieval import pipeline as retrieval_pipeline
-from memory_service.search import accelerator as hot_search
+from memory_service.resilience import CircuitBreaker, GuardedEmbedder
+from memory_service.retrieval.dedupe import SemanticDedupe
+from memory_service.retrieval.keyword import KeywordSearch
+from memory_service.retrieval.settings import RetrievalSettingsService
+from memory_service.search.accelerator import HotSearch
+from memory_service.search.follower import ChangeFollower
+from memory_service.search.indexes import TenantIndexes
+from memory_service.search.service import SearchService
+from memory_service.search.vector import VectorSearch
+from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
 
 log = logging.getLogger(__name__)
+
+Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -34,16 +54,34 @@ class Runtime:
     settings: Settings
     database_url: str
     pool: AsyncConnectionPool
-    embedder: CachedEmbedder
-    tenants: TenantService
-    memories: MemoryService
     cursors: CursorCodec
-    # extra components register a closer here; run in reverse order on close
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
+    embedder: CachedEmbedder
+    embedder_breaker: CircuitBreaker
+    metrics: ServiceMetrics
+    tenants: TenantService
+    event_writer: EventWriter
+    event_fanout: EventFanout
+    event_retention: RetentionWorker
+    events: EventService
+    tasks: TaskService
+    environments: EnvironmentService
+    retrieval_settings: RetrievalSettingsService
+    hot_search: HotSearch | None  # None when FAISS is turned off
+    memories: MemoryService
+    search: SearchService
+    # name -> a reporter of an index's size and lag (metrics and the health score read it)
+    index_status: dict[str, IndexStatus] = field(default_factory=dict)
+    # background workers, closed in reverse order before the pool
+    closers: list[Closer] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings, *, embedder: Embedder | None = None) -> Runtime:
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> Runtime:
         url = await anyio.to_thread.run_sync(db.resolve_database_url, settings)
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(
@@ -57,39 +95,16 @@ class Runtime:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
+        closers: list[Closer] = []
         try:
-            async with db.wrap_db_errors(), pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT value FROM service_state WHERE name = 'cursor_key'"
-                )
-                row = await cur.fetchone()
-            if row is None:
-                raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
-            cursors = CursorCodec(str(row[0]).encode())
-            cached = CachedEmbedder(embedder, settings.query_cache_size)
-            runtime = cls(
-                settings=settings,
-                database_url=url,
-                pool=pool,
-                embedder=cached,
-                tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=MemoryService(pool, cached, settings, cursors),
-                cursors=cursors,
-            )
-            for install in extensions():
-                await install(runtime)
+            return await _build(settings, url, pool, embedder, tracer_provider, closers)
         except BaseException:
+            await _close_all(closers)
             await pool.close()
             raise
-        return runtime
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:
-                log.exception("error while closing a component")
-        self.closers.clear()
+        await _close_all(self.closers)
         await self.pool.close()
 
     async def ready(self) -> dict[str, str]:
@@ -98,9 +113,7 @@ class Runtime:
         try:
             async with self.pool.connection(timeout=2.0) as conn:
                 await conn.execute("SELECT 1")
-                pending = await conn.execute("SELECT count(*) FROM schema_migrations")
-                row = await pending.fetchone()
-            applied = int(row[0]) if row else 0
+                applied = await migrate.applied_count(conn)
             expected = len(migrate.available_migrations())
             checks["database"] = "ok"
             checks["migrations"] = (
@@ -111,21 +124,125 @@ class Runtime:
         return checks
 
 
-Extension = Callable[["Runtime"], Awaitable[None]]
+async def _build(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    model: Embedder,
+    tracer_provider: trace.TracerProvider | None,
+    closers: list[Closer],
+) -> Runtime:
+    cursors = CursorCodec(await service_state.cursor_key(pool))
+    metrics = ServiceMetrics()
+    breaker = CircuitBreaker(
+        "embedder",
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_seconds=settings.breaker_reset_seconds,
+    )
+    embeddings_tracer = trace.get_tracer(
+        "memory_service.embeddings", tracer_provider=tracer_provider
+    )
+    guarded = GuardedEmbedder(
+        model, breaker, tracer=lambda: embeddings_tracer, observe=metrics.observe_embedding
+    )
+    embedder = CachedEmbedder(guarded, settings.query_cache_size)
+    keyword = KeywordSearch(pool, settings)
+    await keyword.check_config()
+
+    fanout = EventFanout(url)
+    await fanout.start()
+    closers.append(fanout.close)
+    writer = EventWriter(pool, linger_s=settings.event_writer_linger_ms / 1000)
+    writer.start()
+    closers.append(writer.close)  # closes before the fan-out and the pool
+    retention = RetentionWorker(
+        pool,
+        retention_seconds=settings.event_retention_seconds,
+        interval_seconds=settings.event_retention_interval_seconds,
+        batch_size=settings.event_retention_batch,
+    )
+    retention.start()
+    closers.append(retention.close)
+    recorder = OperationRecorder(writer, tracer_provider=tracer_provider)
+
+    hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
+    validator = MemoryValidator(settings, model.dimension)
+    memories = MemoryService(
+        pool,
+        embedder,
+        settings,
+        cursors,
+        validator,
+        dedupe=SemanticDedupe(settings),
+        listeners=[*([hot.on_change] if hot else []), recorder.memories_changed],
+    )
+    search = SearchService(
+        pool,
+        settings,
+        embedder,
+        validator,
+        VectorSearch(pool, settings, hot),
+        keyword,
+        listeners=[recorder.searched],
+    )
+    runtime = Runtime(
+        settings=settings,
+        database_url=url,
+        pool=pool,
+        cursors=cursors,
+        embedder=embedder,
+        embedder_breaker=breaker,
+        metrics=metrics,
+        tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
+        event_writer=writer,
+        event_fanout=fanout,
+        event_retention=retention,
+        events=EventService(
+            pool,
+            cursors,
+            fanout,
+            max_batch=settings.max_batch_items,
+            heartbeat_seconds=settings.sse_heartbeat_seconds,
+        ),
+        tasks=TaskService(pool, cursors, status_listeners=[recorder.task_status]),
+        environments=EnvironmentService(pool, cursors),
+        retrieval_settings=RetrievalSettingsService(pool, settings),
+        hot_search=hot,
+        memories=memories,
+        search=search,
+        index_status={"faiss": hot.status} if hot else {},
+        closers=closers,
+    )
+    metrics.attach(runtime)
+    if hot is not None:
+        hot.start()
+    return runtime
 
 
-def extensions() -> list[Extension]:
-    """Features that attach to a started runtime, in start-up order.
+async def _start_hot_search(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    dimension: int,
+    closers: list[Closer],
+) -> HotSearch | None:
+    if not settings.faiss_enabled:
+        return None
+    indexes = TenantIndexes(pool, settings, dimension)
+    follower = ChangeFollower(pool, url, indexes, poll_interval_s=settings.faiss_poll_interval_s)
+    await follower.start()
+    hot = HotSearch(pool, settings, indexes, follower)
+    closers.append(hot.close)
+    return hot
 
-    Each ``install(runtime)`` may add services to ``runtime.extras``, change
-    listeners or search backends to ``runtime.memories``, and closers to
-    ``runtime.closers``.
-    """
-    installs: list[Extension] = []
-    installs.append(retrieval_pipeline.install)
-    installs.append(operations_install)
-    installs.append(hot_search.install)
-    return installs
+
+async def _close_all(closers: list[Closer]) -> None:
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception:
+            log.exception("error while closing a component")
+    closers.clear()
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:

@@ -9,6 +9,7 @@ connection.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -132,7 +133,7 @@ class EventController(Controller):
         self,
         data: JSONBody[EventBatch | list[EventIn]],
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> EventsOut:
         if isinstance(data, list):
             items = data
@@ -149,7 +150,7 @@ class EventController(Controller):
     async def list_events(
         self,
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: TypeParam = None,
         min_severity: SeverityParam = None,
         task_id: IdParam = None,
@@ -168,7 +169,7 @@ class EventController(Controller):
     async def stream_events(
         self,
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: TypeParam = None,
         min_severity: SeverityParam = None,
         task_id: IdParam = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 import msgspec
@@ -25,6 +26,7 @@ from api.schemas import (
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
+from memory_service.search.service import SearchService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
 
@@ -64,7 +66,7 @@ class MemoryController(Controller):
         self,
         data: JSONBody[MemoryCreate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[MemoryOut]:
         memory, created = await memories.add(tenant_id, data.to_domain())
         return Response(MemoryOut.of(memory), status_code=201 if created else 200)
@@ -74,7 +76,7 @@ class MemoryController(Controller):
         self,
         data: JSONBody[MemoryBatchCreate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> MemoryBatchOut:
         items, _ = await memories.add_many(tenant_id, [i.to_domain() for i in data.items])
         return MemoryBatchOut([MemoryOut.of(m) for m in items])
@@ -83,16 +85,16 @@ class MemoryController(Controller):
     async def search(
         self,
         data: JSONBody[SearchBody],
-        memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        search: NamedDependency[SearchService],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> SearchOut:
-        return SearchOut.of(await memories.search(tenant_id, data.to_domain()))
+        return SearchOut.of(await search.search(tenant_id, data.to_domain()))
 
     @get("/", summary="List memories in a scope, oldest first, with a cursor")
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
@@ -117,7 +119,7 @@ class MemoryController(Controller):
     async def delete_scope(
         self,
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
@@ -131,7 +133,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         include: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> Response[MemoryOut]:
         wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
@@ -152,7 +154,7 @@ class MemoryController(Controller):
         memory_id: FromPath[str],
         data: JSONBody[MemoryUpdate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> Response[MemoryOut]:
         memory = await memories.update(
@@ -165,7 +167,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> None:
         await memories.delete(tenant_id, memory_id)
 
@@ -174,7 +176,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> HistoryPage:
         entries = await memories.history(tenant_id, memory_id)
         return HistoryPage([HistoryOut.of(h) for h in entries])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -28,7 +29,7 @@ class Subscription:
     """One stream's wake-up flag; ``wait`` returns False on timeout."""
 
     def __init__(self, fanout: EventFanout, tenant_id: str) -> None:
-        self.tenant_id = tenant_id
+        self.tenant_id = tenant_id  # as the notification payload spells it
         self._fanout = fanout
         self._flag = asyncio.Event()
         self.closed = False
@@ -59,9 +60,9 @@ class EventFanout:
         self.connected = False
         self.notifications = 0
 
-    def subscribe(self, tenant_id: str) -> Subscription:
-        sub = Subscription(self, tenant_id)
-        self._subscribers[tenant_id].add(sub)
+    def subscribe(self, tenant_id: uuid.UUID) -> Subscription:
+        sub = Subscription(self, str(tenant_id))
+        self._subscribers[sub.tenant_id].add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
