@@ -13,6 +13,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import Scope
 from memory_service.memories.predicate import compile_predicate
+from memory_service.search.postings import Postings
 
 METADATA: list[dict[str, Any]] = [
     {"topic": "food", "year": 2021, "tags": ["a", "b"], "nested": {"x": 1, "y": "s"}},
@@ -90,6 +91,24 @@ async def test_every_filter_matches_the_same_rows_in_process_and_in_sql(rows: An
             assert predicate is not None, spec
             in_process = [m.id for m in everything if predicate(m)]
             assert in_process == [m.id for m in in_sql], spec
+
+
+async def test_posting_lists_never_miss_a_matching_row(rows: Any) -> None:
+    pool, tid = rows
+    postings = Postings()
+    async with pool.connection() as conn:
+        everything = await repo.list_page(conn, tid, Scope(), None, 0, 100)
+        for memory in everything:
+            postings.add(memory)
+        narrowed = 0
+        for spec in FILTERS:
+            for scope in (Scope(), Scope(user_id="u1")):
+                in_sql = await repo.list_page(conn, tid, scope, compile_filter(spec), 0, 100)
+                candidates = postings.candidates(scope, spec)
+                if candidates is not None:
+                    narrowed += 1
+                    assert {m.seq for m in in_sql} <= candidates, (spec, scope)
+        assert narrowed > len(FILTERS)  # most filters and every scope narrow
 
 
 def test_string_ordering_is_left_to_the_database() -> None:

@@ -42,8 +42,9 @@ from memory_service.search.tenant import TenantIndex
 log = logging.getLogger(__name__)
 
 MAX_PROBES = 4
-# a tenant this small is scanned in process for the exact path's candidates (about 1 ms);
-# larger ones ask PostgreSQL, whose indexes find a selective filter's rows faster
+# the exact path takes its candidates from the posting lists; without a posted value to
+# narrow by, a tenant this small is scanned in process (about 1 ms) and a larger one asks
+# PostgreSQL, whose indexes find such a filter's rows faster
 SCAN_IN_PROCESS_MAX = 2000
 # searches small enough to run on the event loop rather than hop to a thread (see _probe)
 INLINE_FETCH_MAX = 100
@@ -154,10 +155,8 @@ class HotSearch:
         shape: str,
     ) -> SearchResult | None:
         limit = self.settings.faiss_exact_max
-        if check is not None and len(t.rows) <= SCAN_IN_PROCESS_MAX:
-            now = datetime.now(UTC)
-            seqs = [seq for seq, row in t.rows.items() if check.matches(row, now)]
-        else:
+        seqs = _matching_in_process(t, request, check)
+        if seqs is None:
             async with wrap_db_errors(), self.pool.connection() as conn:
                 seqs = await repo.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
         if t.index is not None and shape:
@@ -239,6 +238,22 @@ class HotSearch:
             await self.indexes.snapshot_all(self.follower.mark)
         except (MemoryServiceError, OSError) as exc:
             log.warning("could not write FAISS snapshots on shutdown: %s", exc)
+
+
+def _matching_in_process(
+    t: TenantIndex, request: SearchRequest, check: RowCheck | None
+) -> list[int] | None:
+    """The seqs of every held row that matches, when the posting lists narrow the rows
+    (or the tenant is small enough to scan); None when the database should say."""
+    if check is None:
+        return None
+    candidates: Any = t.postings.candidates(request.scope, request.filter)
+    if candidates is None:
+        if len(t.rows) > SCAN_IN_PROCESS_MAX:
+            return None
+        candidates = t.rows.keys()
+    now, rows = datetime.now(UTC), t.rows
+    return [s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)]
 
 
 async def _probe(index: FaissIndex, query: np.ndarray, plan: planner.Plan) -> tuple[Any, Any]:

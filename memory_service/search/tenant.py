@@ -18,6 +18,7 @@ import numpy as np
 from indexers.faiss_index import FaissIndex
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows, row_bytes
+from memory_service.search.postings import Postings
 
 
 @dataclass(eq=False)
@@ -34,7 +35,8 @@ class TenantIndex:
     # from these without a database round trip; they change together with the vectors
     rows: dict[int, Memory] = field(default_factory=dict)
     seq_of: dict[str, int] = field(default_factory=dict)  # memory id -> seq
-    row_bytes: int = 0
+    postings: Postings = field(default_factory=Postings)  # candidates of the exact path
+    row_bytes: int = 0  # rows and postings, counted in the memory budget
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     rebuilding: bool = False
@@ -55,17 +57,17 @@ def hold_rows(t: TenantIndex, memories: list[Memory]) -> None:
     for memory in memories:
         old = t.rows.get(memory.seq)
         if old is not None:
-            t.row_bytes -= row_bytes(old)
+            t.row_bytes -= row_bytes(old) + t.postings.remove(old)
         t.rows[memory.seq] = memory
         t.seq_of[memory.id] = memory.seq
-        t.row_bytes += row_bytes(memory)
+        t.row_bytes += row_bytes(memory) + t.postings.add(memory)
 
 
 def drop_rows(t: TenantIndex, seqs: set[int]) -> None:
     for seq in seqs:
         old = t.rows.pop(seq, None)
         if old is not None:
-            t.row_bytes -= row_bytes(old)
+            t.row_bytes -= row_bytes(old) + t.postings.remove(old)
             t.seq_of.pop(old.id, None)
 
 
