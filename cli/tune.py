@@ -38,7 +38,9 @@ async def load_vectors(
     conn = await psycopg.AsyncConnection.connect(url)
     async with conn:
         await register_vector_async(conn)
-        tenant = tenant or await repo.largest_tenant(conn)
+        if tenant is None:
+            sizes = await repo.tenant_sizes(conn)
+            tenant = max(sizes, key=lambda t: sizes[t]) if sizes else None
         if tenant is None:
             return None, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
         ids, vectors = [], []

@@ -94,3 +94,6 @@ WITH changed AS (
 )
 SELECT c.memory_seq AS changed_seq, {cols}, m.embedding
 FROM changed c LEFT JOIN memories m ON m.seq = c.memory_seq AND m.tenant_id = %s
+
+-- name: rows_by_seq
+SELECT {cols}, m.embedding FROM memories m WHERE m.tenant_id = %s AND m.seq = ANY(%s)

@@ -22,13 +22,7 @@ from psycopg.types.json import Jsonb
 from memory_service.db import named_query
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SCOPE_FIELDS, HistoryEntry, Memory, Scope
-from memory_service.memories.rows import (
-    Bm25Params,
-    VectorRows,
-    any_of,
-    row_to_memory,
-    stack_rows,
-)
+from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
 
 Conn = AsyncConnection[Any]
 
@@ -100,9 +94,8 @@ async def insert_many(
 ) -> list[Memory | None]:
     """Insert rows in one pipelined round; ``None`` where a live duplicate exists."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.executemany(
-            query("insert").format(cols=COLUMNS), [_insert_params(tenant_id, item) for item in items], returning=True
-        )
+        params = [_insert_params(tenant_id, item) for item in items]
+        await cur.executemany(query("insert").format(cols=COLUMNS), params, returning=True)
         out: list[Memory | None] = []
         while True:
             row = await cur.fetchone()
@@ -124,12 +117,8 @@ async def find_duplicate(
 
 
 async def get(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    memory_id: uuid.UUID,
-    *,
-    with_embedding: bool = False,
-    for_update: bool = False,
+    conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID, *,
+    with_embedding: bool = False, for_update: bool = False,
 ) -> Memory | None:
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
@@ -219,8 +208,7 @@ async def count_matching(
     params.append(cap)
     statement = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {} LIMIT %s) AS c")
     cur = await conn.execute(statement.format(where), params)
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return int((await cur.fetchone() or (0,))[0])
 
 
 async def vector_search(
@@ -234,12 +222,8 @@ async def vector_search(
     exact: bool,
     ef_search: int,
 ) -> list[tuple[Memory, float]]:
-    """Nearest visible rows by cosine distance.
-
-    ``exact`` ranks every matching row (a materialised CTE keeps the planner off
-    the HNSW index); otherwise the HNSW index answers, which pgvector filters
-    after the scan, so it may return fewer than ``k`` rows.
-    """
+    """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
+    the HNSW index answers, filtered after its scan, so it may return fewer than ``k``."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     if not exact:
@@ -272,13 +256,9 @@ async def keyword_search(
     k: int,
     params: Bm25Params,
 ) -> list[tuple[Memory, float]]:
-    """Rows matching any query lexeme, ranked by BM25 summed over both fields.
-
-    Document frequencies come from the candidate rows (every row holding a term
-    is a candidate), the corpus size and mean length from the visible rows of the
-    scope and filter, read up to ``stats_cap`` rows. Document length is counted in
-    distinct lexemes, which is what a tsvector keeps.
-    """
+    """Rows matching any query lexeme, ranked by BM25 summed over both fields: document
+    frequencies from the candidates, corpus size and mean length from up to ``stats_cap``
+    visible rows of the scope and filter, lengths in distinct lexemes (as tsvector keeps)."""
     language, plain = lexemes
     if not language and not plain:
         return []
@@ -290,21 +270,10 @@ async def keyword_search(
     statement = query("keyword_bm25").format(
         field=field, cand_where=cand_where, stats_where=stats_where, cols=COLUMNS
     )
-    all_params = [
-        *cand_params,
-        any_of(language) or "''",
-        any_of(plain) or "''",
-        *stats_params,
-        params.stats_cap,
-        language,
-        plain,
-        params.simple_weight,
-        params.k1,
-        params.k1,
-        params.b,
-        params.b,
-        k,
-    ]
+    matches = [any_of(language) or "''", any_of(plain) or "''"]
+    weights = [params.simple_weight, params.k1, params.k1, params.b, params.b]
+    all_params = [*cand_params, *matches, *stats_params, params.stats_cap, language, plain]
+    all_params += [*weights, k]
     rows = await _rows(conn, statement, all_params)
     return [(row_to_memory(r), float(r["score"])) for r in rows]
 
@@ -333,12 +302,8 @@ async def nearest_in_scope(
 
 
 async def merge_into(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    memory_id: str,
-    metadata: dict[str, Any],
-    importance: float,
-    expires_at: datetime | None,
+    conn: Conn, tenant_id: uuid.UUID, memory_id: str, metadata: dict[str, Any],
+    importance: float, expires_at: datetime | None,
 ) -> Memory:
     """Fold a re-added memory into ``memory_id`` (version + 1; the history trigger records it)."""
     rows = await _rows(
@@ -356,18 +321,9 @@ async def tenant_sizes(conn: Conn) -> dict[uuid.UUID, int]:
     return {r[0]: int(r[1]) for r in await cur.fetchall()}
 
 
-async def largest_tenant(conn: Conn) -> uuid.UUID | None:
-    cur = await conn.execute(
-        "SELECT tenant_id FROM memories GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1"
-    )
-    row = await cur.fetchone()
-    return row[0] if row else None
-
-
 async def tenant_size(conn: Conn, tenant_id: uuid.UUID) -> int:
     cur = await conn.execute("SELECT count(*) FROM memories WHERE tenant_id = %s", (tenant_id,))
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    return int((await cur.fetchone() or (0,))[0])
 
 
 async def current_versions(
@@ -385,8 +341,8 @@ async def current_rows(
     conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int], dimension: int
 ) -> VectorRows:
     """The rows among ``memory_seqs`` that still exist, with their current embedding."""
-    statement = sql.SQL("SELECT {}, m.embedding FROM memories m WHERE m.tenant_id = %s AND m.seq = ANY(%s)")
-    rows = await _rows(conn, statement.format(COLUMNS), (tenant_id, list(memory_seqs)))
+    statement = query("rows_by_seq").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, (tenant_id, list(memory_seqs)))
     return stack_rows(rows, dimension)
 
 
@@ -418,11 +374,7 @@ async def changed_rows(
 
 
 async def get_many_by_seq(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    seqs: Sequence[int],
-    scope: Scope,
-    flt: CompiledFilter | None,
+    conn: Conn, tenant_id: uuid.UUID, seqs: Sequence[int], scope: Scope, flt: CompiledFilter | None
 ) -> dict[int, Memory]:
     """Visible rows among ``seqs`` that still match tenant, scope and filter."""
     params: list[Any] = []
