@@ -105,10 +105,10 @@ class EventWriter:
         delay = 0.2
         while True:
             if not self._in_flight:
-                first = await self._queue.get()
+                # in flight at once: a flush during the linger must still wait for it
+                self._in_flight = [await self._queue.get()]
                 if self.linger_s > 0:
                     await asyncio.sleep(self.linger_s)
-                self._in_flight = [first]
                 while len(self._in_flight) < self._batch_size and not self._queue.empty():
                     self._in_flight.append(self._queue.get_nowait())
             try:

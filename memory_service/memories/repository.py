@@ -349,12 +349,12 @@ async def current_rows(
 async def stream_tenant_rows(
     conn: Conn, tenant_id: uuid.UUID, dimension: int, *, vectors: bool = True
 ) -> AsyncGenerator[VectorRows, None]:
-    """Every row of a tenant in batches (with embeddings unless not ``vectors``);
-    the caller holds a transaction."""
+    """Every row of a tenant in batches (with embeddings unless not ``vectors``). A
+    client-side cursor: a load cancelled at shutdown leaves no server cursor behind, and
+    a tenant that fits the memory budget fits the client while it loads."""
     cols = COLUMNS + sql.SQL(", m.embedding") if vectors else COLUMNS
     statement = sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s").format(cols)
-    name = f"rows_{uuid.uuid4().hex[:8]}"
-    async with conn.cursor(name=name, binary=True, row_factory=dict_row) as cur:
+    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
         await cur.execute(statement, (tenant_id,))
         while rows := await cur.fetchmany(10_000):
             yield stack_rows(rows, dimension)
