@@ -8,24 +8,35 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run test bench bench-large bench-events eval tune lint typecheck clean
+.PHONY: run stop fuzz test bench bench-large bench-events eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml client/pyproject.toml | $(PY)
 	# torch first, pinned, so nothing pulls a CUDA build
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# the client distribution, editable, with its LangGraph and MCP extras
+	$(PY) -m pip install --quiet -e './client[langgraph,mcp]'
 	touch $(STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/memory-service serve
 
+stop: $(STAMP)
+	$(VENV)/bin/memory-service stop
+
+# schemathesis over the whole live OpenAPI document: every phase, FUZZ_EXAMPLES per operation
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(PY) -m pytest tests/test_openapi_conformance.py -q -s
+
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api cli tests benchmarks
-	$(VENV)/bin/mypy memory_service indexers api cli
+	$(VENV)/bin/ruff check memory_service indexers api cli client tests benchmarks
+	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
 
 bench: $(STAMP)
@@ -44,10 +55,10 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api cli tests benchmarks
+	$(VENV)/bin/ruff check memory_service indexers api cli client tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy memory_service indexers api cli
+	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

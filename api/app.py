@@ -22,11 +22,19 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.console import console_router, template_config
 from api.errors import EXCEPTION_HANDLERS
+from api.input_guard import check_request
+from api.limits import TenantSlotMiddleware, enforce_tenant_limits
+from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
+from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
 from api.routes.events import EventController
+from api.routes.execution_travel import ExecutionTravelController
+from api.routes.executions import ExecutionController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.memory_keys import KeyedMemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
     admin_metrics_summary,
@@ -37,10 +45,17 @@ from api.routes.metrics import (
 from api.routes.retrieval_settings import RetrievalSettingsController
 from api.routes.tasks import TaskController
 from api.routes.tenants import TenantController
+from api.routes.transfer import MigrationController, TransferController
+from api.routes.workers import WorkerController
+from api.routes.workflows import WorkflowController, WorkflowRunController
+from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
+from memory_service.executions import ExecutionService
+from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.runtime import Runtime
@@ -52,18 +67,26 @@ from memory_service.telemetry import (
     use_tracer_provider,
 )
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
+from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 
 # Each feature adds its controllers to one of these lists.
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 TenantRoutes.append(RetrievalSettingsController)
+TenantRoutes.append(KeyedMemoryController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(
     [TaskController, EnvironmentController, EventController, metrics_summary, health_score_view]
 )
+TenantRoutes.extend([WorkflowController, WorkflowRunController, WorkerController])
+TenantRoutes.append(ChangeController)
 PublicRoutes.append(prometheus_metrics)
+TenantRoutes.extend([ExecutionController, ExecutionTravelController])
+TenantRoutes.extend([MigrationController, TransferController])
 AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 # runtime fields handed to handlers by name ("runtime" is the whole of it)
@@ -76,6 +99,12 @@ PROVIDED = (
     "environments",
     "events",
     "retrieval_settings",
+    "keyed_memories",
+    "memories_as_of",
+    "changes",
+    "executions",
+    "migrations",
+    "transfers",
 )
 
 
@@ -85,6 +114,14 @@ def _state_getter(name: str) -> Callable[[State], Any]:
         return runtime if name == "runtime" else getattr(runtime, name)
 
     return provide
+
+
+def _provide_workflows(state: State) -> WorkflowService:
+    return state.runtime.workflows.service
+
+
+def _provide_workers(state: State) -> WorkerGateway:
+    return state.runtime.workflows.workers
 
 
 def create_app(
@@ -123,12 +160,12 @@ def create_app(
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        guards=[require_tenant],
+        guards=[require_tenant, enforce_tenant_limits, check_request],
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
     admin_router = Router(
-        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin], security=security
+        path="/v1/admin", route_handlers=AdminRoutes, guards=[require_admin, check_request], security=security
     )
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,
@@ -137,16 +174,18 @@ def create_app(
         # nothing the request span does not
         exclude_spans=["receive", "send"],
     )
-    return Litestar(
-        route_handlers=[*PublicRoutes, tenant_router, admin_router],
+    app = Litestar(
+        route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
+        template_config=template_config(),
         lifespan=[lifespan],
         dependencies={
-            name: Provide(_state_getter(name), sync_to_thread=False)
-            for name in PROVIDED
+            **{name: Provide(_state_getter(name), sync_to_thread=False) for name in PROVIDED},
+            "workflows": Provide(_provide_workflows, sync_to_thread=False),
+            "workers": Provide(_provide_workers, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
-        middleware=[RequestMetricsMiddleware],
+        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",
@@ -166,9 +205,20 @@ def create_app(
             EnvironmentService,
             EventService,
             RetrievalSettingsService,
+            ExecutionService,
+            MemoriesAsOf,
+            WorkflowService,
+            WorkerGateway,
+            ChangeFeed,
+            MigrationService,
+            TransferService,
+            KeyedMemories,
         ],
         debug=False,
     )
+    document_problems(app, settings)
+    app.state.allowed_methods = allowed_methods(app)
+    return app
 
 
 DEFAULT_STARTUP_HOOKS: list[StartupHook] = []

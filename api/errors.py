@@ -1,6 +1,7 @@
 """Every error leaves the service as an RFC 9457 problem document.
 
-Domain errors (``memory_service.errors``) map to one status each; Litestar's
+Domain errors (``memory_service.errors``) map to one status each (a 412 also
+carries the entity as it is now, under ``current``, and its ``ETag``); Litestar's
 own HTTP exceptions (bad JSON, validation, unknown route, body too large) keep
 their status but get the same shape. Anything else is a 500 whose body says
 nothing about the internals; the trace id in it finds the logged stack trace.
@@ -11,10 +12,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.routes.environments import EnvironmentOut
+from api.routes.execution_schemas import ExecutionOut
+from api.routes.tasks import TaskOut
+from api.schemas import MemoryOut
 from memory_service import errors as domain
+from memory_service.environments import Environment
+from memory_service.executions.models import Execution
+from memory_service.memories.models import Memory
+from memory_service.tasks import Task
 from memory_service.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
@@ -28,8 +38,10 @@ STATUS: list[tuple[type[domain.MemoryServiceError], int]] = [
     (domain.Forbidden, 403),
     (domain.NotFound, 404),
     (domain.Conflict, 409),
+    (domain.Gone, 410),
     (domain.PreconditionFailed, 412),
     (domain.PayloadTooLarge, 413),
+    (domain.RateLimited, 429),
     (domain.Unavailable, 503),
 ]
 TITLES = {
@@ -39,6 +51,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    410: "Gone",
     412: "Precondition failed",
     413: "Payload too large",
     415: "Unsupported media type",
@@ -56,6 +69,7 @@ def problem(
     title: str | None = None,
     errors: list[dict[str, str]] | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response[dict[str, Any]]:
     body: dict[str, Any] = {
         "type": f"https://memory-service.dev/problems/{status}",
@@ -66,6 +80,7 @@ def problem(
     }
     if errors is not None:
         body["errors"] = errors
+    body.update(extra or {})
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
@@ -75,12 +90,37 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[
     assert isinstance(exc, domain.MemoryServiceError)
     status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
     headers = None
-    if isinstance(exc, domain.Unavailable):
+    if isinstance(exc, domain.Unavailable | domain.RateLimited):
         headers = {"Retry-After": str(exc.retry_after)}
+    extra = None
+    if isinstance(exc, domain.PreconditionFailed) and exc.current is not None:
+        # the entity as it is now, so the client can merge without another read
+        current = current_document(exc.current)
+        extra = {"current": current}
+        headers = {"ETag": f'"{current["version"]}"'}
     errors = [{"field": e.field, "message": e.message} for e in exc.errors]
     if status in (400, 422) and not errors:
         errors = [{"field": "body", "message": exc.detail}]
-    return problem(status, exc.detail, title=exc.title, errors=errors or None, headers=headers)
+    return problem(
+        status, exc.detail, title=exc.title, errors=errors or None, headers=headers, extra=extra
+    )
+
+
+def current_document(entity: object) -> dict[str, Any]:
+    """The public JSON shape of an entity a 412 answer carries."""
+    out: Any
+    if isinstance(entity, Memory):
+        out = MemoryOut.of(entity)
+    elif isinstance(entity, Task):
+        out = TaskOut.of(entity)
+    elif isinstance(entity, Environment):
+        out = EnvironmentOut.of(entity)
+    elif isinstance(entity, Execution):
+        out = ExecutionOut.of(entity)
+    else:
+        raise TypeError(f"no public shape for {type(entity).__name__}")
+    document: dict[str, Any] = msgspec.to_builtins(out)
+    return document
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
@@ -94,7 +134,8 @@ def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[An
         log.error("HTTP %s: %s", status, exc.detail)
         return problem(status, TITLES.get(status, "Server error"))
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail else TITLES.get(status, "")
-    return problem(status, detail, headers=exc.headers)
+    fields = [{"field": "body", "message": detail}] if status in (400, 422) else None
+    return problem(status, detail, errors=fields, headers=exc.headers)
 
 
 def unicode_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

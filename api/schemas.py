@@ -124,6 +124,8 @@ class MemoryOut(Struct):
     updated_at: datetime
     expires_at: datetime | None
     version: int
+    # only on memories named by a key (PUT /v1/memories/by-key/{namespace}/{key})
+    key: str | UnsetType = UNSET
     embedding: list[float] | UnsetType = UNSET
 
     @classmethod
@@ -141,6 +143,7 @@ class MemoryOut(Struct):
             updated_at=m.updated_at,
             expires_at=m.expires_at,
             version=m.version,
+            key=UNSET if m.key is None else m.key,
             embedding=(
                 [float(x) for x in m.embedding]
                 if with_embedding and m.embedding is not None
@@ -250,6 +253,13 @@ class SearchBody(Strict):
     keyword_weight: Annotated[
         float,
         Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
+    ] | None = None
+    as_of: Annotated[
+        datetime,
+        Meta(
+            description="RFC 3339: search the memories as they stood then (exact vector "
+            "ranking; mode vector without re-ranking options)."
+        ),
     ] | None = None
 
     def to_domain(self) -> SearchRequest:

@@ -11,7 +11,18 @@ from types import ModuleType
 from memory_service.config import Settings, SettingsError
 
 # one module per subcommand, in the order ``--help`` lists them
-SUBCOMMANDS = ("cli.serve", "cli.migrate", "cli.tune")
+SUBCOMMANDS = (
+    "cli.serve",
+    "cli.migrate",
+    "cli.stop",
+    "cli.tune",
+    "cli.settings_reference",
+    "cli.new_secrets_key",
+    "cli.rotate_secrets",
+    "cli.export",
+    "cli.import_",
+    "cli.mcp",
+)
 
 
 def subcommands() -> dict[str, ModuleType]:
@@ -39,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         code: int = commands[args.command].run(args, settings)
+    except SettingsError as exc:
+        print(f"memory-service: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return code

@@ -21,7 +21,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
-    from memory_service.embeddings import EmbeddingError, load_embedder
+    from memory_service.embeddings import EmbeddingError, embedder_from_settings
 
     overrides: dict[str, Any] = {}
     if args.host:
@@ -31,11 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.with_(**overrides)
     try:
         # load the model before anything else so that a bad model fails fast and clearly
-        embedder = load_embedder(
-            settings.embedding_model,
-            device=settings.embedding_device,
-            batch_size=settings.embedding_batch_size,
-        )
+        embedder = embedder_from_settings(settings)
     except EmbeddingError as exc:
         print(f"memory-service: {exc}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import platformdirs
 PREFIX = "MEMORY_"
 
 TraceExporter = Literal["none", "console", "otlp"]
+EmbeddingBackend = Literal["onnx", "torch"]
 
 
 class SettingsError(ValueError):
@@ -49,6 +50,15 @@ class Settings:
     embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
     embedding_batch_size: int = 64
     embedding_device: str = "cpu"
+    # torch: sentence-transformers as is; onnx: ONNX Runtime over a one-time offline
+    # export (torch stays for models it cannot export). torch stays the default until
+    # the full retrieval evaluation has compared the two.
+    embedding_backend: EmbeddingBackend = "torch"
+    embedding_quantize: bool = False  # int8 dynamic quantisation of the ONNX export
+    embedding_export_dir: str | None = None  # unset: <data_dir>/onnx
+    # intra-op threads for batches; single queries always use one thread, so a query
+    # stays fast when the box is busy
+    embedding_threads: int = 2
     query_cache_size: int = 2048
 
     # memories
@@ -103,7 +113,15 @@ class Settings:
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
     health_window_seconds: float = 300.0
-    index_stale_seconds: float = 60.0  # an index lagging longer costs health score
+    index_stale_seconds: float = 60.0
+    # the change feed: a cursor older than this answers 410 (take a snapshot)
+    change_feed_retention_seconds: float = 7 * 24 * 3600.0
+    change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
+
+    # executions: a full state every N steps, RFC 6902 patches between them
+    execution_keyframe_interval: int = 50
+    execution_max_state_bytes: int = 1024 * 1024
+    execution_state_cache_mb: int = 64  # rebuilt states kept in process
 
     # resilience: circuit breakers around the database and the embedder
     db_pool_timeout_seconds: float = 10.0
@@ -111,10 +129,27 @@ class Settings:
     breaker_reset_seconds: float = 5.0
     read_retry_attempts: int = 2  # extra tries of an idempotent read after a 503
 
+    # fair sharing between tenants (per process; 0 switches a limit off)
+    tenant_requests_per_second: float = 500.0
+    tenant_request_burst: int = 1000
+    tenant_max_streams: int = 16  # concurrent event streams
+    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
+    tenant_max_request_bytes: int = 32 * 1024 * 1024
+
+    # workflows
+    workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
+    workflow_poll_interval_s: float = 1.0  # safety net behind LISTEN/NOTIFY and timers
+    workflow_driver_concurrency: int = 4  # built-in steps one process runs at once
+    workflow_driver_enabled: bool = True
+
     # telemetry
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None
     service_name: str = "memory-service"
+
+    # environment secrets at rest: comma-separated Fernet keys, the first encrypts;
+    # unset with the embedded database: a key generated into <data_dir>/secrets.key
+    secrets_key: str | None = None
 
     # migrations
     auto_migrate: bool = True
@@ -142,14 +177,24 @@ class Settings:
             raise SettingsError(
                 f"MEMORY_TRACE_EXPORTER must be none, console or otlp, not {self.trace_exporter!r}"
             )
+        if self.embedding_backend not in ("onnx", "torch"):
+            raise SettingsError(
+                f"MEMORY_EMBEDDING_BACKEND must be onnx or torch, not {self.embedding_backend!r}"
+            )
+        if self.embedding_threads < 1:
+            raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")
         if not 1 <= self.port <= 65535:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
+        if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:
+            raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
+        if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:
+            raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
@@ -158,6 +203,44 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser()
+
+    @property
+    def embedding_export_path(self) -> Path:
+        """Where ONNX exports of embedding models live (made once, reused by later starts)."""
+        if self.embedding_export_dir:
+            return Path(self.embedding_export_dir).expanduser()
+        return self.data_path / "onnx"
+
+
+def settings_reference() -> str:
+    """Markdown tables of every setting, built from this class's source and comments.
+
+    A comment after a blank line opens a group; a comment at the end of a field's
+    line is that field's meaning.
+    """
+    import inspect
+    import re
+
+    field_line = re.compile(r"^    (\w+): ([^=]+?)(?: = (.+?))?(?:\s+#\s*(.*))?$")
+    names = {f.name for f in fields(Settings)}
+    out: list[str] = []
+    previous = ""
+    for line in inspect.getsource(Settings).splitlines():
+        if line.startswith("    # ") and not previous.strip():
+            title = line.strip().lstrip("# ")
+            out += ["", f"### {title[:1].upper()}{title[1:]}", ""]
+            out += ["| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+        previous = line
+        match = field_line.match(line)
+        if not match or match[1] not in names:
+            continue
+        default = (match[3] or "").replace(
+            "field(default_factory=_default_data_dir)", "the per-user data directory"
+        )
+        cells = [f"`{PREFIX}{match[1].upper()}`", f"`{match[2].strip()}`", f"`{default}`"]
+        cells = [c.replace("|", "\\|") for c in cells] + [(match[4] or "").replace("|", "\\|")]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out).strip() + "\n"
 
 
 def _coerce(name: str, annotation: Any, raw: str) -> Any:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import os
+import signal
+import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from importlib import resources
@@ -31,6 +35,7 @@ from memory_service.resilience import CircuitBreaker, GuardedPool
 log = logging.getLogger(__name__)
 
 _embedded_servers: dict[Path, Any] = {}
+_embedded_users: dict[Path, int] = {}
 
 
 def embedded_pgdata(settings: Settings) -> Path:
@@ -41,21 +46,21 @@ def resolve_database_url(settings: Settings) -> str:
     """The configured URL, or the URL of the embedded server under ``data_dir``.
 
     pgserver keeps one server per data directory and reference-counts the
-    processes that use it, so two service processes on the same ``data_dir``
-    share one database.
+    processes that use it (``pg/.handle_pids.json``), so two service processes on
+    the same ``data_dir`` share one database and the last one to leave stops it.
+    Within a process each call takes one reference that ``stop_embedded`` gives
+    back; whatever is still held at exit is released by pgserver's atexit hook.
+    Processes that died without releasing (``kill -9``) are dropped from the list
+    first, so a server they left running is adopted and stopped in turn.
     """
     if settings.database_url:
         return settings.database_url
     pgdata = embedded_pgdata(settings)
     server = _embedded_servers.get(pgdata)
     if server is None:
-        with warnings.catch_warnings():
-            # pgserver looks up a runtime directory at import; platformdirs warns when
-            # XDG_RUNTIME_DIR is unset and falls back to /tmp, which is what we want
-            warnings.simplefilter("ignore")
-            import pgserver  # imported lazily: only the embedded mode needs it
-
+        pgserver = _import_pgserver()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(pgdata)
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare subprocess/OS errors
@@ -63,14 +68,90 @@ def resolve_database_url(settings: Settings) -> str:
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
             ) from exc
         _embedded_servers[pgdata] = server
+    _embedded_users[pgdata] = _embedded_users.get(pgdata, 0) + 1
     return str(server.get_uri())
 
 
 def stop_embedded(settings: Settings) -> None:
-    """Release this process's handle on the embedded server (it stops with the last)."""
-    server = _embedded_servers.pop(embedded_pgdata(settings), None)
+    """Give back one reference; the last in this process releases its handle, and
+    the server stops when that was the last handle of any process."""
+    pgdata = embedded_pgdata(settings)
+    if settings.database_url or pgdata not in _embedded_users:
+        return  # this process holds no reference to give back
+    users = _embedded_users[pgdata] - 1
+    if users > 0:
+        _embedded_users[pgdata] = users
+        return
+    _embedded_users.pop(pgdata, None)
+    server = _embedded_servers.pop(pgdata, None)
     if server is not None:
+        forget_dead_handles(pgdata)  # a sibling killed with -9 must not keep it running
         server.cleanup()
+
+
+def _import_pgserver() -> Any:
+    with warnings.catch_warnings():
+        # pgserver looks up a runtime directory at import; platformdirs warns when
+        # XDG_RUNTIME_DIR is unset and falls back to /tmp, which is what we want
+        warnings.simplefilter("ignore")
+        import pgserver  # imported lazily: only the embedded mode needs it
+    # pgserver logs every initdb/pg_ctl line at INFO: 60 lines on a first start
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    return pgserver
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def forget_dead_handles(pgdata: Path) -> list[int]:
+    """Drop processes that no longer exist from pgserver's list of users; the live rest."""
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return []
+    try:
+        pids = [int(p) for p in json.loads(handles.read_text())]
+    except (ValueError, TypeError):
+        pids = []
+    live = [pid for pid in pids if _alive(pid)]
+    if live != pids:
+        log.info("embedded PostgreSQL: forgetting exited processes %s", sorted(set(pids) - set(live)))
+        handles.write_text(json.dumps(live))
+    return live
+
+
+def stop_data_dir(settings: Settings, *, wait_seconds: float = 30.0) -> str:
+    """Stop the service processes on ``data_dir`` and its embedded PostgreSQL."""
+    pgdata = embedded_pgdata(settings)
+    users = [pid for pid in forget_dead_handles(pgdata) if pid != os.getpid()]
+    for pid in users:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    while any(_alive(pid) for pid in users) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _import_pgserver()
+    from pgserver.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
+    if info is None or not info.is_running():
+        forget_dead_handles(pgdata)
+        return f"no PostgreSQL is running in {pgdata}"
+    # SIGINT is PostgreSQL's "fast" shutdown; unlike pg_ctl it also works for root,
+    # whose servers pgserver runs as another user
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(info.pid, signal.SIGINT)
+    deadline = time.monotonic() + wait_seconds
+    while _alive(info.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (pgdata / ".handle_pids.json").write_text("[]")
+    return f"stopped PostgreSQL (pid {info.pid}) in {pgdata}"
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -144,14 +225,12 @@ def translate_db_error(exc: BaseException) -> MemoryServiceError:
     if isinstance(exc, pg_errors.QueryCanceled):
         return Unavailable("the database query timed out", retry_after=2)
     if isinstance(
-        exc,
-        pg_errors.DataException
-        | pg_errors.CheckViolation
-        | pg_errors.NotNullViolation
-        | pg_errors.CharacterNotInRepertoire,
+        exc, psycopg.DataError | pg_errors.CheckViolation | pg_errors.NotNullViolation
     ):
-        # the message names the offending value class, never SQL text
-        reason = exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
+        # a value the checks before the database missed (client-side DataErrors, too: a
+        # NUL byte, a timestamp Python cannot hold); the message names the value class,
+        # never SQL text
+        reason = exc.diag.message_primary or (str(exc).splitlines() or [""])[0]
         return InvalidInput(f"the database rejected a value: {reason or type(exc).__name__}")
     if isinstance(exc, psycopg.OperationalError | pg_errors.AdminShutdown):
         return Unavailable("the database is unavailable", retry_after=2)

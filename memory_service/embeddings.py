@@ -14,11 +14,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from memory_service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +181,53 @@ class CachedEmbedder:
         return await anyio.to_thread.run_sync(self.embed_query, text)
 
 
-def load_embedder(model: str | None, *, device: str = "cpu", batch_size: int = 64) -> Embedder:
-    """The configured model; ``hash:<dim>`` selects the test stand-in."""
+def load_embedder(
+    model: str | None,
+    *,
+    device: str = "cpu",
+    batch_size: int = 64,
+    backend: str = "torch",
+    threads: int | None = None,
+    export_dir: Path | None = None,
+    quantize: bool = False,
+) -> Embedder:
+    """The configured model; ``hash:<dim>`` selects the test stand-in.
+
+    ``backend="onnx"`` serves the model with ONNX Runtime from an export under
+    ``export_dir``; a model that cannot be exported that way (or a GPU device) keeps
+    torch, with a log line saying so.
+    """
     if model and model.startswith("hash:"):
         return HashEmbedder(int(model.split(":", 1)[1]))
+    if backend == "onnx":
+        from memory_service.onnx_embedder import OnnxEmbedder, supports_onnx
+
+        model_dir = packaged_model_path() if model is None else Path(model).expanduser()
+        if device == "cpu" and export_dir is not None and supports_onnx(model_dir):
+            return OnnxEmbedder(
+                model_dir,
+                export_dir,
+                name="all-MiniLM-L6-v2" if model is None else model,
+                batch_size=batch_size,
+                batch_threads=threads or 2,
+                quantize=quantize,
+            )
+        log.info("model %s is served by torch: the ONNX backend cannot export it", model_dir)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     return SentenceTransformerEmbedder(model, device=device, batch_size=batch_size)
+
+
+def embedder_from_settings(settings: Settings) -> Embedder:
+    """``load_embedder`` with every embedding setting of a ``Settings``."""
+    return load_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        batch_size=settings.embedding_batch_size,
+        backend=settings.embedding_backend,
+        threads=settings.embedding_threads,
+        export_dir=settings.embedding_export_path,
+        quantize=settings.embedding_quantize,
+    )

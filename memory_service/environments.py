@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.rows import dict_row
@@ -26,12 +27,14 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import (
     Conflict,
     FieldError,
+    Forbidden,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
+from memory_service.secret_box import SecretBox
 from memory_service.tasks import MAX_TEXT
 from memory_service.tenants import parse_uuid
 from memory_service.validation import check_json_object, check_text
@@ -42,6 +45,13 @@ MAX_SECRET_VALUE = 16 * 1024
 MAX_LIST_LIMIT = 1000
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 
+# the columns an export carries and an import or a migration writes as given (the
+# secret values travel only where an admin asked for them; see the transfer package)
+TABLE = "environments"
+COPY_COLUMNS = (
+    "id", "name", "description", "config", "secrets", "is_active", "created_at", "updated_at",
+    "version",
+)
 # secret values are selected only as their key names
 COLUMNS = sql.SQL(
     "id, name, description, config, "
@@ -92,13 +102,25 @@ def check_secrets(value: Any, where: str = "secrets") -> dict[str, str]:
 
 
 class EnvironmentService:
-    def __init__(self, pool: AsyncConnectionPool, cursors: CursorCodec) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, cursors: CursorCodec, box: SecretBox | None
+    ) -> None:
         self.pool = pool
         self.cursors = cursors
+        self.box = box
+
+    def _seal(self, secrets: dict[str, str]) -> dict[str, str]:
+        if not secrets:
+            return {}
+        if self.box is None:
+            raise Forbidden(
+                "secrets are disabled: set MEMORY_SECRETS_KEY so they can be encrypted at rest"
+            )
+        return {name: self.box.seal(value) for name, value in secrets.items()}
 
     async def create(self, tenant_id: uuid.UUID, fields: dict[str, Any]) -> Environment:
         row = self._validate(fields, creating=True)
-        secrets = {k: v for k, v in row.pop("secrets", {}).items() if v is not None}
+        secrets = self._seal({k: v for k, v in row.pop("secrets", {}).items() if v is not None})
         async with wrap_db_errors(), self.pool.connection() as conn:
             try:
                 cur = await conn.cursor(row_factory=dict_row).execute(
@@ -137,21 +159,24 @@ class EnvironmentService:
             params.append(Jsonb(changes["config"]))
         if "secrets" in changes:
             # a patch merges secrets by name; a null value removes that secret
-            keep = {k: v for k, v in changes["secrets"].items() if v is not None}
+            keep = self._seal({k: v for k, v in changes["secrets"].items() if v is not None})
             drop = [k for k, v in changes["secrets"].items() if v is None]
             sets.append(sql.SQL("secrets = (secrets - %s::text[]) || %s"))
             params += [drop, Jsonb(keep)]
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT version FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "SELECT {cols} FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE"
+                ).format(cols=COLUMNS),
                 (tid, eid),
             )
             found = await cur.fetchone()
             if found is None:
                 raise NotFound(f"environment {env_id} not found")
-            if if_match is not None and found[0] != if_match:
+            if if_match is not None and found["version"] != if_match:
                 raise PreconditionFailed(
-                    f"environment {env_id} is at version {found[0]}, not {if_match}"
+                    f"environment {env_id} is at version {found['version']}, not {if_match}",
+                    current=_environment(found),
                 )
             try:
                 async with conn.transaction():
@@ -167,21 +192,31 @@ class EnvironmentService:
                 raise Conflict(f"an environment named {changes['name']!r} already exists") from None
             return _environment(await cur2.fetchone())
 
-    async def delete(self, tenant_id: uuid.UUID, env_id: str, *, force: bool = False) -> int:
+    async def delete(
+        self, tenant_id: uuid.UUID, env_id: str, *, force: bool = False, if_match: int | None = None
+    ) -> int:
         """Delete; returns how many tasks lost this environment (only when forced)."""
         tid, eid = tenant_id, parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
-                "SELECT 1 FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE",
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                sql.SQL(
+                    "SELECT {cols} FROM environments WHERE tenant_id = %s AND id = %s FOR UPDATE"
+                ).format(cols=COLUMNS),
                 (tid, eid),
             )
-            if await cur.fetchone() is None:
+            found = await cur.fetchone()
+            if found is None:
                 raise NotFound(f"environment {env_id} not found")
-            cur = await conn.execute(
+            if if_match is not None and found["version"] != if_match:
+                raise PreconditionFailed(
+                    f"environment {env_id} is at version {found['version']}, not {if_match}",
+                    current=_environment(found),
+                )
+            counted = await conn.execute(
                 "SELECT count(*) FROM tasks WHERE tenant_id = %s AND environment_id = %s",
                 (tid, eid),
             )
-            row = await cur.fetchone()
+            row = await counted.fetchone()
             in_use = int(row[0]) if row else 0
             if in_use and not force:
                 raise Conflict(
@@ -286,4 +321,53 @@ def _environment(row: dict[str, Any] | None) -> Environment:
         updated_at=row["updated_at"],
         version=row["version"],
         seq=row["seq"],
+    )
+
+
+# -- secrets at rest: start-up check and re-encryption (sync, like migrations) ----------
+_PLAIN = "EXISTS (SELECT 1 FROM jsonb_each_text(secrets) s WHERE s.value NOT LIKE 'fernet:%%')"
+
+
+def secrets_exist(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM environments WHERE secrets <> '{}')").fetchone()
+    return bool(row and row[0])
+
+
+def reseal_secrets(conn: psycopg.Connection[Any], box: SecretBox, *, everything: bool) -> int:
+    """Seal plain-text values (``everything``: re-seal all under the first key); rows changed."""
+    where = "secrets <> '{}'" if everything else _PLAIN
+    changed = 0
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL("SELECT id, secrets FROM environments WHERE {} FOR UPDATE").format(
+                sql.SQL(where)
+            )
+        ).fetchall()
+        for env_id, secrets in rows:
+            sealed = {
+                name: box.reseal(value) if isinstance(value, str) else value
+                for name, value in secrets.items()
+            }
+            conn.execute(
+                "UPDATE environments SET secrets = %s WHERE id = %s", (Jsonb(sealed), env_id)
+            )
+            changed += 1
+    return changed
+
+
+async def ids_by_name(conn: Any, tenant_id: uuid.UUID, names: list[str]) -> dict[str, str]:
+    """The ids of this tenant's environments with these names."""
+    cur = await conn.execute(
+        "SELECT name, id::text FROM environments WHERE tenant_id = %s AND name = ANY(%s)",
+        (tenant_id, names),
+    )
+    return {r[0]: r[1] for r in await cur.fetchall()}
+
+
+async def detach_tasks(conn: Any, tenant_id: uuid.UUID, env_ids: list[str]) -> None:
+    """Tasks that use these environments lose them (as with a forced delete)."""
+    await conn.execute(
+        "UPDATE tasks SET environment_id = NULL, updated_at = clock_timestamp(), "
+        "version = version + 1 WHERE tenant_id = %s AND environment_id = ANY(%s::uuid[])",
+        (tenant_id, env_ids),
     )

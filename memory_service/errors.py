@@ -11,8 +11,10 @@ status code in ``api.errors``. Nothing above the storage layer sees psycopg.
     ├── Forbidden               403: the caller may not use this endpoint at all
     ├── NotFound                404: no such row for this tenant
     ├── Conflict                409: the change contradicts current state
-    ├── PreconditionFailed      412: If-Match names a stale version
+    ├── Gone                    410: a change-feed cursor older than the log's retention
+    ├── PreconditionFailed      412: If-Match names a stale version (carries the current row)
     ├── PayloadTooLarge         413: a body or field over its configured limit
+    ├── RateLimited             429: the tenant is over its fair share; retry later
     └── Unavailable             503: a dependency is down; retry later
         └── CircuitOpen         503: failing fast while a dependency recovers
 
@@ -21,7 +23,11 @@ services' checks before any write, so a rejected request changes nothing.
 ``NotFound`` also covers another tenant's row: the service never says it exists.
 ``Conflict`` is a state rule (a duplicate name, a forbidden task status change,
 deleting an environment that tasks use); ``PreconditionFailed`` a stale
-``If-Match``. ``Unavailable`` comes from the storage edge (a lost connection, a
+``If-Match``, and carries the entity as it is now so a client can merge without
+another read. ``Gone`` answers a change-feed cursor whose changes retention has
+removed: the client takes a snapshot and follows on from its cursor.
+``RateLimited`` comes from ``memory_service.fairness`` before a request does any
+work, with ``retry_after`` seconds. ``Unavailable`` comes from the storage edge (a lost connection, a
 pool timeout, a cancelled query) and from the embedder; it carries
 ``retry_after`` seconds, sent as the ``Retry-After`` header. ``CircuitOpen`` is
 raised by ``memory_service.resilience.CircuitBreaker`` without touching the
@@ -76,12 +82,28 @@ class Conflict(MemoryServiceError):
     title = "Conflict"
 
 
+class Gone(MemoryServiceError):
+    title = "Gone"
+
+
 class PreconditionFailed(MemoryServiceError):
     title = "Precondition failed"
+
+    def __init__(self, detail: str, *, current: object | None = None) -> None:
+        super().__init__(detail)
+        self.current = current  # the entity as it is now (a Memory, Task, Environment)
 
 
 class PayloadTooLarge(MemoryServiceError):
     title = "Payload too large"
+
+
+class RateLimited(MemoryServiceError):
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(MemoryServiceError):

@@ -265,13 +265,19 @@ class _RuntimeCollector(Collector):
         lag = GaugeMetricFamily(
             "memory_index_lag_seconds", "How far an index trails the database", labels=["index"]
         )
+        held = GaugeMetricFamily(
+            "memory_index_bytes", "Memory an in-process index holds", labels=["index"]
+        )
         for name, status in index_statuses(runtime).items():
             if isinstance(status.get("size"), int | float):
                 size.add_metric([name], float(status["size"]))
+            if isinstance(status.get("bytes"), int | float):
+                held.add_metric([name], float(status["bytes"]))
             if isinstance(status.get("lag_seconds"), int | float):
                 lag.add_metric([name], float(status["lag_seconds"]))
         yield size
         yield lag
+        yield held
 
 
 def breakers(runtime: Any) -> list[Any]:

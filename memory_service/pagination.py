@@ -44,7 +44,12 @@ class CursorCodec:
             "cursor is not valid for this listing",
             errors=[FieldError("cursor", "malformed, tampered with, or from another listing")],
         )
-        if not cursor or len(cursor) > MAX_CURSOR_LENGTH or cursor.count(".") != 1:
+        if (
+            not cursor
+            or len(cursor) > MAX_CURSOR_LENGTH
+            or not cursor.isascii()
+            or cursor.count(".") != 1
+        ):
             raise bad
         payload, signature = cursor.split(".")
         if not hmac.compare_digest(signature, self._sign(kind, tenant_id, payload)):

@@ -6,7 +6,8 @@ pool and then builds each service with what it needs passed to its
 constructor: listeners, backends and the tracer included. Every service is a
 typed field of ``Runtime``; nothing is attached to a finished object. The HTTP
 app, the CLI and the benchmarks all start the core through it, and ``close``
-stops the background workers in reverse order and closes the pool.
+stops the background workers in reverse order, closes the pool and gives back
+this process's hold on the embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate, service_state
-from memory_service.config import Settings
-from memory_service.embeddings import CachedEmbedder, Embedder, load_embedder
-from memory_service.environments import EnvironmentService
+from memory_service.changes import ChangeFeed
+from memory_service.config import Settings, SettingsError
+from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
+from memory_service.environments import EnvironmentService, reseal_secrets, secrets_exist
 from memory_service.events.fanout import EventFanout
 from memory_service.events.recorder import OperationRecorder
 from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
 from memory_service.events.writer import EventWriter
+from memory_service.executions import ExecutionLimits, ExecutionService
+from memory_service.fairness import TenantLimiter
+from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
 from memory_service.metrics import IndexStatus, ServiceMetrics
@@ -41,8 +47,12 @@ from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
+from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
+from memory_service.transfer.migration import MigrationService
+from memory_service.transfer.service import TransferService
+from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,15 @@ class Runtime:
     hot_search: HotSearch | None  # None when FAISS is turned off
     memories: MemoryService
     search: SearchService
+    keyed_memories: KeyedMemories
+    memories_as_of: MemoriesAsOf
+    secret_box: SecretBox | None
+    limiter: TenantLimiter
+    changes: ChangeFeed
+    executions: ExecutionService
+    workflows: Workflows
+    migrations: MigrationService
+    transfers: TransferService
     # name -> a reporter of an index's size and lag (metrics and the health score read it)
     index_status: dict[str, IndexStatus] = field(default_factory=dict)
     # background workers, closed in reverse order before the pool
@@ -84,28 +103,29 @@ class Runtime:
     ) -> Runtime:
         url = await anyio.to_thread.run_sync(db.resolve_database_url, settings)
         if embedder is None:
-            embedder = await anyio.to_thread.run_sync(
-                lambda: load_embedder(
-                    settings.embedding_model,
-                    device=settings.embedding_device,
-                    batch_size=settings.embedding_batch_size,
-                )
-            )
+            embedder = await anyio.to_thread.run_sync(embedder_from_settings, settings)
         if settings.auto_migrate:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
+        box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
         closers: list[Closer] = []
         try:
-            return await _build(settings, url, pool, embedder, tracer_provider, closers)
+            return await _build(settings, url, pool, embedder, box, tracer_provider, closers)
         except BaseException:
             await _close_all(closers)
             await pool.close()
+            if not settings.database_url:
+                db.stop_embedded(settings)
             raise
 
     async def close(self) -> None:
         await _close_all(self.closers)
         await self.pool.close()
+        if not self.settings.database_url:
+            # the embedded server stops here when this was its last user: uvicorn
+            # re-raises SIGTERM/SIGINT after shutdown, so atexit hooks never run
+            await anyio.to_thread.run_sync(db.stop_embedded, self.settings)
 
     async def ready(self) -> dict[str, str]:
         """Readiness checks by name: 'ok' or what is wrong."""
@@ -129,6 +149,7 @@ async def _build(
     url: str,
     pool: AsyncConnectionPool,
     model: Embedder,
+    box: SecretBox | None,
     tracer_provider: trace.TracerProvider | None,
     closers: list[Closer],
 ) -> Runtime:
@@ -148,21 +169,7 @@ async def _build(
     embedder = CachedEmbedder(guarded, settings.query_cache_size)
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
-
-    fanout = EventFanout(url)
-    await fanout.start()
-    closers.append(fanout.close)
-    writer = EventWriter(pool, linger_s=settings.event_writer_linger_ms / 1000)
-    writer.start()
-    closers.append(writer.close)  # closes before the fan-out and the pool
-    retention = RetentionWorker(
-        pool,
-        retention_seconds=settings.event_retention_seconds,
-        interval_seconds=settings.event_retention_interval_seconds,
-        batch_size=settings.event_retention_batch,
-    )
-    retention.start()
-    closers.append(retention.close)
+    writer, fanout, retention = await _start_event_log(settings, url, pool, closers)
     recorder = OperationRecorder(writer, tracer_provider=tracer_provider)
 
     hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
@@ -185,6 +192,15 @@ async def _build(
         keyword,
         listeners=[recorder.searched],
     )
+    changes = await _start_change_feed(settings, url, pool, cursors, closers)
+    executions = _executions(settings, pool, cursors, writer)
+    workflows = Workflows.build(settings, url, pool, cursors, memories, search, executions)
+    await workflows.start()
+    closers.append(workflows.close)
+    migrations = MigrationService(pool, embedder, validator, writer)
+    await migrations.recover()
+    # closers run in reverse: running migrations stop before the event writer
+    closers.append(migrations.close)
     runtime = Runtime(
         settings=settings,
         database_url=url,
@@ -205,11 +221,20 @@ async def _build(
             heartbeat_seconds=settings.sse_heartbeat_seconds,
         ),
         tasks=TaskService(pool, cursors, status_listeners=[recorder.task_status]),
-        environments=EnvironmentService(pool, cursors),
+        environments=EnvironmentService(pool, cursors, box),
         retrieval_settings=RetrievalSettingsService(pool, settings),
         hot_search=hot,
         memories=memories,
         search=search,
+        keyed_memories=KeyedMemories(memories),
+        memories_as_of=MemoriesAsOf(pool, embedder, validator, cursors),
+        secret_box=box,
+        limiter=_limiter(settings),
+        changes=changes,
+        executions=executions,
+        workflows=workflows,
+        migrations=migrations,
+        transfers=TransferService(pool, embedder, validator, writer, settings, box),
         index_status={"faiss": hot.status} if hot else {},
         closers=closers,
     )
@@ -217,6 +242,66 @@ async def _build(
     if hot is not None:
         hot.start()
     return runtime
+
+
+async def _start_event_log(
+    settings: Settings, url: str, pool: AsyncConnectionPool, closers: list[Closer]
+) -> tuple[EventWriter, EventFanout, RetentionWorker]:
+    fanout = EventFanout(url)
+    await fanout.start()
+    closers.append(fanout.close)
+    writer = EventWriter(pool, linger_s=settings.event_writer_linger_ms / 1000)
+    writer.start()
+    closers.append(writer.close)  # closes before the fan-out and the pool
+    retention = RetentionWorker(
+        pool,
+        retention_seconds=settings.event_retention_seconds,
+        interval_seconds=settings.event_retention_interval_seconds,
+        batch_size=settings.event_retention_batch,
+    )
+    retention.start()
+    closers.append(retention.close)
+    return writer, fanout, retention
+
+
+async def _start_change_feed(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    cursors: CursorCodec,
+    closers: list[Closer],
+) -> ChangeFeed:
+    changes = ChangeFeed(
+        pool,
+        cursors,
+        url,
+        retention_seconds=settings.change_feed_retention_seconds,
+        prune_interval_seconds=settings.change_feed_prune_interval_seconds,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+    )
+    await changes.start()
+    closers.append(changes.close)
+    return changes
+
+
+def _executions(
+    settings: Settings, pool: AsyncConnectionPool, cursors: CursorCodec, writer: EventWriter
+) -> ExecutionService:
+    limits = ExecutionLimits(
+        keyframe_interval=settings.execution_keyframe_interval,
+        max_state_bytes=settings.execution_max_state_bytes,
+        max_batch=settings.max_batch_items,
+        cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
+    )
+    return ExecutionService(pool, cursors, limits, events=writer)
+
+
+def _limiter(settings: Settings) -> TenantLimiter:
+    return TenantLimiter(
+        rate=settings.tenant_requests_per_second,
+        burst=settings.tenant_request_burst,
+        slots={"stream": settings.tenant_max_streams, "long_poll": settings.tenant_max_long_polls},
+    )
 
 
 async def _start_hot_search(
@@ -248,3 +333,24 @@ async def _close_all(closers: list[Closer]) -> None:
 def run_migrations(url: str, dimension: int) -> list[int]:
     with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
         return migrate.apply_migrations(conn, dimension)
+
+
+def check_secrets_at_rest(url: str, settings: Settings) -> SecretBox | None:
+    """The secret box; plain-text secrets left from before are sealed with it.
+
+    Without a key (an external database and no ``MEMORY_SECRETS_KEY``) the service
+    refuses to start once any secret is stored: it could neither protect new ones
+    nor tell a reader why old ones stopped working.
+    """
+    box = load_secret_box(settings)
+    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
+        if box is not None:
+            sealed = reseal_secrets(conn, box, everything=False)
+            if sealed:
+                log.info("sealed the plain-text secrets of %d environment(s)", sealed)
+        elif secrets_exist(conn):
+            raise SettingsError(
+                "environment secrets are stored but MEMORY_SECRETS_KEY is not set; set it to "
+                "the key they were encrypted with (see docs/operations.md)"
+            )
+    return box

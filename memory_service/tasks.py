@@ -58,6 +58,12 @@ MAX_TEXT = 64 * 1024
 MAX_SHORT = 256
 MAX_LIST_LIMIT = 1000
 
+# the columns an export carries and an import or a migration writes as given
+TABLE = "tasks"
+COPY_COLUMNS = (
+    "id", "title", "description", "status", "priority", "environment_id", "agent_id", "tags",
+    "metadata", "created_at", "updated_at", "completed_at", "version",
+)
 COLUMNS = sql.SQL(
     "id, title, description, status, priority, environment_id, agent_id, tags, metadata, "
     "created_at, updated_at, completed_at, version, seq"
@@ -163,7 +169,8 @@ class TaskService:
                 raise NotFound(f"task {task_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"task {task_id} is at version {current.version}, not {if_match}"
+                    f"task {task_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
             new_status = changes.get("status", current.status)
             if reopen and current.status not in FINISHED:
@@ -197,9 +204,16 @@ class TaskService:
             await self._notify(tenant_id, task, current.status)
         return task
 
-    async def delete(self, tenant_id: uuid.UUID, task_id: str) -> None:
+    async def delete(self, tenant_id: uuid.UUID, task_id: str, if_match: int | None = None) -> None:
         tid, kid = tenant_id, parse_uuid(task_id, "id")
-        async with wrap_db_errors(), self.pool.connection() as conn:
+        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            if if_match is not None:
+                current = await self._get(conn, tid, kid, for_update=True)
+                if current is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"task {task_id} is at version {current.version}, not {if_match}",
+                        current=current,
+                    )
             cur = await conn.execute(
                 "DELETE FROM tasks WHERE tenant_id = %s AND id = %s", (tid, kid)
             )

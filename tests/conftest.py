@@ -7,6 +7,7 @@ tenants; nothing is mocked. The real all-MiniLM-L6-v2 model is loaded once.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -20,13 +21,45 @@ from api.app import create_app
 from memory_service import db
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from memory_service.secret_box import new_key
 
 ADMIN_TOKEN = "test-admin-token"
+# one secrets key for the whole session: in-process apps get it through the settings,
+# service processes started by tests inherit it from the environment (a service on a
+# database that holds secrets refuses to start without the key they were sealed with)
+SECRETS_KEY = os.environ.setdefault("MEMORY_SECRETS_KEY", new_key())
+
+
+def server_data_dir(name: str) -> Path:
+    """A data directory for an embedded PostgreSQL, outside pytest's temporary root.
+
+    The embedded server runs as its own system user, so every folder above its data
+    directory must be traversable; pytest resets its root (``/tmp/pytest-of-<user>``)
+    to mode 0700 whenever another test session starts on the machine, which would
+    cut a running server off from its own files.
+    """
+    path = Path(tempfile.mkdtemp(prefix=f"memory-service-{name}-"))
+    path.chmod(0o755)
+    return path
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("memory-data")
+def data_dir() -> Path:
+    return server_data_dir("tests")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_onnx_exports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Services started by tests in fresh data directories share one ONNX export,
+    so the model is exported once per test session rather than once per service."""
+    folder = tmp_path_factory.mktemp("onnx-exports")
+    previous = os.environ.get("MEMORY_EMBEDDING_EXPORT_DIR")
+    os.environ["MEMORY_EMBEDDING_EXPORT_DIR"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("MEMORY_EMBEDDING_EXPORT_DIR", None)
+    else:
+        os.environ["MEMORY_EMBEDDING_EXPORT_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +69,8 @@ def settings(data_dir: Path) -> Settings:
         database_url=os.environ.get("MEMORY_TEST_DATABASE_URL") or None,
         admin_token=ADMIN_TOKEN,
         db_pool_max=8,
+        secrets_key=SECRETS_KEY,
+        workflow_poll_interval_s=0.2,
     )
 
 
@@ -103,3 +138,51 @@ def assert_problem(response: Any, status: int, *, mentions: str | None = None) -
     for leak in ("Traceback", "psycopg", "SELECT ", "/work/", "site-packages"):
         assert leak not in response.text
     return body
+
+
+@pytest.fixture(scope="session")
+def live_url(settings: Settings, database_url: str, real_embedder: Embedder) -> Iterator[str]:
+    """The real app behind uvicorn on a real port, in a thread of its own, so blocking
+    clients (the Python client, LangGraph, notebooks' kernels) can call it."""
+    import threading
+    import time
+
+    import uvicorn
+
+    config = uvicorn.Config(
+        create_app(settings, embedder=real_embedder),
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="live-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the live server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say it loudly when the browser tests could not run."""
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "BROWSER TESTS SKIPPED" in str(getattr(r, "longrepr", ""))
+    ]
+    if skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"{len(skipped)} BROWSER TESTS SKIPPED: install chromium and chromium-driver",
+            red=True,
+            bold=True,
+        )

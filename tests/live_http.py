@@ -34,12 +34,13 @@ async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[str]:
+async def serve(settings: Settings, port: int = 0) -> AsyncIterator[str]:
+    """The app on a real socket in this event loop; ``port`` fixed lets a test restart it."""
     app = create_app(settings, embedder=HashEmbedder(384))
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
-        port=0,
+        port=port,
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=2,
@@ -56,6 +57,12 @@ async def serve(settings: Settings) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class SSEReader:

@@ -97,7 +97,7 @@ async def test_bad_search_is_refused(client: Any, tenant: dict, body: dict, stat
 
 async def test_deeply_nested_filter_is_refused(client: Any, tenant: dict) -> None:
     flt: dict = {"metadata.a": 1}
-    for _ in range(40):
+    for _ in range(20):
         flt = {"$not": flt}
     r = await client.post("/v1/memories/search", json={"query": "x", "filter": flt}, headers=tenant["headers"])
     assert_problem(r, 422, mentions="nested")

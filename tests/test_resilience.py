@@ -18,7 +18,7 @@ import anyio.to_thread
 import httpx
 import numpy as np
 import pytest
-from conftest import ADMIN_TOKEN, assert_problem, new_tenant
+from conftest import ADMIN_TOKEN, assert_problem, new_tenant, server_data_dir
 from litestar.testing import AsyncTestClient
 from live_http import SSEReader, in_app_loop, serve
 
@@ -151,9 +151,8 @@ async def _restart_postgres(pgdata: Path, down_seconds: float) -> None:
 
 
 @pytest.mark.slow
-async def test_database_restart_under_load(tmp_path_factory: pytest.TempPathFactory) -> None:
-    data_dir = tmp_path_factory.mktemp("restart-db")
-    data_dir.chmod(0o755)
+async def test_database_restart_under_load() -> None:
+    data_dir = server_data_dir("restart")
     own = Settings(
         data_dir=str(data_dir),
         admin_token=ADMIN_TOKEN,

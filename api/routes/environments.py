@@ -141,5 +141,8 @@ class EnvironmentController(Controller):
         environments: NamedDependency[EnvironmentService],
         tenant_id: NamedDependency[uuid.UUID],
         force: Annotated[bool, QueryParameter()] = False,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
-        await environments.delete(tenant_id, environment_id, force=force)
+        await environments.delete(
+            tenant_id, environment_id, force=force, if_match=parse_if_match(if_match)
+        )

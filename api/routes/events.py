@@ -52,7 +52,7 @@ class EventBatch(Strict):
 
 class EventOut(Struct):
     id: str
-    sequence: int
+    sequence: int  # numbered per tenant: 1, 2, 3, ... in commit order
     type: str
     severity: str
     source: str | None
@@ -70,7 +70,7 @@ class EventOut(Struct):
     def of(cls, e: Event) -> EventOut:
         return cls(
             e.id,
-            e.seq,
+            e.number,
             e.type,
             e.severity,
             e.source,
@@ -112,6 +112,7 @@ def _query(
     agent_id: str | None,
     since: datetime | None,
     until: datetime | None,
+    workflow_run_id: str | None = None,
 ) -> EventQuery:
     return EventQuery(
         types=list(type or []),
@@ -121,6 +122,7 @@ def _query(
         agent_id=agent_id,
         since=since,
         until=until,
+        workflow_run_id=workflow_run_id,
     ).validate()
 
 
@@ -158,14 +160,21 @@ class EventController(Controller):
         agent_id: IdParam = None,
         since: TimeParam = None,
         until: TimeParam = None,
+        workflow_run_id: IdParam = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
     ) -> EventPage:
-        query = _query(type, min_severity, task_id, execution_id, agent_id, since, until)
+        query = _query(
+            type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
+        )
         page = await events.list(tenant_id, query, limit=limit, cursor=cursor)
         return EventPage([EventOut.of(e) for e in page.items], page.next_cursor)
 
-    @get("/stream", summary="Live events as Server-Sent Events; resumable with Last-Event-ID")
+    @get(
+        "/stream",
+        summary="Live events as Server-Sent Events; resumable with Last-Event-ID",
+        opt={"tenant_slot": "stream"},  # at most MEMORY_TENANT_MAX_STREAMS open per tenant
+    )
     async def stream_events(
         self,
         events: NamedDependency[EventService],
@@ -177,12 +186,15 @@ class EventController(Controller):
         agent_id: IdParam = None,
         since: TimeParam = None,
         until: TimeParam = None,
+        workflow_run_id: IdParam = None,
         last_event_id_header: Annotated[
             str | None, HeaderParameter(name="Last-Event-ID", max_length=32)
         ] = None,
         last_event_id: Annotated[str | None, QueryParameter(max_length=32)] = None,
     ) -> ServerSentEvent:
-        query = _query(type, min_severity, task_id, execution_id, agent_id, since, until)
+        query = _query(
+            type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
+        )
         start = await events.stream_start(tenant_id, last_event_id_header or last_event_id)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
@@ -194,7 +206,7 @@ class EventController(Controller):
                 else:
                     yield ServerSentEventMessage(
                         data=msgspec.json.encode(EventOut.of(event)).decode(),
-                        id=event.seq,
+                        id=event.number,
                     )
 
         return ServerSentEvent(

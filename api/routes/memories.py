@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.input_guard import decode_json_text
 from api.schemas import (
     Deleted,
     HistoryOut,
@@ -24,11 +26,23 @@ from api.schemas import (
     SearchOut,
 )
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
 from memory_service.search.service import SearchService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
+PurgeParam = Annotated[
+    bool,
+    QueryParameter(
+        description="Erase: also delete the history rows (old content and metadata); only the "
+        "fact that an erasure happened is kept"
+    ),
+]
+AsOfParam = Annotated[
+    datetime | None,
+    QueryParameter(description="RFC 3339: answer from the memories as they stood then"),
+]
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -46,12 +60,7 @@ def parse_if_match(value: str | None) -> int | None:
 def parse_filter(raw: str | None) -> dict[str, Any] | None:
     if raw is None:
         return None
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise InvalidInput(
-            "filter must be a JSON object", errors=[FieldError("filter", "not JSON")]
-        ) from None
+    value = decode_json_text(raw, "filter")
     if not isinstance(value, dict):
         raise InvalidInput("filter must be a JSON object", errors=[FieldError("filter", "object")])
     return value
@@ -61,7 +70,18 @@ class MemoryController(Controller):
     path = "/memories"
     tags = ["memories"]
 
-    @post("/", summary="Add a memory (an exact duplicate in the same scope returns 200)")
+    @post(
+        "/",
+        summary="Add a memory (an exact duplicate in the same scope returns 200)",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=MemoryOut,
+                description="An exact duplicate (same normalised content, scope and metadata): "
+                "the existing memory",
+            )
+        },
+    )
     async def add_memory(
         self,
         data: JSONBody[MemoryCreate],
@@ -87,13 +107,18 @@ class MemoryController(Controller):
         data: JSONBody[SearchBody],
         search: NamedDependency[SearchService],
         tenant_id: NamedDependency[uuid.UUID],
+        memories_as_of: NamedDependency[MemoriesAsOf],
     ) -> SearchOut:
+        if data.as_of is not None:
+            past = await memories_as_of.search(tenant_id, data.to_domain(), data.as_of)
+            return SearchOut.of(past)
         return SearchOut.of(await search.search(tenant_id, data.to_domain()))
 
     @get("/", summary="List memories in a scope, oldest first, with a cursor")
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
+        memories_as_of: NamedDependency[MemoriesAsOf],
         tenant_id: NamedDependency[uuid.UUID],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
@@ -103,9 +128,16 @@ class MemoryController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
         filter: Annotated[
             str | None,
-            QueryParameter(description="a filter-language JSON object", max_length=65536),
+            QueryParameter(description="a filter-language JSON object", max_length=8192),
         ] = None,
+        as_of: AsOfParam = None,
     ) -> MemoryPage:
+        if as_of is not None:
+            scope = Scope(user_id, agent_id, run_id, namespace)
+            past = await memories_as_of.list_memories(
+                tenant_id, scope, as_of, limit=limit, cursor=cursor, filter=parse_filter(filter)
+            )
+            return MemoryPage([MemoryOut.of(m) for m in past.items], past.next_cursor)
         page = await memories.list_memories(
             tenant_id,
             Scope(user_id, agent_id, run_id, namespace),
@@ -124,8 +156,11 @@ class MemoryController(Controller):
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
         namespace: ScopeParam = None,
+        purge: PurgeParam = False,
     ) -> Deleted:
-        count = await memories.delete_scope(tenant_id, Scope(user_id, agent_id, run_id, namespace))
+        count = await memories.delete_scope(
+            tenant_id, Scope(user_id, agent_id, run_id, namespace), purge=purge
+        )
         return Deleted(count)
 
     @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
@@ -134,7 +169,9 @@ class MemoryController(Controller):
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[uuid.UUID],
+        memories_as_of: NamedDependency[MemoriesAsOf],
         include: Annotated[str | None, QueryParameter(max_length=64)] = None,
+        as_of: AsOfParam = None,
     ) -> Response[MemoryOut]:
         wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
         if wanted - {"embedding"}:
@@ -142,7 +179,12 @@ class MemoryController(Controller):
                 "include takes only 'embedding'", errors=[FieldError("include", "unknown value")]
             )
         with_embedding = "embedding" in wanted
-        memory = await memories.get(tenant_id, memory_id, with_embedding=with_embedding)
+        if as_of is not None:
+            memory = await memories_as_of.get(
+                tenant_id, memory_id, as_of, with_embedding=with_embedding
+            )
+        else:
+            memory = await memories.get(tenant_id, memory_id, with_embedding=with_embedding)
         return Response(
             MemoryOut.of(memory, with_embedding=with_embedding),
             headers={"ETag": f'"{memory.version}"'},
@@ -162,14 +204,16 @@ class MemoryController(Controller):
         )
         return Response(MemoryOut.of(memory), headers={"ETag": f'"{memory.version}"'})
 
-    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory")
+    @delete("/{memory_id:str}", status_code=204, summary="Delete a memory (?purge=true erases it)")
     async def delete_memory(
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
         tenant_id: NamedDependency[uuid.UUID],
+        purge: PurgeParam = False,
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
-        await memories.delete(tenant_id, memory_id)
+        await memories.delete(tenant_id, memory_id, parse_if_match(if_match), purge=purge)
 
     @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
     async def history(

@@ -29,7 +29,7 @@ from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600}
-STREAMING_ROUTES = ("/v1/events/stream",)
+STREAMING_ROUTES = ("/v1/events/stream", "/console/events/stream")
 
 
 def parse_window(text: str) -> float:
@@ -133,12 +133,12 @@ async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut
     tags=["metrics"],
     summary="Prometheus exposition of the service's own metrics",
     include_in_schema=True,
+    media_type="text/plain; version=0.0.4",
 )
 async def prometheus_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     return Response(
-        runtime.metrics.exposition(),
-        media_type="text/plain; version=0.0.4; charset=utf-8",
+        runtime.metrics.exposition(), media_type="text/plain; version=0.0.4"
     )
 
 

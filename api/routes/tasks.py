@@ -199,5 +199,6 @@ class TaskController(Controller):
         task_id: FromPath[str],
         tasks: NamedDependency[TaskService],
         tenant_id: NamedDependency[uuid.UUID],
+        if_match: IfMatch = None,
     ) -> None:
-        await tasks.delete(tenant_id, task_id)
+        await tasks.delete(tenant_id, task_id, parse_if_match(if_match))

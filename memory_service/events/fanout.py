@@ -1,6 +1,8 @@
 """Live wake-ups for event streams, across every process on the database.
 
-One dedicated connection per process runs ``LISTEN memory_events``; each
+One dedicated connection per process runs ``LISTEN memory_events`` (or the
+channel it is given: workflows wake their claimers and the change feed its streams
+the same way); each
 notification names a tenant, and ``EventFanout`` wakes that tenant's streams in
 this process. A wake-up only says "look again": streams read the rows
 themselves, so a lost or coalesced notification costs latency, never data. When
@@ -52,16 +54,18 @@ class Subscription:
 
 
 class EventFanout:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
         self._url = database_url
+        self._channel = channel
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self.connected = False
         self.notifications = 0
 
-    def subscribe(self, tenant_id: uuid.UUID) -> Subscription:
-        sub = Subscription(self, str(tenant_id))
+    def subscribe(self, topic: uuid.UUID | str) -> Subscription:
+        """Wake-ups for one notification payload: a tenant id, or a name a channel uses."""
+        sub = Subscription(self, str(topic))
         self._subscribers[sub.tenant_id].add(sub)
         return sub
 
@@ -76,11 +80,11 @@ class EventFanout:
     def stream_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
-    def wake(self, tenant_id: str | None = None) -> None:
+    def wake(self, topic: uuid.UUID | str | None = None) -> None:
         targets = (
             [s for subs in self._subscribers.values() for s in subs]
-            if tenant_id is None
-            else list(self._subscribers.get(tenant_id, ()))
+            if topic is None
+            else list(self._subscribers.get(str(topic), ()))
         )
         for sub in targets:
             sub.wake()
@@ -113,7 +117,7 @@ class EventFanout:
                 continue
             try:
                 async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.connected = True
                     self._listening.set()
                     delay = 0.2

@@ -36,7 +36,8 @@ class NewEvent:
 
 @dataclass(slots=True)
 class Event:
-    seq: int
+    seq: int  # global, internal: keyset order across the table
+    number: int  # 1, 2, 3, ... per tenant: the only sequence a client sees
     id: str
     type: str
     severity: str
@@ -63,6 +64,7 @@ class EventQuery:
     agent_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    workflow_run_id: str | None = None  # progress events of one workflow run
 
     def validate(self) -> EventQuery:
         if len(self.types) > MAX_TYPE_FILTERS:
@@ -77,7 +79,7 @@ class EventQuery:
                 f"min_severity must be one of {', '.join(SEVERITIES)}",
                 errors=[FieldError("min_severity", "unknown severity")],
             )
-        for name in ("task_id", "execution_id", "agent_id"):
+        for name in ("task_id", "execution_id", "agent_id", "workflow_run_id"):
             check_text(getattr(self, name), name, MAX_SHORT)
         for name in ("since", "until"):
             value = getattr(self, name)

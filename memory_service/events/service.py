@@ -88,6 +88,24 @@ class EventService:
         )
         return Page(rows, next_cursor)
 
+    async def recent(
+        self, tenant_id: uuid.UUID, query: EventQuery, limit: int = 50
+    ) -> Sequence[Event]:
+        """The newest matching events, oldest first: where a live tail starts reading."""
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidInput(
+                f"limit must be between 1 and {MAX_LIST_LIMIT}",
+                errors=[FieldError("limit", "range")],
+            )
+        query.validate()
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            return await store.read_latest(conn, tenant_id, query, limit)
+
+    async def last_number(self, tenant_id: uuid.UUID) -> int:
+        """The number of the tenant's newest event: what a client resumes a stream after."""
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            return await store.last_number(conn, tenant_id)
+
     async def stream_start(self, tenant_id: uuid.UUID, last_event_id: str | None) -> int:
         """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
         if last_event_id is not None:
@@ -97,7 +115,8 @@ class EventService:
                     "Last-Event-ID must be the id of an event this stream sent",
                     errors=[FieldError("Last-Event-ID", "an event sequence number")],
                 )
-            return int(text)
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                return await store.seq_of_number(conn, tenant_id, int(text))
         async with wrap_db_errors(), self.pool.connection() as conn:
             return await store.last_seq(conn, tenant_id)
 

@@ -1,7 +1,8 @@
 """All event SQL: ordered batch inserts with NOTIFY, filtered keyset reads, pruning.
 
 Inserts for one tenant take a transaction-scoped advisory lock before the rows get
-their ``seq``, and hold it until commit. Within a tenant, seq order is therefore
+their ``seq`` and their per-tenant ``number`` (what the API shows: a global seq
+would tell a tenant how busy everyone else is), and hold it until commit. Within a tenant, seq order is therefore
 commit order, so a reader that has seen seq N will never later find a new row
 below N; resumable streams and keyset pages depend on it. The same transaction
 sends ``NOTIFY memory_events, '<tenant id>'``, delivered on commit to every
@@ -23,7 +24,7 @@ from memory_service.events.models import SEVERITIES, Event, EventQuery, NewEvent
 CHANNEL = "memory_events"
 _LOCK_CLASS = 0x65766E74  # "evnt"
 COLUMNS = sql.SQL(
-    "seq, id, type, severity, source, ts, received_at, trace_id, span_id, task_id, "
+    "seq, number, id, type, severity, source, ts, received_at, trace_id, span_id, task_id, "
     "execution_id, agent_id, duration_ms, attributes"
 )
 
@@ -35,6 +36,14 @@ async def insert_batch(
     await conn.execute(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
     )
+    # this tenant's own numbers for the batch (the lock above keeps them in commit order)
+    counter = await conn.execute(
+        "INSERT INTO event_numbers AS n (tenant_id, last) VALUES (%s, %s) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET last = n.last + EXCLUDED.last RETURNING last",
+        (tenant_id, len(events)),
+    )
+    last = await counter.fetchone()
+    first = int(last[0]) - len(events) + 1 if last else 1
     rows: list[Event] = []
     cur = conn.cursor(row_factory=dict_row)
     # one multi-row INSERT per chunk keeps round trips low and seq in input order
@@ -43,7 +52,8 @@ async def insert_batch(
         values = sql.SQL(", ").join(
             sql.SQL(
                 "(%s::uuid, %s::text, %s::smallint, %s::text, %s::timestamptz, %s::text, "
-                "%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::int)"
+                "%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::int, "
+                "%s::bigint)"
             )
             for _ in chunk
         )
@@ -63,15 +73,16 @@ async def insert_batch(
                 e.duration_ms,
                 Jsonb(e.attributes),
                 start + index,
+                first + start + index,
             ]
         await cur.execute(
             sql.SQL(
                 "INSERT INTO events (tenant_id, type, severity, source, ts, trace_id, span_id, "
-                "task_id, execution_id, agent_id, duration_ms, attributes) "
+                "task_id, execution_id, agent_id, duration_ms, attributes, number) "
                 "SELECT v.tenant_id, v.type, v.severity, v.source, v.ts, v.trace_id, v.span_id, "
-                "v.task_id, v.execution_id, v.agent_id, v.duration_ms, v.attributes "
+                "v.task_id, v.execution_id, v.agent_id, v.duration_ms, v.attributes, v.number "
                 "FROM (VALUES {values}) AS v (tenant_id, type, severity, source, ts, trace_id, "
-                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord) "
+                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord, number) "
                 "ORDER BY v.ord RETURNING {out}"
             ).format(values=values, out=COLUMNS),
             params,
@@ -105,6 +116,9 @@ def _where(
         if value is not None:
             where.append(sql.SQL("{} = %s").format(sql.Identifier(name)))
             params.append(value)
+    if query.workflow_run_id is not None:
+        where.append(sql.SQL("attributes ->> 'workflow_run_id' = %s"))
+        params.append(query.workflow_run_id)
     if query.since is not None:
         where.append(sql.SQL("ts >= %s"))
         params.append(query.since)
@@ -133,6 +147,41 @@ async def read_after(
     return [_event(r) for r in await cur.fetchall()]
 
 
+async def seq_of_number(conn: AsyncConnection[Any], tenant_id: uuid.UUID, number: int) -> int:
+    """The global seq of the tenant's last event numbered at most ``number`` (0: none)."""
+    cur = await conn.execute(
+        "SELECT seq FROM events WHERE tenant_id = %s AND number <= %s "
+        "ORDER BY number DESC LIMIT 1",
+        (tenant_id, number),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def read_latest(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, query: EventQuery, limit: int
+) -> list[Event]:
+    """The newest ``limit`` matching events, oldest first (the tail of the log)."""
+    where, params = _where(tenant_id, query, 0)
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(
+        sql.SQL("SELECT {out} FROM events WHERE {where} ORDER BY seq DESC LIMIT %s").format(
+            out=COLUMNS, where=where
+        ),
+        [*params, limit],
+    )
+    return [_event(r) for r in reversed(await cur.fetchall())]
+
+
+async def last_number(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
+    """The tenant's newest event number (0: none yet)."""
+    cur = await conn.execute(
+        "SELECT coalesce(max(number), 0) FROM events WHERE tenant_id = %s", (tenant_id,)
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def last_seq(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> int:
     cur = await conn.execute(
         "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = %s", (tenant_id,)
@@ -159,6 +208,7 @@ def _escape_like(text: str) -> str:
 def _event(row: dict[str, Any]) -> Event:
     return Event(
         seq=row["seq"],
+        number=row["number"],
         id=str(row["id"]),
         type=row["type"],
         severity=SEVERITIES[row["severity"]],

@@ -63,6 +63,7 @@ class Memory:
     version: int
     embedding: Vector | None = None
     seq: int = 0  # internal keyset position; never shown to clients
+    key: str | None = None  # the client's name for it within its namespace
 
 
 @dataclass(slots=True)

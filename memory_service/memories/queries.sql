@@ -3,17 +3,19 @@
 -- tenant/scope/filter clause), %s are bind parameters, {{ }} are literal braces.
 
 -- name: insert
--- A live duplicate (same content hash and scope) makes the row come back empty.
+-- A live duplicate (same content hash, scope, key and metadata) makes the row come back empty.
 INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id,
-    namespace, metadata, importance, embedding, expires_at, context)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace) DO NOTHING
+    namespace, metadata, importance, embedding, expires_at, context, key)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
+    md5(metadata::text)) DO NOTHING
 RETURNING {cols}
 
 -- name: find_duplicate
 SELECT {cols} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s
   AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s
   AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s
+  AND m.key IS NULL AND md5(m.metadata::text) = md5(%s::jsonb::text)
 
 -- name: update
 UPDATE memories AS m SET {sets}, version = m.version + 1, updated_at = now()
@@ -97,3 +99,37 @@ FROM changed c LEFT JOIN memories m ON m.seq = c.memory_seq AND m.tenant_id = %s
 
 -- name: rows_by_seq
 SELECT {cols}, m.embedding FROM memories m WHERE m.tenant_id = %s AND m.seq = ANY(%s)
+
+-- name: purge_expired_key
+-- An expired memory under a key is invisible: an upsert replaces it as if absent.
+DELETE FROM memories WHERE tenant_id = %s AND namespace = %s AND key = %s
+  AND expires_at IS NOT NULL AND expires_at <= now()
+
+-- name: upsert_by_key
+INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id,
+    namespace, metadata, importance, embedding, expires_at, context, key)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, namespace, key) WHERE key IS NOT NULL DO UPDATE SET
+    content = EXCLUDED.content, content_hash = EXCLUDED.content_hash,
+    user_id = EXCLUDED.user_id, agent_id = EXCLUDED.agent_id, run_id = EXCLUDED.run_id,
+    metadata = EXCLUDED.metadata, importance = EXCLUDED.importance,
+    embedding = EXCLUDED.embedding, expires_at = EXCLUDED.expires_at,
+    context = EXCLUDED.context, version = m.version + 1, updated_at = now()
+RETURNING {cols}, (xmax = 0) AS created
+
+-- name: get_by_key
+SELECT {cols} FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s
+  AND m.key = %s AND {visible}{lock}
+
+-- name: delete_by_key
+DELETE FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s AND m.key = %s
+  AND {visible} RETURNING m.id
+
+-- name: list_namespaces
+-- Namespaces cut to a depth (labels split by the separator), with live counts, in
+-- byte order after a cursor.
+SELECT ns, count(*) FROM (
+    SELECT array_to_string((string_to_array(m.namespace, %s))[1:%s], %s) AS ns
+    FROM memories m WHERE {where}
+) AS n
+WHERE ns COLLATE "C" > %s GROUP BY ns ORDER BY ns COLLATE "C" LIMIT %s

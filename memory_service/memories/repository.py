@@ -26,9 +26,15 @@ from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_
 
 Conn = AsyncConnection[Any]
 
+# the columns an export carries and an import or a migration writes as given
+TABLE = "memories"
+COPY_COLUMNS = (
+    "id", "content", "content_hash", "user_id", "agent_id", "run_id", "namespace", "metadata",
+    "importance", "embedding", "context", "created_at", "updated_at", "expires_at", "version",
+)
 COLUMNS = sql.SQL(
     "m.seq, m.id, m.content, m.user_id, m.agent_id, m.run_id, m.namespace, m.metadata, "
-    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version"
+    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key"
 )
 VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
 # the text-search configuration whose tsvector is stored; any other one is computed per row
@@ -77,7 +83,7 @@ def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...
     head = (tenant_id, item["content"], item["content_hash"])
     scope = (s.user_id, s.agent_id, s.run_id, s.namespace)
     tail = (Jsonb(item["metadata"]), item["importance"], item["embedding"], item["expires_at"])
-    return (*head, *scope, *tail, item.get("context"))
+    return (*head, *scope, *tail, item.get("context"), item.get("key"))
 
 
 async def purge_expired_duplicates(conn: Conn, tenant_id: uuid.UUID, hashes: list[bytes]) -> None:
@@ -106,13 +112,12 @@ async def insert_many(
 
 
 async def find_duplicate(
-    conn: Conn, tenant_id: uuid.UUID, content_hash: bytes, scope: Scope
+    conn: Conn, tenant_id: uuid.UUID, content_hash: bytes, scope: Scope, metadata: dict[str, Any]
 ) -> Memory | None:
-    rows = await _rows(
-        conn,
-        query("find_duplicate").format(cols=COLUMNS),
-        (tenant_id, content_hash, scope.user_id, scope.agent_id, scope.run_id, scope.namespace),
-    )
+    """The live memory with this content, scope and metadata (the dedupe index's key)."""
+    scoped = (scope.user_id, scope.agent_id, scope.run_id, scope.namespace)
+    statement = query("find_duplicate").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, (tenant_id, content_hash, *scoped, Jsonb(metadata)))
     return row_to_memory(rows[0]) if rows else None
 
 
@@ -175,6 +180,20 @@ async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[s
     return [str(r[0]) for r in await cur.fetchall()]
 
 
+async def erase_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
+) -> None:
+    """Purge: drop the history rows of deleted memories; keep only that it happened."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
+        (tenant_id, list(memory_ids)),
+    )
+    await conn.execute(
+        "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
+        (tenant_id, kind, len(memory_ids)),
+    )
+
+
 async def list_page(
     conn: Conn,
     tenant_id: uuid.UUID,
@@ -188,6 +207,43 @@ async def list_page(
     params += [after_seq, limit]
     statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq > %s ORDER BY m.seq LIMIT %s")
     return [row_to_memory(r) for r in await _rows(conn, statement.format(COLUMNS, where), params)]
+
+
+async def replace_history(
+    conn: Conn, tenant_id: uuid.UUID, memory_id: str, entries: Sequence[HistoryEntry]
+) -> None:
+    """Replace a memory's history with ``entries`` (an import carries it verbatim)."""
+    await conn.execute(
+        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = %s",
+        (tenant_id, memory_id),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO memory_history (tenant_id, memory_id, event, old_content, new_content, "
+            "old_metadata, new_metadata, at, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (tenant_id, memory_id, e.event, e.old_content, e.new_content,
+                 None if e.old_metadata is None else Jsonb(e.old_metadata),
+                 None if e.new_metadata is None else Jsonb(e.new_metadata), e.at, e.version)
+                for e in entries
+            ],
+        )
+
+
+async def histories(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
+) -> dict[str, list[HistoryEntry]]:
+    """The history of each of ``memory_ids``, oldest first (an export's optional part)."""
+    cur = await conn.execute(
+        "SELECT memory_id::text, event, old_content, new_content, old_metadata, new_metadata, "
+        "at, version FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
+        "ORDER BY id",
+        (tenant_id, list(memory_ids)),
+    )
+    out: dict[str, list[HistoryEntry]] = {}
+    for row in await cur.fetchall():
+        out.setdefault(row[0], []).append(HistoryEntry(*row[1:]))
+    return out
 
 
 async def history(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> list[HistoryEntry]:
@@ -396,3 +452,59 @@ async def matching_seqs(
         sql.SQL("SELECT m.seq FROM memories m WHERE {} LIMIT %s").format(where), params
     )
     return [int(r[0]) for r in await cur.fetchall()]
+
+
+# -- memories named by (namespace, key) -------------------------------------------------
+async def upsert_by_key(
+    conn: Conn, tenant_id: uuid.UUID, item: dict[str, Any]
+) -> tuple[Memory, bool]:
+    """Insert or replace the memory named by ``item``'s namespace and key (an expired
+    one is replaced as if absent); returns it and whether it was created."""
+    await conn.execute(query("purge_expired_key"), (tenant_id, item["scope"].namespace, item["key"]))
+    rows = await _rows(conn, query("upsert_by_key").format(cols=COLUMNS), _insert_params(tenant_id, item))
+    return row_to_memory(rows[0]), bool(rows[0]["created"])
+
+
+async def get_by_key(
+    conn: Conn, tenant_id: uuid.UUID, namespace: str, key: str, *,
+    with_embedding: bool = False, for_update: bool = False,
+) -> Memory | None:
+    cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
+    lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
+    statement = query("get_by_key").format(cols=cols, visible=VISIBLE, lock=lock)
+    rows = await _rows(conn, statement, (tenant_id, namespace, key))
+    return row_to_memory(rows[0], with_embedding=with_embedding) if rows else None
+
+
+async def delete_by_key(conn: Conn, tenant_id: uuid.UUID, namespace: str, key: str) -> str | None:
+    statement = query("delete_by_key").format(visible=VISIBLE)
+    cur = await conn.execute(statement, (tenant_id, namespace, key))
+    row = await cur.fetchone()
+    return str(row[0]) if row else None
+
+
+def _like_literal(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_namespaces(
+    conn: Conn, tenant_id: uuid.UUID, *, prefix: str | None, suffix: str | None,
+    max_depth: int | None, after: str | None, limit: int, separator: str = ".",
+) -> list[tuple[str, int]]:
+    """Distinct namespaces (cut to ``max_depth`` labels) with their live memory counts,
+    in order, after ``after``. A prefix or suffix matches whole labels."""
+    where: list[sql.Composable] = [
+        sql.SQL("m.tenant_id = %s AND m.namespace IS NOT NULL"),
+        VISIBLE,
+    ]
+    params: list[Any] = [separator, max_depth or 1_000_000, separator, tenant_id]
+    if prefix is not None:
+        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
+        params += [prefix, _like_literal(prefix + separator) + "%"]
+    if suffix is not None:
+        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
+        params += [suffix, "%" + _like_literal(separator + suffix)]
+    params += [after or "", limit]
+    statement = query("list_namespaces").format(where=sql.SQL(" AND ").join(where))
+    cur = await conn.execute(statement, params)
+    return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]

@@ -45,6 +45,7 @@ def row_to_memory(row: dict[str, Any], *, with_embedding: bool = False) -> Memor
         version=row["version"],
         embedding=embedding,
         seq=row["seq"],
+        key=row.get("key"),
     )
 
 

@@ -122,7 +122,9 @@ class MemoryService:
                     continue
                 row = next(inserted)
                 if row is None:
-                    row = await repo.find_duplicate(conn, tid, p["content_hash"], p["scope"])
+                    row = await repo.find_duplicate(
+                        conn, tid, p["content_hash"], p["scope"], p["metadata"]
+                    )
                     if row is None:  # pragma: no cover - the conflict row vanished
                         raise Conflict("a concurrent change removed a duplicate; retry")
                     created.append(False)
@@ -168,30 +170,47 @@ class MemoryService:
                 raise NotFound(f"memory {memory_id} not found")
             if if_match is not None and current.version != if_match:
                 raise PreconditionFailed(
-                    f"memory {memory_id} is at version {current.version}, not {if_match}"
+                    f"memory {memory_id} is at version {current.version}, not {if_match}",
+                    current=current,
                 )
-            if "content_hash" in changes and changes["content_hash"] != bytes(
-                content_hash(current.content)
-            ):
+            if "content_hash" in changes or "metadata" in changes:
                 dup = await repo.find_duplicate(
-                    conn, tid, changes["content_hash"], _scope_of(current)
+                    conn,
+                    tid,
+                    changes.get("content_hash") or bytes(content_hash(current.content)),
+                    _scope_of(current),
+                    changes.get("metadata", current.metadata),
                 )
                 if dup is not None and dup.id != current.id:
-                    raise Conflict(f"memory {dup.id} in the same scope already has this content")
+                    raise Conflict(
+                        f"memory {dup.id} in the same scope already has this content and metadata"
+                    )
             updated = await repo.update(conn, tid, mid, changes)
         updated.embedding = new_vector if new_vector is not None else current.embedding
         await self._notify(tenant_id, [updated], [])
         return updated
 
-    async def delete(self, tenant_id: uuid.UUID, memory_id: str) -> None:
+    async def delete(
+        self, tenant_id: uuid.UUID, memory_id: str, if_match: int | None = None, *, purge: bool = False
+    ) -> None:
+        """Delete a memory; ``purge`` also erases its history (content and metadata)."""
         tid, mid = tenant_id, parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            if if_match is not None:
+                current = await repo.get(conn, tid, mid, for_update=True)
+                if current is not None and current.version != if_match:
+                    raise PreconditionFailed(
+                        f"memory {memory_id} is at version {current.version}, not {if_match}",
+                        current=current,
+                    )
             found = await repo.delete(conn, tid, mid)
+            if found and purge:
+                await repo.erase_history(conn, tid, [str(mid)], "memory")
         if not found:
             raise NotFound(f"memory {memory_id} not found")
         await self._notify(tenant_id, [], [str(mid)])
 
-    async def delete_scope(self, tenant_id: uuid.UUID, scope: Scope) -> int:
+    async def delete_scope(self, tenant_id: uuid.UUID, scope: Scope, *, purge: bool = False) -> int:
         if not scope.given():
             raise InvalidInput(
                 "give at least one of user_id, agent_id, run_id, namespace",
@@ -200,6 +219,8 @@ class MemoryService:
         self.validate.check_scope(scope)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             ids = await repo.delete_scope(conn, tenant_id, scope)
+            if ids and purge:
+                await repo.erase_history(conn, tenant_id, ids, "scope")
         if ids:
             await self._notify(tenant_id, [], ids)
         return len(ids)

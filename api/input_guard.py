@@ -1,0 +1,206 @@
+"""Checks every request's JSON body and parameters before a handler sees them.
+
+``check_request`` is a guard on every authenticated router, so each route, today's
+and tomorrow's, inherits it: a JSON body must be sent as ``application/json``
+(415 otherwise), may nest at most ``MAX_JSON_DEPTH`` arrays/objects, and is
+decoded *strictly* against the handler's ``data`` type (``"3"`` is not an
+integer; Litestar's own decoding is lenient). Then the decoded values are walked
+for what PostgreSQL would refuse or could not give back: NUL characters in any
+string or key (also in query and path parameters), floats too small for a
+``real`` column, and timestamps that leave the representable range once
+converted to UTC. Each failure is a problem document whose ``errors`` names the
+field; nothing reaches the database. ``decode_json_text`` applies the same
+limits to JSON carried in a query parameter (``?filter=``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any, get_args
+
+import msgspec
+import numpy as np
+from litestar.connection import ASGIConnection
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.handlers.base import BaseRouteHandler
+
+from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a body or a JSON parameter."""
+SMALLEST_FLOAT = 1e-30
+"""Non-zero numbers in typed fields must be at least this large in magnitude."""
+JSON_MEDIA_TYPES = ("application/json",)
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_MSGSPEC_PATH = re.compile(r"at `\$(.*)`$")
+_NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]*)`")
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of ``[``/``{`` in a JSON text, strings ignored."""
+    if b"[" not in raw and b"{" not in raw:
+        return 0
+    codes = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
+    step = np.isin(codes, (0x5B, 0x7B)).astype(np.int32) - np.isin(codes, (0x5D, 0x7D))
+    return int(np.cumsum(step).max(initial=0))
+
+
+def bad_request(field: str, message: str) -> ValidationException:
+    return ValidationException(detail=f"{field}: {message}", extra=[{"key": field, "message": message}])
+
+
+def check_depth(raw: bytes, field: str) -> None:
+    if json_depth(raw) > MAX_JSON_DEPTH:
+        raise bad_request(field, f"nested deeper than {MAX_JSON_DEPTH} levels")
+
+
+def decode_json_text(raw: str, field: str) -> Any:
+    """Decode JSON from a query parameter with the body's limits; 400/422 on failure."""
+    data = raw.encode("utf-8", "surrogatepass")
+    check_depth(data, field)
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise bad_request(field, f"not valid JSON ({_reason(exc)})") from None
+    check_values(value, field)
+    return value
+
+
+async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard: parameters and the JSON body of every request under a guarded router."""
+    signature = getattr(handler, "parsed_fn_signature", None)
+    _check_parameters(connection, signature)
+    if signature is None or "data" not in signature.parameters:
+        return
+    field = signature.parameters["data"]
+    media = getattr(field.kwarg_definition, "media_type", RequestEncodingType.JSON)
+    if media != RequestEncodingType.JSON:
+        return  # forms and uploads are Litestar's to decode
+    body: bytes = await connection.body()  # type: ignore[attr-defined]
+    if not body:
+        return
+    limit = connection.app.state.settings.tenant_max_request_bytes
+    if limit and len(body) > limit:
+        raise PayloadTooLarge(
+            f"a request body holds at most {limit} bytes, not {len(body)}",
+            errors=[FieldError("body", f"at most {limit} bytes")],
+        )
+    _check_media_type(connection.headers.get("content-type"))
+    check_depth(body, "body")
+    check_values(_decode_strict(body, field.annotation), "")
+
+
+def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any], signature: Any) -> None:
+    fields = signature.parameters if signature is not None else {}
+    for name, value in connection.query_params.multi_items():
+        if "\x00" in name or "\x00" in value:
+            raise InvalidInput(f"{name} contains a NUL character", errors=[FieldError(name, "NUL character")])
+        field = fields.get(name)
+        if field is not None and _is_datetime(field.annotation):
+            _check_timestamp_text(name, value)
+    for name, value in connection.path_params.items():
+        if isinstance(value, str) and "\x00" in value:
+            raise InvalidInput(f"{name} contains a NUL character", errors=[FieldError(name, "NUL character")])
+
+
+def _is_datetime(annotation: Any) -> bool:
+    return annotation is datetime or datetime in get_args(annotation)
+
+
+def _check_timestamp_text(name: str, value: str) -> None:
+    # Litestar would read a bare number as a Unix time; the contract says RFC 3339
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise bad_request(name, "an RFC 3339 timestamp with a time zone") from None
+    _check_datetime(parsed, name)
+
+
+def _check_media_type(content_type: str | None) -> None:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in JSON_MEDIA_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise HTTPException(
+        status_code=415,
+        detail=f"send the body as application/json, not {media or 'without a Content-Type'}",
+    )
+
+
+def _decode_strict(body: bytes, annotation: Any) -> Any:
+    if annotation not in _DECODERS:
+        try:
+            _DECODERS[annotation] = msgspec.json.Decoder(annotation)
+        except TypeError:  # a type only Litestar can decode (a DTO, a custom decoder)
+            _DECODERS[annotation] = msgspec.json.Decoder()
+    decoder = _DECODERS[annotation]
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        match = _MSGSPEC_PATH.search(message)
+        field = match[1].lstrip(".") if match else ""
+        named = _NAMED_FIELD.search(message)
+        if named:
+            field = _join(field, named[1])
+        raise bad_request(field or "body", _MSGSPEC_PATH.sub("", message).rstrip(" -")) from None
+    except msgspec.DecodeError as exc:
+        raise bad_request("body", f"not valid JSON ({_reason(exc)})") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "truncated" in text:
+        return "the text ends early or holds an invalid escape such as a lone surrogate"
+    return text.removeprefix("JSON is malformed: ")
+
+
+def check_values(value: Any, path: str) -> None:
+    """Walk decoded input for values the database would refuse; 422 naming the field."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            _invalid(path, "contains a NUL character")
+    elif isinstance(value, msgspec.Struct):
+        for name in value.__struct_fields__:
+            item = getattr(value, name)
+            if isinstance(item, float):
+                _check_float(item, _join(path, name))
+            else:
+                check_values(item, _join(path, name))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                _invalid(path or "body", "a key contains a NUL character")
+            check_values(item, _join(path, str(key)))
+    elif isinstance(value, list | tuple):
+        if value and not isinstance(value[0], int | float):
+            for i, item in enumerate(value):
+                check_values(item, f"{path or 'body'}[{i}]")
+    elif isinstance(value, datetime):
+        _check_datetime(value, path)
+
+
+def _check_float(value: float, path: str) -> None:
+    if value != 0.0 and abs(value) < SMALLEST_FLOAT:
+        _invalid(path, f"too small to store: use 0 or a magnitude of at least {SMALLEST_FLOAT:g}")
+
+
+def _check_datetime(value: datetime, path: str) -> None:
+    if value.tzinfo is None:
+        return  # the services refuse times without a zone with their own message
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        _invalid(path, "outside the years 1..9999 once converted to UTC")
+
+
+def _invalid(path: str, message: str) -> None:
+    field = path or "body"
+    raise InvalidInput(f"{field}: {message}", errors=[FieldError(field, message)])
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

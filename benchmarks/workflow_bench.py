@@ -1,0 +1,313 @@
+"""Workflow engine numbers over real HTTP: steps/s, claim latency, end-to-end latency, kill -9.
+
+One ``memory-service serve`` process on a fresh embedded PostgreSQL runs a 5-step
+diamond (a -> b, c -> d -> e) while worker coroutines claim and complete steps
+over HTTP (``/v1/workers/claim`` with long polls, then ``complete``), measuring:
+
+- throughput: ``--runs`` runs started while ``--workers`` workers drain them;
+  steps completed per second from the first start to the last completion, and
+  each run's end-to-end latency (created to finished, database clock);
+- claim latency under load (ready to claimed, from the attempts' own time stamps),
+  and with the workers idle in long polls (``--paced`` runs started one by one);
+- baseline, same run: the same workers making two cheap authenticated requests
+  (``GET /v1/workflows?limit=1``) per would-be step, i.e. the HTTP ceiling for the
+  two requests a step costs; reported as a ratio;
+- kill -9: ``--kill-runs`` runs, the service killed with SIGKILL when a third of
+  the steps are done, a new process started on the same database; every run must
+  complete, and the number of steps with two recorded outputs must be 0 (counted
+  in the database and by the workers' accepted completions).
+
+Writes ``benchmarks/results/workflows.json`` and ``workflows.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+from tqdm import tqdm
+
+from benchmarks.common import ADMIN_TOKEN, ServiceProcess, machine, percentiles
+from memory_service import db
+from memory_service.config import Settings
+from memory_service.runtime import run_migrations
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+DIAMOND = {
+    "steps": [
+        {"id": "a", "kind": "task", "input": {"n": {"$ref": "input.n"}}},
+        {"id": "b", "kind": "task", "depends_on": ["a"], "input": {"x": {"$ref": "steps.a.output.v"}}},
+        {"id": "c", "kind": "task", "depends_on": ["a"], "input": {"x": {"$ref": "steps.a.output.v"}}},
+        {"id": "d", "kind": "task", "depends_on": ["b", "c"],
+         "input": {"l": {"$ref": "steps.b.output.v"}, "r": {"$ref": "steps.c.output.v"}}},
+        {"id": "e", "kind": "task", "depends_on": ["d"], "input": {"x": {"$ref": "steps.d.output.v"}}},
+    ]
+}  # fmt: skip
+
+
+# generous budgets: on a busy box a stalled worker's lease can run out more than 3 times
+for _step in DIAMOND["steps"]:
+    _step["retry"] = {"max_attempts": 20, "backoff_s": 0.5, "max_backoff_s": 5}
+
+
+def work(step_input: dict[str, Any]) -> dict[str, Any]:
+    if "n" in step_input:
+        return {"v": step_input["n"]}
+    if "l" in step_input:
+        return {"v": step_input["l"] + step_input["r"]}
+    return {"v": step_input["x"] + 1}
+
+
+def stamp(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+class Workers:
+    """HTTP workers that claim with long polls and follow ``base`` across restarts."""
+
+    def __init__(self, base: str, headers: dict[str, str], count: int, max_steps: int) -> None:
+        self.base, self.headers, self.count, self.max_steps = base, headers, count, max_steps
+        self.claim_latency: list[float] = []
+        self.accepted: Counter[str] = Counter()
+        self.stop = False
+        self.errors = 0
+
+    async def run(self) -> None:
+        await asyncio.gather(*(self._loop(i) for i in range(self.count)))
+
+    async def _loop(self, index: int) -> None:
+        body = {"worker_id": f"bench-{index}", "queues": ["default"],
+                "max_steps": self.max_steps, "lease_s": 5, "wait_s": 2}  # fmt: skip
+        async with httpx.AsyncClient(timeout=30, headers=self.headers) as http:
+            while not self.stop:
+                try:
+                    r = await http.post(f"{self.base}/v1/workers/claim", json=body)
+                    if r.status_code == 204:
+                        continue
+                    r.raise_for_status()
+                    for a in r.json()["items"]:
+                        self.claim_latency.append(stamp(a["claimed_at"]) - stamp(a["available_at"]))
+                        done = await http.post(
+                            f"{self.base}/v1/workers/attempts/{a['id']}/complete",
+                            json={"lease_token": a["lease_token"], "output": work(a["input"])},
+                        )
+                        if done.status_code == 200:
+                            self.accepted[f"{a['run_id']}:{a['step_id']}"] += 1
+                except httpx.HTTPError:
+                    self.errors += 1
+                    await asyncio.sleep(0.2)  # the service is restarting
+
+
+async def setup(base: str) -> tuple[dict[str, str], str]:
+    async with httpx.AsyncClient(timeout=60) as http:
+        r = await http.post(f"{base}/v1/admin/tenants", json={"name": "wf-bench"}, headers=ADMIN)
+        headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        r = await http.put(f"{base}/v1/workflows/diamond", json=DIAMOND, headers=headers)
+        r.raise_for_status()
+    return headers, "diamond"
+
+
+async def start_runs(base: str, headers: dict[str, str], runs: int, desc: str) -> list[str]:
+    ids: list[str] = []
+    queue = iter(range(runs))
+    bar = tqdm(total=runs, desc=desc)
+
+    async def starter() -> None:
+        async with httpx.AsyncClient(timeout=60, headers=headers) as http:
+            for n in queue:
+                while True:
+                    try:
+                        r = await http.post(
+                            f"{base}/v1/workflows/diamond/runs", json={"input": {"n": n}}
+                        )
+                        r.raise_for_status()
+                        break
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.2)
+                ids.append(r.json()["id"])
+                bar.update()
+
+    await asyncio.gather(*(starter() for _ in range(4)))
+    bar.close()
+    return ids
+
+
+def run_rows(url: str, ids: list[str]) -> list[tuple[str, float | None]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT status, extract(epoch FROM finished_at - created_at) FROM workflow_runs "
+            "WHERE id = ANY(%s::uuid[])",
+            (ids,),
+        ).fetchall()
+
+
+async def wait_done(url: str, ids: list[str], timeout: float, desc: str) -> float:
+    started = time.monotonic()
+    bar = tqdm(total=len(ids), desc=desc)
+    while True:
+        done = sum(status != "running" for status, _ in run_rows(url, ids))
+        bar.update(done - bar.n)
+        if done == len(ids):
+            bar.close()
+            return time.monotonic()
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"only {done} of {len(ids)} runs finished in {timeout} s")
+        await asyncio.sleep(0.25)
+
+
+def duplicate_outputs(url: str) -> dict[str, int]:
+    with psycopg.connect(url) as conn:
+        twice = conn.execute(
+            "SELECT count(*) FROM (SELECT step_row FROM workflow_attempts WHERE status = "
+            "'completed' GROUP BY step_row HAVING count(*) > 1) AS t"
+        ).fetchone()
+        steps = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FROM workflow_steps"
+        ).fetchone()
+    assert twice is not None and steps is not None
+    return {"steps_with_two_outputs": int(twice[0]), "completed_steps": int(steps[0]),
+            "steps": int(steps[1])}  # fmt: skip
+
+
+async def throughput(
+    url: str, base: str, headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    workers = Workers(base, headers, args.workers, args.max_steps)
+    pool = asyncio.create_task(workers.run())
+    began = time.monotonic()
+    ids = await start_runs(base, headers, args.runs, "start runs")
+    ended = await wait_done(url, ids, args.timeout, "runs finished")
+    under_load = list(workers.claim_latency)
+    # idle workers in long polls: one run at a time
+    paced_from = len(workers.claim_latency)
+    for n in tqdm(range(args.paced), desc="paced runs"):
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            r = await http.post(f"{base}/v1/workflows/diamond/runs", json={"input": {"n": n}})
+        await wait_done(url, [r.json()["id"]], 60, "")
+    paced = workers.claim_latency[paced_from:]
+    workers.stop = True
+    await pool
+    latencies = [float(s) for status, s in run_rows(url, ids) if s is not None]
+    steps = args.runs * 5
+    return {
+        "runs": args.runs, "steps": steps, "seconds": round(ended - began, 2),
+        "steps_per_s": round(steps / (ended - began), 1),
+        "claim_latency_under_load": percentiles(under_load),
+        "claim_latency_idle_long_poll": percentiles(paced),
+        "end_to_end": percentiles(latencies),
+    }  # fmt: skip
+
+
+async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namespace) -> float:
+    """Requests/s of a cheap authenticated endpoint with the same concurrency."""
+    requests = min(args.runs * 10, 4000)
+    per_worker = requests // args.workers
+
+    async def one() -> None:
+        async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+            for _ in range(per_worker):
+                (await http.get(f"{base}/v1/workflows", params={"limit": 1})).raise_for_status()
+
+    began = time.monotonic()
+    await asyncio.gather(*(one() for _ in range(args.workers)))
+    return per_worker * args.workers / (time.monotonic() - began)
+
+
+async def kill_and_restart(
+    url: str, service: ServiceProcess, headers: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    workers = Workers(service.base_url, headers, args.workers, args.max_steps)
+    pool = asyncio.create_task(workers.run())
+    ids = await start_runs(service.base_url, headers, args.kill_runs, "start runs (kill)")
+    while sum(workers.accepted.values()) < args.kill_runs * 5 // 3:
+        await asyncio.sleep(0.05)
+    service.stop()  # SIGKILL, mid-run
+    killed_at = time.monotonic()
+    restart_s = service.start()  # same port, same database
+    await wait_done(url, ids, args.timeout, "runs finished after kill -9")
+    workers.stop = True
+    await pool
+    statuses = Counter(status for status, _ in run_rows(url, ids))
+    return {
+        "runs": args.kill_runs, "restart_s": round(restart_s, 2),
+        "recovered_s": round(time.monotonic() - killed_at, 2),
+        "runs_by_status": dict(statuses),
+        "worker_side_steps_accepted_twice": sum(1 for c in workers.accepted.values() if c > 1),
+        **duplicate_outputs(url),
+    }  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    work_dir = Path(tempfile.mkdtemp(prefix="workflow-bench-"))
+    work_dir.chmod(0o755)
+    settings = Settings(data_dir=str(work_dir))
+    url = db.resolve_database_url(settings)
+    run_migrations(url, 384)
+    service = ServiceProcess(url, work_dir, work_dir / "service.log")
+    try:
+        service.start()
+        headers, _ = await setup(service.base_url)
+        result = await throughput(url, service.base_url, headers, args)
+        ceiling = await http_ceiling(service.base_url, headers, args)
+        result["baseline_http_requests_per_s"] = round(ceiling, 1)
+        result["ratio_steps_to_half_http_ceiling"] = round(result["steps_per_s"] / (ceiling / 2), 3)
+        kill = await kill_and_restart(url, service, headers, args) if args.kill_runs else None
+    finally:
+        service.stop()
+        db.stop_embedded(settings)
+    return {"machine": machine(), "workers": args.workers, "max_steps": args.max_steps,
+            "throughput": result, "kill_9": kill}  # fmt: skip
+
+
+def markdown(r: dict[str, Any]) -> str:
+    t, k = r["throughput"], r["kill_9"]
+    lines = [
+        "# Workflow benchmark", "",
+        (f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['note']}. "
+         f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim."), "",
+        f"| {t['runs']} diamond runs ({t['steps']} steps) | value |", "|---|---|",
+        f"| steps/s | {t['steps_per_s']} |",
+        f"| baseline: cheap authenticated requests/s (a step costs two) | {t['baseline_http_requests_per_s']} |",
+        f"| ratio steps/s to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} |",
+        "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms} |".format(**t["claim_latency_idle_long_poll"]),
+        "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms} |".format(**t["claim_latency_under_load"]),
+        "| end-to-end run latency p50 / p95 ms | {p50_ms} / {p95_ms} |".format(**t["end_to_end"]),
+    ]  # fmt: skip
+    if k:
+        lines += [
+            "", f"| kill -9 mid-run, {k['runs']} runs | value |", "|---|---|",
+            f"| runs by status after restart | {k['runs_by_status']} |",
+            f"| steps with two recorded outputs (database) | {k['steps_with_two_outputs']} |",
+            f"| steps accepted twice (workers) | {k['worker_side_steps_accepted_twice']} |",
+            f"| restart to ready s / kill to all done s | {k['restart_s']} / {k['recovered_s']} |",
+        ]  # fmt: skip
+    return "\n".join([*lines, ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=1, help="steps per claim")
+    parser.add_argument("--paced", type=int, default=30, help="runs timed with idle workers")
+    parser.add_argument("--kill-runs", type=int, default=300, help="0 skips the kill -9 part")
+    parser.add_argument("--timeout", type=float, default=1200.0)
+    result = asyncio.run(run(parser.parse_args()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "workflows.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "workflows.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""``MemoryClient``: the blocking client, one method per operation of the HTTP API.
+
+Each method builds its call with ``_operations`` and sends it through ``_send``,
+which applies the retry policy and turns error answers into typed exceptions.
+``iter_*`` methods follow the cursors of a listing; ``stream_events`` returns a
+resumable Server-Sent Events iterator.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+
+from memory_service_client import _operations as ops
+from memory_service_client import _operations_data as do
+from memory_service_client import _operations_executions as xo
+from memory_service_client import _operations_workflows as wo
+from memory_service_client._core import (
+    OPERATIONS,
+    Call,
+    Operation,
+    RetryPolicy,
+    auth_headers,
+    build_request,
+    decode,
+)
+from memory_service_client._exceptions import wrap_transport
+from memory_service_client._sse import EventStream
+from memory_service_client._types import (
+    Deleted,
+    Environment,
+    Event,
+    Health,
+    HistoryEntry,
+    Items,
+    KeyCreated,
+    Memory,
+    NamespaceInfo,
+    Page,
+    RetrievalSettings,
+    SearchResponse,
+    Task,
+    TenantCreated,
+)
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class MemoryClient:
+    """A blocking client. ``api_key`` for the tenant API, ``admin_token`` for /v1/admin."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        admin_token: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._admin_token = admin_token
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=auth_headers(api_key),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> MemoryClient:
+        """From MEMORY_SERVICE_URL, MEMORY_API_KEY and MEMORY_ADMIN_TOKEN."""
+        return cls(
+            os.environ.get("MEMORY_SERVICE_URL", "http://127.0.0.1:8080"),
+            os.environ.get("MEMORY_API_KEY"),
+            admin_token=os.environ.get("MEMORY_ADMIN_TOKEN"),
+            **kwargs,
+        )
+
+    def with_api_key(self, api_key: str) -> MemoryClient:
+        """A client for another tenant's key, with the same settings."""
+        return MemoryClient(
+            self.base_url,
+            api_key,
+            admin_token=self._admin_token,
+            timeout=self._http.timeout,
+            retry=self.retry,
+            transport=self._http._transport,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> MemoryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _send(self, call: Call) -> Any:
+        attempt = 0
+        while True:
+            request = build_request(self._http, call, self._admin_token)
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                if not self.retry.should_retry(call, attempt, None):
+                    raise wrap_transport(exc) from exc
+                wait = self.retry.delay(attempt, None)
+            else:
+                if response.status_code < 400 or not self.retry.should_retry(
+                    call, attempt, response.status_code
+                ):
+                    return decode(call, response)
+                wait = self.retry.delay(attempt, response)
+                if wait is None:
+                    return decode(call, response)
+            time.sleep(wait or 0.0)
+            attempt += 1
+
+    def _iterate(self, page: Callable[[str | None], Call]) -> Iterator[Any]:
+        cursor: str | None = None
+        while True:
+            body = self._send(page(cursor))
+            yield from body["items"]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return
+
+    @staticmethod
+    def operations() -> dict[str, Operation]:
+        """Every registered operation by method name (what this client covers)."""
+        return dict(OPERATIONS)
+
+    # -- service -------------------------------------------------------------------------
+    def health(self) -> Health:
+        return self._send(ops.health())
+
+    def ready(self) -> Health:
+        return self._send(ops.ready())
+
+    def prometheus_metrics(self) -> str:
+        return self._send(ops.prometheus_metrics())
+
+    def metrics_summary(self, window: str = "15m") -> dict[str, Any]:
+        return self._send(ops.metrics_summary(window))
+
+    def health_score(self) -> dict[str, Any]:
+        return self._send(ops.health_score())
+
+    # -- admin ---------------------------------------------------------------------------
+    def create_tenant(self, name: str) -> TenantCreated:
+        return self._send(ops.create_tenant(name))
+
+    def create_api_key(self, tenant_id: str) -> KeyCreated:
+        return self._send(ops.create_api_key(tenant_id))
+
+    def revoke_api_key(self, tenant_id: str, key_prefix: str) -> None:
+        self._send(ops.revoke_api_key(tenant_id, key_prefix))
+
+    def admin_metrics_summary(self, window: str = "15m") -> dict[str, Any]:
+        return self._send(ops.admin_metrics_summary(window))
+
+    # -- memories ------------------------------------------------------------------------
+    def add_memory(self, content: str, **fields: Any) -> Memory:
+        return self._send(ops.add_memory(content, **fields))
+
+    def add_memories(self, items: list[dict[str, Any]]) -> Items[Memory]:
+        return self._send(ops.add_memories(items))
+
+    def search(self, query: str | None = None, **fields: Any) -> SearchResponse:
+        return self._send(ops.search(query, **fields))
+
+    def list_memories(self, **params: Any) -> Page[Memory]:
+        return self._send(ops.list_memories(**params))
+
+    def iter_memories(self, *, page_size: int = 200, **params: Any) -> Iterator[Memory]:
+        return self._iterate(
+            lambda cursor: ops.list_memories(limit=page_size, cursor=cursor, **params)
+        )
+
+    def delete_memories(self, **scope: Any) -> Deleted:
+        return self._send(ops.delete_memories(**scope))
+
+    def get_memory(
+        self, memory_id: str, *, include_embedding: bool = False, as_of: str | None = None
+    ) -> Memory:
+        return self._send(
+            ops.get_memory(memory_id, include_embedding=include_embedding, as_of=as_of)
+        )
+
+    def update_memory(self, memory_id: str, *, if_match: int | None = None, **changes: Any) -> Memory:
+        return self._send(ops.update_memory(memory_id, if_match=if_match, **changes))
+
+    def delete_memory(self, memory_id: str) -> None:
+        self._send(ops.delete_memory(memory_id))
+
+    def memory_history(self, memory_id: str) -> Items[HistoryEntry]:
+        return self._send(ops.memory_history(memory_id))
+
+    def put_memory_by_key(self, namespace: str, key: str, content: str, **fields: Any) -> Memory:
+        return self._send(ops.put_memory_by_key(namespace, key, content, **fields))
+
+    def get_memory_by_key(self, namespace: str, key: str, *, include_embedding: bool = False) -> Memory:
+        return self._send(
+            ops.get_memory_by_key(namespace, key, include_embedding=include_embedding)
+        )
+
+    def delete_memory_by_key(self, namespace: str, key: str) -> None:
+        self._send(ops.delete_memory_by_key(namespace, key))
+
+    def list_namespaces(self, **params: Any) -> Page[NamespaceInfo]:
+        return self._send(ops.list_namespaces(**params))
+
+    def iter_namespaces(self, *, page_size: int = 200, **params: Any) -> Iterator[NamespaceInfo]:
+        return self._iterate(
+            lambda cursor: ops.list_namespaces(limit=page_size, cursor=cursor, **params)
+        )
+
+    def get_settings(self) -> RetrievalSettings:
+        return self._send(ops.get_settings())
+
+    def put_settings(self, dedupe: bool, dedupe_threshold: float | None = None) -> RetrievalSettings:
+        return self._send(ops.put_settings(dedupe, dedupe_threshold))
+
+    # -- tasks ---------------------------------------------------------------------------
+    def create_task(self, title: str, **fields: Any) -> Task:
+        return self._send(ops.create_task(title, **fields))
+
+    def list_tasks(self, **params: Any) -> Page[Task]:
+        return self._send(ops.list_tasks(**params))
+
+    def iter_tasks(self, *, page_size: int = 200, **filters: Any) -> Iterator[Task]:
+        return self._iterate(lambda cursor: ops.list_tasks(limit=page_size, cursor=cursor, **filters))
+
+    def get_task(self, task_id: str) -> Task:
+        return self._send(ops.get_task(task_id))
+
+    def update_task(self, task_id: str, *, if_match: int | None = None, **changes: Any) -> Task:
+        return self._send(ops.update_task(task_id, if_match=if_match, **changes))
+
+    def reopen_task(self, task_id: str, *, if_match: int | None = None) -> Task:
+        return self._send(ops.reopen_task(task_id, if_match=if_match))
+
+    def delete_task(self, task_id: str) -> None:
+        self._send(ops.delete_task(task_id))
+
+    # -- environments --------------------------------------------------------------------
+    def create_environment(self, name: str, **fields: Any) -> Environment:
+        return self._send(ops.create_environment(name, **fields))
+
+    def list_environments(self, **params: Any) -> Page[Environment]:
+        return self._send(ops.list_environments(**params))
+
+    def iter_environments(self, *, page_size: int = 200) -> Iterator[Environment]:
+        return self._iterate(lambda cursor: ops.list_environments(limit=page_size, cursor=cursor))
+
+    def get_environment(self, environment_id: str) -> Environment:
+        return self._send(ops.get_environment(environment_id))
+
+    def update_environment(
+        self, environment_id: str, *, if_match: int | None = None, **changes: Any
+    ) -> Environment:
+        return self._send(ops.update_environment(environment_id, if_match=if_match, **changes))
+
+    def delete_environment(self, environment_id: str) -> None:
+        self._send(ops.delete_environment(environment_id))
+
+    # -- events --------------------------------------------------------------------------
+    def record_events(self, items: list[dict[str, Any]]) -> Items[Event]:
+        return self._send(ops.record_events(items))
+
+    def list_events(self, **params: Any) -> Page[Event]:
+        return self._send(ops.list_events(**params))
+
+    def iter_events(self, *, page_size: int = 500, **filters: Any) -> Iterator[Event]:
+        return self._iterate(
+            lambda cursor: ops.list_events(limit=page_size, cursor=cursor, **filters)
+        )
+
+    def stream_events(
+        self, *, last_event_id: str | None = None, read_timeout: float | None = 60.0, **filters: Any
+    ) -> EventStream:
+        """Live events; iterate it, ``close()`` it to stop. Resumes after a drop."""
+        return EventStream(
+            self._http, ops.stream_events(**filters), self.retry, last_event_id, read_timeout
+        )
+
+    # -- executions ----------------------------------------------------------------------
+    def create_execution(self, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.create_execution(**fields))
+
+    def list_executions(self, **params: Any) -> Page[dict[str, Any]]:
+        return self._send(xo.list_executions(**params))
+
+    def iter_executions(self, *, page_size: int = 200, **filters: Any) -> Iterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_executions(limit=page_size, cursor=cursor, **filters)
+        )
+
+    def get_execution(self, execution_id: str) -> dict[str, Any]:
+        return self._send(xo.get_execution(execution_id))
+
+    def update_execution(
+        self, execution_id: str, *, if_match: int | None = None, **changes: Any
+    ) -> dict[str, Any]:
+        return self._send(xo.update_execution(execution_id, if_match=if_match, **changes))
+
+    def append_steps(self, execution_id: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._send(xo.append_steps(execution_id, steps))
+
+    def list_steps(self, execution_id: str, **params: Any) -> Page[dict[str, Any]]:
+        return self._send(xo.list_steps(execution_id, **params))
+
+    def iter_steps(self, execution_id: str, *, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        return self._iterate(
+            lambda cursor: xo.list_steps(execution_id, limit=page_size, cursor=cursor)
+        )
+
+    def get_step(self, execution_id: str, seq: int, *, include: str | None = None) -> dict[str, Any]:
+        return self._send(xo.get_step(execution_id, seq, include=include))
+
+    def get_execution_state(self, execution_id: str, at: int | str | None = None) -> dict[str, Any]:
+        return self._send(xo.get_execution_state(execution_id, at))
+
+    def diff_execution(
+        self, execution_id: str, from_ref: int | str, to_ref: int | str | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        return self._send(xo.diff_execution(execution_id, from_ref, to_ref, **kw))
+
+    def create_checkpoint(self, execution_id: str, label: str, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.create_checkpoint(execution_id, label, **fields))
+
+    def list_checkpoints(self, execution_id: str) -> Items[dict[str, Any]]:
+        return self._send(xo.list_checkpoints(execution_id))
+
+    def delete_checkpoint(self, execution_id: str, label: str) -> None:
+        self._send(xo.delete_checkpoint(execution_id, label))
+
+    def rollback_execution(self, execution_id: str, to: int | str) -> dict[str, Any]:
+        return self._send(xo.rollback_execution(execution_id, to))
+
+    def fork_execution(self, execution_id: str, at: int | str, **fields: Any) -> dict[str, Any]:
+        return self._send(xo.fork_execution(execution_id, at, **fields))
+
+    def execution_lineage(self, execution_id: str) -> dict[str, Any]:
+        return self._send(xo.execution_lineage(execution_id))
+
+    def replay_execution(
+        self, execution_id: str, *, last_event_id: str | None = None, read_timeout: float | None = 60.0,
+        **params: Any,
+    ) -> EventStream:
+        """The steps as Server-Sent Events (``from``, ``to``, ``speed``); resumable."""
+        return EventStream(
+            self._http, xo.replay_execution(execution_id, **params), self.retry, last_event_id,
+            read_timeout,
+        )
+
+    # -- workflows and workers -------------------------------------------------------
+
+    def put_workflow(self, name: str, definition: dict[str, Any]) -> Any:
+        return self._send(wo.put_workflow(name, definition))
+
+    def list_workflows(self, *, limit: int | None = None, cursor: str | None = None) -> Any:
+        return self._send(wo.list_workflows(limit=limit, cursor=cursor))
+
+    def get_workflow(self, name: str) -> Any:
+        return self._send(wo.get_workflow(name))
+
+    def get_workflow_version(self, name: str, version: int) -> Any:
+        return self._send(wo.get_workflow_version(name, version))
+
+    def start_run(self, name: str, input: Any = None, *, idempotency_key: str | None = None, version: int | None = None,) -> Any:
+        return self._send(wo.start_run(name, input, idempotency_key=idempotency_key, version=version))
+
+    def list_runs(self, *, limit: int | None = None, cursor: str | None = None, **filters: Any) -> Any:
+        return self._send(wo.list_runs(limit=limit, cursor=cursor, **filters))
+
+    def get_run(self, run_id: str) -> Any:
+        return self._send(wo.get_run(run_id))
+
+    def cancel_run(self, run_id: str) -> Any:
+        return self._send(wo.cancel_run(run_id))
+
+    def retry_run(self, run_id: str) -> Any:
+        return self._send(wo.retry_run(run_id))
+
+    def fork_run(self, run_id: str, from_step: str, input_patch: dict[str, Any] | None = None) -> Any:
+        return self._send(wo.fork_run(run_id, from_step, input_patch))
+
+    def signal_run(self, run_id: str, name: str, payload: Any = None) -> Any:
+        return self._send(wo.signal_run(run_id, name, payload))
+
+    def claim(self, worker_id: str, queues: list[str], *, max_steps: int = 1, lease_s: float = 30.0, wait_s: float = 0.0,) -> Any:
+        return self._send(wo.claim(worker_id, queues, max_steps=max_steps, lease_s=lease_s, wait_s=wait_s))
+
+    def heartbeat(self, attempt_id: str, lease_token: str, lease_s: float = 30.0) -> Any:
+        return self._send(wo.heartbeat(attempt_id, lease_token, lease_s))
+
+    def complete_attempt(self, attempt_id: str, lease_token: str, output: Any = None) -> Any:
+        return self._send(wo.complete_attempt(attempt_id, lease_token, output))
+
+    def fail_attempt(self, attempt_id: str, lease_token: str, error: str, retryable: bool = True) -> Any:
+        return self._send(wo.fail_attempt(attempt_id, lease_token, error, retryable))
+
+    # -- change feed, export/import, browser-storage migrations ----------------------
+
+    def list_changes(self, **params: Any) -> Any:
+        return self._send(do.list_changes(**params))
+
+    def changes_snapshot(self, **params: Any) -> Any:
+        return self._send(do.changes_snapshot(**params))
+
+    def export_data(self, **params: Any) -> Any:
+        return self._send(do.export_data(**params))
+
+    def import_data(self, payload: Any, **params: Any) -> Any:
+        return self._send(do.import_data(payload, **params))
+
+    def migrate_browser_storage(self, payload: dict[str, Any]) -> Any:
+        return self._send(do.migrate_browser_storage(payload))
+
+    def get_migration(self, migration_id: str) -> Any:
+        return self._send(do.get_migration(migration_id))
+
+    def rollback_migration(self, migration_id: str) -> Any:
+        return self._send(do.rollback_migration(migration_id))
+
+    def stream_changes(
+        self, *, last_event_id: str | None = None, read_timeout: float | None = 60.0, **params: Any
+    ) -> EventStream:
+        return EventStream(
+            self._http, do.stream_changes(**params), self.retry, last_event_id, read_timeout
+        )

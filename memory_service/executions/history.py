@@ -1,0 +1,132 @@
+"""Reading an execution's history: its lineage and the state at any step.
+
+``lineage_segments`` turns an execution and its ancestors into the seq ranges
+whose rows live in each of them, which is how a fork shares its parent's steps
+without copying them. ``HistoryReader.state_at`` rebuilds the state after a step
+from the last keyframe at or before it plus at most ``keyframe_interval - 1``
+patches, in one query; rebuilt states are kept in a small byte-bounded LRU keyed
+by (the execution that holds the step, seq), which is exact because steps are
+never changed once written. A rebuild starts from a cached state of one of the
+64 steps before it when there is one, so walking a timeline step by step costs
+one patch per step.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from memory_service.errors import NotFound
+from memory_service.executions import repository as repo
+from memory_service.executions import states
+from memory_service.executions import steps_repository as step_rows
+from memory_service.executions.models import INITIAL_STATE, Execution
+from memory_service.executions.repository import Conn, Segment
+
+NEAREST = 64  # how far back a rebuild looks for a cached state to start from
+
+
+class StateCache:
+    """An LRU of encoded states, bounded by their total bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[uuid.UUID, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[uuid.UUID, int]) -> bytes | None:
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple[uuid.UUID, int], data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._items[key] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+def lineage_segments(chain: list[Execution], head_seq: int) -> list[Segment]:
+    """Where each seq range of the first execution's history is stored.
+
+    ``chain`` is the execution followed by its ancestors (the root last); the
+    result covers seqs 1..head_seq, nearest execution first.
+    """
+    segments: list[Segment] = []
+    hi = head_seq
+    for execution in chain:
+        lo = execution.fork_seq or 0
+        if lo < hi:
+            segments.append(Segment(uuid.UUID(execution.id), lo, hi))
+        hi = min(hi, lo)
+        if hi == 0:
+            break
+    return segments
+
+
+def owner_of(segments: list[Segment], seq: int) -> uuid.UUID:
+    for segment in segments:
+        if segment.lo < seq <= segment.hi:
+            return segment.execution_id
+    raise NotFound(f"step {seq} does not exist")
+
+
+class HistoryReader:
+    def __init__(self, cache: StateCache) -> None:
+        self.cache = cache
+
+    async def segments(self, conn: Conn, tid: uuid.UUID, execution: Execution) -> list[Segment]:
+        if execution.parent_id is None:
+            if execution.head_seq == 0:
+                return []
+            return [Segment(uuid.UUID(execution.id), 0, execution.head_seq)]
+        chain = await repo.ancestors(conn, tid, uuid.UUID(execution.id))
+        return lineage_segments(chain, execution.head_seq)
+
+    async def state_at(self, conn: Conn, segments: list[Segment], seq: int) -> Any:
+        """A fresh copy of the state after step ``seq`` (0: the initial state)."""
+        if seq == 0:
+            return states.copy(INITIAL_STATE)
+        key = (owner_of(segments, seq), seq)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return states.decode(cached)
+        # a state rebuilt a few steps earlier saves the patches before it (stepping
+        # through a timeline then costs one patch per step, not up to a keyframe's worth)
+        start, state = self._nearest_before(segments, seq)
+        rows = await step_rows.read_states(conn, segments, seq, from_seq=start + 1 if start else None)
+        if not rows or rows[-1][0] != seq or (rows[0][1] is None and rows[0][0] != start + 1):
+            raise NotFound(f"step {seq} does not exist")
+        if rows[0][1] is not None:  # a keyframe at or after the cached state
+            state = states.decode(rows[0][1])
+            rows = rows[1:]
+        for _, _, patch in rows:
+            state = states.apply_in_place(state, states.decode(patch or "[]"), "stored patch")
+        self.cache.put(key, states.encode(state))
+        return state
+
+    def _nearest_before(self, segments: list[Segment], seq: int) -> tuple[int, Any]:
+        """(seq, state) of the nearest cached state among the NEAREST steps before
+        ``seq``, or (0, None)."""
+        for earlier in range(seq - 1, max(0, seq - NEAREST) - 1, -1):
+            if earlier == 0:
+                break
+            cached = self.cache.get((owner_of(segments, earlier), earlier))
+            if cached is not None:
+                return earlier, states.decode(cached)
+        return 0, None
+
+    def remember(self, segments: list[Segment], seq: int, encoded: bytes) -> None:
+        self.cache.put((owner_of(segments, seq), seq), encoded)

@@ -1,0 +1,369 @@
+"""All workflow SQL: definitions, runs, steps, attempts, signals and the run timelines.
+
+The statements are named queries in ``queries.sql`` beside this module, which is
+their only reader. Every function takes a connection whose transaction the
+caller owns, so one engine transition is one transaction however many of these
+it calls. Locks are taken in one order everywhere, the run row before its step
+rows, so transitions never deadlock; claims lock only step rows, and skip the
+locked ones.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
+
+Conn = AsyncConnection[Any]
+RUN_COLS = (
+    "id, tenant_id, definition_id, workflow, version, status, input, output, error, "
+    "idempotency_key, forked_from, fork_step, execution_id, timeline_closed, steps_total, "
+    "steps_completed, created_at, updated_at, finished_at, seq"
+)
+STEP_COLS = (
+    "id, run_id, tenant_id, step_id, parent_step, item_index, position, kind, queue, status, "
+    "depends_on, pending_deps, children_left, spec, input, output, error, attempts, retry_base, "
+    "available_at, current_attempt, lease_expires_at, reused, created_at, updated_at, "
+    "completed_at"
+)
+_STEP_FIELDS = {
+    "status", "input", "output", "error", "attempts", "available_at", "current_attempt",
+    "lease_expires_at", "retry_base", "children_left", "pending_deps", "completed_at",
+}  # fmt: skip
+_JSON_FIELDS = {"input", "output"}
+_LOCK = {True: sql.SQL("FOR UPDATE"), False: sql.SQL("")}
+
+
+def _load_queries() -> dict[str, str]:
+    text = (Path(__file__).with_name("queries.sql")).read_text()
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)[1:]
+    return {
+        name: body.strip()
+        .rstrip(";")
+        .replace("{run_cols}", RUN_COLS)
+        .replace("{step_cols}", STEP_COLS)
+        for name, body in zip(parts[::2], parts[1::2], strict=True)
+    }
+
+
+Q = _load_queries()
+
+
+async def _rows(conn: Conn, query: Any, params: Any) -> list[dict[str, Any]]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(query, params)
+    return await cur.fetchall()
+
+
+async def _value(conn: Conn, query: Any, params: Any) -> Any:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+def _fmt(name: str, **parts: sql.Composable) -> sql.Composed:
+    return sql.SQL(Q[name]).format(**parts)
+
+
+# -- definitions ------------------------------------------------------------------------
+async def lock_name(conn: Conn, tenant_id: uuid.UUID, name: str) -> None:
+    """Serialises new versions of one workflow name until commit."""
+    await conn.execute(Q["lock_name"], (f"wf:{tenant_id}:{name}",))
+
+
+async def get_definition(
+    conn: Conn, tenant_id: uuid.UUID, name: str, version: int | None = None
+) -> Definition | None:
+    rows = await _rows(conn, Q["get_definition"], (tenant_id, name, version, version))
+    return _definition(rows[0]) if rows else None
+
+
+async def insert_definition(
+    conn: Conn, tenant_id: uuid.UUID, name: str, version: int, digest: str, body: dict[str, Any]
+) -> Definition:
+    params = (tenant_id, name, version, digest, Jsonb(body))
+    return _definition((await _rows(conn, Q["insert_definition"], params))[0])
+
+
+async def definition_by_id(conn: Conn, definition_id: str) -> Definition:
+    return _definition((await _rows(conn, Q["definition_by_id"], (definition_id,)))[0])
+
+
+async def list_definitions(
+    conn: Conn, tenant_id: uuid.UUID, after_name: str, limit: int
+) -> list[Definition]:
+    """The latest version of each name, by name."""
+    rows = await _rows(conn, Q["list_definitions"], (tenant_id, after_name, limit))
+    return [_definition(r) for r in rows]
+
+
+async def versions(conn: Conn, tenant_id: uuid.UUID, name: str) -> list[tuple[int, datetime]]:
+    cur = await conn.execute(Q["versions"], (tenant_id, name))
+    return [(int(v), at) for v, at in await cur.fetchall()]
+
+
+# -- runs -------------------------------------------------------------------------------
+async def insert_run(
+    conn: Conn,
+    tenant_id: uuid.UUID,
+    definition: Definition,
+    input: Any,
+    idempotency_key: str | None,
+    *,
+    run_id: str | None = None,
+    execution_id: str | None = None,
+    forked_from: str | None = None,
+    fork_step: str | None = None,
+) -> Run | None:
+    """The new run, or None when the idempotency key already names one."""
+    params = (
+        run_id, tenant_id, definition.id, definition.name, definition.version, Jsonb(input),
+        idempotency_key, execution_id, forked_from, fork_step, len(definition.steps),
+    )  # fmt: skip
+    rows = await _rows(conn, Q["insert_run"], params)
+    return _run(rows[0]) if rows else None
+
+
+async def run_by_key(conn: Conn, tenant_id: uuid.UUID, workflow: str, key: str) -> Run | None:
+    rows = await _rows(conn, Q["run_by_key"], (tenant_id, workflow, key))
+    return _run(rows[0]) if rows else None
+
+
+async def get_run(
+    conn: Conn, tenant_id: uuid.UUID | None, run_id: str, *, lock: bool = False
+) -> Run | None:
+    rows = await _rows(conn, _fmt("get_run", lock=_LOCK[lock]), (run_id, tenant_id, tenant_id))
+    return _run(rows[0]) if rows else None
+
+
+async def list_runs(
+    conn: Conn, tenant_id: uuid.UUID, query: RunQuery, before_seq: int, limit: int
+) -> list[Run]:
+    """Newest first, by seq below ``before_seq``."""
+    w, s = query.workflow, query.status
+    rows = await _rows(conn, Q["list_runs"], (tenant_id, before_seq, w, w, s, s, limit))
+    return [_run(r) for r in rows]
+
+
+async def set_run(
+    conn: Conn, run_id: str, status: str, *, output: Any = None, error: str | None = None
+) -> None:
+    finished = status in ("completed", "failed", "cancelled")
+    await conn.execute(Q["set_run"], (status, _json(output), error, finished, run_id))
+
+
+async def count_completed(conn: Conn, run_id: str, delta: int) -> int:
+    return int(await _value(conn, Q["count_completed"], (delta, run_id)) or 0)
+
+
+# -- steps ------------------------------------------------------------------------------
+async def insert_steps(
+    conn: Conn, tenant_id: uuid.UUID, run_id: str, rows: list[dict[str, Any]]
+) -> list[Step]:
+    """All rows in one pipelined round trip, returned in the order given."""
+    params = [
+        (
+            tenant_id, run_id, r["step_id"], r.get("parent_step"), r.get("item_index"),
+            r["position"], r["kind"], r["queue"], r.get("status", "pending"),
+            r.get("depends_on", []), r.get("pending_deps", 0), Jsonb(r["spec"]),
+            _json(r.get("input")), _json(r.get("output")), r.get("reused", False),
+            r.get("status") == "completed",
+        )
+        for r in rows
+    ]  # fmt: skip
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.executemany(Q["insert_step"], params, returning=True)
+    out: list[Step] = []
+    while True:
+        out += [_step(r) for r in await cur.fetchall()]
+        if not cur.nextset():
+            return out
+
+
+async def run_steps(conn: Conn, run_id: str, *, lock: bool = False) -> list[Step]:
+    return [_step(r) for r in await _rows(conn, _fmt("run_steps", lock=_LOCK[lock]), (run_id,))]
+
+
+async def get_step(conn: Conn, step_row: str, *, lock: bool = True) -> Step | None:
+    rows = await _rows(conn, _fmt("get_step", lock=_LOCK[lock]), (step_row,))
+    return _step(rows[0]) if rows else None
+
+
+async def update_step(conn: Conn, step: Step, **changes: Any) -> None:
+    """Writes ``changes`` to the row and to ``step`` itself."""
+    assert set(changes) <= _STEP_FIELDS, changes
+    sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
+    values = [_json(v) if k in _JSON_FIELDS else v for k, v in changes.items()]
+    await conn.execute(_fmt("update_step", sets=sets), [*values, step.row])
+    for key, value in changes.items():
+        setattr(step, key, value)
+
+
+async def release_dependents(conn: Conn, run_id: str, step_id: str) -> list[Step]:
+    """One fewer pending dependency for each step after ``step_id``; returns them."""
+    rows = await _rows(conn, Q["release_dependents"], (run_id, step_id))
+    return sorted((_step(r) for r in rows), key=lambda s: s.position)
+
+
+async def outputs(conn: Conn, run_id: str, step_ids: list[str]) -> dict[str, Any]:
+    cur = await conn.execute(Q["outputs"], (run_id, step_ids))
+    return {sid: output for sid, output in await cur.fetchall()}
+
+
+async def sink_outputs(conn: Conn, run_id: str) -> dict[str, Any]:
+    """Outputs of the top-level steps nothing depends on: the run's result."""
+    cur = await conn.execute(Q["sink_outputs"], (run_id,))
+    return {sid: output for sid, output in await cur.fetchall()}
+
+
+async def child_outputs(conn: Conn, run_id: str, parent: str) -> list[Any]:
+    cur = await conn.execute(Q["child_outputs"], (run_id, parent))
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def unfinished_children(conn: Conn, run_id: str, parent: str) -> int:
+    return int(await _value(conn, Q["unfinished_children"], (run_id, parent)) or 0)
+
+
+async def parent_step(conn: Conn, run_id: str, step_id: str) -> Step | None:
+    rows = await _rows(conn, Q["step_by_id"], (run_id, step_id))
+    return _step(rows[0]) if rows else None
+
+
+# -- attempts ---------------------------------------------------------------------------
+async def claim(
+    conn: Conn, tenant_id: uuid.UUID | None, queues: list[str], n: int, lease_s: float, worker_id: str
+) -> list[Attempt]:
+    """Claims up to ``n`` ready steps; ``tenant_id`` None claims any tenant's (the driver)."""
+    tenant = sql.SQL("tenant_id = %(tenant)s") if tenant_id else sql.SQL("true")
+    params = {"tenant": tenant_id, "queues": queues, "n": n, "lease": lease_s, "worker": worker_id}
+    return [_attempt(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
+
+
+async def attempt_row(conn: Conn, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any] | None:
+    rows = await _rows(conn, Q["attempt_row"], (attempt_id, tenant_id, tenant_id))
+    return rows[0] if rows else None
+
+
+async def finish_attempt(
+    conn: Conn, attempt_id: str, status: str, error: str | None = None
+) -> None:
+    await conn.execute(Q["finish_attempt"], (status, error, attempt_id))
+
+
+async def extend_lease(conn: Conn, attempt_id: str, lease_s: float) -> datetime:
+    until = await _value(conn, Q["extend_lease"], (lease_s, attempt_id))
+    assert isinstance(until, datetime)
+    return until
+
+
+async def cancel_attempts(conn: Conn, run_id: str) -> None:
+    await conn.execute(Q["cancel_attempts"], (run_id,))
+
+
+# -- timers and leases ------------------------------------------------------------------
+async def due(conn: Conn, limit: int) -> list[tuple[str, str, str]]:
+    """(run, step row, why) for timers that are due and leases that ran out."""
+    cur = await conn.execute(Q["due"], (limit, limit))
+    return [(str(r), str(s), why) for r, s, why in await cur.fetchall()]
+
+
+async def next_wakeup(conn: Conn) -> datetime | None:
+    found = await _value(conn, Q["next_wakeup"], ())
+    return found if isinstance(found, datetime) else None
+
+
+# -- the execution timeline -------------------------------------------------------------
+async def lock_timeline(conn: Conn, run_id: str) -> None:
+    """One appender per run at a time, until commit."""
+    await conn.execute(Q["lock_timeline"], (f"wf-timeline:{run_id}",))
+
+
+async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
+    """The completed step's place in the run's execution (under the run's lock)."""
+    return int(await _value(conn, Q["assign_timeline_seq"], (run_id, step_row)))
+
+
+async def unappended(conn: Conn, run_id: str) -> list[Step]:
+    return [_step(r) for r in await _rows(conn, Q["unappended"], (run_id,))]
+
+
+async def mark_appended(conn: Conn, step_rows: list[str]) -> None:
+    await conn.execute(Q["mark_appended"], (step_rows,))
+
+
+async def close_timeline(conn: Conn, run_id: str) -> None:
+    await conn.execute(Q["close_timeline"], (run_id,))
+
+
+async def timelines_behind(conn: Conn, limit: int) -> list[str]:
+    """Runs whose execution misses completed steps or the run's final status."""
+    cur = await conn.execute(Q["timelines_behind"], (limit, limit))
+    return [str(r[0]) for r in await cur.fetchall()]
+
+
+# -- signals ----------------------------------------------------------------------------
+async def insert_signal(conn: Conn, tenant_id: uuid.UUID, run_id: str, name: str, payload: Any) -> None:
+    await conn.execute(Q["insert_signal"], (tenant_id, run_id, name, Jsonb(payload)))
+
+
+async def first_signal(conn: Conn, run_id: str, name: str) -> tuple[bool, Any]:
+    cur = await conn.execute(Q["first_signal"], (run_id, name))
+    row = await cur.fetchone()
+    return (True, row[0]) if row else (False, None)
+
+
+async def waiting_for(conn: Conn, run_id: str, name: str) -> list[Step]:
+    return [_step(r) for r in await _rows(conn, Q["waiting_for"], (run_id, name))]
+
+
+# -- rows to values ---------------------------------------------------------------------
+def _json(value: Any) -> Any:
+    return None if value is None else Jsonb(value)
+
+
+def _str(value: uuid.UUID | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _definition(r: dict[str, Any]) -> Definition:
+    return Definition(
+        str(r["id"]), r["name"], r["version"], r["definition"], r["created_at"], r["digest"]
+    )
+
+
+def _run(r: dict[str, Any]) -> Run:
+    ids = {"id", "tenant_id", "definition_id"}
+    optional = {"forked_from", "execution_id"}
+    values: dict[str, Any] = {
+        k: str(v) if k in ids else _str(v) if k in optional else v for k, v in r.items()
+    }
+    return Run(**values)
+
+
+def _step(r: dict[str, Any]) -> Step:
+    values = dict(r)
+    values["row"] = str(values.pop("id"))
+    values["run_id"], values["tenant_id"] = str(r["run_id"]), r["tenant_id"]
+    values["current_attempt"] = _str(r["current_attempt"])
+    values["depends_on"] = list(r["depends_on"])
+    return Step(**values)
+
+
+def _attempt(r: dict[str, Any]) -> Attempt:
+    return Attempt(
+        id=str(r["id"]), tenant_id=r["tenant_id"], run_id=str(r["run_id"]),
+        step_row=str(r["step_row"]), step_id=r["step_id"], workflow=r["workflow"],
+        kind=r["kind"], queue=r["queue"], number=r["number"], worker_id=r["worker_id"],
+        lease_token=str(r["lease_token"]), input=r["input"], available_at=r["available_at"],
+        claimed_at=r["claimed_at"], lease_expires_at=r["lease_expires_at"],
+        deadline_at=r["deadline_at"], execution_id=_str(r["execution_id"]),
+    )  # fmt: skip

@@ -1,0 +1,130 @@
+"""Each workflow run is an execution; each completed step becomes one of its steps.
+
+The run's execution is created before the run's row (its id goes into the run),
+and every completion gets its place in the timeline (``timeline_seq``) inside
+the completing transition. Appending happens after commit, under a per-run lock,
+with ``seq`` set on every appended step: a crash between the commit and the
+append leaves the step marked unappended, and the driver's catch-up appends it
+later; an append whose reply was lost is a conflict on ``seq``, recognised by
+the execution's head, so no workflow step is ever appended twice. The execution's
+state maps each completed step id to its output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import Conflict, MemoryServiceError, Unavailable
+from memory_service.executions import ExecutionChanges, ExecutionService, NewExecution, NewStep
+from memory_service.workflows import repository as repo
+from memory_service.workflows.models import Run, Step
+
+log = logging.getLogger(__name__)
+FINAL_STATUS = {"completed": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+CATCH_UP_BATCH = 50
+
+
+class RunTimeline:
+    def __init__(self, pool: AsyncConnectionPool, executions: ExecutionService) -> None:
+        self.pool = pool
+        self.executions = executions
+        self._behind: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(), name="workflow-timeline")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def touched(self, run_ids: set[str]) -> None:
+        """Runs whose transition just committed; appended in the background, so a
+        worker's completion never waits for the execution, and a run's steps that
+        complete close together go into one append."""
+        if self._task is None:
+            return
+        self._behind |= run_ids
+        self._wake.set()
+
+    async def _follow(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._behind = sorted(self._behind), set()
+            for run_id in batch:
+                try:
+                    await self.sync(run_id)
+                except Exception:  # the driver's catch-up retries whatever is left
+                    log.exception("appending run %s to its execution failed", run_id)
+
+    async def create(self, tenant_id: uuid.UUID, run_id: str, workflow: str) -> str:
+        execution = await self.executions.create(
+            tenant_id,
+            NewExecution(metadata={"workflow": workflow, "workflow_run_id": run_id}),
+        )
+        return execution.id
+
+    async def sync(self, run_id: str) -> None:
+        """Append the run's completed steps that its execution lacks; close it when done."""
+        try:
+            async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+                await repo.lock_timeline(conn, run_id)
+                run = await repo.get_run(conn, None, run_id)
+                if run is None or run.execution_id is None:
+                    return
+                steps = await repo.unappended(conn, run_id)
+                if steps:
+                    await self._append(run, run.execution_id, steps)
+                    await repo.mark_appended(conn, [s.row for s in steps])
+                if run.status != "running" and not run.timeline_closed:
+                    changes = ExecutionChanges(status=FINAL_STATUS[run.status])
+                    await self.executions.update(run.tenant_id, run.execution_id, changes, None)
+                    await repo.close_timeline(conn, run_id)
+        except Unavailable as exc:
+            log.info("workflow timeline of run %s waits: %s", run_id, exc.detail)
+
+    async def catch_up(self) -> int:
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            behind = await repo.timelines_behind(conn, CATCH_UP_BATCH)
+        for run_id in behind:
+            await self.sync(run_id)
+        return len(behind)
+
+    async def _append(self, run: Run, execution_id: str, steps: list[Step]) -> None:
+        batch = [_execution_step(run, s) for s in steps]
+        try:
+            await self.executions.append_steps(run.tenant_id, execution_id, batch)
+        except Conflict:
+            # an earlier append went through but its mark was lost: skip what is there
+            head = (await self.executions.get(run.tenant_id, execution_id)).head_seq
+            rest = [s for s in batch if s.seq is not None and s.seq > head]
+            if rest:
+                await self.executions.append_steps(run.tenant_id, execution_id, rest)
+        except Unavailable:
+            raise
+        except MemoryServiceError as exc:  # e.g. a state over the execution's size limit
+            log.error("run %s: steps not added to its execution: %s", run.id, exc.detail)
+
+
+def _execution_step(run: Run, step: Step) -> NewStep:
+    path = "/" + step.step_id.replace("~", "~0").replace("/", "~1")
+    return NewStep(
+        kind="workflow_step",
+        name=step.step_id,
+        input=step.input,
+        output=step.output,
+        metadata={"workflow_run_id": run.id, "kind": step.kind, "attempts": step.attempts},
+        state_patch=[{"op": "add", "path": path, "value": step.output}],
+        ended_at=step.completed_at,
+        seq=step.timeline_seq,
+    )

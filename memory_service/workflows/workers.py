@@ -1,0 +1,216 @@
+"""What workers do over HTTP: claim step attempts (long poll), heartbeat, complete, fail.
+
+A claim is one ``FOR UPDATE SKIP LOCKED`` statement that turns ready steps into
+running attempts, each with a fresh lease token; concurrent claimers in any
+number of processes never get the same step. With nothing ready, a claim waits:
+a commit that makes a step ready sends ``NOTIFY workflow_ready, '<tenant>'``,
+the process's listener wakes that tenant's waiting claims, and a poll every
+``poll_interval_s`` is the safety net for lost notifications and for backoffs
+that come due. Completing or failing checks the token under the step's row
+lock: a stale, repeated or late call is a ``Conflict`` and changes nothing, so
+each step's output is recorded exactly once although delivery is at least once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
+from memory_service.events.fanout import EventFanout
+from memory_service.tenants import parse_uuid
+from memory_service.validation import check_text
+from memory_service.workflows import engine
+from memory_service.workflows import repository as repo
+from memory_service.workflows.definitions import QUEUE
+from memory_service.workflows.models import Attempt, Run, Step
+from memory_service.workflows.service import WorkflowService
+from memory_service.workflows.transition import Transition
+
+MAX_WAIT_S = 30.0
+MAX_LEASE_S = 3600.0
+MIN_LEASE_S = 0.1
+MAX_CLAIM = 100
+MAX_QUEUES = 20
+
+
+class WorkerGateway:
+    def __init__(
+        self, service: WorkflowService, wakeups: EventFanout, *, poll_interval_s: float = 1.0
+    ) -> None:
+        self.service = service
+        self.wakeups = wakeups
+        self.poll_interval_s = poll_interval_s
+
+    async def claim(
+        self,
+        tenant_id: uuid.UUID | None,
+        worker_id: str,
+        queues: list[str],
+        *,
+        max_steps: int = 1,
+        lease_s: float = 30.0,
+        wait_s: float = 0.0,
+    ) -> list[Attempt]:
+        """Up to ``max_steps`` attempts, waiting up to ``wait_s`` for the first to come."""
+        check_claim(worker_id, queues, max_steps, lease_s, wait_s, internal=tenant_id is None)
+        deadline = time.monotonic() + wait_s
+        subscription = self.wakeups.subscribe(tenant_id or "driver")
+        try:
+            while True:
+                subscription.clear()
+                async with self.service.transition() as tx:
+                    claimed = await repo.claim(
+                        tx.conn, tenant_id, queues, max_steps, lease_s, worker_id
+                    )
+                    _announce_claims(tx, claimed)
+                left = deadline - time.monotonic()
+                if claimed or left <= 0:
+                    return claimed
+                await subscription.wait(min(left, self.poll_interval_s))
+        finally:
+            subscription.close()
+
+    async def heartbeat(
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, lease_s: float = 30.0
+    ) -> datetime:
+        """Extend the lease (never past the step's ``timeout_s``)."""
+        _check_lease(lease_s)
+        async with self.service.transition() as tx:
+            row = await _attempt(tx, tenant_id, attempt_id)
+            step = await repo.get_step(tx.conn, str(row["step_row"]))
+            _check_current(row, step, token)
+            return await repo.extend_lease(tx.conn, attempt_id, lease_s)
+
+    async def complete(
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, output: Any
+    ) -> None:
+        self.service.check_json(output, "output")
+
+        async def act(tx: Transition, run: Run, step: Step) -> None:
+            await repo.finish_attempt(tx.conn, attempt_id, "completed")
+            await engine.complete_step(tx, run, step, output)
+
+        await self._settle(tenant_id, attempt_id, token, act)
+
+    async def fail(
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, error: str, retryable: bool
+    ) -> None:
+        check_text(error, "error", 4000, required=True)
+
+        async def act(tx: Transition, run: Run, step: Step) -> None:
+            await repo.finish_attempt(tx.conn, attempt_id, "failed", error)
+            await engine.fail_step(tx, run, step, error, retryable=retryable)
+
+        await self._settle(tenant_id, attempt_id, token, act)
+
+    async def _settle(self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any) -> None:
+        async with self.service.transition() as tx:
+            row = await _attempt(tx, tenant_id, attempt_id)
+            run = await repo.get_run(tx.conn, None, str(row["run_id"]), lock=True)
+            step = await repo.get_step(tx.conn, str(row["step_row"]))
+            assert run is not None
+            _check_current(row, step, token)
+            assert step is not None
+            await act(tx, run, step)
+
+    async def expire_or_fire(self, run_id: str, step_row: str, why: str) -> None:
+        """The driver's half: a due timer fires, an expired lease goes back to the queue."""
+        async with self.service.transition() as tx:
+            run = await repo.get_run(tx.conn, None, run_id, lock=True)
+            step = await repo.get_step(tx.conn, step_row)
+            if run is None or step is None or run.status != "running":
+                return
+            now = await tx.now()
+            if why == "timer" and step.status == "scheduled" and step.available_at is not None:
+                if step.available_at <= now:
+                    await engine.fire_timer(tx, run, step)
+            elif (
+                why == "lease"
+                and step.status == "running"
+                and step.lease_expires_at is not None
+                and step.lease_expires_at < now
+                and step.current_attempt is not None
+            ):
+                await repo.finish_attempt(tx.conn, step.current_attempt, "expired", "lease expired")
+                await engine.fail_step(tx, run, step, "the lease expired", retryable=True)
+
+
+def _announce_claims(tx: Transition, claimed: list[Attempt]) -> None:
+    for a in claimed:
+        tx.emit_for(
+            "workflow.step.claimed",
+            a.tenant_id,
+            a.run_id,
+            a.workflow,
+            a.execution_id,
+            step_id=a.step_id,
+            kind=a.kind,
+            attempt=a.number,
+            worker_id=a.worker_id,
+        )
+
+
+async def _attempt(tx: Transition, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any]:
+    parse_uuid(attempt_id, "attempt_id")
+    row = await repo.attempt_row(tx.conn, tenant_id, attempt_id)
+    if row is None:
+        raise NotFound(f"attempt {attempt_id} does not exist")
+    return row
+
+
+def _check_current(row: dict[str, Any], step: Step | None, token: str) -> None:
+    if str(row["lease_token"]) != token:
+        raise Conflict(
+            "the lease token does not match this attempt",
+            errors=[FieldError("lease_token", "stale or wrong")],
+        )
+    if row["status"] != "running":
+        raise Conflict(f"the attempt is already {row['status']}")
+    if step is None or step.current_attempt != str(row["id"]) or step.status != "running":
+        raise Conflict("the attempt is no longer current: its step moved on")
+    if row["expired"]:
+        raise Conflict("the attempt's lease ran out; the step goes back to the queue")
+
+
+def _check_lease(lease_s: float) -> None:
+    if not MIN_LEASE_S <= lease_s <= MAX_LEASE_S:
+        raise InvalidInput(
+            f"lease_s must be between {MIN_LEASE_S} and {MAX_LEASE_S}",
+            errors=[FieldError("lease_s", f"{MIN_LEASE_S}..{MAX_LEASE_S}")],
+        )
+
+
+def check_claim(
+    worker_id: str,
+    queues: list[str],
+    max_steps: int,
+    lease_s: float,
+    wait_s: float,
+    *,
+    internal: bool = False,
+) -> None:
+    check_text(worker_id, "worker_id", 256, required=True)
+    if not queues or len(queues) > MAX_QUEUES:
+        raise InvalidInput(
+            f"queues lists 1 to {MAX_QUEUES} queues", errors=[FieldError("queues", "1..20")]
+        )
+    for i, queue in enumerate(queues):
+        if not internal and (not isinstance(queue, str) or not QUEUE.match(queue)):
+            raise InvalidInput(
+                f"queues[{i}] is not a queue name (1-64 of a-z 0-9 _ . -)",
+                errors=[FieldError(f"queues[{i}]", "queue name")],
+            )
+    if not 1 <= max_steps <= MAX_CLAIM:
+        raise InvalidInput(
+            f"max_steps must be between 1 and {MAX_CLAIM}",
+            errors=[FieldError("max_steps", f"1..{MAX_CLAIM}")],
+        )
+    _check_lease(lease_s)
+    if not 0 <= wait_s <= MAX_WAIT_S:
+        raise InvalidInput(
+            f"wait_s must be between 0 and {MAX_WAIT_S}",
+            errors=[FieldError("wait_s", f"0..{MAX_WAIT_S}")],
+        )

@@ -1,0 +1,119 @@
+"""The embedding backends: ONNX Runtime over a one-time export, and torch.
+
+Both load the packaged model offline; the ONNX export is made once per data
+directory, reused, and rebuilt (with a log line, not a crash) when it is missing
+or corrupt. The two backends agree on the vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory_service.config import Settings, SettingsError
+from memory_service.embeddings import (
+    Embedder,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+    embedder_from_settings,
+    packaged_model_path,
+)
+from memory_service.onnx_embedder import OnnxEmbedder, export_key, supports_onnx
+
+pytestmark = pytest.mark.model
+
+TEXTS = [
+    "I drink espresso every morning before work.",
+    "The mitochondria is the powerhouse of the cell, and it has its own DNA. " * 4,
+    "ok",
+    "Der Hund schläft im Garten.",
+]
+
+
+@pytest.fixture(scope="module")
+def export_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-exports")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(export_root: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(packaged_model_path(), export_root, name="all-MiniLM-L6-v2")
+
+
+def test_onnx_agrees_with_torch(onnx_embedder: OnnxEmbedder, real_embedder: Embedder) -> None:
+    ours = onnx_embedder.embed(TEXTS)
+    theirs = real_embedder.embed(TEXTS)
+    assert ours.shape == theirs.shape == (len(TEXTS), 384)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    cosine = (ours * theirs).sum(axis=1)
+    assert cosine.min() > 0.9999, cosine
+    # one text at a time (the single-thread query session) gives the same vectors
+    alone = np.stack([onnx_embedder.embed([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(alone, ours, atol=1e-4)
+    assert onnx_embedder.embed([]).shape == (0, 384)
+
+
+def test_export_is_reused(onnx_embedder: OnnxEmbedder, export_root: Path) -> None:
+    before = onnx_embedder.model_file.stat().st_mtime_ns
+    again = OnnxEmbedder(packaged_model_path(), export_root, name="again")
+    assert again.model_file == onnx_embedder.model_file
+    assert again.model_file.stat().st_mtime_ns == before
+
+
+def test_corrupt_or_missing_export_is_rebuilt(
+    onnx_embedder: OnnxEmbedder, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = onnx_embedder.model_file.parent
+    copy = tmp_path / "exports" / folder.name
+    shutil.copytree(folder, copy)
+    (copy / "model.onnx").write_bytes(b"not an onnx file")
+    with caplog.at_level(logging.WARNING, logger="memory_service.onnx_embedder"):
+        rebuilt = OnnxEmbedder(packaged_model_path(), tmp_path / "exports", name="rebuilt")
+    assert "corrupt" in caplog.text
+    np.testing.assert_allclose(rebuilt.embed(TEXTS), onnx_embedder.embed(TEXTS), atol=1e-4)
+
+    (copy / "model.onnx").unlink()
+    (copy / "manifest.json").unlink()
+    with caplog.at_level(logging.INFO, logger="memory_service.onnx_embedder"):
+        OnnxEmbedder(packaged_model_path(), tmp_path / "exports", name="missing")
+    assert "exporting" in caplog.text
+    assert (copy / "model.onnx").stat().st_size > 1_000_000
+
+
+def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    # reuse the module's export so this test does not export again
+    shutil.copytree(
+        onnx_embedder.model_file.parent, data / "onnx" / onnx_embedder.model_file.parent.name
+    )
+    onnx = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="onnx"))
+    assert isinstance(onnx, OnnxEmbedder)
+    assert onnx.model_name == "all-MiniLM-L6-v2"
+    torch = embedder_from_settings(Settings(data_dir=str(data)))
+    assert isinstance(torch, SentenceTransformerEmbedder)
+    # a model named by path keeps working on either backend
+    by_path = embedder_from_settings(
+        Settings(data_dir=str(data), embedding_model=str(packaged_model_path()))
+    )
+    assert by_path.dimension == 384
+    assert isinstance(embedder_from_settings(Settings(embedding_model="hash:16")), HashEmbedder)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"MEMORY_EMBEDDING_BACKEND": "tensorflow"})
+
+
+def test_a_model_onnx_cannot_serve_keeps_torch(tmp_path: Path) -> None:
+    odd = tmp_path / "odd-model"
+    shutil.copytree(packaged_model_path(), odd)
+    (odd / "modules.json").write_text(
+        '[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},'
+        ' {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},'
+        ' {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]'
+    )
+    assert not supports_onnx(odd)
+    assert supports_onnx(packaged_model_path())
+    assert export_key(packaged_model_path(), False) != export_key(packaged_model_path(), True)
