@@ -1,4 +1,4 @@
-"""SQL of the ``memories`` table (and its ``memory_history``): the only module that has it.
+"""SQL of the ``memories`` table: the only module that has it.
 
 Every function takes an open async connection (the caller owns the transaction)
 and a tenant id, and confines each statement to that tenant. Rows that have
@@ -21,7 +21,7 @@ from psycopg.types.json import Jsonb
 
 from memory_service.db import named_query
 from memory_service.memories.filters import CompiledFilter
-from memory_service.memories.models import SCOPE_FIELDS, HistoryEntry, Memory, Scope
+from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
 from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
 
 Conn = AsyncConnection[Any]
@@ -180,20 +180,6 @@ async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[s
     return [str(r[0]) for r in await cur.fetchall()]
 
 
-async def erase_history(
-    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
-) -> None:
-    """Purge: drop the history rows of deleted memories; keep only that it happened."""
-    await conn.execute(
-        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
-        (tenant_id, list(memory_ids)),
-    )
-    await conn.execute(
-        "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
-        (tenant_id, kind, len(memory_ids)),
-    )
-
-
 async def list_page(
     conn: Conn,
     tenant_id: uuid.UUID,
@@ -207,52 +193,6 @@ async def list_page(
     params += [after_seq, limit]
     statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq > %s ORDER BY m.seq LIMIT %s")
     return [row_to_memory(r) for r in await _rows(conn, statement.format(COLUMNS, where), params)]
-
-
-async def replace_history(
-    conn: Conn, tenant_id: uuid.UUID, memory_id: str, entries: Sequence[HistoryEntry]
-) -> None:
-    """Replace a memory's history with ``entries`` (an import carries it verbatim)."""
-    await conn.execute(
-        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = %s",
-        (tenant_id, memory_id),
-    )
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO memory_history (tenant_id, memory_id, event, old_content, new_content, "
-            "old_metadata, new_metadata, at, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (tenant_id, memory_id, e.event, e.old_content, e.new_content,
-                 None if e.old_metadata is None else Jsonb(e.old_metadata),
-                 None if e.new_metadata is None else Jsonb(e.new_metadata), e.at, e.version)
-                for e in entries
-            ],
-        )
-
-
-async def histories(
-    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
-) -> dict[str, list[HistoryEntry]]:
-    """The history of each of ``memory_ids``, oldest first (an export's optional part)."""
-    cur = await conn.execute(
-        "SELECT memory_id::text, event, old_content, new_content, old_metadata, new_metadata, "
-        "at, version FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
-        "ORDER BY id",
-        (tenant_id, list(memory_ids)),
-    )
-    out: dict[str, list[HistoryEntry]] = {}
-    for row in await cur.fetchall():
-        out.setdefault(row[0], []).append(HistoryEntry(*row[1:]))
-    return out
-
-
-async def history(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> list[HistoryEntry]:
-    cur = await conn.execute(
-        "SELECT event, old_content, new_content, old_metadata, new_metadata, at, version "
-        "FROM memory_history WHERE tenant_id = %s AND memory_id = %s ORDER BY id",
-        (tenant_id, memory_id),
-    )
-    return [HistoryEntry(*row) for row in await cur.fetchall()]
 
 
 async def count_matching(

@@ -27,6 +27,7 @@ from memory_service.errors import (
     PayloadTooLarge,
     PreconditionFailed,
 )
+from memory_service.memories import history as history_repo
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import (
@@ -205,7 +206,7 @@ class MemoryService:
                     )
             found = await repo.delete(conn, tid, mid)
             if found and purge:
-                await repo.erase_history(conn, tid, [str(mid)], "memory")
+                await history_repo.erase_history(conn, tid, [str(mid)], "memory")
         if not found:
             raise NotFound(f"memory {memory_id} not found")
         await self._notify(tenant_id, [], [str(mid)])
@@ -220,7 +221,7 @@ class MemoryService:
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             ids = await repo.delete_scope(conn, tenant_id, scope)
             if ids and purge:
-                await repo.erase_history(conn, tenant_id, ids, "scope")
+                await history_repo.erase_history(conn, tenant_id, ids, "scope")
         if ids:
             await self._notify(tenant_id, [], ids)
         return len(ids)
@@ -274,7 +275,7 @@ class MemoryService:
     async def history(self, tenant_id: uuid.UUID, memory_id: str) -> list[HistoryEntry]:
         tid, mid = tenant_id, parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
-            entries = await repo.history(conn, tid, mid)
+            entries = await history_repo.history(conn, tid, mid)
         if not entries:
             raise NotFound(f"memory {memory_id} not found")
         return entries

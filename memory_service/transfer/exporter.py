@@ -23,6 +23,7 @@ from memory_service import environments, rowcopy, tasks
 from memory_service.events import store as event_store
 from memory_service.events.models import EventQuery
 from memory_service.executions import copies as executions
+from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
 from memory_service.memories.rows import to_numpy
 from memory_service.secret_box import SecretBox
@@ -168,7 +169,7 @@ VISIBLE = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 async def _memories(conn: Any, tid: uuid.UUID, history: bool) -> AsyncIterator[tuple[bytes, int]]:
     async for rows in _pages(conn, memories.TABLE, tid, MEMORY_EXPORT, VISIBLE):
         found = (
-            await memories.histories(conn, tid, [str(r[1]) for r in rows]) if history else {}
+            await memory_history.histories(conn, tid, [str(r[1]) for r in rows]) if history else {}
         )
         out = bytearray()
         for row in rows:
