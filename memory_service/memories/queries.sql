@@ -127,9 +127,26 @@ DELETE FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s AND m.key = %
 
 -- name: list_namespaces
 -- Namespaces cut to a depth (labels split by the separator), with live counts, in
--- byte order after a cursor.
+-- byte order after a cursor; a prefix or suffix (NULL: none) matches whole labels.
 SELECT ns, count(*) FROM (
     SELECT array_to_string((string_to_array(m.namespace, %s))[1:%s], %s) AS ns
-    FROM memories m WHERE {where}
+    FROM memories m WHERE m.tenant_id = %s AND m.namespace IS NOT NULL AND {visible}
+      AND (%s::text IS NULL OR m.namespace = %s OR m.namespace LIKE %s)
+      AND (%s::text IS NULL OR m.namespace = %s OR m.namespace LIKE %s)
 ) AS n
 WHERE ns COLLATE "C" > %s GROUP BY ns ORDER BY ns COLLATE "C" LIMIT %s
+
+-- name: purge_expired_duplicates
+-- Expired rows are invisible; the ones that would block a re-add go.
+DELETE FROM memories WHERE tenant_id = %s AND content_hash = ANY(%s)
+  AND expires_at IS NOT NULL AND expires_at <= now()
+
+-- name: delete
+DELETE FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {visible} RETURNING m.id
+
+-- name: last_seen
+SELECT id, last_seen_at FROM memories WHERE tenant_id = %s AND id = ANY(%s::uuid[])
+  AND last_seen_at IS NOT NULL
+
+-- name: current_versions
+SELECT seq, version FROM memories WHERE tenant_id = %s AND seq = ANY(%s)

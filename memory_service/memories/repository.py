@@ -88,11 +88,7 @@ def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...
 
 async def purge_expired_duplicates(conn: Conn, tenant_id: uuid.UUID, hashes: list[bytes]) -> None:
     """Expired rows are invisible; remove the ones that would block a re-add."""
-    await conn.execute(
-        "DELETE FROM memories WHERE tenant_id = %s AND content_hash = ANY(%s) "
-        "AND expires_at IS NOT NULL AND expires_at <= now()",
-        (tenant_id, hashes),
-    )
+    await conn.execute(query("purge_expired_duplicates"), (tenant_id, hashes))
 
 
 async def insert_many(
@@ -133,13 +129,8 @@ async def get(
 
 
 async def get_many(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    ids: Sequence[uuid.UUID | str],
-    *,
-    scope: Scope | None = None,
-    flt: CompiledFilter | None = None,
-    with_embedding: bool = False,
+    conn: Conn, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID | str], *,
+    scope: Scope | None = None, flt: CompiledFilter | None = None, with_embedding: bool = False,
 ) -> dict[str, Memory]:
     """Visible rows among ``ids`` that also match scope and filter (re-check after an index)."""
     params: list[Any] = []
@@ -163,12 +154,7 @@ async def update(
 
 
 async def delete(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
-    cur = await conn.execute(
-        sql.SQL(
-            "DELETE FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {} RETURNING m.id"
-        ).format(VISIBLE),
-        (tenant_id, memory_id),
-    )
+    cur = await conn.execute(query("delete").format(visible=VISIBLE), (tenant_id, memory_id))
     return await cur.fetchone() is not None
 
 
@@ -181,12 +167,8 @@ async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[s
 
 
 async def list_page(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    scope: Scope,
-    flt: CompiledFilter | None,
-    after_seq: int,
-    limit: int,
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None,
+    after_seq: int, limit: int,
 ) -> list[Memory]:
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
@@ -208,15 +190,8 @@ async def count_matching(
 
 
 async def vector_search(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    scope: Scope,
-    flt: CompiledFilter | None,
-    query_vector: np.ndarray,
-    k: int,
-    *,
-    exact: bool,
-    ef_search: int,
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None,
+    query_vector: np.ndarray, k: int, *, exact: bool, ef_search: int,
 ) -> list[tuple[Memory, float]]:
     """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
     the HNSW index answers, filtered after its scan, so it may return fewer than ``k``."""
@@ -243,14 +218,8 @@ def _language_field(config: str) -> sql.Composable:
 
 
 async def keyword_search(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    scope: Scope,
-    flt: CompiledFilter | None,
-    config: str,
-    lexemes: tuple[list[str], list[str]],
-    k: int,
-    params: Bm25Params,
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None, config: str,
+    lexemes: tuple[list[str], list[str]], k: int, params: Bm25Params,
 ) -> list[tuple[Memory, float]]:
     """Rows matching any query lexeme, ranked by BM25 summed over both fields: document
     frequencies from the candidates, corpus size and mean length from up to ``stats_cap``
@@ -276,11 +245,7 @@ async def keyword_search(
 
 async def last_seen(conn: Conn, tenant_id: uuid.UUID, ids: Sequence[str]) -> dict[str, datetime]:
     """``last_seen_at`` of the rows among ``ids`` that have one."""
-    cur = await conn.execute(
-        "SELECT id, last_seen_at FROM memories WHERE tenant_id = %s AND id = ANY(%s::uuid[]) "
-        "AND last_seen_at IS NOT NULL",
-        (tenant_id, list(ids)),
-    )
+    cur = await conn.execute(query("last_seen"), (tenant_id, list(ids)))
     return {str(r[0]): r[1] for r in await cur.fetchall()}
 
 
@@ -302,11 +267,8 @@ async def merge_into(
     importance: float, expires_at: datetime | None,
 ) -> Memory:
     """Fold a re-added memory into ``memory_id`` (version + 1; the history trigger records it)."""
-    rows = await _rows(
-        conn,
-        query("merge_into").format(cols=COLUMNS),
-        (Jsonb(metadata), importance, expires_at, expires_at, tenant_id, memory_id),
-    )
+    params = (Jsonb(metadata), importance, expires_at, expires_at, tenant_id, memory_id)
+    rows = await _rows(conn, query("merge_into").format(cols=COLUMNS), params)
     assert rows, "the row was found in this transaction"
     return row_to_memory(rows[0], with_embedding=True)
 
@@ -326,10 +288,7 @@ async def current_versions(
     conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int]
 ) -> dict[int, int]:
     """seq -> version of the rows among ``memory_seqs`` that still exist."""
-    cur = await conn.execute(
-        "SELECT seq, version FROM memories WHERE tenant_id = %s AND seq = ANY(%s)",
-        (tenant_id, list(memory_seqs)),
-    )
+    cur = await conn.execute(query("current_versions"), (tenant_id, list(memory_seqs)))
     return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
 
 
@@ -400,8 +359,10 @@ async def upsert_by_key(
 ) -> tuple[Memory, bool]:
     """Insert or replace the memory named by ``item``'s namespace and key (an expired
     one is replaced as if absent); returns it and whether it was created."""
-    await conn.execute(query("purge_expired_key"), (tenant_id, item["scope"].namespace, item["key"]))
-    rows = await _rows(conn, query("upsert_by_key").format(cols=COLUMNS), _insert_params(tenant_id, item))
+    named = (tenant_id, item["scope"].namespace, item["key"])
+    await conn.execute(query("purge_expired_key"), named)
+    statement = query("upsert_by_key").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, _insert_params(tenant_id, item))
     return row_to_memory(rows[0]), bool(rows[0]["created"])
 
 
@@ -433,18 +394,9 @@ async def list_namespaces(
 ) -> list[tuple[str, int]]:
     """Distinct namespaces (cut to ``max_depth`` labels) with their live memory counts,
     in order, after ``after``. A prefix or suffix matches whole labels."""
-    where: list[sql.Composable] = [
-        sql.SQL("m.tenant_id = %s AND m.namespace IS NOT NULL"),
-        VISIBLE,
-    ]
-    params: list[Any] = [separator, max_depth or 1_000_000, separator, tenant_id]
-    if prefix is not None:
-        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
-        params += [prefix, _like_literal(prefix + separator) + "%"]
-    if suffix is not None:
-        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
-        params += [suffix, "%" + _like_literal(separator + suffix)]
-    params += [after or "", limit]
-    statement = query("list_namespaces").format(where=sql.SQL(" AND ").join(where))
-    cur = await conn.execute(statement, params)
+    below = None if prefix is None else _like_literal(prefix + separator) + "%"
+    above = None if suffix is None else "%" + _like_literal(separator + suffix)
+    params = [separator, max_depth or 1_000_000, separator, tenant_id]
+    params += [prefix, prefix, below, suffix, suffix, above, after or "", limit]
+    cur = await conn.execute(query("list_namespaces").format(visible=VISIBLE), params)
     return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
