@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 class Subscription:
     """One stream's wake-up flag; ``wait`` returns False on timeout."""
 
-    def __init__(self, fanout: EventFanout, tenant_id: str) -> None:
-        self.tenant_id = tenant_id  # as the notification payload spells it
+    def __init__(self, fanout: EventFanout, topic: str) -> None:
+        self.topic = topic  # as the notification payload spells it (a tenant id or a name)
         self._fanout = fanout
         self._flag = asyncio.Event()
         self.closed = False
@@ -66,15 +66,15 @@ class EventFanout:
     def subscribe(self, topic: uuid.UUID | str) -> Subscription:
         """Wake-ups for one notification payload: a tenant id, or a name a channel uses."""
         sub = Subscription(self, str(topic))
-        self._subscribers[sub.tenant_id].add(sub)
+        self._subscribers[sub.topic].add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subscribers.get(sub.tenant_id)
+        subs = self._subscribers.get(sub.topic)
         if subs is not None:
             subs.discard(sub)
             if not subs:
-                del self._subscribers[sub.tenant_id]
+                del self._subscribers[sub.topic]
 
     @property
     def stream_count(self) -> int:
