@@ -169,7 +169,8 @@ def markdown(results: dict[str, Any]) -> str:
         "# Retrieval quality",
         "",
         (
-            f"all-MiniLM-L6-v2, measured through the HTTP API on {results['machine']} "
+            f"all-MiniLM-L6-v2 ({results.get('backend', 'torch')} backend), measured through "
+            f"the HTTP API on {results['machine']} "
             f"({results['date']}, {results['seconds']:.0f} s in all): "
             "`python -m benchmarks.eval_retrieval`."
         ),
@@ -229,21 +230,35 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(LOCOMO_CONTEXTS),
         help="context variants of the LoCoMo turns: none, date, date+previous",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="the embedding backend for documents and for the service's query embedding",
+    )
     args = parser.parse_args(argv)
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     for name in list(RUNS):
         if name not in wanted:
             del RUNS[name]
 
-    from memory_service.embeddings import SentenceTransformerEmbedder
+    from memory_service.embeddings import load_embedder
 
-    cache = EmbeddingCache(CACHE, SentenceTransformerEmbedder())
+    export_dir = CACHE / "onnx-export"
+    embedder = load_embedder(None, backend=args.backend, export_dir=export_dir)
+    # each backend keeps its own document vectors, so a comparison embeds with both
+    cache = EmbeddingCache(CACHE / args.backend, embedder)
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
         "date": time.strftime("%Y-%m-%d"),
+        "backend": args.backend,
     }
-    with RunningService() as service:
+    service_env = {
+        "MEMORY_EMBEDDING_BACKEND": args.backend,
+        "MEMORY_EMBEDDING_EXPORT_DIR": str(export_dir),
+    }
+    with RunningService(env=service_env) as service:
         for name in args.datasets.split(","):
             if name == "scifact":
                 results["scifact"] = eval_scifact(service, cache, args.data)
