@@ -33,8 +33,8 @@ fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(PY) -m pytest tests/test_openapi_conformance.py -q -s
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
-	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
+	$(VENV)/bin/ruff check memory_service indexers api cli client tests benchmarks
+	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
@@ -55,10 +55,10 @@ tune: $(STAMP)
 	$(VENV)/bin/memory-service tune
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check memory_service indexers api client tests benchmarks
+	$(VENV)/bin/ruff check memory_service indexers api cli client tests benchmarks
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy memory_service indexers api client/memory_service_client
+	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,7 +1,8 @@
 """The app factory: ``create_app(settings)`` builds the Litestar application.
 
 The lifespan starts the core ``Runtime`` (database, migrations, model, services)
-and closes it on shutdown; handlers receive services through ``Provide``.
+and closes it on shutdown; handlers receive its services through the typed
+providers of ``api.dependencies``.
 There are no module-level singletons and no work at import time.
 """
 
@@ -13,7 +14,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar, Router
-from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -23,6 +23,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.console import console_router, template_config
+from api.dependencies import DEPENDENCIES, SIGNATURE_TYPES
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
 from api.limits import TenantSlotMiddleware, enforce_tenant_limits
@@ -48,26 +49,14 @@ from api.routes.tenants import TenantController
 from api.routes.transfer import MigrationController, TransferController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
-from memory_service.changes import ChangeFeed
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
-from memory_service.environments import EnvironmentService
-from memory_service.events import EventService
-from memory_service.executions import ExecutionService
-from memory_service.memories.as_of import MemoriesAsOf
-from memory_service.memories.keyed import KeyedMemories
-from memory_service.memories.service import MemoryService
 from memory_service.runtime import Runtime
-from memory_service.tasks import TaskService
 from memory_service.telemetry import (
     build_tracer_provider,
     instrument_psycopg,
     use_tracer_provider,
 )
-from memory_service.tenants import TenantService
-from memory_service.transfer.migration import MigrationService
-from memory_service.transfer.service import TransferService
-from memory_service.workflows import WorkerGateway, WorkflowService
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +78,6 @@ AdminRoutes.append(admin_metrics_summary)
 StartupHook = Callable[[Runtime], Any]
 
 
-def _state_getter(name: str) -> Callable[[State], Any]:
-    def provide(state: State) -> Any:
-        runtime = state.runtime
-        return runtime if name == "__self__" else getattr(runtime, name)
-
-    return provide
-
-
-def _extra_getter(name: str) -> Callable[[State], Any]:
-    def provide(state: State) -> Any:
-        return state.runtime.extras[name]
-
-    return provide
-
-
-def _provide_workflows(state: State) -> WorkflowService:
-    return state.runtime.workflows.service
-
-
-def _provide_workers(state: State) -> WorkerGateway:
-    return state.runtime.workflows.workers
-
-
 def create_app(
     settings: Settings,
     *,
@@ -127,12 +93,13 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # database spans of start-up and of background tasks go to this app's provider
         use_tracer_provider(tracer_provider)
-        runtime = await Runtime.start(settings, embedder=embedder)
+        runtime = await Runtime.start(
+            settings, embedder=embedder, tracer_provider=tracer_provider
+        )
         app.state.runtime = runtime
         app.state.tenants = runtime.tenants
         app.state.settings = settings
         app.state.tracer_provider = tracer_provider
-        runtime.extras["tracer_provider"] = tracer_provider  # for spans made in the core
         try:
             for hook in [*DEFAULT_STARTUP_HOOKS, *(startup_hooks or [])]:
                 result = hook(runtime)
@@ -157,27 +124,15 @@ def create_app(
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,
         exclude=["/health"],
+        # a span per ASGI message (three per request) costs about 25 us each and says
+        # nothing the request span does not
+        exclude_spans=["receive", "send"],
     )
     app = Litestar(
         route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
         template_config=template_config(),
         lifespan=[lifespan],
-        dependencies={
-            "memories": Provide(_state_getter("memories"), sync_to_thread=False),
-            "keyed_memories": Provide(_state_getter("keyed_memories"), sync_to_thread=False),
-            "tenants": Provide(_state_getter("tenants"), sync_to_thread=False),
-            "runtime": Provide(_state_getter("__self__"), sync_to_thread=False),
-            "changes": Provide(_state_getter("changes"), sync_to_thread=False),
-            "tasks": Provide(_extra_getter("tasks"), sync_to_thread=False),
-            "environments": Provide(_extra_getter("environments"), sync_to_thread=False),
-            "events": Provide(_extra_getter("events"), sync_to_thread=False),
-            "executions": Provide(_state_getter("executions"), sync_to_thread=False),
-            "memories_as_of": Provide(_state_getter("memories_as_of"), sync_to_thread=False),
-            "workflows": Provide(_provide_workflows, sync_to_thread=False),
-            "workers": Provide(_provide_workers, sync_to_thread=False),
-            "migrations": Provide(_state_getter("migrations"), sync_to_thread=False),
-            "transfers": Provide(_state_getter("transfers"), sync_to_thread=False),
-        },
+        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         plugins=[OpenTelemetryPlugin(otel)],
         middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
@@ -191,11 +146,7 @@ def create_app(
                 security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
-        signature_types=[
-            MemoryService, TenantService, Runtime, TaskService, EnvironmentService, EventService,
-            ExecutionService, MemoriesAsOf, WorkflowService, WorkerGateway, ChangeFeed,
-            MigrationService, TransferService, KeyedMemories,
-        ],
+        signature_types=SIGNATURE_TYPES,
         debug=False,
     )
     document_problems(app, settings)

@@ -1,13 +1,14 @@
 """Bearer authentication: tenant API keys for ``/v1``, the admin token for ``/v1/admin``.
 
 Both are guards, so no handler under a guarded router can forget them. The tenant
-guard leaves the tenant id in ``request.state.tenant_id`` for the
-``tenant_id`` dependency.
+guard leaves the tenant id in ``request.state.tenant_id`` for the ``tenant_id``
+dependency, as a ``uuid.UUID``: the core never parses it again.
 """
 
 from __future__ import annotations
 
 import hmac
+import uuid
 from typing import Any
 
 from litestar import Request
@@ -43,6 +44,6 @@ async def require_admin(
         raise Unauthenticated("wrong admin token")
 
 
-def provide_tenant_id(request: Request[Any, Any, Any]) -> str:
-    tenant_id: str = request.state.tenant_id
+def provide_tenant_id(request: Request[Any, Any, Any]) -> uuid.UUID:
+    tenant_id: uuid.UUID = request.state.tenant_id
     return tenant_id

@@ -11,6 +11,7 @@ route that streams or waits opts in with that one ``opt`` entry.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -29,7 +30,7 @@ async def enforce_tenant_limits(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
     runtime = connection.app.state.runtime
-    tenant_id: str = connection.state.tenant_id
+    tenant_id: uuid.UUID = connection.state.tenant_id
     runtime.limiter.admit(tenant_id)
     limit = runtime.settings.tenant_max_request_bytes
     length = connection.headers.get("content-length", "")

@@ -203,6 +203,14 @@ class SearchBody(Strict):
     filter: dict[str, Any] | None = None
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     min_score: float | None = None
+    consistency: Annotated[
+        Literal["eventual", "strong"],
+        Meta(
+            description="eventual (default): this process's own writes at once, other "
+            "processes' within about a second; strong: every committed write, at the cost "
+            "of one more database round trip."
+        ),
+    ] = "eventual"
     explain: Annotated[
         bool,
         Meta(description="Return each result's score components; they add up to its score."),
@@ -264,6 +272,7 @@ class SearchBody(Strict):
             mode=self.mode,
             min_score=self.min_score,
             options=self.options(),
+            consistency=self.consistency,
         )
 
     def options(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ class ServiceProcess:
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "cli", "serve", "--port", str(self.port)],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

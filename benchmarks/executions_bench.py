@@ -28,6 +28,7 @@ import random
 import string
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def change(rng: random.Random, keys: int, step: int, per_step: int = 10) -> list
     return ops
 
 
-async def build(service: ExecutionService, tid: str, args: argparse.Namespace) -> tuple[str, int]:
+async def build(service: ExecutionService, tid: uuid.UUID, args: argparse.Namespace) -> tuple[str, int]:
     rng = random.Random(7)
     state = initial_state(rng, args.keys)
     state_bytes = len(json.dumps(state, separators=(",", ":")))
@@ -110,7 +111,7 @@ def storage(url: str, sample: int, steps: int, state: dict[str, Any]) -> dict[st
     }
 
 
-async def reads(service: ExecutionService, tid: str, eid: str, args: argparse.Namespace) -> dict[str, Any]:
+async def reads(service: ExecutionService, tid: uuid.UUID, eid: str, args: argparse.Namespace) -> dict[str, Any]:
     cold = ExecutionService(service.pool, service.cursors, ExecutionLimits(cache_bytes=0))
     seqs = random.Random(3).sample(range(1, args.steps + 1), args.reads)
     timings = []
@@ -197,7 +198,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     runtime = await Runtime.start(settings, embedder=HashEmbedder(384))
     try:
         tenant, _ = await runtime.tenants.create_tenant("bench")
-        tid = str(tenant.id)
+        tid = uuid.UUID(tenant.id)
         eid, state_bytes = await build(runtime.executions, tid, args)
         final = await runtime.executions.state_at(tid, eid, args.steps)
         read_numbers = await reads(runtime.executions, tid, eid, args)

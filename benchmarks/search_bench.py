@@ -36,6 +36,8 @@ from memory_service.memories import repository as repo
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from memory_service.search.indexes import TenantIndexes, faiss_params
+from memory_service.search.service import SearchService
+from memory_service.search.vector import VectorSearch
 
 K = 10
 FAISS_EFS = (16, 32, 48, 64, 128, 256)
@@ -87,7 +89,7 @@ class Bench:
                     )
                     for i in range(s, min(self.n, s + batch))
                 ]
-                await rt.memories.add_many(tid, items)
+                await rt.memories.add_many(uuid.UUID(tid), items)
                 bar.update(len(items))
         elapsed = time.perf_counter() - started
         self.report["ingest_vectors"] = {
@@ -103,7 +105,7 @@ class Bench:
         tid = str(tenant.id)
         started = time.perf_counter()
         for s in tqdm(range(0, len(docs), 100), desc="ingest (SciFact text)", unit="batch"):
-            await rt.memories.add_many(tid, [NewMemory(d) for d in docs[s : s + 100]])
+            await rt.memories.add_many(uuid.UUID(tid), [NewMemory(d) for d in docs[s : s + 100]])
         elapsed = time.perf_counter() - started
         self.report["ingest_text"] = {
             "rows": len(docs),
@@ -113,11 +115,9 @@ class Bench:
         return tid, queries[: self.args.queries]
 
     async def tenant_vectors(self, rt: Runtime, tid: str) -> tuple[np.ndarray, np.ndarray]:
-        from memory_service.search import store
-
         ids, vecs = [], []
         async with rt.pool.connection() as conn, conn.transaction():
-            async for rows in store.stream_tenant_vectors(conn, uuid.UUID(tid), 384):
+            async for rows in repo.stream_tenant_rows(conn, uuid.UUID(tid), 384):
                 ids.append(rows.seqs)
                 vecs.append(rows.vectors)
         return np.concatenate(ids), np.concatenate(vecs)
@@ -199,7 +199,15 @@ class Bench:
         """The whole service path (search + SQL re-check), FAISS vs pgvector, with filters."""
         exact = ExactIndex(384)
         exact.add(np.arange(self.n), self.vectors)
-        accelerator = rt.memories.vector_accelerator
+        # the same search service without the in-process path: pgvector answers everything
+        in_database = SearchService(
+            rt.pool,
+            rt.settings,
+            rt.embedder,
+            rt.search.validate,
+            VectorSearch(rt.pool, rt.settings, None),
+            rt.search.keyword,
+        )
         rows: dict[str, Any] = {}
         cases = {"none": None, **{name: key for name, key in SELECTIVITY.items()}}
         for name, spec in tqdm(cases.items(), desc="service paths (filters)"):
@@ -209,18 +217,21 @@ class Bench:
                 flt = {f"metadata.{key}": 1}
                 allow = np.flatnonzero(np.arange(self.n) % mod == 1)
             truth = [exact.search(q, K, allow)[0].tolist() for q in self.queries]
-            for path, acc in (("faiss", accelerator), ("pgvector", None)):
+            for path, service in (("faiss", rt.search), ("pgvector", in_database)):
                 if path == "pgvector" and self.args.faiss_only:
                     continue
-                rt.memories.vector_accelerator = acc
                 answers: list[list[int]] = []
                 strategies: set[str] = set()
 
                 async def one(
-                    i: int, found: list = answers, strategies: set = strategies, flt: Any = flt
+                    i: int,
+                    found: list = answers,
+                    strategies: set = strategies,
+                    flt: Any = flt,
+                    service: SearchService = service,
                 ) -> None:
                     request = SearchRequest(embedding=self.queries[i].tolist(), k=K, filter=flt)
-                    result = await rt.memories.search(tid, request)
+                    result = await service.search(uuid.UUID(tid), request)
                     strategies.add(result.strategy)
                     found.append([seq_of[int(h.memory.content.split()[1])] for h in result.results])
 
@@ -234,11 +245,10 @@ class Bench:
                     "strategies": sorted(strategies),
                     **common.percentiles(times),
                 }
-        rt.memories.vector_accelerator = accelerator
         self.report["service_paths"] = rows
 
     async def restart_times(self, rt: Runtime, tid: str) -> None:
-        hot = rt.extras["hot_search"]
+        hot = rt.hot_search
         started = time.perf_counter()
         await hot.indexes.snapshot_all(hot.follower.mark)
         self.report["snapshot_write_s"] = round(time.perf_counter() - started, 2)
@@ -334,7 +344,7 @@ class Bench:
                     "SELECT seq, content FROM memories WHERE tenant_id = %s", (uuid.UUID(tid),)
                 )
                 seq_of = {int(c.split()[1]): int(s) for s, c in await cur.fetchall()}
-            hot = rt.extras["hot_search"]
+            hot = rt.hot_search
             t = hot.indexes.get(uuid.UUID(tid))
             while t is not None and (not t.ready or t.rebuilding):
                 await asyncio.sleep(0.2)

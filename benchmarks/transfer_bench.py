@@ -106,7 +106,7 @@ def browser_export(tasks: int, envs: int, memories: int, seed: int = 7) -> dict[
     }
 
 
-async def migration(runtime: Runtime, tenant_id: str, args: argparse.Namespace) -> dict[str, Any]:
+async def migration(runtime: Runtime, tenant_id: uuid.UUID, args: argparse.Namespace) -> dict[str, Any]:
     assert runtime.migrations is not None
     payload = browser_export(args.tasks, args.envs, args.memories)
     size_mb = sum(len(v) for v in payload.values()) / 1e6
@@ -149,7 +149,7 @@ async def migration(runtime: Runtime, tenant_id: str, args: argparse.Namespace) 
     }
 
 
-async def seed(runtime: Runtime, tenant_id: str, n: int) -> float:
+async def seed(runtime: Runtime, tenant_id: uuid.UUID, n: int) -> float:
     """The baseline ingest: add_many with given embeddings; returns memories/s."""
     vectors = synthetic_vectors(n, seed=11)
     started = time.perf_counter()
@@ -161,7 +161,7 @@ async def seed(runtime: Runtime, tenant_id: str, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def raw_read_rate(url: str, tenant_id: str) -> float:
+def raw_read_rate(url: str, tenant_id: uuid.UUID) -> float:
     import psycopg
     from pgvector.psycopg import register_vector
 
@@ -171,7 +171,7 @@ def raw_read_rate(url: str, tenant_id: str) -> float:
         with conn.cursor(name="raw") as cur:
             cur.itersize = 1000
             cur.execute("SELECT id, content, metadata, embedding FROM memories "
-                        "WHERE tenant_id = %s ORDER BY seq", (uuid.UUID(tenant_id),))
+                        "WHERE tenant_id = %s ORDER BY seq", (tenant_id,))
             n = sum(1 for _ in cur)
     return n / (time.perf_counter() - started)
 
@@ -184,18 +184,18 @@ async def file_chunks(path: Path, bar: tqdm) -> AsyncIterator[bytes]:
 
 
 async def export_import(runtime: Runtime, work: Path, n: int) -> dict[str, Any]:
-    assert runtime.transfers is not None
-    source, _ = await runtime.tenants.create_tenant("bench-source")
-    target, _ = await runtime.tenants.create_tenant("bench-target")
-    ingest_rate = await seed(runtime, source.id, n)
+    created_source, _ = await runtime.tenants.create_tenant("bench-source")
+    created_target, _ = await runtime.tenants.create_tenant("bench-target")
+    source, target = uuid.UUID(created_source.id), uuid.UUID(created_target.id)
+    ingest_rate = await seed(runtime, source, n)
     print(f"batch ingest {ingest_rate:.0f}/s", flush=True)
-    raw_rate = raw_read_rate(runtime.database_url, source.id)
+    raw_rate = raw_read_rate(runtime.database_url, source)
     print(f"raw read {raw_rate:.0f}/s", flush=True)
     path = work / "export.ndjson"
     options = ExportOptions(types=["memory"])
     with PeakRss() as export_rss, path.open("wb") as f, tqdm(total=n, desc="export") as bar:
         started = time.perf_counter()
-        async for chunk in runtime.transfers.export(source.id, options):
+        async for chunk in runtime.transfers.export(source, options):
             f.write(chunk)
             bar.update(chunk.count(b'{"type":"memory"'))
         export_s = time.perf_counter() - started
@@ -204,7 +204,7 @@ async def export_import(runtime: Runtime, work: Path, n: int) -> dict[str, Any]:
     with PeakRss() as import_rss, tqdm(total=size, unit="B", unit_scale=True,
                                        desc="import") as bar:
         started = time.perf_counter()
-        report = await runtime.transfers.import_stream(target.id, file_chunks(path, bar))
+        report = await runtime.transfers.import_stream(target, file_chunks(path, bar))
         import_s = time.perf_counter() - started
     print(f"import {n / import_s:.0f}/s", flush=True)
     assert report.counts["memory"] == {"created": n}, report.counts
@@ -238,7 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result: dict[str, Any] = {"machine": machine()}
         if args.memories or args.tasks:
             tenant, _ = await runtime.tenants.create_tenant("bench-migration")
-            result["migration"] = await migration(runtime, tenant.id, args)
+            result["migration"] = await migration(runtime, uuid.UUID(tenant.id), args)
             save(result, args.output)
         if args.transfer:
             result["transfer"] = await export_import(runtime, work, args.transfer)

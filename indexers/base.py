@@ -2,9 +2,9 @@
 
 An index maps int64 ids to unit-length float32 vectors and answers top-k
 inner-product (cosine) queries, optionally restricted by an *allow* filter: a
-set or array of ids, or a vectorised predicate ``ids -> bool mask``. The three
-implementations (``exact``, ``faiss_index``, ``pgvector_index``) are tested
-against each other by one shared suite; the exact one is the reference.
+set or array of ids, or a vectorised predicate ``ids -> bool mask``. The
+implementations (``exact``, ``faiss_index``) are tested against each other by
+one shared suite; the exact one is the reference.
 """
 
 from __future__ import annotations

@@ -64,6 +64,20 @@ class ReadWriteLock:
                 if not self._readers:
                     self._cond.notify_all()
 
+    def try_read(self) -> bool:
+        """Take a read share only if no writer holds or waits for the lock."""
+        with self._cond:
+            if self._writer or self._writers_waiting:
+                return False
+            self._readers += 1
+            return True
+
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if not self._readers:
+                self._cond.notify_all()
+
     @contextmanager
     def write(self) -> Iterator[None]:
         with self._cond:
@@ -228,6 +242,21 @@ class FaissIndex:
         self._labels, self._alive = labels, alive
 
     # -- search ------------------------------------------------------------------------
+    def search_unless_busy(
+        self, query: npt.NDArray[np.float32], k: int, *, ef_search: int | None = None
+    ) -> tuple[Ids, Scores] | None:
+        """``search`` without an allow-filter, or None at once when a mutation holds or
+        waits for the index: a caller on an event loop must never wait for one."""
+        if not self._lock.try_read():
+            return None
+        try:
+            q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+            _faiss.omp_set_num_threads(1)
+            bitmap = self._alive if self.dead else None
+            return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
+        finally:
+            self._lock.release_read()
+
     def search(
         self,
         query: npt.NDArray[np.float32],

@@ -4,11 +4,13 @@
 configured. ``open_pool`` builds a psycopg 3 ``AsyncConnectionPool`` whose
 connections know the pgvector type. ``wrap_db_errors`` is the storage edge: every
 psycopg error raised inside it leaves as a ``memory_service.errors`` exception.
+``named_query`` reads a statement by name from a package's ``.sql`` file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -16,12 +18,14 @@ import signal
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
@@ -232,3 +236,18 @@ def translate_db_error(exc: BaseException) -> MemoryServiceError:
         return Unavailable("the database is unavailable", retry_after=2)
     log.exception("unexpected database error", exc_info=exc)
     return Unavailable("the database reported an unexpected error", retry_after=2)
+
+
+@functools.cache
+def named_query(package: str, filename: str, name: str) -> sql.SQL:
+    """Statement ``name`` of a ``.sql`` file of ``package``: the lines after ``-- name: <name>``
+    up to the next such line, comment lines left out. Read once per statement."""
+    text = resources.files(package).joinpath(filename).read_text("utf-8")
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("-- name: "):
+            current = blocks.setdefault(line.removeprefix("-- name: ").strip(), [])
+        elif current is not None and not line.lstrip().startswith("--"):
+            current.append(line)
+    return sql.SQL("\n".join(blocks[name]).strip())

@@ -14,37 +14,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import numpy as np
-import numpy.typing as npt
+
+from memory_service.embedding_types import Embedder, EmbeddingError, Matrix, Vector
 
 if TYPE_CHECKING:
     from memory_service.config import Settings
 
+__all__ = ["CachedEmbedder", "Embedder", "EmbeddingError", "HashEmbedder", "Matrix", "Vector"]
+
 log = logging.getLogger(__name__)
-
-Vector = npt.NDArray[np.float32]
-Matrix = npt.NDArray[np.float32]
-
-
-class EmbeddingError(RuntimeError):
-    """The embedding model could not be loaded or could not encode."""
-
-
-@runtime_checkable
-class Embedder(Protocol):
-    """Turns texts into unit-length float32 vectors of a fixed dimension."""
-
-    @property
-    def dimension(self) -> int: ...
-
-    @property
-    def model_name(self) -> str: ...
-
-    def embed(self, texts: Sequence[str]) -> Matrix: ...
-
 
 def packaged_model_path() -> Path:
     try:

@@ -118,7 +118,7 @@ class EnvironmentService:
             )
         return {name: self.box.seal(value) for name, value in secrets.items()}
 
-    async def create(self, tenant_id: str, fields: dict[str, Any]) -> Environment:
+    async def create(self, tenant_id: uuid.UUID, fields: dict[str, Any]) -> Environment:
         row = self._validate(fields, creating=True)
         secrets = self._seal({k: v for k, v in row.pop("secrets", {}).items() if v is not None})
         async with wrap_db_errors(), self.pool.connection() as conn:
@@ -129,7 +129,7 @@ class EnvironmentService:
                         "is_active) VALUES (%s, %s, %s, %s, %s, %s) RETURNING {out}"
                     ).format(out=COLUMNS),
                     (
-                        uuid.UUID(tenant_id),
+                        tenant_id,
                         row["name"],
                         row.get("description"),
                         Jsonb(row.get("config", {})),
@@ -142,12 +142,12 @@ class EnvironmentService:
             return _environment(await cur.fetchone())
 
     async def update(
-        self, tenant_id: str, env_id: str, fields: dict[str, Any], if_match: int | None
+        self, tenant_id: uuid.UUID, env_id: str, fields: dict[str, Any], if_match: int | None
     ) -> Environment:
         changes = self._validate(fields, creating=False)
         if not changes:
             raise InvalidInput("nothing to update", errors=[FieldError("body", "no field given")])
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         sets: list[sql.Composable] = []
         params: list[Any] = []
         for name in ("name", "description", "is_active"):
@@ -193,10 +193,10 @@ class EnvironmentService:
             return _environment(await cur2.fetchone())
 
     async def delete(
-        self, tenant_id: str, env_id: str, *, force: bool = False, if_match: int | None = None
+        self, tenant_id: uuid.UUID, env_id: str, *, force: bool = False, if_match: int | None = None
     ) -> int:
         """Delete; returns how many tasks lost this environment (only when forced)."""
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             cur = await conn.cursor(row_factory=dict_row).execute(
                 sql.SQL(
@@ -234,8 +234,8 @@ class EnvironmentService:
             )
         return in_use
 
-    async def get(self, tenant_id: str, env_id: str) -> Environment:
-        tid, eid = uuid.UUID(tenant_id), parse_uuid(env_id, "id")
+    async def get(self, tenant_id: uuid.UUID, env_id: str) -> Environment:
+        tid, eid = tenant_id, parse_uuid(env_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(
                 sql.SQL("SELECT {out} FROM environments WHERE tenant_id = %s AND id = %s").format(
@@ -250,7 +250,7 @@ class EnvironmentService:
 
     async def list(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         *,
         is_active: bool | None = None,
         limit: int = 50,
@@ -269,7 +269,7 @@ class EnvironmentService:
                 )
             after = position
         where: sql.Composable = sql.SQL("tenant_id = %s AND seq > %s")
-        params: list[Any] = [uuid.UUID(tenant_id), after]
+        params: list[Any] = [tenant_id, after]
         if is_active is not None:
             where = sql.SQL("{} AND is_active = %s").format(where)
             params.append(is_active)
@@ -353,6 +353,8 @@ def reseal_secrets(conn: psycopg.Connection[Any], box: SecretBox, *, everything:
             )
             changed += 1
     return changed
+
+
 async def ids_by_name(conn: Any, tenant_id: uuid.UUID, names: list[str]) -> dict[str, str]:
     """The ids of this tenant's environments with these names."""
     cur = await conn.execute(

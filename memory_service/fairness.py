@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -44,11 +45,11 @@ class TenantLimiter:
         self.burst = burst
         self.slots = dict(slots)
         self.clock = clock
-        self._buckets: dict[str, _Bucket] = {}
-        self._held: dict[tuple[str, str], int] = {}
+        self._buckets: dict[uuid.UUID, _Bucket] = {}
+        self._held: dict[tuple[uuid.UUID, str], int] = {}
         self._lock = threading.Lock()
 
-    def admit(self, tenant_id: str) -> None:
+    def admit(self, tenant_id: uuid.UUID) -> None:
         """Take one request token for ``tenant_id`` or raise ``RateLimited``."""
         if self.rate <= 0:
             return
@@ -68,7 +69,7 @@ class TenantLimiter:
             retry_after=max(1, math.ceil(wait)),
         )
 
-    def hold(self, tenant_id: str, kind: str) -> Callable[[], None]:
+    def hold(self, tenant_id: uuid.UUID, kind: str) -> Callable[[], None]:
         """Take a ``kind`` slot for the tenant; returns the function that gives it back."""
         limit = self.slots.get(kind, 0)
         key = (tenant_id, kind)
@@ -97,6 +98,6 @@ class TenantLimiter:
 
         return release
 
-    def held(self, tenant_id: str, kind: str) -> int:
+    def held(self, tenant_id: uuid.UUID, kind: str) -> int:
         with self._lock:
             return self._held.get((tenant_id, kind), 0)

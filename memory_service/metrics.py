@@ -9,9 +9,9 @@ It also keeps this process's recent request samples (up to an hour, bounded per
 operation) for ``summary`` (count, error rate and p50/p95/p99 per operation over
 a window) and ``health_score``; with several processes, each reports its own.
 
-An index reports its freshness by putting a zero-argument callable into
-``runtime.extras["index_status"][name]`` that returns a mapping with optional
-``size`` (int) and ``lag_seconds`` (float: how far it trails the database).
+An index reports its freshness through a zero-argument callable in
+``Runtime.index_status[name]`` that returns a mapping with optional ``size``
+(int) and ``lag_seconds`` (float: how far it trails the database).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ MAX_WINDOW_SECONDS = 3600.0
 MAX_SAMPLES_PER_OPERATION = 50_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 IndexStatus = Callable[[], Mapping[str, Any]]
-Sample = tuple[float, float, int, str | None]
+Sample = tuple[float, float, int, uuid.UUID | None]
 
 
 @dataclass(slots=True)
@@ -118,7 +119,7 @@ class ServiceMetrics:
         seconds: float,
         *,
         streaming: bool = False,
-        tenant_id: str | None = None,
+        tenant_id: uuid.UUID | None = None,
     ) -> None:
         """Count a request; a long-lived stream is counted but kept out of the latencies."""
         self.requests.labels(method, route, str(status)).inc()
@@ -139,7 +140,7 @@ class ServiceMetrics:
 
     # -- summaries ---------------------------------------------------------------------
     def summary(
-        self, window_seconds: float, tenant_id: str | None = None
+        self, window_seconds: float, tenant_id: uuid.UUID | None = None
     ) -> list[OperationSummary]:
         """Per operation over the window; only ``tenant_id``'s requests when given."""
         since = self._clock() - min(window_seconds, MAX_WINDOW_SECONDS)
@@ -181,7 +182,7 @@ def _summarise(op: str, samples: list[Sample]) -> OperationSummary:
 
 
 def index_statuses(runtime: Any) -> dict[str, Mapping[str, Any]]:
-    reporters = getattr(runtime, "extras", {}).get("index_status") or {}
+    reporters = getattr(runtime, "index_status", None) or {}
     out: dict[str, Mapping[str, Any]] = {}
     for name, report in dict(reporters).items():
         try:
@@ -239,7 +240,7 @@ class _RuntimeCollector(Collector):
         cache.add_metric(["hit"], runtime.embedder.hits)
         cache.add_metric(["miss"], runtime.embedder.misses)
         yield cache
-        writer = runtime.extras.get("event_writer")
+        writer = runtime.event_writer
         if writer is not None:
             written = CounterMetricFamily(
                 "memory_service_events", "Service events by outcome", labels=["outcome"]
@@ -250,7 +251,7 @@ class _RuntimeCollector(Collector):
             yield GaugeMetricFamily(
                 "memory_service_events_pending", "Service events queued", value=writer.pending
             )
-        fanout = runtime.extras.get("event_fanout")
+        fanout = runtime.event_fanout
         if fanout is not None:
             yield GaugeMetricFamily(
                 "memory_event_streams", "Open event streams", value=fanout.stream_count
@@ -280,7 +281,7 @@ class _RuntimeCollector(Collector):
 
 
 def breakers(runtime: Any) -> list[Any]:
-    found = [getattr(runtime.pool, "breaker", None), runtime.extras.get("embedder_breaker")]
+    found = [getattr(runtime.pool, "breaker", None), runtime.embedder_breaker]
     return [b for b in found if b is not None]
 
 

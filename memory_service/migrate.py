@@ -104,3 +104,10 @@ def _check_dimension(conn: psycopg.Connection[Any], embedding_dim: int) -> None:
 
 def is_current(conn: psycopg.Connection[Any]) -> bool:
     return not pending_migrations(conn)
+
+
+async def applied_count(conn: psycopg.AsyncConnection[Any]) -> int:
+    """How many migrations the database records as applied (readiness checks)."""
+    cur = await conn.execute("SELECT count(*) FROM schema_migrations")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0

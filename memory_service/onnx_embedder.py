@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_service.embeddings import EmbeddingError, Matrix
+from memory_service.embedding_types import EmbeddingError, Matrix
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -33,12 +34,12 @@ class CursorCodec:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def encode(self, kind: str, tenant_id: str, position: int | str) -> str:
+    def encode(self, kind: str, tenant_id: uuid.UUID, position: int | str) -> str:
         body = json.dumps({"k": kind, "p": position}, separators=(",", ":")).encode()
         payload = base64.urlsafe_b64encode(body).rstrip(b"=").decode()
         return f"{payload}.{self._sign(kind, tenant_id, payload)}"
 
-    def decode(self, cursor: str, kind: str, tenant_id: str) -> int | str:
+    def decode(self, cursor: str, kind: str, tenant_id: uuid.UUID) -> int | str:
         bad = InvalidInput(
             "cursor is not valid for this listing",
             errors=[FieldError("cursor", "malformed, tampered with, or from another listing")],
@@ -64,7 +65,7 @@ class CursorCodec:
             raise bad
         return position
 
-    def _sign(self, kind: str, tenant_id: str, payload: str) -> str:
+    def _sign(self, kind: str, tenant_id: uuid.UUID, payload: str) -> str:
         message = f"{kind}|{tenant_id}|{payload}".encode()
         digest = hmac.new(self._key, message, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

@@ -24,12 +24,14 @@ def _ids(ids: Sequence[str | uuid.UUID]) -> list[str]:
     return [str(i) for i in ids]
 
 
-async def owners(conn: Conn, table: str, ids: Sequence[str | uuid.UUID]) -> dict[str, str]:
+async def owners(
+    conn: Conn, table: str, ids: Sequence[str | uuid.UUID]
+) -> dict[str, uuid.UUID]:
     """Which tenant holds each of ``ids`` (ids held by nobody are absent)."""
     if not ids:
         return {}
     cur = await conn.execute(
-        sql.SQL("SELECT id::text, tenant_id::text FROM {} WHERE id = ANY(%s::uuid[])").format(
+        sql.SQL("SELECT id::text, tenant_id FROM {} WHERE id = ANY(%s::uuid[])").format(
             sql.Identifier(table)
         ),
         (_ids(ids),),

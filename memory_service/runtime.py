@@ -1,9 +1,13 @@
-"""Wiring of the core: the resources a running service holds, built in one place.
+"""Wiring of the core: every service a running process holds, built in one place.
 
 ``Runtime.start`` resolves the database (starting the embedded server when no
 URL is configured), loads the embedding model, applies migrations, opens the
-pool and builds the domain services. The HTTP app, the CLI and the benchmarks
-all start the core through it, and ``close`` releases everything in reverse.
+pool and then builds each service with what it needs passed to its
+constructor: listeners, backends and the tracer included. Every service is a
+typed field of ``Runtime``; nothing is attached to a finished object. The HTTP
+app, the CLI and the benchmarks all start the core through it, and ``close``
+stops the background workers in reverse order, closes the pool and gives back
+this process's hold on the embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,27 +15,40 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
+from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, migrate
+from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
 from memory_service.config import Settings, SettingsError
 from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
-from memory_service.environments import reseal_secrets, secrets_exist
-from memory_service.events.install import install as operations_install
+from memory_service.environments import EnvironmentService, reseal_secrets, secrets_exist
+from memory_service.events.fanout import EventFanout
+from memory_service.events.recorder import OperationRecorder
+from memory_service.events.retention import RetentionWorker
+from memory_service.events.service import EventService
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.fairness import TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
+from memory_service.memories.validation import MemoryValidator
+from memory_service.metrics import IndexStatus, ServiceMetrics
 from memory_service.pagination import CursorCodec
-from memory_service.retrieval import pipeline as retrieval_pipeline
-from memory_service.search import accelerator as hot_search
+from memory_service.resilience import CircuitBreaker, GuardedEmbedder
+from memory_service.retrieval.dedupe import SemanticDedupe
+from memory_service.retrieval.keyword import KeywordSearch
+from memory_service.retrieval.settings import RetrievalSettingsService
+from memory_service.search.accelerator import HotSearch
+from memory_service.search.follower import ChangeFollower
+from memory_service.search.indexes import TenantIndexes
+from memory_service.search.service import SearchService
+from memory_service.search.vector import VectorSearch
 from memory_service.secret_box import SecretBox, load_secret_box
+from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
@@ -39,119 +56,71 @@ from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
+Closer = Callable[[], Awaitable[None]]
+
 
 @dataclass
 class Runtime:
     settings: Settings
     database_url: str
     pool: AsyncConnectionPool
-    embedder: CachedEmbedder
-    tenants: TenantService
-    memories: MemoryService
     cursors: CursorCodec
-    limiter: TenantLimiter
-    secret_box: SecretBox | None
+    embedder: CachedEmbedder
+    embedder_breaker: CircuitBreaker
+    metrics: ServiceMetrics
+    tenants: TenantService
+    event_writer: EventWriter
+    event_fanout: EventFanout
+    event_retention: RetentionWorker
+    events: EventService
+    tasks: TaskService
+    environments: EnvironmentService
+    retrieval_settings: RetrievalSettingsService
+    hot_search: HotSearch | None  # None when FAISS is turned off
+    memories: MemoryService
+    search: SearchService
     keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
+    secret_box: SecretBox | None
+    limiter: TenantLimiter
     changes: ChangeFeed
-    # built once the event log's writer exists (after the extensions below)
-    executions: ExecutionService = field(init=False)
-    workflows: Workflows = field(init=False)  # needs the executions
-    # extra components register a closer here; run in reverse order on close
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
-    migrations: MigrationService | None = None
-    transfers: TransferService | None = None
+    executions: ExecutionService
+    workflows: Workflows
+    migrations: MigrationService
+    transfers: TransferService
+    # name -> a reporter of an index's size and lag (metrics and the health score read it)
+    index_status: dict[str, IndexStatus] = field(default_factory=dict)
+    # background workers, closed in reverse order before the pool
+    closers: list[Closer] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, settings: Settings, *, embedder: Embedder | None = None) -> Runtime:
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        embedder: Embedder | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> Runtime:
         url = await anyio.to_thread.run_sync(db.resolve_database_url, settings)
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(embedder_from_settings, settings)
         if settings.auto_migrate:
             await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
-        secret_box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
+        box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
+        closers: list[Closer] = []
         try:
-            async with db.wrap_db_errors(), pool.connection() as conn:
-                cur = await conn.execute(
-                    "SELECT value FROM service_state WHERE name = 'cursor_key'"
-                )
-                row = await cur.fetchone()
-            if row is None:
-                raise RuntimeError("the database has no cursor key: run `memory-service migrate`")
-            cursors = CursorCodec(str(row[0]).encode())
-            cached = CachedEmbedder(embedder, settings.query_cache_size)
-            memories = MemoryService(pool, cached, settings, cursors)
-            changes = ChangeFeed(
-                pool,
-                cursors,
-                url,
-                retention_seconds=settings.change_feed_retention_seconds,
-                prune_interval_seconds=settings.change_feed_prune_interval_seconds,
-                heartbeat_seconds=settings.sse_heartbeat_seconds,
-            )
-            runtime = cls(
-                settings=settings,
-                database_url=url,
-                pool=pool,
-                embedder=cached,
-                tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
-                memories=memories,
-                cursors=cursors,
-                secret_box=secret_box,
-                limiter=TenantLimiter(
-                    rate=settings.tenant_requests_per_second,
-                    burst=settings.tenant_request_burst,
-                    slots={
-                        "stream": settings.tenant_max_streams,
-                        "long_poll": settings.tenant_max_long_polls,
-                    },
-                ),
-                keyed_memories=KeyedMemories(memories),
-                memories_as_of=MemoriesAsOf(pool, cached, memories.validate, cursors),
-                changes=changes,
-            )
-            await changes.start()
-            runtime.closers.append(changes.close)
-            for install in extensions():
-                await install(runtime)
-            runtime.executions = build_executions(runtime)
-            runtime.workflows = Workflows.build(
-                settings, url, pool, cursors, runtime.memories, runtime.executions
-            )
-            await runtime.workflows.start()
-            runtime.closers.append(runtime.workflows.close)
-            await runtime._start_transfers()
+            return await _build(settings, url, pool, embedder, box, tracer_provider, closers)
         except BaseException:
+            await _close_all(closers)
             await pool.close()
             if not settings.database_url:
                 db.stop_embedded(settings)
             raise
-        return runtime
-
-    async def _start_transfers(self) -> None:
-        """Browser migrations and export/import; they report to the event writer."""
-        writer = self.extras["event_writer"]
-        self.migrations = MigrationService(
-            self.pool, self.embedder, self.memories.validate, writer
-        )
-        self.transfers = TransferService(
-            self.pool, self.embedder, self.memories.validate, writer, self.settings,
-            self.secret_box,
-        )
-        await self.migrations.recover()
-        # closers run in reverse: running migrations stop before the event writer
-        self.closers.append(self.migrations.close)
 
     async def close(self) -> None:
-        for closer in reversed(self.closers):
-            try:
-                await closer()
-            except Exception:
-                log.exception("error while closing a component")
-        self.closers.clear()
+        await _close_all(self.closers)
         await self.pool.close()
         if not self.settings.database_url:
             # the embedded server stops here when this was its last user: uvicorn
@@ -164,9 +133,7 @@ class Runtime:
         try:
             async with self.pool.connection(timeout=2.0) as conn:
                 await conn.execute("SELECT 1")
-                pending = await conn.execute("SELECT count(*) FROM schema_migrations")
-                row = await pending.fetchone()
-            applied = int(row[0]) if row else 0
+                applied = await migrate.applied_count(conn)
             expected = len(migrate.available_migrations())
             checks["database"] = "ok"
             checks["migrations"] = (
@@ -177,37 +144,190 @@ class Runtime:
         return checks
 
 
-Extension = Callable[["Runtime"], Awaitable[None]]
-
-
-def extensions() -> list[Extension]:
-    """Features that attach to a started runtime, in start-up order.
-
-    Each ``install(runtime)`` may add services to ``runtime.extras``, change
-    listeners or search backends to ``runtime.memories``, and closers to
-    ``runtime.closers``.
-    """
-    installs: list[Extension] = []
-    installs.append(retrieval_pipeline.install)
-    installs.append(operations_install)
-    installs.append(hot_search.install)
-    return installs
-
-
-def build_executions(runtime: Runtime) -> ExecutionService:
-    settings = runtime.settings
-    writer = runtime.extras.get("event_writer")
-    return ExecutionService(
-        runtime.pool,
-        runtime.cursors,
-        ExecutionLimits(
-            keyframe_interval=settings.execution_keyframe_interval,
-            max_state_bytes=settings.execution_max_state_bytes,
-            max_batch=settings.max_batch_items,
-            cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
-        ),
-        events=writer if isinstance(writer, EventWriter) else None,
+async def _build(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    model: Embedder,
+    box: SecretBox | None,
+    tracer_provider: trace.TracerProvider | None,
+    closers: list[Closer],
+) -> Runtime:
+    cursors = CursorCodec(await service_state.cursor_key(pool))
+    metrics = ServiceMetrics()
+    breaker = CircuitBreaker(
+        "embedder",
+        failure_threshold=settings.breaker_failure_threshold,
+        reset_seconds=settings.breaker_reset_seconds,
     )
+    embeddings_tracer = trace.get_tracer(
+        "memory_service.embeddings", tracer_provider=tracer_provider
+    )
+    guarded = GuardedEmbedder(
+        model, breaker, tracer=lambda: embeddings_tracer, observe=metrics.observe_embedding
+    )
+    embedder = CachedEmbedder(guarded, settings.query_cache_size)
+    keyword = KeywordSearch(pool, settings)
+    await keyword.check_config()
+    writer, fanout, retention = await _start_event_log(settings, url, pool, closers)
+    recorder = OperationRecorder(writer, tracer_provider=tracer_provider)
+
+    hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
+    validator = MemoryValidator(settings, model.dimension)
+    memories = MemoryService(
+        pool,
+        embedder,
+        settings,
+        cursors,
+        validator,
+        dedupe=SemanticDedupe(settings),
+        listeners=[*([hot.on_change] if hot else []), recorder.memories_changed],
+    )
+    search = SearchService(
+        pool,
+        settings,
+        embedder,
+        validator,
+        VectorSearch(pool, settings, hot),
+        keyword,
+        listeners=[recorder.searched],
+    )
+    changes = await _start_change_feed(settings, url, pool, cursors, closers)
+    executions = _executions(settings, pool, cursors, writer)
+    workflows = Workflows.build(settings, url, pool, cursors, memories, search, executions)
+    await workflows.start()
+    closers.append(workflows.close)
+    migrations = MigrationService(pool, embedder, validator, writer)
+    await migrations.recover()
+    # closers run in reverse: running migrations stop before the event writer
+    closers.append(migrations.close)
+    runtime = Runtime(
+        settings=settings,
+        database_url=url,
+        pool=pool,
+        cursors=cursors,
+        embedder=embedder,
+        embedder_breaker=breaker,
+        metrics=metrics,
+        tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
+        event_writer=writer,
+        event_fanout=fanout,
+        event_retention=retention,
+        events=EventService(
+            pool,
+            cursors,
+            fanout,
+            max_batch=settings.max_batch_items,
+            heartbeat_seconds=settings.sse_heartbeat_seconds,
+        ),
+        tasks=TaskService(pool, cursors, status_listeners=[recorder.task_status]),
+        environments=EnvironmentService(pool, cursors, box),
+        retrieval_settings=RetrievalSettingsService(pool, settings),
+        hot_search=hot,
+        memories=memories,
+        search=search,
+        keyed_memories=KeyedMemories(memories),
+        memories_as_of=MemoriesAsOf(pool, embedder, validator, cursors),
+        secret_box=box,
+        limiter=_limiter(settings),
+        changes=changes,
+        executions=executions,
+        workflows=workflows,
+        migrations=migrations,
+        transfers=TransferService(pool, embedder, validator, writer, settings, box),
+        index_status={"faiss": hot.status} if hot else {},
+        closers=closers,
+    )
+    metrics.attach(runtime)
+    if hot is not None:
+        hot.start()
+    return runtime
+
+
+async def _start_event_log(
+    settings: Settings, url: str, pool: AsyncConnectionPool, closers: list[Closer]
+) -> tuple[EventWriter, EventFanout, RetentionWorker]:
+    fanout = EventFanout(url)
+    await fanout.start()
+    closers.append(fanout.close)
+    writer = EventWriter(pool, linger_s=settings.event_writer_linger_ms / 1000)
+    writer.start()
+    closers.append(writer.close)  # closes before the fan-out and the pool
+    retention = RetentionWorker(
+        pool,
+        retention_seconds=settings.event_retention_seconds,
+        interval_seconds=settings.event_retention_interval_seconds,
+        batch_size=settings.event_retention_batch,
+    )
+    retention.start()
+    closers.append(retention.close)
+    return writer, fanout, retention
+
+
+async def _start_change_feed(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    cursors: CursorCodec,
+    closers: list[Closer],
+) -> ChangeFeed:
+    changes = ChangeFeed(
+        pool,
+        cursors,
+        url,
+        retention_seconds=settings.change_feed_retention_seconds,
+        prune_interval_seconds=settings.change_feed_prune_interval_seconds,
+        heartbeat_seconds=settings.sse_heartbeat_seconds,
+    )
+    await changes.start()
+    closers.append(changes.close)
+    return changes
+
+
+def _executions(
+    settings: Settings, pool: AsyncConnectionPool, cursors: CursorCodec, writer: EventWriter
+) -> ExecutionService:
+    limits = ExecutionLimits(
+        keyframe_interval=settings.execution_keyframe_interval,
+        max_state_bytes=settings.execution_max_state_bytes,
+        max_batch=settings.max_batch_items,
+        cache_bytes=settings.execution_state_cache_mb * 1024 * 1024,
+    )
+    return ExecutionService(pool, cursors, limits, events=writer)
+
+
+def _limiter(settings: Settings) -> TenantLimiter:
+    return TenantLimiter(
+        rate=settings.tenant_requests_per_second,
+        burst=settings.tenant_request_burst,
+        slots={"stream": settings.tenant_max_streams, "long_poll": settings.tenant_max_long_polls},
+    )
+
+
+async def _start_hot_search(
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    dimension: int,
+    closers: list[Closer],
+) -> HotSearch | None:
+    if not settings.faiss_enabled:
+        return None
+    indexes = TenantIndexes(pool, settings, dimension)
+    follower = ChangeFollower(pool, url, indexes, poll_interval_s=settings.faiss_poll_interval_s)
+    await follower.start()
+    hot = HotSearch(pool, settings, indexes, follower)
+    closers.append(hot.close)
+    return hot
+
+
+async def _close_all(closers: list[Closer]) -> None:
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception:
+            log.exception("error while closing a component")
+    closers.clear()
 
 
 def run_migrations(url: str, dimension: int) -> list[int]:

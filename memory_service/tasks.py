@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -102,19 +102,25 @@ class TaskQuery:
 
 
 # (tenant_id, task after the change, status before it or None for a new task)
-StatusListener = Callable[[str, Task, str | None], Awaitable[None]]
+StatusListener = Callable[[uuid.UUID, Task, str | None], Awaitable[None]]
 
 
 class TaskService:
-    def __init__(self, pool: AsyncConnectionPool, cursors: CursorCodec) -> None:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        cursors: CursorCodec,
+        *,
+        status_listeners: Sequence[StatusListener] = (),
+    ) -> None:
         self.pool = pool
         self.cursors = cursors
-        self.status_listeners: list[StatusListener] = []
+        self.status_listeners = tuple(status_listeners)
 
     # -- writes ------------------------------------------------------------------------
-    async def create(self, tenant_id: str, fields: dict[str, Any]) -> Task:
+    async def create(self, tenant_id: uuid.UUID, fields: dict[str, Any]) -> Task:
         row = self._validate(fields, creating=True)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             await self._check_environment(conn, tid, row.get("environment_id"))
             names = list(row)
@@ -135,7 +141,7 @@ class TaskService:
         return task
 
     async def update(
-        self, tenant_id: str, task_id: str, fields: dict[str, Any], if_match: int | None
+        self, tenant_id: uuid.UUID, task_id: str, fields: dict[str, Any], if_match: int | None
     ) -> Task:
         changes = self._validate(fields, creating=False)
         if not changes:
@@ -144,19 +150,19 @@ class TaskService:
             )
         return await self._change(tenant_id, task_id, changes, if_match, reopen=False)
 
-    async def reopen(self, tenant_id: str, task_id: str, if_match: int | None) -> Task:
+    async def reopen(self, tenant_id: uuid.UUID, task_id: str, if_match: int | None) -> Task:
         return await self._change(tenant_id, task_id, {"status": "pending"}, if_match, reopen=True)
 
     async def _change(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         task_id: str,
         changes: dict[str, Any],
         if_match: int | None,
         *,
         reopen: bool,
     ) -> Task:
-        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+        tid, kid = tenant_id, parse_uuid(task_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             current = await self._get(conn, tid, kid, for_update=True)
             if current is None:
@@ -198,8 +204,8 @@ class TaskService:
             await self._notify(tenant_id, task, current.status)
         return task
 
-    async def delete(self, tenant_id: str, task_id: str, if_match: int | None = None) -> None:
-        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+    async def delete(self, tenant_id: uuid.UUID, task_id: str, if_match: int | None = None) -> None:
+        tid, kid = tenant_id, parse_uuid(task_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             if if_match is not None:
                 current = await self._get(conn, tid, kid, for_update=True)
@@ -215,8 +221,8 @@ class TaskService:
                 raise NotFound(f"task {task_id} not found")
 
     # -- reads -------------------------------------------------------------------------
-    async def get(self, tenant_id: str, task_id: str) -> Task:
-        tid, kid = uuid.UUID(tenant_id), parse_uuid(task_id, "id")
+    async def get(self, tenant_id: uuid.UUID, task_id: str) -> Task:
+        tid, kid = tenant_id, parse_uuid(task_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
             task = await self._get(conn, tid, kid)
         if task is None:
@@ -224,7 +230,7 @@ class TaskService:
         return task
 
     async def list(
-        self, tenant_id: str, query: TaskQuery, *, limit: int = 50, cursor: str | None = None
+        self, tenant_id: uuid.UUID, query: TaskQuery, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Task]:
         if not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidInput(
@@ -239,7 +245,7 @@ class TaskService:
                 errors=[FieldError("sort", "unknown sort key")],
             )
         kind = f"tasks:{query.sort}"
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         where: list[sql.Composable] = [sql.SQL("tenant_id = %s")]
         params: list[Any] = [tid]
         for name, values, choices in (
@@ -355,7 +361,9 @@ class TaskService:
         row = await cur.fetchone()
         return None if row is None else _task(row)
 
-    def _decode_cursor(self, cursor: str, kind: str, tenant_id: str, sort: str) -> tuple[Any, int]:
+    def _decode_cursor(
+        self, cursor: str, kind: str, tenant_id: uuid.UUID, sort: str
+    ) -> tuple[Any, int]:
         position = self.cursors.decode(cursor, kind, tenant_id)
         bad = InvalidInput(
             "cursor is not valid for this listing",
@@ -371,7 +379,7 @@ class TaskService:
             raise bad from None
         return value, seq
 
-    async def _notify(self, tenant_id: str, task: Task, old_status: str | None) -> None:
+    async def _notify(self, tenant_id: uuid.UUID, task: Task, old_status: str | None) -> None:
         for listener in self.status_listeners:
             await listener(tenant_id, task, old_status)
 

@@ -48,7 +48,7 @@ class TenantService:
     def __init__(self, pool: AsyncConnectionPool, *, auth_cache_seconds: float = 5.0) -> None:
         self._pool = pool
         self._ttl = auth_cache_seconds
-        self._cache: dict[bytes, tuple[str, float]] = {}
+        self._cache: dict[bytes, tuple[uuid.UUID, float]] = {}
 
     async def create_tenant(self, name: str) -> tuple[Tenant, str]:
         name = name.strip() if isinstance(name, str) else ""
@@ -98,7 +98,7 @@ class TenantService:
             raise NotFound(f"no active key with prefix {prefix!r} for this tenant")
         self._cache.pop(bytes(row[0]), None)
 
-    async def authenticate(self, api_key: str) -> str:
+    async def authenticate(self, api_key: str) -> uuid.UUID:
         """The tenant id that owns ``api_key``; ``Unauthenticated`` otherwise."""
         match = _KEY.match(api_key or "")
         if not match:
@@ -116,7 +116,7 @@ class TenantService:
             row = await cur.fetchone()
         if row is None or not hmac.compare_digest(bytes(row[1]), digest):
             raise Unauthenticated("unknown or revoked API key")
-        tenant_id = str(row[0])
+        tenant_id: uuid.UUID = row[0]
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[digest] = (tenant_id, now + self._ttl)

@@ -1,8 +1,8 @@
-"""``memory-service tune``: pick the smallest FAISS efSearch that reaches a target recall.
+"""FAISS tuning: pick the smallest efSearch that reaches a target recall.
 
-It loads one tenant's vectors (the largest unless ``--tenant`` names one),
-builds an HNSW index with the configured M and efConstruction, samples stored
-vectors as queries, and measures recall@k against exact search for a ladder
+``memory-service tune`` loads one tenant's vectors (the largest unless
+``--tenant`` names one); ``tune`` builds an HNSW index with the configured M
+and efConstruction, samples stored vectors as queries, and measures recall@k against exact search for a ladder
 of efSearch values. A query's own row is left out of both answers, so the
 measurement is about neighbours rather than finding itself. The answer is
 printed as the setting to use (``MEMORY_FAISS_EF_SEARCH``).
@@ -10,20 +10,15 @@ printed as the setting to use (``MEMORY_FAISS_EF_SEARCH``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from indexers.exact import ExactIndex
 from indexers.faiss_index import FaissIndex, FaissParams
-from memory_service.cli import command
-from memory_service.config import Settings
 
 EF_LADDER = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
@@ -115,63 +110,3 @@ def tune(
     results = measure(index, sample, truth, own, k, ef_values)
     chosen = next((m.ef_search for m in results if m.recall >= target), None)
     return TuneResult(chosen, target, k, len(sample), len(ids), results)
-
-
-def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tenant", help="tenant id (default: the tenant with most memories)")
-    p.add_argument("--target-recall", type=float, default=0.95)
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--queries", type=int, default=200, help="stored vectors sampled as queries")
-    p.add_argument("--json", action="store_true", help="print the measurements as JSON")
-
-
-@command("tune", "measure recall against exact search and pick FAISS efSearch", _args)
-def tune_cmd(args: argparse.Namespace, settings: Settings) -> int:
-    from memory_service import db
-
-    url = db.resolve_database_url(settings)
-    with db.connect_sync(url) as conn:
-        if args.tenant:
-            tenant = uuid.UUID(args.tenant)
-        else:
-            row = conn.execute(
-                "SELECT tenant_id FROM memories GROUP BY tenant_id ORDER BY count(*) DESC LIMIT 1"
-            ).fetchone()
-            if row is None:
-                print("no memories to tune on")
-                return 1
-            tenant = row[0]
-        ids_list, vector_list = [], []
-        with conn.cursor(binary=True) as cur:
-            cur.execute("SELECT seq, embedding FROM memories WHERE tenant_id = %s", (tenant,))
-            for seq, embedding in tqdm(cur, desc="loading vectors", unit="vec"):
-                ids_list.append(seq)
-                vector_list.append(np.asarray(embedding.to_numpy(), dtype=np.float32))
-    if len(ids_list) < args.k + 1:
-        print(f"tenant {tenant} has too few memories ({len(ids_list)}) to tune on")
-        return 1
-    params = FaissParams(
-        hnsw_m=settings.faiss_hnsw_m,
-        ef_construction=settings.faiss_ef_construction,
-        ef_search=settings.faiss_ef_search,
-    )
-    result = tune(
-        np.asarray(ids_list, dtype=np.int64),
-        np.stack(vector_list),
-        params,
-        target=args.target_recall,
-        k=args.k,
-        queries=args.queries,
-    )
-    if args.json:
-        print(json.dumps(asdict(result), indent=2))
-    else:
-        print(f"tenant {tenant}: {result.vectors} vectors, {result.queries} queries, k={result.k}")
-        print(f"{'efSearch':>9} {'recall':>8} {'p50 ms':>8} {'p95 ms':>8}")
-        for m in result.measurements:
-            print(f"{m.ef_search:>9} {m.recall:>8.4f} {m.p50_ms:>8.3f} {m.p95_ms:>8.3f}")
-    if result.chosen_ef_search is None:
-        print(f"no efSearch up to {EF_LADDER[-1]} reaches recall {args.target_recall}")
-        return 1
-    print(f"MEMORY_FAISS_EF_SEARCH={result.chosen_ef_search}")
-    return 0

@@ -113,7 +113,7 @@ async def service_process(database_url: str) -> AsyncIterator[str]:
         "MEMORY_LOG_LEVEL": "WARNING",
     }
     process = await anyio.open_process(
-        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

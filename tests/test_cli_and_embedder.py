@@ -47,7 +47,7 @@ def test_a_model_that_cannot_load_is_a_clear_error(tmp_path: Path) -> None:
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "memory_service.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
         capture_output=True,
         text=True,

@@ -136,7 +136,7 @@ async def test_service_records_its_own_operations(client: Any, tenant: dict[str,
     await client.delete(f"/v1/memories/{added.json()['id']}", headers=h)
     task = (await client.post("/v1/tasks", json={"title": "t"}, headers=h)).json()
     await client.patch(f"/v1/tasks/{task['id']}", json={"status": "in_progress"}, headers=h)
-    writer = client.app.state.runtime.extras["event_writer"]
+    writer = client.app.state.runtime.event_writer
     assert await in_app_loop(client, writer.flush)
     items = (await client.get("/v1/events", params={"limit": 100}, headers=h)).json()["items"]
     by_type = {e["type"]: e for e in items}

@@ -231,7 +231,7 @@ async def test_every_step_goes_to_the_event_log_without_state(
     eid = (await new_execution(client, h, agent_id="a1"))["id"]
     await append(client, h, eid, [{"kind": "llm", "name": "plan", "state": {"secret": "s3"}},
                                   {"kind": "tool", "name": "search", "error": {"m": "x"}}])
-    assert await in_app_loop(client, app.state.runtime.extras["event_writer"].flush)
+    assert await in_app_loop(client, app.state.runtime.event_writer.flush)
     r = await client.get("/v1/events", params={"execution_id": eid}, headers=h)
     events = r.json()["items"]
     assert [(e["type"], e["attributes"]["seq"], e["attributes"]["kind"]) for e in events] == [

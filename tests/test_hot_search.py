@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,8 @@ async def test_a_second_process_sees_inserts_updates_and_deletes_within_a_second
     first = r.json()["id"]
 
     async def top(vector: np.ndarray) -> tuple[str, list[str]]:
-        result = await second_process.memories.search(
-            tid, SearchRequest(embedding=vector.tolist(), k=3)
+        result = await second_process.search.search(
+            uuid.UUID(tid), SearchRequest(embedding=vector.tolist(), k=3)
         )
         return result.strategy, [hit.memory.id for hit in result.results]
 
@@ -161,7 +162,7 @@ async def test_a_second_process_sees_inserts_updates_and_deletes_within_a_second
     await wait_for(inserted)
     r = await client.patch(f"/v1/memories/{first}", json={"content": "moved away"}, headers=h)
     moved = (await client.get(f"/v1/memories/{first}?include=embedding", headers=h)).json()
-    t = second_process.extras["hot_search"].indexes.ready(__import__("uuid").UUID(tid))
+    t = second_process.hot_search.indexes.ready(uuid.UUID(tid))
 
     async def updated() -> bool:
         stored, _ = t.index.search(np.asarray(moved["embedding"], dtype=np.float32), 1)
@@ -197,7 +198,7 @@ async def test_the_planner_keeps_exact_k_and_recall_at_every_selectivity(
         vecs = clustered(n, seed=15)
         for start in range(0, n, 1000):
             await runtime.memories.add_many(
-                tid,
+                uuid.UUID(tid),
                 [
                     NewMemory(
                         f"row {i}",
@@ -208,8 +209,8 @@ async def test_the_planner_keeps_exact_k_and_recall_at_every_selectivity(
                     for i in range(start, start + 1000)
                 ],
             )
-        hot = runtime.extras["hot_search"]
-        t = hot.indexes.ready(__import__("uuid").UUID(tid))
+        hot = runtime.hot_search
+        t = hot.indexes.ready(uuid.UUID(tid))
         assert t is not None
 
         async def grown_into_hnsw() -> bool:
@@ -231,8 +232,8 @@ async def test_the_planner_keeps_exact_k_and_recall_at_every_selectivity(
             strategies = set()
             for q in queries:
                 truth = allowed[np.argsort(-(vecs[allowed] @ q))[:10]]
-                result = await runtime.memories.search(
-                    tid,
+                result = await runtime.search.search(
+                    uuid.UUID(tid),
                     SearchRequest(embedding=q.tolist(), k=10, filter=flt, scope=scope or Scope()),
                 )
                 strategies.add(result.strategy)
@@ -264,7 +265,7 @@ def start_service(database_url: str, data_dir: Path, port: int, log: Path) -> su
         "MEMORY_LOG_LEVEL": "INFO",
         "HF_HUB_OFFLINE": "1",
     }
-    command = [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
     with log.open("ab") as sink:
         process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -369,15 +370,15 @@ async def test_the_memory_budget_leaves_big_tenants_to_pgvector(
         vecs = unit_vectors(700, seed=18)
         for tid, count in ((big, 700), (small, 20)):
             await runtime.memories.add_many(
-                tid, [NewMemory(f"v {i}", embedding=vecs[i].tolist()) for i in range(count)]
+                uuid.UUID(tid), [NewMemory(f"v {i}", embedding=vecs[i].tolist()) for i in range(count)]
             )
         for tid, held in ((big, False), (small, True)):
-            result = await runtime.memories.search(
-                tid, SearchRequest(embedding=vecs[3].tolist(), k=5)
+            result = await runtime.search.search(
+                uuid.UUID(tid), SearchRequest(embedding=vecs[3].tolist(), k=5)
             )
             assert result.results[0].memory.content == "v 3"
             assert (result.strategy == "faiss") is held, result.strategy
-        status = runtime.extras["index_status"]["faiss"]()
+        status = runtime.index_status["faiss"]()
         assert status["bytes"] <= status["budget_bytes"]
     finally:
         await runtime.close()

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from pgvector.psycopg import register_vector
 
-from indexers import ExactIndex, FaissIndex, FaissParams, PgvectorIndex, VectorIndex
-from memory_service import db
+from indexers import ExactIndex, FaissIndex, FaissParams, VectorIndex
 
 DIM = 32
 N = 3000
-KINDS = ["exact", "faiss-flat", "faiss-hnsw", "pgvector"]
+KINDS = ["exact", "faiss-flat", "faiss-hnsw"]
 
 
 def clustered(n: int, dim: int = DIM, seed: int = 7) -> np.ndarray:
@@ -31,51 +28,32 @@ IDS = np.arange(1000, 1000 + N, dtype=np.int64)
 QUERIES = clustered(40, seed=99)
 
 
-@pytest.fixture(scope="module")
-def pg_conn(database_url: str) -> Iterator[Any]:
-    conn = db.connect_sync(database_url)
-    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    register_vector(conn)  # the extension may be newer than the connection
-    yield conn
-    conn.close()
-
-
-def make(kind: str, pg_conn: Any) -> VectorIndex:
+def make(kind: str) -> VectorIndex:
     if kind == "exact":
         return ExactIndex(DIM)
     if kind == "faiss-flat":
         return FaissIndex(DIM, FaissParams(flat_max=10**6, exact_max=0))
-    if kind == "faiss-hnsw":
-        return FaissIndex(DIM, FaissParams(ef_search=128, exact_max=200), hnsw=True)
-    index = PgvectorIndex(pg_conn, f"test_index_{uuid.uuid4().hex[:10]}", DIM, ef_search=200)
-    index.create()
-    return index
+    return FaissIndex(DIM, FaissParams(ef_search=128, exact_max=200), hnsw=True)
 
 
-def filled(kind: str, pg_conn: Any) -> Iterator[tuple[VectorIndex, ExactIndex]]:
-    index = make(kind, pg_conn)
+def filled(kind: str) -> Iterator[tuple[VectorIndex, ExactIndex]]:
+    index = make(kind)
     reference = ExactIndex(DIM)
     for index_ in (index, reference):
         index_.add(IDS, DATA)
     yield index, reference
-    if isinstance(index, PgvectorIndex):
-        index.drop()
 
 
 @pytest.fixture(params=KINDS)
-def loaded(
-    request: pytest.FixtureRequest, pg_conn: Any
-) -> Iterator[tuple[VectorIndex, ExactIndex]]:
+def loaded(request: pytest.FixtureRequest) -> Iterator[tuple[VectorIndex, ExactIndex]]:
     """A fresh filled index per test (the test may change it)."""
-    yield from filled(request.param, pg_conn)
+    yield from filled(request.param)
 
 
 @pytest.fixture(params=KINDS, scope="module")
-def shared(
-    request: pytest.FixtureRequest, pg_conn: Any
-) -> Iterator[tuple[VectorIndex, ExactIndex]]:
+def shared(request: pytest.FixtureRequest) -> Iterator[tuple[VectorIndex, ExactIndex]]:
     """One filled index per kind for the tests that only read."""
-    yield from filled(request.param, pg_conn)
+    yield from filled(request.param)
 
 
 def recall(index: VectorIndex, reference: ExactIndex, k: int = 10, allow: Any = None) -> float:
@@ -144,16 +122,12 @@ def test_allow_filters_are_exact(
     assert set(ids.tolist()) <= set(chosen.tolist())
 
 
-def test_save_and_load_round_trip(
-    loaded: tuple[VectorIndex, ExactIndex], tmp_path: Path, pg_conn: Any
-) -> None:
+def test_save_and_load_round_trip(loaded: tuple[VectorIndex, ExactIndex], tmp_path: Path) -> None:
     index, _ = loaded
     index.remove(IDS[:100])
     index.save(tmp_path)
     if isinstance(index, FaissIndex):
         again: VectorIndex = FaissIndex.load(tmp_path)
-    elif isinstance(index, PgvectorIndex):
-        again = PgvectorIndex.load(tmp_path, pg_conn)
     else:
         again = ExactIndex.load(tmp_path)
     assert again.size == index.size

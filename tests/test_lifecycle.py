@@ -49,7 +49,7 @@ def serve(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (data_dir / f"serve-{port}.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=environment(data_dir),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -114,7 +114,7 @@ def test_two_services_share_and_the_last_one_stops_it(data_dir: Path) -> None:
     assert postmasters(data_dir), "the other service still uses the database"
     assert httpx.get(f"{base_b}/ready", timeout=10).status_code == 200
     stopped = subprocess.run(
-        [sys.executable, "-m", "memory_service.cli", "stop"],
+        [sys.executable, "-m", "cli", "stop"],
         env=environment(data_dir),
         capture_output=True,
         text=True,

@@ -42,7 +42,7 @@ async def test_an_mcp_session_adds_searches_updates_and_deletes_memories(
         task = direct.create_task("file the report")
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "memory_service.cli", "mcp", "--url", live_url, "--api-key", api_key],
+        args=["-m", "cli", "mcp", "--url", live_url, "--api-key", api_key],
         env={"MEMORY_LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"},
     )
     with anyio.fail_after(120):

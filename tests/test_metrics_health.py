@@ -103,7 +103,7 @@ async def test_health_score_explains_deductions(traced: Any) -> None:
     assert {"error_rate", "latency", "circuit.database", "circuit.embedder"} <= set(names)
     runtime = traced.app.state.runtime
     # an index that reports it trails the database by ten minutes costs points, with a reason
-    runtime.extras.setdefault("index_status", {})["probe"] = lambda: {"size": 3, "lag_seconds": 600}
+    runtime.index_status["probe"] = lambda: {"size": 3, "lag_seconds": 600}
     try:
         lagging = (await traced.get("/v1/health/score", headers=h)).json()
         assert lagging["score"] < body["score"] or body["score"] == 0
@@ -111,7 +111,7 @@ async def test_health_score_explains_deductions(traced: Any) -> None:
         metrics = (await traced.get("/metrics")).text
         assert 'memory_index_lag_seconds{index="probe"} 600.0' in metrics
     finally:
-        del runtime.extras["index_status"]["probe"]
+        del runtime.index_status["probe"]
 
 
 async def test_spans_for_requests_database_embedding_and_search(

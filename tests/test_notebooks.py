@@ -39,7 +39,7 @@ def live_service(database_url: str, tmp_path_factory: pytest.TempPathFactory) ->
         "MEMORY_LOG_LEVEL": "WARNING",
         "HF_HUB_OFFLINE": "1",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "memory_service.cli", "serve"], env=env)
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve"], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -121,7 +121,7 @@ async def test_embedder_breaker_fails_fast_and_recovers(
         # reads that need no model keep working while the embedder is down
         assert (await client.get("/v1/memories", headers=h)).status_code == 200
         # every 5xx is recorded as an error event of the tenant, with the route template
-        writer = client.app.state.runtime.extras["event_writer"]
+        writer = client.app.state.runtime.event_writer
         assert await in_app_loop(client, writer.flush)
         errors = (await client.get("/v1/events", params={"type": "error"}, headers=h)).json()
         assert len(errors["items"]) == 3

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from memory_service import cli
+from cli import rotate_secrets
 from memory_service.config import Settings, SettingsError
 from memory_service.runtime import check_secrets_at_rest
 from memory_service.secret_box import KEY_FILE, SecretBox, load_secret_box, new_key
@@ -83,12 +83,12 @@ async def test_rotate_command_and_keyless_start_is_refused(
     fresh = new_key()
     # every secret in this database, from any test, was sealed with the session key
     rotating = settings.with_(database_url=database_url, secrets_key=f"{fresh},{current}")
-    assert cli.rotate_secrets_cmd(argparse.Namespace(), rotating) == 0
+    assert rotate_secrets.run(argparse.Namespace(), rotating) == 0
     value = stored_secrets(database_url, env_id)["API_TOKEN"]
     assert SecretBox([fresh.encode()]).open(value) == "rotate-me"
     # rotate back so the running app's key opens everything again
     back = settings.with_(database_url=database_url, secrets_key=f"{current},{fresh}")
-    assert cli.rotate_secrets_cmd(argparse.Namespace(), back) == 0
+    assert rotate_secrets.run(argparse.Namespace(), back) == 0
     keyless = settings.with_(database_url=database_url, secrets_key=None, data_dir=str(tmp_path))
     with pytest.raises(SettingsError, match="MEMORY_SECRETS_KEY"):
         check_secrets_at_rest(database_url, keyless)

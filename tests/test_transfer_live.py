@@ -21,7 +21,7 @@ from conftest import ADMIN, new_tenant
 from live_http import SSEReader, serve
 from test_browser_migration import example
 
-from memory_service.cli import main
+from cli.main import main
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 

@@ -57,7 +57,7 @@ async def service(database_url: str) -> AsyncIterator[tuple[str, Any]]:
         "MEMORY_WORKFLOW_POLL_INTERVAL_S": "0.2", "MEMORY_SSE_HEARTBEAT_SECONDS": "0.5",
     }  # fmt: skip
     process = await anyio.open_process(
-        [sys.executable, "-m", "memory_service.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"

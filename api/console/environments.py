@@ -7,6 +7,7 @@ filled back in, and remove secrets by name.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -34,7 +35,7 @@ class EnvironmentPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         cursor: FromQuery[str | None] = None,
     ) -> Template:
         result = await environments.list(tenant_id, limit=50, cursor=cursor)
@@ -53,7 +54,7 @@ class EnvironmentPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         try:
@@ -88,7 +89,7 @@ class EnvironmentPagesController(Controller):
         request: Request[Any, Any, Any],
         environment_id: FromPath[str],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Template:
         env = await environments.get(tenant_id, environment_id)
         return page(
@@ -101,7 +102,7 @@ class EnvironmentPagesController(Controller):
         request: Request[Any, Any, Any],
         environment_id: FromPath[str],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         secrets: dict[str, str | None] = {**_secrets(form)}
@@ -134,7 +135,7 @@ class EnvironmentPagesController(Controller):
         request: Request[Any, Any, Any],
         environment_id: FromPath[str],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         await environments.delete(tenant_id, environment_id, force=one(form, "force") == "on")

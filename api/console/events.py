@@ -9,6 +9,7 @@ resumes exactly after the last event delivered, so nothing is lost or repeated.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -42,7 +43,7 @@ class EventPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: FromQuery[str | None] = None,
         min_severity: FromQuery[str | None] = None,
         task_id: FromQuery[str | None] = None,
@@ -67,7 +68,7 @@ class EventPagesController(Controller):
     async def stream(
         self,
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: FromQuery[str | None] = None,
         min_severity: FromQuery[str | None] = None,
         task_id: FromQuery[str | None] = None,

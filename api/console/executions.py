@@ -11,6 +11,7 @@ and land on the execution they produced.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -40,7 +41,7 @@ def pretty(value: Any) -> str:
 
 
 async def state_panel(
-    executions: ExecutionService, tenant_id: str, execution_id: str, at: int
+    executions: ExecutionService, tenant_id: uuid.UUID, execution_id: str, at: int
 ) -> dict[str, Any]:
     state = await executions.state_at(tenant_id, execution_id, at)
     step = None
@@ -58,7 +59,7 @@ class ExecutionPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         status: FromQuery[str | None] = None,
         cursor: FromQuery[str | None] = None,
     ) -> Template:
@@ -80,7 +81,7 @@ class ExecutionPagesController(Controller):
         request: Request[Any, Any, Any],
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         at: FromQuery[str | None] = None,
         diff_from: FromQuery[str | None] = None,
         diff_to: FromQuery[str | None] = None,
@@ -123,7 +124,7 @@ class ExecutionPagesController(Controller):
         request: Request[Any, Any, Any],
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         at: FromQuery[str | None] = None,
     ) -> Response[Any]:
         if not is_htmx(request):
@@ -139,7 +140,7 @@ class ExecutionPagesController(Controller):
         request: Request[Any, Any, Any],
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         seq = step_number(one(form, "seq"), "seq", 0) if one(form, "seq") else None
@@ -154,7 +155,7 @@ class ExecutionPagesController(Controller):
         request: Request[Any, Any, Any],
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         step = await executions.rollback(tenant_id, execution_id, step_number(one(form, "to"), "to", 0))
@@ -166,7 +167,7 @@ class ExecutionPagesController(Controller):
         request: Request[Any, Any, Any],
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         forked = await executions.fork(tenant_id, execution_id, step_number(one(form, "at"), "at", 0))

@@ -8,6 +8,7 @@ p50/p95/p99 latency per operation. The charts refresh in place every 15 s.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from litestar import Controller, Request, get
@@ -61,11 +62,11 @@ class HealthPageController(Controller):
         self,
         request: Request[Any, Any, Any],
         runtime: NamedDependency[Runtime],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         window: FromQuery[str] = "15m",
     ) -> Template:
         seconds = parse_window(window)
-        metrics: ServiceMetrics = runtime.extras["metrics"]
+        metrics: ServiceMetrics = runtime.metrics
         report = await health_score(runtime, metrics)
         operations = metrics.summary(seconds, tenant_id=tenant_id)
         context: dict[str, Any] = {

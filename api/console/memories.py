@@ -1,12 +1,13 @@
 """The memory explorer: search with mode, scope and filter, the score breakdown, history.
 
-Search goes through ``MemoryService.search`` with ``explain`` on, so every result
+Search goes through ``SearchService.search`` with ``explain`` on, so every result
 carries the components its score adds up from; without a query the page lists
 the scope's memories, oldest first, a cursor page at a time.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from litestar import Controller, Request, get
@@ -19,6 +20,7 @@ from api.console.rendering import page, status_of
 from memory_service.errors import FieldError, InvalidInput, MemoryServiceError
 from memory_service.memories.models import Scope, SearchRequest
 from memory_service.memories.service import MemoryService
+from memory_service.search.service import SearchService
 
 MODES = ("vector", "keyword", "hybrid")
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id", "namespace")
@@ -41,7 +43,8 @@ class MemoryPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        search: NamedDependency[SearchService],
+        tenant_id: NamedDependency[uuid.UUID],
         text: Annotated[str | None, QueryParameter(name="query", max_length=4096)] = None,
         mode: FromQuery[str | None] = None,
         k: FromQuery[str | None] = None,
@@ -68,7 +71,7 @@ class MemoryPagesController(Controller):
         try:
             flt = json_object(form["filter"].strip(), "filter") or None
             if form["query"].strip():
-                result = await memories.search(
+                result = await search.search(
                     tenant_id,
                     SearchRequest(
                         query=form["query"].strip(),
@@ -100,7 +103,7 @@ class MemoryPagesController(Controller):
         request: Request[Any, Any, Any],
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Template:
         memory = await memories.get(tenant_id, memory_id)
         history = await memories.history(tenant_id, memory_id)

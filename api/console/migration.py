@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -81,7 +82,7 @@ class MigrationPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Template:
         try:
             payload = await _read_upload(request)
@@ -105,7 +106,7 @@ class MigrationPagesController(Controller):
         self,
         request: Request[Any, Any, Any],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await request.form()
         upload_id = str(form.get("upload_id") or "")
@@ -120,7 +121,7 @@ class MigrationPagesController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Template:
         job = await migrations.get(tenant_id, job_id)
         if is_htmx(request):
@@ -133,7 +134,7 @@ class MigrationPagesController(Controller):
         request: Request[Any, Any, Any],
         job_id: FromPath[str],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         await migrations.rollback(tenant_id, job_id)
         return see_other(f"/console/migration/{job_id}")

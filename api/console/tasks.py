@@ -9,6 +9,7 @@ machine forbids it) or 412 (the task changed meanwhile).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlencode
@@ -105,7 +106,7 @@ class TaskBoardController(Controller):
         request: Request[Any, Any, Any],
         tasks: NamedDependency[TaskService],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         priority: FromQuery[str | None] = None,
         agent_id: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
@@ -144,7 +145,7 @@ class TaskBoardController(Controller):
         self,
         request: Request[Any, Any, Any],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         status: FromQuery[str],
         cursor: FromQuery[str | None] = None,
         priority: FromQuery[str | None] = None,
@@ -171,7 +172,7 @@ class TaskBoardController(Controller):
         self,
         request: Request[Any, Any, Any],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         await tasks.create(
@@ -190,7 +191,7 @@ class TaskBoardController(Controller):
         request: Request[Any, Any, Any],
         task_id: FromPath[str],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[Any]:
         form = await form_fields(request)
         target, seen = one(form, "status"), one(form, "from")

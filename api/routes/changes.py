@@ -12,6 +12,7 @@ little-endian float32 (``embedding_b64``).
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
@@ -89,7 +90,7 @@ class ChangeController(Controller):
     async def list_changes(
         self,
         changes: NamedDependency[ChangeFeed],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         since: CursorParam = None,
         types: TypesParam = None,
         limit: Annotated[int, QueryParameter(ge=1, le=5000)] = 100,
@@ -109,7 +110,7 @@ class ChangeController(Controller):
     async def stream_changes(
         self,
         changes: NamedDependency[ChangeFeed],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         types: TypesParam = None,
         since: CursorParam = None,
         include: IncludeParam = None,
@@ -149,7 +150,7 @@ class ChangeController(Controller):
     async def snapshot(
         self,
         changes: NamedDependency[ChangeFeed],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         types: TypesParam = None,
         include: IncludeParam = None,
     ) -> Stream:

@@ -5,6 +5,7 @@ Secrets are write-only: responses carry ``secret_names`` and never a value.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -90,7 +91,7 @@ class EnvironmentController(Controller):
         self,
         data: JSONBody[EnvironmentCreate],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[EnvironmentOut]:
         return _with_etag(await environments.create(tenant_id, data.fields()), 201)
 
@@ -98,7 +99,7 @@ class EnvironmentController(Controller):
     async def list_environments(
         self,
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         is_active: Annotated[bool | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -111,7 +112,7 @@ class EnvironmentController(Controller):
         self,
         environment_id: FromPath[str],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[EnvironmentOut]:
         return _with_etag(await environments.get(tenant_id, environment_id))
 
@@ -121,7 +122,7 @@ class EnvironmentController(Controller):
         environment_id: FromPath[str],
         data: JSONBody[EnvironmentUpdate],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> Response[EnvironmentOut]:
         env = await environments.update(
@@ -138,7 +139,7 @@ class EnvironmentController(Controller):
         self,
         environment_id: FromPath[str],
         environments: NamedDependency[EnvironmentService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         force: Annotated[bool, QueryParameter()] = False,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:

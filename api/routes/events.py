@@ -9,6 +9,7 @@ connection.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -134,7 +135,7 @@ class EventController(Controller):
         self,
         data: JSONBody[EventBatch | list[EventIn]],
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> EventsOut:
         if isinstance(data, list):
             items = data
@@ -151,7 +152,7 @@ class EventController(Controller):
     async def list_events(
         self,
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: TypeParam = None,
         min_severity: SeverityParam = None,
         task_id: IdParam = None,
@@ -177,7 +178,7 @@ class EventController(Controller):
     async def stream_events(
         self,
         events: NamedDependency[EventService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         type: TypeParam = None,
         min_severity: SeverityParam = None,
         task_id: IdParam = None,

@@ -10,6 +10,7 @@ client reads), then ``event: end``. Reconnecting with ``Last-Event-ID`` (or
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -64,7 +65,7 @@ class ExecutionTravelController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         from_: Annotated[str | None, QueryParameter(name="from", max_length=128)] = None,
         to: RefParam = None,
         from_execution: Annotated[
@@ -89,7 +90,7 @@ class ExecutionTravelController(Controller):
         execution_id: FromPath[str],
         data: JSONBody[CheckpointIn],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> CheckpointOut:
         mark = await executions.create_checkpoint(
             tenant_id, execution_id, data.label, data.seq, data.note
@@ -101,7 +102,7 @@ class ExecutionTravelController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> CheckpointList:
         marks = await executions.list_checkpoints(tenant_id, execution_id)
         return CheckpointList([CheckpointOut.of(m) for m in marks])
@@ -112,7 +113,7 @@ class ExecutionTravelController(Controller):
         execution_id: FromPath[str],
         label: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> None:
         await executions.delete_checkpoint(tenant_id, execution_id, label)
 
@@ -126,7 +127,7 @@ class ExecutionTravelController(Controller):
         execution_id: FromPath[str],
         data: JSONBody[RollbackIn],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> StepOut:
         step = await executions.rollback(tenant_id, execution_id, parse_ref(data.to, "to"))
         return StepOut.of(step)
@@ -141,7 +142,7 @@ class ExecutionTravelController(Controller):
         execution_id: FromPath[str],
         data: JSONBody[ForkIn],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> ExecutionOut:
         forked = await executions.fork(
             tenant_id,
@@ -157,7 +158,7 @@ class ExecutionTravelController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> LineageOut:
         return LineageOut.of(await executions.lineage(tenant_id, execution_id))
 
@@ -169,7 +170,7 @@ class ExecutionTravelController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         from_: Annotated[str | None, QueryParameter(name="from", max_length=128)] = None,
         to: RefParam = None,
         speed: Annotated[float, QueryParameter(ge=0, le=1000, description="0: no waiting")] = 1.0,

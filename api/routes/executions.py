@@ -6,6 +6,7 @@ checkpoints, rollback, fork, lineage, replay) are in ``execution_travel.py``.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated
 
@@ -72,7 +73,7 @@ class ExecutionController(Controller):
         self,
         data: JSONBody[ExecutionCreate],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[ExecutionOut]:
         return _with_etag(await executions.create(tenant_id, data.to_domain()), 201)
 
@@ -80,7 +81,7 @@ class ExecutionController(Controller):
     async def list_executions(
         self,
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         task_id: IdParam = None,
         agent_id: Annotated[str | None, QueryParameter(max_length=256)] = None,
         environment_id: IdParam = None,
@@ -108,7 +109,7 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[ExecutionOut]:
         return _with_etag(await executions.get(tenant_id, execution_id))
 
@@ -118,7 +119,7 @@ class ExecutionController(Controller):
         execution_id: FromPath[str],
         data: JSONBody[ExecutionUpdate],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: IfMatch = None,
     ) -> Response[ExecutionOut]:
         changes = ExecutionChanges(
@@ -138,7 +139,7 @@ class ExecutionController(Controller):
         execution_id: FromPath[str],
         data: JSONBody[StepsIn | list[StepIn]],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> StepsAppended:
         appended = await executions.append_steps(tenant_id, execution_id, steps_of(data))
         return StepsAppended([StepOut.of(s) for s in appended], appended[-1].seq)
@@ -148,7 +149,7 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         after_seq: Annotated[int, QueryParameter(ge=0, le=2**31 - 1)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         cursor: Annotated[str | None, QueryParameter(max_length=512)] = None,
@@ -164,7 +165,7 @@ class ExecutionController(Controller):
         execution_id: FromPath[str],
         seq: FromPath[int],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         include: Annotated[
             str | None, QueryParameter(description="state, patch or both", max_length=32)
         ] = None,
@@ -187,7 +188,7 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[str],
         executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         at: Annotated[str | None, QueryParameter(max_length=128)] = None,
     ) -> StateOut:
         ref = None if at is None else parse_ref(at, "at")

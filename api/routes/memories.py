@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from memory_service.errors import FieldError, InvalidInput
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
+from memory_service.search.service import SearchService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
 PurgeParam = Annotated[
@@ -84,7 +86,7 @@ class MemoryController(Controller):
         self,
         data: JSONBody[MemoryCreate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[MemoryOut]:
         memory, created = await memories.add(tenant_id, data.to_domain())
         return Response(MemoryOut.of(memory), status_code=201 if created else 200)
@@ -94,7 +96,7 @@ class MemoryController(Controller):
         self,
         data: JSONBody[MemoryBatchCreate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> MemoryBatchOut:
         items, _ = await memories.add_many(tenant_id, [i.to_domain() for i in data.items])
         return MemoryBatchOut([MemoryOut.of(m) for m in items])
@@ -103,21 +105,21 @@ class MemoryController(Controller):
     async def search(
         self,
         data: JSONBody[SearchBody],
-        memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        search: NamedDependency[SearchService],
+        tenant_id: NamedDependency[uuid.UUID],
         memories_as_of: NamedDependency[MemoriesAsOf],
     ) -> SearchOut:
         if data.as_of is not None:
             past = await memories_as_of.search(tenant_id, data.to_domain(), data.as_of)
             return SearchOut.of(past)
-        return SearchOut.of(await memories.search(tenant_id, data.to_domain()))
+        return SearchOut.of(await search.search(tenant_id, data.to_domain()))
 
     @get("/", summary="List memories in a scope, oldest first, with a cursor")
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
         memories_as_of: NamedDependency[MemoriesAsOf],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
@@ -149,7 +151,7 @@ class MemoryController(Controller):
     async def delete_scope(
         self,
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         user_id: ScopeParam = None,
         agent_id: ScopeParam = None,
         run_id: ScopeParam = None,
@@ -166,7 +168,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         memories_as_of: NamedDependency[MemoriesAsOf],
         include: Annotated[str | None, QueryParameter(max_length=64)] = None,
         as_of: AsOfParam = None,
@@ -194,7 +196,7 @@ class MemoryController(Controller):
         memory_id: FromPath[str],
         data: JSONBody[MemoryUpdate],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> Response[MemoryOut]:
         memory = await memories.update(
@@ -207,7 +209,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         purge: PurgeParam = False,
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> None:
@@ -218,7 +220,7 @@ class MemoryController(Controller):
         self,
         memory_id: FromPath[str],
         memories: NamedDependency[MemoryService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> HistoryPage:
         entries = await memories.history(tenant_id, memory_id)
         return HistoryPage([HistoryOut.of(h) for h in entries])

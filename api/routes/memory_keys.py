@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -72,7 +73,7 @@ class KeyedMemoryController(Controller):
         key: FromPath[str],
         data: JSONBody[KeyedMemoryPut],
         keyed_memories: NamedDependency[KeyedMemories],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: Annotated[str | None, HeaderParameter(name="If-Match", max_length=64)] = None,
     ) -> Response[MemoryOut]:
         memory, created = await keyed_memories.put(
@@ -86,7 +87,7 @@ class KeyedMemoryController(Controller):
         namespace: FromPath[str],
         key: FromPath[str],
         keyed_memories: NamedDependency[KeyedMemories],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         include: Annotated[str | None, QueryParameter(max_length=64)] = None,
     ) -> Response[MemoryOut]:
         if include not in (None, "embedding"):
@@ -112,7 +113,7 @@ class KeyedMemoryController(Controller):
         namespace: FromPath[str],
         key: FromPath[str],
         keyed_memories: NamedDependency[KeyedMemories],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> None:
         await keyed_memories.delete(tenant_id, namespace, key)
 
@@ -123,7 +124,7 @@ class KeyedMemoryController(Controller):
     async def list_namespaces(
         self,
         keyed_memories: NamedDependency[KeyedMemories],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         prefix: Annotated[str | None, QueryParameter(max_length=256)] = None,
         suffix: Annotated[str | None, QueryParameter(max_length=256)] = None,
         max_depth: Annotated[int | None, QueryParameter(ge=1, le=64)] = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from typing import Annotated, Any
 
 from litestar import Request, Response, get
@@ -22,7 +23,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from msgspec import Struct
 
 from memory_service.errors import FieldError, InvalidInput
-from memory_service.metrics import HealthComponent, OperationSummary, ServiceMetrics, health_score
+from memory_service.metrics import HealthComponent, OperationSummary, health_score
 from memory_service.runtime import Runtime
 from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
@@ -89,11 +90,6 @@ class HealthScoreOut(Struct):
     reasons: list[str]
 
 
-def _metrics(runtime: Runtime) -> ServiceMetrics:
-    metrics: ServiceMetrics = runtime.extras["metrics"]
-    return metrics
-
-
 WindowParam = Annotated[str, QueryParameter(max_length=16, description="e.g. 15m, at most 1h")]
 
 
@@ -103,10 +99,12 @@ WindowParam = Annotated[str, QueryParameter(max_length=16, description="e.g. 15m
     summary="The caller's requests per operation: count, error rate, p50/p95/p99 latency",
 )
 async def metrics_summary(
-    runtime: NamedDependency[Runtime], tenant_id: NamedDependency[str], window: WindowParam = "15m"
+    runtime: NamedDependency[Runtime],
+    tenant_id: NamedDependency[uuid.UUID],
+    window: WindowParam = "15m",
 ) -> SummaryOut:
     seconds = parse_window(window)
-    operations = _metrics(runtime).summary(seconds, tenant_id=tenant_id)
+    operations = runtime.metrics.summary(seconds, tenant_id=tenant_id)
     return SummaryOut(seconds, [OperationOut.of(s) for s in operations])
 
 
@@ -119,12 +117,12 @@ async def admin_metrics_summary(
     runtime: NamedDependency[Runtime], window: WindowParam = "15m"
 ) -> SummaryOut:
     seconds = parse_window(window)
-    return SummaryOut(seconds, [OperationOut.of(s) for s in _metrics(runtime).summary(seconds)])
+    return SummaryOut(seconds, [OperationOut.of(s) for s in runtime.metrics.summary(seconds)])
 
 
 @get("/health/score", tags=["metrics"], summary="Health 0..100 with the reason for each deduction")
 async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut:
-    report = await health_score(runtime, _metrics(runtime))
+    report = await health_score(runtime, runtime.metrics)
     return HealthScoreOut(
         report.score, report.status, [ComponentOut.of(c) for c in report.components], report.reasons
     )
@@ -140,7 +138,7 @@ async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut
 async def prometheus_metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     runtime: Runtime = request.app.state.runtime
     return Response(
-        _metrics(runtime).exposition(), media_type="text/plain; version=0.0.4"
+        runtime.metrics.exposition(), media_type="text/plain; version=0.0.4"
     )
 
 
@@ -192,20 +190,17 @@ class RequestMetricsMiddleware:
                 reset_tracer_provider(token)
             if runtime is not None:
                 seconds = time.perf_counter() - started
-                metrics: ServiceMetrics | None = runtime.extras.get("metrics")
                 tenant_id = scope.get("state", {}).get("tenant_id")
-                if metrics is not None:
-                    metrics.observe_request(
-                        method,
-                        route,
-                        status,
-                        seconds,
-                        streaming=route in STREAMING_ROUTES,
-                        tenant_id=tenant_id,
-                    )
-                writer = runtime.extras.get("event_writer")
-                if status >= 500 and tenant_id and writer is not None:
-                    await writer.emit(
+                runtime.metrics.observe_request(
+                    method,
+                    route,
+                    status,
+                    seconds,
+                    streaming=route in STREAMING_ROUTES,
+                    tenant_id=tenant_id,
+                )
+                if status >= 500 and tenant_id:
+                    await runtime.event_writer.emit(
                         tenant_id,
                         "error",
                         severity="error",

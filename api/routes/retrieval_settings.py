@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from litestar import Controller, get, put
@@ -11,7 +12,6 @@ from msgspec import Meta, Struct
 
 from api.schemas import Strict
 from memory_service.retrieval.settings import RetrievalSettingsService, TenantRetrievalSettings
-from memory_service.runtime import Runtime
 
 
 class RetrievalSettingsIn(Strict):
@@ -33,28 +33,24 @@ class RetrievalSettingsOut(Struct):
         return cls(s.dedupe, round(s.dedupe_threshold, 6))
 
 
-def _service(runtime: Runtime) -> RetrievalSettingsService:
-    service = runtime.extras["retrieval_settings"]
-    assert isinstance(service, RetrievalSettingsService)
-    return service
-
-
 class RetrievalSettingsController(Controller):
     path = "/settings"
     tags = ["settings"]
 
     @get("/", summary="The tenant's retrieval settings")
     async def get_settings(
-        self, runtime: NamedDependency[Runtime], tenant_id: NamedDependency[str]
+        self,
+        retrieval_settings: NamedDependency[RetrievalSettingsService],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RetrievalSettingsOut:
-        return RetrievalSettingsOut.of(await _service(runtime).get(tenant_id))
+        return RetrievalSettingsOut.of(await retrieval_settings.get(tenant_id))
 
     @put("/", summary="Set the tenant's retrieval settings (semantic dedupe default)")
     async def put_settings(
         self,
         data: JSONBody[RetrievalSettingsIn],
-        runtime: NamedDependency[Runtime],
-        tenant_id: NamedDependency[str],
+        retrieval_settings: NamedDependency[RetrievalSettingsService],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RetrievalSettingsOut:
-        saved = await _service(runtime).put(tenant_id, data.dedupe, data.dedupe_threshold)
+        saved = await retrieval_settings.put(tenant_id, data.dedupe, data.dedupe_threshold)
         return RetrievalSettingsOut.of(saved)

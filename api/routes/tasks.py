@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -118,7 +119,7 @@ class TaskController(Controller):
         self,
         data: JSONBody[TaskCreate],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[TaskOut]:
         return _with_etag(await tasks.create(tenant_id, data.fields()), 201)
 
@@ -126,7 +127,7 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         status: Annotated[list[Status] | None, QueryParameter(description="repeatable")] = None,
         priority: Annotated[list[Priority] | None, QueryParameter(description="repeatable")] = None,
         environment_id: Annotated[str | None, QueryParameter(max_length=64)] = None,
@@ -162,7 +163,7 @@ class TaskController(Controller):
         self,
         task_id: FromPath[str],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[TaskOut]:
         return _with_etag(await tasks.get(tenant_id, task_id))
 
@@ -172,7 +173,7 @@ class TaskController(Controller):
         task_id: FromPath[str],
         data: JSONBody[TaskUpdate],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: IfMatch = None,
     ) -> Response[TaskOut]:
         task = await tasks.update(tenant_id, task_id, data.fields(), parse_if_match(if_match))
@@ -187,7 +188,7 @@ class TaskController(Controller):
         self,
         task_id: FromPath[str],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: IfMatch = None,
     ) -> Response[TaskOut]:
         return _with_etag(await tasks.reopen(tenant_id, task_id, parse_if_match(if_match)))
@@ -197,7 +198,7 @@ class TaskController(Controller):
         self,
         task_id: FromPath[str],
         tasks: NamedDependency[TaskService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         if_match: IfMatch = None,
     ) -> None:
         await tasks.delete(tenant_id, task_id, parse_if_match(if_match))

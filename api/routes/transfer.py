@@ -11,6 +11,7 @@ only with ``include_secret_values=true`` and the admin token in
 from __future__ import annotations
 
 import hmac
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -102,7 +103,7 @@ class MigrationController(Controller):
         self,
         data: JSONBody[dict[str, Any]],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         dry_run: Annotated[bool, QueryParameter(description="validate and report only")] = False,
         skip_invalid: Annotated[
             bool, QueryParameter(description="migrate the valid items when some are rejected")
@@ -121,7 +122,7 @@ class MigrationController(Controller):
         self,
         migration_id: FromPath[str],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> MigrationOut:
         return MigrationOut.of(await migrations.get(tenant_id, migration_id))
 
@@ -134,7 +135,7 @@ class MigrationController(Controller):
         self,
         migration_id: FromPath[str],
         migrations: NamedDependency[MigrationService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> MigrationOut:
         return MigrationOut.of(await migrations.rollback(tenant_id, migration_id))
 
@@ -172,7 +173,7 @@ class TransferController(Controller):
         self,
         request: Request[Any, Any, Any],
         transfers: NamedDependency[TransferService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         types: Annotated[
             str | None, QueryParameter(
                 description="comma list: memories,tasks,environments,executions,events"
@@ -207,7 +208,7 @@ class TransferController(Controller):
         self,
         request: Request[Any, Any, Any],
         transfers: NamedDependency[TransferService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         dry_run: Annotated[bool, QueryParameter(description="report only; write nothing")] = False,
         on_conflict: Annotated[
             Literal["skip", "overwrite", "fail"],

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -104,7 +105,7 @@ class WorkerController(Controller):
         self,
         data: JSONBody[ClaimIn],
         workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[ClaimOut | None]:
         claimed = await workers.claim(
             tenant_id,
@@ -124,7 +125,7 @@ class WorkerController(Controller):
         attempt_id: FromPath[str],
         data: JSONBody[HeartbeatIn],
         workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> HeartbeatOut:
         until = await workers.heartbeat(tenant_id, attempt_id, data.lease_token, data.lease_s)
         return HeartbeatOut(until)
@@ -135,7 +136,7 @@ class WorkerController(Controller):
         attempt_id: FromPath[str],
         data: JSONBody[CompleteIn],
         workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> SettledOut:
         await workers.complete(tenant_id, attempt_id, data.lease_token, data.output)
         return SettledOut(attempt_id, "completed")
@@ -146,7 +147,7 @@ class WorkerController(Controller):
         attempt_id: FromPath[str],
         data: JSONBody[FailIn],
         workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> SettledOut:
         await workers.fail(tenant_id, attempt_id, data.lease_token, data.error, data.retryable)
         return SettledOut(attempt_id, "failed")

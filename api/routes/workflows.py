@@ -9,6 +9,7 @@ a run with every step's status, attempts and output, and takes ``cancel``,
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -167,7 +168,7 @@ class WorkflowController(Controller):
         name: FromPath[str],
         data: JSONBody[dict[str, Any]],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[DefinitionOut]:
         definition, created = await workflows.put_definition(tenant_id, name, data)
         _, versions = await workflows.get_definition(tenant_id, name)
@@ -177,7 +178,7 @@ class WorkflowController(Controller):
     async def list_workflows(
         self,
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         limit: Limit = 100,
         cursor: Cursor = None,
     ) -> DefinitionPage:
@@ -189,7 +190,7 @@ class WorkflowController(Controller):
         self,
         name: FromPath[str],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> DefinitionOut:
         definition, versions = await workflows.get_definition(tenant_id, name)
         return DefinitionOut.of(definition, versions)
@@ -200,7 +201,7 @@ class WorkflowController(Controller):
         name: FromPath[str],
         version: FromPath[int],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> DefinitionOut:
         definition, versions = await workflows.get_definition(tenant_id, name, version)
         return DefinitionOut.of(definition, versions)
@@ -211,7 +212,7 @@ class WorkflowController(Controller):
         name: FromPath[str],
         data: JSONBody[RunCreate],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> Response[RunOut]:
         run, created = await workflows.start_run(
             tenant_id,
@@ -233,7 +234,7 @@ class WorkflowRunController(Controller):
     async def list_runs(
         self,
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         workflow: Annotated[str | None, QueryParameter(max_length=128)] = None,
         status: Annotated[RunStatus | None, QueryParameter()] = None,
         limit: Limit = 100,
@@ -249,7 +250,7 @@ class WorkflowRunController(Controller):
         self,
         run_id: FromPath[str],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RunOut:
         return RunOut.of(await workflows.get_run(tenant_id, run_id))
 
@@ -258,7 +259,7 @@ class WorkflowRunController(Controller):
         self,
         run_id: FromPath[str],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RunOut:
         return RunOut.of(await workflows.cancel(tenant_id, run_id))
 
@@ -267,7 +268,7 @@ class WorkflowRunController(Controller):
         self,
         run_id: FromPath[str],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RunOut:
         return RunOut.of(await workflows.retry(tenant_id, run_id))
 
@@ -281,7 +282,7 @@ class WorkflowRunController(Controller):
         run_id: FromPath[str],
         data: JSONBody[ForkIn],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
     ) -> RunOut:
         return RunOut.of(await workflows.fork(tenant_id, run_id, data.from_step, data.input_patch))
 
@@ -291,7 +292,7 @@ class WorkflowRunController(Controller):
         run_id: FromPath[str],
         name: FromPath[str],
         workflows: NamedDependency[WorkflowService],
-        tenant_id: NamedDependency[str],
+        tenant_id: NamedDependency[uuid.UUID],
         data: JSONBody[SignalIn | None] = None,
     ) -> SignalOut:
         payload = None if data is None else data.payload

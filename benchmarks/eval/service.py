@@ -54,7 +54,7 @@ class RunningService:
         }
         log = open(self.log_path, "wb")  # closed when the process ends
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "memory_service.cli", "serve"],
+            [sys.executable, "-m", "cli", "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

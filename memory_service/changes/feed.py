@@ -94,12 +94,12 @@ class ChangeFeed:
                 await self._pruner
         await self.fanout.close()
 
-    def cursor_of(self, tenant_id: str, seq: int) -> str:
+    def cursor_of(self, tenant_id: uuid.UUID, seq: int) -> str:
         return self.cursors.encode(CURSOR_KIND, tenant_id, seq)
 
-    async def position(self, tenant_id: str, cursor: str | None, *, field: str) -> int:
+    async def position(self, tenant_id: uuid.UUID, cursor: str | None, *, field: str) -> int:
         """The seq a cursor stands for, checked against retention; no cursor: now."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         if cursor is None:
             async with wrap_db_errors(), self.pool.connection() as conn:
                 return await store.last_seq(conn, tid)
@@ -120,7 +120,7 @@ class ChangeFeed:
 
     async def read(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         since: str | None,
         types: list[str],
         *,
@@ -135,14 +135,14 @@ class ChangeFeed:
         after = 0 if since is None else await self.position(tenant_id, since, field="since")
         if since is None:
             async with wrap_db_errors(), self.pool.connection() as conn:
-                if await store.pruned_through(conn, uuid.UUID(tenant_id)) > 0:
+                if await store.pruned_through(conn, tenant_id) > 0:
                     raise Gone(
                         "the change log no longer holds this tenant's first changes: take a "
                         "snapshot (GET /v1/changes/snapshot) and follow the feed from its cursor"
                     )
         async with wrap_db_errors(), self.pool.connection() as conn:
             rows = await store.read_after(
-                conn, uuid.UUID(tenant_id), after, types, limit + 1, with_embedding=with_embedding
+                conn, tenant_id, after, types, limit + 1, with_embedding=with_embedding
             )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -150,10 +150,10 @@ class ChangeFeed:
         return ChangePage(rows, self.cursor_of(tenant_id, last), more)
 
     async def stream(
-        self, tenant_id: str, after: int, types: list[str], *, with_embedding: bool = False
+        self, tenant_id: uuid.UUID, after: int, types: list[str], *, with_embedding: bool = False
     ) -> AsyncIterator[Change | None]:
         """Changes as they commit; ``None`` is a heartbeat. Survives database outages."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         subscription = self.fanout.subscribe(tenant_id)
         try:
             while not subscription.closed:
@@ -179,11 +179,11 @@ class ChangeFeed:
             subscription.close()
 
     async def snapshot(
-        self, tenant_id: str, types: list[str], *, with_embedding: bool = False
+        self, tenant_id: uuid.UUID, types: list[str], *, with_embedding: bool = False
     ) -> AsyncIterator[SnapshotStart | Entity]:
         """The tenant's current entities as of one database snapshot, after a
         ``SnapshotStart`` whose cursor continues the feed exactly after it."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield SnapshotStart(self.cursor_of(tenant_id, await store.last_seq(conn, tid)), types)

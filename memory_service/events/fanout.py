@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 class Subscription:
     """One stream's wake-up flag; ``wait`` returns False on timeout."""
 
-    def __init__(self, fanout: EventFanout, tenant_id: str) -> None:
-        self.tenant_id = tenant_id
+    def __init__(self, fanout: EventFanout, topic: str) -> None:
+        self.topic = topic  # as the notification payload spells it (a tenant id or a name)
         self._fanout = fanout
         self._flag = asyncio.Event()
         self.closed = False
@@ -62,27 +63,28 @@ class EventFanout:
         self.connected = False
         self.notifications = 0
 
-    def subscribe(self, tenant_id: str) -> Subscription:
-        sub = Subscription(self, tenant_id)
-        self._subscribers[tenant_id].add(sub)
+    def subscribe(self, topic: uuid.UUID | str) -> Subscription:
+        """Wake-ups for one notification payload: a tenant id, or a name a channel uses."""
+        sub = Subscription(self, str(topic))
+        self._subscribers[sub.topic].add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._subscribers.get(sub.tenant_id)
+        subs = self._subscribers.get(sub.topic)
         if subs is not None:
             subs.discard(sub)
             if not subs:
-                del self._subscribers[sub.tenant_id]
+                del self._subscribers[sub.topic]
 
     @property
     def stream_count(self) -> int:
         return sum(len(s) for s in self._subscribers.values())
 
-    def wake(self, tenant_id: str | None = None) -> None:
+    def wake(self, topic: uuid.UUID | str | None = None) -> None:
         targets = (
             [s for subs in self._subscribers.values() for s in subs]
-            if tenant_id is None
-            else list(self._subscribers.get(tenant_id, ()))
+            if topic is None
+            else list(self._subscribers.get(str(topic), ()))
         )
         for sub in targets:
             sub.wake()

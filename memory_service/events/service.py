@@ -46,7 +46,7 @@ class EventService:
         self.max_batch = max_batch
         self.heartbeat_seconds = heartbeat_seconds
 
-    async def record(self, tenant_id: str, events: Sequence[NewEvent]) -> list[Event]:
+    async def record(self, tenant_id: uuid.UUID, events: Sequence[NewEvent]) -> list[Event]:
         """Validate every event, then store them all in one transaction (all or nothing)."""
         if not events:
             raise InvalidInput("items must not be empty", errors=[FieldError("items", "empty")])
@@ -58,10 +58,10 @@ class EventService:
         trace_id = current_trace_id()
         checked = [validate_event(e, f"items[{i}].", trace_id) for i, e in enumerate(events)]
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            return await store.insert_batch(conn, uuid.UUID(tenant_id), checked)
+            return await store.insert_batch(conn, tenant_id, checked)
 
     async def list(
-        self, tenant_id: str, query: EventQuery, *, limit: int = 100, cursor: str | None = None
+        self, tenant_id: uuid.UUID, query: EventQuery, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Event]:
         """Oldest first; the cursor is the last seq returned."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
@@ -80,7 +80,7 @@ class EventService:
                 )
             after = position
         async with wrap_db_errors(), self.pool.connection() as conn:
-            rows = await store.read_after(conn, uuid.UUID(tenant_id), query, after, limit + 1)
+            rows = await store.read_after(conn, tenant_id, query, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = (
@@ -89,7 +89,7 @@ class EventService:
         return Page(rows, next_cursor)
 
     async def recent(
-        self, tenant_id: str, query: EventQuery, limit: int = 50
+        self, tenant_id: uuid.UUID, query: EventQuery, limit: int = 50
     ) -> Sequence[Event]:
         """The newest matching events, oldest first: where a live tail starts reading."""
         if not 1 <= limit <= MAX_LIST_LIMIT:
@@ -99,14 +99,14 @@ class EventService:
             )
         query.validate()
         async with wrap_db_errors(), self.pool.connection() as conn:
-            return await store.read_latest(conn, uuid.UUID(tenant_id), query, limit)
+            return await store.read_latest(conn, tenant_id, query, limit)
 
-    async def last_number(self, tenant_id: str) -> int:
+    async def last_number(self, tenant_id: uuid.UUID) -> int:
         """The number of the tenant's newest event: what a client resumes a stream after."""
         async with wrap_db_errors(), self.pool.connection() as conn:
-            return await store.last_number(conn, uuid.UUID(tenant_id))
+            return await store.last_number(conn, tenant_id)
 
-    async def stream_start(self, tenant_id: str, last_event_id: str | None) -> int:
+    async def stream_start(self, tenant_id: uuid.UUID, last_event_id: str | None) -> int:
         """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
         if last_event_id is not None:
             text = last_event_id.strip()
@@ -116,19 +116,19 @@ class EventService:
                     errors=[FieldError("Last-Event-ID", "an event sequence number")],
                 )
             async with wrap_db_errors(), self.pool.connection() as conn:
-                return await store.seq_of_number(conn, uuid.UUID(tenant_id), int(text))
+                return await store.seq_of_number(conn, tenant_id, int(text))
         async with wrap_db_errors(), self.pool.connection() as conn:
-            return await store.last_seq(conn, uuid.UUID(tenant_id))
+            return await store.last_seq(conn, tenant_id)
 
     async def stream(
-        self, tenant_id: str, query: EventQuery, after_seq: int
+        self, tenant_id: uuid.UUID, query: EventQuery, after_seq: int
     ) -> AsyncIterator[Event | None]:
         """Matching events as they commit; ``None`` is a heartbeat (nothing new for a while).
 
         While the database is away the stream keeps heartbeating and resumes from
         its position when it returns.
         """
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         subscription = self.fanout.subscribe(tenant_id)
         try:
             while not subscription.closed:

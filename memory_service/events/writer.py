@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Queued:
-    tenant_id: str
+    tenant_id: uuid.UUID
     event: NewEvent
 
 
@@ -67,7 +67,7 @@ class EventWriter:
         return self._queue.qsize() + len(self._in_flight)
 
     async def emit(
-        self, tenant_id: str, type: str, *, severity: str = "info", **fields: Any
+        self, tenant_id: uuid.UUID, type: str, *, severity: str = "info", **fields: Any
     ) -> None:
         """Queue one event; the trace id of the current request goes with it."""
         fields.setdefault("trace_id", current_trace_id())
@@ -125,7 +125,7 @@ class EventWriter:
 
     async def _write(self) -> None:
         """Write the in-flight batch; each tenant's part leaves it once committed."""
-        by_tenant: dict[str, list[NewEvent]] = defaultdict(list)
+        by_tenant: dict[uuid.UUID, list[NewEvent]] = defaultdict(list)
         for item in self._in_flight:
             by_tenant[item.tenant_id].append(item.event)
         # one transaction per tenant, in a fixed order, so tenant locks never deadlock
@@ -137,7 +137,7 @@ class EventWriter:
                     self._pool.connection() as conn,
                     conn.transaction(),
                 ):
-                    await store.insert_batch(conn, uuid.UUID(tenant_id), events)
+                    await store.insert_batch(conn, tenant_id, events)
                 self.written += len(events)
             except Unavailable:
                 raise

@@ -46,14 +46,14 @@ class ExecutionReads:
     history: HistoryReader
 
     async def load(
-        self, conn: Conn, tenant_id: str, execution_id: str, *, for_update: bool = False
+        self, conn: Conn, tenant_id: uuid.UUID, execution_id: str, *, for_update: bool = False
     ) -> Execution:
         raise NotImplementedError
 
     # -- timeline --------------------------------------------------------------------------
     async def list_steps(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         execution_id: str,
         *,
         limit: int = 100,
@@ -71,7 +71,7 @@ class ExecutionReads:
             if not isinstance(position, int):
                 raise InvalidInput("cursor is not valid", errors=[FieldError("cursor", "malformed")])
             after_seq = max(after_seq, position)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
@@ -83,7 +83,7 @@ class ExecutionReads:
 
     async def get_step(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         execution_id: str,
         seq: int,
         *,
@@ -92,7 +92,7 @@ class ExecutionReads:
     ) -> Step:
         """One step with its input, output, error and metadata; optionally its state and
         its patch against the previous step's state."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
@@ -111,10 +111,10 @@ class ExecutionReads:
 
     # -- state and diff --------------------------------------------------------------------
     async def state_at(
-        self, tenant_id: str, execution_id: str, at: StepRef | None = None
+        self, tenant_id: uuid.UUID, execution_id: str, at: StepRef | None = None
     ) -> StateAt:
         """The state after the step ``at`` names (the head when None)."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
@@ -124,7 +124,7 @@ class ExecutionReads:
 
     async def diff(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         execution_id: str,
         from_ref: StepRef,
         to_ref: StepRef | None = None,
@@ -133,7 +133,7 @@ class ExecutionReads:
     ) -> Diff:
         """The patch from one step's state to another's. ``from_execution`` names
         another execution of the same lineage tree (a fork's parent, say)."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             target = await self.load(conn, tenant_id, execution_id)
             source = target
@@ -203,13 +203,13 @@ class ExecutionReads:
 
     # -- checkpoints -----------------------------------------------------------------------
     async def create_checkpoint(
-        self, tenant_id: str, execution_id: str, label: str, seq: int | None = None,
+        self, tenant_id: uuid.UUID, execution_id: str, label: str, seq: int | None = None,
         note: str | None = None,
     ) -> Checkpoint:
         """Name a step (the head when ``seq`` is None); labels are unique per execution."""
         check.check_label(label)
         check_text(note, "note", check.MAX_NOTE)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             execution = await self.load(conn, tenant_id, execution_id, for_update=True)
             target = execution.head_seq if seq is None else seq
@@ -226,25 +226,25 @@ class ExecutionReads:
                 )
             return await repo.insert_checkpoint(conn, tid, own.execution_id, label, target, note)
 
-    async def list_checkpoints(self, tenant_id: str, execution_id: str) -> list[Checkpoint]:
+    async def list_checkpoints(self, tenant_id: uuid.UUID, execution_id: str) -> list[Checkpoint]:
         """Own labels and the ancestors' labels up to the fork point, by seq."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)
             return await repo.checkpoints(conn, tid, _visible(execution, segments))
 
-    async def delete_checkpoint(self, tenant_id: str, execution_id: str, label: str) -> None:
+    async def delete_checkpoint(self, tenant_id: uuid.UUID, execution_id: str, label: str) -> None:
         """Only the execution's own labels can be deleted (an inherited one is 404)."""
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             eid = uuid.UUID(execution.id)
-            if not await repo.delete_checkpoint(conn, uuid.UUID(tenant_id), eid, label):
+            if not await repo.delete_checkpoint(conn, tenant_id, eid, label):
                 raise NotFound(f"execution {execution_id} has no checkpoint {label!r}")
 
     # -- lineage ---------------------------------------------------------------------------
-    async def lineage(self, tenant_id: str, execution_id: str) -> Lineage:
-        tid = uuid.UUID(tenant_id)
+    async def lineage(self, tenant_id: uuid.UUID, execution_id: str) -> Lineage:
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             eid = uuid.UUID(execution.id)

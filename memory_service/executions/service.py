@@ -56,7 +56,7 @@ APPEND_ATTEMPTS = 4
 class StepEvents(Protocol):
     """Where appended steps are announced (the event log's writer fits)."""
 
-    async def emit(self, tenant_id: str, type: str, *, severity: str = "info", **fields: Any) -> None: ...
+    async def emit(self, tenant_id: uuid.UUID, type: str, *, severity: str = "info", **fields: Any) -> None: ...
 
 
 class ExecutionLimits:
@@ -91,19 +91,19 @@ class ExecutionService(ExecutionTravel):
         self.history = HistoryReader(StateCache(limits.cache_bytes))
 
     # -- executions ------------------------------------------------------------------------
-    async def create(self, tenant_id: str, new: NewExecution) -> Execution:
+    async def create(self, tenant_id: uuid.UUID, new: NewExecution) -> Execution:
         fields = check.check_new_execution(new)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             await self._check_refs(conn, tid, fields)
             return await repo.insert_execution(conn, tid, fields)
 
-    async def get(self, tenant_id: str, execution_id: str) -> Execution:
+    async def get(self, tenant_id: uuid.UUID, execution_id: str) -> Execution:
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             return await self.load(conn, tenant_id, execution_id)
 
     async def list_executions(
-        self, tenant_id: str, query: ExecutionQuery, *, limit: int = 50, cursor: str | None = None
+        self, tenant_id: uuid.UUID, query: ExecutionQuery, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Execution]:
         """Newest first."""
         _check_limit(limit)
@@ -111,7 +111,7 @@ class ExecutionService(ExecutionTravel):
         before = self._position(cursor, "executions", tenant_id) if cursor else None
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             rows = await repo.list_executions(
-                conn, uuid.UUID(tenant_id), query, ids, before, limit + 1
+                conn, tenant_id, query, ids, before, limit + 1
             )
         more = len(rows) > limit
         rows = rows[:limit]
@@ -119,10 +119,10 @@ class ExecutionService(ExecutionTravel):
         return Page(rows, token)
 
     async def update(
-        self, tenant_id: str, execution_id: str, changes: ExecutionChanges, if_match: int | None
+        self, tenant_id: uuid.UUID, execution_id: str, changes: ExecutionChanges, if_match: int | None
     ) -> Execution:
         check.check_changes(changes)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             current = await self.load(conn, tenant_id, execution_id, for_update=True)
             if if_match is not None and current.version != if_match:
@@ -136,11 +136,11 @@ class ExecutionService(ExecutionTravel):
 
     # -- steps -----------------------------------------------------------------------------
     async def append_steps(
-        self, tenant_id: str, execution_id: str, steps: Sequence[NewStep]
+        self, tenant_id: uuid.UUID, execution_id: str, steps: Sequence[NewStep]
     ) -> list[Step]:
         """Append a batch (1..max_batch) after the head, all or nothing."""
         self._check_batch(steps)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         eid = parse_uuid(execution_id, "execution_id")
         # optimistic first: read the head without a transaction, then write with a
         # compare-and-set on it (two round trips); a writer that keeps losing races
@@ -182,7 +182,7 @@ class ExecutionService(ExecutionTravel):
         return [_step(execution.id, row, recorded) for row in rows], last_state
 
     async def _after_append(
-        self, tenant_id: str, execution: Execution, appended: list[Step], last_state: bytes
+        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: bytes
     ) -> None:
         """After commit: cache the new head state and announce the steps."""
         last = appended[-1].seq
@@ -272,7 +272,7 @@ class ExecutionService(ExecutionTravel):
         )
         return row, encoded
 
-    async def _announce(self, tenant_id: str, execution: Execution, steps: list[Step]) -> None:
+    async def _announce(self, tenant_id: uuid.UUID, execution: Execution, steps: list[Step]) -> None:
         if self.events is None:
             return
         for step in steps:
@@ -289,10 +289,10 @@ class ExecutionService(ExecutionTravel):
 
     # -- shared helpers --------------------------------------------------------------------
     async def load(
-        self, conn: Conn, tenant_id: str, execution_id: str, *, for_update: bool = False
+        self, conn: Conn, tenant_id: uuid.UUID, execution_id: str, *, for_update: bool = False
     ) -> Execution:
         eid = parse_uuid(execution_id, "execution_id")
-        found = await repo.get_execution(conn, uuid.UUID(tenant_id), eid, for_update=for_update)
+        found = await repo.get_execution(conn, tenant_id, eid, for_update=for_update)
         if found is None:
             raise NotFound(f"execution {execution_id} not found")
         return found
@@ -305,7 +305,7 @@ class ExecutionService(ExecutionTravel):
                     errors=[FieldError(name, f"no such {table[:-1]}")],
                 )
 
-    def _position(self, cursor: str, kind: str, tenant_id: str) -> int:
+    def _position(self, cursor: str, kind: str, tenant_id: uuid.UUID) -> int:
         position = self.cursors.decode(cursor, kind, tenant_id)
         if not isinstance(position, int):
             raise InvalidInput("cursor is not valid for this listing", errors=[FieldError("cursor", "malformed")])

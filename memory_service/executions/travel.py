@@ -42,7 +42,7 @@ MAX_SPEED = 1000.0
 
 class ExecutionTravel(ExecutionReads):
     async def append_steps(
-        self, tenant_id: str, execution_id: str, steps: Sequence[NewStep]
+        self, tenant_id: uuid.UUID, execution_id: str, steps: Sequence[NewStep]
     ) -> list[Step]:
         raise NotImplementedError
 
@@ -57,13 +57,13 @@ class ExecutionTravel(ExecutionReads):
         raise NotImplementedError
 
     async def _after_append(
-        self, tenant_id: str, execution: Execution, appended: list[Step], last_state: bytes
+        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: bytes
     ) -> None:
         raise NotImplementedError
 
-    async def rollback(self, tenant_id: str, execution_id: str, to: StepRef) -> Step:
+    async def rollback(self, tenant_id: uuid.UUID, execution_id: str, to: StepRef) -> Step:
         """Append a ``rollback`` step whose state is the state after step ``to``."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         eid = parse_uuid(execution_id, "execution_id")
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             locked = await repo.lock_execution(conn, tid, eid)
@@ -88,7 +88,7 @@ class ExecutionTravel(ExecutionReads):
 
     async def fork(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         execution_id: str,
         at: StepRef,
         *,
@@ -97,7 +97,7 @@ class ExecutionTravel(ExecutionReads):
     ) -> Execution:
         """A new execution sharing this one's history up to ``at``; with a
         ``state_patch`` its first own step is a ``fork`` step with the patched state."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         if metadata is not None:
             check.check_json_object(metadata, "metadata")
         if state_patch is not None:
@@ -125,7 +125,7 @@ class ExecutionTravel(ExecutionReads):
 
     async def replay(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         execution_id: str,
         *,
         from_ref: StepRef | None = None,
@@ -141,7 +141,7 @@ class ExecutionTravel(ExecutionReads):
             raise InvalidInput(
                 f"speed must be between 0 and {MAX_SPEED:g}", errors=[FieldError("speed", "range")]
             )
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
             execution = await self.load(conn, tenant_id, execution_id)
             segments = await self.history.segments(conn, tid, execution)

@@ -77,11 +77,11 @@ class MemoriesAsOf:
         self.cursors = cursors
 
     async def get(
-        self, tenant_id: str, memory_id: str, as_of: datetime, *, with_embedding: bool = False
+        self, tenant_id: uuid.UUID, memory_id: str, as_of: datetime, *, with_embedding: bool = False
     ) -> Memory:
         mid = parse_uuid(memory_id, "id")
         params: list[Any] = []
-        query = _as_of_query(uuid.UUID(tenant_id), check_as_of(as_of), Scope(), None, params)
+        query = _as_of_query(tenant_id, check_as_of(as_of), Scope(), None, params)
         async with wrap_db_errors(), self.pool.connection() as conn:
             rows = await _fetch(
                 conn, sql.SQL("SELECT * FROM ({}) AS a WHERE a.id = %s").format(query), [*params, mid]
@@ -92,7 +92,7 @@ class MemoriesAsOf:
 
     async def list_memories(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         scope: Scope,
         as_of: datetime,
         *,
@@ -114,7 +114,7 @@ class MemoriesAsOf:
                 raise InvalidInput("cursor is not valid for this listing", errors=[FieldError("cursor", "malformed")])
             after = position
         params: list[Any] = []
-        query = _as_of_query(uuid.UUID(tenant_id), check_as_of(as_of), scope, flt, params)
+        query = _as_of_query(tenant_id, check_as_of(as_of), scope, flt, params)
         statement = sql.SQL("SELECT * FROM ({}) AS a WHERE a.seq > %s ORDER BY a.seq LIMIT %s")
         async with wrap_db_errors(), self.pool.connection() as conn:
             rows = await _fetch(conn, statement.format(query), [*params, after, limit + 1])
@@ -123,7 +123,7 @@ class MemoriesAsOf:
         token = self.cursors.encode("memories-as-of", tenant_id, items[-1].seq) if more else None
         return Page(items, token)
 
-    async def search(self, tenant_id: str, request: SearchRequest, as_of: datetime) -> SearchResult:
+    async def search(self, tenant_id: uuid.UUID, request: SearchRequest, as_of: datetime) -> SearchResult:
         """Exact cosine ranking over the versions that were live at ``as_of``."""
         started = time.perf_counter()
         self.validate.check_search(request)
@@ -140,7 +140,7 @@ class MemoriesAsOf:
             assert request.query is not None
             vector = await self.embedder.embed_query_async(request.query)
         params: list[Any] = []
-        query = _as_of_query(uuid.UUID(tenant_id), check_as_of(as_of), request.scope, flt, params)
+        query = _as_of_query(tenant_id, check_as_of(as_of), request.scope, flt, params)
         statement = sql.SQL(
             "SELECT a.*, a.embedding <=> %s AS distance FROM ({}) AS a "
             "ORDER BY distance, a.seq LIMIT %s"

@@ -42,6 +42,7 @@ _SEGMENT = re.compile(r"^[^.\s]{1,128}$")
 class CompiledFilter:
     clause: sql.Composable
     params: list[Any] = field(default_factory=list)
+    spec: Any = None  # the filter it was compiled from (``predicate`` evaluates it in process)
 
 
 def compile_filter(spec: Any, *, table_alias: str = "m") -> CompiledFilter:
@@ -50,7 +51,7 @@ def compile_filter(spec: Any, *, table_alias: str = "m") -> CompiledFilter:
         return CompiledFilter(sql.SQL("TRUE"))
     compiler = _Compiler(table_alias)
     clause = compiler.node(spec, "filter", 0)
-    return CompiledFilter(clause, compiler.params)
+    return CompiledFilter(clause, compiler.params, spec)
 
 
 class _Compiler:

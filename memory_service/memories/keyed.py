@@ -41,7 +41,7 @@ class KeyedMemories:
 
     async def put(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         namespace: str,
         key: str,
         item: NewMemory,
@@ -57,7 +57,7 @@ class KeyedMemories:
         if prepared["embedding"] is None:
             text = prepared["content"] + ("\n" + prepared["context"] if prepared["context"] else "")
             prepared["embedding"] = (await self.memories.embedder.embed_async([text]))[0]
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         async with wrap_db_errors(), self.memories.pool.connection() as conn, conn.transaction():
             if if_match is not None:
                 current = await repo.get_by_key(conn, tid, namespace, key, for_update=True)
@@ -71,23 +71,23 @@ class KeyedMemories:
         return memory, created
 
     async def get(
-        self, tenant_id: str, namespace: str, key: str, *, with_embedding: bool = False
+        self, tenant_id: uuid.UUID, namespace: str, key: str, *, with_embedding: bool = False
     ) -> Memory:
         check_name(namespace, "namespace", 256)
         check_name(key, "key", MAX_KEY_LENGTH)
         async with wrap_db_errors(), self.memories.pool.connection() as conn:
             memory = await repo.get_by_key(
-                conn, uuid.UUID(tenant_id), namespace, key, with_embedding=with_embedding
+                conn, tenant_id, namespace, key, with_embedding=with_embedding
             )
         if memory is None:
             raise NotFound(f"memory {namespace}/{key} not found")
         return memory
 
-    async def delete(self, tenant_id: str, namespace: str, key: str) -> None:
+    async def delete(self, tenant_id: uuid.UUID, namespace: str, key: str) -> None:
         check_name(namespace, "namespace", 256)
         check_name(key, "key", MAX_KEY_LENGTH)
         async with wrap_db_errors(), self.memories.pool.connection() as conn, conn.transaction():
-            memory_id = await repo.delete_by_key(conn, uuid.UUID(tenant_id), namespace, key)
+            memory_id = await repo.delete_by_key(conn, tenant_id, namespace, key)
         if memory_id is None:
             raise NotFound(f"memory {namespace}/{key} not found")
         for listener in self.memories.listeners:
@@ -95,7 +95,7 @@ class KeyedMemories:
 
     async def namespaces(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         *,
         prefix: str | None = None,
         suffix: str | None = None,
@@ -115,7 +115,7 @@ class KeyedMemories:
         async with wrap_db_errors(), self.memories.pool.connection() as conn:
             rows = await repo.list_namespaces(
                 conn,
-                uuid.UUID(tenant_id),
+                tenant_id,
                 prefix=prefix,
                 suffix=suffix,
                 max_depth=max_depth,
@@ -133,7 +133,7 @@ class KeyedMemories:
 
     def _after(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         cursor: str | None,
         prefix: str | None,
         suffix: str | None,

@@ -87,6 +87,9 @@ class SearchRequest:
     mode: str = "vector"
     min_score: float | None = None
     options: dict[str, Any] = field(default_factory=dict)  # mode-specific extras
+    # "eventual": another process's write shows within about a second (this process's
+    # own at once); "strong": re-read from PostgreSQL first, so every commit shows
+    consistency: str = "eventual"
 
 
 @dataclass(slots=True)

@@ -1,14 +1,17 @@
-"""SQL for memories: the only module that knows the ``memories`` tables.
+"""SQL of the ``memories`` table: the only module that has it.
 
 Every function takes an open async connection (the caller owns the transaction)
 and a tenant id, and confines each statement to that tenant. Rows that have
-expired are invisible to every read.
+expired are invisible to every read. CRUD, listing, the pgvector and BM25
+searches, the dedupe look-ups and what the in-process indexes load and re-check
+all live here; the longer statements sit by name in ``queries.sql``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -16,8 +19,10 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from memory_service.db import named_query
 from memory_service.memories.filters import CompiledFilter
-from memory_service.memories.models import SCOPE_FIELDS, HistoryEntry, Memory, Scope
+from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
+from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
 
 Conn = AsyncConnection[Any]
 
@@ -32,36 +37,19 @@ COLUMNS = sql.SQL(
     "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key"
 )
 VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
+# the text-search configuration whose tsvector is stored; any other one is computed per row
+STORED_CONFIG = "english"
+_DOCUMENT_TEXT = sql.SQL("m.content || ' ' || coalesce(m.context, '')")
 
 
-def to_numpy(value: Any) -> np.ndarray:
-    """A float32 array from whatever the pgvector loader returned (``Vector`` or array)."""
-    if hasattr(value, "to_numpy"):
-        value = value.to_numpy()
-    return np.asarray(value, dtype=np.float32)
+def query(name: str) -> sql.SQL:
+    return named_query("memory_service.memories", "queries.sql", name)
 
 
-def row_to_memory(row: dict[str, Any], *, with_embedding: bool = False) -> Memory:
-    embedding = row.get("embedding") if with_embedding else None
-    if embedding is not None:
-        embedding = to_numpy(embedding)
-    return Memory(
-        id=str(row["id"]),
-        content=row["content"],
-        user_id=row["user_id"],
-        agent_id=row["agent_id"],
-        run_id=row["run_id"],
-        namespace=row["namespace"],
-        metadata=row["metadata"],
-        importance=float(row["importance"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        version=row["version"],
-        embedding=embedding,
-        seq=row["seq"],
-        key=row.get("key"),
-    )
+async def _rows(conn: Conn, statement: sql.Composed | sql.SQL, params: Sequence[Any]) -> list[Any]:
+    cur = conn.cursor(row_factory=dict_row)
+    await cur.execute(statement, params)
+    return await cur.fetchall()
 
 
 def scope_clause(scope: Scope, params: list[Any]) -> sql.Composable:
@@ -90,42 +78,17 @@ def where_clause(
     return sql.SQL(" AND ").join(parts)
 
 
-_INSERT = sql.SQL(
-    "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
-    "namespace, metadata, importance, embedding, expires_at, context, key) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key, "
-    "md5(metadata::text)) DO NOTHING "
-    "RETURNING {}"
-).format(COLUMNS)
-
-
 def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...]:
-    scope: Scope = item["scope"]
-    return (
-        tenant_id,
-        item["content"],
-        item["content_hash"],
-        scope.user_id,
-        scope.agent_id,
-        scope.run_id,
-        scope.namespace,
-        Jsonb(item["metadata"]),
-        item["importance"],
-        item["embedding"],
-        item["expires_at"],
-        item.get("context"),
-        item.get("key"),
-    )
+    s: Scope = item["scope"]
+    head = (tenant_id, item["content"], item["content_hash"])
+    scope = (s.user_id, s.agent_id, s.run_id, s.namespace)
+    tail = (Jsonb(item["metadata"]), item["importance"], item["embedding"], item["expires_at"])
+    return (*head, *scope, *tail, item.get("context"), item.get("key"))
 
 
 async def purge_expired_duplicates(conn: Conn, tenant_id: uuid.UUID, hashes: list[bytes]) -> None:
     """Expired rows are invisible; remove the ones that would block a re-add."""
-    await conn.execute(
-        "DELETE FROM memories WHERE tenant_id = %s AND content_hash = ANY(%s) "
-        "AND expires_at IS NOT NULL AND expires_at <= now()",
-        (tenant_id, hashes),
-    )
+    await conn.execute(query("purge_expired_duplicates"), (tenant_id, hashes))
 
 
 async def insert_many(
@@ -133,9 +96,8 @@ async def insert_many(
 ) -> list[Memory | None]:
     """Insert rows in one pipelined round; ``None`` where a live duplicate exists."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.executemany(
-            _INSERT, [_insert_params(tenant_id, item) for item in items], returning=True
-        )
+        params = [_insert_params(tenant_id, item) for item in items]
+        await cur.executemany(query("insert").format(cols=COLUMNS), params, returning=True)
         out: list[Memory | None] = []
         while True:
             row = await cur.fetchone()
@@ -146,78 +108,37 @@ async def insert_many(
 
 
 async def find_duplicate(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    content_hash: bytes,
-    scope: Scope,
-    metadata: dict[str, Any],
+    conn: Conn, tenant_id: uuid.UUID, content_hash: bytes, scope: Scope, metadata: dict[str, Any]
 ) -> Memory | None:
     """The live memory with this content, scope and metadata (the dedupe index's key)."""
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL(
-            "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s "
-            "AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s "
-            "AND m.run_id IS NOT DISTINCT FROM %s AND m.namespace IS NOT DISTINCT FROM %s "
-            "AND m.key IS NULL AND md5(m.metadata::text) = md5(%s::jsonb::text)"
-        ).format(COLUMNS),
-        (
-            tenant_id,
-            content_hash,
-            scope.user_id,
-            scope.agent_id,
-            scope.run_id,
-            scope.namespace,
-            Jsonb(metadata),
-        ),
-    )
-    row = await cur.fetchone()
-    return row_to_memory(row) if row else None
+    scoped = (scope.user_id, scope.agent_id, scope.run_id, scope.namespace)
+    statement = query("find_duplicate").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, (tenant_id, content_hash, *scoped, Jsonb(metadata)))
+    return row_to_memory(rows[0]) if rows else None
 
 
 async def get(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    memory_id: uuid.UUID,
-    *,
-    with_embedding: bool = False,
-    for_update: bool = False,
+    conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID, *,
+    with_embedding: bool = False, for_update: bool = False,
 ) -> Memory | None:
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {}{}").format(
-            cols, VISIBLE, lock
-        ),
-        (tenant_id, memory_id),
-    )
-    row = await cur.fetchone()
-    return row_to_memory(row, with_embedding=with_embedding) if row else None
+    statement = sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {}{}")
+    rows = await _rows(conn, statement.format(cols, VISIBLE, lock), (tenant_id, memory_id))
+    return row_to_memory(rows[0], with_embedding=with_embedding) if rows else None
 
 
 async def get_many(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    ids: Sequence[uuid.UUID | str],
-    *,
-    scope: Scope | None = None,
-    flt: CompiledFilter | None = None,
-    with_embedding: bool = False,
+    conn: Conn, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID | str], *,
+    scope: Scope | None = None, flt: CompiledFilter | None = None, with_embedding: bool = False,
 ) -> dict[str, Memory]:
     """Visible rows among ``ids`` that also match scope and filter (re-check after an index)."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope or Scope(), flt, params)
     params.append([str(i) for i in ids])
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL("SELECT {} FROM memories m WHERE {} AND m.id = ANY(%s::uuid[])").format(
-            cols, where
-        ),
-        params,
-    )
-    rows = await cur.fetchall()
+    statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.id = ANY(%s::uuid[])")
+    rows = await _rows(conn, statement.format(cols, where), params)
     return {str(r["id"]): row_to_memory(r, with_embedding=with_embedding) for r in rows}
 
 
@@ -226,120 +147,34 @@ async def update(
 ) -> Memory:
     sets = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in changes]
     params = [Jsonb(v) if name == "metadata" else v for name, v in changes.items()]
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL(
-            "UPDATE memories AS m SET {}, version = m.version + 1, updated_at = now() "
-            "WHERE m.tenant_id = %s AND m.id = %s RETURNING {}"
-        ).format(sql.SQL(", ").join(sets), COLUMNS),
-        [*params, tenant_id, memory_id],
-    )
-    row = await cur.fetchone()
-    assert row is not None, "caller holds the row lock"
-    return row_to_memory(row)
+    statement = query("update").format(sets=sql.SQL(", ").join(sets), cols=COLUMNS)
+    rows = await _rows(conn, statement, [*params, tenant_id, memory_id])
+    assert rows, "caller holds the row lock"
+    return row_to_memory(rows[0])
 
 
 async def delete(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
-    cur = await conn.execute(
-        sql.SQL(
-            "DELETE FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {} RETURNING m.id"
-        ).format(VISIBLE),
-        (tenant_id, memory_id),
-    )
+    cur = await conn.execute(query("delete").format(visible=VISIBLE), (tenant_id, memory_id))
     return await cur.fetchone() is not None
 
 
 async def delete_scope(conn: Conn, tenant_id: uuid.UUID, scope: Scope) -> list[str]:
     params: list[Any] = [tenant_id]
     clause = scope_clause(scope, params)
-    cur = await conn.execute(
-        sql.SQL("DELETE FROM memories m WHERE m.tenant_id = %s AND {} RETURNING m.id").format(
-            clause
-        ),
-        params,
-    )
+    statement = sql.SQL("DELETE FROM memories m WHERE m.tenant_id = %s AND {} RETURNING m.id")
+    cur = await conn.execute(statement.format(clause), params)
     return [str(r[0]) for r in await cur.fetchall()]
 
 
-async def erase_history(
-    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
-) -> None:
-    """Purge: drop the history rows of deleted memories; keep only that it happened."""
-    await conn.execute(
-        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
-        (tenant_id, list(memory_ids)),
-    )
-    await conn.execute(
-        "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
-        (tenant_id, kind, len(memory_ids)),
-    )
-
-
 async def list_page(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    scope: Scope,
-    flt: CompiledFilter | None,
-    after_seq: int,
-    limit: int,
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None,
+    after_seq: int, limit: int,
 ) -> list[Memory]:
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     params += [after_seq, limit]
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq > %s ORDER BY m.seq LIMIT %s").format(
-            COLUMNS, where
-        ),
-        params,
-    )
-    return [row_to_memory(r) for r in await cur.fetchall()]
-
-
-async def replace_history(
-    conn: Conn, tenant_id: uuid.UUID, memory_id: str, entries: Sequence[HistoryEntry]
-) -> None:
-    """Replace a memory's history with ``entries`` (an import carries it verbatim)."""
-    await conn.execute(
-        "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = %s",
-        (tenant_id, memory_id),
-    )
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO memory_history (tenant_id, memory_id, event, old_content, new_content, "
-            "old_metadata, new_metadata, at, version) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [
-                (tenant_id, memory_id, e.event, e.old_content, e.new_content,
-                 None if e.old_metadata is None else Jsonb(e.old_metadata),
-                 None if e.new_metadata is None else Jsonb(e.new_metadata), e.at, e.version)
-                for e in entries
-            ],
-        )
-
-
-async def histories(
-    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
-) -> dict[str, list[HistoryEntry]]:
-    """The history of each of ``memory_ids``, oldest first (an export's optional part)."""
-    cur = await conn.execute(
-        "SELECT memory_id::text, event, old_content, new_content, old_metadata, new_metadata, "
-        "at, version FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
-        "ORDER BY id",
-        (tenant_id, list(memory_ids)),
-    )
-    out: dict[str, list[HistoryEntry]] = {}
-    for row in await cur.fetchall():
-        out.setdefault(row[0], []).append(HistoryEntry(*row[1:]))
-    return out
-
-
-async def history(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> list[HistoryEntry]:
-    cur = await conn.execute(
-        "SELECT event, old_content, new_content, old_metadata, new_metadata, at, version "
-        "FROM memory_history WHERE tenant_id = %s AND memory_id = %s ORDER BY id",
-        (tenant_id, memory_id),
-    )
-    return [HistoryEntry(*row) for row in await cur.fetchall()]
+    statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq > %s ORDER BY m.seq LIMIT %s")
+    return [row_to_memory(r) for r in await _rows(conn, statement.format(COLUMNS, where), params)]
 
 
 async def count_matching(
@@ -349,120 +184,202 @@ async def count_matching(
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     params.append(cap)
-    cur = await conn.execute(
-        sql.SQL("SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {} LIMIT %s) AS c").format(
-            where
-        ),
-        params,
-    )
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
+    statement = sql.SQL("SELECT count(*) FROM (SELECT 1 FROM memories m WHERE {} LIMIT %s) AS c")
+    cur = await conn.execute(statement.format(where), params)
+    return int((await cur.fetchone() or (0,))[0])
 
 
 async def vector_search(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    scope: Scope,
-    flt: CompiledFilter | None,
-    query: np.ndarray,
-    k: int,
-    *,
-    exact: bool,
-    ef_search: int,
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None,
+    query_vector: np.ndarray, k: int, *, exact: bool, ef_search: int,
 ) -> list[tuple[Memory, float]]:
-    """Nearest visible rows by cosine distance.
-
-    ``exact`` ranks every matching row (a materialised CTE keeps the planner off
-    the HNSW index); otherwise the HNSW index answers, which pgvector filters
-    after the scan, so it may return fewer than ``k`` rows.
-    """
+    """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
+    the HNSW index answers, filtered after its scan, so it may return fewer than ``k``."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     if not exact:
         # SET does not take bind parameters; ef_search is an int we clamp ourselves
         ef = max(1, min(1000, int(max(ef_search, k))))
         await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-        query_sql = sql.SQL(
-            "SELECT {cols}, m.embedding <=> %s AS distance FROM memories m WHERE {where} "
-            "ORDER BY m.embedding <=> %s LIMIT %s"
-        ).format(cols=COLUMNS, where=where)
-        all_params = [query, *params, query, k]
+        statement = query("vector_hnsw").format(cols=COLUMNS, where=where)
+        all_params = [query_vector, *params, query_vector, k]
     else:
-        query_sql = sql.SQL(
-            "WITH c AS MATERIALIZED (SELECT {cols}, m.embedding FROM memories m WHERE {where}) "
-            "SELECT c.*, c.embedding <=> %s AS distance FROM c ORDER BY distance LIMIT %s"
-        ).format(cols=COLUMNS, where=where)
-        all_params = [*params, query, k]
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(query_sql, all_params)
-    rows = await cur.fetchall()
+        statement = query("vector_exact").format(cols=COLUMNS, where=where)
+        all_params = [*params, query_vector, k]
+    rows = await _rows(conn, statement, all_params)
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
 
 
-# -- memories named by (namespace, key) ------------------------------------------------
-_UPSERT_BY_KEY = sql.SQL(
-    "INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id, "
-    "namespace, metadata, importance, embedding, expires_at, context, key) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (tenant_id, namespace, key) WHERE key IS NOT NULL DO UPDATE SET "
-    "content = EXCLUDED.content, content_hash = EXCLUDED.content_hash, "
-    "user_id = EXCLUDED.user_id, agent_id = EXCLUDED.agent_id, run_id = EXCLUDED.run_id, "
-    "metadata = EXCLUDED.metadata, importance = EXCLUDED.importance, "
-    "embedding = EXCLUDED.embedding, expires_at = EXCLUDED.expires_at, "
-    "context = EXCLUDED.context, version = m.version + 1, updated_at = now() "
-    "RETURNING {}, (xmax = 0) AS created"
-).format(COLUMNS)
+# -- keyword ranking (BM25 over the full-text columns of migration 0004) ------------------
+def _language_field(config: str) -> sql.Composable:
+    if config == STORED_CONFIG:
+        return sql.SQL("m.fts_english")
+    return sql.SQL("to_tsvector({}::regconfig, {})").format(sql.Literal(config), _DOCUMENT_TEXT)
 
 
+async def keyword_search(
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None, config: str,
+    lexemes: tuple[list[str], list[str]], k: int, params: Bm25Params,
+) -> list[tuple[Memory, float]]:
+    """Rows matching any query lexeme, ranked by BM25 summed over both fields: document
+    frequencies from the candidates, corpus size and mean length from up to ``stats_cap``
+    visible rows of the scope and filter, lengths in distinct lexemes (as tsvector keeps)."""
+    language, plain = lexemes
+    if not language and not plain:
+        return []
+    field = _language_field(config)
+    cand_params: list[Any] = []
+    cand_where = where_clause(tenant_id, scope, flt, cand_params)
+    stats_params: list[Any] = []
+    stats_where = where_clause(tenant_id, scope, flt, stats_params)
+    statement = query("keyword_bm25").format(
+        field=field, cand_where=cand_where, stats_where=stats_where, cols=COLUMNS
+    )
+    matches = [any_of(language) or "''", any_of(plain) or "''"]
+    weights = [params.simple_weight, params.k1, params.k1, params.b, params.b]
+    all_params = [*cand_params, *matches, *stats_params, params.stats_cap, language, plain]
+    all_params += [*weights, k]
+    rows = await _rows(conn, statement, all_params)
+    return [(row_to_memory(r), float(r["score"])) for r in rows]
+
+
+async def last_seen(conn: Conn, tenant_id: uuid.UUID, ids: Sequence[str]) -> dict[str, datetime]:
+    """``last_seen_at`` of the rows among ``ids`` that have one."""
+    cur = await conn.execute(query("last_seen"), (tenant_id, list(ids)))
+    return {str(r[0]): r[1] for r in await cur.fetchall()}
+
+
+# -- semantic dedupe ------------------------------------------------------------------------
+async def nearest_in_scope(
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, vector: np.ndarray
+) -> tuple[str, float] | None:
+    """The live memory of exactly this scope closest to ``vector`` (exact scan)."""
+    cur = await conn.execute(
+        query("nearest_in_scope").format(visible=VISIBLE),
+        (tenant_id, scope.user_id, scope.agent_id, scope.run_id, scope.namespace, vector, vector),
+    )
+    row = await cur.fetchone()
+    return (str(row[0]), float(row[1])) if row else None
+
+
+async def merge_into(
+    conn: Conn, tenant_id: uuid.UUID, memory_id: str, metadata: dict[str, Any],
+    importance: float, expires_at: datetime | None,
+) -> Memory:
+    """Fold a re-added memory into ``memory_id`` (version + 1; the history trigger records it)."""
+    params = (Jsonb(metadata), importance, expires_at, expires_at, tenant_id, memory_id)
+    rows = await _rows(conn, query("merge_into").format(cols=COLUMNS), params)
+    assert rows, "the row was found in this transaction"
+    return row_to_memory(rows[0], with_embedding=True)
+
+
+# -- what the in-process indexes load and re-check (rows addressed by seq) -----------------
+async def tenant_sizes(conn: Conn) -> dict[uuid.UUID, int]:
+    cur = await conn.execute("SELECT tenant_id, count(*) FROM memories GROUP BY tenant_id")
+    return {r[0]: int(r[1]) for r in await cur.fetchall()}
+
+
+async def tenant_size(conn: Conn, tenant_id: uuid.UUID) -> int:
+    cur = await conn.execute("SELECT count(*) FROM memories WHERE tenant_id = %s", (tenant_id,))
+    return int((await cur.fetchone() or (0,))[0])
+
+
+async def current_versions(
+    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int]
+) -> dict[int, int]:
+    """seq -> version of the rows among ``memory_seqs`` that still exist."""
+    cur = await conn.execute(query("current_versions"), (tenant_id, list(memory_seqs)))
+    return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
+
+
+async def current_rows(
+    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int], dimension: int
+) -> VectorRows:
+    """The rows among ``memory_seqs`` that still exist, with their current embedding."""
+    statement = query("rows_by_seq").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, (tenant_id, list(memory_seqs)))
+    return stack_rows(rows, dimension)
+
+
+async def stream_tenant_rows(
+    conn: Conn, tenant_id: uuid.UUID, dimension: int, *, vectors: bool = True
+) -> AsyncGenerator[VectorRows, None]:
+    """Every row of a tenant in batches (with embeddings unless not ``vectors``). A
+    client-side cursor: a load cancelled at shutdown leaves no server cursor behind, and
+    a tenant that fits the memory budget fits the client while it loads."""
+    cols = COLUMNS + sql.SQL(", m.embedding") if vectors else COLUMNS
+    statement = sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s").format(cols)
+    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
+        await cur.execute(statement, (tenant_id,))
+        while rows := await cur.fetchmany(10_000):
+            yield stack_rows(rows, dimension)
+
+
+async def changed_rows(
+    conn: Conn, tenant_id: uuid.UUID, after_change: int, dimension: int
+) -> tuple[VectorRows, set[int]]:
+    """Rows of the tenant changed after change-log position ``after_change``, as they are
+    now, and the seqs among them that are gone: one statement over the log and the table."""
+    rows = await _rows(
+        conn, query("changed_since").format(cols=COLUMNS), (tenant_id, after_change, tenant_id)
+    )
+    live = [r for r in rows if r["seq"] is not None]
+    gone = {int(r["changed_seq"]) for r in rows if r["seq"] is None}
+    return stack_rows(live, dimension), gone
+
+
+async def get_many_by_seq(
+    conn: Conn, tenant_id: uuid.UUID, seqs: Sequence[int], scope: Scope, flt: CompiledFilter | None
+) -> dict[int, Memory]:
+    """Visible rows among ``seqs`` that still match tenant, scope and filter."""
+    params: list[Any] = []
+    where = where_clause(tenant_id, scope, flt, params)
+    params.append(list(seqs))
+    statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq = ANY(%s)")
+    rows = await _rows(conn, statement.format(COLUMNS, where), params)
+    return {int(r["seq"]): row_to_memory(r) for r in rows}
+
+
+async def matching_seqs(
+    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None, limit: int
+) -> list[int]:
+    """Seqs of the visible rows that match, at most ``limit`` of them."""
+    params: list[Any] = []
+    where = where_clause(tenant_id, scope, flt, params)
+    params.append(limit)
+    cur = await conn.execute(
+        sql.SQL("SELECT m.seq FROM memories m WHERE {} LIMIT %s").format(where), params
+    )
+    return [int(r[0]) for r in await cur.fetchall()]
+
+
+# -- memories named by (namespace, key) -------------------------------------------------
 async def upsert_by_key(
     conn: Conn, tenant_id: uuid.UUID, item: dict[str, Any]
 ) -> tuple[Memory, bool]:
     """Insert or replace the memory named by ``item``'s namespace and key (an expired
     one is replaced as if absent); returns it and whether it was created."""
-    scope: Scope = item["scope"]
-    await conn.execute(
-        "DELETE FROM memories WHERE tenant_id = %s AND namespace = %s AND key = %s "
-        "AND expires_at IS NOT NULL AND expires_at <= now()",
-        (tenant_id, scope.namespace, item["key"]),
-    )
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(_UPSERT_BY_KEY, _insert_params(tenant_id, item))
-    row = await cur.fetchone()
-    assert row is not None, "an upsert returns its row"
-    return row_to_memory(row), bool(row["created"])
+    named = (tenant_id, item["scope"].namespace, item["key"])
+    await conn.execute(query("purge_expired_key"), named)
+    statement = query("upsert_by_key").format(cols=COLUMNS)
+    rows = await _rows(conn, statement, _insert_params(tenant_id, item))
+    return row_to_memory(rows[0]), bool(rows[0]["created"])
 
 
 async def get_by_key(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    namespace: str,
-    key: str,
-    *,
-    with_embedding: bool = False,
-    for_update: bool = False,
+    conn: Conn, tenant_id: uuid.UUID, namespace: str, key: str, *,
+    with_embedding: bool = False, for_update: bool = False,
 ) -> Memory | None:
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(
-        sql.SQL(
-            "SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s "
-            "AND m.key = %s AND {}{}"
-        ).format(cols, VISIBLE, lock),
-        (tenant_id, namespace, key),
-    )
-    row = await cur.fetchone()
-    return row_to_memory(row, with_embedding=with_embedding) if row else None
+    statement = query("get_by_key").format(cols=cols, visible=VISIBLE, lock=lock)
+    rows = await _rows(conn, statement, (tenant_id, namespace, key))
+    return row_to_memory(rows[0], with_embedding=with_embedding) if rows else None
 
 
 async def delete_by_key(conn: Conn, tenant_id: uuid.UUID, namespace: str, key: str) -> str | None:
-    cur = await conn.execute(
-        sql.SQL(
-            "DELETE FROM memories m WHERE m.tenant_id = %s AND m.namespace = %s AND m.key = %s "
-            "AND {} RETURNING m.id"
-        ).format(VISIBLE),
-        (tenant_id, namespace, key),
-    )
+    statement = query("delete_by_key").format(visible=VISIBLE)
+    cur = await conn.execute(statement, (tenant_id, namespace, key))
     row = await cur.fetchone()
     return str(row[0]) if row else None
 
@@ -472,36 +389,14 @@ def _like_literal(text: str) -> str:
 
 
 async def list_namespaces(
-    conn: Conn,
-    tenant_id: uuid.UUID,
-    *,
-    prefix: str | None,
-    suffix: str | None,
-    max_depth: int | None,
-    after: str | None,
-    limit: int,
-    separator: str = ".",
+    conn: Conn, tenant_id: uuid.UUID, *, prefix: str | None, suffix: str | None,
+    max_depth: int | None, after: str | None, limit: int, separator: str = ".",
 ) -> list[tuple[str, int]]:
     """Distinct namespaces (cut to ``max_depth`` labels) with their live memory counts,
     in order, after ``after``. A prefix or suffix matches whole labels."""
-    where: list[sql.Composable] = [
-        sql.SQL("m.tenant_id = %s AND m.namespace IS NOT NULL"),
-        VISIBLE,
-    ]
-    params: list[Any] = [separator, max_depth or 1_000_000, separator, tenant_id]
-    if prefix is not None:
-        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
-        params += [prefix, _like_literal(prefix + separator) + "%"]
-    if suffix is not None:
-        where.append(sql.SQL("(m.namespace = %s OR m.namespace LIKE %s)"))
-        params += [suffix, "%" + _like_literal(separator + suffix)]
-    params += [after or "", limit]
-    cur = await conn.execute(
-        sql.SQL(
-            "SELECT ns, count(*) FROM (SELECT array_to_string("
-            "(string_to_array(m.namespace, %s))[1:%s], %s) AS ns FROM memories m WHERE {}) AS n "
-            "WHERE ns COLLATE \"C\" > %s GROUP BY ns ORDER BY ns COLLATE \"C\" LIMIT %s"
-        ).format(sql.SQL(" AND ").join(where)),
-        params,
-    )
+    below = None if prefix is None else _like_literal(prefix + separator) + "%"
+    above = None if suffix is None else "%" + _like_literal(separator + suffix)
+    params = [separator, max_depth or 1_000_000, separator, tenant_id]
+    params += [prefix, prefix, below, suffix, suffix, above, after or "", limit]
+    cur = await conn.execute(query("list_namespaces").format(visible=VISIBLE), params)
     return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]

@@ -1,14 +1,14 @@
-"""Memory operations: embedding, deduplication, history and search.
+"""Memory operations: create, read, update and delete, with history and dedupe.
 
-``MemoryService`` is what the HTTP layer calls. It validates input (through
-``memories.validation``) against the configured limits, embeds text off the event loop, writes to PostgreSQL (the
-only source of truth) in one transaction per request, and then tells its
-change listeners (the in-process indexes) what changed.
+``MemoryService`` validates input (through ``memories.validation``) against the
+configured limits, embeds text off the event loop, writes to PostgreSQL (the
+only source of truth) in one transaction per request, and then tells its change
+listeners (the in-process indexes, the event log), given at construction, what
+changed. Search is ``search.service.SearchService``.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -27,36 +27,26 @@ from memory_service.errors import (
     PayloadTooLarge,
     PreconditionFailed,
 )
+from memory_service.memories import history as history_repo
 from memory_service.memories import repository as repo
-from memory_service.memories.filters import CompiledFilter, compile_filter
+from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import (
     HistoryEntry,
     Memory,
     MemoryPatch,
     NewMemory,
     Scope,
-    SearchHit,
-    SearchRequest,
-    SearchResult,
 )
 from memory_service.memories.validation import MemoryValidator, content_hash
 from memory_service.pagination import CursorCodec, Page
+from memory_service.retrieval.dedupe import SemanticDedupe
 from memory_service.tenants import parse_uuid
 
 MAX_SCOPE_LENGTH = 256
 MAX_LIST_LIMIT = 1000
 
 # (tenant_id, upserted memories with embeddings, deleted ids)
-ChangeListener = Callable[[str, list[Memory], list[str]], Awaitable[None]]
-SearchBackend = Callable[[uuid.UUID, SearchRequest, CompiledFilter | None], Awaitable[SearchResult]]
-VectorAccelerator = Callable[
-    [uuid.UUID, SearchRequest, CompiledFilter | None, np.ndarray], Awaitable[SearchResult | None]
-]
-# (tenant_id, request, result) after a search answered
-SearchListener = Callable[[str, SearchRequest, SearchResult], Awaitable[None]]
-SemanticDedupeStep = Callable[
-    [Any, uuid.UUID, list[dict[str, Any]]], Awaitable[dict[int, "Memory | int"]]
-]
+ChangeListener = Callable[[uuid.UUID, list[Memory], list[str]], Awaitable[None]]
 
 
 class MemoryService:
@@ -66,23 +56,21 @@ class MemoryService:
         embedder: CachedEmbedder,
         settings: Settings,
         cursors: CursorCodec,
+        validator: MemoryValidator,
+        *,
+        dedupe: SemanticDedupe | None = None,
+        listeners: Sequence[ChangeListener] = (),
     ) -> None:
         self.pool = pool
         self.embedder = embedder
         self.settings = settings
         self.cursors = cursors
         self.dimension = embedder.dimension
-        self.validate = MemoryValidator(settings, embedder.dimension)
-        self.listeners: list[ChangeListener] = []
-        # search modes beyond "vector" register here (keyword, hybrid, ...)
-        self.search_backends: dict[str, SearchBackend] = {}
-        # an in-process index consulted before pgvector; None from it means "ask pgvector"
-        self.vector_accelerator: VectorAccelerator | None = None
-        # told about every answered search (the event log and metrics listen)
-        self.search_listeners: list[SearchListener] = []
-        # optional step inside an add's transaction that folds near-copies into
-        # existing memories: returns {item index: memory or earlier item index}
-        self.semantic_dedupe: SemanticDedupeStep | None = None
+        self.validate = validator
+        # a step inside an add's transaction that folds near-copies into existing
+        # memories: returns {item index: memory or earlier item index}
+        self.semantic_dedupe = dedupe
+        self.listeners = tuple(listeners)
 
     async def _embed_missing(self, prepared: list[dict[str, Any]]) -> None:
         todo = [p for p in prepared if p["embedding"] is None]
@@ -95,13 +83,13 @@ class MemoryService:
                 p["embedding"] = v
 
     # -- writes ----------------------------------------------------------------------
-    async def add(self, tenant_id: str, item: NewMemory) -> tuple[Memory, bool]:
+    async def add(self, tenant_id: uuid.UUID, item: NewMemory) -> tuple[Memory, bool]:
         """Store one memory; returns it and whether it was created (False: a duplicate)."""
         memories, created = await self.add_many(tenant_id, [item], single=True)
         return memories[0], created[0]
 
     async def add_many(
-        self, tenant_id: str, items: Sequence[NewMemory], *, single: bool = False
+        self, tenant_id: uuid.UUID, items: Sequence[NewMemory], *, single: bool = False
     ) -> tuple[list[Memory], list[bool]]:
         """All or nothing: every item is validated before anything is written."""
         if not items:
@@ -111,7 +99,7 @@ class MemoryService:
                 f"a batch holds at most {self.settings.max_batch_items} items, not {len(items)}",
                 errors=[FieldError("items", f"at most {self.settings.max_batch_items}")],
             )
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         prepared = [
             self.validate.prepare(item, "" if single else f"items[{i}].")
             for i, item in enumerate(items)
@@ -154,9 +142,9 @@ class MemoryService:
         return result, created
 
     async def update(
-        self, tenant_id: str, memory_id: str, patch: MemoryPatch, if_match: int | None
+        self, tenant_id: uuid.UUID, memory_id: str, patch: MemoryPatch, if_match: int | None
     ) -> Memory:
-        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        tid, mid = tenant_id, parse_uuid(memory_id, "id")
         changes: dict[str, Any] = {}
         new_vector: np.ndarray | None = None
         if patch.content is not None:
@@ -204,10 +192,10 @@ class MemoryService:
         return updated
 
     async def delete(
-        self, tenant_id: str, memory_id: str, if_match: int | None = None, *, purge: bool = False
+        self, tenant_id: uuid.UUID, memory_id: str, if_match: int | None = None, *, purge: bool = False
     ) -> None:
         """Delete a memory; ``purge`` also erases its history (content and metadata)."""
-        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+        tid, mid = tenant_id, parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             if if_match is not None:
                 current = await repo.get(conn, tid, mid, for_update=True)
@@ -218,12 +206,12 @@ class MemoryService:
                     )
             found = await repo.delete(conn, tid, mid)
             if found and purge:
-                await repo.erase_history(conn, tid, [str(mid)], "memory")
+                await history_repo.erase_history(conn, tid, [str(mid)], "memory")
         if not found:
             raise NotFound(f"memory {memory_id} not found")
         await self._notify(tenant_id, [], [str(mid)])
 
-    async def delete_scope(self, tenant_id: str, scope: Scope, *, purge: bool = False) -> int:
+    async def delete_scope(self, tenant_id: uuid.UUID, scope: Scope, *, purge: bool = False) -> int:
         if not scope.given():
             raise InvalidInput(
                 "give at least one of user_id, agent_id, run_id, namespace",
@@ -231,20 +219,22 @@ class MemoryService:
             )
         self.validate.check_scope(scope)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            ids = await repo.delete_scope(conn, uuid.UUID(tenant_id), scope)
+            ids = await repo.delete_scope(conn, tenant_id, scope)
             if ids and purge:
-                await repo.erase_history(conn, uuid.UUID(tenant_id), ids, "scope")
+                await history_repo.erase_history(conn, tenant_id, ids, "scope")
         if ids:
             await self._notify(tenant_id, [], ids)
         return len(ids)
 
-    async def _notify(self, tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
+    async def _notify(
+        self, tenant_id: uuid.UUID, upserted: list[Memory], deleted: list[str]
+    ) -> None:
         for listener in self.listeners:
             await listener(tenant_id, upserted, deleted)
 
     # -- reads -----------------------------------------------------------------------
-    async def get(self, tenant_id: str, memory_id: str, *, with_embedding: bool = False) -> Memory:
-        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+    async def get(self, tenant_id: uuid.UUID, memory_id: str, *, with_embedding: bool = False) -> Memory:
+        tid, mid = tenant_id, parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
             memory = await repo.get(conn, tid, mid, with_embedding=with_embedding)
         if memory is None:
@@ -253,7 +243,7 @@ class MemoryService:
 
     async def list_memories(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         scope: Scope,
         *,
         limit: int = 50,
@@ -274,7 +264,7 @@ class MemoryService:
                 raise InvalidInput("cursor is not valid for this listing")
             after = position
         async with wrap_db_errors(), self.pool.connection() as conn:
-            rows = await repo.list_page(conn, uuid.UUID(tenant_id), scope, flt, after, limit + 1)
+            rows = await repo.list_page(conn, tenant_id, scope, flt, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = (
@@ -282,92 +272,13 @@ class MemoryService:
         )
         return Page(rows, next_cursor)
 
-    async def history(self, tenant_id: str, memory_id: str) -> list[HistoryEntry]:
-        tid, mid = uuid.UUID(tenant_id), parse_uuid(memory_id, "id")
+    async def history(self, tenant_id: uuid.UUID, memory_id: str) -> list[HistoryEntry]:
+        tid, mid = tenant_id, parse_uuid(memory_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
-            entries = await repo.history(conn, tid, mid)
+            entries = await history_repo.history(conn, tid, mid)
         if not entries:
             raise NotFound(f"memory {memory_id} not found")
         return entries
-
-    # -- search ----------------------------------------------------------------------
-    async def search(self, tenant_id: str, request: SearchRequest) -> SearchResult:
-        started = time.perf_counter()
-        self.validate.check_search(request)
-        flt = compile_filter(request.filter) if request.filter else None
-        tid = uuid.UUID(tenant_id)
-        backend = self.search_backends.get(request.mode)
-        if backend is not None:
-            result = await backend(tid, request, flt)
-        elif request.mode == "vector":
-            query = await self.query_vector(request)
-            result = await self.vector_search(tid, request, flt, query)
-        else:
-            raise InvalidInput(
-                f"search mode {request.mode!r} is not available",
-                errors=[FieldError("mode", "unsupported mode")],
-            )
-        if request.min_score is not None:
-            result.results = [h for h in result.results if h.score >= request.min_score]
-        result.took_ms = (time.perf_counter() - started) * 1000.0
-        for listener in self.search_listeners:
-            await listener(tenant_id, request, result)
-        return result
-
-    async def query_vector(self, request: SearchRequest) -> np.ndarray:
-        if request.embedding is not None:
-            return self.validate.check_embedding(request.embedding)
-        assert request.query is not None
-        return await self.embedder.embed_query_async(request.query)
-
-    async def vector_search(
-        self,
-        tid: uuid.UUID,
-        request: SearchRequest,
-        flt: CompiledFilter | None,
-        query: np.ndarray,
-    ) -> SearchResult:
-        """Vector search that returns exactly k whenever k rows match.
-
-        The in-process accelerator (FAISS, see ``memory_service.search``) answers
-        when it holds the tenant and its planner finds a cheap exact-k path.
-        Otherwise pgvector: when few rows match the scope and filter, an exact scan
-        is both cheaper and exact; else the HNSW index answers, and a short answer
-        (pgvector filters after the index scan) falls back to the exact scan.
-        """
-        if self.vector_accelerator is not None:
-            accelerated = await self.vector_accelerator(tid, request, flt, query)
-            if accelerated is not None:
-                return accelerated
-        threshold = self.settings.exact_search_threshold
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            matching = await repo.count_matching(conn, tid, request.scope, flt, cap=threshold + 1)
-            exact = matching <= threshold
-            rows = await repo.vector_search(
-                conn,
-                tid,
-                request.scope,
-                flt,
-                query,
-                request.k,
-                exact=exact,
-                ef_search=self.settings.pgvector_ef_search,
-            )
-            strategy = "exact" if exact else "pgvector"
-            if not exact and len(rows) < request.k:
-                rows = await repo.vector_search(
-                    conn,
-                    tid,
-                    request.scope,
-                    flt,
-                    query,
-                    request.k,
-                    exact=True,
-                    ef_search=0,
-                )
-                strategy = "pgvector+exact"
-        hits = [SearchHit(memory, score) for memory, score in rows]
-        return SearchResult(hits, 0.0, strategy)
 
 
 def _scope_of(memory: Memory) -> Scope:

@@ -189,6 +189,11 @@ class MemoryValidator:
             raise InvalidInput(
                 "min_score must be finite", errors=[FieldError("min_score", "finite")]
             )
+        if request.consistency not in ("eventual", "strong"):
+            raise InvalidInput(
+                "consistency must be eventual or strong",
+                errors=[FieldError("consistency", "eventual or strong")],
+            )
         self.check_scope(request.scope)
 
 

@@ -2,6 +2,6 @@
 
 Keyword (BM25 over full-text search) and hybrid (RRF) search modes, recency and
 importance scoring, maximal-marginal-relevance diversity, semantic dedupe on add
-and per-tenant retrieval settings. ``pipeline.install`` attaches them to a
-started runtime.
+and per-tenant retrieval settings. ``search.service.SearchService`` composes
+the search steps; ``Runtime.start`` builds them.
 """

@@ -20,6 +20,7 @@ import numpy as np
 from psycopg import AsyncConnection
 
 from memory_service.config import Settings
+from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.retrieval import storage
 
@@ -60,7 +61,7 @@ class SemanticDedupe:
                     sim = float(np.dot(vector, np.asarray(prepared[j]["embedding"])))
                     if sim > best_item_sim:
                         best_item, best_item_sim = j, sim
-            stored = await storage.nearest_in_scope(conn, tid, item["scope"], vector)
+            stored = await repo.nearest_in_scope(conn, tid, item["scope"], vector)
             stored_sim = stored[1] if stored else -2.0
             if best_item >= 0 and best_item_sim >= threshold and best_item_sim >= stored_sim:
                 target = prepared[best_item]
@@ -69,7 +70,7 @@ class SemanticDedupe:
                 target["expires_at"] = _later_expiry(target["expires_at"], item["expires_at"])
                 folded[i] = best_item
             elif stored is not None and stored_sim >= threshold:
-                folded[i] = await storage.merge_into(
+                folded[i] = await repo.merge_into(
                     conn, tid, stored[0], item["metadata"], item["importance"], item["expires_at"]
                 )
             else:

@@ -19,8 +19,10 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SearchHit, SearchRequest
+from memory_service.memories.rows import Bm25Params
 from memory_service.retrieval import storage
 
 
@@ -37,7 +39,7 @@ class KeywordSearch:
     def __init__(self, pool: AsyncConnectionPool, settings: Settings) -> None:
         self.pool = pool
         self.config = settings.keyword_text_search_config
-        self.params = storage.Bm25Params(
+        self.params = Bm25Params(
             k1=settings.bm25_k1,
             b=settings.bm25_b,
             simple_weight=settings.keyword_simple_weight,
@@ -59,7 +61,7 @@ class KeywordSearch:
         query = require_query_text(request)
         async with wrap_db_errors(), self.pool.connection() as conn:
             lexemes = await storage.query_lexemes(conn, self.config, query)
-            rows = await storage.keyword_search(
+            rows = await repo.keyword_search(
                 conn, tid, request.scope, flt, self.config, lexemes, k, self.params
             )
         if not rows:

@@ -25,15 +25,15 @@ class RetrievalSettingsService:
         self.pool = pool
         self.settings = settings
 
-    async def get(self, tenant_id: str) -> TenantRetrievalSettings:
+    async def get(self, tenant_id: uuid.UUID) -> TenantRetrievalSettings:
         async with wrap_db_errors(), self.pool.connection() as conn:
-            stored = await storage.get_tenant_settings(conn, uuid.UUID(tenant_id))
+            stored = await storage.get_tenant_settings(conn, tenant_id)
         if stored is None:
             return TenantRetrievalSettings(False, self.settings.dedupe_threshold)
         return TenantRetrievalSettings(*stored)
 
     async def put(
-        self, tenant_id: str, dedupe: bool, dedupe_threshold: float | None
+        self, tenant_id: uuid.UUID, dedupe: bool, dedupe_threshold: float | None
     ) -> TenantRetrievalSettings:
         threshold = self.settings.dedupe_threshold if dedupe_threshold is None else dedupe_threshold
         if not math.isfinite(threshold) or not 0.0 < threshold <= 1.0:
@@ -42,5 +42,5 @@ class RetrievalSettingsService:
                 errors=[FieldError("dedupe_threshold", "in (0, 1]")],
             )
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
-            await storage.put_tenant_settings(conn, uuid.UUID(tenant_id), dedupe, threshold)
+            await storage.put_tenant_settings(conn, tenant_id, dedupe, threshold)
         return TenantRetrievalSettings(dedupe, threshold)

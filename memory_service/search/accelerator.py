@@ -1,12 +1,12 @@
-"""Hot search: the in-process FAISS path of vector search, wired into a runtime.
+"""Hot search: the in-process FAISS path of vector search.
 
-``install(runtime)`` builds the tenant indexes and the change-log follower,
-registers a change listener (so a write is searchable through FAISS as soon as
-its request returns) and the accelerator that ``MemoryService.vector_search``
-consults first. ``HotSearch.search`` executes the planner's plan and answers
-``None`` whenever the database should answer instead: the tenant is not held
-(budget) or not loaded yet, or the candidates are too many for an exact pass
-and too rare for FAISS probing. A background loop writes snapshots, prunes the
+``HotSearch`` holds the tenant indexes and the change-log follower it is given.
+``MemoryService`` calls its ``on_change`` after every committed write (so a
+write is searchable through FAISS as soon as its request returns) and
+``VectorSearch`` asks its ``search`` first, which executes the planner's plan
+and answers ``None`` whenever the database should answer instead: the tenant
+is not held (budget) or not loaded yet, or the candidates are too many for an
+exact pass and too rare for FAISS probing. A background loop writes snapshots, prunes the
 change log and keeps the held tenants within the memory budget.
 """
 
@@ -19,38 +19,48 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
+from psycopg_pool import AsyncConnectionPool
 
+from indexers.faiss_index import FaissIndex
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
+from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
-from memory_service.memories.models import Memory, SearchHit, SearchRequest, SearchResult
+from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
+from memory_service.memories.predicate import RowCheck
 from memory_service.search import planner, store
 from memory_service.search.follower import ChangeFollower
-from memory_service.search.indexes import TenantIndex, TenantIndexes
-
-if TYPE_CHECKING:
-    from memory_service.runtime import Runtime
+from memory_service.search.indexes import TenantIndexes
+from memory_service.search.tenant import TenantIndex
 
 log = logging.getLogger(__name__)
 
 MAX_PROBES = 4
+# the exact path takes its candidates from the posting lists; without a posted value to
+# narrow by, a tenant this small is scanned in process (about 1 ms) and a larger one asks
+# PostgreSQL, whose indexes find such a filter's rows faster
+SCAN_IN_PROCESS_MAX = 2000
+# searches small enough to run on the event loop rather than hop to a thread (see _probe)
+INLINE_FETCH_MAX = 100
+INLINE_SIZE_MAX = 2000
 MAX_REMEMBERED_SHAPES = 1024
 
 
 class HotSearch:
     def __init__(
         self,
-        runtime_pool: Any,
+        pool: AsyncConnectionPool,
         settings: Settings,
         indexes: TenantIndexes,
         follower: ChangeFollower,
     ) -> None:
-        self.pool = runtime_pool
+        self.pool = pool
         self.settings = settings
         self.indexes = indexes
         self.follower = follower
@@ -58,16 +68,17 @@ class HotSearch:
         self._maintenance: asyncio.Task[None] | None = None
 
     # -- writes ----------------------------------------------------------------------------
-    async def on_change(self, tenant_id: str, upserted: list[Memory], deleted: list[str]) -> None:
+    async def on_change(
+        self, tenant_id: uuid.UUID, upserted: list[Memory], deleted: list[str]
+    ) -> None:
         """Apply a committed write at once. The write stands whatever happens here: if the
         index cannot follow now, the change log brings it up to date on the next poll,
         and until then the SQL re-check keeps every answer true to the database."""
         try:
             if upserted:
-                await self.indexes.apply_written(uuid.UUID(tenant_id), upserted)
+                await self.indexes.apply_written(tenant_id, upserted)
             if deleted:
-                # the listener knows ids, the index knows seqs: the log has both
-                await self.follower.catch_up()
+                await self.indexes.apply_deleted(tenant_id, deleted)
         except MemoryServiceError as exc:
             log.warning("FAISS could not apply a write at once (%s); the log will", exc)
             self.follower.wake()
@@ -83,62 +94,86 @@ class HotSearch:
         t = self.indexes.ready(tenant_id) or await self.indexes.admit(tenant_id)
         if t is None or t.index is None:
             return None
-        index = t.index
-        k = request.k
-        filtered = bool(request.scope.given()) or flt is not None
+        if request.consistency == "strong":
+            await self.indexes.sync(t, self.follower.mark)  # the one extra round trip
+        check = RowCheck.build(request.scope, flt)
+        k, filtered = request.k, bool(request.scope.given()) or flt is not None
         shape = _shape(request) if filtered else ""
+        plan = self._first_plan(t, k, filtered, shape)
+        for _ in range(MAX_PROBES):
+            if plan.path == "exact":
+                return await self._exact(t, request, flt, check, query, shape)
+            index = t.index
+            if plan.path != "faiss" or index is None:
+                return None
+            ids, scores = await _probe(index, query, plan)
+            hits = await self._matching(t, ids, scores, request.scope, flt, check)
+            if filtered and len(ids):
+                _remember(t, shape, max(len(hits), 0.5) / len(ids))
+            if len(hits) >= k or len(ids) < plan.fetch:
+                return SearchResult(hits[:k], 0.0, "faiss")
+            plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
+        return None
+
+    def _first_plan(self, t: TenantIndex, k: int, filtered: bool, shape: str) -> planner.Plan:
+        size = t.index.size if t.index is not None else 0
         known = t.selectivity.get(shape) if filtered else None
         if known is not None:
-            plan = planner.plan_for_share(k, index.size, known, self.settings)
-        else:
-            plan = planner.first_plan(k, index.size, filtered=filtered, settings=self.settings)
+            return planner.plan_for_share(k, size, known, self.settings)
+        return planner.first_plan(k, size, filtered=filtered, settings=self.settings)
+
+    async def _matching(
+        self,
+        t: TenantIndex,
+        ids: np.ndarray,
+        scores: np.ndarray,
+        scope: Scope,
+        flt: CompiledFilter | None,
+        check: RowCheck | None,
+    ) -> list[SearchHit]:
+        """The ranked ids whose rows match, in rank order: in process when the filter
+        can be decided here, else re-checked in SQL."""
+        if check is not None:
+            now = datetime.now(UTC)
+            rows = t.rows
+            return [
+                SearchHit(row, float(score))
+                for seq, score in zip(ids.tolist(), scores.tolist(), strict=True)
+                if (row := rows.get(seq)) is not None and check.matches(row, now)
+            ]
         async with wrap_db_errors(), self.pool.connection() as conn:
-            for _ in range(MAX_PROBES):
-                if plan.path == "exact":
-                    return await self._exact(conn, t, request, flt, query, shape)
-                if plan.path != "faiss":
-                    return None
-                ids, scores = await anyio.to_thread.run_sync(
-                    functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
-                )
-                rows = await store.get_many_by_seq(
-                    conn, tenant_id, ids.tolist(), request.scope, flt
-                )
-                hits = _hits(ids, scores, rows)
-                if filtered and len(ids):
-                    _remember(t, shape, max(len(hits), 0.5) / len(ids))
-                if len(hits) >= k or len(ids) < plan.fetch:
-                    return SearchResult(hits[:k], 0.0, "faiss")
-                plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
-        return None
+            found = await repo.get_many_by_seq(conn, t.tenant_id, ids.tolist(), scope, flt)
+        return _hits(ids, scores, found)
 
     async def _exact(
         self,
-        conn: Any,
         t: TenantIndex,
         request: SearchRequest,
         flt: CompiledFilter | None,
+        check: RowCheck | None,
         query: np.ndarray,
         shape: str,
     ) -> SearchResult | None:
         limit = self.settings.faiss_exact_max
-        seqs = await store.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
+        seqs = _matching_in_process(t, request, check)
+        if seqs is None:
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                seqs = await repo.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
         if t.index is not None and shape:
             _remember(t, shape, len(seqs) / max(1, t.index.size))
-        if len(seqs) > limit:
+        if len(seqs) > limit or t.index is None:
             return None
+        missing = {s for s in seqs if s not in t.rows or not t.index.contains(s)}
+        if missing:  # written by another process a moment ago: fetch them now
+            await self.indexes.refresh(t, missing)
         index = t.index
         if index is None:
             return None
-        missing = {s for s in seqs if not index.contains(s)}
-        if missing:  # written by another process a moment ago: fetch them now
-            await self.indexes.refresh(t, missing)
-            index = t.index or index
         ids, scores = await anyio.to_thread.run_sync(
             lambda: index.search(query, request.k, allow=seqs)
         )
-        rows = await store.get_many_by_seq(conn, t.tenant_id, ids.tolist(), request.scope, flt)
-        hits = _hits(ids, scores, rows)
+        # the database named these rows a moment ago: only a change since can drop one
+        hits = await self._matching(t, ids, scores, request.scope, flt, check)
         if len(hits) < min(request.k, len(seqs)):
             return None  # a concurrent change: the database answers
         return SearchResult(hits, 0.0, "exact")
@@ -161,7 +196,7 @@ class HotSearch:
         """Hold the largest tenants that fit the budget (snapshot plus log, or a rebuild)."""
         try:
             async with wrap_db_errors(), self.pool.connection() as conn:
-                sizes = await store.tenant_sizes(conn)
+                sizes = await repo.tenant_sizes(conn)
             for tenant_id, _ in sorted(sizes.items(), key=lambda item: -item[1]):
                 await self.indexes.admit(tenant_id, wait=True, evict=False)
         finally:
@@ -205,6 +240,36 @@ class HotSearch:
             log.warning("could not write FAISS snapshots on shutdown: %s", exc)
 
 
+def _matching_in_process(
+    t: TenantIndex, request: SearchRequest, check: RowCheck | None
+) -> list[int] | None:
+    """The seqs of every held row that matches, when the posting lists narrow the rows
+    (or the tenant is small enough to scan); None when the database should say."""
+    if check is None:
+        return None
+    candidates: Any = t.postings.candidates(request.scope, request.filter)
+    if candidates is None:
+        if len(t.rows) > SCAN_IN_PROCESS_MAX:
+            return None
+        candidates = t.rows.keys()
+    now, rows = datetime.now(UTC), t.rows
+    return [s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)]
+
+
+async def _probe(index: FaissIndex, query: np.ndarray, plan: planner.Plan) -> tuple[Any, Any]:
+    """Rank ``plan.fetch`` neighbours. A short HNSW walk (or a tiny flat scan) costs about
+    what the hop to a worker thread costs, so it runs here unless a mutation holds the
+    index; anything longer, or a busy index, goes to a worker thread."""
+    quick = (index.is_hnsw and plan.fetch <= INLINE_FETCH_MAX) or index.size <= INLINE_SIZE_MAX
+    if quick:
+        found = index.search_unless_busy(query, plan.fetch, ef_search=plan.ef_search)
+        if found is not None:
+            return found
+    return await anyio.to_thread.run_sync(
+        functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
+    )
+
+
 def _shape(request: SearchRequest) -> str:
     return json.dumps([request.scope.given(), request.filter], sort_keys=True, default=str)
 
@@ -222,24 +287,3 @@ def _hits(ids: np.ndarray, scores: np.ndarray, rows: dict[int, Memory]) -> list[
         for i, s in zip(ids.tolist(), scores.tolist(), strict=True)
         if i in rows
     ]
-
-
-async def install(runtime: Runtime) -> None:
-    settings = runtime.settings
-    if not settings.faiss_enabled:
-        return
-    indexes = TenantIndexes(runtime.pool, settings, runtime.embedder.dimension)
-    follower = ChangeFollower(
-        runtime.pool,
-        runtime.database_url,
-        indexes,
-        poll_interval_s=settings.faiss_poll_interval_s,
-    )
-    await follower.start()
-    hot = HotSearch(runtime.pool, settings, indexes, follower)
-    runtime.memories.listeners.append(hot.on_change)
-    runtime.memories.vector_accelerator = hot.search
-    runtime.extras["hot_search"] = hot
-    runtime.extras.setdefault("index_status", {})["faiss"] = hot.status
-    runtime.closers.append(hot.close)
-    hot.start()

@@ -58,14 +58,7 @@ class ChangeFollower:
     async def start(self) -> None:
         """Begin at the last change old enough to have no rolled-back gaps before it."""
         async with wrap_db_errors(), self.pool.connection() as conn:
-            # with no settled row yet (a new or freshly pruned log), start before the oldest
-            cur = await conn.execute(
-                "SELECT coalesce(max(seq) FILTER (WHERE at < now() - make_interval(secs => %s)), "
-                "min(seq) - 1, 0) FROM memory_changes",
-                (GAP_TIMEOUT_S,),
-            )
-            row = await cur.fetchone()
-        self.mark = int(row[0]) if row else 0
+            self.mark = await store.settled_mark(conn, GAP_TIMEOUT_S)
         self._tasks = [
             asyncio.create_task(self._listen(), name="memory-changes-listen"),
             asyncio.create_task(self._poll(), name="memory-changes-poll"),

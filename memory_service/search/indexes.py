@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import shutil
 import time
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import replace
 
 import anyio.to_thread
 import numpy as np
@@ -33,9 +28,11 @@ from psycopg_pool import AsyncConnectionPool
 from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
+from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
-from memory_service.search import store
-from memory_service.search.store import VectorRows
+from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
+from memory_service.search import snapshots, store, tenant
+from memory_service.search.tenant import TenantIndex
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +48,6 @@ def faiss_params(settings: Settings) -> FaissParams:
         flat_max=settings.faiss_flat_max,
         exact_max=settings.faiss_exact_max,
     )
-
-
-@dataclass(eq=False)
-class TenantIndex:
-    tenant_id: uuid.UUID
-    index: FaissIndex | None = None
-    ready: bool = False
-    pending: set[int] = field(default_factory=set)  # changed while loading
-    # seq -> when its deletion was applied; seqs are never reused, so a late upsert of
-    # one of these is stale (kept for DELETED_MEMORY_S, far longer than any such race)
-    deleted: dict[int, float] = field(default_factory=dict)
-    versions: dict[int, int] = field(default_factory=dict)  # only rows past version 1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-    rebuilding: bool = False
-    dirty: bool = False
-    loaded_from: str = ""
-    # scope-and-filter shape -> the share of the index it let through last time
-    selectivity: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    last_used: float = field(default_factory=time.monotonic)
 
 
 class TenantIndexes:
@@ -106,12 +83,16 @@ class TenantIndexes:
             t.deleted = {seq: at for seq, at in t.deleted.items() if at > cutoff}
 
     def bytes_for(self, count: int) -> int:
+        """Vectors, graph links and the held rows of ``count`` memories."""
         hnsw = count > self.params.flat_max
         links = 8 * self.params.hnsw_m + 16 if hnsw else 0
-        return count * (4 * self.dimension + 8 + links + 100)
+        return count * (4 * self.dimension + 8 + links + 100 + ROW_OVERHEAD_BYTES)
 
     def used_bytes(self) -> int:
-        return sum(t.index.memory_bytes() for t in self._tenants.values() if t.index is not None)
+        return sum(
+            t.row_bytes + (t.index.memory_bytes() if t.index is not None else 0)
+            for t in self._tenants.values()
+        )
 
     async def admit(
         self, tenant_id: uuid.UUID, *, wait: bool = False, evict: bool = True
@@ -128,7 +109,7 @@ class TenantIndexes:
         if refused_at is not None and time.monotonic() - refused_at < REFUSAL_MEMORY_S:
             return None
         async with wrap_db_errors(), self.pool.connection() as conn:
-            count = await store.tenant_size(conn, tenant_id)
+            count = await repo.tenant_size(conn, tenant_id)
         if tenant_id in self._tenants:  # admitted by someone else meanwhile
             return self.ready(tenant_id)
         need = self.bytes_for(count)
@@ -195,7 +176,9 @@ class TenantIndexes:
             raise
 
     async def _load_snapshot(self, t: TenantIndex) -> int | None:
-        loaded = await anyio.to_thread.run_sync(self._read_snapshot, t.tenant_id)
+        loaded = await anyio.to_thread.run_sync(
+            snapshots.read, self.root, t.tenant_id, self.dimension, self.params
+        )
         if loaded is None:
             return None
         index, mark = loaded
@@ -204,21 +187,27 @@ class TenantIndexes:
         if mark < cut:
             log.info("snapshot of tenant %s predates the pruned change log", t.tenant_id)
             return None
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            stream = repo.stream_tenant_rows(conn, t.tenant_id, self.dimension, vectors=False)
+            async with conn.transaction(), contextlib.aclosing(stream) as batches:
+                async for rows in batches:
+                    tenant.hold_rows(t, rows.memories)
         t.index, t.loaded_from = index, f"snapshot at change {mark}"
         return mark
 
     async def _build_from_database(self, t: TenantIndex) -> int:
         async with wrap_db_errors(), self.pool.connection() as conn:
             since = await store.last_change(conn)
-            count = await store.tenant_size(conn, t.tenant_id)
+            count = await repo.tenant_size(conn, t.tenant_id)
             index = FaissIndex(self.dimension, self.params, hnsw=count > self.params.flat_max)
             # aclosing: a cancelled build must close its server-side cursor now, inside the
             # transaction, not whenever the generator happens to be garbage-collected
-            stream = store.stream_tenant_vectors(conn, t.tenant_id, self.dimension)
+            stream = repo.stream_tenant_rows(conn, t.tenant_id, self.dimension)
             async with conn.transaction(), contextlib.aclosing(stream) as batches:
                 async for rows in batches:
                     await anyio.to_thread.run_sync(index.add, rows.seqs, rows.vectors)
-                    _remember_versions(t, rows)
+                    tenant.remember_versions(t, rows)
+                    tenant.hold_rows(t, rows.memories)
         t.index, t.dirty, t.loaded_from = index, True, "database"
         return since
 
@@ -229,7 +218,7 @@ class TenantIndexes:
             t.pending |= seqs
             return
         async with wrap_db_errors(), self.pool.connection() as conn:
-            versions = await store.current_versions(conn, t.tenant_id, sorted(seqs))
+            versions = await repo.current_versions(conn, t.tenant_id, sorted(seqs))
             index = t.index
             # rows this process already holds at their current version (its own writes,
             # applied by the listener) need not travel again
@@ -238,7 +227,7 @@ class TenantIndexes:
                 for seq, version in versions.items()
                 if index is None or not index.contains(seq) or t.versions.get(seq, 1) < version
             ]
-            rows = await store.current_vectors(conn, t.tenant_id, stale, self.dimension)
+            rows = await repo.current_rows(conn, t.tenant_id, stale, self.dimension)
         gone = seqs - versions.keys()
         if len(rows) or gone:
             await self.apply(t, rows, gone)
@@ -257,8 +246,26 @@ class TenantIndexes:
             np.asarray([m.seq for m in memories], dtype=np.int64),
             np.asarray([m.version for m in memories], dtype=np.int64),
             np.stack([np.asarray(m.embedding, dtype=np.float32) for m in with_vectors]),
+            [replace(m, embedding=None) for m in memories],
         )
         await self.apply(t, rows, set())
+
+    async def apply_deleted(self, tenant_id: uuid.UUID, memory_ids: list[str]) -> None:
+        """Rows this process has just deleted: gone from its answers before the call returns."""
+        t = self._tenants.get(tenant_id)
+        if t is None:
+            return
+        gone = {t.seq_of[i] for i in memory_ids if i in t.seq_of}
+        if gone:
+            await self.apply(t, tenant.no_rows(self.dimension), gone)
+
+    async def sync(self, t: TenantIndex, after_change: int) -> None:
+        """Apply every change of the tenant after log position ``after_change`` now (one
+        statement): what ``"consistency": "strong"`` asks for before it searches."""
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            rows, gone = await repo.changed_rows(conn, t.tenant_id, after_change, self.dimension)
+        if len(rows) or gone:
+            await self.apply(t, rows, gone)
 
     async def apply(self, t: TenantIndex, rows: VectorRows, gone: set[int]) -> None:
         async with t.lock:
@@ -273,13 +280,17 @@ class TenantIndexes:
                 if seq not in t.deleted and t.versions.get(seq, 1) <= version
             ]
             ids, vectors = rows.seqs[keep], rows.vectors[keep]
-            _remember_versions(t, VectorRows(ids, rows.versions[keep], vectors))
+            kept = VectorRows(ids, rows.versions[keep], vectors, [rows.memories[i] for i in keep])
+            tenant.remember_versions(t, kept)
+            # rows change before the vectors: a vector without its row is never shown
+            tenant.hold_rows(t, kept.memories)
+            tenant.drop_rows(t, gone)
             removed = np.asarray(sorted(gone), dtype=np.int64)
             now = time.monotonic()
             t.deleted.update(dict.fromkeys(gone, now))
             for seq in gone:
                 t.versions.pop(seq, None)
-            await anyio.to_thread.run_sync(_mutate, index, ids, vectors, removed)
+            await anyio.to_thread.run_sync(tenant.mutate, index, ids, vectors, removed)
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True
@@ -301,7 +312,7 @@ class TenantIndexes:
             )
             async with t.lock:
                 for ids_, vectors_, removed in t.rebuild_log or []:
-                    await anyio.to_thread.run_sync(_mutate, fresh, ids_, vectors_, removed)
+                    await anyio.to_thread.run_sync(tenant.mutate, fresh, ids_, vectors_, removed)
                 t.index, t.rebuild_log, t.dirty = fresh, None, True
             log.info("rebuilt FAISS index of tenant %s: %d vectors", t.tenant_id, fresh.size)
         finally:
@@ -317,43 +328,11 @@ class TenantIndexes:
                 async with t.lock:
                     if t.index is not None:
                         t.dirty = False
-                        await anyio.to_thread.run_sync(self._write_snapshot, t, t.index, mark)
+                        await anyio.to_thread.run_sync(
+                            snapshots.write, self.root, t.tenant_id, t.index, mark, self.dimension
+                        )
                         written += 1
         return written
-
-    def _tenant_dir(self, tenant_id: uuid.UUID) -> Path:
-        return self.root / str(tenant_id)
-
-    def _write_snapshot(self, t: TenantIndex, index: FaissIndex, mark: int) -> None:
-        base = self._tenant_dir(t.tenant_id)
-        name = f"snap-{mark:020d}-{uuid.uuid4().hex[:8]}"
-        index.save(base / name)
-        state = {"mark": mark, "tenant": str(t.tenant_id), "dim": self.dimension}
-        (base / name / "state.json").write_text(json.dumps(state))
-        pointer = base / f"CURRENT.{uuid.uuid4().hex[:8]}"
-        pointer.write_text(name)
-        os.replace(pointer, base / "CURRENT")  # atomic: a reader sees old or new, never half
-        cutoff = time.time() - 60  # another process may still be writing a newer one
-        for old in base.glob("snap-*"):
-            if old.name != name and old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-
-    def _read_snapshot(self, tenant_id: uuid.UUID) -> tuple[FaissIndex, int] | None:
-        base = self._tenant_dir(tenant_id)
-        try:
-            name = (base / "CURRENT").read_text().strip()
-        except FileNotFoundError:
-            return None
-        try:
-            state = json.loads((base / name / "state.json").read_text())
-            if state["tenant"] != str(tenant_id) or state["dim"] != self.dimension:
-                raise ValueError("snapshot belongs to another tenant or dimension")
-            index = FaissIndex.load(base / name, self.params)
-            index.set_ef_search(self.params.ef_search)
-            return index, int(state["mark"])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            log.warning("ignoring unreadable FAISS snapshot %s: %s", base / name, exc)
-            return None
 
     # -- lifecycle -------------------------------------------------------------------------
     def spawn(self, job: object) -> None:
@@ -372,16 +351,3 @@ class TenantIndexes:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _remember_versions(t: TenantIndex, rows: VectorRows) -> None:
-    for seq, version in zip(rows.seqs.tolist(), rows.versions.tolist(), strict=True):
-        if version > 1:
-            t.versions[seq] = version
-
-
-def _mutate(index: FaissIndex, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
-    if len(ids):
-        index.add(ids, vectors)
-    if len(removed):
-        index.remove(removed)

@@ -23,7 +23,9 @@ from memory_service import environments, rowcopy, tasks
 from memory_service.events import store as event_store
 from memory_service.events.models import EventQuery
 from memory_service.executions import copies as executions
+from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
+from memory_service.memories.rows import to_numpy
 from memory_service.secret_box import SecretBox
 from memory_service.transfer.lines import (
     FORMAT,
@@ -61,14 +63,14 @@ class ExportOptions:
 
 async def export_lines(
     conn: Any,
-    tenant_id: str,
+    tenant_id: uuid.UUID,
     options: ExportOptions,
     model: Model,
     service_version: str,
     box: SecretBox | None = None,
 ) -> AsyncIterator[bytes]:
     """Every line of the export; ``conn`` must be in a read-only snapshot transaction."""
-    tid = uuid.UUID(tenant_id)
+    tid = tenant_id
     types = [t for t in EXPORT_ORDER if t in options.types]
     yield encode_line(
         Header(FORMAT, FORMAT_VERSION, service_version, model, datetime.now(UTC), types)
@@ -167,13 +169,13 @@ VISIBLE = sql.SQL("(expires_at IS NULL OR expires_at > now())")
 async def _memories(conn: Any, tid: uuid.UUID, history: bool) -> AsyncIterator[tuple[bytes, int]]:
     async for rows in _pages(conn, memories.TABLE, tid, MEMORY_EXPORT, VISIBLE):
         found = (
-            await memories.histories(conn, tid, [str(r[1]) for r in rows]) if history else {}
+            await memory_history.histories(conn, tid, [str(r[1]) for r in rows]) if history else {}
         )
         out = bytearray()
         for row in rows:
             r = dict(zip(MEMORY_EXPORT, row[1:], strict=True))
             r["id"] = str(r["id"])
-            r["embedding"] = encode_embedding(memories.to_numpy(r["embedding"]))
+            r["embedding"] = encode_embedding(to_numpy(r["embedding"]))
             if history:
                 r["history"] = [
                     HistoryLine(e.event, e.old_content, e.new_content, e.old_metadata,

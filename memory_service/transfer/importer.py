@@ -30,6 +30,7 @@ from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServ
 from memory_service.events import store as event_store
 from memory_service.events.models import NewEvent, validate_event
 from memory_service.executions import copies as executions
+from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
 from memory_service.memories.models import HistoryEntry, Scope
 from memory_service.memories.validation import MemoryValidator, content_hash
@@ -80,7 +81,7 @@ class Importer:
     def __init__(
         self,
         conn: Any,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         header: Header,
         *,
         embedder: CachedEmbedder,
@@ -92,8 +93,7 @@ class Importer:
     ) -> None:
         self.box = box
         self.conn = conn
-        self.tenant = tenant_id
-        self.tid = uuid.UUID(tenant_id)
+        self.tid = tenant_id
         self.embedder = embedder
         self.validator = validator
         self.on_conflict = on_conflict
@@ -153,7 +153,7 @@ class Importer:
             except ValueError:
                 raise line_error(lineno, f"id {line.id!r} is not a UUID") from None
         held = await rowcopy.owners(self.conn, table, [line.id for _, line in batch])
-        self.foreign[table] = {i for i, owner in held.items() if owner != self.tenant}
+        self.foreign[table] = {i for i, owner in held.items() if owner != self.tid}
         wanted = [self._local_id(table, line.id) for _, line in batch]
         owners = await rowcopy.owners(self.conn, table, wanted)
         placed: list[tuple[str, bool]] = []
@@ -161,7 +161,7 @@ class Importer:
             owner = owners.get(want)
             if owner is None:
                 placed.append((want, False))
-            elif owner != self.tenant:
+            elif owner != self.tid:
                 placed.append((str(uuid.uuid4()), False))
             elif self.on_conflict == "fail":
                 raise Conflict(
@@ -246,7 +246,7 @@ class Importer:
             env = task.environment_id
             if env is not None:
                 env = self.ids["environment"].get(env) or (
-                    env if own_envs.get(env) == self.tenant else None
+                    env if own_envs.get(env) == self.tid else None
                 )
                 if env is None:
                     self.report.warn(f"line {lineno}: environment {task.environment_id} is "
@@ -258,16 +258,16 @@ class Importer:
             ), over))
         await self._write("task", tasks.TABLE, tasks.COPY_COLUMNS, rows)
 
-    def _reference(self, kind: str, value: str | None, own: dict[str, str]) -> str | None:
+    def _reference(self, kind: str, value: str | None, own: dict[str, uuid.UUID]) -> str | None:
         """A reference to a row of ``kind``: its id here, or None if it is not here."""
         if value is None:
             return None
-        return self.ids[kind].get(value) or (value if own.get(value) == self.tenant else None)
+        return self.ids[kind].get(value) or (value if own.get(value) == self.tid else None)
 
     async def _executions(self, batch: list[tuple[int, ExecutionLine]]) -> None:
         placed = await self._place("execution", executions.TABLE, batch)
         refs = {"task": tasks.TABLE, "environment": environments.TABLE}
-        own: dict[str, dict[str, str]] = {}
+        own: dict[str, dict[str, uuid.UUID]] = {}
         for kind, table in refs.items():
             wanted = {getattr(e, f"{kind}_id") for _, e in batch} - {None} - set(self.ids[kind])
             own[kind] = await rowcopy.owners(self.conn, table, sorted(w for w in wanted if w))
@@ -311,7 +311,7 @@ class Importer:
             if m.history is not None and new_id in written:
                 entries = [HistoryEntry(h.event, h.old_content, h.new_content, h.old_metadata,
                                         h.new_metadata, h.at, h.version) for h in m.history]
-                await memories.replace_history(self.conn, self.tid, new_id, entries)
+                await memory_history.replace_history(self.conn, self.tid, new_id, entries)
         if self.re_embed:
             self.report.add("memory", "re_embedded", len(todo))
         await self.progress({"entity": "memory", "done": self.report_done("memory"),

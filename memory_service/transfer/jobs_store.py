@@ -85,10 +85,10 @@ async def get_job(
     return MigrationJob(**row) if row else None
 
 
-async def unfinished_jobs(conn: Conn) -> list[tuple[str, str]]:
+async def unfinished_jobs(conn: Conn) -> list[tuple[uuid.UUID, str]]:
     """(tenant id, job id) of jobs a stopped process left pending or running."""
     cur = await conn.execute(
-        "SELECT tenant_id::text, id::text FROM migration_jobs "
+        "SELECT tenant_id, id::text FROM migration_jobs "
         "WHERE status IN ('pending', 'running') ORDER BY created_at"
     )
     return [(r[0], r[1]) for r in await cur.fetchall()]

@@ -83,9 +83,9 @@ class MigrationService:
         self._running: dict[str, asyncio.Task[None]] = {}
 
     # -- validation ----------------------------------------------------------------------
-    async def dry_run(self, tenant_id: str, payload: Any) -> MigrationReport:
+    async def dry_run(self, tenant_id: uuid.UUID, payload: Any) -> MigrationReport:
         plan = parse_browser_storage(payload, self.validator)
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         actions: dict[str, dict[str, int]] = {}
         async with wrap_db_errors(), self.pool.connection() as conn:
             await self._check_environments(conn, tid, plan)
@@ -115,10 +115,10 @@ class MigrationService:
 
     # -- jobs ----------------------------------------------------------------------------
     async def start(
-        self, tenant_id: str, payload: Any, *, skip_invalid: bool = False
+        self, tenant_id: uuid.UUID, payload: Any, *, skip_invalid: bool = False
     ) -> MigrationJob:
         """Validate, then run the job in the background; 422 with the report if invalid."""
-        tid = uuid.UUID(tenant_id)
+        tid = tenant_id
         plan = parse_browser_storage(payload, self.validator)
         async with wrap_db_errors(), self.pool.connection() as conn:
             await self._check_environments(conn, tid, plan)
@@ -138,10 +138,10 @@ class MigrationService:
         task.add_done_callback(lambda _: self._running.pop(job.id, None))
         return job
 
-    async def get(self, tenant_id: str, job_id: str) -> MigrationJob:
+    async def get(self, tenant_id: uuid.UUID, job_id: str) -> MigrationJob:
         jid = parse_uuid(job_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn:
-            job = await jobs_store.get_job(conn, uuid.UUID(tenant_id), jid)
+            job = await jobs_store.get_job(conn, tenant_id, jid)
         if job is None:
             raise NotFound(f"migration {job_id} not found")
         return job
@@ -152,8 +152,8 @@ class MigrationService:
         if task is not None:
             await asyncio.wait({task})
 
-    async def rollback(self, tenant_id: str, job_id: str) -> MigrationJob:
-        tid, jid = uuid.UUID(tenant_id), parse_uuid(job_id, "id")
+    async def rollback(self, tenant_id: uuid.UUID, job_id: str) -> MigrationJob:
+        tid, jid = tenant_id, parse_uuid(job_id, "id")
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             job = await jobs_store.get_job(conn, tid, jid, for_update=True)
             if job is None:
@@ -189,12 +189,12 @@ class MigrationService:
             finally:
                 await conn.set_autocommit(False)
 
-    async def _run(self, tenant_id: str, job_id: str, plan: BrowserPlan) -> None:
+    async def _run(self, tenant_id: uuid.UUID, job_id: str, plan: BrowserPlan) -> None:
         async with wrap_db_errors(), self._owning(job_id, wait=True):
             await self._carry_out(tenant_id, job_id, plan)
 
-    async def _carry_out(self, tenant_id: str, job_id: str, plan: BrowserPlan) -> None:
-        tid, jid = uuid.UUID(tenant_id), uuid.UUID(job_id)
+    async def _carry_out(self, tenant_id: uuid.UUID, job_id: str, plan: BrowserPlan) -> None:
+        tid, jid = tenant_id, uuid.UUID(job_id)
         done = {name: 0 for _, name in PHASES}
         outcome: dict[str, dict[str, int]] = {name: {} for _, name in PHASES}
         total = plan.counts()
@@ -234,9 +234,9 @@ class MigrationService:
             if not isinstance(exc, Exception):
                 raise
 
-    async def _fail(self, tenant_id: str, job_id: str, exc: BaseException) -> None:
+    async def _fail(self, tenant_id: uuid.UUID, job_id: str, exc: BaseException) -> None:
         """Undo everything the job wrote, then record why it failed."""
-        tid, jid = uuid.UUID(tenant_id), uuid.UUID(job_id)
+        tid, jid = tenant_id, uuid.UUID(job_id)
         if isinstance(exc, MemoryServiceError):
             reason = exc.detail
         elif isinstance(exc, asyncio.CancelledError):
@@ -277,7 +277,7 @@ class MigrationService:
         return await self.embedder.embed_async(texts)
 
     async def _emit(
-        self, tenant_id: str, kind: str, job_id: str, attributes: dict[str, Any]
+        self, tenant_id: uuid.UUID, kind: str, job_id: str, attributes: dict[str, Any]
     ) -> None:
         severity = "warn" if kind == "migration.failed" else "info"
         await self.events.emit(

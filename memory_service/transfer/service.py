@@ -10,6 +10,7 @@ import goes to the event log as ``import.progress``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from importlib import metadata
 from typing import Any
@@ -93,7 +94,7 @@ class TransferService:
     def model(self) -> Model:
         return Model(self.embedder.model_name, self.embedder.dimension)
 
-    async def export(self, tenant_id: str, options: ExportOptions) -> AsyncIterator[bytes]:
+    async def export(self, tenant_id: uuid.UUID, options: ExportOptions) -> AsyncIterator[bytes]:
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             async for chunk in export_lines(
@@ -103,7 +104,7 @@ class TransferService:
 
     async def import_stream(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         chunks: AsyncIterator[bytes],
         *,
         on_conflict: str = "skip",
@@ -128,7 +129,7 @@ class TransferService:
 
     async def _read(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         chunks: AsyncIterator[bytes],
         on_conflict: str,
         dry_run: bool,

@@ -18,6 +18,8 @@ from memory_service.events.fanout import EventFanout
 from memory_service.executions import ExecutionService
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
+from memory_service.search.service import SearchService
+from memory_service.workflows.builtins import MemorySteps
 from memory_service.workflows.driver import WorkflowDriver
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
 from memory_service.workflows.service import WorkflowService
@@ -55,6 +57,7 @@ class Workflows:
         pool: AsyncConnectionPool,
         cursors: CursorCodec,
         memories: MemoryService,
+        search: SearchService,
         executions: ExecutionService,
     ) -> Workflows:
         wakeups = EventFanout(database_url, channel=CHANNEL)
@@ -70,7 +73,7 @@ class Workflows:
         driver = WorkflowDriver(
             workers,
             wakeups,
-            memories,
+            MemorySteps(memories, search),
             concurrency=settings.workflow_driver_concurrency,
             poll_interval_s=settings.workflow_poll_interval_s,
         )

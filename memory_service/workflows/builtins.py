@@ -8,11 +8,23 @@ content, scope and metadata again answers the memory the first try stored.
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.memories.models import SCOPE_FIELDS, NewMemory, Scope, SearchRequest
 from memory_service.memories.service import MemoryService
+from memory_service.search.service import SearchService
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySteps:
+    """What the built-in steps call: the memories' writes and their search."""
+
+    memories: MemoryService
+    search: SearchService
+
 
 _SEARCH_KEYS = {"query", "k", "filter", "mode", "min_score", *SCOPE_FIELDS}
 _ADD_KEYS = {"content", "metadata", "importance", *SCOPE_FIELDS}
@@ -32,7 +44,7 @@ def _scope(fields: dict[str, Any]) -> Scope:
     return Scope(**{k: fields[k] for k in SCOPE_FIELDS if fields.get(k) is not None})
 
 
-async def memory_search(memories: MemoryService, tenant_id: str, step_input: Any) -> Any:
+async def memory_search(steps: MemorySteps, tenant_id: uuid.UUID, step_input: Any) -> Any:
     fields = _fields(step_input, _SEARCH_KEYS, "memory.search")
     request = SearchRequest(
         query=fields.get("query"),
@@ -42,7 +54,7 @@ async def memory_search(memories: MemoryService, tenant_id: str, step_input: Any
         mode=fields.get("mode", "vector"),
         min_score=fields.get("min_score"),
     )
-    result = await memories.search(tenant_id, request)
+    result = await steps.search.search(tenant_id, request)
     return {
         "results": [
             {
@@ -57,7 +69,7 @@ async def memory_search(memories: MemoryService, tenant_id: str, step_input: Any
     }
 
 
-async def memory_add(memories: MemoryService, tenant_id: str, step_input: Any) -> Any:
+async def memory_add(steps: MemorySteps, tenant_id: uuid.UUID, step_input: Any) -> Any:
     fields = _fields(step_input, _ADD_KEYS, "memory.add")
     item = NewMemory(
         content=fields.get("content"),  # type: ignore[arg-type]  # checked by the service
@@ -65,7 +77,7 @@ async def memory_add(memories: MemoryService, tenant_id: str, step_input: Any) -
         metadata=fields.get("metadata", {}),
         importance=fields.get("importance", 0.5),
     )
-    memory, created = await memories.add(tenant_id, item)
+    memory, created = await steps.memories.add(tenant_id, item)
     return {"id": memory.id, "created": created}
 
 

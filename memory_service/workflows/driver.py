@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 
 from memory_service.errors import InvalidInput, MemoryServiceError, Unavailable
 from memory_service.events.fanout import EventFanout
-from memory_service.memories.service import MemoryService
 from memory_service.workflows import repository as repo
-from memory_service.workflows.builtins import BUILTINS
+from memory_service.workflows.builtins import BUILTINS, MemorySteps
 from memory_service.workflows.definitions import BUILTIN_QUEUE
 from memory_service.workflows.models import Attempt
 from memory_service.workflows.transition import DRIVER
@@ -38,7 +37,7 @@ class WorkflowDriver:
         self,
         gateway: WorkerGateway,
         wakeups: EventFanout,
-        memories: MemoryService,
+        steps: MemorySteps,
         *,
         concurrency: int = 4,
         poll_interval_s: float = 1.0,
@@ -46,7 +45,7 @@ class WorkflowDriver:
     ) -> None:
         self.gateway = gateway
         self.wakeups = wakeups
-        self.memories = memories
+        self.steps = steps
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.lease_s = lease_s
@@ -120,7 +119,7 @@ class WorkflowDriver:
     async def _run_builtin(self, attempt: Attempt) -> None:
         run = BUILTINS[attempt.kind]
         try:
-            output = await run(self.memories, attempt.tenant_id, attempt.input)
+            output = await run(self.steps, attempt.tenant_id, attempt.input)
         except InvalidInput as exc:
             await self._settle(attempt, None, exc.detail, retryable=False)
         except MemoryServiceError as exc:

@@ -6,6 +6,7 @@ the HTTP layer read named, typed fields.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,7 +34,7 @@ class Definition:
 class Step:
     row: str  # the step row's uuid
     run_id: str
-    tenant_id: str
+    tenant_id: uuid.UUID
     step_id: str
     parent_step: str | None
     item_index: int | None
@@ -72,7 +73,7 @@ class Step:
 @dataclass(slots=True)
 class Run:
     id: str
-    tenant_id: str
+    tenant_id: uuid.UUID
     definition_id: str
     workflow: str
     version: int
@@ -99,7 +100,7 @@ class Attempt:
     """One delivery of a step to a worker, with the lease token that proves it."""
 
     id: str
-    tenant_id: str
+    tenant_id: uuid.UUID
     run_id: str
     step_row: str
     step_id: str

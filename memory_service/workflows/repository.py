@@ -74,20 +74,20 @@ def _fmt(name: str, **parts: sql.Composable) -> sql.Composed:
 
 
 # -- definitions ------------------------------------------------------------------------
-async def lock_name(conn: Conn, tenant_id: str, name: str) -> None:
+async def lock_name(conn: Conn, tenant_id: uuid.UUID, name: str) -> None:
     """Serialises new versions of one workflow name until commit."""
     await conn.execute(Q["lock_name"], (f"wf:{tenant_id}:{name}",))
 
 
 async def get_definition(
-    conn: Conn, tenant_id: str, name: str, version: int | None = None
+    conn: Conn, tenant_id: uuid.UUID, name: str, version: int | None = None
 ) -> Definition | None:
     rows = await _rows(conn, Q["get_definition"], (tenant_id, name, version, version))
     return _definition(rows[0]) if rows else None
 
 
 async def insert_definition(
-    conn: Conn, tenant_id: str, name: str, version: int, digest: str, body: dict[str, Any]
+    conn: Conn, tenant_id: uuid.UUID, name: str, version: int, digest: str, body: dict[str, Any]
 ) -> Definition:
     params = (tenant_id, name, version, digest, Jsonb(body))
     return _definition((await _rows(conn, Q["insert_definition"], params))[0])
@@ -98,14 +98,14 @@ async def definition_by_id(conn: Conn, definition_id: str) -> Definition:
 
 
 async def list_definitions(
-    conn: Conn, tenant_id: str, after_name: str, limit: int
+    conn: Conn, tenant_id: uuid.UUID, after_name: str, limit: int
 ) -> list[Definition]:
     """The latest version of each name, by name."""
     rows = await _rows(conn, Q["list_definitions"], (tenant_id, after_name, limit))
     return [_definition(r) for r in rows]
 
 
-async def versions(conn: Conn, tenant_id: str, name: str) -> list[tuple[int, datetime]]:
+async def versions(conn: Conn, tenant_id: uuid.UUID, name: str) -> list[tuple[int, datetime]]:
     cur = await conn.execute(Q["versions"], (tenant_id, name))
     return [(int(v), at) for v, at in await cur.fetchall()]
 
@@ -113,7 +113,7 @@ async def versions(conn: Conn, tenant_id: str, name: str) -> list[tuple[int, dat
 # -- runs -------------------------------------------------------------------------------
 async def insert_run(
     conn: Conn,
-    tenant_id: str,
+    tenant_id: uuid.UUID,
     definition: Definition,
     input: Any,
     idempotency_key: str | None,
@@ -132,20 +132,20 @@ async def insert_run(
     return _run(rows[0]) if rows else None
 
 
-async def run_by_key(conn: Conn, tenant_id: str, workflow: str, key: str) -> Run | None:
+async def run_by_key(conn: Conn, tenant_id: uuid.UUID, workflow: str, key: str) -> Run | None:
     rows = await _rows(conn, Q["run_by_key"], (tenant_id, workflow, key))
     return _run(rows[0]) if rows else None
 
 
 async def get_run(
-    conn: Conn, tenant_id: str | None, run_id: str, *, lock: bool = False
+    conn: Conn, tenant_id: uuid.UUID | None, run_id: str, *, lock: bool = False
 ) -> Run | None:
     rows = await _rows(conn, _fmt("get_run", lock=_LOCK[lock]), (run_id, tenant_id, tenant_id))
     return _run(rows[0]) if rows else None
 
 
 async def list_runs(
-    conn: Conn, tenant_id: str, query: RunQuery, before_seq: int, limit: int
+    conn: Conn, tenant_id: uuid.UUID, query: RunQuery, before_seq: int, limit: int
 ) -> list[Run]:
     """Newest first, by seq below ``before_seq``."""
     w, s = query.workflow, query.status
@@ -166,7 +166,7 @@ async def count_completed(conn: Conn, run_id: str, delta: int) -> int:
 
 # -- steps ------------------------------------------------------------------------------
 async def insert_steps(
-    conn: Conn, tenant_id: str, run_id: str, rows: list[dict[str, Any]]
+    conn: Conn, tenant_id: uuid.UUID, run_id: str, rows: list[dict[str, Any]]
 ) -> list[Step]:
     """All rows in one pipelined round trip, returned in the order given."""
     params = [
@@ -240,7 +240,7 @@ async def parent_step(conn: Conn, run_id: str, step_id: str) -> Step | None:
 
 # -- attempts ---------------------------------------------------------------------------
 async def claim(
-    conn: Conn, tenant_id: str | None, queues: list[str], n: int, lease_s: float, worker_id: str
+    conn: Conn, tenant_id: uuid.UUID | None, queues: list[str], n: int, lease_s: float, worker_id: str
 ) -> list[Attempt]:
     """Claims up to ``n`` ready steps; ``tenant_id`` None claims any tenant's (the driver)."""
     tenant = sql.SQL("tenant_id = %(tenant)s") if tenant_id else sql.SQL("true")
@@ -248,7 +248,7 @@ async def claim(
     return [_attempt(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
 
 
-async def attempt_row(conn: Conn, tenant_id: str | None, attempt_id: str) -> dict[str, Any] | None:
+async def attempt_row(conn: Conn, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any] | None:
     rows = await _rows(conn, Q["attempt_row"], (attempt_id, tenant_id, tenant_id))
     return rows[0] if rows else None
 
@@ -311,7 +311,7 @@ async def timelines_behind(conn: Conn, limit: int) -> list[str]:
 
 
 # -- signals ----------------------------------------------------------------------------
-async def insert_signal(conn: Conn, tenant_id: str, run_id: str, name: str, payload: Any) -> None:
+async def insert_signal(conn: Conn, tenant_id: uuid.UUID, run_id: str, name: str, payload: Any) -> None:
     await conn.execute(Q["insert_signal"], (tenant_id, run_id, name, Jsonb(payload)))
 
 
@@ -352,7 +352,7 @@ def _run(r: dict[str, Any]) -> Run:
 def _step(r: dict[str, Any]) -> Step:
     values = dict(r)
     values["row"] = str(values.pop("id"))
-    values["run_id"], values["tenant_id"] = str(r["run_id"]), str(r["tenant_id"])
+    values["run_id"], values["tenant_id"] = str(r["run_id"]), r["tenant_id"]
     values["current_attempt"] = _str(r["current_attempt"])
     values["depends_on"] = list(r["depends_on"])
     return Step(**values)
@@ -360,7 +360,7 @@ def _step(r: dict[str, Any]) -> Step:
 
 def _attempt(r: dict[str, Any]) -> Attempt:
     return Attempt(
-        id=str(r["id"]), tenant_id=str(r["tenant_id"]), run_id=str(r["run_id"]),
+        id=str(r["id"]), tenant_id=r["tenant_id"], run_id=str(r["run_id"]),
         step_row=str(r["step_row"]), step_id=r["step_id"], workflow=r["workflow"],
         kind=r["kind"], queue=r["queue"], number=r["number"], worker_id=r["worker_id"],
         lease_token=str(r["lease_token"]), input=r["input"], available_at=r["available_at"],

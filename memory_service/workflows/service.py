@@ -65,7 +65,7 @@ class WorkflowService:
         if self.timeline is not None and tx.timelines:
             self.timeline.touched(tx.timelines)
 
-    async def _new_execution(self, tenant_id: str, run_id: str, workflow: str) -> str | None:
+    async def _new_execution(self, tenant_id: uuid.UUID, run_id: str, workflow: str) -> str | None:
         if self.timeline is None:
             return None
         return await self.timeline.create(tenant_id, run_id, workflow)
@@ -74,7 +74,7 @@ class WorkflowService:
         return check_json_object({"v": value}, where, self.max_json_bytes + 6)["v"]
 
     # -- definitions ---------------------------------------------------------------------
-    async def put_definition(self, tenant_id: str, name: str, body: Any) -> tuple[Definition, bool]:
+    async def put_definition(self, tenant_id: uuid.UUID, name: str, body: Any) -> tuple[Definition, bool]:
         """A new version when the definition changed; the current one when it did not."""
         check_name(name)
         self.check_json(body, "body")
@@ -92,7 +92,7 @@ class WorkflowService:
             return stored, True
 
     async def get_definition(
-        self, tenant_id: str, name: str, version: int | None = None
+        self, tenant_id: uuid.UUID, name: str, version: int | None = None
     ) -> tuple[Definition, list[tuple[int, Any]]]:
         check_name(name)
         async with wrap_db_errors(), self.pool.connection() as conn:
@@ -103,7 +103,7 @@ class WorkflowService:
             return found, await repo.versions(conn, tenant_id, name)
 
     async def list_definitions(
-        self, tenant_id: str, *, limit: int = 100, cursor: str | None = None
+        self, tenant_id: uuid.UUID, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Definition]:
         check_limit(limit)
         after = str(self.cursors.decode(cursor, "workflows", tenant_id)) if cursor else ""
@@ -117,7 +117,7 @@ class WorkflowService:
     # -- runs ----------------------------------------------------------------------------
     async def start_run(
         self,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         name: str,
         run_input: Any,
         idempotency_key: str | None = None,
@@ -186,7 +186,7 @@ class WorkflowService:
             if step.status == "pending" and step.pending_deps == 0:
                 await engine.activate(tx, run, step)
 
-    async def get_run(self, tenant_id: str, run_id: str) -> Run:
+    async def get_run(self, tenant_id: uuid.UUID, run_id: str) -> Run:
         async with wrap_db_errors(), self.pool.connection() as conn:
             run = await repo.get_run(conn, tenant_id, _run_uuid(run_id))
             if run is None:
@@ -195,7 +195,7 @@ class WorkflowService:
         return run
 
     async def list_runs(
-        self, tenant_id: str, query: RunQuery, *, limit: int = 100, cursor: str | None = None
+        self, tenant_id: uuid.UUID, query: RunQuery, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Run]:
         """Newest first; the cursor holds the last seq returned."""
         check_limit(limit)
@@ -219,7 +219,7 @@ class WorkflowService:
         return Page(rows, token)
 
     async def _command(
-        self, tenant_id: str, run_id: str, action: Callable[[Transition, Run], Awaitable[T]]
+        self, tenant_id: uuid.UUID, run_id: str, action: Callable[[Transition, Run], Awaitable[T]]
     ) -> T:
         async with self.transition() as tx:
             run = await repo.get_run(tx.conn, tenant_id, _run_uuid(run_id), lock=True)
@@ -227,7 +227,7 @@ class WorkflowService:
                 raise NotFound(f"workflow run {run_id} does not exist")
             return await action(tx, run)
 
-    async def cancel(self, tenant_id: str, run_id: str) -> Run:
+    async def cancel(self, tenant_id: uuid.UUID, run_id: str) -> Run:
         async def act(tx: Transition, run: Run) -> None:
             _require_status(run, "running", "cancel")
             await engine.cancel_run(tx, run)
@@ -235,7 +235,7 @@ class WorkflowService:
         await self._command(tenant_id, run_id, act)
         return await self.get_run(tenant_id, run_id)
 
-    async def retry(self, tenant_id: str, run_id: str) -> Run:
+    async def retry(self, tenant_id: uuid.UUID, run_id: str) -> Run:
         async def act(tx: Transition, run: Run) -> None:
             _require_status(run, "failed", "retry")
             await engine.retry_run(tx, run)
@@ -243,7 +243,7 @@ class WorkflowService:
         await self._command(tenant_id, run_id, act)
         return await self.get_run(tenant_id, run_id)
 
-    async def signal(self, tenant_id: str, run_id: str, name: str, payload: Any) -> int:
+    async def signal(self, tenant_id: uuid.UUID, run_id: str, name: str, payload: Any) -> int:
         """Deliver a signal; answers how many waiting steps it released."""
         check_name(name, "name")
         self.check_json(payload, "payload")
@@ -255,7 +255,7 @@ class WorkflowService:
         return await self._command(tenant_id, run_id, act)
 
     async def fork(
-        self, tenant_id: str, run_id: str, from_step: str, input_patch: Any = None
+        self, tenant_id: uuid.UUID, run_id: str, from_step: str, input_patch: Any = None
     ) -> Run:
         """A new run of the same version that reuses the outputs upstream of ``from_step``."""
         if input_patch is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -66,7 +67,7 @@ class RunTimeline:
                 except Exception:  # the driver's catch-up retries whatever is left
                     log.exception("appending run %s to its execution failed", run_id)
 
-    async def create(self, tenant_id: str, run_id: str, workflow: str) -> str:
+    async def create(self, tenant_id: uuid.UUID, run_id: str, workflow: str) -> str:
         execution = await self.executions.create(
             tenant_id,
             NewExecution(metadata={"workflow": workflow, "workflow_run_id": run_id}),

@@ -28,7 +28,7 @@ DRIVER = "driver"  # built-in steps or timers changed
 @dataclass
 class Transition:
     conn: AsyncConnection[Any]
-    events: dict[str, list[NewEvent]] = field(default_factory=dict)
+    events: dict[uuid.UUID, list[NewEvent]] = field(default_factory=dict)
     wake: set[str] = field(default_factory=set)
     timelines: set[str] = field(default_factory=set)  # runs whose execution must catch up
     _now: datetime | None = None
@@ -54,7 +54,7 @@ class Transition:
     def emit_for(
         self,
         type: str,
-        tenant_id: str,
+        tenant_id: uuid.UUID,
         run_id: str,
         workflow: str,
         execution_id: str | None,
@@ -74,7 +74,7 @@ class Transition:
         self.events.setdefault(tenant_id, []).append(event)
 
     def wake_step(self, step: Step) -> None:
-        self.wake.add(DRIVER if step.queue.startswith("_") else step.tenant_id)
+        self.wake.add(DRIVER if step.queue.startswith("_") else str(step.tenant_id))
 
     async def finish(self) -> None:
         """Write the events and queue the notifications; the caller then commits."""
@@ -82,6 +82,6 @@ class Transition:
         for tenant_id, events in self.events.items():
             for event in events:
                 event.ts = now
-            await event_store.insert_batch(self.conn, uuid.UUID(tenant_id), events)
+            await event_store.insert_batch(self.conn, tenant_id, events)
         for payload in sorted(self.wake):
             await self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))

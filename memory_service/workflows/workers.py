@@ -14,6 +14,7 @@ each step's output is recorded exactly once although delivery is at least once.
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +46,7 @@ class WorkerGateway:
 
     async def claim(
         self,
-        tenant_id: str | None,
+        tenant_id: uuid.UUID | None,
         worker_id: str,
         queues: list[str],
         *,
@@ -73,7 +74,7 @@ class WorkerGateway:
             subscription.close()
 
     async def heartbeat(
-        self, tenant_id: str | None, attempt_id: str, token: str, lease_s: float = 30.0
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, lease_s: float = 30.0
     ) -> datetime:
         """Extend the lease (never past the step's ``timeout_s``)."""
         _check_lease(lease_s)
@@ -84,7 +85,7 @@ class WorkerGateway:
             return await repo.extend_lease(tx.conn, attempt_id, lease_s)
 
     async def complete(
-        self, tenant_id: str | None, attempt_id: str, token: str, output: Any
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, output: Any
     ) -> None:
         self.service.check_json(output, "output")
 
@@ -95,7 +96,7 @@ class WorkerGateway:
         await self._settle(tenant_id, attempt_id, token, act)
 
     async def fail(
-        self, tenant_id: str | None, attempt_id: str, token: str, error: str, retryable: bool
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, error: str, retryable: bool
     ) -> None:
         check_text(error, "error", 4000, required=True)
 
@@ -105,7 +106,7 @@ class WorkerGateway:
 
         await self._settle(tenant_id, attempt_id, token, act)
 
-    async def _settle(self, tenant_id: str | None, attempt_id: str, token: str, act: Any) -> None:
+    async def _settle(self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any) -> None:
         async with self.service.transition() as tx:
             row = await _attempt(tx, tenant_id, attempt_id)
             run = await repo.get_run(tx.conn, None, str(row["run_id"]), lock=True)
@@ -152,7 +153,7 @@ def _announce_claims(tx: Transition, claimed: list[Attempt]) -> None:
         )
 
 
-async def _attempt(tx: Transition, tenant_id: str | None, attempt_id: str) -> dict[str, Any]:
+async def _attempt(tx: Transition, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any]:
     parse_uuid(attempt_id, "attempt_id")
     row = await repo.attempt_row(tx.conn, tenant_id, attempt_id)
     if row is None:

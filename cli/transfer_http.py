@@ -1,11 +1,11 @@
-"""``memory-service export`` and ``memory-service import``: a tenant to and from a file.
+"""The HTTP side of ``memory-service export`` and ``import``: a tenant to and from a file.
 
 Both talk to a running service over HTTP with the tenant's API key, so they
 work against any deployment, and both stream: the export is written to the
 file as it arrives, the import is sent from the file as the service takes it
 in. A tqdm bar shows the bytes moved (the import bar also shows the service's
 pace, since it reads only as fast as it writes); the import's report is printed
-as JSON. They register with the CLI through ``register``.
+as JSON. ``cli.export`` and ``cli.import_`` are the subcommands around them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 from tqdm import tqdm
 
 CHUNK = 256 * 1024
 TIMEOUT = httpx.Timeout(60.0, read=None)  # an import re-embedding a large tenant takes long
-Register = Callable[[str, str, Callable[[argparse.ArgumentParser], None]], Any]
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
@@ -118,12 +116,3 @@ def run_import(args: argparse.Namespace) -> int:
     print(json.dumps(response.json(), indent=2))
     return 0
 
-
-def register(command: Register) -> None:
-    """Add both subcommands to the CLI's registry."""
-    command("export", "export a tenant of a running service to an NDJSON file", export_args)(
-        lambda args, settings: run_export(args)
-    )
-    command("import", "import an NDJSON export into a tenant of a running service", import_args)(
-        lambda args, settings: run_import(args)
-    )

@@ -1,0 +1,293 @@
+"""Search over real HTTP at scale: every mode and filter beside ``GET /health``, and throughput.
+
+Starts the service from a source tree (this one, or ``--root`` another checkout, so a
+baseline runs through the same script) in a fresh data directory, loads ``--size``
+memories with supplied vectors in batches of 1,000 over HTTP (SciFact abstracts as
+their text, a ``user_id`` of ten values, and metadata keys that select 0.1%, 1%, 10%
+and 50% of the rows), waits for the index to settle, then measures, interleaved with
+``GET /health`` so that every ratio factors out the machine's state:
+
+- vector-query search unfiltered, with a ``user_id`` scope, with each filter, and with
+  ``"consistency": "strong"``; keyword and hybrid with query text; p50 and p99;
+- for the filters, how many results came back (exactly k?) and recall@10 against an
+  exact scan of the same vectors in numpy;
+- searches per second with 16 concurrent clients (unfiltered vector query).
+
+Writes ``benchmarks/results/search_http_<label>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ADMIN = "bench-admin"
+K = 10
+FILTERS = {"0.1%": ("s1000", 1000), "1%": ("s100", 100), "10%": ("s10", 10), "50%": ("s2", 2)}
+
+
+def vectors(n: int, seed: int) -> np.ndarray:
+    """Clustered unit vectors in a 24-dimensional subspace (HNSW finds them as it finds
+    real embeddings)."""
+    rng = np.random.default_rng(seed)
+    basis = np.random.default_rng(1234).standard_normal((24, 384)) / np.sqrt(24)
+    centres = np.random.default_rng(4321).standard_normal((200, 24))
+    z = centres[rng.integers(0, 200, n)] + 0.6 * rng.standard_normal((n, 24))
+    x = z @ basis + 0.05 * rng.standard_normal((n, 384))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def texts(data: Path) -> tuple[list[str], list[str]]:
+    corpus = [json.loads(line) for line in (data / "scifact" / "corpus.jsonl").open()]
+    docs = [f"{d.get('title', '')}. {d['text']}"[:600] for d in corpus]
+    queries = [json.loads(line)["text"] for line in (data / "scifact" / "queries.jsonl").open()]
+    return docs, queries
+
+
+def start(root: Path, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    module = "cli" if (root / "cli" / "__main__.py").exists() else "memory_service.cli"
+    env = {
+        **os.environ,
+        "MEMORY_DATA_DIR": str(data_dir),
+        "MEMORY_PORT": str(port),
+        "MEMORY_ADMIN_TOKEN": ADMIN,
+        "MEMORY_LOG_LEVEL": "WARNING",
+        "MEMORY_DB_POOL_MAX": "24",
+        "PYTHONPATH": str(root),
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "serve"],
+        cwd=root,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=open(data_dir / "service.log", "wb"),  # noqa: SIM115 - lives with the process
+    )
+    started = time.monotonic()
+    while time.monotonic() - started < 300:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited; see {data_dir / 'service.log'}")
+        time.sleep(0.1)
+    raise RuntimeError("the service did not become ready in 300 s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def load(client: httpx.Client, vecs: np.ndarray, docs: list[str]) -> float:
+    started = time.perf_counter()
+    for s in tqdm(range(0, len(vecs), 1000), desc="load (HTTP, supplied vectors)", unit="batch"):
+        items = [
+            {
+                "content": f"m{i} {docs[i % len(docs)]}",
+                "user_id": f"u{i % 10}",
+                "embedding": vecs[i].tolist(),
+                "metadata": {key: i % mod for key, mod in FILTERS.values()},
+            }
+            for i in range(s, min(len(vecs), s + 1000))
+        ]
+        r = client.post("/v1/memories/batch", json={"items": items})
+        r.raise_for_status()
+    return len(vecs) / (time.perf_counter() - started)
+
+
+def timed(client: httpx.Client, method: str, path: str, **kw: Any) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    r = client.request(method, path, **kw)
+    ms = (time.perf_counter() - t0) * 1000.0
+    r.raise_for_status()
+    return ms, (r.json() if method == "POST" else None)
+
+
+def cases(queries: np.ndarray, words: list[str]) -> dict[str, Any]:
+    """name -> function(i) -> request body."""
+    def vec(i: int, **extra: Any) -> dict[str, Any]:
+        return {"embedding": queries[i].tolist(), "k": K, **extra}
+
+    out: dict[str, Any] = {
+        "vector": lambda i: vec(i),
+        "vector user_id": lambda i: vec(i, user_id=f"u{i % 10}"),
+        "vector strong": lambda i: vec(i, consistency="strong"),
+    }
+    for name, (key, _) in FILTERS.items():
+        out[f"vector filter {name}"] = lambda i, key=key: vec(i, filter={f"metadata.{key}": 1})
+    out["text-query vector"] = lambda i: {"query": words[i % len(words)], "k": K}
+    out["keyword"] = lambda i: {"query": words[i % len(words)], "k": K, "mode": "keyword"}
+    out["hybrid"] = lambda i: {"query": words[i % len(words)], "k": K, "mode": "hybrid"}
+    return out
+
+
+def truth(vecs: np.ndarray, q: np.ndarray, mod: int) -> list[int]:
+    allowed = np.flatnonzero(np.arange(len(vecs)) % mod == 1)
+    return allowed[np.argsort(-(vecs[allowed] @ q))[:K]].tolist()
+
+
+def measure(client: httpx.Client, vecs: np.ndarray, qs: np.ndarray, bodies: dict) -> dict:
+    health: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in bodies}
+    strategies: dict[str, set[str]] = {name: set() for name in bodies}
+    quality: dict[str, list[tuple[bool, float]]] = {name: [] for name in bodies}
+    for i in tqdm(range(len(qs)), desc="search (interleaved with /health)", unit="round"):
+        health.append(timed(client, "GET", "/health")[0])
+        for name, body in bodies.items():
+            ms, answer = timed(client, "POST", "/v1/memories/search", json=body(i))
+            times[name].append(ms)
+            strategies[name].add(answer["strategy"])
+            if name.startswith("vector filter"):
+                mod = FILTERS[name.removeprefix("vector filter ")][1]
+                got = [int(h["memory"]["content"].split()[0][1:]) for h in answer["results"]]
+                want = truth(vecs, qs[i], mod)
+                short = len(got) < len(want)  # fewer than k only when fewer than k match
+                quality[name].append((short, len(set(got) & set(want)) / len(want)))
+    h50 = float(np.percentile(health, 50))
+    out: dict[str, Any] = {"health_p50_ms": round(h50, 3)}
+    for name, values in times.items():
+        p50, p99 = float(np.percentile(values, 50)), float(np.percentile(values, 99))
+        row = {
+            "p50_ms": round(p50, 3),
+            "p99_ms": round(p99, 3),
+            "p50_over_health": round(p50 / h50, 2),
+            "p99_over_health_p50": round(p99 / h50, 2),
+            "strategies": sorted(strategies[name]),
+        }
+        if quality[name]:
+            row["exactly_k"] = not any(short for short, _ in quality[name])
+            row["recall_at_10"] = round(float(np.mean([r for _, r in quality[name]])), 4)
+        out[name] = row
+    return out
+
+
+async def throughput(base: str, headers: dict[str, str], qs: np.ndarray, seconds: float) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+
+    async def worker(w: int, client: httpx.AsyncClient) -> None:
+        nonlocal done
+        i = w
+        while time.perf_counter() < deadline:
+            body = {"embedding": qs[i % len(qs)].tolist(), "k": K}
+            r = await client.post("/v1/memories/search", json=body)
+            r.raise_for_status()
+            done += 1
+            i += 16
+
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(w, client) for w in range(16)))
+        return done / (time.perf_counter() - started)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    docs, words = texts(Path(args.data))
+    vecs = vectors(args.size, seed=1)
+    qs = vectors(args.queries, seed=2)
+    data_dir = Path(tempfile.mkdtemp(prefix="search-http-"))
+    proc = start(Path(args.root).resolve(), args.port, data_dir)
+    report: dict[str, Any] = {
+        "label": args.label,
+        "memories": args.size,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        with httpx.Client(base_url=base, timeout=600) as client:
+            r = client.post(
+                "/v1/admin/tenants", json={"name": "bench"}, headers={"Authorization": f"Bearer {ADMIN}"}
+            )
+            client.headers["Authorization"] = f"Bearer {r.json()['api_key']}"
+            report["load_per_s"] = round(load(client, vecs, docs), 1)
+            time.sleep(args.settle)  # the index grows into HNSW in the background
+            bodies = cases(qs, words)
+            # a service that refuses a case (an older one without the option) skips it
+            report["unsupported"] = [
+                name
+                for name, body in bodies.items()
+                if client.post("/v1/memories/search", json=body(0)).status_code in (400, 422)
+            ]
+            for name in report["unsupported"]:
+                del bodies[name]
+            for i in range(20):  # warm-up: every case
+                for body in bodies.values():
+                    timed(client, "POST", "/v1/memories/search", json=body(i))
+            report["latency"] = measure(client, vecs, qs, bodies)
+            headers = dict(client.headers)
+        report["qps_16_clients"] = round(asyncio.run(throughput(base, headers, qs, args.seconds)), 1)
+    finally:
+        stop(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return report
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lat = r["latency"]
+    lines = [
+        (
+            f"Search over HTTP, {r['label']}: {r['memories']:,} memories, {r['machine']}; "
+            f"`GET /health` p50 {lat['health_p50_ms']} ms; "
+            f"16 clients: {r['qps_16_clients']} searches/s."
+        ),
+        "",
+        "| search | p50 ms | p99 ms | p50 / health p50 | p99 / health p50 | exactly k | recall@10 | answered by |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in lat.items():
+        if not isinstance(row, dict):
+            continue
+        lines.append(
+            f"| {name} | {row['p50_ms']} | {row['p99_ms']} | {row['p50_over_health']}x | "
+            f"{row['p99_over_health_p50']}x | {row.get('exactly_k', '')} | "
+            f"{row.get('recall_at_10', '')} | {', '.join(row['strategies'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=str(ROOT), help="source tree of the service to run")
+    parser.add_argument("--label", default="this tree")
+    parser.add_argument("--size", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--settle", type=float, default=30.0, help="seconds after loading")
+    parser.add_argument("--seconds", type=float, default=15.0, help="throughput run length")
+    parser.add_argument("--port", type=int, default=18181)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    args = parser.parse_args()
+    report = run(args)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stem = "search_http_" + "".join(c if c.isalnum() else "_" for c in args.label)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(markdown(report) + "\n")
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()

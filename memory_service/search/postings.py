@@ -1,0 +1,109 @@
+"""Posting lists over held rows: which seqs have a scope value or a top-level metadata value.
+
+They let the exact path of a filtered search find its candidates in process: the
+scope and the filter's top-level equalities (``{"metadata.topic": "food"}``,
+``{"$in": [...]}``, ``user_id``...) narrow the rows to the intersection of their
+lists, and ``RowCheck`` then decides each candidate exactly. A posting list never
+misses a matching row, so the answer is the one SQL gives. Keys are JSON-typed:
+``1`` and ``1.0`` share a list, ``true`` does not.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from memory_service.memories.filters import TEXT_FIELDS
+from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
+
+Key = tuple[str, str, Any]
+ENTRY_BYTES = 90  # one seq in one posting set
+
+
+def _typed(value: Any) -> tuple[str, Any] | None:
+    if value is None:
+        return "null", None
+    if isinstance(value, bool):
+        return "bool", value
+    if isinstance(value, int | float):
+        return "number", float(value)
+    if isinstance(value, str):
+        return "string", value
+    return None  # objects and arrays are not posted
+
+
+def keys_of(memory: Memory) -> list[Key]:
+    keys: list[Key] = [
+        (name, "string", value) for name in SCOPE_FIELDS if (value := getattr(memory, name))
+    ]
+    for name, value in memory.metadata.items():
+        typed = _typed(value)
+        if typed is not None:
+            keys.append((f"metadata.{name}", *typed))
+    return keys
+
+
+class Postings:
+    def __init__(self) -> None:
+        self._lists: defaultdict[Key, set[int]] = defaultdict(set)
+
+    def add(self, memory: Memory) -> int:
+        keys = keys_of(memory)
+        for key in keys:
+            self._lists[key].add(memory.seq)
+        return len(keys) * ENTRY_BYTES
+
+    def remove(self, memory: Memory) -> int:
+        keys = keys_of(memory)
+        for key in keys:
+            seqs = self._lists.get(key)
+            if seqs is not None:
+                seqs.discard(memory.seq)
+                if not seqs:
+                    del self._lists[key]
+        return len(keys) * ENTRY_BYTES
+
+    def candidates(self, scope: Scope, spec: Any) -> set[int] | None:
+        """A superset of the rows that match scope and filter, or None when neither
+        names a posted value to narrow by."""
+        found: set[int] | None = None
+        for allowed in self._constraints(scope, spec):
+            found = allowed if found is None else found & allowed
+            if not found:
+                break
+        return found
+
+    def _constraints(self, scope: Scope, spec: Any) -> list[set[int]]:
+        out = [self._lists.get((n, "string", v), set()) for n, v in scope.given().items()]
+        clauses = list(spec.items()) if isinstance(spec, dict) else []
+        for key, value in clauses:
+            if key == "$and":
+                for sub in value:
+                    clauses.extend(sub.items())
+                continue
+            posted = key in TEXT_FIELDS or (key.startswith("metadata.") and key.count(".") == 1)
+            if not posted:
+                continue
+            values = _equal_to(value)
+            if values is not None and (key.startswith("metadata.") or None not in values):
+                out.append(self._union(key, values))
+        return out
+
+    def _union(self, key: str, values: list[Any]) -> set[int]:
+        seqs: set[int] = set()
+        for value in values:
+            typed = _typed(value)
+            if typed is not None:
+                seqs |= self._lists.get((key, *typed), set())
+        return seqs
+
+
+def _equal_to(value: Any) -> list[Any] | None:
+    """The values a clause requires equality with (one of), or None if it does not."""
+    if not isinstance(value, dict):
+        return [value]
+    if set(value) == {"$eq"}:
+        return [value["$eq"]]
+    if set(value) == {"$in"}:
+        return list(value["$in"])
+    return None

@@ -1,0 +1,181 @@
+"""The search service: one ``search()`` for every mode, read top to bottom.
+
+A search (1) validates the request and compiles its filter, (2) ranks a
+candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
+FAISS, an exact pass or pgvector), keyword through BM25, hybrid by fusing both,
+(3) rescores the pool by recency and importance when asked, (4) picks k by
+maximal marginal relevance when ``diversity`` > 0, (5) cuts to k and
+``min_score``, and (6) tells its listeners (the event log). The pool is ``k``
+unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import anyio
+import anyio.to_thread
+import numpy as np
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.config import Settings
+from memory_service.db import wrap_db_errors
+from memory_service.embeddings import CachedEmbedder
+from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories import repository as repo
+from memory_service.memories.filters import CompiledFilter, compile_filter
+from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
+from memory_service.memories.validation import MemoryValidator
+from memory_service.retrieval.hybrid import fuse
+from memory_service.retrieval.keyword import KeywordSearch, require_query_text
+from memory_service.retrieval.mmr import select_diverse
+from memory_service.retrieval.options import RetrievalOptions, parse_options
+from memory_service.retrieval.scoring import rescore
+from memory_service.search.vector import VectorSearch
+
+MAX_POOL = 1000
+MODES = ("vector", "keyword", "hybrid")
+# (tenant_id, request, result) after a search answered
+SearchListener = Callable[[uuid.UUID, SearchRequest, SearchResult], Awaitable[None]]
+Ranked = tuple[list[SearchHit], str]
+
+
+class SearchService:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        settings: Settings,
+        embedder: CachedEmbedder,
+        validator: MemoryValidator,
+        vectors: VectorSearch,
+        keyword: KeywordSearch,
+        *,
+        listeners: Sequence[SearchListener] = (),
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.embedder = embedder
+        self.validate = validator
+        self.vectors = vectors
+        self.keyword = keyword
+        self.listeners = tuple(listeners)
+
+    async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
+        started = time.perf_counter()
+        self.validate.check_search(request)
+        flt = compile_filter(request.filter) if request.filter else None
+        options = self._options(request)
+        pool_k = request.k
+        if options.reranks:
+            pool_k = min(MAX_POOL, max(3 * request.k, self.settings.rerank_candidates))
+        if request.mode == "keyword":
+            hits, strategy = await self._keyword(tenant_id, request, flt, pool_k)
+        elif request.mode == "hybrid":
+            hits, strategy = await self._hybrid(tenant_id, request, flt, options, pool_k)
+        else:
+            hits, strategy = await self._vector(tenant_id, request, flt, pool_k)
+        if options.rescores:
+            hits = await self._rescore(tenant_id, hits, options)
+        if options.diversity > 0.0 and len(hits) > request.k:
+            hits = await self._diversify(tenant_id, hits, request.k, options.diversity)
+            strategy += "+mmr"
+        hits = hits[: request.k]
+        if not options.explain:
+            for hit in hits:
+                hit.components = None
+        if request.min_score is not None:
+            hits = [h for h in hits if h.score >= request.min_score]
+        result = SearchResult(hits, (time.perf_counter() - started) * 1000.0, strategy)
+        for listener in self.listeners:
+            await listener(tenant_id, request, result)
+        return result
+
+    def _options(self, request: SearchRequest) -> RetrievalOptions:
+        if request.mode not in MODES:
+            raise InvalidInput(
+                f"search mode {request.mode!r} is not available",
+                errors=[FieldError("mode", "unsupported mode")],
+            )
+        return parse_options(request.mode, request.options, self.settings)
+
+    async def query_vector(self, request: SearchRequest) -> np.ndarray:
+        if request.embedding is not None:
+            return self.validate.check_embedding(request.embedding)
+        assert request.query is not None
+        return await self.embedder.embed_query_async(request.query)
+
+    # -- first stage: one per mode ---------------------------------------------------------
+    async def _vector(
+        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
+    ) -> Ranked:
+        query = await self.query_vector(request)
+        result = await self.vectors.search(tid, replace(request, k=pool_k), flt, query)
+        for hit in result.results:
+            hit.components = {"vector": hit.score}
+        return result.results, result.strategy
+
+    async def _keyword(
+        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
+    ) -> Ranked:
+        return await self.keyword.search(tid, request, flt, pool_k), "keyword-bm25"
+
+    async def _hybrid(
+        self,
+        tid: uuid.UUID,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        options: RetrievalOptions,
+        pool_k: int,
+    ) -> Ranked:
+        require_query_text(request)  # before embedding: the keyword side needs the text
+        query = await self.query_vector(request)
+        depth = min(MAX_POOL, max(pool_k, self.settings.hybrid_candidates))
+        deep = replace(request, k=depth)
+        vector: SearchResult | None = None
+        keyword: list[SearchHit] = []
+
+        async def vector_side() -> None:
+            nonlocal vector
+            vector = await self.vectors.search(tid, deep, flt, query)
+
+        async def keyword_side() -> None:
+            nonlocal keyword
+            keyword = await self.keyword.search(tid, deep, flt, depth)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(vector_side)
+            group.start_soon(keyword_side)
+        assert vector is not None
+        fused = fuse(vector.results, keyword, options)
+        return fused[:pool_k], f"hybrid({vector.strategy}+keyword-bm25)"
+
+    # -- re-ranking ------------------------------------------------------------------------
+    async def _rescore(
+        self, tid: uuid.UUID, hits: list[SearchHit], options: RetrievalOptions
+    ) -> list[SearchHit]:
+        seen: dict[str, datetime] = {}
+        if options.recency_weight > 0.0 and hits:
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                seen = await repo.last_seen(conn, tid, [h.memory.id for h in hits])
+        rescore(hits, options, datetime.now(UTC), seen)
+        return sorted(hits, key=lambda h: (-h.score, h.memory.seq))
+
+    async def _diversify(
+        self, tid: uuid.UUID, hits: list[SearchHit], k: int, diversity: float
+    ) -> list[SearchHit]:
+        async with wrap_db_errors(), self.pool.connection() as conn:
+            rows = await repo.get_many(conn, tid, [h.memory.id for h in hits], with_embedding=True)
+        vectors = np.zeros((len(hits), self.embedder.dimension), dtype=np.float32)
+        for i, hit in enumerate(hits):
+            row = rows.get(hit.memory.id)
+            if row is not None and row.embedding is not None:
+                vector = np.asarray(row.embedding, dtype=np.float32)
+                vectors[i] = vector / (float(np.linalg.norm(vector)) or 1.0)
+        selected: list[SearchHit] = await anyio.to_thread.run_sync(
+            select_diverse, hits, vectors, k, diversity
+        )
+        return selected

@@ -1,0 +1,83 @@
+"""One held tenant: its FAISS index, its rows, and how changes land on both.
+
+``TenantIndex`` is the state; the functions here keep the rows (``seq -> Memory``
+without embedding, what searches filter and answer from) in step with the
+vectors, and count what the rows cost against the memory budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexers.faiss_index import FaissIndex
+from memory_service.memories.models import Memory
+from memory_service.memories.rows import VectorRows, row_bytes
+from memory_service.search.postings import Postings
+
+
+@dataclass(eq=False)
+class TenantIndex:
+    tenant_id: uuid.UUID
+    index: FaissIndex | None = None
+    ready: bool = False
+    pending: set[int] = field(default_factory=set)  # changed while loading
+    # seq -> when its deletion was applied; seqs are never reused, so a late upsert of
+    # one of these is stale (kept for DELETED_MEMORY_S, far longer than any such race)
+    deleted: dict[int, float] = field(default_factory=dict)
+    versions: dict[int, int] = field(default_factory=dict)  # only rows past version 1
+    # seq -> the row as the database has it (no embedding): searches filter and answer
+    # from these without a database round trip; they change together with the vectors
+    rows: dict[int, Memory] = field(default_factory=dict)
+    seq_of: dict[str, int] = field(default_factory=dict)  # memory id -> seq
+    postings: Postings = field(default_factory=Postings)  # candidates of the exact path
+    row_bytes: int = 0  # rows and postings, counted in the memory budget
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
+    rebuilding: bool = False
+    dirty: bool = False
+    loaded_from: str = ""
+    # scope-and-filter shape -> the share of the index it let through last time
+    selectivity: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+def remember_versions(t: TenantIndex, rows: VectorRows) -> None:
+    for seq, version in zip(rows.seqs.tolist(), rows.versions.tolist(), strict=True):
+        if version > 1:
+            t.versions[seq] = version
+
+
+def hold_rows(t: TenantIndex, memories: list[Memory]) -> None:
+    for memory in memories:
+        old = t.rows.get(memory.seq)
+        if old is not None:
+            t.row_bytes -= row_bytes(old) + t.postings.remove(old)
+        t.rows[memory.seq] = memory
+        t.seq_of[memory.id] = memory.seq
+        t.row_bytes += row_bytes(memory) + t.postings.add(memory)
+
+
+def drop_rows(t: TenantIndex, seqs: set[int]) -> None:
+    for seq in seqs:
+        old = t.rows.pop(seq, None)
+        if old is not None:
+            t.row_bytes -= row_bytes(old) + t.postings.remove(old)
+            t.seq_of.pop(old.id, None)
+
+
+def no_rows(dimension: int) -> VectorRows:
+    empty = np.zeros(0, dtype=np.int64)
+    return VectorRows(empty, empty, np.zeros((0, dimension), dtype=np.float32), [])
+
+
+def mutate(index: FaissIndex, ids: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+    if len(ids):
+        index.add(ids, vectors)
+    if len(removed):
+        index.remove(removed)

@@ -1,0 +1,77 @@
+"""The search service built from its parts, without the HTTP layer or a runtime.
+
+Every part is the real one (PostgreSQL through a pool, the BM25 keyword search,
+the pgvector path); only the embedder is the deterministic hash stand-in, since
+the model is beside the point here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service import db, service_state
+from memory_service.config import Settings
+from memory_service.embeddings import CachedEmbedder, Embedder
+from memory_service.errors import InvalidInput
+from memory_service.memories.models import NewMemory, Scope, SearchRequest, SearchResult
+from memory_service.memories.service import MemoryService
+from memory_service.memories.validation import MemoryValidator
+from memory_service.pagination import CursorCodec
+from memory_service.retrieval.keyword import KeywordSearch
+from memory_service.search.service import SearchService
+from memory_service.search.vector import VectorSearch
+from memory_service.tenants import TenantService
+
+
+@pytest.fixture
+async def pool(settings: Settings, database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    pool = db.open_pool(database_url, settings)
+    await pool.open(wait=True)
+    yield pool
+    await pool.close()
+
+
+async def test_search_service_answers_every_mode_without_http(
+    settings: Settings, pool: AsyncConnectionPool, hash_embedder: Embedder
+) -> None:
+    embedder = CachedEmbedder(hash_embedder)
+    validator = MemoryValidator(settings, embedder.dimension)
+    cursors = CursorCodec(await service_state.cursor_key(pool))
+    heard: list[tuple[uuid.UUID, str, SearchResult]] = []
+
+    async def listener(tid: uuid.UUID, request: SearchRequest, result: SearchResult) -> None:
+        heard.append((tid, request.mode, result))
+
+    memories = MemoryService(pool, embedder, settings, cursors, validator)
+    search = SearchService(
+        pool,
+        settings,
+        embedder,
+        validator,
+        VectorSearch(pool, settings, hot=None),
+        KeywordSearch(pool, settings),
+        listeners=[listener],
+    )
+    tenant, _ = await TenantService(pool).create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+    tid = uuid.UUID(tenant.id)
+    texts = ["green tea in the morning", "black coffee at night", "a walk in the park"]
+    await memories.add_many(tid, [NewMemory(t, Scope(user_id="u")) for t in texts])
+    await memories.add(tid, NewMemory("green tea for another user", Scope(user_id="v")))
+
+    scoped = Scope(user_id="u")
+    for mode in ("vector", "keyword", "hybrid"):
+        result = await search.search(tid, SearchRequest("green tea", k=2, scope=scoped, mode=mode))
+        top: Any = result.results[0].memory
+        assert top.content == "green tea in the morning", (mode, result)
+        assert all(hit.memory.user_id == "u" for hit in result.results)
+    assert [mode for _, mode, _ in heard] == ["vector", "keyword", "hybrid"]
+    assert {t for t, _, _ in heard} == {tid}
+    vector = heard[0][2]
+    assert vector.strategy == "exact" and len(vector.results) == 2  # pgvector: few rows, exact
+    with pytest.raises(InvalidInput):
+        await search.search(tid, SearchRequest("x", mode="telepathy"))
