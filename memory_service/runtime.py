@@ -45,6 +45,7 @@ from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.search.accelerator import HotSearch
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
+from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
 from memory_service.secret_box import SecretBox, load_secret_box
@@ -189,7 +190,7 @@ async def _build(
         embedder,
         validator,
         VectorSearch(pool, settings, hot),
-        keyword,
+        KeywordRanking(keyword, hot),
         listeners=[recorder.searched],
     )
     changes = await _start_change_feed(settings, url, pool, cursors, closers)

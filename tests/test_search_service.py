@@ -23,6 +23,7 @@ from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
 from memory_service.pagination import CursorCodec
 from memory_service.retrieval.keyword import KeywordSearch
+from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
 from memory_service.tenants import TenantService
@@ -54,7 +55,7 @@ async def test_search_service_answers_every_mode_without_http(
         embedder,
         validator,
         VectorSearch(pool, settings, hot=None),
-        KeywordSearch(pool, settings),
+        KeywordRanking(KeywordSearch(pool, settings), hot=None),
         listeners=[listener],
     )
     tenant, _ = await TenantService(pool).create_tenant(f"t-{uuid.uuid4().hex[:8]}")

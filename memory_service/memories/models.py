@@ -64,6 +64,7 @@ class Memory:
     embedding: Vector | None = None
     seq: int = 0  # internal keyset position; never shown to clients
     key: str | None = None  # the client's name for it within its namespace
+    context: str | None = None  # searchable text situating the content (never shown)
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ COPY_COLUMNS = (
 )
 COLUMNS = sql.SQL(
     "m.seq, m.id, m.content, m.user_id, m.agent_id, m.run_id, m.namespace, m.metadata, "
-    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key"
+    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key, m.context"
 )
 VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
 # the text-search configuration whose tsvector is stored; any other one is computed per row

@@ -46,6 +46,7 @@ def row_to_memory(row: dict[str, Any], *, with_embedding: bool = False) -> Memor
         embedding=embedding,
         seq=row["seq"],
         key=row.get("key"),
+        context=row.get("context"),
     )
 
 
@@ -75,7 +76,8 @@ def stack_rows(rows: Sequence[dict[str, Any]], dimension: int) -> VectorRows:
 
 def row_bytes(memory: Memory) -> int:
     """About what one held row costs in memory (counted in the FAISS budget)."""
-    return ROW_OVERHEAD_BYTES + len(memory.content) + METADATA_KEY_BYTES * len(memory.metadata)
+    text = len(memory.content) + len(memory.context or "")
+    return ROW_OVERHEAD_BYTES + text + METADATA_KEY_BYTES * len(memory.metadata)
 
 
 @dataclass(frozen=True, slots=True)

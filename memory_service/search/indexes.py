@@ -9,7 +9,10 @@ PostgreSQL. Every change is applied as "this row now looks like the database
 says", so replaying one twice is harmless; changes that arrive while a tenant is
 loading are queued and replayed before it turns ready. Mutations of one tenant
 are serialised by an asyncio lock so they land in arrival order; the FAISS work
-itself runs in worker threads.
+itself runs in worker threads. Beside each FAISS index a tenant holds a keyword
+index (BM25 over the same rows' text) that every load and change reaches too,
+when the keyword settings are the ones it implements (the 'english'
+configuration, k1 = 1.2, b = 0.75); otherwise keyword search stays in SQL.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import anyio.to_thread
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
+from indexers import keyword_index
 from indexers.faiss_index import FaissIndex, FaissParams
+from indexers.keyword_index import KeywordIndex
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
 from memory_service.memories import repository as repo
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY_S = 30.0  # how long a tenant refused by the budget stays refused
 DELETED_MEMORY_S = 600.0
+KEYWORD_ROW_BYTES = 600  # the keyword index's share of a row, before its text is known
 
 
 def faiss_params(settings: Settings) -> FaissParams:
@@ -61,6 +67,11 @@ class TenantIndexes:
         self._tenants: dict[uuid.UUID, TenantIndex] = {}
         self._refused: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.keywords_hot = (
+            settings.keyword_text_search_config == "english"
+            and settings.bm25_k1 == keyword_index.K1
+            and settings.bm25_b == keyword_index.B
+        )
 
     # -- lookup and admission ------------------------------------------------------------
     def ready(self, tenant_id: uuid.UUID) -> TenantIndex | None:
@@ -86,11 +97,14 @@ class TenantIndexes:
         """Vectors, graph links and the held rows of ``count`` memories."""
         hnsw = count > self.params.flat_max
         links = 8 * self.params.hnsw_m + 16 if hnsw else 0
-        return count * (4 * self.dimension + 8 + links + 100 + ROW_OVERHEAD_BYTES)
+        text = KEYWORD_ROW_BYTES if self.keywords_hot else 0
+        return count * (4 * self.dimension + 8 + links + 100 + ROW_OVERHEAD_BYTES + text)
 
     def used_bytes(self) -> int:
         return sum(
-            t.row_bytes + (t.index.memory_bytes() if t.index is not None else 0)
+            t.row_bytes
+            + (t.index.memory_bytes() if t.index is not None else 0)
+            + (t.keywords.memory_bytes() if t.keywords is not None else 0)
             for t in self._tenants.values()
         )
 
@@ -118,13 +132,18 @@ class TenantIndexes:
             self._refused[tenant_id] = time.monotonic()
             log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
             return None
-        t = TenantIndex(tenant_id)
+        t = TenantIndex(tenant_id, keywords=self._keyword_index())
         self._tenants[tenant_id] = t
         if wait or count <= self.settings.faiss_inline_load_max:
             await self._load(t)
             return t if t.ready else None
         self.spawn(self._load(t))
         return None
+
+    def _keyword_index(self) -> KeywordIndex | None:
+        if not self.keywords_hot:
+            return None
+        return KeywordIndex(self.settings.keyword_simple_weight)
 
     def _fits(self, need: int) -> bool:
         return self.used_bytes() + need <= self.budget_bytes
@@ -192,6 +211,7 @@ class TenantIndexes:
             async with conn.transaction(), contextlib.aclosing(stream) as batches:
                 async for rows in batches:
                     tenant.hold_rows(t, rows.memories)
+                    await anyio.to_thread.run_sync(tenant.index_text, t, rows.memories, set())
         t.index, t.loaded_from = index, f"snapshot at change {mark}"
         return mark
 
@@ -208,6 +228,7 @@ class TenantIndexes:
                     await anyio.to_thread.run_sync(index.add, rows.seqs, rows.vectors)
                     tenant.remember_versions(t, rows)
                     tenant.hold_rows(t, rows.memories)
+                    await anyio.to_thread.run_sync(tenant.index_text, t, rows.memories, set())
         t.index, t.dirty, t.loaded_from = index, True, "database"
         return since
 
@@ -291,6 +312,7 @@ class TenantIndexes:
             for seq in gone:
                 t.versions.pop(seq, None)
             await anyio.to_thread.run_sync(tenant.mutate, index, ids, vectors, removed)
+            await anyio.to_thread.run_sync(tenant.index_text, t, kept.memories, gone)
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True

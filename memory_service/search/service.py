@@ -2,7 +2,8 @@
 
 A search (1) validates the request and compiles its filter, (2) ranks a
 candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
-FAISS, an exact pass or pgvector), keyword through BM25, hybrid by fusing both,
+FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
+held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, (5) cuts to k and
 ``min_score``, and (6) tells its listeners (the event log). The pool is ``k``
@@ -31,10 +32,11 @@ from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
 from memory_service.retrieval.hybrid import fuse
-from memory_service.retrieval.keyword import KeywordSearch, require_query_text
+from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
 from memory_service.retrieval.options import RetrievalOptions, parse_options
 from memory_service.retrieval.scoring import rescore
+from memory_service.search.keyword import KeywordRanking
 from memory_service.search.vector import VectorSearch
 
 MAX_POOL = 1000
@@ -52,7 +54,7 @@ class SearchService:
         embedder: CachedEmbedder,
         validator: MemoryValidator,
         vectors: VectorSearch,
-        keyword: KeywordSearch,
+        keyword: KeywordRanking,
         *,
         listeners: Sequence[SearchListener] = (),
     ) -> None:
@@ -121,7 +123,7 @@ class SearchService:
     async def _keyword(
         self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
     ) -> Ranked:
-        return await self.keyword.search(tid, request, flt, pool_k), "keyword-bm25"
+        return await self.keyword.search(tid, request, flt, pool_k)
 
     async def _hybrid(
         self,
@@ -137,21 +139,22 @@ class SearchService:
         deep = replace(request, k=depth)
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
+        keyword_strategy = ""
 
         async def vector_side() -> None:
             nonlocal vector
             vector = await self.vectors.search(tid, deep, flt, query)
 
         async def keyword_side() -> None:
-            nonlocal keyword
-            keyword = await self.keyword.search(tid, deep, flt, depth)
+            nonlocal keyword, keyword_strategy
+            keyword, keyword_strategy = await self.keyword.search(tid, deep, flt, depth)
 
         async with anyio.create_task_group() as group:
             group.start_soon(vector_side)
             group.start_soon(keyword_side)
         assert vector is not None
         fused = fuse(vector.results, keyword, options)
-        return fused[:pool_k], f"hybrid({vector.strategy}+keyword-bm25)"
+        return fused[:pool_k], f"hybrid({vector.strategy}+{keyword_strategy})"
 
     # -- re-ranking ------------------------------------------------------------------------
     async def _rescore(

@@ -1,8 +1,9 @@
-"""One held tenant: its FAISS index, its rows, and how changes land on both.
+"""One held tenant: its FAISS index, its keyword index, its rows, and how changes land.
 
 ``TenantIndex`` is the state; the functions here keep the rows (``seq -> Memory``
-without embedding, what searches filter and answer from) in step with the
-vectors, and count what the rows cost against the memory budget.
+without embedding, what searches filter and answer from) and the keyword index
+(their searchable text) in step with the vectors, and count what the rows cost
+against the memory budget.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexers.faiss_index import FaissIndex
+from indexers.keyword_index import KeywordIndex
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows, row_bytes
 from memory_service.search.postings import Postings
@@ -25,6 +27,7 @@ from memory_service.search.postings import Postings
 class TenantIndex:
     tenant_id: uuid.UUID
     index: FaissIndex | None = None
+    keywords: KeywordIndex | None = None  # BM25 over the rows' text, when keyword search is hot
     ready: bool = False
     pending: set[int] = field(default_factory=set)  # changed while loading
     # seq -> when its deletion was applied; seqs are never reused, so a late upsert of
@@ -81,3 +84,14 @@ def mutate(index: FaissIndex, ids: np.ndarray, vectors: np.ndarray, removed: np.
         index.add(ids, vectors)
     if len(removed):
         index.remove(removed)
+
+
+def searchable_text(memory: Memory) -> str:
+    """What keyword search matches: the content and its context, as the SQL columns hold."""
+    return memory.content + " " + (memory.context or "")
+
+
+def index_text(t: TenantIndex, memories: list[Memory], gone: set[int]) -> None:
+    """Bring the keyword index in step with the rows (blocking: run in a worker thread)."""
+    if t.keywords is not None:
+        t.keywords.apply([(m.seq, searchable_text(m)) for m in memories], gone)

@@ -1,0 +1,111 @@
+"""Keyword ranking with exactly k results: the held tenant's keyword index, else SQL.
+
+``KeywordRanking.search`` first asks the in-process keyword index of a tenant
+this process holds (``TenantIndex.keywords``, BM25 over the same rows FAISS
+holds, following the same change log): scope and filter are decided in process
+by ``RowCheck``, the posting lists narrow the candidates the index may return,
+and the ranked list grows until it holds ``k`` matching rows or every match.
+PostgreSQL full-text search (``retrieval.keyword.KeywordSearch``) answers
+instead when the tenant is not held or not ready, when the filter needs the
+database, or when too many ranked rows fail the filter. ``"consistency":
+"strong"`` first applies the tenant's pending changes (one round trip), as
+vector search does. Scores, as in SQL, are BM25 over the best BM25 of the query;
+corpus statistics come from the tenant's held rows (SQL takes them from the
+rows in scope), so a filtered ranking can order near-ties differently.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import anyio.to_thread
+
+from memory_service.memories.filters import CompiledFilter
+from memory_service.memories.models import SearchHit, SearchRequest
+from memory_service.memories.predicate import RowCheck
+from memory_service.retrieval.keyword import KeywordSearch, require_query_text
+from memory_service.search.accelerator import HotSearch
+from memory_service.search.tenant import TenantIndex
+
+IN_PROCESS = "keyword-hot"
+IN_DATABASE = "keyword-bm25"
+ALLOW_MAX = 20_000  # candidate seqs handed to the index as a term set at most
+RANKED_MAX = 5_000  # ranked rows read at most before a filter that rejects them goes to SQL
+INLINE_SIZE_MAX = 2_000  # an index this small is searched on the event loop (under 0.3 ms)
+GROWTH = 4
+
+
+class KeywordRanking:
+    def __init__(self, database: KeywordSearch, hot: HotSearch | None) -> None:
+        self.database = database
+        self.hot = hot
+
+    async def search(
+        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, k: int
+    ) -> tuple[list[SearchHit], str]:
+        require_query_text(request)
+        if self.hot is not None:
+            hits = await self.in_process(tid, request, flt, k)
+            if hits is not None:
+                return hits, IN_PROCESS
+        return await self.database.search(tid, request, flt, k), IN_DATABASE
+
+    async def in_process(
+        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, k: int
+    ) -> list[SearchHit] | None:
+        """The ranking from the held keyword index, or None when the database should answer."""
+        assert self.hot is not None and request.query is not None
+        indexes = self.hot.indexes
+        t = indexes.ready(tid) or await indexes.admit(tid)
+        if t is None or t.keywords is None:
+            return None
+        check = RowCheck.build(request.scope, flt)
+        if check is None:
+            return None
+        if request.consistency == "strong":
+            await indexes.sync(t, self.hot.follower.mark)  # the one extra round trip
+        filtered = bool(request.scope.given()) or flt is not None
+        allow = t.postings.candidates(request.scope, request.filter) if filtered else None
+        if allow is not None and len(allow) > ALLOW_MAX:
+            allow = None
+        return await _ranked(t, request.query, k, check, allow, filtered)
+
+
+async def _ranked(
+    t: TenantIndex,
+    text: str,
+    k: int,
+    check: RowCheck,
+    allow: set[int] | None,
+    filtered: bool,
+) -> list[SearchHit] | None:
+    """The best ``k`` matching rows, growing the ranked list until it holds them (or every
+    match); None when that would read more than ``RANKED_MAX`` rows."""
+    keywords = t.keywords
+    assert keywords is not None
+    limit = k * GROWTH if filtered and allow is None else k
+    while True:
+        if keywords.size <= INLINE_SIZE_MAX:
+            found, total = keywords.search(text, limit, allow)
+        else:
+            found, total = await anyio.to_thread.run_sync(keywords.search, text, limit, allow)
+        now, rows = datetime.now(UTC), t.rows
+        hits = [
+            SearchHit(row, score)
+            for seq, score in found
+            if (row := rows.get(seq)) is not None and check.matches(row, now)
+        ]
+        if len(hits) >= k or len(found) >= total:
+            return _normalised(hits[:k])
+        if limit >= RANKED_MAX:
+            return None
+        limit = min(RANKED_MAX, limit * GROWTH)
+
+
+def _normalised(hits: list[SearchHit]) -> list[SearchHit]:
+    best = (hits[0].score if hits else 1.0) or 1.0
+    for hit in hits:
+        hit.score /= best
+        hit.components = {"keyword": hit.score}
+    return hits
