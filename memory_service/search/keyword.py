@@ -67,7 +67,9 @@ class KeywordRanking:
             await indexes.sync(t, self.hot.follower.mark)  # the one extra round trip
         filtered = bool(request.scope.given()) or flt is not None
         allow = t.postings.candidates(request.scope, request.filter) if filtered else None
-        if allow is not None and len(allow) > ALLOW_MAX:
+        if allow is not None and len(allow) >= len(t.rows):
+            allow, filtered = None, flt is not None  # the scope holds every row
+        elif allow is not None and len(allow) > ALLOW_MAX:
             allow = None
         return await _ranked(t, request.query, k, check, allow, filtered)
 
