@@ -79,7 +79,9 @@ class RunTimeline:
         try:
             async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
                 await repo.lock_timeline(conn, run_id)
-                run = await repo.get_run(conn, None, run_id)
+                # the run row first, then its steps: the order every transition takes them
+                # in, so marking steps appended never deadlocks with a completion
+                run = await repo.get_run(conn, None, run_id, lock=True)
                 if run is None or run.execution_id is None:
                     return
                 steps = await repo.unappended(conn, run_id)
