@@ -140,8 +140,14 @@ def backends(export_dir: Path) -> dict[str, Callable[[], Embedder]]:
     return {
         "torch": lambda: load_embedder(None, backend="torch", threads=2),
         "onnx": lambda: load_embedder(None, backend="onnx", export_dir=export_dir),
+        "onnx-2q": lambda: load_embedder(
+            None, backend="onnx", export_dir=export_dir, query_threads=2
+        ),
         "onnx-int8": lambda: load_embedder(
             None, backend="onnx", export_dir=export_dir, quantize=True
+        ),
+        "onnx-int8-2q": lambda: load_embedder(
+            None, backend="onnx", export_dir=export_dir, quantize=True, query_threads=2
         ),
     }
 

@@ -91,11 +91,15 @@ def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path
     shutil.copytree(
         onnx_embedder.model_file.parent, data / "onnx" / onnx_embedder.model_file.parent.name
     )
-    onnx = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="onnx"))
+    # ONNX is the default backend; torch is one setting away
+    onnx = embedder_from_settings(Settings(data_dir=str(data)))
     assert isinstance(onnx, OnnxEmbedder)
     assert onnx.model_name == "all-MiniLM-L6-v2"
-    torch = embedder_from_settings(Settings(data_dir=str(data)))
+    torch = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="torch"))
     assert isinstance(torch, SentenceTransformerEmbedder)
+    two = embedder_from_settings(Settings(data_dir=str(data), embedding_query_threads=2))
+    assert isinstance(two, OnnxEmbedder)
+    assert float(two.embed(["a query"])[0] @ onnx.embed(["a query"])[0]) > 0.9999
     # a model named by path keeps working on either backend
     by_path = embedder_from_settings(
         Settings(data_dir=str(data), embedding_model=str(packaged_model_path()))
@@ -104,6 +108,8 @@ def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path
     assert isinstance(embedder_from_settings(Settings(embedding_model="hash:16")), HashEmbedder)
     with pytest.raises(SettingsError):
         Settings.from_env({"MEMORY_EMBEDDING_BACKEND": "tensorflow"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"MEMORY_EMBEDDING_QUERY_THREADS": "0"})
 
 
 def test_a_model_onnx_cannot_serve_keeps_torch(tmp_path: Path) -> None:
