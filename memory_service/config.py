@@ -57,7 +57,7 @@ class Settings:
     embedding_quantize: bool = False  # int8 dynamic quantisation of the ONNX export
     embedding_export_dir: str | None = None  # unset: <data_dir>/onnx
     embedding_threads: int = 2  # intra-op threads for batches (ingest)
-    embedding_query_threads: int = 1  # ONNX intra-op threads for one query's embedding
+    embedding_query_threads: int = 2  # ONNX intra-op threads for one query's embedding
     query_cache_size: int = 2048
 
     # memories

@@ -172,7 +172,7 @@ def load_embedder(
     threads: int | None = None,
     export_dir: Path | None = None,
     quantize: bool = False,
-    query_threads: int = 1,
+    query_threads: int = 2,
 ) -> Embedder:
     """The configured model; ``hash:<dim>`` selects the test stand-in.
 

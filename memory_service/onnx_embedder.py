@@ -196,7 +196,7 @@ class OnnxEmbedder:
         name: str,
         batch_size: int = 64,
         batch_threads: int = 2,
-        query_threads: int = 1,
+        query_threads: int = 2,
         quantize: bool = False,
     ) -> None:
         pipeline = pipeline_of(model_dir)
