@@ -16,7 +16,9 @@ import platformdirs
 
 PREFIX = "MEMORY_"
 
-TraceExporter = Literal["none", "console", "otlp"]
+TraceExporter = Literal["none", "console", "otlp", "off"]
+HttpLoop = Literal["auto", "asyncio", "uvloop"]
+HttpParser = Literal["auto", "h11", "httptools"]
 EmbeddingBackend = Literal["onnx", "torch"]
 
 
@@ -45,6 +47,8 @@ class Settings:
     admin_token: str | None = None  # unset: admin endpoints refuse every request
     max_body_bytes: int = 64 * 1024 * 1024
     log_level: str = "INFO"
+    http_loop: HttpLoop = "auto"  # uvicorn's event loop: auto (uvloop when installed), asyncio
+    http_parser: HttpParser = "auto"  # uvicorn's HTTP parser: auto (httptools), h11
 
     # embeddings
     embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
@@ -142,6 +146,8 @@ class Settings:
     workflow_driver_enabled: bool = True
 
     # telemetry
+    # none: spans recorded, nothing exported (trace ids in problem documents and events);
+    # console or otlp: exported; off: no request or database spans at all
     trace_exporter: TraceExporter = "none"
     otlp_endpoint: str | None = None
     service_name: str = "memory-service"
@@ -172,9 +178,18 @@ class Settings:
         return replace(self, **changes)
 
     def validate(self) -> None:
-        if self.trace_exporter not in ("none", "console", "otlp"):
+        if self.trace_exporter not in ("none", "console", "otlp", "off"):
             raise SettingsError(
-                f"MEMORY_TRACE_EXPORTER must be none, console or otlp, not {self.trace_exporter!r}"
+                "MEMORY_TRACE_EXPORTER must be none, console, otlp or off, "
+                f"not {self.trace_exporter!r}"
+            )
+        if self.http_loop not in ("auto", "asyncio", "uvloop"):
+            raise SettingsError(
+                f"MEMORY_HTTP_LOOP must be auto, asyncio or uvloop, not {self.http_loop!r}"
+            )
+        if self.http_parser not in ("auto", "h11", "httptools"):
+            raise SettingsError(
+                f"MEMORY_HTTP_PARSER must be auto, h11 or httptools, not {self.http_parser!r}"
             )
         if self.embedding_backend not in ("onnx", "torch"):
             raise SettingsError(
