@@ -72,7 +72,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "tracing to console": {"MEMORY_TRACE_EXPORTER": "console"},
     "search events off": {"MEMORY_RECORD_SEARCH_EVENTS": "false"},
     "events linger 100 ms": {"MEMORY_EVENT_WRITER_LINGER_MS": "100"},
-    "all of: tracing off, search events off": {
+    "tracing and search events off": {
         "MEMORY_TRACE_EXPORTER": "off",
         "MEMORY_RECORD_SEARCH_EVENTS": "false",
     },
@@ -354,6 +354,9 @@ def main() -> None:
         help=f"comma-separated settings to rerun the vector query under: {', '.join(VARIANTS)}",
     )
     args = parser.parse_args()
+    unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     report = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "search_http_" + "".join(c if c.isalnum() else "_" for c in args.label)
