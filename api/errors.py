@@ -24,7 +24,7 @@ from memory_service import errors as domain
 from memory_service.environments import Environment
 from memory_service.executions.models import Execution
 from memory_service.memories.models import Memory
-from memory_service.tasks import Task
+from memory_service.task_models import Task
 from memory_service.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)

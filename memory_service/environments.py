@@ -35,7 +35,7 @@ from memory_service.errors import (
 )
 from memory_service.pagination import CursorCodec, Page
 from memory_service.secret_box import SecretBox
-from memory_service.tasks import MAX_TEXT
+from memory_service.task_models import MAX_TEXT
 from memory_service.tenants import parse_uuid
 from memory_service.validation import check_json_object, check_text
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -33,30 +32,22 @@ from memory_service.errors import (
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
+from memory_service.task_models import (
+    FINISHED,
+    MAX_LIST_LIMIT,
+    MAX_SHORT,
+    MAX_TEXT,
+    MAX_TITLE,
+    PRIORITIES,
+    SORTS,
+    STATUSES,
+    TRANSITIONS,
+    Task,
+    TaskQuery,
+    task_from_row,
+)
 from memory_service.tenants import parse_uuid
 from memory_service.validation import check_choice, check_json_object, check_tags, check_text
-
-STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-FINISHED = frozenset({"completed", "failed", "cancelled"})
-PRIORITIES = ("low", "medium", "high", "urgent")
-# where each status may go by an ordinary update; finished tasks need reopen()
-TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"in_progress", "completed", "failed", "cancelled"}),
-    "in_progress": frozenset({"pending", "completed", "failed", "cancelled"}),
-    "completed": frozenset(),
-    "failed": frozenset(),
-    "cancelled": frozenset(),
-}
-SORTS = {
-    "created_at": "created_at",
-    "updated_at": "updated_at",
-    "priority": "priority_rank",
-    "title": "title",
-}
-MAX_TITLE = 500
-MAX_TEXT = 64 * 1024
-MAX_SHORT = 256
-MAX_LIST_LIMIT = 1000
 
 # the columns an export carries and an import or a migration writes as given
 TABLE = "tasks"
@@ -68,37 +59,6 @@ COLUMNS = sql.SQL(
     "id, title, description, status, priority, environment_id, agent_id, tags, metadata, "
     "created_at, updated_at, completed_at, version, seq"
 )
-
-
-@dataclass(slots=True)
-class Task:
-    id: str
-    title: str
-    description: str | None
-    status: str
-    priority: str
-    environment_id: str | None
-    agent_id: str | None
-    tags: list[str]
-    metadata: dict[str, Any]
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-    version: int
-    seq: int = 0
-
-
-@dataclass(slots=True)
-class TaskQuery:
-    status: list[str] = field(default_factory=list)
-    priority: list[str] = field(default_factory=list)
-    environment_id: str | None = None
-    agent_id: str | None = None
-    tags: list[str] = field(default_factory=list)
-    text: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-    sort: str = "-created_at"
 
 
 # (tenant_id, task after the change, status before it or None for a new task)
@@ -136,7 +96,7 @@ class TaskService:
                 ),
                 [tid, *row.values(), row.get("status", "pending") in FINISHED],
             )
-            task = _task(await cur.fetchone())
+            task = task_from_row(await cur.fetchone())
         await self._notify(tenant_id, task, None)
         return task
 
@@ -199,7 +159,7 @@ class TaskService:
                 ).format(sets=sql.SQL(", ").join(sets), completed=completed, out=COLUMNS),
                 [*changes.values(), tid, kid],
             )
-            task = _task(await cur.fetchone())
+            task = task_from_row(await cur.fetchone())
         if task.status != current.status:
             await self._notify(tenant_id, task, current.status)
         return task
@@ -294,7 +254,7 @@ class TaskService:
         params.append(limit + 1)
         async with wrap_db_errors(), self.pool.connection() as conn:
             cur = await conn.cursor(row_factory=dict_row).execute(statement, params)
-            rows = [_task(r) for r in await cur.fetchall()]
+            rows = [task_from_row(r) for r in await cur.fetchall()]
         more = len(rows) > limit
         rows = rows[:limit]
         next_cursor = None
@@ -359,7 +319,7 @@ class TaskService:
             (tid, kid),
         )
         row = await cur.fetchone()
-        return None if row is None else _task(row)
+        return None if row is None else task_from_row(row)
 
     def _decode_cursor(
         self, cursor: str, kind: str, tenant_id: uuid.UUID, sort: str
@@ -386,23 +346,3 @@ class TaskService:
 
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _task(row: dict[str, Any] | None) -> Task:
-    assert row is not None
-    return Task(
-        id=str(row["id"]),
-        title=row["title"],
-        description=row["description"],
-        status=row["status"],
-        priority=row["priority"],
-        environment_id=None if row["environment_id"] is None else str(row["environment_id"]),
-        agent_id=row["agent_id"],
-        tags=list(row["tags"]),
-        metadata=row["metadata"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        completed_at=row["completed_at"],
-        version=row["version"],
-        seq=row["seq"],
-    )

@@ -16,7 +16,7 @@ from opentelemetry import trace
 
 from memory_service.events.writer import EventWriter
 from memory_service.memories.models import Memory, SearchRequest, SearchResult
-from memory_service.tasks import Task
+from memory_service.task_models import Task
 
 MAX_IDS_PER_EVENT = 100
 
