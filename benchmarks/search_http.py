@@ -66,6 +66,7 @@ def texts(data: Path) -> tuple[list[str], list[str]]:
 
 
 VARIANTS: dict[str, dict[str, str]] = {
+    "defaults": {},
     "asyncio + h11": {"MEMORY_HTTP_LOOP": "asyncio", "MEMORY_HTTP_PARSER": "h11"},
     "uvloop + httptools": {"MEMORY_HTTP_LOOP": "uvloop", "MEMORY_HTTP_PARSER": "httptools"},
     "tracing off": {"MEMORY_TRACE_EXPORTER": "off"},
