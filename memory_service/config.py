@@ -18,6 +18,7 @@ PREFIX = "MEMORY_"
 
 TraceExporter = Literal["none", "console", "otlp"]
 EmbeddingBackend = Literal["onnx", "torch"]
+PgvectorIndexMode = Literal["deferred", "inline"]
 
 
 class SettingsError(ValueError):
@@ -73,6 +74,11 @@ class Settings:
     pgvector_ef_search: int = 100
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
+    # deferred: batch writes skip the HNSW graph and a background worker adds them
+    # (searches rank the waiting rows exactly); inline: every write updates the graph
+    pgvector_index_mode: PgvectorIndexMode = "deferred"
+    pgvector_index_batch: int = 500  # rows the index worker adds per transaction
+    pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True
@@ -181,6 +187,12 @@ class Settings:
             raise SettingsError(
                 f"MEMORY_EMBEDDING_BACKEND must be onnx or torch, not {self.embedding_backend!r}"
             )
+        if self.pgvector_index_mode not in ("deferred", "inline"):
+            raise SettingsError(
+                f"MEMORY_PGVECTOR_INDEX_MODE must be deferred or inline, not {self.pgvector_index_mode!r}"
+            )
+        if self.pgvector_index_batch < 1 or self.pgvector_index_interval_s <= 0:
+            raise SettingsError("the pgvector index batch and interval must be positive")
         if self.embedding_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")
         if not 1 <= self.port <= 65535:

@@ -44,6 +44,7 @@ from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.search.accelerator import HotSearch
 from memory_service.search.follower import ChangeFollower
+from memory_service.search.index_worker import VectorIndexWorker
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
@@ -78,6 +79,7 @@ class Runtime:
     environments: EnvironmentService
     retrieval_settings: RetrievalSettingsService
     hot_search: HotSearch | None  # None when FAISS is turned off
+    vector_index_worker: VectorIndexWorker  # adds batch-written rows to pgvector's graph
     memories: MemoryService
     search: SearchService
     keyed_memories: KeyedMemories
@@ -174,6 +176,13 @@ async def _build(
     recorder = OperationRecorder(writer, tracer_provider=tracer_provider)
 
     hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
+    index_worker = VectorIndexWorker(
+        pool,
+        batch_size=settings.pgvector_index_batch,
+        idle_interval_s=settings.pgvector_index_interval_s,
+    )
+    index_worker.start()
+    closers.append(index_worker.close)
     validator = MemoryValidator(settings, model.dimension)
     memories = MemoryService(
         pool,
@@ -225,6 +234,7 @@ async def _build(
         environments=EnvironmentService(pool, cursors, box),
         retrieval_settings=RetrievalSettingsService(pool, settings),
         hot_search=hot,
+        vector_index_worker=index_worker,
         memories=memories,
         search=search,
         keyed_memories=KeyedMemories(memories),

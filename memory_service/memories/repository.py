@@ -92,11 +92,12 @@ async def purge_expired_duplicates(conn: Conn, tenant_id: uuid.UUID, hashes: lis
 
 
 async def insert_many(
-    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]]
+    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]], *, indexed: bool = True
 ) -> list[Memory | None]:
-    """Insert rows in one pipelined round; ``None`` where a live duplicate exists."""
+    """Insert rows in one pipelined round; ``None`` where a live duplicate exists. Rows
+    not ``indexed`` wait for the index worker to put them into pgvector's HNSW graph."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        params = [_insert_params(tenant_id, item) for item in items]
+        params = [(*_insert_params(tenant_id, item), indexed) for item in items]
         await cur.executemany(query("insert").format(cols=COLUMNS), params, returning=True)
         out: list[Memory | None] = []
         while True:
@@ -194,7 +195,8 @@ async def vector_search(
     query_vector: np.ndarray, k: int, *, exact: bool, ef_search: int,
 ) -> list[tuple[Memory, float]]:
     """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
-    the HNSW index answers, filtered after its scan, so it may return fewer than ``k``."""
+    the HNSW index answers (filtered after its scan, so it may return fewer than ``k``)
+    beside an exact ranking of the matching rows not yet in the index."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     if not exact:
@@ -202,12 +204,25 @@ async def vector_search(
         ef = max(1, min(1000, int(max(ef_search, k))))
         await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
         statement = query("vector_hnsw").format(cols=COLUMNS, where=where)
-        all_params = [query_vector, *params, query_vector, k]
+        graph = [query_vector, *params, query_vector, k]
+        all_params = [*graph, query_vector, *params, k, k]
     else:
         statement = query("vector_exact").format(cols=COLUMNS, where=where)
         all_params = [*params, query_vector, k]
     rows = await _rows(conn, statement, all_params)
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
+
+
+async def index_backlog(conn: Conn, limit: int) -> int:
+    """Put up to ``limit`` rows waiting for pgvector's HNSW graph into it; how many."""
+    cur = await conn.execute(query("index_backlog"), (limit,))
+    return cur.rowcount
+
+
+async def backlog_size(conn: Conn) -> int:
+    """Rows of every tenant still waiting for pgvector's HNSW graph."""
+    cur = await conn.execute("SELECT count(*) FROM memories WHERE NOT indexed")
+    return int((await cur.fetchone() or (0,))[0])
 
 
 # -- keyword ranking (BM25 over the full-text columns of migration 0004) ------------------
