@@ -79,6 +79,9 @@ class Settings:
     pgvector_index_mode: PgvectorIndexMode = "deferred"
     pgvector_index_batch: int = 500  # rows the index worker adds per transaction
     pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
+    # while a load still arrives the worker waits, until the backlog (which searches rank
+    # exactly) spans this many rows; 0: it indexes at once, sharing the cores with the load
+    pgvector_index_backlog_max: int = 50_000
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True
@@ -191,7 +194,11 @@ class Settings:
             raise SettingsError(
                 f"MEMORY_PGVECTOR_INDEX_MODE must be deferred or inline, not {self.pgvector_index_mode!r}"
             )
-        if self.pgvector_index_batch < 1 or self.pgvector_index_interval_s <= 0:
+        if (
+            self.pgvector_index_batch < 1
+            or self.pgvector_index_interval_s <= 0
+            or self.pgvector_index_backlog_max < 0
+        ):
             raise SettingsError("the pgvector index batch and interval must be positive")
         if self.embedding_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")

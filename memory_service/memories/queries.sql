@@ -11,6 +11,18 @@ ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
     md5(metadata::text)) DO NOTHING
 RETURNING {cols}
 
+-- name: insert_staged
+-- The staged batch in its order: a live duplicate, or an earlier copy in the same
+-- batch, makes the row absent from what comes back (as one insert per row would).
+INSERT INTO memories AS m (id, tenant_id, content, content_hash, user_id, agent_id, run_id,
+    namespace, metadata, importance, embedding, expires_at, context, key, indexed)
+SELECT s.id, %s, s.content, s.content_hash, s.user_id, s.agent_id, s.run_id, s.namespace,
+    s.metadata, s.importance, s.embedding, s.expires_at, s.context, s.key, %s
+FROM memories_staging s ORDER BY s.ord
+ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
+    md5(metadata::text)) DO NOTHING
+RETURNING {cols}
+
 -- name: find_duplicate
 SELECT {cols} FROM memories m WHERE m.tenant_id = %s AND m.content_hash = %s
   AND m.user_id IS NOT DISTINCT FROM %s AND m.agent_id IS NOT DISTINCT FROM %s
@@ -96,7 +108,7 @@ ORDER BY u.distance LIMIT %s
 -- name: index_backlog
 -- Put up to n waiting rows into the HNSW graph; rows a writer holds are left for later.
 WITH batch AS (
-    SELECT seq FROM memories WHERE NOT indexed LIMIT %s FOR UPDATE SKIP LOCKED
+    SELECT seq FROM memories WHERE NOT indexed ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
 )
 UPDATE memories m SET indexed = true FROM batch WHERE m.seq = batch.seq
 

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from memory_service.db import named_query
+from memory_service.memories import staging
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
 from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
@@ -106,6 +107,16 @@ async def insert_many(
             if not cur.nextset():
                 break
     return out
+
+
+async def insert_staged(
+    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]], *, indexed: bool = True
+) -> list[Memory | None]:
+    """``insert_many`` for a batch: the rows travel by ``COPY`` through the staging table."""
+    ids = await staging.stage(conn, items)
+    rows = await _rows(conn, query("insert_staged").format(cols=COLUMNS), (tenant_id, indexed))
+    inserted = {r["id"]: row_to_memory(r) for r in rows}
+    return [inserted.get(memory_id) for memory_id in ids]
 
 
 async def find_duplicate(
@@ -219,10 +230,11 @@ async def index_backlog(conn: Conn, limit: int) -> int:
     return cur.rowcount
 
 
-async def backlog_size(conn: Conn) -> int:
-    """Rows of every tenant still waiting for pgvector's HNSW graph."""
-    cur = await conn.execute("SELECT count(*) FROM memories WHERE NOT indexed")
-    return int((await cur.fetchone() or (0,))[0])
+async def backlog_span(conn: Conn) -> tuple[int, int] | None:
+    """(oldest, newest) seq of the rows waiting for pgvector's HNSW graph; None: none."""
+    cur = await conn.execute("SELECT min(seq), max(seq) FROM memories WHERE NOT indexed")
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
 # -- keyword ranking (BM25 over the full-text columns of migration 0004) ------------------

@@ -115,7 +115,8 @@ class MemoryService:
             fresh = [p for i, p in enumerate(prepared) if i not in folded]
             # a batch leaves pgvector's graph to the index worker; a single add is cheap
             indexed = single or self.settings.pgvector_index_mode == "inline"
-            rows = await repo.insert_many(conn, tid, fresh, indexed=indexed) if fresh else []
+            insert = repo.insert_many if single else repo.insert_staged
+            rows = await insert(conn, tid, fresh, indexed=indexed) if fresh else []
             inserted = iter(rows)
             result: list[Memory] = []
             created: list[bool] = []

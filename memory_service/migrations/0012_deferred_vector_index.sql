@@ -14,8 +14,9 @@ DROP INDEX memories_embedding_hnsw;
 CREATE INDEX memories_embedding_hnsw ON memories
     USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)
     WHERE indexed;
--- the backlog: what the worker flips and what a search ranks exactly, per tenant
+-- the backlog: what a search ranks exactly, per tenant; and its span, for the worker
 CREATE INDEX memories_index_backlog ON memories (tenant_id, seq) WHERE NOT indexed;
+CREATE INDEX memories_index_backlog_seq ON memories (seq) WHERE NOT indexed;
 
 -- Flipping ``indexed`` is bookkeeping, not a change of the memory: the versions
 -- trigger (which rewrote the version's row on any update) now skips an update that

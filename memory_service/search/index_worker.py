@@ -2,12 +2,14 @@
 
 A batch write stores its rows with ``indexed = false`` (migration 0012) so that
 the request does not pay for the graph; this worker then flips waiting rows to
-``indexed = true`` a few hundred at a time, each batch its own short transaction
-that skips rows a writer holds, so several processes can share the work and a
-writer never waits behind it. A batch that comes back full is followed at once by
-the next; an empty one sends the worker to sleep for the idle interval. Until a
-row is flipped, searches rank it exactly beside the graph (see
-``memories.repository.vector_search``), so the backlog costs time, not results.
+``indexed = true`` a few hundred at a time, oldest first, each batch its own
+short transaction that skips rows a writer holds, so several processes can share
+the work and a writer never waits behind it. Growing the graph costs as much CPU
+as it did inline, so while a load is still arriving (the newest waiting row
+changed since the last look) the worker leaves the cores to it, unless the
+backlog already spans ``backlog_max`` rows: that bounds what a search ranks
+exactly beside the graph (see ``memories.repository.vector_search``). Until a
+row is flipped it is found all the same, so the backlog costs time, not results.
 """
 
 from __future__ import annotations
@@ -27,12 +29,19 @@ log = logging.getLogger(__name__)
 
 class VectorIndexWorker:
     def __init__(
-        self, pool: AsyncConnectionPool, *, batch_size: int, idle_interval_s: float
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        batch_size: int,
+        idle_interval_s: float,
+        backlog_max: int,
     ) -> None:
         self._pool = pool
         self.batch_size = batch_size
         self.idle_interval_s = idle_interval_s
+        self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
         self.indexed = 0  # rows this worker put into the graph
+        self._newest_seen: int | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -59,15 +68,26 @@ class VectorIndexWorker:
             total += flipped
         return total
 
-    async def backlog(self) -> int:
+    async def should_index(self) -> bool:
+        """Whether there is a backlog and no load still adding to it (or it is too long)."""
         async with wrap_db_errors(), self._pool.connection() as conn:
-            return await repo.backlog_size(conn)
+            span = await repo.backlog_span(conn)
+        if span is None:
+            return False
+        oldest, newest = span
+        arriving = newest != self._newest_seen
+        self._newest_seen = newest
+        return not arriving or newest - oldest + 1 >= self.backlog_max
 
     async def _run(self) -> None:
         while True:
             try:
-                full = await self.index_batch() >= self.batch_size
+                busy = await self.should_index()
+                while busy:
+                    busy = await self.index_batch() >= self.batch_size
+                    await asyncio.sleep(0)  # other tasks of this process run between batches
+                    if busy and self.backlog_max:
+                        busy = await self.should_index()
             except MemoryServiceError as exc:
-                log.warning("pgvector index worker skipped a batch: %s", exc.detail)
-                full = False
-            await asyncio.sleep(0 if full else self.idle_interval_s)
+                log.warning("pgvector index worker skipped a round: %s", exc.detail)
+            await asyncio.sleep(self.idle_interval_s)
