@@ -74,14 +74,12 @@ class Settings:
     pgvector_ef_search: int = 100
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
-    # deferred: batch writes skip the HNSW graph and a background worker adds them
-    # (searches rank the waiting rows exactly); inline: every write updates the graph
-    pgvector_index_mode: PgvectorIndexMode = "deferred"
+    # deferred: batch rows reach the graph through a background worker, searches rank
+    # the waiting ones exactly; inline: every write updates the graph (slow: ~200 rows/s)
+    pgvector_index_mode: PgvectorIndexMode = "deferred"  # deferred or inline
     pgvector_index_batch: int = 500  # rows the index worker adds per transaction
     pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
-    # while a load still arrives the worker waits, until the backlog (which searches rank
-    # exactly) spans this many rows; 0: it indexes at once, sharing the cores with the load
-    pgvector_index_backlog_max: int = 50_000
+    pgvector_index_backlog_max: int = 50_000  # the worker waits out a load until this many wait
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True

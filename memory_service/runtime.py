@@ -33,6 +33,7 @@ from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.fairness import TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
@@ -81,6 +82,7 @@ class Runtime:
     hot_search: HotSearch | None  # None when FAISS is turned off
     vector_index_worker: VectorIndexWorker  # adds batch-written rows to pgvector's graph
     memories: MemoryService
+    memory_importer: MemoryImporter
     search: SearchService
     keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
@@ -237,6 +239,7 @@ async def _build(
         hot_search=hot,
         vector_index_worker=index_worker,
         memories=memories,
+        memory_importer=MemoryImporter(memories, batch_size=settings.max_batch_items),
         search=search,
         keyed_memories=KeyedMemories(memories),
         memories_as_of=MemoriesAsOf(pool, embedder, validator, cursors),
