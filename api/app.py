@@ -18,6 +18,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
@@ -89,14 +90,18 @@ def create_app(
 ) -> Litestar:
     """Build the application. ``embedder`` and ``span_exporter`` are test seams."""
     tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
-    instrument_psycopg(tracer_provider)
+    tracing = settings.trace_exporter != "off" or span_exporter is not None
+    if tracing:
+        instrument_psycopg(tracer_provider)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # database spans of start-up and of background tasks go to this app's provider
         use_tracer_provider(tracer_provider)
         runtime = await Runtime.start(
-            settings, embedder=embedder, tracer_provider=tracer_provider
+            settings,
+            embedder=embedder,
+            tracer_provider=tracer_provider if tracing else trace.NoOpTracerProvider(),
         )
         app.state.runtime = runtime
         app.state.tenants = runtime.tenants
@@ -136,7 +141,7 @@ def create_app(
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        plugins=[OpenTelemetryPlugin(otel)],
+        plugins=[OpenTelemetryPlugin(otel)] if tracing else [],
         middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(

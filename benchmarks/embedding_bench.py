@@ -1,5 +1,8 @@
 """Embedding backends side by side: torch, ONNX Runtime, and ONNX with int8 weights.
 
+``onnx`` and ``onnx-int8`` embed a single query with two intra-op threads (the
+default); ``-1q`` names the same backend with one.
+
 For each backend, in one run on one box:
 - single-query latency (one short question at a time, the search path), on an idle
   box and again with two CPU-bound processes running beside it (a busy box);
@@ -140,8 +143,14 @@ def backends(export_dir: Path) -> dict[str, Callable[[], Embedder]]:
     return {
         "torch": lambda: load_embedder(None, backend="torch", threads=2),
         "onnx": lambda: load_embedder(None, backend="onnx", export_dir=export_dir),
+        "onnx-1q": lambda: load_embedder(
+            None, backend="onnx", export_dir=export_dir, query_threads=1
+        ),
         "onnx-int8": lambda: load_embedder(
             None, backend="onnx", export_dir=export_dir, quantize=True
+        ),
+        "onnx-int8-1q": lambda: load_embedder(
+            None, backend="onnx", export_dir=export_dir, quantize=True, query_threads=1
         ),
     }
 
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
     )
-    parser.add_argument("--backends", default="torch,onnx,onnx-int8")
+    parser.add_argument("--backends", default="torch,onnx,onnx-1q,onnx-int8")
     parser.add_argument("--export-dir", help="reuse ONNX exports from this folder")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and documents")
     parser.add_argument("--skip-quality", action="store_true")

@@ -236,7 +236,15 @@ def main(argv: list[str] | None = None) -> int:
         default="torch",
         help="the embedding backend for documents and for the service's query embedding",
     )
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help="with --backend onnx: int8 dynamic quantisation of the export",
+    )
     args = parser.parse_args(argv)
+    if args.quantize and args.backend != "onnx":
+        parser.error("--quantize needs --backend onnx")
+    label = f"{args.backend}-int8" if args.quantize else args.backend
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     for name in list(RUNS):
         if name not in wanted:
@@ -245,18 +253,21 @@ def main(argv: list[str] | None = None) -> int:
     from memory_service.embeddings import load_embedder
 
     export_dir = CACHE / "onnx-export"
-    embedder = load_embedder(None, backend=args.backend, export_dir=export_dir)
+    embedder = load_embedder(
+        None, backend=args.backend, export_dir=export_dir, quantize=args.quantize
+    )
     # each backend keeps its own document vectors, so a comparison embeds with both
-    cache = EmbeddingCache(CACHE / args.backend, embedder)
+    cache = EmbeddingCache(CACHE / label, embedder)
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
         "date": time.strftime("%Y-%m-%d"),
-        "backend": args.backend,
+        "backend": label,
     }
     service_env = {
         "MEMORY_EMBEDDING_BACKEND": args.backend,
         "MEMORY_EMBEDDING_EXPORT_DIR": str(export_dir),
+        "MEMORY_EMBEDDING_QUANTIZE": "true" if args.quantize else "false",
     }
     with RunningService(env=service_env) as service:
         for name in args.datasets.split(","):

@@ -11,7 +11,11 @@ and 50% of the rows), waits for the index to settle, then measures, interleaved 
   ``"consistency": "strong"``; keyword and hybrid with query text; p50 and p99;
 - for the filters, how many results came back (exactly k?) and recall@10 against an
   exact scan of the same vectors in numpy;
-- searches per second with 16 concurrent clients (unfiltered vector query).
+- searches per second with 16 concurrent clients (unfiltered vector query);
+- with ``--variants``, the service restarted on the same data under other settings
+  (the event loop and HTTP parser, tracing off or exporting), each measured the same
+  way for the unfiltered vector query, so the cost of each piece of the request path
+  reads as a ratio within one run.
 
 Writes ``benchmarks/results/search_http_<label>.json`` and ``.md``.
 """
@@ -61,7 +65,17 @@ def texts(data: Path) -> tuple[list[str], list[str]]:
     return docs, queries
 
 
-def start(root: Path, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+VARIANTS: dict[str, dict[str, str]] = {
+    "asyncio + h11": {"MEMORY_HTTP_LOOP": "asyncio", "MEMORY_HTTP_PARSER": "h11"},
+    "uvloop + httptools": {"MEMORY_HTTP_LOOP": "uvloop", "MEMORY_HTTP_PARSER": "httptools"},
+    "tracing off": {"MEMORY_TRACE_EXPORTER": "off"},
+    "tracing to console": {"MEMORY_TRACE_EXPORTER": "console"},
+}
+
+
+def start(
+    root: Path, port: int, data_dir: Path, extra: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     module = "cli" if (root / "cli" / "__main__.py").exists() else "memory_service.cli"
     env = {
         **os.environ,
@@ -72,6 +86,7 @@ def start(root: Path, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
         "MEMORY_DB_POOL_MAX": "24",
         "PYTHONPATH": str(root),
         "HF_HUB_OFFLINE": "1",
+        **(extra or {}),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "serve"],
@@ -95,6 +110,8 @@ def start(root: Path, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(60)
@@ -206,6 +223,31 @@ async def throughput(base: str, headers: dict[str, str], qs: np.ndarray, seconds
         return done / (time.perf_counter() - started)
 
 
+def variant(
+    args: argparse.Namespace, data_dir: Path, headers: dict[str, str], qs: np.ndarray, env: dict
+) -> dict[str, Any]:
+    """The service restarted on the same data with ``env``: health, vector query, 16 clients."""
+    proc = start(Path(args.root).resolve(), args.port, data_dir, env)
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        with httpx.Client(base_url=base, timeout=600, headers=headers) as client:
+            bodies = {"vector": lambda i: {"embedding": qs[i].tolist(), "k": K}}
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # until the index is loaded and answers
+                if timed(client, "POST", "/v1/memories/search", json=bodies["vector"](0))[1][
+                    "strategy"
+                ] == "faiss":
+                    break
+                time.sleep(0.5)
+            for i in range(20):
+                timed(client, "POST", "/v1/memories/search", json=bodies["vector"](i))
+            out = measure(client, np.zeros((0, 384)), qs, bodies)
+        out["qps_16_clients"] = round(asyncio.run(throughput(base, headers, qs, args.seconds)), 1)
+        return out
+    finally:
+        stop(proc)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     docs, words = texts(Path(args.data))
     vecs = vectors(args.size, seed=1)
@@ -241,6 +283,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["latency"] = measure(client, vecs, qs, bodies)
             headers = dict(client.headers)
         report["qps_16_clients"] = round(asyncio.run(throughput(base, headers, qs, args.seconds)), 1)
+        if args.variants:
+            stop(proc)
+            report["variants"] = {
+                name: variant(args, data_dir, headers, qs, VARIANTS[name])
+                for name in args.variants.split(",")
+            }
     finally:
         stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -267,6 +315,20 @@ def markdown(r: dict[str, Any]) -> str:
             f"{row['p99_over_health_p50']}x | {row.get('exactly_k', '')} | "
             f"{row.get('recall_at_10', '')} | {', '.join(row['strategies'])} |"
         )
+    if r.get("variants"):
+        lines += [
+            "",
+            "The service restarted on the same data under other settings (unfiltered vector query):",
+            "",
+            "| settings | health p50 ms | vector p50 ms | p99 ms | p50 / health p50 | 16 clients/s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, v in r["variants"].items():
+            lines.append(
+                f"| {name} | {v['health_p50_ms']} | {v['vector']['p50_ms']} | "
+                f"{v['vector']['p99_ms']} | {v['vector']['p50_over_health']}x | "
+                f"{v['qps_16_clients']} |"
+            )
     return "\n".join(lines)
 
 
@@ -280,6 +342,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="throughput run length")
     parser.add_argument("--port", type=int, default=18181)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument(
+        "--variants",
+        default="",
+        help=f"comma-separated settings to rerun the vector query under: {', '.join(VARIANTS)}",
+    )
     args = parser.parse_args()
     report = run(args)
     RESULTS.mkdir(parents=True, exist_ok=True)

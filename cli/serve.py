@@ -41,6 +41,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
+        loop=settings.http_loop,
+        http=settings.http_parser,
         access_log=False,
         lifespan="on",
     )

@@ -172,6 +172,7 @@ def load_embedder(
     threads: int | None = None,
     export_dir: Path | None = None,
     quantize: bool = False,
+    query_threads: int = 2,
 ) -> Embedder:
     """The configured model; ``hash:<dim>`` selects the test stand-in.
 
@@ -192,6 +193,7 @@ def load_embedder(
                 name="all-MiniLM-L6-v2" if model is None else model,
                 batch_size=batch_size,
                 batch_threads=threads or 2,
+                query_threads=query_threads,
                 quantize=quantize,
             )
         log.info("model %s is served by torch: the ONNX backend cannot export it", model_dir)
@@ -212,4 +214,5 @@ def embedder_from_settings(settings: Settings) -> Embedder:
         threads=settings.embedding_threads,
         export_dir=settings.embedding_export_path,
         quantize=settings.embedding_quantize,
+        query_threads=settings.embedding_query_threads,
     )

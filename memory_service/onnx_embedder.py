@@ -16,8 +16,8 @@ and normalisation follow the model's sentence-transformers configuration. Models
 pipeline is not ``Transformer -> Pooling (mean or cls) -> Normalize`` are not
 exportable this way; :func:`supports_onnx` says so and the caller keeps torch.
 
-Two inference sessions share the exported file: one with a single intra-op thread
-for single queries (latency under load), one with ``batch_threads`` for batches
+Two inference sessions share the exported file: one with ``query_threads`` intra-op
+threads for single queries (latency), one with ``batch_threads`` for batches
 (throughput when ingesting).
 """
 
@@ -196,6 +196,7 @@ class OnnxEmbedder:
         name: str,
         batch_size: int = 64,
         batch_threads: int = 2,
+        query_threads: int = 2,
         quantize: bool = False,
     ) -> None:
         pipeline = pipeline_of(model_dir)
@@ -208,12 +209,12 @@ class OnnxEmbedder:
 
             model_file = ensure_export(model_dir, export_root, quantize=quantize)
             try:
-                self._query_session = self._session(ort, model_file, 1)
+                self._query_session = self._session(ort, model_file, query_threads)
             except Exception:
                 log.warning("ONNX Runtime could not load %s; exporting it again", model_file)
                 model_file.unlink(missing_ok=True)
                 model_file = ensure_export(model_dir, export_root, quantize=quantize)
-                self._query_session = self._session(ort, model_file, 1)
+                self._query_session = self._session(ort, model_file, query_threads)
             self._batch_session = self._session(ort, model_file, max(1, batch_threads))
             self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         except EmbeddingError:

@@ -52,7 +52,7 @@ def test_onnx_agrees_with_torch(onnx_embedder: OnnxEmbedder, real_embedder: Embe
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     cosine = (ours * theirs).sum(axis=1)
     assert cosine.min() > 0.9999, cosine
-    # one text at a time (the single-thread query session) gives the same vectors
+    # one text at a time (the query session) gives the same vectors
     alone = np.stack([onnx_embedder.embed([t])[0] for t in TEXTS])
     np.testing.assert_allclose(alone, ours, atol=1e-4)
     assert onnx_embedder.embed([]).shape == (0, 384)
@@ -91,11 +91,15 @@ def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path
     shutil.copytree(
         onnx_embedder.model_file.parent, data / "onnx" / onnx_embedder.model_file.parent.name
     )
-    onnx = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="onnx"))
+    # ONNX is the default backend; torch is one setting away
+    onnx = embedder_from_settings(Settings(data_dir=str(data)))
     assert isinstance(onnx, OnnxEmbedder)
     assert onnx.model_name == "all-MiniLM-L6-v2"
-    torch = embedder_from_settings(Settings(data_dir=str(data)))
+    torch = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="torch"))
     assert isinstance(torch, SentenceTransformerEmbedder)
+    one = embedder_from_settings(Settings(data_dir=str(data), embedding_query_threads=1))
+    assert isinstance(one, OnnxEmbedder)
+    assert float(one.embed(["a query"])[0] @ onnx.embed(["a query"])[0]) > 0.9999
     # a model named by path keeps working on either backend
     by_path = embedder_from_settings(
         Settings(data_dir=str(data), embedding_model=str(packaged_model_path()))
@@ -104,6 +108,8 @@ def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path
     assert isinstance(embedder_from_settings(Settings(embedding_model="hash:16")), HashEmbedder)
     with pytest.raises(SettingsError):
         Settings.from_env({"MEMORY_EMBEDDING_BACKEND": "tensorflow"})
+    with pytest.raises(SettingsError):
+        Settings.from_env({"MEMORY_EMBEDDING_QUERY_THREADS": "0"})
 
 
 def test_a_model_onnx_cannot_serve_keeps_torch(tmp_path: Path) -> None:

@@ -143,3 +143,25 @@ async def test_spans_for_requests_database_embedding_and_search(
     for span in exporter.get_finished_spans():
         for value in (span.attributes or {}).values():
             assert "swordfish" not in str(value), span.name
+
+
+async def test_tracing_off_serves_without_spans(settings: Settings, database_url: str) -> None:
+    app = create_app(
+        settings.with_(database_url=database_url, trace_exporter="off"),
+        embedder=HashEmbedder(384),
+    )
+    async with AsyncTestClient(app=app, timeout=30) as client:
+        h = (await new_tenant(client))["headers"]
+        trace_id = uuid.uuid4().hex
+        parent = {"traceparent": f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"}
+        added = await client.post("/v1/memories", json={"content": "tea at four"}, headers=h)
+        assert added.status_code == 201, added.text
+        found = await client.post(
+            "/v1/memories/search", json={"query": "tea", "k": 1}, headers={**h, **parent}
+        )
+        assert found.status_code == 200 and len(found.json()["results"]) == 1
+        # no request span: the caller's trace is not joined, yet a problem still has an id
+        missing = await client.get(f"/v1/tasks/{uuid.uuid4()}", headers={**h, **parent})
+        problem = assert_problem(missing, 404)
+        assert re.fullmatch(r"[0-9a-f]{32}", problem["trace_id"])
+        assert problem["trace_id"] != trace_id

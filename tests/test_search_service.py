@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, service_state
+from memory_service import db, migrate, service_state
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder
 from memory_service.errors import InvalidInput
@@ -31,6 +31,9 @@ from memory_service.tenants import TenantService
 
 @pytest.fixture
 async def pool(settings: Settings, database_url: str) -> AsyncIterator[AsyncConnectionPool]:
+    # the schema first: run alone, no app has migrated the test database yet
+    with db.connect_sync(database_url) as conn:
+        migrate.apply_migrations(conn, 384)
     pool = db.open_pool(database_url, settings)
     await pool.open(wait=True)
     yield pool
