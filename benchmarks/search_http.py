@@ -70,6 +70,12 @@ VARIANTS: dict[str, dict[str, str]] = {
     "uvloop + httptools": {"MEMORY_HTTP_LOOP": "uvloop", "MEMORY_HTTP_PARSER": "httptools"},
     "tracing off": {"MEMORY_TRACE_EXPORTER": "off"},
     "tracing to console": {"MEMORY_TRACE_EXPORTER": "console"},
+    "search events off": {"MEMORY_RECORD_SEARCH_EVENTS": "false"},
+    "events linger 100 ms": {"MEMORY_EVENT_WRITER_LINGER_MS": "100"},
+    "all of: tracing off, search events off": {
+        "MEMORY_TRACE_EXPORTER": "off",
+        "MEMORY_RECORD_SEARCH_EVENTS": "false",
+    },
 }
 
 

@@ -175,7 +175,9 @@ async def _build(
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
     writer, fanout, retention = await _start_event_log(settings, url, pool, closers)
-    recorder = OperationRecorder(writer, tracer_provider=tracer_provider)
+    recorder = OperationRecorder(
+        writer, tracer_provider=tracer_provider, record_searches=settings.record_search_events
+    )
 
     hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
     index_worker = VectorIndexWorker(

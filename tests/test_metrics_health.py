@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import ADMIN, assert_problem, new_tenant
 from litestar.testing import AsyncTestClient
+from live_http import in_app_loop
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from api.app import create_app
@@ -145,9 +146,11 @@ async def test_spans_for_requests_database_embedding_and_search(
             assert "swordfish" not in str(value), span.name
 
 
-async def test_tracing_off_serves_without_spans(settings: Settings, database_url: str) -> None:
+async def test_tracing_and_search_events_off(settings: Settings, database_url: str) -> None:
     app = create_app(
-        settings.with_(database_url=database_url, trace_exporter="off"),
+        settings.with_(
+            database_url=database_url, trace_exporter="off", record_search_events=False
+        ),
         embedder=HashEmbedder(384),
     )
     async with AsyncTestClient(app=app, timeout=30) as client:
@@ -165,3 +168,8 @@ async def test_tracing_off_serves_without_spans(settings: Settings, database_url
         problem = assert_problem(missing, 404)
         assert re.fullmatch(r"[0-9a-f]{32}", problem["trace_id"])
         assert problem["trace_id"] != trace_id
+        # the search left no event; the write still did
+        assert await in_app_loop(client, app.state.runtime.event_writer.flush)
+        events = (await client.get("/v1/events", params={"limit": 100}, headers=h)).json()
+        types = {e["type"] for e in events["items"]}
+        assert "memory.added" in types and "memory.searched" not in types
