@@ -36,6 +36,7 @@ from api.routes.execution_travel import ExecutionTravelController
 from api.routes.executions import ExecutionController
 from api.routes.health import health, ready
 from api.routes.memories import MemoryController
+from api.routes.memory_import import MemoryImportController
 from api.routes.memory_keys import KeyedMemoryController
 from api.routes.metrics import (
     RequestMetricsMiddleware,
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 TenantRoutes: list[Any] = [MemoryController]  # under /v1, tenant API key required
 TenantRoutes.append(RetrievalSettingsController)
 TenantRoutes.append(KeyedMemoryController)
+TenantRoutes.append(MemoryImportController)
 AdminRoutes: list[Any] = [TenantController]  # under /v1/admin, admin token required
 PublicRoutes: list[Any] = [health, ready]  # no authentication
 TenantRoutes.extend(

@@ -18,6 +18,7 @@ from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
 from memory_service.executions import ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.retrieval.settings import RetrievalSettingsService
@@ -37,6 +38,10 @@ def provide_runtime(state: State) -> Runtime:
 
 def provide_memories(state: State) -> MemoryService:
     return provide_runtime(state).memories
+
+
+def provide_memory_importer(state: State) -> MemoryImporter:
+    return provide_runtime(state).memory_importer
 
 
 def provide_search(state: State) -> SearchService:
@@ -98,6 +103,7 @@ def provide_transfers(state: State) -> TransferService:
 _PROVIDERS: dict[str, Any] = {
     "runtime": provide_runtime,
     "memories": provide_memories,
+    "memory_importer": provide_memory_importer,
     "search": provide_search,
     "keyed_memories": provide_keyed_memories,
     "memories_as_of": provide_memories_as_of,
@@ -115,7 +121,7 @@ _PROVIDERS: dict[str, Any] = {
 }
 DEPENDENCIES = {name: Provide(fn, sync_to_thread=False) for name, fn in _PROVIDERS.items()}
 SIGNATURE_TYPES: list[type] = [
-    Runtime, MemoryService, SearchService, KeyedMemories, MemoriesAsOf, TenantService,
+    Runtime, MemoryService, MemoryImporter, SearchService, KeyedMemories, MemoriesAsOf, TenantService,
     TaskService, EnvironmentService, EventService, RetrievalSettingsService, ChangeFeed,
     ExecutionService, WorkflowService, WorkerGateway, MigrationService, TransferService,
 ]

@@ -58,6 +58,14 @@ def check_depth(raw: bytes, field: str) -> None:
         raise bad_request(field, f"nested deeper than {MAX_JSON_DEPTH} levels")
 
 
+def decode_checked(raw: bytes, annotation: Any) -> Any:
+    """One JSON document decoded as a body would be: depth, strict types, stored values."""
+    check_depth(raw, "body")
+    value = _decode_strict(raw, annotation)
+    check_values(value, "")
+    return value
+
+
 def decode_json_text(raw: str, field: str) -> Any:
     """Decode JSON from a query parameter with the body's limits; 400/422 on failure."""
     data = raw.encode("utf-8", "surrogatepass")

@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from memory_service.errors import FieldError, PayloadTooLarge
 
 SLOT_OPTION = "tenant_slot"
+STREAMED_BODY_OPTION = "streamed_body"
 _RELEASE = "tenant_slot_release"
 
 
@@ -34,7 +35,9 @@ async def enforce_tenant_limits(
     runtime.limiter.admit(tenant_id)
     limit = runtime.settings.tenant_max_request_bytes
     length = connection.headers.get("content-length", "")
-    if limit and length.isdigit() and int(length) > limit:
+    # a route that reads its body as a stream, in bounded pieces, opts out of the cap
+    streamed = handler.opt.get(STREAMED_BODY_OPTION, False)
+    if limit and not streamed and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(
             f"a request body holds at most {limit} bytes, not {length}",
             errors=[FieldError("body", f"at most {limit} bytes")],

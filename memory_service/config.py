@@ -20,6 +20,7 @@ TraceExporter = Literal["none", "console", "otlp", "off"]
 HttpLoop = Literal["auto", "asyncio", "uvloop"]
 HttpParser = Literal["auto", "h11", "httptools"]
 EmbeddingBackend = Literal["onnx", "torch"]
+PgvectorIndexMode = Literal["deferred", "inline"]
 
 
 class SettingsError(ValueError):
@@ -76,6 +77,12 @@ class Settings:
     pgvector_ef_search: int = 100
     # below this many matching rows a search ranks them all (exact and cheap)
     exact_search_threshold: int = 2000
+    # deferred: batch rows reach the graph through a background worker, searches rank
+    # the waiting ones exactly; inline: every write updates the graph (slow: ~200 rows/s)
+    pgvector_index_mode: PgvectorIndexMode = "deferred"  # deferred or inline
+    pgvector_index_batch: int = 500  # rows the index worker adds per transaction
+    pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
+    pgvector_index_backlog_max: int = 50_000  # the worker waits out a load until this many wait
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True
@@ -196,6 +203,16 @@ class Settings:
             raise SettingsError(
                 f"MEMORY_EMBEDDING_BACKEND must be onnx or torch, not {self.embedding_backend!r}"
             )
+        if self.pgvector_index_mode not in ("deferred", "inline"):
+            raise SettingsError(
+                f"MEMORY_PGVECTOR_INDEX_MODE must be deferred or inline, not {self.pgvector_index_mode!r}"
+            )
+        if (
+            self.pgvector_index_batch < 1
+            or self.pgvector_index_interval_s <= 0
+            or self.pgvector_index_backlog_max < 0
+        ):
+            raise SettingsError("the pgvector index batch and interval must be positive")
         if self.embedding_query_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_QUERY_THREADS must be at least 1")
         if self.embedding_threads < 1:

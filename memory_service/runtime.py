@@ -33,6 +33,7 @@ from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.fairness import TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
+from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
@@ -44,6 +45,7 @@ from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.search.accelerator import HotSearch
 from memory_service.search.follower import ChangeFollower
+from memory_service.search.index_worker import VectorIndexWorker
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
@@ -78,7 +80,9 @@ class Runtime:
     environments: EnvironmentService
     retrieval_settings: RetrievalSettingsService
     hot_search: HotSearch | None  # None when FAISS is turned off
+    vector_index_worker: VectorIndexWorker  # adds batch-written rows to pgvector's graph
     memories: MemoryService
+    memory_importer: MemoryImporter
     search: SearchService
     keyed_memories: KeyedMemories
     memories_as_of: MemoriesAsOf
@@ -176,6 +180,14 @@ async def _build(
     )
 
     hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
+    index_worker = VectorIndexWorker(
+        pool,
+        batch_size=settings.pgvector_index_batch,
+        idle_interval_s=settings.pgvector_index_interval_s,
+        backlog_max=settings.pgvector_index_backlog_max,
+    )
+    index_worker.start()
+    closers.append(index_worker.close)
     validator = MemoryValidator(settings, model.dimension)
     memories = MemoryService(
         pool,
@@ -227,7 +239,9 @@ async def _build(
         environments=EnvironmentService(pool, cursors, box),
         retrieval_settings=RetrievalSettingsService(pool, settings),
         hot_search=hot,
+        vector_index_worker=index_worker,
         memories=memories,
+        memory_importer=MemoryImporter(memories, batch_size=settings.max_batch_items),
         search=search,
         keyed_memories=KeyedMemories(memories),
         memories_as_of=MemoriesAsOf(pool, embedder, validator, cursors),

@@ -164,3 +164,13 @@ async def test_the_async_client_mirrors_the_blocking_one(live_url: str) -> None:
                 break
         await stream.aclose()
         assert types == ["async.one", "async.two"]
+
+
+def test_import_memories_sends_ndjson_and_returns_the_report(mc: MemoryClient) -> None:
+    items = [{"content": "imported by the client", "run_id": "imp"}, {"content": "", "run_id": "imp"}]
+    report = mc.import_memories(items)
+    assert (report["lines"], report["created"], report["rejected"]) == (2, 0, 2)
+    assert [e["line"] for e in report["errors"]] == [2]
+    report = mc.import_memories(items[:1])
+    assert (report["created"], report["batches_committed"]) == (1, 1)
+    assert [m["content"] for m in mc.iter_memories(run_id="imp")] == ["imported by the client"]

@@ -7,7 +7,7 @@ async iterators and ``stream_events`` an async resumable event stream.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -161,6 +161,11 @@ class AsyncMemoryClient:
 
     async def add_memories(self, items: list[dict[str, Any]]) -> Items[Memory]:
         return await self._send(ops.add_memories(items))
+
+    async def import_memories(self, items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Items as NDJSON lines: counts, and the line number and reason of each bad line."""
+        result: dict[str, Any] = await self._send(ops.import_memories(items))
+        return result
 
     async def search(self, query: str | None = None, **fields: Any) -> SearchResponse:
         return await self._send(ops.search(query, **fields))

@@ -42,6 +42,7 @@ class Call:
     admin: bool = False
     # "json": the decoded body; "none": nothing (204); "text": the body as text
     result: str = "json"
+    content: bytes | None = None  # a body sent as is (with its Content-Type in headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,7 @@ def operation(
                 safe,
                 admin,
                 call.result,
+                call.content,
             )
 
         builder.__name__ = build.__name__
@@ -152,6 +154,7 @@ def build_request(http: httpx.Client | httpx.AsyncClient, call: Call, admin_toke
         call.path,
         params=call.params,
         json=call.json,
+        content=call.content,
         headers=headers or None,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -175,6 +175,11 @@ class MemoryClient:
 
     def add_memories(self, items: list[dict[str, Any]]) -> Items[Memory]:
         return self._send(ops.add_memories(items))
+
+    def import_memories(self, items: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Items as NDJSON lines: counts, and the line number and reason of each bad line."""
+        result: dict[str, Any] = self._send(ops.import_memories(items))
+        return result
 
     def search(self, query: str | None = None, **fields: Any) -> SearchResponse:
         return self._send(ops.search(query, **fields))

@@ -5,8 +5,20 @@
 -- name: insert
 -- A live duplicate (same content hash, scope, key and metadata) makes the row come back empty.
 INSERT INTO memories AS m (tenant_id, content, content_hash, user_id, agent_id, run_id,
-    namespace, metadata, importance, embedding, expires_at, context, key)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    namespace, metadata, importance, embedding, expires_at, context, key, indexed)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
+    md5(metadata::text)) DO NOTHING
+RETURNING {cols}
+
+-- name: insert_staged
+-- The staged batch in its order: a live duplicate, or an earlier copy in the same
+-- batch, makes the row absent from what comes back (as one insert per row would).
+INSERT INTO memories AS m (id, tenant_id, content, content_hash, user_id, agent_id, run_id,
+    namespace, metadata, importance, embedding, expires_at, context, key, indexed)
+SELECT s.id, %s, s.content, s.content_hash, s.user_id, s.agent_id, s.run_id, s.namespace,
+    s.metadata, s.importance, s.embedding, s.expires_at, s.context, s.key, %s
+FROM memories_staging s ORDER BY s.ord
 ON CONFLICT (tenant_id, content_hash, user_id, agent_id, run_id, namespace, key,
     md5(metadata::text)) DO NOTHING
 RETURNING {cols}
@@ -81,8 +93,24 @@ UPDATE memories AS m SET metadata = m.metadata || %s,
 WHERE m.tenant_id = %s AND m.id = %s RETURNING {cols}, m.embedding
 
 -- name: vector_hnsw
-SELECT {cols}, m.embedding <=> %s AS distance FROM memories m WHERE {where}
-ORDER BY m.embedding <=> %s LIMIT %s
+-- The HNSW graph ranks the indexed rows; the rows still waiting for it (a bulk
+-- load's backlog, which the index worker keeps small) are ranked exactly beside.
+WITH graph AS (
+    SELECT {cols}, m.embedding <=> %s AS distance FROM memories m
+    WHERE {where} AND m.indexed ORDER BY m.embedding <=> %s LIMIT %s
+), backlog AS (
+    SELECT {cols}, m.embedding <=> %s AS distance FROM memories m
+    WHERE {where} AND NOT m.indexed ORDER BY distance LIMIT %s
+)
+SELECT * FROM (SELECT * FROM graph UNION ALL SELECT * FROM backlog) AS u
+ORDER BY u.distance LIMIT %s
+
+-- name: index_backlog
+-- Put up to n waiting rows into the HNSW graph; rows a writer holds are left for later.
+WITH batch AS (
+    SELECT seq FROM memories WHERE NOT indexed ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
+)
+UPDATE memories m SET indexed = true FROM batch WHERE m.seq = batch.seq
 
 -- name: vector_exact
 -- The materialised CTE keeps the planner off the HNSW index: every match is ranked.

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from memory_service.db import named_query
+from memory_service.memories import staging
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
 from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
@@ -92,11 +93,12 @@ async def purge_expired_duplicates(conn: Conn, tenant_id: uuid.UUID, hashes: lis
 
 
 async def insert_many(
-    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]]
+    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]], *, indexed: bool = True
 ) -> list[Memory | None]:
-    """Insert rows in one pipelined round; ``None`` where a live duplicate exists."""
+    """Insert rows in one pipelined round; ``None`` where a live duplicate exists. Rows
+    not ``indexed`` wait for the index worker to put them into pgvector's HNSW graph."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        params = [_insert_params(tenant_id, item) for item in items]
+        params = [(*_insert_params(tenant_id, item), indexed) for item in items]
         await cur.executemany(query("insert").format(cols=COLUMNS), params, returning=True)
         out: list[Memory | None] = []
         while True:
@@ -105,6 +107,16 @@ async def insert_many(
             if not cur.nextset():
                 break
     return out
+
+
+async def insert_staged(
+    conn: Conn, tenant_id: uuid.UUID, items: Sequence[dict[str, Any]], *, indexed: bool = True
+) -> list[Memory | None]:
+    """``insert_many`` for a batch: the rows travel by ``COPY`` through the staging table."""
+    ids = await staging.stage(conn, items)
+    rows = await _rows(conn, query("insert_staged").format(cols=COLUMNS), (tenant_id, indexed))
+    inserted = {r["id"]: row_to_memory(r) for r in rows}
+    return [inserted.get(memory_id) for memory_id in ids]
 
 
 async def find_duplicate(
@@ -194,7 +206,8 @@ async def vector_search(
     query_vector: np.ndarray, k: int, *, exact: bool, ef_search: int,
 ) -> list[tuple[Memory, float]]:
     """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
-    the HNSW index answers, filtered after its scan, so it may return fewer than ``k``."""
+    the HNSW index answers (filtered after its scan, so it may return fewer than ``k``)
+    beside an exact ranking of the matching rows not yet in the index."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
     if not exact:
@@ -202,12 +215,26 @@ async def vector_search(
         ef = max(1, min(1000, int(max(ef_search, k))))
         await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
         statement = query("vector_hnsw").format(cols=COLUMNS, where=where)
-        all_params = [query_vector, *params, query_vector, k]
+        graph = [query_vector, *params, query_vector, k]
+        all_params = [*graph, query_vector, *params, k, k]
     else:
         statement = query("vector_exact").format(cols=COLUMNS, where=where)
         all_params = [*params, query_vector, k]
     rows = await _rows(conn, statement, all_params)
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
+
+
+async def index_backlog(conn: Conn, limit: int) -> int:
+    """Put up to ``limit`` rows waiting for pgvector's HNSW graph into it; how many."""
+    cur = await conn.execute(query("index_backlog"), (limit,))
+    return cur.rowcount
+
+
+async def backlog_span(conn: Conn) -> tuple[int, int] | None:
+    """(oldest, newest) seq of the rows waiting for pgvector's HNSW graph; None: none."""
+    cur = await conn.execute("SELECT min(seq), max(seq) FROM memories WHERE NOT indexed")
+    row = await cur.fetchone()
+    return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
 # -- keyword ranking (BM25 over the full-text columns of migration 0004) ------------------

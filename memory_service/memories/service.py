@@ -113,7 +113,11 @@ class MemoryService:
             if self.semantic_dedupe is not None:
                 folded = await self.semantic_dedupe(conn, tid, prepared)
             fresh = [p for i, p in enumerate(prepared) if i not in folded]
-            inserted = iter(await repo.insert_many(conn, tid, fresh) if fresh else [])
+            # a batch leaves pgvector's graph to the index worker; a single add is cheap
+            indexed = single or self.settings.pgvector_index_mode == "inline"
+            insert = repo.insert_many if single else repo.insert_staged
+            rows = await insert(conn, tid, fresh, indexed=indexed) if fresh else []
+            inserted = iter(rows)
             result: list[Memory] = []
             created: list[bool] = []
             for i, p in enumerate(prepared):

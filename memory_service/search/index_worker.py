@@ -1,0 +1,93 @@
+"""Puts rows that bulk writes left out of pgvector's HNSW graph into it, in the background.
+
+A batch write stores its rows with ``indexed = false`` (migration 0012) so that
+the request does not pay for the graph; this worker then flips waiting rows to
+``indexed = true`` a few hundred at a time, oldest first, each batch its own
+short transaction that skips rows a writer holds, so several processes can share
+the work and a writer never waits behind it. Growing the graph costs as much CPU
+as it did inline, so while a load is still arriving (the newest waiting row
+changed since the last look) the worker leaves the cores to it, unless the
+backlog already spans ``backlog_max`` rows: that bounds what a search ranks
+exactly beside the graph (see ``memories.repository.vector_search``). Until a
+row is flipped it is found all the same, so the backlog costs time, not results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from psycopg_pool import AsyncConnectionPool
+
+from memory_service.db import wrap_db_errors
+from memory_service.errors import MemoryServiceError
+from memory_service.memories import repository as repo
+
+log = logging.getLogger(__name__)
+
+
+class VectorIndexWorker:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        *,
+        batch_size: int,
+        idle_interval_s: float,
+        backlog_max: int,
+    ) -> None:
+        self._pool = pool
+        self.batch_size = batch_size
+        self.idle_interval_s = idle_interval_s
+        self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
+        self.indexed = 0  # rows this worker put into the graph
+        self._newest_seen: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pgvector-index-worker")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def index_batch(self) -> int:
+        """Flip one batch of waiting rows; returns how many."""
+        async with wrap_db_errors(), self._pool.connection() as conn, conn.transaction():
+            flipped = await repo.index_backlog(conn, self.batch_size)
+        self.indexed += flipped
+        return flipped
+
+    async def drain(self) -> int:
+        """Index every row waiting now; returns how many."""
+        total = 0
+        while flipped := await self.index_batch():
+            total += flipped
+        return total
+
+    async def should_index(self) -> bool:
+        """Whether there is a backlog and no load still adding to it (or it is too long)."""
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            span = await repo.backlog_span(conn)
+        if span is None:
+            return False
+        oldest, newest = span
+        arriving = newest != self._newest_seen
+        self._newest_seen = newest
+        return not arriving or newest - oldest + 1 >= self.backlog_max
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                busy = await self.should_index()
+                while busy:
+                    busy = await self.index_batch() >= self.batch_size
+                    await asyncio.sleep(0)  # other tasks of this process run between batches
+                    if busy and self.backlog_max:
+                        busy = await self.should_index()
+            except MemoryServiceError as exc:
+                log.warning("pgvector index worker skipped a round: %s", exc.detail)
+            await asyncio.sleep(self.idle_interval_s)
