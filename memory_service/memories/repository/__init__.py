@@ -1,82 +1,56 @@
-"""SQL of the ``memories`` table: the only module that has it.
+"""SQL of the ``memories`` table: the only package that has it.
 
 Every function takes an open async connection (the caller owns the transaction)
 and a tenant id, and confines each statement to that tenant. Rows that have
 expired are invisible to every read. CRUD, listing, the pgvector and BM25
-searches, the dedupe look-ups and what the in-process indexes load and re-check
-all live here; the longer statements sit by name in ``queries.sql``.
+searches, the dedupe look-ups and the rows named by key live in this module; the
+columns and the clause every read shares live in ``base.py``, and what the
+in-process indexes load and re-check in ``held.py``; both are re-exported here, so
+callers see one repository. The longer statements sit by name in
+``memories/queries.sql``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from memory_service.db import named_query
 from memory_service.memories import staging
 from memory_service.memories.filters import CompiledFilter
-from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
-from memory_service.memories.rows import Bm25Params, VectorRows, any_of, row_to_memory, stack_rows
-
-Conn = AsyncConnection[Any]
-
-# the columns an export carries and an import or a migration writes as given
-TABLE = "memories"
-COPY_COLUMNS = (
-    "id", "content", "content_hash", "user_id", "agent_id", "run_id", "namespace", "metadata",
-    "importance", "embedding", "context", "created_at", "updated_at", "expires_at", "version",
+from memory_service.memories.models import Memory, Scope
+from memory_service.memories.repository.base import (
+    COLUMNS,
+    COPY_COLUMNS,
+    TABLE,
+    VISIBLE,
+    Conn,
+    fetch_rows,
+    query,
+    scope_clause,
+    where_clause,
 )
-COLUMNS = sql.SQL(
-    "m.seq, m.id, m.content, m.user_id, m.agent_id, m.run_id, m.namespace, m.metadata, "
-    "m.importance, m.created_at, m.updated_at, m.expires_at, m.version, m.key, m.context"
+from memory_service.memories.repository.held import (
+    changed_rows,
+    current_rows,
+    current_versions,
+    get_many_by_seq,
+    matching_seqs,
+    stream_tenant_rows,
+    tenant_size,
+    tenant_sizes,
 )
-VISIBLE = sql.SQL("(m.expires_at IS NULL OR m.expires_at > now())")
+from memory_service.memories.rows import Bm25Params, any_of, row_to_memory
+
 # the text-search configuration whose tsvector is stored; any other one is computed per row
 STORED_CONFIG = "english"
 _DOCUMENT_TEXT = sql.SQL("m.content || ' ' || coalesce(m.context, '')")
-
-
-def query(name: str) -> sql.SQL:
-    return named_query("memory_service.memories", "queries.sql", name)
-
-
-async def _rows(conn: Conn, statement: sql.Composed | sql.SQL, params: Sequence[Any]) -> list[Any]:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(statement, params)
-    return await cur.fetchall()
-
-
-def scope_clause(scope: Scope, params: list[Any]) -> sql.Composable:
-    parts: list[sql.Composable] = []
-    for name in SCOPE_FIELDS:
-        value = getattr(scope, name)
-        if value is not None:
-            parts.append(sql.SQL("{} = %s").format(sql.Identifier("m", name)))
-            params.append(value)
-    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
-
-
-def where_clause(
-    tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None, params: list[Any]
-) -> sql.Composable:
-    """``tenant AND scope AND visible AND filter``; appends to ``params`` in order."""
-    params.append(tenant_id)
-    parts: list[sql.Composable] = [
-        sql.SQL("m.tenant_id = %s"),
-        scope_clause(scope, params),
-        VISIBLE,
-    ]
-    if flt is not None:
-        parts.append(flt.clause)
-        params.extend(flt.params)
-    return sql.SQL(" AND ").join(parts)
 
 
 def _insert_params(tenant_id: uuid.UUID, item: dict[str, Any]) -> tuple[Any, ...]:
@@ -114,7 +88,7 @@ async def insert_staged(
 ) -> list[Memory | None]:
     """``insert_many`` for a batch: the rows travel by ``COPY`` through the staging table."""
     ids = await staging.stage(conn, items)
-    rows = await _rows(conn, query("insert_staged").format(cols=COLUMNS), (tenant_id, indexed))
+    rows = await fetch_rows(conn, query("insert_staged").format(cols=COLUMNS), (tenant_id, indexed))
     inserted = {r["id"]: row_to_memory(r) for r in rows}
     return [inserted.get(memory_id) for memory_id in ids]
 
@@ -125,7 +99,7 @@ async def find_duplicate(
     """The live memory with this content, scope and metadata (the dedupe index's key)."""
     scoped = (scope.user_id, scope.agent_id, scope.run_id, scope.namespace)
     statement = query("find_duplicate").format(cols=COLUMNS)
-    rows = await _rows(conn, statement, (tenant_id, content_hash, *scoped, Jsonb(metadata)))
+    rows = await fetch_rows(conn, statement, (tenant_id, content_hash, *scoped, Jsonb(metadata)))
     return row_to_memory(rows[0]) if rows else None
 
 
@@ -136,7 +110,7 @@ async def get(
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
     statement = sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s AND m.id = %s AND {}{}")
-    rows = await _rows(conn, statement.format(cols, VISIBLE, lock), (tenant_id, memory_id))
+    rows = await fetch_rows(conn, statement.format(cols, VISIBLE, lock), (tenant_id, memory_id))
     return row_to_memory(rows[0], with_embedding=with_embedding) if rows else None
 
 
@@ -150,7 +124,7 @@ async def get_many(
     params.append([str(i) for i in ids])
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.id = ANY(%s::uuid[])")
-    rows = await _rows(conn, statement.format(cols, where), params)
+    rows = await fetch_rows(conn, statement.format(cols, where), params)
     return {str(r["id"]): row_to_memory(r, with_embedding=with_embedding) for r in rows}
 
 
@@ -160,7 +134,7 @@ async def update(
     sets = [sql.SQL("{} = %s").format(sql.Identifier(name)) for name in changes]
     params = [Jsonb(v) if name == "metadata" else v for name, v in changes.items()]
     statement = query("update").format(sets=sql.SQL(", ").join(sets), cols=COLUMNS)
-    rows = await _rows(conn, statement, [*params, tenant_id, memory_id])
+    rows = await fetch_rows(conn, statement, [*params, tenant_id, memory_id])
     assert rows, "caller holds the row lock"
     return row_to_memory(rows[0])
 
@@ -186,7 +160,7 @@ async def list_page(
     where = where_clause(tenant_id, scope, flt, params)
     params += [after_seq, limit]
     statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq > %s ORDER BY m.seq LIMIT %s")
-    return [row_to_memory(r) for r in await _rows(conn, statement.format(COLUMNS, where), params)]
+    return [row_to_memory(r) for r in await fetch_rows(conn, statement.format(COLUMNS, where), params)]
 
 
 async def count_matching(
@@ -220,7 +194,7 @@ async def vector_search(
     else:
         statement = query("vector_exact").format(cols=COLUMNS, where=where)
         all_params = [*params, query_vector, k]
-    rows = await _rows(conn, statement, all_params)
+    rows = await fetch_rows(conn, statement, all_params)
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
 
 
@@ -266,7 +240,7 @@ async def keyword_search(
     weights = [params.simple_weight, params.k1, params.k1, params.b, params.b]
     all_params = [*cand_params, *matches, *stats_params, params.stats_cap, language, plain]
     all_params += [*weights, k]
-    rows = await _rows(conn, statement, all_params)
+    rows = await fetch_rows(conn, statement, all_params)
     return [(row_to_memory(r), float(r["score"])) for r in rows]
 
 
@@ -295,89 +269,9 @@ async def merge_into(
 ) -> Memory:
     """Fold a re-added memory into ``memory_id`` (version + 1; the history trigger records it)."""
     params = (Jsonb(metadata), importance, expires_at, expires_at, tenant_id, memory_id)
-    rows = await _rows(conn, query("merge_into").format(cols=COLUMNS), params)
+    rows = await fetch_rows(conn, query("merge_into").format(cols=COLUMNS), params)
     assert rows, "the row was found in this transaction"
     return row_to_memory(rows[0], with_embedding=True)
-
-
-# -- what the in-process indexes load and re-check (rows addressed by seq) -----------------
-async def tenant_sizes(conn: Conn) -> dict[uuid.UUID, int]:
-    cur = await conn.execute("SELECT tenant_id, count(*) FROM memories GROUP BY tenant_id")
-    return {r[0]: int(r[1]) for r in await cur.fetchall()}
-
-
-async def tenant_size(conn: Conn, tenant_id: uuid.UUID) -> int:
-    cur = await conn.execute("SELECT count(*) FROM memories WHERE tenant_id = %s", (tenant_id,))
-    return int((await cur.fetchone() or (0,))[0])
-
-
-async def current_versions(
-    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int]
-) -> dict[int, int]:
-    """seq -> version of the rows among ``memory_seqs`` that still exist."""
-    cur = await conn.execute(query("current_versions"), (tenant_id, list(memory_seqs)))
-    return {int(r[0]): int(r[1]) for r in await cur.fetchall()}
-
-
-async def current_rows(
-    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int], dimension: int
-) -> VectorRows:
-    """The rows among ``memory_seqs`` that still exist, with their current embedding."""
-    statement = query("rows_by_seq").format(cols=COLUMNS)
-    rows = await _rows(conn, statement, (tenant_id, list(memory_seqs)))
-    return stack_rows(rows, dimension)
-
-
-async def stream_tenant_rows(
-    conn: Conn, tenant_id: uuid.UUID, dimension: int, *, vectors: bool = True
-) -> AsyncGenerator[VectorRows, None]:
-    """Every row of a tenant in batches (with embeddings unless not ``vectors``). A
-    client-side cursor: a load cancelled at shutdown leaves no server cursor behind, and
-    a tenant that fits the memory budget fits the client while it loads."""
-    cols = COLUMNS + sql.SQL(", m.embedding") if vectors else COLUMNS
-    statement = sql.SQL("SELECT {} FROM memories m WHERE m.tenant_id = %s").format(cols)
-    async with conn.cursor(binary=True, row_factory=dict_row) as cur:
-        await cur.execute(statement, (tenant_id,))
-        while rows := await cur.fetchmany(10_000):
-            yield stack_rows(rows, dimension)
-
-
-async def changed_rows(
-    conn: Conn, tenant_id: uuid.UUID, after_change: int, dimension: int
-) -> tuple[VectorRows, set[int]]:
-    """Rows of the tenant changed after change-log position ``after_change``, as they are
-    now, and the seqs among them that are gone: one statement over the log and the table."""
-    rows = await _rows(
-        conn, query("changed_since").format(cols=COLUMNS), (tenant_id, after_change, tenant_id)
-    )
-    live = [r for r in rows if r["seq"] is not None]
-    gone = {int(r["changed_seq"]) for r in rows if r["seq"] is None}
-    return stack_rows(live, dimension), gone
-
-
-async def get_many_by_seq(
-    conn: Conn, tenant_id: uuid.UUID, seqs: Sequence[int], scope: Scope, flt: CompiledFilter | None
-) -> dict[int, Memory]:
-    """Visible rows among ``seqs`` that still match tenant, scope and filter."""
-    params: list[Any] = []
-    where = where_clause(tenant_id, scope, flt, params)
-    params.append(list(seqs))
-    statement = sql.SQL("SELECT {} FROM memories m WHERE {} AND m.seq = ANY(%s)")
-    rows = await _rows(conn, statement.format(COLUMNS, where), params)
-    return {int(r["seq"]): row_to_memory(r) for r in rows}
-
-
-async def matching_seqs(
-    conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None, limit: int
-) -> list[int]:
-    """Seqs of the visible rows that match, at most ``limit`` of them."""
-    params: list[Any] = []
-    where = where_clause(tenant_id, scope, flt, params)
-    params.append(limit)
-    cur = await conn.execute(
-        sql.SQL("SELECT m.seq FROM memories m WHERE {} LIMIT %s").format(where), params
-    )
-    return [int(r[0]) for r in await cur.fetchall()]
 
 
 # -- memories named by (namespace, key) -------------------------------------------------
@@ -389,7 +283,7 @@ async def upsert_by_key(
     named = (tenant_id, item["scope"].namespace, item["key"])
     await conn.execute(query("purge_expired_key"), named)
     statement = query("upsert_by_key").format(cols=COLUMNS)
-    rows = await _rows(conn, statement, _insert_params(tenant_id, item))
+    rows = await fetch_rows(conn, statement, _insert_params(tenant_id, item))
     return row_to_memory(rows[0]), bool(rows[0]["created"])
 
 
@@ -400,7 +294,7 @@ async def get_by_key(
     cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     lock = sql.SQL(" FOR UPDATE") if for_update else sql.SQL("")
     statement = query("get_by_key").format(cols=cols, visible=VISIBLE, lock=lock)
-    rows = await _rows(conn, statement, (tenant_id, namespace, key))
+    rows = await fetch_rows(conn, statement, (tenant_id, namespace, key))
     return row_to_memory(rows[0], with_embedding=with_embedding) if rows else None
 
 
@@ -427,3 +321,48 @@ async def list_namespaces(
     params += [prefix, prefix, below, suffix, suffix, above, after or "", limit]
     cur = await conn.execute(query("list_namespaces").format(visible=VISIBLE), params)
     return [(str(r[0]), int(r[1])) for r in await cur.fetchall()]
+
+# one repository to callers: the shared ground of ``base`` and what the in-process
+# indexes load and re-check (``held``) are re-exported with this module's own functions
+__all__ = [
+    "COLUMNS",
+    "COPY_COLUMNS",
+    "STORED_CONFIG",
+    "TABLE",
+    "VISIBLE",
+    "Conn",
+    "backlog_span",
+    "changed_rows",
+    "count_matching",
+    "current_rows",
+    "current_versions",
+    "delete",
+    "delete_by_key",
+    "delete_scope",
+    "fetch_rows",
+    "find_duplicate",
+    "get",
+    "get_by_key",
+    "get_many",
+    "get_many_by_seq",
+    "index_backlog",
+    "insert_many",
+    "insert_staged",
+    "keyword_search",
+    "last_seen",
+    "list_namespaces",
+    "list_page",
+    "matching_seqs",
+    "merge_into",
+    "nearest_in_scope",
+    "purge_expired_duplicates",
+    "query",
+    "scope_clause",
+    "stream_tenant_rows",
+    "tenant_size",
+    "tenant_sizes",
+    "update",
+    "upsert_by_key",
+    "vector_search",
+    "where_clause",
+]
