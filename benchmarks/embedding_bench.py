@@ -178,11 +178,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _machine(m: Any) -> str:
+    if not isinstance(m, dict):
+        return str(m)
+    return f"{m.get('cpus')} cores, {m.get('platform')}, Python {m.get('python')} ({m.get('note')})"
+
+
+def _quality(row: dict[str, Any], data: str, metric: str) -> str:
+    value = row.get(data, {}).get(metric)
+    return "not measured" if value is None else f"{value:.4f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Embedding backends",
         "",
-        (f"{results['machine']}: `python -m benchmarks.embedding_bench`. Busy: two CPU-bound "
+        (f"{_machine(results['machine'])}: `python -m benchmarks.embedding_bench`. Busy: two CPU-bound "
         "processes beside the measurement on the 2 cores."),
         "",
         ("| backend | single query p50 idle | p50 busy | busy/idle | short texts/s "
@@ -194,8 +205,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {idle:.2f} ms | {busy:.2f} ms | {busy / idle:.1f}x "
             f"| {row['short_texts_per_s']:.0f} "
-            f"| {row.get('scifact', {}).get('ndcg@10', float('nan')):.4f} "
-            f"| {row.get('locomo', {}).get('R@10', float('nan')):.4f} |"
+            f"| {_quality(row, 'scifact', 'ndcg@10')} | {_quality(row, 'locomo', 'R@10')} |"
         )
     return "\n".join(lines) + "\n"
 
