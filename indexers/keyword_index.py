@@ -144,7 +144,8 @@ class KeywordIndex:
             (int(searcher.doc(address)["id"][0]), float(score)) for score, address in found.hits
         ]
         hits.sort(key=lambda hit: (-hit[1], hit[0]))
-        return hits, int(found.count or 0)  # type: ignore[attr-defined]  # not in the stubs
+        # ``count`` is typed in tantivy's stubs only from 0.27 on
+        return hits, int(getattr(found, "count", None) or 0)
 
     def _term(self, field: str, word: str, boost: float) -> tuple[Any, Any]:
         query = tantivy.Query.term_query(self._schema, field, word)
