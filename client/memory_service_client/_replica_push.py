@@ -12,15 +12,21 @@ hears of it as outcome ``rejected``. A transport error or 5xx propagates as
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx
 
-from memory_service_client._replica_store import Pending
-from memory_service_client.sync import Conflict, decide
+from memory_service_client._replica_store import LocalStore, Pending
+from memory_service_client.sync import Conflict, Policy, decide
 
-if TYPE_CHECKING:
-    from memory_service_client.replica import Replica
+
+class Replica(Protocol):
+    """What pushing a queued write needs of the replica that queued it."""
+
+    store: LocalStore
+    policy: Policy
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response: ...
 
 PATHS = {
     "memory": "/v1/memories",
