@@ -23,6 +23,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from memory_service.errors import FieldError, PayloadTooLarge
 
 SLOT_OPTION = "tenant_slot"
+# a route that reads its body as a stream names the media types it takes with this option
 STREAMED_BODY_OPTION = "streamed_body"
 _RELEASE = "tenant_slot_release"
 

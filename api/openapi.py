@@ -20,14 +20,19 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.middleware import ASGIMiddleware
-from litestar.openapi.spec import OpenAPI, OpenAPIResponse, Operation, Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPI,
+    OpenAPIResponse,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.media_type import OpenAPIMediaType
 from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import PROBLEM_JSON, TITLES
 from api.input_guard import MAX_JSON_DEPTH
-from api.limits import slot_kind
+from api.limits import STREAMED_BODY_OPTION, slot_kind
 from api.schemas import Strict
 from memory_service.config import Settings
 
@@ -62,7 +67,7 @@ WHY = {
     409: "The change contradicts the current state",
     412: "If-Match names a stale version",
     413: "The body or a field is over its configured limit",
-    415: "A JSON body sent without Content-Type: application/json",
+    415: "A body sent without the media type the operation takes (application/json for JSON bodies)",
     422: "A value the service refuses (named in `errors`)",
     429: "The tenant is over its request rate or holds all its stream/long-poll slots; see Retry-After",
     500: "An unexpected error; quote the trace_id",
@@ -70,7 +75,7 @@ WHY = {
 }
 
 
-def _statuses(path: str, method: str, operation: Operation) -> set[int]:
+def _statuses(path: str, method: str, has_body: bool) -> set[int]:
     codes = {500}
     if not path.startswith("/v1"):
         return codes | ({503} if path == "/ready" else set())
@@ -79,7 +84,7 @@ def _statuses(path: str, method: str, operation: Operation) -> set[int]:
         codes |= {403}
     else:
         codes |= {403, 429}
-    if operation.request_body is not None:
+    if has_body:
         codes |= {413, 415}
     if method in ("post", "put", "patch", "delete"):
         codes |= {409, 412}
@@ -105,13 +110,17 @@ def document_problems(app: Litestar, settings: Settings) -> None:
             schema.additional_properties = False
     streams = _stream_paths(app)
     media = _media_types(app)
+    streamed = _streamed_bodies(app)
     for path, item in (document.paths or {}).items():
         for method in ("get", "put", "post", "delete", "patch"):
             operation = getattr(item, method, None)
             if operation is None:
                 continue
             responses = operation.responses = operation.responses or {}
-            for status in sorted(_statuses(path, method, operation)):
+            # a route that reads its own body stream takes a body all the same (its media
+            # type is in its description: the generators here cannot write NDJSON)
+            has_body = operation.request_body is not None or (path, method) in streamed
+            for status in sorted(_statuses(path, method, has_body)):
                 responses[str(status)] = _problem_response(status)
             ok = responses.get("200")
             if path in streams and isinstance(ok, OpenAPIResponse):
@@ -139,6 +148,19 @@ def _stream_paths(app: Litestar) -> set[str]:
             for handler in route.route_handlers:
                 if slot_kind(handler) == "stream":
                     out.add(route.path_format)
+    return out
+
+
+def _streamed_bodies(app: Litestar) -> dict[tuple[str, str], tuple[str, ...]]:
+    """(path, method) -> the media types of the routes that read their body as a stream."""
+    out: dict[tuple[str, str], tuple[str, ...]] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            for handler in route.route_handlers:
+                media = handler.opt.get(STREAMED_BODY_OPTION)
+                if media:
+                    for method in handler.http_methods:
+                        out[(route.path_format, method.lower())] = tuple(media)
     return out
 
 

@@ -60,3 +60,26 @@ async def test_import_reports_a_line_that_validation_refuses(client: Any, tenant
 async def test_import_needs_a_tenant_key(client: Any) -> None:
     r = await client.post("/v1/memories/import", content=b"{}\n", headers=NDJSON)
     assert_problem(r, 401)
+
+
+async def test_import_refuses_other_media_and_names_an_oversized_line(
+    client: Any, tenant: dict
+) -> None:
+    h = tenant["headers"]
+    plain = await client.post(
+        "/v1/memories/import",
+        content=b'{"content": "ok"}\n',
+        headers={**h, "Content-Type": "text/plain"},
+    )
+    assert_problem(plain, 415)
+    big = "x" * (64 * 1024)
+    body = f'{{"content": "fine"}}\n{{"content": "{big}"}}\n'.encode()
+    r = await client.post(
+        "/v1/memories/import", content=body, headers={**h, "Content-Type": "application/x-ndjson"}
+    )
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["created"] == 0 and report["batches_rejected"] == 1
+    assert [e["line"] for e in report["errors"]] == [2]
+    listed = await client.get("/v1/memories", headers=h)
+    assert "fine" not in [m["content"] for m in listed.json()["items"]]

@@ -15,10 +15,11 @@ from typing import Any
 
 from litestar import Controller, Request, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from msgspec import Struct
 
 from api.input_guard import decode_checked
+from api.limits import STREAMED_BODY_OPTION
 from api.schemas import MemoryCreate
 from memory_service.errors import InvalidInput
 from memory_service.memories.importer import ImportReport, MemoryImporter, ParsedLine
@@ -67,6 +68,9 @@ async def parse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[ParsedLine]
             yield number, item.to_domain()
 
 
+NDJSON_MEDIA_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
+
+
 class MemoryImportController(Controller):
     path = "/memories"
     tags = ["memories"]
@@ -77,7 +81,7 @@ class MemoryImportController(Controller):
         summary="Import memories streamed as NDJSON, committed in batches of up to 1,000",
         description=IMPORT_DESCRIPTION,
         request_max_body_size=None,
-        opt={"streamed_body": True},
+        opt={STREAMED_BODY_OPTION: NDJSON_MEDIA_TYPES},
     )
     async def import_memories(
         self,
@@ -85,5 +89,11 @@ class MemoryImportController(Controller):
         memory_importer: NamedDependency[MemoryImporter],
         tenant_id: NamedDependency[uuid.UUID],
     ) -> MemoryImportOut:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media not in NDJSON_MEDIA_TYPES:  # declared in the OpenAPI document from the opt
+            raise HTTPException(
+                status_code=415,
+                detail=f"send the body as application/x-ndjson, not {media or 'without a Content-Type'}",
+            )
         report = await memory_importer.run(tenant_id, parse_lines(request.stream()))
         return MemoryImportOut.of(report)

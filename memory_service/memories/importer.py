@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from memory_service.errors import InvalidInput
+from memory_service.errors import InvalidInput, MemoryServiceError, PayloadTooLarge
 from memory_service.memories.models import NewMemory
 from memory_service.memories.service import MemoryService
 
@@ -68,7 +68,7 @@ class MemoryImporter:
             items = [item for _, item in batch if isinstance(item, NewMemory)]
             try:
                 _, created = await self.memories.add_many(tid, items)
-            except InvalidInput as exc:
+            except (InvalidInput, PayloadTooLarge) as exc:
                 bad = _line_errors(batch, exc)
             else:
                 report.created += sum(created)
@@ -80,7 +80,7 @@ class MemoryImporter:
         report.batches_rejected += 1
 
 
-def _line_errors(batch: list[ParsedLine], exc: InvalidInput) -> list[LineError]:
+def _line_errors(batch: list[ParsedLine], exc: MemoryServiceError) -> list[LineError]:
     """The batch's field errors (``items[i].field``) as errors of the lines they came from."""
     out = []
     for error in exc.errors:
