@@ -1,7 +1,9 @@
 """Embedding backends side by side: torch, ONNX Runtime, and ONNX with int8 weights.
 
 ``onnx`` and ``onnx-int8`` embed a single query with two intra-op threads (the
-default); ``-1q`` names the same backend with one.
+default); ``-1q`` names the same backend with one. ``onnx-spin`` lets the query
+session's threads spin between operators (ONNX Runtime's own default, which the
+service turns off for single queries).
 
 For each backend, in one run on one box:
 - single-query latency (one short question at a time, the search path), on an idle
@@ -33,7 +35,8 @@ from tqdm import tqdm
 from benchmarks import common
 from benchmarks.eval.datasets import load_locomo, load_scifact
 from benchmarks.eval.metrics import ndcg_at, recall_at
-from memory_service.embeddings import Embedder, load_embedder
+from memory_service.embeddings import Embedder, load_embedder, packaged_model_path
+from memory_service.onnx_embedder import OnnxEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -143,6 +146,9 @@ def backends(export_dir: Path) -> dict[str, Callable[[], Embedder]]:
     return {
         "torch": lambda: load_embedder(None, backend="torch", threads=2),
         "onnx": lambda: load_embedder(None, backend="onnx", export_dir=export_dir),
+        "onnx-spin": lambda: OnnxEmbedder(
+            packaged_model_path(), export_dir, name="all-MiniLM-L6-v2", query_spin=True
+        ),
         "onnx-1q": lambda: load_embedder(
             None, backend="onnx", export_dir=export_dir, query_threads=1
         ),
@@ -170,7 +176,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with Load(seconds=600):
             row["single_busy"] = single_query_ms(embedder, rounds)
         row["short_texts_per_s"] = round(throughput(embedder, short), 1)
-        if not args.skip_quality:
+        if not args.skip_quality and name in args.quality_backends.split(","):
             row["scifact"] = scifact_quality(embedder, args.data, 500 if args.quick else None)
             row["locomo"] = locomo_quality(embedder, args.data)
         out["backends"][name] = row
@@ -217,10 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
     )
-    parser.add_argument("--backends", default="torch,onnx,onnx-1q,onnx-int8")
+    parser.add_argument("--backends", default="torch,onnx,onnx-spin,onnx-1q,onnx-int8")
     parser.add_argument("--export-dir", help="reuse ONNX exports from this folder")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and documents")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument(
+        "--quality-backends",
+        default="torch,onnx,onnx-int8",
+        help="backends whose retrieval quality is measured (the -1q and -spin variants "
+        "run the same weights as their base, so their vectors are the same)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     results = run(args)
