@@ -25,6 +25,7 @@ from litestar.connection import ASGIConnection
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.utils.scope.state import ScopeState
 
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 
@@ -38,6 +39,7 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _MSGSPEC_PATH = re.compile(r"at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]*)`")
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
+_UNTYPED: set[Any] = set()  # annotations decoded as plain JSON: Litestar converts those
 
 
 def json_depth(raw: bytes) -> int:
@@ -54,6 +56,10 @@ def bad_request(field: str, message: str) -> ValidationException:
 
 
 def check_depth(raw: bytes, field: str) -> None:
+    # a text with no more openings than the limit cannot nest deeper: most bodies stop
+    # here, without the full scan (about 0.5 ms for a search body of 384 floats)
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return
     if json_depth(raw) > MAX_JSON_DEPTH:
         raise bad_request(field, f"nested deeper than {MAX_JSON_DEPTH} levels")
 
@@ -99,7 +105,13 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         )
     _check_media_type(connection.headers.get("content-type"))
     check_depth(body, "body")
-    check_values(_decode_strict(body, field.annotation), "")
+    value = _decode_strict(body, field.annotation)
+    check_values(value, "")
+    if field.annotation not in _UNTYPED:
+        # the handler's ``data`` is this very value: Litestar reads a decoded body from the
+        # connection's state before decoding it again, and passes an instance of the
+        # declared type through unchanged (a second decode of 384 floats costs ~0.1 ms)
+        ScopeState.from_scope(connection.scope).json = value
 
 
 def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any], signature: Any) -> None:
@@ -144,6 +156,7 @@ def _decode_strict(body: bytes, annotation: Any) -> Any:
             _DECODERS[annotation] = msgspec.json.Decoder(annotation)
         except TypeError:  # a type only Litestar can decode (a DTO, a custom decoder)
             _DECODERS[annotation] = msgspec.json.Decoder()
+            _UNTYPED.add(annotation)
     decoder = _DECODERS[annotation]
     try:
         return decoder.decode(body)
