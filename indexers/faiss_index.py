@@ -29,6 +29,15 @@ import numpy.typing as npt
 from indexers.base import Allow, Ids, Matrix, Scores, allowed_ids, as_ids, as_matrix, top_k
 
 _faiss: Any = faiss  # the SWIG module is only partly typed
+_omp = threading.local()
+
+
+def _omp_threads(n: int) -> None:
+    """OpenMP's team size for this thread; the call itself costs a few microseconds, so
+    it is made only when the size changes (the setting is per thread)."""
+    if getattr(_omp, "threads", None) != n:
+        _faiss.omp_set_num_threads(n)
+        _omp.threads = n
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +202,7 @@ class FaissIndex:
         _, last = np.unique(id_array[::-1], return_index=True)
         keep = np.sort(len(id_array) - 1 - last)
         id_array, matrix = id_array[keep], matrix[keep]
-        _faiss.omp_set_num_threads(os.cpu_count() or 1)  # graph inserts do use the team
+        _omp_threads(os.cpu_count() or 1)  # graph inserts do use the team
         with self._lock.write():
             stored = self._stored()
             fresh: list[int] = []
@@ -251,7 +260,7 @@ class FaissIndex:
             return None
         try:
             q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-            _faiss.omp_set_num_threads(1)
+            _omp_threads(1)
             bitmap = self._alive if self.dead else None
             return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
         finally:
@@ -268,7 +277,7 @@ class FaissIndex:
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         # one query gains nothing from an OpenMP team, whose spinning threads only steal
         # the cores that other requests and PostgreSQL need; the setting is per thread
-        _faiss.omp_set_num_threads(1)
+        _omp_threads(1)
         with self._lock.read():
             if allow is None:
                 bitmap = self._alive if self.dead else None
