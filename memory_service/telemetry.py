@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 from memory_service.config import Settings
 
@@ -82,7 +83,12 @@ class _RoutingTracerProvider(trace.TracerProvider):
 def build_tracer_provider(
     settings: Settings, exporter: SpanExporter | None = None
 ) -> TracerProvider:
-    provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+    resource = Resource.create({"service.name": settings.service_name})
+    if exporter is None and settings.trace_exporter in ("none", "off"):
+        # nothing would read a recorded span: spans still carry trace ids (a caller's,
+        # or fresh ones) for events and log lines, but record nothing
+        return TracerProvider(resource=resource, sampler=ALWAYS_OFF)
+    provider = TracerProvider(resource=resource)
     if exporter is not None:
         provider.add_span_processor(SimpleSpanProcessor(exporter))
     elif settings.trace_exporter == "console":
