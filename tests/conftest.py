@@ -71,6 +71,7 @@ def settings(data_dir: Path) -> Settings:
         db_pool_max=8,
         secrets_key=SECRETS_KEY,
         workflow_poll_interval_s=0.2,
+        record_search_events=True,  # the event log's tests read them; off by default
     )
 
 
