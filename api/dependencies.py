@@ -4,12 +4,19 @@ A handler names what it needs (``memories: NamedDependency[MemoryService]``) and
 app factory registers ``DEPENDENCIES``; every provider reads one typed field of the
 runtime the lifespan started, so a type checker sees which service answers which
 route. ``SIGNATURE_TYPES`` are the types Litestar must resolve in handler signatures.
+
+The search route, which agents call on every turn, takes the request instead and
+reads its service and tenant through ``runtime_of`` and ``tenant_of``: Litestar
+resolves two or more dependencies of a handler in a task group, which measured a
+fifth of a search's time in the process (about 0.2 ms).
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
 
@@ -29,6 +36,18 @@ from memory_service.tenants import TenantService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
 from memory_service.workflows import WorkerGateway, WorkflowService
+
+
+def runtime_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Runtime:
+    """The running runtime, for a handler that takes its request rather than providers."""
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
+
+
+def tenant_of(connection: ASGIConnection[Any, Any, Any, Any]) -> uuid.UUID:
+    """The tenant the auth guard found for this request."""
+    tenant_id: uuid.UUID = connection.state.tenant_id
+    return tenant_id
 
 
 def provide_runtime(state: State) -> Runtime:

@@ -6,11 +6,12 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from litestar import Controller, Response, delete, get, patch, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.dependencies import runtime_of, tenant_of
 from api.input_guard import decode_json_text
 from api.schemas import (
     Deleted,
@@ -29,7 +30,6 @@ from memory_service.errors import FieldError, InvalidInput
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.models import Scope
 from memory_service.memories.service import MemoryService
-from memory_service.search.service import SearchService
 
 ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
 PurgeParam = Annotated[
@@ -102,17 +102,13 @@ class MemoryController(Controller):
         return MemoryBatchOut([MemoryOut.of(m) for m in items])
 
     @post("/search", status_code=200, summary="Semantic, keyword or hybrid search")
-    async def search(
-        self,
-        data: JSONBody[SearchBody],
-        search: NamedDependency[SearchService],
-        tenant_id: NamedDependency[uuid.UUID],
-        memories_as_of: NamedDependency[MemoriesAsOf],
-    ) -> SearchOut:
+    async def search(self, data: JSONBody[SearchBody], request: Request[Any, Any, Any]) -> SearchOut:
+        # the hot path reads its service and tenant off the request (see api/dependencies.py)
+        runtime, tenant_id = runtime_of(request), tenant_of(request)
         if data.as_of is not None:
-            past = await memories_as_of.search(tenant_id, data.to_domain(), data.as_of)
+            past = await runtime.memories_as_of.search(tenant_id, data.to_domain(), data.as_of)
             return SearchOut.of(past)
-        return SearchOut.of(await search.search(tenant_id, data.to_domain()))
+        return SearchOut.of(await runtime.search.search(tenant_id, data.to_domain()))
 
     @get("/", summary="List memories in a scope, oldest first, with a cursor")
     async def list_memories(
