@@ -143,7 +143,8 @@ def load(client: httpx.Client, vecs: np.ndarray, docs: list[str]) -> float:
             }
             for i in range(s, min(len(vecs), s + 1000))
         ]
-        r = client.post("/v1/memories/batch", json={"items": items})
+        body = msgspec.json.encode({"items": items})
+        r = client.post("/v1/memories/batch", content=body, headers={"Content-Type": "application/json"})
         r.raise_for_status()
     return len(vecs) / (time.perf_counter() - started)
 
