@@ -17,6 +17,7 @@ from litestar import Litestar, Router
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
@@ -53,6 +54,7 @@ from api.routes.tenants import TenantController
 from api.routes.transfer import MigrationController, TransferController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
+from api.trace_context import UNTRACED, TraceContextMiddleware
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.runtime import Runtime
@@ -84,6 +86,10 @@ StartupHook = Callable[[Runtime], Any]
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
+def trace_context(tracer_provider: TracerProvider) -> DefineMiddleware:
+    return DefineMiddleware(TraceContextMiddleware, tracer_provider=tracer_provider)
+
+
 def in_order(*guards: Guard) -> Guard:
     """One guard that runs ``guards`` in order. Litestar copies the route handler for
     each guard it calls; three guards cost about 6% of a search in the process."""
@@ -105,6 +111,8 @@ def create_app(
     """Build the application. ``embedder`` and ``span_exporter`` are test seams."""
     tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
     tracing = settings.trace_exporter != "off" or span_exporter is not None
+    # spans that someone reads: the full ASGI instrumentation; trace ids only: the light one
+    exporting = settings.trace_exporter in ("console", "otlp") or span_exporter is not None
     if tracing:
         instrument_psycopg(tracer_provider)
 
@@ -144,7 +152,7 @@ def create_app(
     )
     otel = OpenTelemetryConfig(
         tracer_provider=tracer_provider,
-        exclude=["/health"],
+        exclude=sorted(UNTRACED),
         # a span per ASGI message (three per request) costs about 25 us each and says
         # nothing the request span does not
         exclude_spans=["receive", "send"],
@@ -155,8 +163,13 @@ def create_app(
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        plugins=[OpenTelemetryPlugin(otel)] if tracing else [],
-        middleware=[RequestMetricsMiddleware, TenantSlotMiddleware(), AllowHeaderMiddleware()],
+        plugins=[OpenTelemetryPlugin(otel)] if exporting else [],
+        middleware=[
+            *([] if exporting or not tracing else [trace_context(tracer_provider)]),
+            RequestMetricsMiddleware,
+            TenantSlotMiddleware(),
+            AllowHeaderMiddleware(),
+        ],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="memory-service",
