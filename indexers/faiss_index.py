@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -184,6 +184,11 @@ class FaissIndex:
     def contains(self, label: int) -> bool:
         return label in self._where
 
+    def absent(self, labels: Iterable[int]) -> list[int]:
+        """The labels that are not in the index (one pass, no call per label)."""
+        where = self._where
+        return [label for label in labels if label not in where]
+
     # -- mutation ----------------------------------------------------------------------
     def _stored(self) -> Matrix:
         """A view of the stored vectors by position (valid until the next add)."""
@@ -252,17 +257,19 @@ class FaissIndex:
 
     # -- search ------------------------------------------------------------------------
     def search_unless_busy(
-        self, query: npt.NDArray[np.float32], k: int, *, ef_search: int | None = None
+        self,
+        query: npt.NDArray[np.float32],
+        k: int,
+        allow: Allow | None = None,
+        *,
+        ef_search: int | None = None,
     ) -> tuple[Ids, Scores] | None:
-        """``search`` without an allow-filter, or None at once when a mutation holds or
-        waits for the index: a caller on an event loop must never wait for one."""
+        """``search``, or None at once when a mutation holds or waits for the index: a
+        caller on an event loop must never wait for one."""
         if not self._lock.try_read():
             return None
         try:
-            q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
-            _omp_threads(1)
-            bitmap = self._alive if self.dead else None
-            return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
+            return self._search(query, k, allow, ef_search)
         finally:
             self._lock.release_read()
 
@@ -274,28 +281,33 @@ class FaissIndex:
         *,
         ef_search: int | None = None,
     ) -> tuple[Ids, Scores]:
+        with self._lock.read():
+            return self._search(query, k, allow, ef_search)
+
+    def _search(
+        self, query: npt.NDArray[np.float32], k: int, allow: Allow | None, ef_search: int | None
+    ) -> tuple[Ids, Scores]:
         q = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         # one query gains nothing from an OpenMP team, whose spinning threads only steal
         # the cores that other requests and PostgreSQL need; the setting is per thread
         _omp_threads(1)
-        with self._lock.read():
-            if allow is None:
-                bitmap = self._alive if self.dead else None
-                return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
-            positions = self._allowed_positions(allow)
-            if len(positions) <= self.params.exact_max or not self.is_hnsw:
-                scores = self._stored()[positions] @ q[0]
-                found, best = top_k(positions, scores, k)
-                return self._labels[found], best
-            bitmap = np.zeros_like(self._alive)
-            np.bitwise_or.at(bitmap, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
-            share = len(positions) / max(1, self.size)
-            ef = int(max(ef_search or self.params.ef_search, k) * min(8.0, 1.0 / share))
-            ids, scores = self._graph_search(q, k, bitmap, ef)
-            if len(ids) < min(k, len(positions)):  # the graph walk ran dry: score them all
-                found, best = top_k(positions, self._stored()[positions] @ q[0], k)
-                return self._labels[found], best
-            return ids, scores
+        if allow is None:
+            bitmap = self._alive if self.dead else None
+            return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
+        positions = self._allowed_positions(allow)
+        if len(positions) <= self.params.exact_max or not self.is_hnsw:
+            scores = self._stored()[positions] @ q[0]
+            found, best = top_k(positions, scores, k)
+            return self._labels[found], best
+        bitmap = np.zeros_like(self._alive)
+        np.bitwise_or.at(bitmap, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
+        share = len(positions) / max(1, self.size)
+        ef = int(max(ef_search or self.params.ef_search, k) * min(8.0, 1.0 / share))
+        ids, scores = self._graph_search(q, k, bitmap, ef)
+        if len(ids) < min(k, len(positions)):  # the graph walk ran dry: score them all
+            found, best = top_k(positions, self._stored()[positions] @ q[0], k)
+            return self._labels[found], best
+        return ids, scores
 
     def _allowed_positions(self, allow: Allow) -> npt.NDArray[np.int64]:
         if callable(allow):

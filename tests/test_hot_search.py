@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,35 @@ async def test_the_memory_budget_leaves_big_tenants_to_pgvector(
         assert status["bytes"] <= status["budget_bytes"]
     finally:
         await runtime.close()
+
+
+async def test_the_in_process_exact_pass_leaves_out_rows_that_expired(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    """An equality filter is decided by the posting lists alone; expiry still applies."""
+    h = tenant["headers"]
+    vecs = unit_vectors(40, seed=21)
+    soon = (datetime.now(UTC) + timedelta(seconds=1.5)).isoformat()
+    items = [
+        {
+            "content": f"row {i}",
+            "embedding": v.tolist(),
+            "metadata": {"group": i % 4},
+            **({"expires_at": soon} if i % 8 == 0 else {}),
+        }
+        for i, v in enumerate(vecs)
+    ]
+    r = await client.post("/v1/memories/batch", json={"items": items}, headers=h)
+    assert r.status_code == 201, r.text
+    await search(client, h, vecs[0], k=10, filter={"metadata.group": 0})  # learns the share
+    before = await search(client, h, vecs[0], k=10, filter={"metadata.group": 0})
+    assert before["strategy"] == "exact"
+    assert {hit["memory"]["content"] for hit in before["results"]} == {
+        f"row {i}" for i in range(0, 40, 4)
+    }
+    await asyncio.sleep(2.0)
+    after = await search(client, h, vecs[0], k=10, filter={"metadata.group": 0})
+    assert after["strategy"] == "exact"
+    assert {hit["memory"]["content"] for hit in after["results"]} == {
+        f"row {i}" for i in range(0, 40, 4) if i % 8
+    }

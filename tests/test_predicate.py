@@ -100,15 +100,19 @@ async def test_posting_lists_never_miss_a_matching_row(rows: Any) -> None:
         everything = await repo.list_page(conn, tid, Scope(), None, 0, 100)
         for memory in everything:
             postings.add(memory)
-        narrowed = 0
+        narrowed = decided = 0
         for spec in FILTERS:
             for scope in (Scope(), Scope(user_id="u1")):
                 in_sql = await repo.list_page(conn, tid, scope, compile_filter(spec), 0, 100)
-                candidates = postings.candidates(scope, spec)
+                candidates, exact = postings.narrow(scope, spec)
                 if candidates is not None:
                     narrowed += 1
                     assert {m.seq for m in in_sql} <= candidates, (spec, scope)
+                if exact:  # the lists alone are the answer: nothing more, nothing less
+                    decided += 1
+                    assert {m.seq for m in in_sql} == candidates, (spec, scope)
         assert narrowed > len(FILTERS)  # most filters and every scope narrow
+        assert decided >= 4  # plain equalities and scopes are decided by the lists alone
 
 
 def test_string_ordering_is_left_to_the_database() -> None:

@@ -49,6 +49,7 @@ SCAN_IN_PROCESS_MAX = 2000
 # searches small enough to run on the event loop rather than hop to a thread (see _probe)
 INLINE_FETCH_MAX = 100
 INLINE_SIZE_MAX = 2000
+INLINE_EXACT_MAX = 5000  # candidates an exact pass scores on the event loop
 MAX_REMEMBERED_SHAPES = 1024
 
 
@@ -156,6 +157,7 @@ class HotSearch:
     ) -> SearchResult | None:
         limit = self.settings.faiss_exact_max
         seqs = _matching_in_process(t, request, check)
+        held = seqs is not None  # in process, the seqs are of held rows
         if seqs is None:
             async with wrap_db_errors(), self.pool.connection() as conn:
                 seqs = await repo.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
@@ -163,15 +165,22 @@ class HotSearch:
             _remember(t, shape, len(seqs) / max(1, t.index.size))
         if len(seqs) > limit or t.index is None:
             return None
-        missing = {s for s in seqs if s not in t.rows or not t.index.contains(s)}
+        missing = set(t.index.absent(seqs))
+        if not held:
+            missing.update(s for s in seqs if s not in t.rows)
         if missing:  # written by another process a moment ago: fetch them now
             await self.indexes.refresh(t, missing)
         index = t.index
         if index is None:
             return None
-        ids, scores = await anyio.to_thread.run_sync(
-            lambda: index.search(query, request.k, allow=seqs)
-        )
+        found = None
+        if len(seqs) <= INLINE_EXACT_MAX:  # scoring a few thousand rows costs less than the hop
+            found = index.search_unless_busy(query, request.k, allow=seqs)
+        if found is None:
+            found = await anyio.to_thread.run_sync(
+                lambda: index.search(query, request.k, allow=seqs)
+            )
+        ids, scores = found
         # the database named these rows a moment ago: only a change since can drop one
         hits = await self._matching(t, ids, scores, request.scope, flt, check)
         if len(hits) < min(request.k, len(seqs)):
@@ -247,12 +256,25 @@ def _matching_in_process(
     (or the tenant is small enough to scan); None when the database should say."""
     if check is None:
         return None
-    candidates: Any = t.postings.candidates(request.scope, request.filter)
+    candidates: Any
+    candidates, exact = t.postings.narrow(request.scope, request.filter)
+    now, rows = datetime.now(UTC), t.rows
+    if exact:  # the posting lists decided scope and filter: only expiry is left
+        if not t.expiring:
+            return list(candidates)
+        return [
+            s
+            for s in candidates
+            if s not in t.expiring
+            or (
+                (row := rows.get(s)) is not None
+                and (row.expires_at is None or row.expires_at > now)
+            )
+        ]
     if candidates is None:
         if len(t.rows) > SCAN_IN_PROCESS_MAX:
             return None
         candidates = t.rows.keys()
-    now, rows = datetime.now(UTC), t.rows
     return [s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)]
 
 

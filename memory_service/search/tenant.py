@@ -39,6 +39,7 @@ class TenantIndex:
     rows: dict[int, Memory] = field(default_factory=dict)
     seq_of: dict[str, int] = field(default_factory=dict)  # memory id -> seq
     postings: Postings = field(default_factory=Postings)  # candidates of the exact path
+    expiring: set[int] = field(default_factory=set)  # held rows with an expiry time
     row_bytes: int = 0  # rows and postings, counted in the memory budget
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -63,12 +64,17 @@ def hold_rows(t: TenantIndex, memories: list[Memory]) -> None:
             t.row_bytes -= row_bytes(old) + t.postings.remove(old)
         t.rows[memory.seq] = memory
         t.seq_of[memory.id] = memory.seq
+        if memory.expires_at is not None:
+            t.expiring.add(memory.seq)
+        else:
+            t.expiring.discard(memory.seq)
         t.row_bytes += row_bytes(memory) + t.postings.add(memory)
 
 
 def drop_rows(t: TenantIndex, seqs: set[int]) -> None:
     for seq in seqs:
         old = t.rows.pop(seq, None)
+        t.expiring.discard(seq)
         if old is not None:
             t.row_bytes -= row_bytes(old) + t.postings.remove(old)
             t.seq_of.pop(old.id, None)
