@@ -83,6 +83,7 @@ class Settings:
     pgvector_index_batch: int = 500  # rows the index worker adds per transaction
     pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
     pgvector_index_backlog_max: int = 50_000  # the worker waits out a load until this many wait
+    pgvector_index_quiet_s: float = 3.0  # a load has stopped when no row arrived for this long
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True
@@ -211,6 +212,7 @@ class Settings:
             self.pgvector_index_batch < 1
             or self.pgvector_index_interval_s <= 0
             or self.pgvector_index_backlog_max < 0
+            or self.pgvector_index_quiet_s < 0
         ):
             raise SettingsError("the pgvector index batch and interval must be positive")
         if self.embedding_query_threads < 1:

@@ -186,6 +186,7 @@ async def _build(
         batch_size=settings.pgvector_index_batch,
         idle_interval_s=settings.pgvector_index_interval_s,
         backlog_max=settings.pgvector_index_backlog_max,
+        quiet_s=settings.pgvector_index_quiet_s,
     )
     index_worker.start()
     closers.append(index_worker.close)

@@ -198,3 +198,17 @@ async def test_deleted_and_updated_rows_waiting_for_the_index(parts: Parts) -> N
     await drain(p)
     got, _ = await search(p, vecs9)
     assert got[0] == "row 9 moved"
+
+
+async def test_the_worker_waits_until_a_load_has_been_quiet(parts: Parts) -> None:
+    """A pause between two batches (the client encoding the next) is not the end of a load."""
+    p = parts
+    await add_rows(p, unit_vectors(50, seed=45), 0, 50)
+    worker = VectorIndexWorker(
+        p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, quiet_s=0.5
+    )
+    async with TenantLock(p):
+        assert not await worker.should_index()  # rows have just arrived
+        assert not await worker.should_index()  # nothing new, but not quiet for 0.5 s yet
+        await asyncio.sleep(0.6)
+        assert await worker.should_index()

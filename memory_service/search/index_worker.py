@@ -6,7 +6,7 @@ the request does not pay for the graph; this worker then flips waiting rows to
 short transaction that skips rows a writer holds, so several processes can share
 the work and a writer never waits behind it. Growing the graph costs as much CPU
 as it did inline, so while a load is still arriving (the newest waiting row
-changed since the last look) the worker leaves the cores to it, unless the
+changed within the last ``quiet_s``) the worker leaves the cores to it, unless the
 backlog already spans ``backlog_max`` rows: that bounds what a search ranks
 exactly beside the graph (see ``memories.repository.vector_search``). Until a
 row is flipped it is found all the same, so the backlog costs time, not results.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -35,13 +36,16 @@ class VectorIndexWorker:
         batch_size: int,
         idle_interval_s: float,
         backlog_max: int,
+        quiet_s: float = 0.0,
     ) -> None:
         self._pool = pool
         self.batch_size = batch_size
         self.idle_interval_s = idle_interval_s
         self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
+        self.quiet_s = quiet_s  # a load has stopped once no row arrived for this long
         self.indexed = 0  # rows this worker put into the graph
         self._newest_seen: int | None = None
+        self._arrived_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -75,8 +79,13 @@ class VectorIndexWorker:
         if span is None:
             return False
         oldest, newest = span
-        arriving = newest != self._newest_seen
-        self._newest_seen = newest
+        now = time.monotonic()
+        if newest != self._newest_seen:
+            self._newest_seen, self._arrived_at = newest, now
+            arriving = True
+        else:
+            # a client between two batches (encoding the next one) is not a finished load
+            arriving = now - self._arrived_at < self.quiet_s
         return not arriving or newest - oldest + 1 >= self.backlog_max
 
     async def _run(self) -> None:
