@@ -86,8 +86,53 @@ StartupHook = Callable[[Runtime], Any]
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
-def trace_context(tracer_provider: TracerProvider) -> DefineMiddleware:
-    return DefineMiddleware(TraceContextMiddleware, tracer_provider=tracer_provider)
+OPENAPI = OpenAPIConfig(
+    title="memory-service",
+    version="1.0.0",
+    description="Agent memory and semantic search over PostgreSQL + pgvector.",
+    path="/schema",
+    components=Components(
+        security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer")}
+    ),
+)
+
+
+def _guarded_routers() -> list[Router]:
+    security: list[dict[str, list[str]]] = [{"BearerAuth": []}]
+    tenant_router = Router(
+        path="/v1",
+        route_handlers=TenantRoutes,
+        guards=[in_order(require_tenant, enforce_tenant_limits, check_request)],
+        dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
+        security=security,
+    )
+    admin_router = Router(
+        path="/v1/admin",
+        route_handlers=AdminRoutes,
+        guards=[in_order(require_admin, check_request)],
+        security=security,
+    )
+    return [tenant_router, admin_router]
+
+
+def _tracing(
+    settings: Settings, provider: TracerProvider, span_exporter: SpanExporter | None
+) -> tuple[list[Any], list[Any]]:
+    """(plugins, middleware) that trace requests: the full ASGI instrumentation when
+    spans are exported, the light trace context when only their ids are used, none
+    when tracing is off."""
+    if settings.trace_exporter in ("console", "otlp") or span_exporter is not None:
+        otel = OpenTelemetryConfig(
+            tracer_provider=provider,
+            exclude=sorted(UNTRACED),
+            # a span per ASGI message (three per request) costs about 25 us each and says
+            # nothing the request span does not
+            exclude_spans=["receive", "send"],
+        )
+        return [OpenTelemetryPlugin(otel)], []
+    if settings.trace_exporter == "off":
+        return [], []
+    return [], [DefineMiddleware(TraceContextMiddleware, tracer_provider=provider)]
 
 
 def in_order(*guards: Guard) -> Guard:
@@ -111,8 +156,6 @@ def create_app(
     """Build the application. ``embedder`` and ``span_exporter`` are test seams."""
     tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
     tracing = settings.trace_exporter != "off" or span_exporter is not None
-    # spans that someone reads: the full ASGI instrumentation; trace ids only: the light one
-    exporting = settings.trace_exporter in ("console", "otlp") or span_exporter is not None
     if tracing:
         instrument_psycopg(tracer_provider)
 
@@ -139,47 +182,22 @@ def create_app(
             await runtime.close()
             tracer_provider.shutdown()
 
-    security: list[dict[str, list[str]]] = [{"BearerAuth": []}]
-    tenant_router = Router(
-        path="/v1",
-        route_handlers=TenantRoutes,
-        guards=[in_order(require_tenant, enforce_tenant_limits, check_request)],
-        dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
-        security=security,
-    )
-    admin_router = Router(
-        path="/v1/admin", route_handlers=AdminRoutes, guards=[in_order(require_admin, check_request)], security=security
-    )
-    otel = OpenTelemetryConfig(
-        tracer_provider=tracer_provider,
-        exclude=sorted(UNTRACED),
-        # a span per ASGI message (three per request) costs about 25 us each and says
-        # nothing the request span does not
-        exclude_spans=["receive", "send"],
-    )
+    plugins, tracing_middleware = _tracing(settings, tracer_provider, span_exporter)
     app = Litestar(
-        route_handlers=[*PublicRoutes, tenant_router, admin_router, console_router()],
+        route_handlers=[*PublicRoutes, *_guarded_routers(), console_router()],
         template_config=template_config(),
         lifespan=[lifespan],
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
-        plugins=[OpenTelemetryPlugin(otel)] if exporting else [],
+        plugins=plugins,
         middleware=[
-            *([] if exporting or not tracing else [trace_context(tracer_provider)]),
+            *tracing_middleware,
             RequestMetricsMiddleware,
             TenantSlotMiddleware(),
             AllowHeaderMiddleware(),
         ],
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="memory-service",
-            version="1.0.0",
-            description="Agent memory and semantic search over PostgreSQL + pgvector.",
-            path="/schema",
-            components=Components(
-                security_schemes={"BearerAuth": SecurityScheme(type="http", scheme="bearer")}
-            ),
-        ),
+        openapi_config=OPENAPI,
         signature_types=SIGNATURE_TYPES,
         debug=False,
     )
