@@ -27,7 +27,6 @@ from memory_service.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput, NotFound
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import (
-    SCOPE_FIELDS,
     Memory,
     Scope,
     SearchHit,
@@ -35,6 +34,7 @@ from memory_service.memories.models import (
     SearchResult,
 )
 from memory_service.memories.repository import Conn, row_to_memory
+from memory_service.memories.repository.base import scope_clause
 from memory_service.memories.validation import MemoryValidator
 from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
@@ -157,13 +157,7 @@ def _as_of_query(
     tid: uuid.UUID, moment: datetime, scope: Scope, flt: CompiledFilter | None, params: list[Any]
 ) -> sql.Composed:
     params += [tid, moment, moment, moment]
-    scope_parts: list[sql.Composable] = []
-    for name in SCOPE_FIELDS:
-        value = getattr(scope, name)
-        if value is not None:
-            scope_parts.append(sql.SQL("{} = %s").format(sql.Identifier("v", name)))
-            params.append(value)
-    scope_sql = sql.SQL(" AND ").join(scope_parts) if scope_parts else sql.SQL("TRUE")
+    scope_sql = scope_clause(scope, params, alias="v")
     if flt is not None:
         params += flt.params
     return AS_OF.format(

@@ -39,12 +39,13 @@ async def fetch_rows(conn: Conn, statement: sql.Composed | sql.SQL, params: Sequ
     return await cur.fetchall()
 
 
-def scope_clause(scope: Scope, params: list[Any]) -> sql.Composable:
+def scope_clause(scope: Scope, params: list[Any], alias: str = "m") -> sql.Composable:
+    """The scope's given fields as equalities on table ``alias`` (TRUE when none is)."""
     parts: list[sql.Composable] = []
     for name in SCOPE_FIELDS:
         value = getattr(scope, name)
         if value is not None:
-            parts.append(sql.SQL("{} = %s").format(sql.Identifier("m", name)))
+            parts.append(sql.SQL("{} = %s").format(sql.Identifier(alias, name)))
             params.append(value)
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")
 
