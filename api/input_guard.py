@@ -39,7 +39,6 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _MSGSPEC_PATH = re.compile(r"at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]*)`")
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
-_UNTYPED: set[Any] = set()  # annotations decoded as plain JSON: Litestar converts those
 
 
 def json_depth(raw: bytes) -> int:
@@ -107,7 +106,7 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     check_depth(body, "body")
     value = _decode_strict(body, field.annotation)
     check_values(value, "")
-    if field.annotation not in _UNTYPED:
+    if _DECODERS[field.annotation].type is not Any:  # Litestar converts plain JSON itself
         # the handler's ``data`` is this very value: Litestar reads a decoded body from the
         # connection's state before decoding it again, and passes an instance of the
         # declared type through unchanged (a second decode of 384 floats costs ~0.1 ms)
@@ -156,7 +155,6 @@ def _decode_strict(body: bytes, annotation: Any) -> Any:
             _DECODERS[annotation] = msgspec.json.Decoder(annotation)
         except TypeError:  # a type only Litestar can decode (a DTO, a custom decoder)
             _DECODERS[annotation] = msgspec.json.Decoder()
-            _UNTYPED.add(annotation)
     decoder = _DECODERS[annotation]
     try:
         return decoder.decode(body)
