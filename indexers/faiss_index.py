@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -198,8 +198,11 @@ class FaissIndex:
             return np.zeros((0, self._dimension), dtype=np.float32)
         return faiss.rev_swig_ptr(flat.get_xb(), n * self._dimension).reshape(n, self._dimension)
 
-    def add(self, ids: npt.ArrayLike, vectors: Matrix) -> None:
-        """Add or replace; a replaced id whose vector is unchanged costs nothing."""
+    def add(
+        self, ids: npt.ArrayLike, vectors: Matrix, *, skip: Container[int] | None = None
+    ) -> None:
+        """Add or replace; a replaced id whose vector is unchanged costs nothing. Ids in
+        ``skip`` (consulted under the write lock) are left out."""
         id_array, matrix = as_ids(ids), as_matrix(vectors, self._dimension)
         if len(id_array) != len(matrix):
             raise ValueError("ids and vectors differ in length")
@@ -212,6 +215,8 @@ class FaissIndex:
             stored = self._stored()
             fresh: list[int] = []
             for i, label in enumerate(id_array.tolist()):
+                if skip is not None and label in skip:
+                    continue
                 at = self._where.get(label)
                 if at is not None:
                     if np.array_equal(stored[at], matrix[i]):
@@ -340,6 +345,15 @@ class FaissIndex:
         return self._labels[positions[0][hit]], scores[0][hit].astype(np.float32)
 
     # -- lifecycle ---------------------------------------------------------------------
+    def vectors_of(self, labels: Iterable[int]) -> tuple[Ids, Matrix]:
+        """Copies of the stored vectors of those labels the index holds, with their labels."""
+        with self._lock.read():
+            where = self._where
+            found = [(label, at) for label in labels if (at := where.get(label)) is not None]
+            positions = np.asarray([at for _, at in found], dtype=np.int64)
+            held = np.asarray([label for label, _ in found], dtype=np.int64)
+            return held, self._stored()[positions].copy()
+
     def live_items(self) -> tuple[Ids, Matrix]:
         """Copies of the live ids and vectors, by position order."""
         with self._lock.read():

@@ -95,6 +95,7 @@ class Settings:
     faiss_flat_max: int = 20_000  # a tenant up to this size gets an exact flat index
     faiss_exact_max: int = 20_000  # candidate sets up to this size are scored exactly
     faiss_post_filter_max: int = 2000  # deepest FAISS probe before a filter goes exact
+    faiss_scope_index_min_rows: int = 2000  # a searched scope this big gets its own graph; 0: off
     faiss_inline_load_max: int = 5000  # smaller tenants load inside the first request
     faiss_poll_interval_s: float = 0.5  # safety net behind LISTEN/NOTIFY
     faiss_snapshot_interval_s: float = 30.0

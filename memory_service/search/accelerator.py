@@ -34,7 +34,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
 from memory_service.memories.predicate import RowCheck
-from memory_service.search import planner, store
+from memory_service.search import planner, scoped, store
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
@@ -99,6 +99,10 @@ class HotSearch:
             await self.indexes.sync(t, self.follower.mark)  # the one extra round trip
         check = RowCheck.build(request.scope, flt)
         k, filtered = request.k, bool(request.scope.given()) or flt is not None
+        if filtered and check is not None:
+            found = await self._in_scope(t, request, check, query)
+            if found is not None:
+                return found
         shape = _shape(request) if filtered else ""
         plan = self._first_plan(t, k, filtered, shape)
         for _ in range(MAX_PROBES):
@@ -115,6 +119,32 @@ class HotSearch:
                 return SearchResult(hits[:k], 0.0, "faiss")
             plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
         return None
+
+    async def _in_scope(
+        self, t: TenantIndex, request: SearchRequest, check: RowCheck, query: np.ndarray
+    ) -> SearchResult | None:
+        """A search confined to one large scope value, answered from that scope's own
+        graph (see ``scoped``); None when it has none yet, or is not in step this moment."""
+        key = scoped.scope_key(request)
+        least = self.settings.faiss_scope_index_min_rows
+        if key is None or least <= 0:
+            return None
+        inside = t.postings.scope_members(*key)
+        entry = t.scoped.get(key)
+        if entry is None:
+            if len(inside) >= least:
+                self.indexes.build_scope_index(t, key, len(inside))
+            return None
+        if not entry.ready or entry.index.size != len(inside):
+            return None
+        entry.last_used = time.monotonic()
+        fetch = 2 * request.k if t.expiring else request.k  # room for rows that expired
+        ef = max(self.settings.faiss_ef_search, fetch)
+        ids, scores = await _probe(entry.index, query, planner.Plan("faiss", fetch, ef))
+        hits = await self._matching(t, ids, scores, request.scope, None, check)
+        if len(hits) < min(request.k, len(inside)):
+            return None
+        return SearchResult(hits[: request.k], 0.0, "faiss")
 
     def _first_plan(self, t: TenantIndex, k: int, filtered: bool, shape: str) -> planner.Plan:
         size = t.index.size if t.index is not None else 0

@@ -36,7 +36,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
-from memory_service.search import snapshots, store, tenant
+from memory_service.search import scoped, snapshots, store, tenant
 from memory_service.search.tenant import TenantIndex
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class TenantIndexes:
             t.row_bytes
             + (t.index.memory_bytes() if t.index is not None else 0)
             + (t.keywords.memory_bytes() if t.keywords is not None else 0)
+            + scoped.bytes_of(t.scoped)
             for t in self._tenants.values()
         )
 
@@ -311,14 +312,34 @@ class TenantIndexes:
             t.deleted.update(dict.fromkeys(gone, now))
             for seq in gone:
                 t.versions.pop(seq, None)
-            await anyio.to_thread.run_sync(tenant.mutate, index, ids, vectors, removed)
+            in_scopes = scoped.changes(t.scoped, ids, vectors, kept.memories, gone)
+
+            def mutate() -> None:
+                tenant.mutate(index, ids, vectors, removed)
+                scoped.apply(in_scopes)
+
+            await anyio.to_thread.run_sync(mutate)
             await anyio.to_thread.run_sync(tenant.index_text, t, kept.memories, gone)
+            for worn in [s for s in in_scopes if s[0].index.needs_rebuild]:
+                t.scoped.pop(worn[0].key, None)  # built again, compact, when next asked for
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
                 self.spawn(self._rebuild(t))
+
+    def build_scope_index(self, t: TenantIndex, key: scoped.ScopeKey, rows: int) -> None:
+        """Give a large, searched scope a graph of its own, in the background, if the
+        memory budget allows."""
+        per_row = 4 * self.dimension + 8 + 8 * self.params.hnsw_m + 16 + 100
+        if key in t.scoped or t.index is None or not self._fits(rows * per_row):
+            return
+        entry = scoped.register(t.scoped, key, self.params, self.dimension)
+        # registered first, then the members read: a change after this line reaches
+        # the new index itself and marks its rows as touched
+        members = list(t.postings.scope_members(*key))
+        self.spawn(scoped.build(t.scoped, entry, t.index, members))
 
     async def _rebuild(self, t: TenantIndex) -> None:
         """Compact away tombstones (or grow flat into HNSW) while searches go on."""

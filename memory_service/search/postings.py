@@ -65,6 +65,10 @@ class Postings:
                     del self._lists[key]
         return len(keys) * ENTRY_BYTES
 
+    def scope_members(self, name: str, value: str) -> set[int]:
+        """The seqs whose scope field ``name`` is ``value`` (the set itself: do not change it)."""
+        return self._lists.get((name, "string", value), set())
+
     def candidates(self, scope: Scope, spec: Any) -> set[int] | None:
         """A superset of the rows that match scope and filter, or None when neither
         names a posted value to narrow by."""

@@ -21,6 +21,7 @@ from indexers.keyword_index import KeywordIndex
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows, row_bytes
 from memory_service.search.postings import Postings
+from memory_service.search.scoped import ScopeIndexes
 
 
 @dataclass(eq=False)
@@ -40,6 +41,7 @@ class TenantIndex:
     seq_of: dict[str, int] = field(default_factory=dict)  # memory id -> seq
     postings: Postings = field(default_factory=Postings)  # candidates of the exact path
     expiring: set[int] = field(default_factory=set)  # held rows with an expiry time
+    scoped: ScopeIndexes = field(default_factory=dict)  # graphs of large, searched scopes
     row_bytes: int = 0  # rows and postings, counted in the memory budget
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
