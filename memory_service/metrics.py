@@ -268,7 +268,12 @@ class _RuntimeCollector(Collector):
         held = GaugeMetricFamily(
             "memory_index_bytes", "Memory an in-process index holds", labels=["index"]
         )
+        scopes = GaugeMetricFamily(
+            "memory_scope_indexes", "Scopes searched in a graph of their own", labels=["index"]
+        )
         for name, status in index_statuses(runtime).items():
+            if isinstance(status.get("scope_indexes"), int):
+                scopes.add_metric([name], float(status["scope_indexes"]))
             if isinstance(status.get("size"), int | float):
                 size.add_metric([name], float(status["size"]))
             if isinstance(status.get("bytes"), int | float):
@@ -278,6 +283,7 @@ class _RuntimeCollector(Collector):
         yield size
         yield lag
         yield held
+        yield scopes
 
 
 def breakers(runtime: Any) -> list[Any]:

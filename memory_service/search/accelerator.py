@@ -224,6 +224,7 @@ class HotSearch:
             "size": sum(t.index.size for t in held if t.index is not None),
             "tenants": len(held),
             "ready_tenants": sum(1 for t in held if t.ready),
+            "scope_indexes": sum(1 for t in held for s in t.scoped.values() if s.ready),
             "bytes": self.indexes.used_bytes(),
             "budget_bytes": self.indexes.budget_bytes,
             "change_mark": self.follower.mark,
