@@ -82,7 +82,7 @@ class Settings:
     pgvector_index_mode: PgvectorIndexMode = "deferred"  # deferred or inline
     pgvector_index_batch: int = 500  # rows the index worker adds per transaction
     pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
-    pgvector_index_backlog_max: int = 50_000  # the worker waits out a load until this many wait
+    pgvector_index_backlog_max: int = 50_000  # a load waits until this many rows outside FAISS do
     pgvector_index_quiet_s: float = 3.0  # a load has stopped when no row arrived for this long
 
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)

@@ -187,6 +187,7 @@ async def _build(
         idle_interval_s=settings.pgvector_index_interval_s,
         backlog_max=settings.pgvector_index_backlog_max,
         quiet_s=settings.pgvector_index_quiet_s,
+        held=hot.indexes.ready_tenants if hot is not None else frozenset,
     )
     index_worker.start()
     closers.append(index_worker.close)

@@ -22,6 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service import db, service_state
 from memory_service.config import Settings
 from memory_service.embeddings import CachedEmbedder, Embedder
+from memory_service.memories import repository as repo
 from memory_service.memories.models import MemoryPatch, NewMemory, SearchRequest
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
@@ -212,3 +213,31 @@ async def test_the_worker_waits_until_a_load_has_been_quiet(parts: Parts) -> Non
         assert not await worker.should_index()  # nothing new, but not quiet for 0.5 s yet
         await asyncio.sleep(0.6)
         assert await worker.should_index()
+
+
+async def test_rows_of_tenants_held_in_faiss_wait_for_the_quiet(parts: Parts) -> None:
+    """While a load arrives, only rows of tenants that FAISS does not hold count toward
+    the backlog bound: the held tenants' searches never rank that backlog."""
+    p = parts
+    await add_rows(p, unit_vectors(50, seed=46), 0, 50)
+    async with p.pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT DISTINCT tenant_id FROM memories WHERE NOT indexed AND tenant_id <> %s",
+            (p.tid,),
+        )
+        others = [row[0] for row in await cur.fetchall()]  # earlier tests' leftovers
+
+    def worker(held: list[uuid.UUID]) -> VectorIndexWorker:
+        return VectorIndexWorker(
+            p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=20, quiet_s=30,
+            held=lambda: held,
+        )
+
+    async with TenantLock(p):
+        assert await worker([*others, p.tid]).round() is None  # arriving, all of it held
+        assert await worker(others).round() == others  # past the bound: index, not those
+        async with p.pool.connection() as conn:
+            cur = await conn.execute("SELECT min(seq) FROM memories WHERE tenant_id = %s", (p.tid,))
+            first = (await cur.fetchone() or (0,))[0]
+            span = await repo.backlog_span(conn, [p.tid])
+        assert span is None or span[1] < first  # the held tenant's rows are left out

@@ -106,9 +106,11 @@ SELECT * FROM (SELECT * FROM graph UNION ALL SELECT * FROM backlog) AS u
 ORDER BY u.distance LIMIT %s
 
 -- name: index_backlog
--- Put up to n waiting rows into the HNSW graph; rows a writer holds are left for later.
+-- Put up to n waiting rows into the HNSW graph, leaving out the tenants named and rows a
+-- writer holds.
 WITH batch AS (
-    SELECT seq FROM memories WHERE NOT indexed ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
+    SELECT seq FROM memories WHERE NOT indexed AND tenant_id <> ALL(%s::uuid[])
+    ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED
 )
 UPDATE memories m SET indexed = true FROM batch WHERE m.seq = batch.seq
 

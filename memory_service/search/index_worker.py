@@ -8,8 +8,11 @@ the work and a writer never waits behind it. Growing the graph costs as much CPU
 as it did inline, so while a load is still arriving (the newest waiting row
 changed within the last ``quiet_s``) the worker leaves the cores to it, unless the
 backlog already spans ``backlog_max`` rows: that bounds what a search ranks
-exactly beside the graph (see ``memories.repository.vector_search``). Until a
-row is flipped it is found all the same, so the backlog costs time, not results.
+exactly beside the graph (see ``memories.repository.vector_search``). Rows of the
+tenants this process holds in FAISS (``held``) do not count toward that bound and
+wait for the quiet: their searches are answered from FAISS, and pgvector's graph is
+only their fallback. Until a row is flipped it is found all the same, so the backlog
+costs time, not results.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
+from collections.abc import Callable, Collection
 
 from psycopg_pool import AsyncConnectionPool
 
@@ -37,12 +42,14 @@ class VectorIndexWorker:
         idle_interval_s: float,
         backlog_max: int,
         quiet_s: float = 0.0,
+        held: Callable[[], Collection[uuid.UUID]] = frozenset,
     ) -> None:
         self._pool = pool
         self.batch_size = batch_size
         self.idle_interval_s = idle_interval_s
         self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
         self.quiet_s = quiet_s  # a load has stopped once no row arrived for this long
+        self.held = held  # tenants this process searches in FAISS
         self.indexed = 0  # rows this worker put into the graph
         self._newest_seen: int | None = None
         self._arrived_at = 0.0
@@ -58,10 +65,10 @@ class VectorIndexWorker:
                 await self._task
             self._task = None
 
-    async def index_batch(self) -> int:
-        """Flip one batch of waiting rows; returns how many."""
+    async def index_batch(self, skip: Collection[uuid.UUID] = ()) -> int:
+        """Flip one batch of waiting rows, none of the tenants in ``skip``; how many."""
         async with wrap_db_errors(), self._pool.connection() as conn, conn.transaction():
-            flipped = await repo.index_backlog(conn, self.batch_size)
+            flipped = await repo.index_backlog(conn, self.batch_size, list(skip))
         self.indexed += flipped
         return flipped
 
@@ -74,29 +81,44 @@ class VectorIndexWorker:
 
     async def should_index(self) -> bool:
         """Whether there is a backlog and no load still adding to it (or it is too long)."""
+        return await self.round() is not None
+
+    async def round(self) -> list[uuid.UUID] | None:
+        """None: nothing to index now. Otherwise the tenants to leave out this round:
+        none once the load is quiet; while it arrives, those held in FAISS, whose rows
+        never count toward ``backlog_max``."""
         async with wrap_db_errors(), self._pool.connection() as conn:
             span = await repo.backlog_span(conn)
         if span is None:
-            return False
-        oldest, newest = span
-        now = time.monotonic()
+            return None
+        newest, now = span[1], time.monotonic()
         if newest != self._newest_seen:
             self._newest_seen, self._arrived_at = newest, now
             arriving = True
         else:
             # a client between two batches (encoding the next one) is not a finished load
             arriving = now - self._arrived_at < self.quiet_s
-        return not arriving or newest - oldest + 1 >= self.backlog_max
+        if not arriving or not self.backlog_max:
+            return []
+        skip = list(self.held())
+        if skip:
+            async with wrap_db_errors(), self._pool.connection() as conn:
+                span = await repo.backlog_span(conn, skip)
+        if span is None or span[1] - span[0] + 1 < self.backlog_max:
+            return None
+        return skip
 
     async def _run(self) -> None:
         while True:
             try:
-                busy = await self.should_index()
-                while busy:
-                    busy = await self.index_batch() >= self.batch_size
+                skip = await self.round()
+                while skip is not None:
+                    busy = await self.index_batch(skip) >= self.batch_size
                     await asyncio.sleep(0)  # other tasks of this process run between batches
-                    if busy and self.backlog_max:
-                        busy = await self.should_index()
+                    if not busy:
+                        break
+                    if self.backlog_max:
+                        skip = await self.round()
             except MemoryServiceError as exc:
                 log.warning("pgvector index worker skipped a round: %s", exc.detail)
             await asyncio.sleep(self.idle_interval_s)

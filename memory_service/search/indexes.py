@@ -81,6 +81,9 @@ class TenantIndexes:
         t.last_used = time.monotonic()
         return t
 
+    def ready_tenants(self) -> list[uuid.UUID]:
+        return [t.tenant_id for t in self._tenants.values() if t.ready]
+
     def held(self) -> list[TenantIndex]:
         return list(self._tenants.values())
 

@@ -198,15 +198,20 @@ async def vector_search(
     return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
 
 
-async def index_backlog(conn: Conn, limit: int) -> int:
-    """Put up to ``limit`` rows waiting for pgvector's HNSW graph into it; how many."""
-    cur = await conn.execute(query("index_backlog"), (limit,))
+async def index_backlog(conn: Conn, limit: int, skip: Sequence[uuid.UUID] = ()) -> int:
+    """Put up to ``limit`` rows waiting for pgvector's HNSW graph into it, none of the
+    tenants in ``skip``; how many."""
+    cur = await conn.execute(query("index_backlog"), (list(skip), limit))
     return cur.rowcount
 
 
-async def backlog_span(conn: Conn) -> tuple[int, int] | None:
-    """(oldest, newest) seq of the rows waiting for pgvector's HNSW graph; None: none."""
-    cur = await conn.execute("SELECT min(seq), max(seq) FROM memories WHERE NOT indexed")
+async def backlog_span(conn: Conn, skip: Sequence[uuid.UUID] = ()) -> tuple[int, int] | None:
+    """(oldest, newest) seq of the rows waiting for pgvector's HNSW graph, outside the
+    tenants in ``skip``; None: none."""
+    cur = await conn.execute(
+        "SELECT min(seq), max(seq) FROM memories WHERE NOT indexed AND tenant_id <> ALL(%s::uuid[])",
+        (list(skip),),
+    )
     row = await cur.fetchone()
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
