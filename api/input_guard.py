@@ -35,18 +35,28 @@ SMALLEST_FLOAT = 1e-30
 """Non-zero numbers in typed fields must be at least this large in magnitude."""
 JSON_MEDIA_TYPES = ("application/json",)
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_NOT_MARKS = bytes(c for c in range(256) if c not in b'[]{}"')
+_STRING_MARKS = re.compile(rb'"[^"]*"')  # a string, once only marks are left
 _MSGSPEC_PATH = re.compile(r"at `\$(.*)`$")
 _NAMED_FIELD = re.compile(r"(?:unknown|required) field `([^`]*)`")
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
 def json_depth(raw: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` in a JSON text, strings ignored."""
+    """The deepest nesting of ``[``/``{`` in a JSON text, strings ignored.
+
+    Only brackets and quotes decide it, so everything else is deleted first (in C, about
+    a millisecond per megabyte) and strings are cut from what is left: a 1,000-vector
+    batch of 8 MB shrinks to a few thousand bytes. An escaped character never opens,
+    closes or ends anything, so escapes go before that (only when there are any)."""
     if b"[" not in raw and b"{" not in raw:
         return 0
-    codes = np.frombuffer(_STRING.sub(b'""', raw), dtype=np.uint8)
-    step = np.isin(codes, (0x5B, 0x7B)).astype(np.int32) - np.isin(codes, (0x5D, 0x7D))
+    if b"\\" in raw:
+        raw = _ESCAPE.sub(b"", raw)
+    marks = _STRING_MARKS.sub(b"", raw.translate(None, _NOT_MARKS))
+    codes = np.frombuffer(marks, dtype=np.uint8)
+    step = np.where((codes == 0x5B) | (codes == 0x7B), 1, -1)
     return int(np.cumsum(step).max(initial=0))
 
 
@@ -183,8 +193,11 @@ def check_values(value: Any, path: str) -> None:
         if "\x00" in value:
             _invalid(path, "contains a NUL character")
     elif isinstance(value, msgspec.Struct):
+        numbers = _number_fields(type(value))
         for name in value.__struct_fields__:
             item = getattr(value, name)
+            if item is None or name in numbers:
+                continue  # typed numbers hold nothing the database refuses
             if isinstance(item, float):
                 _check_float(item, _join(path, name))
             else:
@@ -195,11 +208,32 @@ def check_values(value: Any, path: str) -> None:
                 _invalid(path or "body", "a key contains a NUL character")
             check_values(item, _join(path, str(key)))
     elif isinstance(value, list | tuple):
-        if value and not isinstance(value[0], int | float):
-            for i, item in enumerate(value):
+        for i, item in enumerate(value):
+            if not isinstance(item, int | float):  # a number in a list is left as it was
                 check_values(item, f"{path or 'body'}[{i}]")
     elif isinstance(value, datetime):
         _check_datetime(value, path)
+
+
+_NUMBER_FIELDS: dict[type, frozenset[str]] = {}
+_WHOLE_NUMBERS = (msgspec.inspect.IntType, msgspec.inspect.BoolType, msgspec.inspect.NoneType)
+
+
+def _number_fields(struct: type) -> frozenset[str]:
+    """The fields of a Struct typed as whole numbers or lists of numbers (or None): the
+    walk has nothing to check in them (an embedding's floats are validated with it)."""
+    if struct not in _NUMBER_FIELDS:
+        info: Any = msgspec.inspect.type_info(struct)
+        _NUMBER_FIELDS[struct] = frozenset(f.name for f in info.fields if _numbers(f.type))
+    return _NUMBER_FIELDS[struct]
+
+
+def _numbers(t: Any, *, in_list: bool = False) -> bool:
+    if isinstance(t, msgspec.inspect.UnionType):
+        return all(_numbers(member, in_list=in_list) for member in t.types)
+    if isinstance(t, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return _numbers(t.item_type, in_list=True)
+    return isinstance(t, _WHOLE_NUMBERS) or (in_list and isinstance(t, msgspec.inspect.FloatType))
 
 
 def _check_float(value: float, path: str) -> None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
+import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from litestar import Litestar, post
 from litestar.enums import RequestEncodingType
 from litestar.params import Body
@@ -33,6 +36,35 @@ def test_json_depth_ignores_brackets_inside_strings() -> None:
     assert json_depth(b'{"a": "[[[[{{{{", "b": [[1]]}') == 3
     assert json_depth(b'"\\"[["') == 0
     assert json_depth(json.dumps(nested(40)).encode()) == 40
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    return 0
+
+
+_ugly_text = st.text(alphabet='[]{}"\\\n/ab\u00e9\u2028', max_size=8)
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _ugly_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_ugly_text, inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(_json_values, st.sampled_from(["json", "msgspec", "unicode"]))
+@settings(max_examples=300, deadline=None)
+def test_json_depth_is_the_depth_of_the_decoded_value(value: Any, encoder: str) -> None:
+    """Whatever the strings hold (brackets, quotes, escaped backslashes), the text's depth
+    is the decoded value's."""
+    raw = {
+        "json": lambda: json.dumps(value).encode(),
+        "msgspec": lambda: msgspec.json.encode(value),
+        "unicode": lambda: json.dumps(value, ensure_ascii=False).encode(),
+    }[encoder]()
+    assert json_depth(raw) == depth_of(value)
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 500, 100_000])
@@ -124,6 +156,7 @@ DB_REFUSED: list[tuple[str, str, Any, str]] = [
     ("post", "/v1/memories", {"content": "x", "expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),
     ("post", "/v1/memories", {"content": "x", "metadata": {"k\u0000": 1}}, "metadata"),
     ("post", "/v1/memories", {"content": "x", "metadata": {"k": ["a\u0000"]}}, "metadata.k[0]"),
+    ("post", "/v1/memories", {"content": "x", "metadata": {"k": [1, "a\u0000"]}}, "metadata.k[1]"),
     ("post", "/v1/memories/search", {"query": "x", "filter": {"metadata.a\u0000": 1}}, "filter"),
     ("post", "/v1/memories/search", {"query": "x", "filter": {"metadata.a": "b\u0000"}}, "filter.metadata.a"),
     ("post", "/v1/memories/search", {"query": "x", "min_score": 1e-320}, "min_score"),
