@@ -244,15 +244,12 @@ class TenantIndexes:
             return
         async with wrap_db_errors(), self.pool.connection() as conn:
             versions = await repo.current_versions(conn, t.tenant_id, sorted(seqs))
-            index = t.index
-            # rows this process already holds at their current version (its own writes,
-            # applied by the listener) need not travel again
-            stale = [
-                seq
-                for seq, version in versions.items()
-                if index is None or not index.contains(seq) or t.versions.get(seq, 1) < version
-            ]
-            rows = await repo.current_rows(conn, t.tenant_id, stale, self.dimension)
+        await tenant.settled(t)  # a write of this process may be landing these very rows
+        stale = tenant.stale(t, versions)
+        rows = tenant.no_rows(self.dimension)
+        if stale:
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                rows = await repo.current_rows(conn, t.tenant_id, stale, self.dimension)
         gone = seqs - versions.keys()
         if len(rows) or gone:
             await self.apply(t, rows, gone)

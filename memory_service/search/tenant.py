@@ -82,6 +82,25 @@ def drop_rows(t: TenantIndex, seqs: set[int]) -> None:
             t.seq_of.pop(old.id, None)
 
 
+async def settled(t: TenantIndex) -> None:
+    """Wait until no change is being applied to the tenant."""
+    if t.lock.locked():
+        async with t.lock:
+            pass
+
+
+def stale(t: TenantIndex, versions: dict[int, int]) -> list[int]:
+    """The seqs whose current version (``versions``) the tenant's index does not hold:
+    rows this process already holds at their current version (its own writes, applied
+    by the listener) need not travel again."""
+    index = t.index
+    return [
+        seq
+        for seq, version in versions.items()
+        if index is None or not index.contains(seq) or t.versions.get(seq, 1) < version
+    ]
+
+
 def no_rows(dimension: int) -> VectorRows:
     empty = np.zeros(0, dtype=np.int64)
     return VectorRows(empty, empty, np.zeros((0, dimension), dtype=np.float32), [])
