@@ -190,12 +190,14 @@ class HotSearch:
         held = seqs is not None  # in process, the seqs are of held rows
         if seqs is None:
             async with wrap_db_errors(), self.pool.connection() as conn:
-                seqs = await repo.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
+                seqs = set(
+                    await repo.matching_seqs(conn, t.tenant_id, request.scope, flt, limit + 1)
+                )
         if t.index is not None and shape:
             _remember(t, shape, len(seqs) / max(1, t.index.size))
         if len(seqs) > limit or t.index is None:
             return None
-        missing = set(t.index.absent(seqs))
+        missing = t.index.absent(seqs)
         if not held:
             missing.update(s for s in seqs if s not in t.rows)
         if missing:  # written by another process a moment ago: fetch them now
@@ -282,9 +284,10 @@ class HotSearch:
 
 def _matching_in_process(
     t: TenantIndex, request: SearchRequest, check: RowCheck | None
-) -> list[int] | None:
+) -> set[int] | None:
     """The seqs of every held row that matches, when the posting lists narrow the rows
-    (or the tenant is small enough to scan); None when the database should say."""
+    (or the tenant is small enough to scan); None when the database should say. A new
+    set: a search in a worker thread may read it while the posting lists change."""
     if check is None:
         return None
     candidates: Any
@@ -292,8 +295,8 @@ def _matching_in_process(
     now, rows = datetime.now(UTC), t.rows
     if exact:  # the posting lists decided scope and filter: only expiry is left
         if not t.expiring:
-            return list(candidates)
-        return [
+            return set(candidates)
+        return {
             s
             for s in candidates
             if s not in t.expiring
@@ -301,12 +304,12 @@ def _matching_in_process(
                 (row := rows.get(s)) is not None
                 and (row.expires_at is None or row.expires_at > now)
             )
-        ]
+        }
     if candidates is None:
         if len(t.rows) > SCAN_IN_PROCESS_MAX:
             return None
         candidates = t.rows.keys()
-    return [s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)]
+    return {s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)}
 
 
 async def _probe(index: FaissIndex, query: np.ndarray, plan: planner.Plan) -> tuple[Any, Any]:
