@@ -186,8 +186,7 @@ class FaissIndex:
         return label in self._where
 
     def absent(self, labels: Iterable[int]) -> set[int]:
-        """The labels that are not in the index (the lookups stay in C; a set difference
-        with the keys view would walk every key)."""
+        """The labels not in the index (lookups in C; ``- keys()`` would walk every key)."""
         return set(itertools.filterfalse(self._where.__contains__, labels))
 
     # -- mutation ----------------------------------------------------------------------
@@ -354,10 +353,8 @@ class FaissIndex:
     def vectors_of(self, labels: Iterable[int]) -> tuple[Ids, Matrix]:
         """Copies of the stored vectors of those labels the index holds, with their labels."""
         with self._lock.read():
-            where = self._where
-            found = [(label, at) for label in labels if (at := where.get(label)) is not None]
-            positions = np.asarray([at for _, at in found], dtype=np.int64)
-            held = np.asarray([label for label, _ in found], dtype=np.int64)
+            held = np.asarray([x for x in labels if x in self._where], dtype=np.int64)
+            positions = np.asarray([self._where[x] for x in held.tolist()], dtype=np.int64)
             return held, self._stored()[positions].copy()
 
     def live_items(self) -> tuple[Ids, Matrix]:
