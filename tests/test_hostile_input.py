@@ -54,7 +54,7 @@ _json_values = st.recursive(
 )
 
 
-# the session's running app draws from the global random module in background threads
+# the shared app of the test run draws from the global random module in background threads
 # (span ids, the connection pool) while Hypothesis generates; its check for strategies
 # that use `random` then fires, though these never do
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
