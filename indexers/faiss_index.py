@@ -30,12 +30,12 @@ import numpy.typing as npt
 from indexers.base import Allow, Ids, Matrix, Scores, as_ids, as_matrix, top_k
 
 _faiss: Any = faiss  # the SWIG module is only partly typed
+LABEL_ENTRY_BYTES = 100  # a live label's entry in the label -> position dict
 _omp = threading.local()
 
 
 def _omp_threads(n: int) -> None:
-    """OpenMP's team size for this thread; the call itself costs a few microseconds, so
-    it is made only when the size changes (the setting is per thread)."""
+    """OpenMP's team size for this thread (per thread), set only when it changes."""
     if getattr(_omp, "threads", None) != n:
         _faiss.omp_set_num_threads(n)
         _omp.threads = n
@@ -49,6 +49,10 @@ class FaissParams:
     flat_max: int = 20_000  # up to this many vectors a flat index answers exactly
     exact_max: int = 20_000  # allow-filters up to this size are scored exactly
     rebuild_dead_ratio: float = 0.2
+
+    def vector_bytes(self, dimension: int, *, hnsw: bool) -> int:
+        """One position: the vector, its label and, in HNSW, its graph links."""
+        return 4 * dimension + 8 + (8 * self.hnsw_m + 16 if hnsw else 0)
 
 
 class ReadWriteLock:
@@ -69,10 +73,7 @@ class ReadWriteLock:
         try:
             yield
         finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+            self.release_read()
 
     def try_read(self) -> bool:
         """Take a read share only if no writer holds or waits for the lock."""
@@ -169,13 +170,12 @@ class FaissIndex:
 
     @property
     def needs_rebuild(self) -> bool:
-        if not self.is_hnsw and self.size > self.params.flat_max:
-            return True
-        return self.dead > 1000 and self.dead > self.params.rebuild_dead_ratio * self.positions
+        grown = not self.is_hnsw and self.size > self.params.flat_max
+        return grown or self.dead > max(1000, self.params.rebuild_dead_ratio * self.positions)
 
     def memory_bytes(self) -> int:
-        per_vector = 4 * self._dimension + 8 + (8 * self.params.hnsw_m + 16 if self.is_hnsw else 0)
-        return self.positions * per_vector + len(self._where) * 100
+        per_vector = self.params.vector_bytes(self._dimension, hnsw=self.is_hnsw)
+        return self.positions * per_vector + len(self._where) * LABEL_ENTRY_BYTES
 
     def set_ef_search(self, ef_search: int) -> None:
         self.params = replace(self.params, ef_search=ef_search)

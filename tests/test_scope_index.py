@@ -5,8 +5,6 @@ The reference is brute force over the same vectors; the database is real.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,16 +19,9 @@ from memory_service.memories.models import Memory, MemoryPatch, NewMemory, Scope
 from memory_service.runtime import Runtime
 from memory_service.search import scoped
 from tests.conftest import new_tenant
-from tests.test_hot_search import clustered
+from tests.test_hot_search import clustered, wait_for
 
 N, USERS = 1200, 4
-
-
-async def until(check: Any, limit: float = 30.0) -> None:
-    started = time.monotonic()
-    while not check():
-        assert time.monotonic() - started < limit, "not within the limit"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_large_scope_is_searched_in_its_own_graph_which_follows_every_change(
@@ -72,7 +63,10 @@ async def test_a_large_scope_is_searched_in_its_own_graph_which_follows_every_ch
         # the first scoped search is answered the ordinary way and asks for the graph
         queries = clustered(12, seed=32)
         await scoped_search(queries[0])
-        await until(lambda: key in t.scoped and t.scoped[key].ready)
+        async def graph_ready() -> bool:
+            return key in t.scoped and t.scoped[key].ready
+
+        await wait_for(graph_ready, limit=30)
         entry = t.scoped[key]
         assert entry.index.size == N // USERS and entry.index.is_hnsw
 

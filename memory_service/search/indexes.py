@@ -29,7 +29,7 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from indexers import keyword_index
-from indexers.faiss_index import FaissIndex, FaissParams
+from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams
 from indexers.keyword_index import KeywordIndex
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
@@ -98,10 +98,9 @@ class TenantIndexes:
 
     def bytes_for(self, count: int) -> int:
         """Vectors, graph links and the held rows of ``count`` memories."""
-        hnsw = count > self.params.flat_max
-        links = 8 * self.params.hnsw_m + 16 if hnsw else 0
+        vector = self.params.vector_bytes(self.dimension, hnsw=count > self.params.flat_max)
         text = KEYWORD_ROW_BYTES if self.keywords_hot else 0
-        return count * (4 * self.dimension + 8 + links + 100 + ROW_OVERHEAD_BYTES + text)
+        return count * (vector + LABEL_ENTRY_BYTES + ROW_OVERHEAD_BYTES + text)
 
     def used_bytes(self) -> int:
         return sum(
@@ -320,8 +319,9 @@ class TenantIndexes:
 
             await anyio.to_thread.run_sync(mutate)
             await anyio.to_thread.run_sync(tenant.index_text, t, kept.memories, gone)
-            for worn in [s for s in in_scopes if s[0].index.needs_rebuild]:
-                t.scoped.pop(worn[0].key, None)  # built again, compact, when next asked for
+            for change in in_scopes:
+                if change.scoped.index.needs_rebuild:  # built again, compact, when asked for
+                    t.scoped.pop(change.scoped.key, None)
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True
@@ -332,7 +332,7 @@ class TenantIndexes:
     def build_scope_index(self, t: TenantIndex, key: scoped.ScopeKey, rows: int) -> None:
         """Give a large, searched scope a graph of its own, in the background, if the
         memory budget allows."""
-        per_row = 4 * self.dimension + 8 + 8 * self.params.hnsw_m + 16 + 100
+        per_row = self.params.vector_bytes(self.dimension, hnsw=True) + LABEL_ENTRY_BYTES
         if key in t.scoped or t.index is None or not self._fits(rows * per_row):
             return
         entry = scoped.register(t.scoped, key, self.params, self.dimension)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import anyio.to_thread
 import numpy as np
@@ -90,7 +91,13 @@ async def build(
             del held[entry.key]
 
 
-Change = tuple[ScopeIndex, np.ndarray, np.ndarray, np.ndarray]
+class Change(NamedTuple):
+    """What one change of the tenant's rows does to one scope index."""
+
+    scoped: ScopeIndex
+    ids: np.ndarray  # rows that (now) belong to it
+    vectors: np.ndarray
+    leaving: np.ndarray  # rows that must leave it
 
 
 def changes(
@@ -113,7 +120,7 @@ def changes(
             scoped.touched.update(gone)
             leaving = outside + list(gone)
         if inside.any() or leaving:
-            out.append((scoped, ids[inside], vectors[inside], np.asarray(leaving, dtype=np.int64)))
+            out.append(Change(scoped, ids[inside], vectors[inside], np.asarray(leaving, np.int64)))
     return out
 
 
