@@ -16,6 +16,14 @@ and normalisation follow the model's sentence-transformers configuration. Models
 pipeline is not ``Transformer -> Pooling (mean or cls) -> Normalize`` are not
 exportable this way; :func:`supports_onnx` says so and the caller keeps torch.
 
+After the export, ONNX Runtime's transformer optimizer fuses each layer's attention,
+layer norms and GELU into single operators (the model is loaded with eager attention for
+the export, the form the optimizer recognises). A single query then runs about 50 graph
+nodes instead of about 340, and every node is a hand-off between the two intra-op
+threads: fewer hand-offs is what makes one short query faster. The fused graph is kept
+only if it gives the plain graph's vectors on a probe (padded batch included);
+otherwise the plain export serves, with a log line.
+
 Two inference sessions share the exported file: one with ``query_threads`` intra-op
 threads for single queries (latency), one with ``batch_threads`` for batches
 (throughput when ingesting).
@@ -39,7 +47,7 @@ from memory_service.embedding_types import EmbeddingError, Matrix
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 _SUPPORTED_POOLING = ("mean", "cls")
 
 
@@ -92,11 +100,17 @@ def export_key(model_dir: Path, quantize: bool) -> str:
     return f"{model_dir.name}-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
-def _export_with_torch(model_dir: Path, target: Path) -> None:
+def _export_with_torch(model_dir: Path, target: Path) -> tuple[int, int] | None:
+    """Export the transformer; ``(heads, hidden size)`` when its attention can be fused."""
     import torch
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    st = SentenceTransformer(
+        str(model_dir),
+        device="cpu",
+        local_files_only=True,
+        model_kwargs={"attn_implementation": "eager"},
+    )
     transformer: Any = st[0].auto_model
     transformer.eval()
 
@@ -133,12 +147,69 @@ def _export_with_torch(model_dir: Path, target: Path) -> None:
             opset_version=17,
             dynamo=False,
         )
+    config = transformer.config
+    if getattr(config, "model_type", "") not in _FUSABLE_MODEL_TYPES:
+        return None
+    return int(config.num_attention_heads), int(config.hidden_size)
+
+
+# the architectures whose fused graph was checked here; others serve the plain graph
+_FUSABLE_MODEL_TYPES = ("bert",)
+_FUSED_OPS = ("Attention", "MultiHeadAttention")
+_OPTIMIZER_LOGGERS = ("onnx_model", "onnx_model_bert", "fusion_base", "fusion_utils")
+
+
+def _run_probe(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    return np.asarray(session.run(["last_hidden_state"], feeds)[0])
+
+
+def _fuse(plain: Path, target: Path, heads: int, hidden: int) -> bool:
+    """Write the fused graph of ``plain`` to ``target``; False (and no file) if it would not do."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    # the optimizer reports every fusion at INFO through loggers of its own
+    chatty = [logging.getLogger(name) for name in _OPTIMIZER_LOGGERS]
+    levels = [logger.level for logger in chatty]
+    for logger in chatty:
+        logger.setLevel(logging.WARNING)
+    try:
+        optimized = optimize_model(
+            str(plain), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+        )
+        fused = optimized.get_fused_operator_statistics()
+        if not any(fused.get(op, 0) for op in _FUSED_OPS):
+            log.info("the ONNX optimizer fused no attention in %s; serving it unfused", plain)
+            return False
+        optimized.save_model_to_file(str(target))
+        # a padded batch of two: the masked tail must stay masked in the fused graph
+        ids = np.array([[101, 7592, 2088, 102, 0, 0], [101, 7592, 2088, 2003, 2204, 102]])
+        mask = (ids != 0).astype(np.int64)
+        expected, got = _run_probe(plain, ids, mask), _run_probe(target, ids, mask)
+        keep = mask[:, :, None].astype(bool)
+        if not np.allclose(np.where(keep, got, 0), np.where(keep, expected, 0), atol=1e-3):
+            log.warning("the fused ONNX graph disagrees with the plain one; serving it unfused")
+            target.unlink(missing_ok=True)
+            return False
+        return True
+    except Exception as exc:  # the optimizer is best effort: the plain graph is correct
+        log.warning("could not fuse the ONNX graph of %s (%s); serving it unfused", plain, exc)
+        target.unlink(missing_ok=True)
+        return False
+    finally:
+        for logger, level in zip(chatty, levels, strict=True):
+            logger.setLevel(level)
 
 
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
+    # one scale per output channel: with one scale per tensor the vectors of MiniLM drift
+    # to cosine 0.80-0.87 from the float model's; per channel keeps them at 0.98-0.99
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
 
 
 def ensure_export(model_dir: Path, export_root: Path, *, quantize: bool = False) -> Path:
@@ -169,8 +240,15 @@ def _ensure_export_locked(model_dir: Path, folder: Path, quantize: bool) -> Path
     else:
         log.info("exporting %s to ONNX in %s (once)", model_dir.name, folder)
     staging = folder / f"model.onnx.{os.getpid()}.tmp"
+    fused = False
     try:
-        _export_with_torch(model_dir, staging)
+        fusable = _export_with_torch(model_dir, staging)
+        # int8 quantisation works on the plain graph: it cannot type the fused operators
+        if fusable is not None and not quantize:
+            fused_file = staging.with_suffix(".fused")
+            fused = _fuse(staging, fused_file, *fusable)
+            if fused:
+                os.replace(fused_file, staging)
         if quantize:
             plain = staging.with_suffix(".plain")
             staging.rename(plain)
@@ -180,7 +258,12 @@ def _ensure_export_locked(model_dir: Path, folder: Path, quantize: bool) -> Path
     except Exception as exc:
         staging.unlink(missing_ok=True)
         raise EmbeddingError(f"could not export {model_dir} to ONNX: {exc}") from exc
-    manifest = {"sha256": _sha256(model_file), "source": str(model_dir), "quantized": quantize}
+    manifest = {
+        "sha256": _sha256(model_file),
+        "source": str(model_dir),
+        "quantized": quantize,
+        "fused": fused,
+    }
     manifest_file.write_text(json.dumps(manifest), "utf-8")
     return model_file
 

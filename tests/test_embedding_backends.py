@@ -123,3 +123,54 @@ def test_a_model_onnx_cannot_serve_keeps_torch(tmp_path: Path) -> None:
     assert not supports_onnx(odd)
     assert supports_onnx(packaged_model_path())
     assert export_key(packaged_model_path(), False) != export_key(packaged_model_path(), True)
+
+
+def _op_types(model_file: Path) -> list[str]:
+    import onnx
+
+    return [node.op_type for node in onnx.load(str(model_file)).graph.node]
+
+
+def test_the_export_fuses_each_layer_and_a_bad_fusion_falls_back(
+    onnx_embedder: OnnxEmbedder,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import memory_service.onnx_embedder as module
+    from memory_service.onnx_embedder import _export_with_torch, _fuse
+
+    served = _op_types(onnx_embedder.model_file)
+    assert served.count("Attention") == 6  # one fused attention per layer of MiniLM-L6
+    plain = tmp_path / "plain.onnx"
+    assert _export_with_torch(packaged_model_path(), plain) == (12, 384)
+    assert "Attention" not in _op_types(plain)
+    assert len(served) * 4 < len(_op_types(plain))
+    wrong = tmp_path / "wrong.onnx"
+    with caplog.at_level(logging.INFO, logger="memory_service.onnx_embedder"):
+        # a head count the graph does not have: the optimizer fuses nothing
+        assert not _fuse(plain, wrong, 4, 384)
+        assert "fused no attention" in caplog.text
+        # a fused graph whose numbers drift from the plain one's is refused by the probe
+        probe = module._run_probe
+
+        def drifting(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return probe(path, ids, mask) + (0.01 if path == wrong else 0.0)
+
+        monkeypatch.setattr(module, "_run_probe", drifting)
+        assert not _fuse(plain, wrong, 12, 384)
+        assert "disagrees" in caplog.text
+    assert not wrong.exists()
+    monkeypatch.undo()
+    assert _fuse(plain, wrong, 12, 384)
+    assert _op_types(wrong).count("Attention") == 6
+
+
+def test_a_quantized_export_serves_the_plain_graph_in_int8(
+    onnx_embedder: OnnxEmbedder, export_root: Path
+) -> None:
+    quantized = OnnxEmbedder(packaged_model_path(), export_root, name="q", quantize=True)
+    assert quantized.model_file != onnx_embedder.model_file
+    assert "MatMulInteger" in _op_types(quantized.model_file)
+    cosine = (quantized.embed(TEXTS) * onnx_embedder.embed(TEXTS)).sum(axis=1)
+    assert cosine.min() > 0.95, cosine  # per-tensor scales gave 0.80-0.87
