@@ -173,6 +173,7 @@ async def _build(
         model, breaker, tracer=lambda: embeddings_tracer, observe=metrics.observe_embedding
     )
     embedder = CachedEmbedder(guarded, settings.query_cache_size)
+    closers.append(embedder.close)
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
     writer, fanout, retention = await _start_event_log(settings, url, pool, closers)
