@@ -11,7 +11,8 @@ a window) and ``health_score``; with several processes, each reports its own.
 
 An index reports its freshness through a zero-argument callable in
 ``Runtime.index_status[name]`` that returns a mapping with optional ``size``
-(int) and ``lag_seconds`` (float: how far it trails the database).
+(int), ``lag_seconds`` (float: how far it trails the database) and ``backlog`` (int:
+rows waiting to enter it).
 """
 
 from __future__ import annotations
@@ -271,6 +272,11 @@ class _RuntimeCollector(Collector):
         scopes = GaugeMetricFamily(
             "memory_scope_indexes", "Scopes searched in a graph of their own", labels=["index"]
         )
+        backlog = GaugeMetricFamily(
+            "memory_index_backlog",
+            "Rows waiting to enter an index (the span of their sequence numbers: 0 when none)",
+            labels=["index"],
+        )
         for name, status in index_statuses(runtime).items():
             if isinstance(status.get("scope_indexes"), int):
                 scopes.add_metric([name], float(status["scope_indexes"]))
@@ -280,10 +286,13 @@ class _RuntimeCollector(Collector):
                 held.add_metric([name], float(status["bytes"]))
             if isinstance(status.get("lag_seconds"), int | float):
                 lag.add_metric([name], float(status["lag_seconds"]))
+            if isinstance(status.get("backlog"), int):
+                backlog.add_metric([name], float(status["backlog"]))
         yield size
         yield lag
         yield held
         yield scopes
+        yield backlog
 
 
 def breakers(runtime: Any) -> list[Any]:

@@ -256,7 +256,10 @@ async def _build(
         workflows=workflows,
         migrations=migrations,
         transfers=TransferService(pool, embedder, validator, writer, settings, box),
-        index_status={"faiss": hot.status} if hot else {},
+        index_status={
+            "pgvector": index_worker.status,
+            **({"faiss": hot.status} if hot else {}),
+        },
         closers=closers,
     )
     metrics.attach(runtime)

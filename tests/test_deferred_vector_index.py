@@ -213,6 +213,10 @@ async def test_the_worker_waits_until_a_load_has_been_quiet(parts: Parts) -> Non
         assert not await worker.should_index()  # nothing new, but not quiet for 0.5 s yet
         await asyncio.sleep(0.6)
         assert await worker.should_index()
+        assert worker.status()["backlog"] >= 50  # what /metrics reports as the backlog
+    await drain(p)  # the rows are free again
+    assert await worker.round() is None
+    assert worker.status()["backlog"] == 0
 
 
 async def test_rows_of_tenants_held_in_faiss_wait_for_the_quiet(parts: Parts) -> None:

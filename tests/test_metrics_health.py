@@ -104,13 +104,15 @@ async def test_health_score_explains_deductions(traced: Any) -> None:
     assert {"error_rate", "latency", "circuit.database", "circuit.embedder"} <= set(names)
     runtime = traced.app.state.runtime
     # an index that reports it trails the database by ten minutes costs points, with a reason
-    runtime.index_status["probe"] = lambda: {"size": 3, "lag_seconds": 600}
+    runtime.index_status["probe"] = lambda: {"size": 3, "lag_seconds": 600, "backlog": 7}
     try:
         lagging = (await traced.get("/v1/health/score", headers=h)).json()
         assert lagging["score"] < body["score"] or body["score"] == 0
         assert any("index probe trails" in reason for reason in lagging["reasons"])
         metrics = (await traced.get("/metrics")).text
         assert 'memory_index_lag_seconds{index="probe"} 600.0' in metrics
+        assert 'memory_index_backlog{index="probe"} 7.0' in metrics
+        assert 'memory_index_backlog{index="pgvector"}' in metrics  # the graph's worker
     finally:
         del runtime.index_status["probe"]
 

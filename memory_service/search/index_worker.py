@@ -51,6 +51,7 @@ class VectorIndexWorker:
         self.quiet_s = quiet_s  # a load has stopped once no row arrived for this long
         self.held = held  # tenants this process searches in FAISS
         self.indexed = 0  # rows this worker put into the graph
+        self.backlog = 0  # rows waiting at its last look, as a span of sequence numbers
         self._newest_seen: int | None = None
         self._arrived_at = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -64,6 +65,10 @@ class VectorIndexWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def status(self) -> dict[str, int]:
+        """For ``/metrics``: the backlog (an upper bound; 0 exactly when no row waits)."""
+        return {"backlog": self.backlog, "indexed": self.indexed}
 
     async def index_batch(self, skip: Collection[uuid.UUID] = ()) -> int:
         """Flip one batch of waiting rows, none of the tenants in ``skip``; how many."""
@@ -89,6 +94,7 @@ class VectorIndexWorker:
         never count toward ``backlog_max``."""
         async with wrap_db_errors(), self._pool.connection() as conn:
             span = await repo.backlog_span(conn)
+        self.backlog = 0 if span is None else span[1] - span[0] + 1
         if span is None:
             return None
         newest, now = span[1], time.monotonic()
