@@ -7,18 +7,22 @@ Snowball English stemming) and ``simple`` (lower-cased words only). A query
 matches a document holding any of its terms and ranks it by BM25 (tantivy's
 k1 = 1.2, b = 0.75) summed over both fields, the ``simple`` field weighted by
 ``simple_weight``; like the SQL path, a query word that is an English stop
-word is left out of both fields. Writes land in one commit per call and are
-searchable when the call returns; searches read an immutable searcher, so a
-search may run while another thread writes. The index is held in memory only:
-it is rebuilt from the rows that feed it.
+word is left out of both fields. A search restricted to a set of ids weighs each
+term by its document frequency within that set, as the SQL path does within a
+scope (the mean document length stays the index's). Writes land in one commit
+per call and are searchable when the call returns; searches read an immutable
+searcher, so a search may run while another thread writes. The index is held in
+memory only: it is rebuilt from the rows that feed it.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import tantivy
 
 # PostgreSQL's tsearch_data/english.stop (the Snowball English list)
@@ -34,6 +38,7 @@ _ENGLISH_STOP_TEXT = (
 )
 ENGLISH_STOP_WORDS = tuple(_ENGLISH_STOP_TEXT.split())
 K1, B = 1.2, 0.75  # tantivy's BM25 constants
+PROBE_TERMS_MAX = 24  # query terms whose in-scope frequencies one probe can tell apart
 WRITER_HEAP_BYTES = 15_000_000  # tantivy's smallest writer arena; a writer lives per write
 # what a document costs in memory beyond its text (postings, norms, doc store), measured
 # on SciFact abstracts: about twice the text plus a small fixed part
@@ -41,6 +46,11 @@ DOC_OVERHEAD_BYTES = 64
 INDEX_OVERHEAD_BYTES = 256 * 1024
 
 _ENGLISH = "kw_english"
+
+
+def _idf(docs: int, with_term: int) -> float:
+    """BM25's inverse document frequency (tantivy's and the SQL path's formula)."""
+    return math.log(1.0 + (max(docs, with_term) - with_term + 0.5) / (with_term + 0.5))
 _SIMPLE = "kw_simple"
 
 
@@ -126,19 +136,28 @@ class KeywordIndex:
         """The best ``limit`` (id, BM25) pairs matching any query term, best first (ties by
         id), and how many documents match in all; ``allow`` restricts the ids."""
         english, simple = self.terms(text)
-        clauses = [self._term("english", w, 1.0) for w in english]
-        clauses += [self._term("simple", w, self.simple_weight) for w in simple]
-        if not clauses or limit <= 0:
+        terms = [("english", w, 1.0) for w in english]
+        terms += [("simple", w, self.simple_weight) for w in simple]
+        if not terms or limit <= 0:
             return [], 0
-        query = tantivy.Query.boolean_query(clauses)
-        if allow is not None:
+        searcher = self._searcher
+        if allow is None:
+            query = tantivy.Query.boolean_query([self._term(*term) for term in terms])
+        else:
             if not allow:
                 return [], 0
-            only = tantivy.Query.term_set_query(self._schema, "id", list(allow))
-            query = tantivy.Query.boolean_query(
-                [(tantivy.Occur.Must, query), (tantivy.Occur.Must, only)]
+            # the id set only restricts: a constant 0 keeps it out of the scores
+            only = tantivy.Query.const_score_query(
+                tantivy.Query.term_set_query(self._schema, "id", list(allow)), 0.0
             )
-        searcher = self._searcher
+            inside = sum(1 for doc_id in allow if doc_id in self._text_bytes)
+            weighted = self._within(searcher, terms, only, inside)
+            query = tantivy.Query.boolean_query(
+                [
+                    (tantivy.Occur.Must, tantivy.Query.boolean_query(weighted)),
+                    (tantivy.Occur.Must, only),
+                ]
+            )
         found = searcher.search(query, limit, count=True)
         hits = [
             (int(searcher.doc(address)["id"][0]), float(score)) for score, address in found.hits
@@ -146,6 +165,40 @@ class KeywordIndex:
         hits.sort(key=lambda hit: (-hit[1], hit[0]))
         # ``count`` is typed in tantivy's stubs only from 0.27 on
         return hits, int(getattr(found, "count", None) or 0)
+
+    def _within(
+        self, searcher: Any, terms: list[tuple[str, str, float]], only: Any, inside: int
+    ) -> list[tuple[Any, Any]]:
+        """Term clauses whose BM25 weights use document frequencies among the allowed ids,
+        as the SQL path takes them from the rows in scope: each term's boost is its
+        inverse document frequency there over the one tantivy computes for the index.
+
+        One probe finds them all: term ``i`` scores a constant ``2**i``, so each allowed
+        document's score is the bit set of the terms it holds (exact in float32 up to 24
+        terms; a longer query keeps the index's frequencies)."""
+        clauses = [self._term(*term) for term in terms]
+        if len(terms) > PROBE_TERMS_MAX or inside <= 0:
+            return clauses
+        probes = [
+            (tantivy.Occur.Should, tantivy.Query.const_score_query(self._query(f, w), float(1 << i)))
+            for i, (f, w, _) in enumerate(terms)
+        ]
+        probe = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Must, tantivy.Query.boolean_query(probes)), (tantivy.Occur.Must, only)]
+        )
+        bits = np.array([score for score, _ in searcher.search(probe, inside).hits], dtype=np.int64)
+        held = (bits[:, None] >> np.arange(len(terms))) & 1
+        df_inside = held.sum(axis=0) if len(bits) else np.zeros(len(terms), dtype=np.int64)
+        total = max(1, searcher.num_docs)
+        weighted = []
+        for (field, word, boost), df in zip(terms, df_inside.tolist(), strict=True):
+            df_all = max(df, searcher.doc_freq(field, word))
+            scale = _idf(inside, df) / _idf(total, df_all) if df and df_all else 1.0
+            weighted.append(self._term(field, word, boost * scale))
+        return weighted
+
+    def _query(self, field: str, word: str) -> Any:
+        return tantivy.Query.term_query(self._schema, field, word)
 
     def _term(self, field: str, word: str, boost: float) -> tuple[Any, Any]:
         query = tantivy.Query.term_query(self._schema, field, word)

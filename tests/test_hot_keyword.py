@@ -164,6 +164,29 @@ async def test_filters_and_scope_give_exactly_k(
         assert same_best(hot, sql)
 
 
+async def test_a_scoped_ranking_weighs_words_by_their_frequency_in_the_scope(
+    runtime: Runtime,
+) -> None:
+    """SQL takes BM25's document frequencies from the rows in scope, and so does the held
+    index: 'pear' is rare among u1's memories and common in the tenant, 'apple' the other
+    way round, so in u1 the pear outranks the apples (tenant-wide it would not)."""
+    tid = await new_tenant(runtime)
+    pear = NewMemory("a pear on the table", Scope(user_id="u1"))
+    apples = [NewMemory(f"an apple, number {i}", Scope(user_id="u1")) for i in range(4)]
+    trees = [NewMemory(f"a pear tree in row {i}", Scope(user_id="u2")) for i in range(30)]
+    added, _ = await runtime.memories.add_many(tid, [pear, *apples, *trees])
+    scope = Scope(user_id="u1")
+    strategy, hot = await keyword(runtime, tid, "apple pear", k=5, scope=scope)
+    sql = await in_sql(runtime, tid, "apple pear", k=5, scope=scope)
+    assert strategy == IN_PROCESS
+    assert hot[0] == added[0].id == next(iter(sql))
+    assert set(hot) == set(sql) and len(hot) == 5
+    # over the whole tenant an apple is the rarer word, and comes first in both
+    strategy, everywhere = await keyword(runtime, tid, "apple pear", k=5)
+    assert strategy == IN_PROCESS and everywhere[0] != added[0].id
+    assert same_best(everywhere, await in_sql(runtime, tid, "apple pear", k=5))
+
+
 async def test_the_database_answers_what_the_process_cannot(
     runtime: Runtime, settings: Settings, database_url: str, hash_embedder: Embedder, tmp_path: Path
 ) -> None:

@@ -9,9 +9,13 @@ PostgreSQL full-text search (``retrieval.keyword.KeywordSearch``) answers
 instead when the tenant is not held or not ready, when the filter needs the
 database, or when too many ranked rows fail the filter. ``"consistency":
 "strong"`` first applies the tenant's pending changes (one round trip), as
-vector search does. Scores, as in SQL, are BM25 over the best BM25 of the query;
-corpus statistics come from the tenant's held rows (SQL takes them from the
-rows in scope), so a filtered ranking can order near-ties differently.
+vector search does. Scores, as in SQL, are BM25 over the best BM25 of the query.
+As in SQL, a search confined to a scope or filter weighs each query word by its
+document frequency among the rows that scope and filter allow (the candidates of
+the posting lists, up to ``ALLOW_MAX`` of them; beyond that, and over the whole
+tenant, the tenant's held rows give it). The mean document length is the
+tenant's (SQL takes it from the rows in scope), so near-ties can still order
+differently.
 """
 
 from __future__ import annotations
