@@ -256,8 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     embedder = load_embedder(
         None, backend=args.backend, export_dir=export_dir, quantize=args.quantize
     )
-    # each backend keeps its own document vectors, so a comparison embeds with both
-    cache = EmbeddingCache(CACHE / label, embedder)
+    # each backend keeps its own document vectors, so a comparison embeds with both; an
+    # ONNX export's vectors are kept under its checksum, so a new export never reads the
+    # vectors of an old one (a changed quantisation, say)
+    export = getattr(embedder, "model_file", None)
+    if export is not None:
+        manifest = json.loads((export.parent / "manifest.json").read_text("utf-8"))
+        label_dir = f"{label}-{manifest['sha256'][:12]}"
+    else:
+        label_dir = label
+    cache = EmbeddingCache(CACHE / label_dir, embedder)
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
