@@ -340,7 +340,12 @@ class OnnxEmbedder:
     def embed(self, texts: Sequence[str]) -> Matrix:
         if not texts:
             return np.zeros((0, getattr(self, "_dimension", 0)), dtype=np.float32)
-        encodings = self._tokenizer.encode_batch(list(texts))
+        # one text: encode it here; encode_batch hands even one text to the tokenizer's
+        # thread pool, a wake-up that costs more than the text's tokenisation
+        if len(texts) == 1:
+            encodings = [self._tokenizer.encode(texts[0])]
+        else:
+            encodings = self._tokenizer.encode_batch(list(texts))
         session = self._query_session if len(texts) == 1 else self._batch_session
         # sort by length so each batch pads to its own longest text, as sentence-transformers does
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
