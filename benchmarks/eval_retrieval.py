@@ -241,10 +241,20 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="with --backend onnx: int8 dynamic quantisation of the export",
     )
+    parser.add_argument(
+        "--float-documents",
+        action="store_true",
+        help="with --quantize: documents embedded by the float export, queries by the int8 "
+        "one (a store written before quantisation was turned on)",
+    )
     args = parser.parse_args(argv)
     if args.quantize and args.backend != "onnx":
         parser.error("--quantize needs --backend onnx")
+    if args.float_documents and not args.quantize:
+        parser.error("--float-documents needs --quantize")
     label = f"{args.backend}-int8" if args.quantize else args.backend
+    if args.float_documents:
+        label += " (float documents)"
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     for name in list(RUNS):
         if name not in wanted:
@@ -254,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
 
     export_dir = CACHE / "onnx-export"
     embedder = load_embedder(
-        None, backend=args.backend, export_dir=export_dir, quantize=args.quantize
+        None,
+        backend=args.backend,
+        export_dir=export_dir,
+        quantize=args.quantize and not args.float_documents,
     )
     # each backend keeps its own document vectors, so a comparison embeds with both; an
     # ONNX export's vectors are kept under its checksum, so a new export never reads the
@@ -262,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     export = getattr(embedder, "model_file", None)
     if export is not None:
         manifest = json.loads((export.parent / "manifest.json").read_text("utf-8"))
-        label_dir = f"{label}-{manifest['sha256'][:12]}"
+        label_dir = f"{args.backend}{'-int8' if manifest['quantized'] else ''}-{manifest['sha256'][:12]}"
     else:
         label_dir = label
     cache = EmbeddingCache(CACHE / label_dir, embedder)

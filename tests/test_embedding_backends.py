@@ -44,6 +44,11 @@ def onnx_embedder(export_root: Path) -> OnnxEmbedder:
     return OnnxEmbedder(packaged_model_path(), export_root, name="all-MiniLM-L6-v2")
 
 
+@pytest.fixture(scope="module")
+def int8_embedder(export_root: Path) -> OnnxEmbedder:
+    return OnnxEmbedder(packaged_model_path(), export_root, name="q", quantize=True)
+
+
 def test_onnx_agrees_with_torch(onnx_embedder: OnnxEmbedder, real_embedder: Embedder) -> None:
     ours = onnx_embedder.embed(TEXTS)
     theirs = real_embedder.embed(TEXTS)
@@ -85,16 +90,22 @@ def test_corrupt_or_missing_export_is_rebuilt(
     assert (copy / "model.onnx").stat().st_size > 1_000_000
 
 
-def test_settings_choose_the_backend(onnx_embedder: OnnxEmbedder, tmp_path: Path) -> None:
+def test_settings_choose_the_backend(
+    onnx_embedder: OnnxEmbedder, int8_embedder: OnnxEmbedder, tmp_path: Path
+) -> None:
     data = tmp_path / "data"
-    # reuse the module's export so this test does not export again
-    shutil.copytree(
-        onnx_embedder.model_file.parent, data / "onnx" / onnx_embedder.model_file.parent.name
-    )
-    # ONNX is the default backend; torch is one setting away
+    # reuse the module's exports so this test does not export again
+    for export in (onnx_embedder, int8_embedder):
+        folder = export.model_file.parent
+        shutil.copytree(folder, data / "onnx" / folder.name)
+    # ONNX with int8 weights is the default; float weights and torch are a setting away
     onnx = embedder_from_settings(Settings(data_dir=str(data)))
     assert isinstance(onnx, OnnxEmbedder)
+    assert onnx.model_file.parent.name == int8_embedder.model_file.parent.name
     assert onnx.model_name == "all-MiniLM-L6-v2"
+    plain = embedder_from_settings(Settings(data_dir=str(data), embedding_quantize=False))
+    assert isinstance(plain, OnnxEmbedder)
+    assert plain.model_file.parent.name == onnx_embedder.model_file.parent.name
     torch = embedder_from_settings(Settings(data_dir=str(data), embedding_backend="torch"))
     assert isinstance(torch, SentenceTransformerEmbedder)
     one = embedder_from_settings(Settings(data_dir=str(data), embedding_query_threads=1))
@@ -167,9 +178,9 @@ def test_the_export_fuses_each_layer_and_a_bad_fusion_falls_back(
 
 
 def test_a_quantized_export_serves_the_plain_graph_in_int8(
-    onnx_embedder: OnnxEmbedder, export_root: Path
+    onnx_embedder: OnnxEmbedder, int8_embedder: OnnxEmbedder
 ) -> None:
-    quantized = OnnxEmbedder(packaged_model_path(), export_root, name="q", quantize=True)
+    quantized = int8_embedder
     assert quantized.model_file != onnx_embedder.model_file
     assert "MatMulInteger" in _op_types(quantized.model_file)
     cosine = (quantized.embed(TEXTS) * onnx_embedder.embed(TEXTS)).sum(axis=1)
