@@ -89,6 +89,15 @@ def raw_model(data_dir: Path) -> Embedder:
     return embedder
 
 
+def backend_label() -> str:
+    """The embedding backend the service runs with, ``-int8`` for int8 ONNX weights."""
+    from memory_service.config import Settings
+
+    settings = Settings.from_env(dict(os.environ))
+    int8 = settings.embedding_backend == "onnx" and settings.embedding_quantize
+    return settings.embedding_backend + ("-int8" if int8 else "")
+
+
 def start_service(port: int, data_dir: Path, admin: str) -> tuple[subprocess.Popen[bytes], float]:
     env = {
         **os.environ,
@@ -154,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ready_seconds": round(ready_s, 2),
         "memories": args.size,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "backend": os.environ.get("MEMORY_EMBEDDING_BACKEND", "onnx"),
+        "backend": backend_label(),
     }
     try:
         base = f"http://127.0.0.1:{args.port}"
