@@ -1,7 +1,8 @@
 """Retrieval quality on public benchmarks, measured through the service's HTTP API.
 
 ``make eval`` starts the real service (uvicorn on 127.0.0.1, a temporary data
-directory, its own admin token), loads each data set through ``POST
+directory, its own admin token, the service's default embedding: ONNX with int8
+weights; ``--backend torch`` or ``--no-quantize`` for the others), loads each data set through ``POST
 /v1/memories/batch`` (document vectors computed once and cached on disk under
 ``benchmarks/.cache/``, sent in the ``embedding`` field), asks every question
 through ``POST /v1/memories/search`` in each mode and scoring option, and writes
@@ -233,13 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--backend",
         choices=("torch", "onnx"),
-        default="torch",
-        help="the embedding backend for documents and for the service's query embedding",
+        default="onnx",
+        help="the embedding backend for documents and for the service's query embedding "
+        "(default: the service's, onnx)",
     )
     parser.add_argument(
         "--quantize",
-        action="store_true",
-        help="with --backend onnx: int8 dynamic quantisation of the export",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --backend onnx: int8 weights in the export (default: on, as in the "
+        "service; --no-quantize: float weights)",
     )
     parser.add_argument(
         "--float-documents",
@@ -250,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quantize and args.backend != "onnx":
         parser.error("--quantize needs --backend onnx")
+    if args.quantize is None:
+        args.quantize = args.backend == "onnx"
     if args.float_documents and not args.quantize:
         parser.error("--float-documents needs --quantize")
     label = f"{args.backend}-int8" if args.quantize else args.backend
