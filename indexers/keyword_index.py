@@ -46,12 +46,12 @@ DOC_OVERHEAD_BYTES = 64
 INDEX_OVERHEAD_BYTES = 256 * 1024
 
 _ENGLISH = "kw_english"
+_SIMPLE = "kw_simple"
 
 
 def _idf(docs: int, with_term: int) -> float:
     """BM25's inverse document frequency (tantivy's and the SQL path's formula)."""
     return math.log(1.0 + (max(docs, with_term) - with_term + 0.5) / (with_term + 0.5))
-_SIMPLE = "kw_simple"
 
 
 def _analyzers() -> tuple[Any, Any]:
@@ -186,7 +186,8 @@ class KeywordIndex:
         probe = tantivy.Query.boolean_query(
             [(tantivy.Occur.Must, tantivy.Query.boolean_query(probes)), (tantivy.Occur.Must, only)]
         )
-        bits = np.array([score for score, _ in searcher.search(probe, inside).hits], dtype=np.int64)
+        scores = [score for score, _ in searcher.search(probe, inside).hits]
+        bits = np.rint(np.asarray(scores, dtype=np.float64)).astype(np.int64)
         held = (bits[:, None] >> np.arange(len(terms))) & 1
         df_inside = held.sum(axis=0) if len(bits) else np.zeros(len(terms), dtype=np.int64)
         total = max(1, searcher.num_docs)
