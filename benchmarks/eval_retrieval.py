@@ -276,14 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         quantize=args.quantize and not args.float_documents,
     )
     # each backend keeps its own document vectors, so a comparison embeds with both; an
-    # ONNX export's vectors are kept under its checksum, so a new export never reads the
-    # vectors of an old one (a changed quantisation, say)
+    # ONNX export's vectors are kept under its folder name, which changes with the
+    # weights, the quantisation and the export format, so a new export never reads the
+    # vectors of an old one
     export = getattr(embedder, "model_file", None)
-    if export is not None:
-        manifest = json.loads((export.parent / "manifest.json").read_text("utf-8"))
-        label_dir = f"{args.backend}{'-int8' if manifest['quantized'] else ''}-{manifest['sha256'][:12]}"
-    else:
-        label_dir = label
+    label_dir = f"{args.backend}-{export.parent.name}" if export is not None else label
     cache = EmbeddingCache(CACHE / label_dir, embedder)
     started = time.monotonic()
     results: dict[str, Any] = {

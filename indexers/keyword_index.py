@@ -176,9 +176,8 @@ class KeywordIndex:
         One probe finds them all: term ``i`` scores a constant ``2**i``, so each allowed
         document's score is the bit set of the terms it holds (exact in float32 up to 24
         terms; a longer query keeps the index's frequencies)."""
-        clauses = [self._term(*term) for term in terms]
         if len(terms) > PROBE_TERMS_MAX or inside <= 0:
-            return clauses
+            return [self._term(*term) for term in terms]
         probes = [
             (tantivy.Occur.Should, tantivy.Query.const_score_query(self._query(f, w), float(1 << i)))
             for i, (f, w, _) in enumerate(terms)
@@ -188,8 +187,7 @@ class KeywordIndex:
         )
         scores = [score for score, _ in searcher.search(probe, inside).hits]
         bits = np.rint(np.asarray(scores, dtype=np.float64)).astype(np.int64)
-        held = (bits[:, None] >> np.arange(len(terms))) & 1
-        df_inside = held.sum(axis=0) if len(bits) else np.zeros(len(terms), dtype=np.int64)
+        df_inside = ((bits[:, None] >> np.arange(len(terms))) & 1).sum(axis=0)
         total = max(1, searcher.num_docs)
         weighted = []
         for (field, word, boost), df in zip(terms, df_inside.tolist(), strict=True):
@@ -202,7 +200,7 @@ class KeywordIndex:
         return tantivy.Query.term_query(self._schema, field, word)
 
     def _term(self, field: str, word: str, boost: float) -> tuple[Any, Any]:
-        query = tantivy.Query.term_query(self._schema, field, word)
+        query = self._query(field, word)
         if boost != 1.0:
             query = tantivy.Query.boost_query(query, boost)
         return tantivy.Occur.Should, query
