@@ -97,19 +97,14 @@ class TenantIndexes:
             t.deleted = {seq: at for seq, at in t.deleted.items() if at > cutoff}
 
     def bytes_for(self, count: int) -> int:
-        """Vectors, graph links and the held rows of ``count`` memories."""
+        """Vectors, links and rows of ``count`` memories, plus the keyword index's fixed part."""
         vector = self.params.vector_bytes(self.dimension, hnsw=count > self.params.flat_max)
         text = KEYWORD_ROW_BYTES if self.keywords_hot else 0
-        return count * (vector + LABEL_ENTRY_BYTES + ROW_OVERHEAD_BYTES + text)
+        fixed = keyword_index.INDEX_OVERHEAD_BYTES if self.keywords_hot else 0
+        return fixed + count * (vector + LABEL_ENTRY_BYTES + ROW_OVERHEAD_BYTES + text)
 
     def used_bytes(self) -> int:
-        return sum(
-            t.row_bytes
-            + (t.index.memory_bytes() if t.index is not None else 0)
-            + (t.keywords.memory_bytes() if t.keywords is not None else 0)
-            + scoped.bytes_of(t.scoped)
-            for t in self._tenants.values()
-        )
+        return sum(_bytes_of(t) for t in self._tenants.values())
 
     async def admit(
         self, tenant_id: uuid.UUID, *, wait: bool = False, evict: bool = True
@@ -162,7 +157,7 @@ class TenantIndexes:
         for victim in victims:
             if used + need <= self.budget_bytes:
                 break
-            used -= victim.index.memory_bytes() if victim.index is not None else 0
+            used -= _bytes_of(victim)
             self.evict(victim.tenant_id)
         return used + need <= self.budget_bytes
 
@@ -394,3 +389,12 @@ class TenantIndexes:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _bytes_of(t: TenantIndex) -> int:  # what a held tenant counts in the memory budget
+    return (
+        t.row_bytes
+        + (t.index.memory_bytes() if t.index is not None else 0)
+        + (t.keywords.memory_bytes() if t.keywords is not None else 0)
+        + scoped.bytes_of(t.scoped)
+    )
