@@ -182,16 +182,6 @@ async def _build(
     )
 
     hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
-    index_worker = VectorIndexWorker(
-        pool,
-        batch_size=settings.pgvector_index_batch,
-        idle_interval_s=settings.pgvector_index_interval_s,
-        backlog_max=settings.pgvector_index_backlog_max,
-        quiet_s=settings.pgvector_index_quiet_s,
-        held=hot.indexes.ready_tenants if hot is not None else frozenset,
-    )
-    index_worker.start()
-    closers.append(index_worker.close)
     validator = MemoryValidator(settings, model.dimension)
     memories = MemoryService(
         pool,
@@ -202,6 +192,17 @@ async def _build(
         dedupe=SemanticDedupe(settings),
         listeners=[*([hot.on_change] if hot else []), recorder.memories_changed],
     )
+    index_worker = VectorIndexWorker(
+        pool,
+        batch_size=settings.pgvector_index_batch,
+        idle_interval_s=settings.pgvector_index_interval_s,
+        backlog_max=settings.pgvector_index_backlog_max,
+        quiet_s=settings.pgvector_index_quiet_s,
+        held=hot.indexes.ready_tenants if hot is not None else frozenset,
+        busy=lambda: memories.batches_in_flight > 0,
+    )
+    index_worker.start()
+    closers.append(index_worker.close)
     search = SearchService(
         pool,
         settings,

@@ -219,6 +219,50 @@ async def test_the_worker_waits_until_a_load_has_been_quiet(parts: Parts) -> Non
     assert worker.status()["backlog"] == 0
 
 
+async def test_the_worker_waits_while_a_batch_is_being_embedded(
+    parts: Parts, hash_embedder: Embedder
+) -> None:
+    """A batch of texts reaches the table only after its embedding: while the service is
+    embedding or writing one, the graph's growth would take the cores from the model."""
+    p = parts
+    await add_rows(p, unit_vectors(50, seed=47), 0, 50)
+    embedding, release = asyncio.Event(), asyncio.Event()
+
+    class SlowModel:
+        dimension = hash_embedder.dimension
+        model_name = hash_embedder.model_name
+
+        def embed(self, texts: list[str]) -> np.ndarray:
+            loop.call_soon_threadsafe(embedding.set)
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=30)
+            return hash_embedder.embed(texts)
+
+    loop = asyncio.get_running_loop()
+    settings = p.memories.settings
+    writer = MemoryService(
+        p.pool, CachedEmbedder(SlowModel()), settings, p.memories.cursors, p.memories.validate
+    )
+    worker = VectorIndexWorker(
+        p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, quiet_s=0.2,
+        busy=lambda: writer.batches_in_flight > 0,
+    )
+    async with TenantLock(p):
+        assert not await worker.should_index()  # rows have just arrived
+        texts = [NewMemory(f"text {i} to embed") for i in range(3)]
+        write = asyncio.create_task(writer.add_many(p.tid, texts))
+        await asyncio.wait_for(embedding.wait(), 30)
+        assert writer.batches_in_flight == 1
+        await asyncio.sleep(0.3)  # past the quiet, but a batch is still being embedded
+        assert not await worker.should_index()
+        release.set()
+        await write
+        assert writer.batches_in_flight == 0
+        assert not await worker.should_index()  # its rows have just arrived
+        await asyncio.sleep(0.3)
+        assert await worker.should_index()
+    await drain(p)
+
+
 async def test_rows_of_tenants_held_in_faiss_wait_for_the_quiet(parts: Parts) -> None:
     """While a load arrives, only rows of tenants that FAISS does not hold count toward
     the backlog bound: the held tenants' searches never rank that backlog."""

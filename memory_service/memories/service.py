@@ -71,6 +71,9 @@ class MemoryService:
         # memories: returns {item index: memory or earlier item index}
         self.semantic_dedupe = dedupe
         self.listeners = tuple(listeners)
+        # batch writes under way (their embedding included): a load is arriving, and
+        # pgvector's index worker leaves the cores to it
+        self.batches_in_flight = 0
 
     async def _embed_missing(self, prepared: list[dict[str, Any]]) -> None:
         todo = [p for p in prepared if p["embedding"] is None]
@@ -99,11 +102,21 @@ class MemoryService:
                 f"a batch holds at most {self.settings.max_batch_items} items, not {len(items)}",
                 errors=[FieldError("items", f"at most {self.settings.max_batch_items}")],
             )
-        tid = tenant_id
         prepared = [
             self.validate.prepare(item, "" if single else f"items[{i}].")
             for i, item in enumerate(items)
         ]
+        if single:
+            return await self._write(tenant_id, prepared, single=True)
+        self.batches_in_flight += 1
+        try:
+            return await self._write(tenant_id, prepared, single=False)
+        finally:
+            self.batches_in_flight -= 1
+
+    async def _write(
+        self, tid: uuid.UUID, prepared: list[dict[str, Any]], *, single: bool
+    ) -> tuple[list[Memory], list[bool]]:
         await self._embed_missing(prepared)
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             await repo.purge_expired_duplicates(
@@ -142,7 +155,7 @@ class MemoryService:
         new = [m for m, c in zip(result, created, strict=True) if c]
         merged = [m for m in folded.values() if not isinstance(m, int)]
         if new or merged:
-            await self._notify(tenant_id, new + merged, [])
+            await self._notify(tid, new + merged, [])
         return result, created
 
     async def update(

@@ -6,8 +6,9 @@ the request does not pay for the graph; this worker then flips waiting rows to
 short transaction that skips rows a writer holds, so several processes can share
 the work and a writer never waits behind it. Growing the graph costs as much CPU
 as it did inline, so while a load is still arriving (the newest waiting row
-changed within the last ``quiet_s``) the worker leaves the cores to it, unless the
-backlog already spans ``backlog_max`` rows: that bounds what a search ranks
+changed within the last ``quiet_s``, or this process is embedding or writing a
+batch: ``busy``) the worker leaves the cores to it, unless the backlog already
+spans ``backlog_max`` rows: that bounds what a search ranks
 exactly beside the graph (see ``memories.repository.vector_search``). Rows of the
 tenants this process holds in FAISS (``held``) do not count toward that bound and
 wait for the quiet: their searches are answered from FAISS, and pgvector's graph is
@@ -43,6 +44,7 @@ class VectorIndexWorker:
         backlog_max: int,
         quiet_s: float = 0.0,
         held: Callable[[], Collection[uuid.UUID]] = frozenset,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._pool = pool
         self.batch_size = batch_size
@@ -50,6 +52,7 @@ class VectorIndexWorker:
         self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
         self.quiet_s = quiet_s  # a load has stopped once no row arrived for this long
         self.held = held  # tenants this process searches in FAISS
+        self.busy = busy  # whether this process is embedding or writing a batch now
         self.indexed = 0  # rows this worker put into the graph
         self.backlog = 0  # rows waiting at its last look, as a span of sequence numbers
         self._newest_seen: int | None = None
@@ -98,7 +101,9 @@ class VectorIndexWorker:
         if span is None:
             return None
         newest, now = span[1], time.monotonic()
-        if newest != self._newest_seen:
+        if newest != self._newest_seen or self.busy():
+            # a batch being embedded has not reached the table yet, and the graph's
+            # growth would take the cores from the model
             self._newest_seen, self._arrived_at = newest, now
             arriving = True
         else:
