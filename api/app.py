@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
@@ -21,6 +21,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from litestar.types import BeforeRequestHookHandler
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -102,14 +103,14 @@ def _guarded_routers() -> list[Router]:
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        guards=[in_order(require_tenant, enforce_tenant_limits, check_request)],
+        before_request=in_order(require_tenant, enforce_tenant_limits, check_request),
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
     admin_router = Router(
         path="/v1/admin",
         route_handlers=AdminRoutes,
-        guards=[in_order(require_admin, check_request)],
+        before_request=in_order(require_admin, check_request),
         security=security,
     )
     return [tenant_router, admin_router]
@@ -135,13 +136,16 @@ def _tracing(
     return [], [DefineMiddleware(TraceContextMiddleware, tracer_provider=provider)]
 
 
-def in_order(*guards: Guard) -> Guard:
-    """One guard that runs ``guards`` in order. Litestar copies the route handler for
-    each guard it calls; three guards cost about 6% of a search in the process."""
+def in_order(*guards: Guard) -> BeforeRequestHookHandler:
+    """Runs ``guards`` in order before each request of a router (before its parameters
+    and body are read). As a router's guards, Litestar would copy the route handler for
+    every guard it calls: about 6% of a search in the process for three guards, and
+    still a copy for one."""
 
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    async def guard(request: Request[Any, Any, Any]) -> None:
+        handler = request.route_handler
         for each in guards:
-            await each(connection, handler)
+            await each(request, handler)
 
     return guard
 

@@ -116,6 +116,14 @@ def instrument_psycopg(provider: TracerProvider) -> None:
     _psycopg_instrumented = True
 
 
+def records_spans(provider: trace.TracerProvider | None) -> bool:
+    """Whether a span started through ``provider`` may be recorded: never with tracing
+    off (the no-op provider) or with ``none`` (the always-off sampler)."""
+    if isinstance(provider, trace.NoOpTracerProvider):
+        return False
+    return not (isinstance(provider, TracerProvider) and provider.sampler is ALWAYS_OFF)
+
+
 def current_trace_id() -> str:
     """The active span's trace id as 32 hex digits, or a fresh random one."""
     context = trace.get_current_span().get_span_context()

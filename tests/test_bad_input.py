@@ -15,6 +15,7 @@ from tests.helpers import page_all, unit_vectors
     [
         ({"content": "x", "embedding": [0.1] * 12}, 422, "384"),
         ({"content": "x", "embedding": [0.0] * 384}, 422, "zero vector"),
+        ({"content": "x", "embedding": [3e38] * 384}, 422, "too long"),
         ({"content": "x", "embedding": ["a"] * 384}, 400, "embedding"),
         ({"content": ""}, 422, "content"),
         ({"content": "   "}, 422, "content"),
@@ -34,6 +35,18 @@ async def test_bad_memory_is_refused(client: Any, tenant: dict, body: dict, stat
     h = tenant["headers"]
     assert_problem(await client.post("/v1/memories", json=body, headers=h), status, mentions=mentions)
     assert await page_all(client, h, {}) == []
+
+
+async def test_a_long_embedding_is_normalised_not_zeroed(client: Any, tenant: dict) -> None:
+    """Squares of large float32 values overflow: the length is taken in float64."""
+    h = tenant["headers"]
+    vec = [1e20] + [0.0] * 383
+    r = await client.post("/v1/memories", json={"content": "far", "embedding": vec}, headers=h)
+    assert r.status_code == 201, r.text
+    hits = (await client.post(
+        "/v1/memories/search", json={"embedding": [1.0] + [0.0] * 383, "k": 1}, headers=h
+    )).json()["results"]
+    assert hits[0]["memory"]["content"] == "far" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
 
 async def test_malformed_json_and_invalid_utf8(client: Any, tenant: dict) -> None:

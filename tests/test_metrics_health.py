@@ -175,3 +175,17 @@ async def test_tracing_and_search_events_off(settings: Settings, database_url: s
         events = (await client.get("/v1/events", params={"limit": 100}, headers=h)).json()
         types = {e["type"] for e in events["items"]}
         assert "memory.added" in types and "memory.searched" not in types
+
+
+def test_search_spans_are_skipped_only_where_nothing_records() -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from memory_service.telemetry import build_tracer_provider, records_spans
+
+    assert not records_spans(trace.NoOpTracerProvider())  # MEMORY_TRACE_EXPORTER=off
+    assert not records_spans(build_tracer_provider(Settings(trace_exporter="none")))
+    assert records_spans(build_tracer_provider(Settings(trace_exporter="console")))
+    assert records_spans(build_tracer_provider(Settings(), InMemorySpanExporter()))
+    assert records_spans(TracerProvider())
+    assert records_spans(None)  # the global provider, whatever is installed later

@@ -24,6 +24,7 @@ from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 
 MAX_SCOPE_LENGTH = 256
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _WS = re.compile(r"\s+")
 
@@ -78,16 +79,22 @@ class MemoryValidator:
             raise InvalidInput(
                 f"{where} must contain only numbers", errors=[FieldError(where, "not a number")]
             ) from None
-        if vector.ndim != 1 or not np.all(np.isfinite(vector)):
+        if vector.ndim != 1 or not np.isfinite(vector).all():
             raise InvalidInput(
                 f"{where} contains NaN or infinite values",
                 errors=[FieldError(where, "NaN or Inf")],
             )
-        norm = float(np.linalg.norm(vector))
+        # in float64, whose squares cannot overflow (np.linalg.norm's checks cost more)
+        norm = math.sqrt(float(np.dot(vector.astype(np.float64), vector)))
         if norm == 0.0:
             raise InvalidInput(
                 f"{where} is the zero vector, which has no direction",
                 errors=[FieldError(where, "zero vector")],
+            )
+        if norm > FLOAT32_MAX:  # no float32 length to divide by
+            raise InvalidInput(
+                f"{where} is too long to normalise (its length exceeds {FLOAT32_MAX:.3g})",
+                errors=[FieldError(where, "values too large")],
             )
         return vector / norm
 
