@@ -83,7 +83,7 @@ class Settings:
     # deferred: batch rows reach the graph through a background worker, searches rank
     # the waiting ones exactly; inline: every write updates the graph (slow: ~200 rows/s)
     pgvector_index_mode: PgvectorIndexMode = "deferred"  # deferred or inline
-    pgvector_index_batch: int = 500  # rows the index worker adds per transaction
+    pgvector_index_batch: int = 100  # rows the index worker adds per transaction (about 0.4 s of a core)
     pgvector_index_interval_s: float = 1.0  # how often an idle index worker looks for work
     pgvector_index_backlog_max: int = 50_000  # a load waits until this many rows outside FAISS do
     pgvector_index_quiet_s: float = 3.0  # a load has stopped when no row arrived for this long
