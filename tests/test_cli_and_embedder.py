@@ -83,3 +83,21 @@ def test_a_second_process_on_the_same_data_dir_shares_the_database(settings: Set
 
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_the_server_runs_numpys_blas_on_one_thread() -> None:
+    """A spinning second BLAS thread would take a core from other requests after each
+    matrix product; the serve command leaves one."""
+    script = (
+        "import numpy, threadpoolctl\n"
+        "threadpoolctl.threadpool_limits(2, user_api='blas')\n"
+        "from cli.serve import one_blas_thread\n"
+        "one_blas_thread()\n"
+        "print(max(i['num_threads'] for i in threadpoolctl.threadpool_info()"
+        " if i['user_api'] == 'blas'))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "1"
