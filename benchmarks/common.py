@@ -22,9 +22,18 @@ from typing import Any
 
 import httpx
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 ADMIN_TOKEN = "bench-admin-token"
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
+
+
+def client_blas_on_one_thread() -> threadpool_limits:
+    """Limit this (client) process's BLAS to one thread, at once or as a context manager.
+    A benchmark's ground truth multiplies up to every loaded vector: on two BLAS threads
+    the idle one spins on a core for about 0.1 s after each product, beside the service
+    being timed."""
+    return threadpool_limits(1, user_api="blas")
 
 
 def parse_size(text: str) -> int:

@@ -30,10 +30,16 @@ import httpx
 import msgspec
 import numpy as np
 import psycopg
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from benchmarks.common import ADMIN_TOKEN, ServiceProcess, machine, parse_size, synthetic_vectors
+from benchmarks.common import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    client_blas_on_one_thread,
+    machine,
+    parse_size,
+    synthetic_vectors,
+)
 from memory_service import db
 from memory_service.config import Settings
 
@@ -202,9 +208,7 @@ def main() -> None:
     )
     parser.add_argument("--out", default="ingest", help="results file name (no suffix)")
     args = parser.parse_args()
-    # the recall checks multiply up to all loaded vectors: on two BLAS threads the idle one
-    # would spin on a core for about 0.1 s after each, beside the service being timed
-    threadpool_limits(1, user_api="blas")
+    client_blas_on_one_thread()  # the recall checks score up to every loaded vector
     n = parse_size(args.size)
     vecs = synthetic_vectors(n, seed=11)
     queries = synthetic_vectors(50, seed=12)

@@ -47,10 +47,10 @@ from typing import Any
 import httpx
 import msgspec
 import numpy as np
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from benchmarks import loadgen
+from benchmarks.common import client_blas_on_one_thread
 from benchmarks.ingest_bench import drain_seconds
 from memory_service import db
 from memory_service.config import Settings
@@ -212,9 +212,7 @@ def truth(vecs: np.ndarray, q: np.ndarray, mod: int, residue: int = 1) -> list[i
 
 
 def measure(client: httpx.Client, vecs: np.ndarray, qs: np.ndarray, bodies: dict) -> dict:
-    # the ground truth below multiplies up to 100k vectors: on two BLAS threads, the idle
-    # one would spin on a core for about 0.1 s after each, beside the service being timed
-    with threadpool_limits(1, user_api="blas"):
+    with client_blas_on_one_thread():  # the ground truth below scores up to 100k vectors
         return _measure(client, vecs, qs, bodies)
 
 
