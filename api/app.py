@@ -62,6 +62,7 @@ from memory_service.runtime import Runtime
 from memory_service.telemetry import (
     build_tracer_provider,
     instrument_psycopg,
+    records_spans,
     use_tracer_provider,
 )
 
@@ -160,7 +161,9 @@ def create_app(
     """Build the application. ``embedder`` and ``span_exporter`` are test seams."""
     tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
     tracing = settings.trace_exporter != "off" or span_exporter is not None
-    if tracing:
+    if records_spans(tracer_provider):
+        # a database span costs every query a span started and ended; unrecorded, it
+        # would only ever be thrown away
         instrument_psycopg(tracer_provider)
 
     @asynccontextmanager

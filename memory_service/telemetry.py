@@ -1,12 +1,13 @@
 """OpenTelemetry set-up: one tracer provider per service, exporter chosen by settings.
 
-``none`` (the default) still records spans, so trace ids exist for problem
-documents and events; ``console`` prints them; ``otlp`` sends them over HTTP to
-``MEMORY_OTLP_ENDPOINT``. Database calls are traced by the psycopg
-instrumentation, which patches the driver once per process; its spans go to the
-provider of the app that is serving the current request or running the current
-background task (``use_tracer_provider``), so two apps in one process (tests,
-embedded use) each see their own database spans.
+``none`` (the default) records nothing, but its spans still carry trace ids (a
+caller's, or fresh ones) for problem documents and events; ``console`` prints spans;
+``otlp`` sends them over HTTP to ``MEMORY_OTLP_ENDPOINT``. Database calls are traced
+by the psycopg instrumentation, which patches the driver once per process, and only
+once an app records spans (unrecorded, a span per query would only cost time). Its
+spans go to the provider of the app that is serving the current request or running
+the current background task (``use_tracer_provider``), so two apps in one process
+(tests, embedded use) each see their own database spans.
 """
 
 from __future__ import annotations
