@@ -34,6 +34,8 @@ async def other_process(
         settings.with_(database_url=database_url, data_dir=str(tmp_path)),
         embedder=hash_embedder,
     )
+    # running, not starting: it has held what it holds at start before a test times it
+    assert runtime.hot_search is not None and await runtime.hot_search.wait_ready(120)
     yield runtime
     await runtime.close()
 

@@ -116,6 +116,10 @@ async def test_another_process_sees_a_keyword_write_within_a_second(
         embedder=hash_embedder,
     )
     try:
+        # the promise is for running processes: both have held what they hold at start
+        # (every tenant of the session's database) before the clock starts
+        for rt in (runtime, other):
+            assert rt.hot_search is not None and await rt.hot_search.wait_ready(120)
         assert (await keyword(other, tid, "tea"))[0] == IN_PROCESS  # held by the other now
         memory, _ = await runtime.memories.add(tid, NewMemory("a zeppelin over the harbour"))
         # strong applies the pending change first, so it sees the write at once

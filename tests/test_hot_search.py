@@ -122,6 +122,8 @@ async def second_process(
         ),
         embedder=hash_embedder,
     )
+    # running, not starting: it has held what it holds at start before a test times it
+    assert runtime.hot_search is not None and await runtime.hot_search.wait_ready(120)
     yield runtime
     await runtime.close()
 
