@@ -22,7 +22,7 @@ from memory_service.embeddings import Embedder
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from tests.conftest import new_tenant
-from tests.helpers import unit_vectors
+from tests.helpers import settled, unit_vectors
 
 
 @pytest.fixture
@@ -34,9 +34,7 @@ async def other_process(
         settings.with_(database_url=database_url, data_dir=str(tmp_path)),
         embedder=hash_embedder,
     )
-    # running, not starting: it has held what it holds at start before a test times it
-    assert runtime.hot_search is not None and await runtime.hot_search.wait_ready(120)
-    yield runtime
+    yield await settled(runtime)
     await runtime.close()
 
 

@@ -5,14 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import psycopg
-
+from tests.helpers import db_rows as rows
 from tests.helpers import unit_vectors
-
-
-def rows(database_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(database_url) as conn:
-        return conn.execute(query, params).fetchall()
 
 
 async def test_purge_erases_history_and_keeps_only_an_audit_record(

@@ -25,6 +25,7 @@ from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import MemoryPatch, NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from memory_service.search.keyword import IN_DATABASE, IN_PROCESS
+from tests.helpers import settled
 
 TOPICS = ["green tea", "black coffee", "mountain walks", "sea kayaking", "sourdough bread"]
 WORDS = ["morning", "evening", "weekend", "friends", "alone", "slowly", "often", "rarely"]
@@ -116,10 +117,8 @@ async def test_another_process_sees_a_keyword_write_within_a_second(
         embedder=hash_embedder,
     )
     try:
-        # the promise is for running processes: both have held what they hold at start
-        # (every tenant of the session's database) before the clock starts
-        for rt in (runtime, other):
-            assert rt.hot_search is not None and await rt.hot_search.wait_ready(120)
+        for rt in (runtime, other):  # both running, not starting, before the clock starts
+            await settled(rt)
         assert (await keyword(other, tid, "tea"))[0] == IN_PROCESS  # held by the other now
         memory, _ = await runtime.memories.add(tid, NewMemory("a zeppelin over the harbour"))
         # strong applies the pending change first, so it sees the write at once

@@ -29,7 +29,7 @@ from memory_service.embeddings import Embedder
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from tests.conftest import ADMIN, new_tenant
-from tests.helpers import unit_vectors
+from tests.helpers import settled, unit_vectors
 
 
 def clustered(n: int, seed: int) -> np.ndarray:
@@ -122,9 +122,7 @@ async def second_process(
         ),
         embedder=hash_embedder,
     )
-    # running, not starting: it has held what it holds at start before a test times it
-    assert runtime.hot_search is not None and await runtime.hot_search.wait_ready(120)
-    yield runtime
+    yield await settled(runtime)
     await runtime.close()
 
 

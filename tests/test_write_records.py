@@ -6,16 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import psycopg
-from pgvector.psycopg import register_vector
 
+from tests.helpers import db_rows as rows
 from tests.helpers import unit_vectors
-
-
-def rows(database_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    with psycopg.connect(database_url) as conn:
-        register_vector(conn)
-        return conn.execute(query, params).fetchall()
 
 
 async def test_each_memory_a_batch_inserts_is_recorded_once_and_each_skipped_copy_never(
