@@ -30,6 +30,18 @@ def subcommands() -> dict[str, ModuleType]:
     return {module.NAME: module for module in modules}
 
 
+# libraries that narrate routine work at INFO (model loading, every HTTP request of a
+# CLI transfer): their lines go to the debug log, so a start prints what a person reads
+CHATTY_LOGGERS = ("sentence_transformers", "transformers", "httpx", "httpcore")
+
+
+def quiet_third_party_loggers() -> None:
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: list[str] | None = None) -> int:
     commands = subcommands()
     parser = argparse.ArgumentParser(
@@ -48,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    quiet_third_party_loggers()
     try:
         code: int = commands[args.command].run(args, settings)
     except SettingsError as exc:

@@ -61,6 +61,7 @@ def resolve_database_url(settings: Settings) -> str:
         pgserver = _import_pgserver()
         pgdata.parent.mkdir(parents=True, exist_ok=True)
         forget_dead_handles(pgdata)
+        created = not (pgdata / "PG_VERSION").exists()
         try:
             server = pgserver.get_server(pgdata, cleanup_mode="stop")
         except Exception as exc:  # pgserver raises bare subprocess/OS errors
@@ -68,6 +69,7 @@ def resolve_database_url(settings: Settings) -> str:
                 f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
             ) from exc
         _embedded_servers[pgdata] = server
+        log.info("%s the embedded PostgreSQL in %s", "created" if created else "using", pgdata)
     _embedded_users[pgdata] = _embedded_users.get(pgdata, 0) + 1
     return str(server.get_uri())
 
@@ -107,7 +109,16 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """An exited process its parent has not reaped yet still answers signal 0."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def forget_dead_handles(pgdata: Path) -> list[int]:
@@ -139,10 +150,21 @@ def stop_data_dir(settings: Settings, *, wait_seconds: float = 30.0) -> str:
     _import_pgserver()
     from pgserver.utils import PostmasterInfo
 
+    stopped = ""
+    if users:
+        still = [pid for pid in users if _alive(pid)]
+        gone = [pid for pid in users if pid not in still]
+        parts = [f"stopped service process{'es' if len(gone) > 1 else ''} {_pids(gone)}"] if gone else []
+        if still:
+            parts.append(f"still running after {wait_seconds:.0f} s: {_pids(still)}")
+        stopped = "; ".join(parts)
     info = PostmasterInfo.read_from_pgdata(pgdata) if pgdata.exists() else None
     if info is None or not info.is_running():
         forget_dead_handles(pgdata)
-        return f"no PostgreSQL is running in {pgdata}"
+        if stopped:
+            # the last service process on a data directory stops its PostgreSQL itself
+            return f"{stopped}; PostgreSQL in {pgdata} stopped with them"
+        return f"nothing to stop: no service and no PostgreSQL is running in {pgdata}"
     # SIGINT is PostgreSQL's "fast" shutdown; unlike pg_ctl it also works for root,
     # whose servers pgserver runs as another user
     with contextlib.suppress(ProcessLookupError):
@@ -151,7 +173,12 @@ def stop_data_dir(settings: Settings, *, wait_seconds: float = 30.0) -> str:
     while _alive(info.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     (pgdata / ".handle_pids.json").write_text("[]")
-    return f"stopped PostgreSQL (pid {info.pid}) in {pgdata}"
+    prefix = f"{stopped}; " if stopped else ""
+    return f"{prefix}stopped PostgreSQL (pid {info.pid}) in {pgdata}"
+
+
+def _pids(pids: list[int]) -> str:
+    return "(pid " + ", ".join(str(pid) for pid in pids) + ")"
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:

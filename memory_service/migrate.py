@@ -83,10 +83,15 @@ def apply_migrations(conn: psycopg.Connection[Any], embedding_dim: int) -> list[
                     "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                     (migration.version, migration.name),
                 )
-            log.info("applied migration %04d_%s", migration.version, migration.name)
+            log.debug("applied migration %04d_%s", migration.version, migration.name)
             applied.append(migration.version)
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    if applied:
+        log.info(
+            "applied %d migration%s (%04d to %04d)",
+            len(applied), "" if len(applied) == 1 else "s", applied[0], applied[-1],
+        )
     return applied
 
 

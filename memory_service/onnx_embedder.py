@@ -104,13 +104,19 @@ def _export_with_torch(model_dir: Path, target: Path) -> tuple[int, int] | None:
     """Export the transformer; ``(heads, hidden size)`` when its attention can be fused."""
     import torch
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-    st = SentenceTransformer(
-        str(model_dir),
-        device="cpu",
-        local_files_only=True,
-        model_kwargs={"attn_implementation": "eager"},
-    )
+    # the weights load in a fraction of a second; their progress bar is noise in a start-up log
+    transformers_logging.disable_progress_bar()
+    try:
+        st = SentenceTransformer(
+            str(model_dir),
+            device="cpu",
+            local_files_only=True,
+            model_kwargs={"attn_implementation": "eager"},
+        )
+    finally:
+        transformers_logging.enable_progress_bar()
     transformer: Any = st[0].auto_model
     transformer.eval()
 
@@ -204,12 +210,29 @@ def _fuse(plain: Path, target: Path, heads: int, hidden: int) -> bool:
             logger.setLevel(level)
 
 
+class _QuantizerToDebug(logging.Filter):
+    """onnxruntime's quantiser reports every tensor it skips (about 50 lines) through the
+    root logger at INFO and WARNING; they go to this module's debug log instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "onnxruntime" not in record.pathname:
+            return True
+        log.debug("onnxruntime quantiser: %s", record.getMessage())
+        return False
+
+
 def _quantize(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # one scale per output channel: with one scale per tensor the vectors of MiniLM drift
-    # to cosine 0.80-0.87 from the float model's; per channel keeps them at 0.98-0.99
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    quiet = _QuantizerToDebug()
+    root = logging.getLogger()
+    root.addFilter(quiet)
+    try:
+        # one scale per output channel: with one scale per tensor the vectors of MiniLM
+        # drift to cosine 0.80-0.87 from the float model's; per channel keeps 0.98-0.99
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        root.removeFilter(quiet)
 
 
 def ensure_export(model_dir: Path, export_root: Path, *, quantize: bool = False) -> Path:

@@ -9,6 +9,7 @@ database. Every check looks for a live postmaster of that data directory.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+
+from tests.conftest import server_data_dir
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +80,14 @@ def wait_gone(data_dir: Path, seconds: float = 20) -> list[psutil.Process]:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> object:
-    yield tmp_path
-    for proc in postmasters(tmp_path):  # never leave a server behind, even on failure
+def data_dir() -> object:
+    # outside pytest's temporary root, which another test session on the machine can
+    # close to the embedded server's own user (see ``server_data_dir``)
+    path = server_data_dir("lifecycle")
+    yield path
+    for proc in postmasters(path):  # never leave a server behind, even on failure
         proc.kill()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_sigterm_stops_the_embedded_database(data_dir: Path) -> None:
@@ -121,5 +128,8 @@ def test_two_services_share_and_the_last_one_stops_it(data_dir: Path) -> None:
         timeout=90,
     )
     assert stopped.returncode == 0, stopped.stderr
+    # it says what it stopped: the service, and the PostgreSQL that went with it
+    assert f"stopped service process (pid {b.pid})" in stopped.stdout, stopped.stdout
+    assert "PostgreSQL" in stopped.stdout and "no PostgreSQL" not in stopped.stdout, stopped.stdout
     b.wait(timeout=30)
     assert wait_gone(data_dir) == []
