@@ -5,7 +5,8 @@ per operation of the HTTP API, typed results, cursor iterators, a resumable
 event stream, typed exceptions and retries of idempotent calls. The LangGraph
 checkpointer and store live in ``memory_service_client.langgraph`` and the MCP
 server in ``memory_service_client.mcp_server`` (optional extras). ``Replica`` is an
-offline-first local copy that follows the change feed.
+offline-first local copy that follows the change feed. ``Worker`` runs Python functions
+as the ``task`` steps of workflows.
 """
 
 from memory_service_client._async import AsyncMemoryClient
@@ -42,6 +43,7 @@ from memory_service_client._types import (
 )
 from memory_service_client.replica import Offline, Replica
 from memory_service_client.sync import Conflict, Policy
+from memory_service_client.worker import NonRetryable, Worker
 
 __version__ = "0.1.0"
 
@@ -63,6 +65,7 @@ __all__ = [
     "MemoryClient",
     "MemoryServiceError",
     "NamespaceInfo",
+    "NonRetryable",
     "NotFoundError",
     "Offline",
     "Operation",
@@ -83,4 +86,5 @@ __all__ = [
     "TimeoutError",
     "TransportError",
     "ValidationError",
+    "Worker",
 ]
