@@ -35,8 +35,7 @@ fuzz: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check memory_service indexers api cli client tests benchmarks
 	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
-	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
+	@scripts/system-packages
 	$(PY) -m pytest
 
 bench: $(STAMP)
