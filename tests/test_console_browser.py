@@ -102,11 +102,9 @@ def column_of(driver: Any, task_id: str) -> str | None:
 
 def move(driver: Any, task_id: str, label: str) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
     card = driver.find_element(By.ID, f"task-{task_id}")
-    Select(card.find_element(By.NAME, "status")).select_by_visible_text(label)
-    card.find_element(By.CSS_SELECTOR, "form.move button").click()
+    card.find_element(By.CSS_SELECTOR, "details.move-menu summary").click()  # the compact menu
+    next(b for b in card.find_elements(By.CSS_SELECTOR, "form.move button") if b.text == label).click()
 
 
 def watch_columns(driver: Any, task_id: str) -> None:
@@ -148,17 +146,26 @@ def test_board_moves_a_task_and_rolls_back_a_refused_move(
     )
     assert column_of(browser, done_id) == "completed"
     assert browser.execute_script("return window.__path") == ["in_progress", "completed"]
-    assert "409" in card.find_element(By.CSS_SELECTOR, ".card-error").text
+    notice = card.find_element(By.CSS_SELECTOR, ".card-notice").text
+    assert notice == "Not moved: a completed task cannot go to in progress.", notice
     assert api.get(f"/v1/tasks/{done_id}", headers=h).json()["status"] == "completed"
 
-    # the task changed since the board was drawn: 412, rolled back the same way
+    # the task changed since the board was drawn: 412, and the card shows it as it is now
     api.patch(f"/v1/tasks/{stale_id}", json={"title": "Review notes (edited)"}, headers=h)
     move(browser, stale_id, "Cancelled")
-    wait_for(
-        lambda: "412" in browser.find_element(By.ID, f"task-{stale_id}").text
+    card = wait_for(
+        lambda: (c := browser.find_element(By.ID, f"task-{stale_id}"))
+        and "changed meanwhile" in c.text
         and column_of(browser, stale_id) == "pending"
+        and c
     )
+    assert "Review notes (edited)" in card.text and "v2" in card.text, card.text
+    assert stale_id not in card.text and "412" not in card.text, card.text
     assert api.get(f"/v1/tasks/{stale_id}", headers=h).json()["status"] == "pending"
+    # the fresh card moves again from its new version
+    move(browser, stale_id, "Cancelled")
+    wait_for(lambda: column_of(browser, stale_id) == "cancelled")
+    screenshot(browser, "tasks-refused-move")
 
 
 def test_an_event_posted_over_the_api_shows_in_the_tail_within_a_second(
@@ -203,6 +210,7 @@ def test_every_page_renders_at_laptop_and_phone_width(
     }
     for name, path in pages.items():
         browser.get(live + path)
+        assert browser.find_elements(By.TAG_NAME, "h1"), (path, browser.page_source[:2000])
         assert browser.find_element(By.TAG_NAME, "h1").text
         assert "pw-never-shown" not in browser.page_source
         for shot in screenshot(browser, name):
@@ -295,3 +303,98 @@ def test_the_tail_reconnects_without_losing_events(
     wait_for(lambda: all(k in tail.text for k in kinds), timeout=15)
     assert all(tail.text.count(k) == 1 for k in kinds)  # each exactly once
     assert "Live" in state.text
+
+
+def axe_violations(driver: Any) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2 A/AA violations on the current page, as axe reports them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("axe_selenium_python")
+    assert spec and spec.origin, "axe-selenium-python (axe-core) is a test dependency"
+    script = Path(spec.origin).parent / "node_modules" / "axe-core" / "axe.min.js"
+    driver.execute_script(script.read_text())
+    violations: list[dict[str, Any]] = driver.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']},"
+        " resultTypes: ['violations']}).then(function (r) { done(r.violations); },"
+        " function (e) { done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]); });"
+    )
+    return violations
+
+
+def test_every_page_has_no_serious_accessibility_violations(
+    browser: Any, api: httpx.Client, live: str, key: dict[str, Any]
+) -> None:
+    """axe-core over every console page at a laptop and a phone width: no violation of
+    serious or critical impact (contrast, names, labels, structure)."""
+    h = key["headers"]
+    api.post("/v1/tasks", json={"title": "Check contrast", "priority": "urgent", "tags": ["a11y"]}, headers=h)
+    memory = api.post("/v1/memories", json={"content": "Ada likes green tea", "user_id": "ada"}, headers=h).json()
+    api.patch(f"/v1/memories/{memory['id']}", json={"content": "Ada likes jasmine tea"}, headers=h)
+    eid = api.post("/v1/executions", json={"agent_id": "planner"}, headers=h).json()["id"]
+    steps = [{"kind": "llm", "name": "plan", "state": {"plan": ["a"]}},
+             {"kind": "tool", "name": "a", "state_patch": [{"op": "add", "path": "/done", "value": ["a"]}]}]
+    api.post(f"/v1/executions/{eid}/steps", json={"steps": steps}, headers=h)
+    pages = [
+        "/console/tasks", "/console/environments", "/console/events", "/console/executions",
+        f"/console/executions/{eid}?at=2&diff_from=0&diff_to=2", "/console/memories?query=tea&mode=hybrid",
+        f"/console/memories/{memory['id']}", "/console/health", "/console/migration",
+    ]
+    found: dict[str, list[str]] = {}
+    for path in pages:
+        browser.get(live + path)
+        for width in (1280, 390):
+            browser.set_window_size(width, 900)
+            serious = [v for v in axe_violations(browser) if v.get("impact") in ("serious", "critical")]
+            if serious:
+                found[f"{path} @{width}"] = [
+                    f"{v['id']}: {v['help']} ({len(v['nodes'])}x: "
+                    f"{', '.join(str(n.get('target')) for n in v['nodes'][:3])})" for v in serious
+                ]
+    browser.set_window_size(1280, 900)
+    with chromium() as fresh:  # the sign-in page, as a visitor sees it
+        fresh.get(live + "/console/login")
+        serious = [v for v in axe_violations(fresh) if v.get("impact") in ("serious", "critical")]
+        if serious:
+            found["/console/login"] = [f"{v['id']}: {v['help']}" for v in serious]
+    assert not found, found
+
+
+def test_the_pages_people_look_at_most_are_photographed(
+    browser: Any, api: httpx.Client, live: str, key: dict[str, Any]
+) -> None:
+    """Screenshots of the board, an execution, a memory and health at 1280 and 390 px,
+    saved to tests/artifacts/ for a person to look at (docs/images/ keeps copies)."""
+    from selenium.webdriver.common.by import By
+
+    h = key["headers"]
+    for title, status, priority in [
+        ("Draft the quarterly summary", "pending", "high"), ("Collect usage numbers", "in_progress", "medium"),
+        ("Index the new documents", "completed", "low"), ("Import the old wiki", "failed", "urgent"),
+    ]:
+        api.post("/v1/tasks", json={"title": title, "status": status, "priority": priority,
+                                    "tags": ["q4"]}, headers=h)
+    eid = api.post("/v1/executions", json={"agent_id": "researcher"}, headers=h).json()["id"]
+    steps = [
+        {"kind": "llm", "name": "plan", "state": {"question": "What changed in Q4?", "plan": ["search", "read", "write"], "notes": []},
+         "started_at": "2026-12-01T10:00:00Z", "ended_at": "2026-12-01T10:00:01.200Z"},
+        {"kind": "tool", "name": "search", "state_patch": [{"op": "add", "path": "/notes/-", "value": "12 documents found"}],
+         "started_at": "2026-12-01T10:00:01.200Z", "ended_at": "2026-12-01T10:00:03.900Z"},
+        {"kind": "tool", "name": "read", "state_patch": [{"op": "add", "path": "/notes/-", "value": "revenue up 8%"}],
+         "started_at": "2026-12-01T10:00:03.900Z", "ended_at": "2026-12-01T10:00:04.400Z"},
+        {"kind": "llm", "name": "write", "state_patch": [{"op": "add", "path": "/answer", "value": "Revenue grew 8% in Q4."},
+                                                        {"op": "replace", "path": "/plan", "value": []}],
+         "started_at": "2026-12-01T10:00:04.400Z", "ended_at": "2026-12-01T10:00:06.000Z"},
+    ]
+    assert api.post(f"/v1/executions/{eid}/steps", json={"steps": steps}, headers=h).status_code == 201
+    memory = api.post("/v1/memories", json={"content": "Ada prefers green tea in the morning",
+                                            "user_id": "ada", "metadata": {"topic": "drinks"}}, headers=h).json()
+    api.patch(f"/v1/memories/{memory['id']}", json={"content": "Ada prefers jasmine tea in the morning"}, headers=h)
+    for path, name in [
+        ("/console/tasks", "tasks"), (f"/console/executions/{eid}?at=2", "execution"),
+        (f"/console/memories/{memory['id']}", "memory"), ("/console/health", "health"),
+    ]:
+        browser.get(live + path)
+        assert browser.find_element(By.TAG_NAME, "h1").text
+        for shot in screenshot(browser, f"look-{name}"):
+            assert shot.stat().st_size > 5000

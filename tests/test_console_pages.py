@@ -71,7 +71,8 @@ async def test_moves_answer_409_and_412_with_the_reason(
     refused = await move(done, "in_progress", 1)
     assert refused.status_code == 409 and "completed" in refused.text
     stale = await move(todo, "in_progress", 7)
-    assert stale.status_code == 412 and "version" in stale.text
+    assert stale.status_code == 412 and "changed meanwhile" in stale.text
+    assert stale.text.lstrip().startswith("<li") and 'data-status="pending"' in stale.text
     moved = await move(todo, "in_progress", 1)
     assert moved.status_code == 200 and 'data-status="in_progress"' in moved.text and "v2" in moved.text
     reopened = await move(done, "pending", 1)
@@ -142,7 +143,11 @@ async def test_memory_explorer_searches_explains_and_shows_history(
     assert bad.status_code == 422 and "$bogus" in bad.text
     detail = await client.get(f"/console/memories/{tea['id']}")
     assert "ADD" in detail.text and "UPDATE" in detail.text
-    assert "Ada drinks green tea" in detail.text and "Ada drinks jasmine tea" in detail.text
+    # the update reads as a diff: the words taken out struck, the words put in marked
+    removed, added = '<span class="visually-hidden">removed: </span>', '<span class="visually-hidden">added: </span>'
+    assert f"Ada drinks <del>{removed}green </del><ins>{added}jasmine </ins>tea" in detail.text, detail.text
+    assert detail.text.count("<h1>") == 1
+    assert "Ada drinks green tea" in detail.text  # the ADD entry, as it was first stored
 
 
 async def test_health_page_shows_the_score_and_charts(console: tuple[Any, str]) -> None:

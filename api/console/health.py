@@ -47,9 +47,9 @@ def traffic_charts(operations: list[OperationSummary], seconds: float) -> list[B
         for o in ops
     ]
     return [
-        bar_chart("Request rate", rate),
-        bar_chart("Error share (5xx)", errors),
-        bar_chart("Latency", latency),
+        bar_chart("Request rate", rate, unit="requests/min", digits=2),
+        bar_chart("Error share (5xx)", errors, unit="% of requests"),
+        bar_chart("Latency", latency, unit="ms"),
     ]
 
 

@@ -7,6 +7,8 @@ the scope's memories, oldest first, a cursor page at a time.
 
 from __future__ import annotations
 
+import difflib
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -107,6 +109,29 @@ class MemoryPagesController(Controller):
     ) -> Template:
         memory = await memories.get(tenant_id, memory_id)
         history = await memories.history(tenant_id, memory_id)
+        diffs = [word_diff(h.old_content or "", h.new_content or "") for h in history]
         return page(
-            request, "memories/detail.html", active="memories", memory=memory, history=history
+            request,
+            "memories/detail.html",
+            active="memories",
+            memory=memory,
+            history=list(zip(history, diffs, strict=True)),
         )
+
+
+def word_diff(old: str, new: str) -> list[tuple[str, str]]:
+    """``old`` to ``new`` as runs of ``("same" | "del" | "ins", text)``, word by word
+    (whitespace kept with the word before it), so a history entry reads as one sentence
+    with what was taken out struck through and what came in marked."""
+    before, after = re.findall(r"\S+\s*", old), re.findall(r"\S+\s*", new)
+    runs: list[tuple[str, str]] = []
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    for op, a0, a1, b0, b1 in matcher.get_opcodes():
+        if op == "equal":
+            runs.append(("same", "".join(before[a0:a1])))
+            continue
+        if a1 > a0:
+            runs.append(("del", "".join(before[a0:a1])))
+        if b1 > b0:
+            runs.append(("ins", "".join(after[b0:b1])))
+    return runs

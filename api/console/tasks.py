@@ -22,7 +22,7 @@ from litestar.response import Template
 from api.console.forms import form_fields, one, optional, version
 from api.console.rendering import error_page, is_htmx, page, see_other, status_of
 from memory_service.environments import EnvironmentService
-from memory_service.errors import MemoryServiceError
+from memory_service.errors import Conflict, MemoryServiceError, PreconditionFailed
 from memory_service.task_models import FINISHED, PRIORITIES, STATUSES, Task, TaskQuery
 from memory_service.tasks import TaskService
 
@@ -201,8 +201,31 @@ class TaskBoardController(Controller):
                 task = await tasks.reopen(tenant_id, task_id, version(form))
             else:
                 task = await tasks.update(tenant_id, task_id, {"status": target}, version(form))
+        except (Conflict, PreconditionFailed) as exc:
+            # the card comes back as the task is now, with a sentence a person reads
+            current = await tasks.get(tenant_id, task_id)
+            notice = refused_move(exc, current, target)
+            if is_htmx(request):
+                context = card_context(current) | {"notice": notice}
+                return page(request, "tasks/_card.html", status_code=status_of(exc), **context)
+            return error_page(request, status_of(exc), notice)
         except MemoryServiceError as exc:
             return error_page(request, status_of(exc), exc.detail)
         if is_htmx(request):
             return page(request, "tasks/_card.html", **card_context(task))
         return see_other("/console/tasks")
+
+
+def refused_move(exc: MemoryServiceError, current: Task, target: str) -> str:
+    """Why a move did not happen, in the board's words (no ids, no API phrasing)."""
+    if isinstance(exc, PreconditionFailed):
+        return (
+            f"Not moved: this task was changed meanwhile (now version {current.version}, "
+            f"{STATUS_LABELS[current.status].lower()}). The card shows it as it is now."
+        )
+    if current.status == target:
+        return f"Not moved: it is already {STATUS_LABELS[target].lower()}."
+    return (
+        f"Not moved: a {STATUS_LABELS[current.status].lower()} task cannot go to "
+        f"{STATUS_LABELS.get(target, target).lower()}."
+    )

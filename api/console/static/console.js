@@ -30,14 +30,22 @@
     event.detail.headers["X-CSRF-Token"] = csrfToken();
   });
 
+  // the status a move asks for: the menu button that submitted it, or a drop
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("form.move button[name=status]");
+    if (button) { button.form.setAttribute("data-target", button.value); }
+  });
+
   document.addEventListener("htmx:beforeRequest", function (event) {
     var form = event.detail.elt;
     if (!form.classList || !form.classList.contains("move")) { return; }
     var card = form.closest("li.card");
-    var target = columnFor(form.elements.status.value);
+    var target = columnFor(form.getAttribute("data-target"));
     origins.set(form, { card: card, parent: card.parentNode, next: card.nextSibling });
     var error = card.querySelector(".card-error");
     if (error) { error.hidden = true; error.textContent = ""; }
+    var menu = form.closest("details");
+    if (menu) { menu.open = false; }
     card.classList.remove("rolled-back");
     card.classList.add("moving");
     if (target && target !== card.parentNode) { target.insertBefore(card, target.firstChild); }
@@ -55,19 +63,32 @@
       return;
     }
     origin.parent.insertBefore(card, origin.next);
-    card.classList.add("rolled-back");
     var xhr = event.detail.xhr;
-    var why = xhr && xhr.status ? "(" + xhr.status + ") " + (xhr.responseText || "") : "the service did not answer";
+    var body = xhr && xhr.responseText ? xhr.responseText.trim() : "";
+    if (body.indexOf("<li") === 0) {
+      // a refused move answers the card as the task is now, with the reason on it
+      var holder = document.createElement("ol");
+      holder.innerHTML = body;
+      var fresh = holder.firstElementChild;
+      card.replaceWith(fresh);
+      fresh.classList.add("rolled-back");
+      if (window.htmx) { window.htmx.process(fresh); }
+      var notice = fresh.querySelector(".card-notice");
+      announce(notice ? notice.textContent : "Not moved.");
+      return;
+    }
+    card.classList.add("rolled-back");
+    var why = xhr && xhr.status ? "the service answered " + xhr.status : "the service did not answer";
     var error = card.querySelector(".card-error");
-    if (error) { error.textContent = "Not moved: " + why; error.hidden = false; }
-    announce("Could not move " + cardTitle(card) + ". It is back where it was: " + why);
+    if (error) { error.textContent = "Not moved: " + why + ". Try again in a moment."; error.hidden = false; }
+    announce("Could not move " + cardTitle(card) + ": " + why + ".");
   });
 
   document.addEventListener("htmx:afterSwap", function (event) {
     var card = event.detail.target;
     if (card && card.classList && card.classList.contains("card")) {
-      var select = document.querySelector("#" + CSS.escape(card.id) + " select");
-      if (select) { select.focus(); }
+      var summary = document.querySelector("#" + CSS.escape(card.id) + " summary");
+      if (summary) { summary.focus(); }
     }
   });
 
@@ -83,9 +104,9 @@
     var card = column && document.getElementById(event.dataTransfer.getData("text/plain"));
     if (!card || card.parentNode === column) { return; }
     event.preventDefault();
-    var form = card.querySelector("form.move");
-    form.elements.status.value = column.getAttribute("data-status");
-    if (window.htmx) { window.htmx.trigger(form, "submit"); }
+    var status = column.getAttribute("data-status");
+    var button = card.querySelector('form.move button[value="' + status + '"]');
+    if (button) { button.click(); }
   });
 
   // -- execution timeline ---------------------------------------------------------------
