@@ -37,6 +37,8 @@ test: $(STAMP)
 	$(VENV)/bin/mypy memory_service indexers api cli client/memory_service_client
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  printf '\n!!!!!!!!!!\n!!! BROWSER TESTS WILL BE SKIPPED: chromium and chromium-driver are not installed\n!!! (apt-get install chromium chromium-driver, or run .ci/run)\n!!!!!!!!!!\n\n'
+	@test -x /usr/sbin/nginx || \
+	  printf '\n!!!!!!!!!!\n!!! THE FLEET TEST WILL FAIL: nginx is not installed\n!!! (apt-get install nginx, or run .ci/run)\n!!!!!!!!!!\n\n'
 	$(PY) -m pytest
 
 bench: $(STAMP)
