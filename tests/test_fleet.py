@@ -56,14 +56,17 @@ def render_nginx_conf(listen: int, replicas: list[int], folder: Path) -> Path:
     return rendered
 
 
-@contextlib.contextmanager
-def nginx(conf: Path, folder: Path) -> Iterator[None]:
+def require_nginx() -> None:
     if not NGINX.exists():
         pytest.fail(
             "nginx is not installed: the fleet test runs the shipped deploy/nginx.conf in a real "
             "nginx. Install it (apt-get install nginx, or run .ci/run)",
             pytrace=False,
         )
+
+
+@contextlib.contextmanager
+def nginx(conf: Path, folder: Path) -> Iterator[None]:
     process = subprocess.Popen(
         [str(NGINX), "-p", str(folder), "-e", str(folder / "error.log"), "-c", str(conf),
          "-g", f"daemon off; pid {folder / 'nginx.pid'};"],
@@ -108,6 +111,7 @@ class Fleet:
 
 @pytest.fixture
 async def fleet(fleet_database: str, tmp_path: Path) -> AsyncIterator[Fleet]:
+    require_nginx()  # before anything starts: a missing nginx is a failure, never a skip
     proxy_port = free_port()
     public = f"http://127.0.0.1:{proxy_port}"
 
