@@ -217,6 +217,10 @@ async def test_two_replicas_behind_the_shipped_proxy(fleet: Fleet) -> None:
                 assert found.json()["results"][0]["memory"]["content"] == f"fact {seed}-{i}"
                 served.add(found.headers["x-served-by"])
             assert len(served) == 1, served
+        # a client's X-Tenant header decides over the key (one value for all of a tenant's keys)
+        a_prefix = a["api_key"].split("_")[1]
+        steered = await http.get(f"{fleet.public}/v1/memories?limit=1", headers={**b["headers"], "X-Tenant": a_prefix})
+        assert steered.status_code == 200 and steered.headers["x-served-by"] == "r1"
         # ... and only that replica holds its vectors
         assert await faiss_vectors(http, fleet.replicas["r1"]) == 30
         assert await faiss_vectors(http, fleet.replicas["r2"]) == 50
