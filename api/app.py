@@ -21,7 +21,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
-from litestar.types import BeforeRequestHookHandler
+from litestar.types import BeforeMessageSendHookHandler, BeforeRequestHookHandler, Message, Scope
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -151,6 +151,18 @@ def in_order(*guards: Guard) -> BeforeRequestHookHandler:
     return checks
 
 
+def served_by(replica_id: str) -> BeforeMessageSendHookHandler:
+    """Adds ``X-Served-By: <replica_id>`` to every response: behind a proxy, which
+    replica answered is then visible to clients, logs and tests."""
+    header = (b"x-served-by", replica_id.encode("latin-1", "replace"))
+
+    async def add_header(message: Message, scope: Scope) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+
+    return add_header
+
+
 def create_app(
     settings: Settings,
     *,
@@ -203,6 +215,7 @@ def create_app(
             TenantSlotMiddleware(),
             AllowHeaderMiddleware(),
         ],
+        before_send=[served_by(settings.replica_id)] if settings.replica_id else [],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OPENAPI,
         signature_types=SIGNATURE_TYPES,

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import platformdirs
 
@@ -50,6 +51,8 @@ class Settings:
     log_level: str = "INFO"
     http_loop: HttpLoop = "auto"  # uvicorn's event loop: auto (uvloop when installed), asyncio
     http_parser: HttpParser = "auto"  # uvicorn's HTTP parser: auto (httptools), h11
+    public_url: str | None = None  # behind a proxy: the origin browsers use (https://host:port); console forms must come from it
+    replica_id: str | None = None  # set: every response says X-Served-By: <it> (which replica answered)
 
     # embeddings
     embedding_model: str | None = None  # unset: the packaged all-MiniLM-L6-v2
@@ -91,6 +94,7 @@ class Settings:
     # in-process FAISS accelerator (a cache of PostgreSQL; see memory_service/search)
     faiss_enabled: bool = True
     faiss_memory_budget_mb: int = 3072  # tenants beyond it are served by pgvector
+    faiss_preload: bool = True  # hold the largest tenants at start; off behind a tenant-affine proxy
     faiss_hnsw_m: int = 32
     faiss_ef_construction: int = 80
     faiss_ef_search: int = 64  # `memory-service tune` finds the smallest that meets a recall
@@ -223,6 +227,11 @@ class Settings:
             raise SettingsError("MEMORY_EMBEDDING_QUERY_THREADS must be at least 1")
         if self.embedding_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")
+        if self.public_url is not None and public_origin(self.public_url) is None:
+            raise SettingsError(
+                "MEMORY_PUBLIC_URL must be an origin such as https://memory.example.com "
+                f"(scheme, host and optional port, no path), not {self.public_url!r}"
+            )
         if not 1 <= self.port <= 65535:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
@@ -250,6 +259,25 @@ class Settings:
         if self.embedding_export_dir:
             return Path(self.embedding_export_dir).expanduser()
         return self.data_path / "onnx"
+
+
+def public_origin(url: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) URL without a path, query or credentials."""
+    parts = urlsplit(url.strip().rstrip("/"))
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        return None
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{parts.netloc.lower()}"
 
 
 def settings_reference() -> str:

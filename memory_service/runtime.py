@@ -13,9 +13,11 @@ this process's hold on the embedded PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio.to_thread
 from opentelemetry import trace
@@ -24,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
 from memory_service.config import Settings, SettingsError
+from memory_service.console_sessions import ConsoleSessionStore, sweep_console_sessions
 from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from memory_service.environments import EnvironmentService, reseal_secrets, secrets_exist
 from memory_service.events.fanout import EventFanout
@@ -94,6 +97,7 @@ class Runtime:
     workflows: Workflows
     migrations: MigrationService
     transfers: TransferService
+    console_sessions: ConsoleSessionStore  # shared by every process of a fleet
     # name -> a reporter of an index's size and lag (metrics and the health score read it)
     index_status: dict[str, IndexStatus] = field(default_factory=dict)
     # background workers, closed in reverse order before the pool
@@ -221,6 +225,8 @@ async def _build(
     await migrations.recover()
     # closers run in reverse: running migrations stop before the event writer
     closers.append(migrations.close)
+    console_sessions = ConsoleSessionStore(pool, box)
+    closers.append(_background(sweep_console_sessions(console_sessions), "console-session-sweep"))
     runtime = Runtime(
         settings=settings,
         database_url=url,
@@ -257,6 +263,7 @@ async def _build(
         workflows=workflows,
         migrations=migrations,
         transfers=TransferService(pool, embedder, validator, writer, settings, box),
+        console_sessions=console_sessions,
         index_status={
             "pgvector": index_worker.status,
             **({"faiss": hot.status} if hot else {}),
@@ -344,6 +351,18 @@ async def _start_hot_search(
     hot = HotSearch(pool, settings, indexes, follower)
     closers.append(hot.close)
     return hot
+
+
+def _background(loop: Coroutine[Any, Any, None], name: str) -> Closer:
+    """Starts a plain background loop; the closer returned cancels it."""
+    task = asyncio.create_task(loop, name=name)
+
+    async def close() -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return close
 
 
 CLOSE_TIMEOUT_S = 30.0

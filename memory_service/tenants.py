@@ -39,6 +39,12 @@ def _hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
+def key_prefix(api_key: str) -> str | None:
+    """The public part of a well-formed key (what revocation names it by), else None."""
+    match = _KEY.match(api_key or "")
+    return match[1] if match else None
+
+
 def new_api_key() -> tuple[str, str]:
     prefix = secrets.token_hex(6)
     return prefix, f"mk_{prefix}_{secrets.token_urlsafe(32)}"

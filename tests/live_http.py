@@ -14,10 +14,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import httpx
 import uvicorn
@@ -98,23 +99,24 @@ class BaseUrlClient:
         return await self._http.post(self._base + path, **kwargs)
 
 
-@contextlib.asynccontextmanager
-async def service_process(database_url: str) -> AsyncIterator[str]:
-    """``memory-service serve`` in a separate OS process on the same database."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
+async def start_service_process(
+    database_url: str, env: Mapping[str, str] | None = None
+) -> tuple[anyio.abc.Process, str]:
+    """``memory-service serve`` in a separate OS process on the same database, once ready;
+    ``env`` adds or overrides its ``MEMORY_*`` settings."""
+    port = free_port()
+    environment = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "MEMORY_DATABASE_URL": database_url,
         "MEMORY_EMBEDDING_MODEL": "hash:384",
         "MEMORY_SSE_HEARTBEAT_SECONDS": "0.5",
         "MEMORY_LOG_LEVEL": "WARNING",
+        **(env or {}),
     }
     process = await anyio.open_process(
         [sys.executable, "-m", "cli", "serve", "--port", str(port)],
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -129,9 +131,26 @@ async def service_process(database_url: str) -> AsyncIterator[str]:
                         break
                 assert time.monotonic() < deadline, "the service process did not become ready"
                 await asyncio.sleep(0.3)
+    except BaseException:
+        await stop_service_process(process)
+        raise
+    return process, base
+
+
+async def stop_service_process(process: anyio.abc.Process) -> None:
+    """SIGTERM (the service drains and closes), then wait for the exit."""
+    if process.returncode is None:
+        process.terminate()
+    with anyio.fail_after(30):
+        await process.wait()
+    await process.aclose()
+
+
+@contextlib.asynccontextmanager
+async def service_process(database_url: str) -> AsyncIterator[str]:
+    """``memory-service serve`` in a separate OS process on the same database."""
+    process, base = await start_service_process(database_url)
+    try:
         yield base
     finally:
-        process.terminate()
-        with anyio.fail_after(30):
-            await process.wait()
-        await process.aclose()
+        await stop_service_process(process)

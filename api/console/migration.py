@@ -1,7 +1,8 @@
 """The migration wizard: upload a browser-storage export, read the dry run, run it, roll it back.
 
-An uploaded file is parsed once and kept in the session's store for an hour
-under a random id, so the dry-run report can offer "run this migration" without
+An uploaded file is parsed once and kept for an hour under a random id, in the
+session's own uploads (``ConsoleSessionStore``, in PostgreSQL, so the next
+request may land on any replica), so the dry-run report can offer "run this migration" without
 sending the file's content (secret values included) back into the page. The
 job page shows a progress bar per phase and refreshes itself while the job
 runs; everything goes through ``MigrationService``, as the API does.
@@ -10,7 +11,6 @@ runs; everything goes through ``MigrationService``, as the API does.
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from typing import Any
 
@@ -21,18 +21,18 @@ from litestar.params import FromPath
 from litestar.response import Template
 
 from api.console.rendering import is_htmx, page, see_other
-from api.console.session import SESSION_STORE, current_session
+from api.console.session import current_session, sessions
+from memory_service.console_sessions import ConsoleSession
 from memory_service.errors import FieldError, InvalidInput, MemoryServiceError, NotFound
 from memory_service.transfer.migration import MigrationService
 
-UPLOAD_SECONDS = 3600
 PHASES = ("environments", "tasks", "memories")
 
 
-def _upload_key(request: Request[Any, Any, Any], upload_id: str) -> str:
+def _session(request: Request[Any, Any, Any]) -> ConsoleSession:
     session = current_session(request)
     assert session is not None  # the guard let the request in
-    return f"upload:{session.session_id}:{upload_id}"
+    return session
 
 
 async def _read_upload(request: Request[Any, Any, Any]) -> Any:
@@ -54,10 +54,10 @@ async def _read_upload(request: Request[Any, Any, Any]) -> Any:
 
 
 async def _stored_upload(request: Request[Any, Any, Any], upload_id: str) -> Any:
-    raw = await request.app.stores.get(SESSION_STORE).get(_upload_key(request, upload_id))
-    if raw is None:
+    payload = await sessions(request).upload(_session(request), upload_id)
+    if payload is None:
         raise NotFound("that upload has expired; upload the file again")
-    return json.loads(raw)
+    return payload
 
 
 def job_context(job: Any) -> dict[str, Any]:
@@ -92,10 +92,7 @@ class MigrationPagesController(Controller):
                 request, "migration/upload.html", status_code=422, active="migration",
                 error=exc.detail,
             )
-        upload_id = secrets.token_urlsafe(16)
-        await request.app.stores.get(SESSION_STORE).set(
-            _upload_key(request, upload_id), json.dumps(payload), expires_in=UPLOAD_SECONDS
-        )
+        upload_id = await sessions(request).save_upload(_session(request), payload)
         return page(
             request, "migration/report.html", active="migration", report=report,
             upload_id=upload_id,
@@ -112,7 +109,7 @@ class MigrationPagesController(Controller):
         upload_id = str(form.get("upload_id") or "")
         payload = await _stored_upload(request, upload_id)
         job = await migrations.start(tenant_id, payload, skip_invalid=form.get("skip_invalid") == "on")
-        await request.app.stores.get(SESSION_STORE).delete(_upload_key(request, upload_id))
+        await sessions(request).drop_upload(_session(request), upload_id)
         return see_other(f"/console/migration/{job.id}")
 
     @get("/{job_id:str}")

@@ -1,43 +1,39 @@
 """Console sessions and CSRF: who is signed in, and proof that a form came from the console.
 
-Signing in exchanges a tenant API key for a random session id. The key stays on
-the server, in the app's ``console_sessions`` store, next to a per-session CSRF
-token; the browser holds only the id, in an ``HttpOnly``, ``SameSite=Strict``
-cookie scoped to ``/console``. Every request re-authenticates the stored key
-through ``TenantService`` (so a revoked key ends its sessions), and every unsafe
-request must echo the session's CSRF token, in the ``_csrf`` form field or the
-``X-CSRF-Token`` header (the synchronizer-token pattern). The sign-in form, which
-has no session yet, is protected by a double-submit nonce in a short-lived cookie.
-A cross-site ``Origin`` is refused outright on unsafe requests.
+Signing in exchanges a tenant API key for a random session id. The session lives
+in PostgreSQL (``ConsoleSessionStore``: the key's prefix and a per-session CSRF
+token, under a hash of the id), so any replica behind a proxy serves any request;
+the browser holds only the id, in an ``HttpOnly``, ``SameSite=Strict`` cookie
+scoped to ``/console``. A session loads only while its key is unrevoked, and every
+unsafe request must echo the session's CSRF token, in the ``_csrf`` form field or
+the ``X-CSRF-Token`` header (the synchronizer-token pattern). The sign-in form,
+which has no session yet, is protected by a double-submit nonce in a short-lived
+cookie. A cross-site ``Origin`` is refused outright on unsafe requests; behind a
+proxy, ``MEMORY_PUBLIC_URL`` names the one origin that is the console's own.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie
 from litestar.handlers.base import BaseRouteHandler
-from litestar.stores.base import Store
-from litestar.stores.memory import MemoryStore
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from memory_service.errors import Unauthenticated
-from memory_service.tenants import TenantService
+from memory_service.config import Settings, public_origin
+from memory_service.console_sessions import SESSION_SECONDS, ConsoleSession, ConsoleSessionStore
 
 SESSION_COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"
-SESSION_STORE = "console_sessions"
-SESSION_SECONDS = 8 * 3600
 LOGIN_SECONDS = 3600
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LOGIN_PATH = "/console/login"
+STATIC_PATH = "/console/static/"
 
 
 class SignInRequired(Exception):
@@ -48,15 +44,14 @@ class CSRFRefused(Exception):
     """An unsafe request without the right CSRF token, or from another site."""
 
 
-@dataclass(frozen=True, slots=True)
-class ConsoleSession:
-    session_id: str
-    api_key: str
-    csrf_token: str
+def sessions(connection: ASGIConnection[Any, Any, Any, Any]) -> ConsoleSessionStore:
+    store: ConsoleSessionStore = connection.app.state.runtime.console_sessions
+    return store
 
 
-def _store(connection: ASGIConnection[Any, Any, Any, Any]) -> Store:
-    return connection.app.stores.get(SESSION_STORE)
+def _public_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    settings: Settings = connection.app.state.settings
+    return public_origin(settings.public_url) if settings.public_url else None
 
 
 def _cookie(name: str, value: str, max_age: int, secure: bool) -> Cookie:
@@ -72,38 +67,36 @@ def _cookie(name: str, value: str, max_age: int, secure: bool) -> Cookie:
 
 
 def is_https(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
+    public = _public_origin(connection)
+    if public is not None:
+        return public.startswith("https:")
     return connection.url.scheme == "https"
 
 
 async def load_session(connection: ASGIConnection[Any, Any, Any, Any]) -> ConsoleSession | None:
     session_id = connection.cookies.get(SESSION_COOKIE)
-    if not session_id or len(session_id) > 128:
+    if not session_id:
         return None
-    raw = await _store(connection).get(session_id, renew_for=SESSION_SECONDS)
-    if raw is None:
-        return None
-    data = msgspec.json.decode(raw)
-    return ConsoleSession(session_id, data["key"], data["csrf"])
+    return await sessions(connection).load(session_id)
 
 
-async def start_session(connection: ASGIConnection[Any, Any, Any, Any], api_key: str) -> Cookie:
-    """A fresh session id for every sign-in, so an id planted earlier is never promoted."""
-    store = _store(connection)
-    old = connection.cookies.get(SESSION_COOKIE)
-    if old:
-        await store.delete(old)
-    if isinstance(store, MemoryStore):
-        await store.delete_expired()  # the memory store keeps expired entries until asked
-    session_id = secrets.token_urlsafe(32)
-    body = msgspec.json.encode({"key": api_key, "csrf": secrets.token_urlsafe(32)})
-    await store.set(session_id, body, expires_in=SESSION_SECONDS)
-    return _cookie(SESSION_COOKIE, session_id, SESSION_SECONDS, is_https(connection))
+async def start_session(
+    connection: ASGIConnection[Any, Any, Any, Any], api_key: str
+) -> Cookie | None:
+    """A fresh session id for every sign-in, so an id planted earlier is never promoted;
+    None when the key stopped being valid meanwhile."""
+    session = await sessions(connection).open(
+        api_key, replacing=connection.cookies.get(SESSION_COOKIE)
+    )
+    if session is None:
+        return None
+    return _cookie(SESSION_COOKIE, session.session_id, SESSION_SECONDS, is_https(connection))
 
 
 async def end_session(connection: ASGIConnection[Any, Any, Any, Any]) -> Cookie:
     session_id = connection.cookies.get(SESSION_COOKIE)
     if session_id:
-        await _store(connection).delete(session_id)
+        await sessions(connection).close(session_id)
     return _cookie(SESSION_COOKIE, "", 0, is_https(connection))
 
 
@@ -117,7 +110,7 @@ def _same_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> bool:
     if origin is None or origin == "null":
         # old browsers send no Origin on same-site posts; the token still has to match
         return origin is None
-    own = f"{connection.url.scheme}://{connection.url.netloc}"
+    own = _public_origin(connection) or f"{connection.url.scheme}://{connection.url.netloc}"
     return hmac.compare_digest(origin.encode(), own.encode())
 
 
@@ -144,6 +137,9 @@ class ConsoleSessionMiddleware:
             await self.app(scope, receive, send)
             return
         request: Request[Any, Any, Any] = Request(scope, receive)
+        if request.url.path.startswith(STATIC_PATH):
+            await self.app(scope, receive, send)  # no session to load for a stylesheet
+            return
         session = await load_session(request)
         scope.setdefault("state", {})["console_session"] = session
         if request.method not in SAFE_METHODS:
@@ -172,14 +168,9 @@ async def require_console_session(
 ) -> None:
     """The guard of every console page but sign-in: a live session with a valid key."""
     session = current_session(connection)
-    if session is None:
+    if session is None:  # none, expired, or its key revoked
         raise SignInRequired
-    tenants: TenantService = connection.app.state.tenants
-    try:
-        connection.state.tenant_id = await tenants.authenticate(session.api_key)
-    except Unauthenticated:
-        await _store(connection).delete(session.session_id)
-        raise SignInRequired from None
+    connection.state.tenant_id = session.tenant_id
 
 
 def sign_in_location(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -40,9 +41,11 @@ async def sign_in(request: Request[Any, Any, Any], tenants: NamedDependency[Tena
     fields = await form_fields(request)
     api_key = one(fields, "api_key")
     target = safe_next(one(fields, "next"))
-    try:
+    session_cookie = None
+    with contextlib.suppress(Unauthenticated):  # answered below as a key that is not valid
         await tenants.authenticate(api_key)
-    except Unauthenticated:
+        session_cookie = await start_session(request, api_key)
+    if session_cookie is None:
         nonce, cookie = login_nonce_cookie(request)
         response = page(
             request,
@@ -55,7 +58,7 @@ async def sign_in(request: Request[Any, Any, Any], tenants: NamedDependency[Tena
         response.cookies.append(cookie)
         return response
     redirect = see_other(target)
-    redirect.cookies.append(await start_session(request, api_key))
+    redirect.cookies.append(session_cookie)
     return redirect
 
 

@@ -235,8 +235,13 @@ class HotSearch:
         }
 
     async def preload(self) -> None:
-        """Hold the largest tenants that fit the budget (snapshot plus log, or a rebuild)."""
+        """Hold the largest tenants that fit the budget (snapshot plus log, or a rebuild).
+
+        Without ``faiss_preload`` (a replica behind a tenant-affine proxy) nothing is
+        loaded ahead: each tenant loads where the proxy sends it."""
         try:
+            if not self.settings.faiss_preload:
+                return
             async with wrap_db_errors(), self.pool.connection() as conn:
                 sizes = await repo.tenant_sizes(conn)
             for tenant_id, _ in sorted(sizes.items(), key=lambda item: -item[1]):
