@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
+from memory_service.pool_checks import CheckWhenIdle
 from memory_service.resilience import CircuitBreaker, GuardedPool
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
     Its ``connection()`` goes through a circuit breaker (``pool.breaker``), so an
     unreachable database fails requests fast with 503 instead of queueing them.
     """
+    # a connection idle over a second is checked before it is lent; a fresh one is not
+    checks = CheckWhenIdle()
     return GuardedPool(
         url,
         breaker=CircuitBreaker(
@@ -206,7 +209,8 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
         max_size=settings.db_pool_max,
         open=False,
         configure=_configure,
-        check=AsyncConnectionPool.check_connection,
+        check=checks.check,
+        reset=checks.reset,
         kwargs={"options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"},
         timeout=settings.db_pool_timeout_seconds,
         name="memory-service",

@@ -8,11 +8,13 @@ patches, in one query; rebuilt states are kept in a small byte-bounded LRU keyed
 by (the execution that holds the step, seq), which is exact because steps are
 never changed once written. A rebuild starts from a cached state of one of the
 64 steps before it when there is one, so walking a timeline step by step costs
-one patch per step.
+one patch per step. The head each execution was last appended to from this process
+is remembered too, so the next append can go straight to the write.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 from collections import OrderedDict
@@ -84,8 +86,40 @@ def owner_of(segments: list[Segment], seq: int) -> uuid.UUID:
 
 
 class HistoryReader:
-    def __init__(self, cache: StateCache) -> None:
+    def __init__(self, cache: StateCache, *, max_heads: int = 10_000) -> None:
         self.cache = cache
+        # the head this process last wrote for each execution: a guess that lets the
+        # next append skip reading it (the append statement checks it under the lock)
+        self._heads: OrderedDict[uuid.UUID, tuple[uuid.UUID, Execution]] = OrderedDict()
+        self._max_heads = max_heads
+        self._heads_lock = threading.Lock()
+
+    def known_head(self, tid: uuid.UUID, eid: uuid.UUID) -> tuple[Execution, Any] | None:
+        """A copy of the execution as this process last wrote it and a fresh copy of
+        its head state, when both are still known; None otherwise."""
+        with self._heads_lock:
+            known = self._heads.get(eid)
+        if known is None or known[0] != tid:
+            return None
+        execution = copy.copy(known[1])
+        encoded = self.cache.get((eid, execution.head_seq))
+        if encoded is None:
+            return None
+        return execution, states.decode(encoded)
+
+    def remember_head(self, tid: uuid.UUID, execution: Execution, encoded: bytes) -> None:
+        """After a successful append: the new head and its state (owned by ``execution``)."""
+        eid = uuid.UUID(execution.id)
+        self.cache.put((eid, execution.head_seq), encoded)
+        with self._heads_lock:
+            self._heads[eid] = (tid, copy.copy(execution))
+            self._heads.move_to_end(eid)
+            while len(self._heads) > self._max_heads:
+                self._heads.popitem(last=False)
+
+    def forget_head(self, eid: uuid.UUID) -> None:
+        with self._heads_lock:
+            self._heads.pop(eid, None)
 
     async def segments(self, conn: Conn, tid: uuid.UUID, execution: Execution) -> list[Segment]:
         if execution.parent_id is None:

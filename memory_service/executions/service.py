@@ -36,6 +36,7 @@ from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
 from memory_service.executions.history import HistoryReader, StateCache
 from memory_service.executions.models import (
+    FINISHED,
     Execution,
     ExecutionChanges,
     ExecutionQuery,
@@ -43,7 +44,7 @@ from memory_service.executions.models import (
     NewStep,
     Step,
 )
-from memory_service.executions.repository import Conn, Segment
+from memory_service.executions.repository import Conn
 from memory_service.executions.steps_repository import StoredStep
 from memory_service.executions.travel import ExecutionTravel
 from memory_service.pagination import CursorCodec, Page
@@ -142,7 +143,18 @@ class ExecutionService(ExecutionTravel):
         self._check_batch(steps)
         tid = tenant_id
         eid = parse_uuid(execution_id, "execution_id")
-        # optimistic first: read the head without a transaction, then write with a
+        known = self.history.known_head(tid, eid)
+        if known is not None:
+            # the head this process wrote last, state and all: one statement, which
+            # writes only if that is still the head
+            execution, state = known
+            async with wrap_db_errors(), repo.autocommit(self.pool) as conn:
+                written = await self._write(conn, tid, execution, state, steps, None)
+            if written is not None:
+                await self._after_append(tenant_id, execution, *written)
+                return written[0]
+            self.history.forget_head(eid)
+        # otherwise read the head without a transaction, then write with a
         # compare-and-set on it (two round trips); a writer that keeps losing races
         # takes the row lock for its last attempt, which cannot lose
         for attempt in range(APPEND_ATTEMPTS):
@@ -175,18 +187,41 @@ class ExecutionService(ExecutionTravel):
         writer took those seqs first. ``recorded`` is the database clock."""
         segments = await self.history.segments(conn, tid, execution)
         state = await self.history.state_at(conn, segments, execution.head_seq)
-        rows, last_state = self._prepare(execution, state, steps, recorded)
-        eid = uuid.UUID(execution.id)
-        if not await step_rows.insert_steps(conn, tid, eid, rows, recorded, execution.keyframe_seq):
+        return await self._write(conn, tid, execution, state, steps, recorded)
+
+    async def _write(
+        self,
+        conn: Conn,
+        tid: uuid.UUID,
+        execution: Execution,
+        state: Any,
+        steps: Sequence[NewStep],
+        recorded: datetime | None,
+    ) -> tuple[list[Step], bytes] | None:
+        """Writes the steps after ``execution`` (its head and ``state``) in one statement;
+        None when that is no longer the head. ``recorded``: the database clock when None."""
+        expected = (execution.head_seq, execution.keyframe_seq)
+        rows, last_state = self._prepare(execution, state, steps)
+        outcome = await step_rows.insert_steps(
+            conn, tid, uuid.UUID(execution.id), rows, expected, execution.keyframe_seq, recorded
+        )
+        if not outcome.written:
+            if outcome.head_seq is None:
+                raise NotFound(f"execution {execution.id} not found")
+            if outcome.status in FINISHED:
+                raise Conflict(
+                    f"execution {execution.id} is {outcome.status}: it takes no more steps"
+                )
             return None
-        return [_step(execution.id, row, recorded) for row in rows], last_state
+        execution.head_seq = rows[-1].seq
+        return [_step(execution.id, row, outcome.recorded_at) for row in rows], last_state
 
     async def _after_append(
         self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: bytes
     ) -> None:
         """After commit: cache the new head state and announce the steps."""
-        last = appended[-1].seq
-        self.history.remember([Segment(uuid.UUID(execution.id), 0, last)], last, last_state)
+        execution.head_seq = appended[-1].seq
+        self.history.remember_head(tenant_id, execution, last_state)
         await self._announce(tenant_id, execution, appended)
 
     def _check_batch(self, steps: Sequence[NewStep]) -> None:
@@ -201,7 +236,7 @@ class ExecutionService(ExecutionTravel):
             check.check_step(step, f"steps[{i}].", self.limits.max_state_bytes)
 
     def _prepare(
-        self, execution: Execution, state: Any, steps: Sequence[NewStep], now: datetime
+        self, execution: Execution, state: Any, steps: Sequence[NewStep]
     ) -> tuple[list[StoredStep], bytes]:
         """The rows to insert and the last state, encoded; updates execution.keyframe_seq."""
         rows: list[StoredStep] = []
@@ -220,7 +255,7 @@ class ExecutionService(ExecutionTravel):
                     errors=[FieldError(f"{where}parent_seq", f"below {seq}")],
                 )
             state, patch = self._next_state(state, step, where)
-            row, encoded = self._row(execution, seq, step, (state, patch), now, where)
+            row, encoded = self._row(execution, seq, step, (state, patch), where)
             rows.append(row)
         return rows, encoded
 
@@ -240,7 +275,6 @@ class ExecutionService(ExecutionTravel):
         seq: int,
         step: NewStep,
         change: tuple[Any, list[Any]],
-        now: datetime,
         where: str,
     ) -> tuple[StoredStep, bytes]:
         state, patch = change
@@ -253,7 +287,7 @@ class ExecutionService(ExecutionTravel):
         )
         if keyframe:
             execution.keyframe_seq = seq
-        ended = step.ended_at or now
+        ended = step.ended_at  # None: when it is recorded
         row = StoredStep(
             seq=seq,
             kind=step.kind,
@@ -318,8 +352,8 @@ def _step(execution_id: str, row: StoredStep, recorded: datetime) -> Step:
         seq=row.seq,
         kind=row.kind,
         name=row.name,
-        started_at=row.started_at,
-        ended_at=row.ended_at,
+        started_at=row.started_at or row.ended_at or recorded,
+        ended_at=row.ended_at or recorded,
         recorded_at=recorded,
         state_size=row.state_size,
         changed_paths=row.changed_paths,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -19,7 +19,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from memory_service.executions.models import Step
+from memory_service.executions.models import FINISHED, Step
 from memory_service.executions.repository import SEGMENTS, Conn, Segment, segment_params
 
 STEP_COLUMNS = sql.SQL(
@@ -42,8 +42,8 @@ class StoredStep:
     error: Any
     metadata: dict[str, Any]
     parent_seq: int | None
-    started_at: datetime
-    ended_at: datetime
+    started_at: datetime | None  # None: the time it is recorded
+    ended_at: datetime | None
     state_json: str | None
     patch_json: str | None
     state_size: int
@@ -51,18 +51,34 @@ class StoredStep:
 
 
 
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What the append statement found: ``head_seq`` is the new head when the rows
+    were written; otherwise the execution's current head and status tell why not
+    (both None: no such execution)."""
+
+    written: bool
+    head_seq: int | None
+    status: str | None
+    recorded_at: datetime
+
+
 async def insert_steps(
     conn: Conn,
     tid: uuid.UUID,
     eid: uuid.UUID,
     steps: Sequence[StoredStep],
-    recorded: datetime,
+    expected: tuple[int, int],
     keyframe_seq: int,
-) -> bool:
+    recorded: datetime | None = None,
+) -> Appended:
     """Writes the rows and moves the execution's head past them, in one statement.
 
-    False (nothing written) when the head is no longer the one before the first
-    step: another writer appended after the head this batch was computed from.
+    ``expected`` is the (head_seq, keyframe_seq) the batch was computed from; the
+    rows are written only while the execution is still there, still at that head
+    and not finished, all checked under its row lock in the same statement, which
+    also answers why when it writes nothing. Steps without times get ``recorded``
+    (the database clock when None), and so does their ``recorded_at``.
     """
     columns = {
         "seq": ([s.seq for s in steps], "int[]"),
@@ -81,30 +97,51 @@ async def insert_steps(
         "changed_paths": ([s.changed_paths for s in steps], "int[]"),
     }
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    values = sql.SQL(", ").join(
+        sql.SQL(_DEFAULT_TIMES[name]) if name in _DEFAULT_TIMES else sql.Identifier("u", name)
+        for name in columns
+    )
     # binary parameters: a state in a text array literal would have every quote escaped
     arrays = sql.SQL(", ").join(
         sql.SQL("%b::{}").format(sql.SQL(kind)) for _, kind in columns.values()
     )
-    # compare-and-set: lock the execution row first, write only if the head is still
-    # where the batch was computed from, and move the head in the same statement
     statement = sql.SQL(
-        "WITH head AS (SELECT id FROM executions WHERE id = %s AND head_seq = %s FOR UPDATE), "
+        "WITH now AS (SELECT coalesce(%s::timestamptz, clock_timestamp()) AS t), "
+        "head AS (SELECT id, head_seq, keyframe_seq, status FROM executions "
+        "  WHERE tenant_id = %s AND id = %s FOR UPDATE), "
+        "ok AS (SELECT id FROM head "
+        "  WHERE head_seq = %s AND keyframe_seq = %s AND status <> ALL(%s)), "
         "added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, {names}) "
-        "SELECT %s, %s, %s, u.* FROM unnest({arrays}) AS u WHERE EXISTS (SELECT 1 FROM head) "
-        "RETURNING seq) "
-        "UPDATE executions SET head_seq = (SELECT max(seq) FROM added), keyframe_seq = %s, "
-        "updated_at = clock_timestamp() WHERE id = %s AND EXISTS (SELECT 1 FROM added) "
-        "RETURNING head_seq"
-    ).format(names=names, arrays=arrays)
+        "  SELECT %s, %s, now.t, {values} FROM unnest({arrays}) AS u({names}) CROSS JOIN now "
+        "  WHERE EXISTS (SELECT 1 FROM ok) RETURNING seq), "
+        "moved AS (UPDATE executions SET head_seq = (SELECT max(seq) FROM added), "
+        "  keyframe_seq = %s, updated_at = clock_timestamp() "
+        "  WHERE id = %s AND EXISTS (SELECT 1 FROM added) RETURNING head_seq) "
+        "SELECT (SELECT head_seq FROM moved), h.head_seq, h.status, now.t "
+        "FROM now LEFT JOIN head h ON true"
+    ).format(names=names, values=values, arrays=arrays)
     params = [
-        eid, steps[0].seq - 1, eid, tid, recorded,
+        recorded, tid, eid, *expected, list(FINISHED), eid, tid,
         *(values for values, _ in columns.values()), keyframe_seq, eid,
     ]
     try:
         cur = await conn.execute(statement, params)
     except pg_errors.UniqueViolation:
-        return False
-    return await cur.fetchone() is not None
+        # a writer that computed from a stale head raced one that had not committed
+        return Appended(False, expected[0] + 1, None, recorded or datetime.now(UTC))
+    row = await cur.fetchone()
+    assert row is not None
+    moved, head, status, now = row
+    if moved is not None:
+        return Appended(True, int(moved), status, now)
+    return Appended(False, None if head is None else int(head), status, now)
+
+
+# steps given without times take the statement's clock
+_DEFAULT_TIMES = {
+    "started_at": "coalesce(u.started_at, u.ended_at, now.t)",
+    "ended_at": "coalesce(u.ended_at, now.t)",
+}
 
 
 def _jsonb(value: Any) -> Jsonb | None:
