@@ -55,6 +55,7 @@ from api.routes.tenants import TenantController
 from api.routes.transfer import MigrationController, TransferController
 from api.routes.workers import WorkerController
 from api.routes.workflows import WorkflowController, WorkflowRunController
+from api.stage_timing import TimedRequest, mark_handled, timed_guard
 from api.trace_context import UNTRACED, TraceContextMiddleware
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
@@ -104,14 +105,18 @@ def _guarded_routers() -> list[Router]:
     tenant_router = Router(
         path="/v1",
         route_handlers=TenantRoutes,
-        before_request=in_order(require_tenant, enforce_tenant_limits, check_request),
+        before_request=in_order(
+            timed_guard("auth", require_tenant),
+            timed_guard("admission", enforce_tenant_limits),
+            timed_guard("parse", check_request),
+        ),
         dependencies={"tenant_id": Provide(provide_tenant_id, sync_to_thread=False)},
         security=security,
     )
     admin_router = Router(
         path="/v1/admin",
         route_handlers=AdminRoutes,
-        before_request=in_order(require_admin, check_request),
+        before_request=in_order(timed_guard("auth", require_admin), timed_guard("parse", check_request)),
         security=security,
     )
     return [tenant_router, admin_router]
@@ -217,6 +222,8 @@ def create_app(
         ],
         before_send=[served_by(settings.replica_id)] if settings.replica_id else [],
         request_max_body_size=settings.max_body_bytes,
+        request_class=TimedRequest,
+        after_request=mark_handled,
         openapi_config=OPENAPI,
         signature_types=SIGNATURE_TYPES,
         debug=False,

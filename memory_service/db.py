@@ -32,6 +32,7 @@ from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
 from memory_service.pool_checks import CheckWhenIdle
 from memory_service.resilience import CircuitBreaker, GuardedPool
+from memory_service.stages import TimedCursor
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,10 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
         configure=_configure,
         check=checks.check,
         reset=checks.reset,
-        kwargs={"options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"},
+        kwargs={
+            "options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}",
+            "cursor_factory": TimedCursor,  # statements count as a request's database time
+        },
         timeout=settings.db_pool_timeout_seconds,
         name="memory-service",
     )

@@ -3,7 +3,7 @@
 ``ServiceMetrics`` owns one ``CollectorRegistry`` per app (never the global
 one), request counters and latency histograms labelled by route *template*
 (``/v1/memories/{memory_id}``, never a raw path, so no tenant data reaches a
-label), embedding timings, and a collector that reads live state at scrape time:
+label), per-stage timings of requests (``stages.py``), embedding timings, and a collector that reads live state at scrape time:
 pool, circuit breakers, embedding cache, event writer and streams, indexes.
 It also keeps this process's recent request samples (up to an hour, bounded per
 operation) for ``summary`` (count, error rate and p50/p95/p99 per operation over
@@ -36,6 +36,10 @@ from memory_service.resilience import STATE_CODES
 MAX_WINDOW_SECONDS = 3600.0
 MAX_SAMPLES_PER_OPERATION = 50_000
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# a stage of a fast request takes tens of microseconds
+STAGE_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5
+)
 IndexStatus = Callable[[], Mapping[str, Any]]
 Sample = tuple[float, float, int, uuid.UUID | None]
 
@@ -88,6 +92,13 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.stage_seconds = Histogram(
+            "memory_http_request_stage_seconds",
+            "Time a request spent in each stage (memory_service.stages)",
+            ["method", "route", "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
         self.embedding_seconds = Histogram(
             "memory_embedding_batch_duration_seconds",
             "Time to embed one batch",
@@ -129,6 +140,10 @@ class ServiceMetrics:
         self.request_seconds.labels(method, route).observe(seconds)
         with self._lock:
             self._samples[f"{method} {route}"].append((self._clock(), seconds, status, tenant_id))
+
+    def observe_stages(self, method: str, route: str, seconds: Mapping[str, float]) -> None:
+        for stage, spent in seconds.items():
+            self.stage_seconds.labels(method, route, stage).observe(spent)
 
     def observe_embedding(self, texts: int, seconds: float, failed: bool) -> None:
         self.embedding_seconds.observe(seconds)

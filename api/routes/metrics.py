@@ -22,6 +22,7 @@ from litestar.params import QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from msgspec import Struct
 
+from memory_service import stages
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.metrics import HealthComponent, OperationSummary, health_score
 from memory_service.runtime import Runtime
@@ -158,6 +159,7 @@ class RequestMetricsMiddleware:
         route = str(scope.get("path_template") or "unmatched")
         method = str(scope.get("method", ""))
         started = time.perf_counter()
+        clock, clock_token = stages.start()
         status = 500
         retryable = (
             runtime is not None and method in ("GET", "HEAD") and route not in STREAMING_ROUTES
@@ -174,6 +176,7 @@ class RequestMetricsMiddleware:
                     nonlocal status
                     if message["type"] == "http.response.start":
                         status = int(message["status"])
+                        clock.response_started()
                     if not last and status == 503 and not _circuit_open(runtime):
                         held.append(message)  # swallowed: this read is tried again
                         return
@@ -188,8 +191,11 @@ class RequestMetricsMiddleware:
         finally:
             if token is not None:
                 reset_tracer_provider(token)
+            stages.stop(clock_token)
             if runtime is not None:
                 seconds = time.perf_counter() - started
+                if route not in STREAMING_ROUTES:
+                    runtime.metrics.observe_stages(method, route, clock.breakdown(seconds))
                 tenant_id = scope.get("state", {}).get("tenant_id")
                 runtime.metrics.observe_request(
                     method,

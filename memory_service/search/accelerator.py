@@ -27,6 +27,7 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from indexers.faiss_index import FaissIndex
+from memory_service import stages
 from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
@@ -206,12 +207,13 @@ class HotSearch:
         if index is None:
             return None
         found = None
-        if len(seqs) <= INLINE_EXACT_MAX:  # scoring a few thousand rows costs less than the hop
-            found = index.search_unless_busy(query, request.k, allow=seqs)
-        if found is None:
-            found = await anyio.to_thread.run_sync(
-                lambda: index.search(query, request.k, allow=seqs)
-            )
+        with stages.timed("index"):
+            if len(seqs) <= INLINE_EXACT_MAX:  # scoring a few thousand rows costs less than the hop
+                found = index.search_unless_busy(query, request.k, allow=seqs)
+            if found is None:
+                found = await anyio.to_thread.run_sync(
+                    lambda: index.search(query, request.k, allow=seqs)
+                )
         ids, scores = found
         # the database named these rows a moment ago: only a change since can drop one
         hits = await self._matching(t, ids, scores, request.scope, flt, check)
@@ -322,13 +324,14 @@ async def _probe(index: FaissIndex, query: np.ndarray, plan: planner.Plan) -> tu
     what the hop to a worker thread costs, so it runs here unless a mutation holds the
     index; anything longer, or a busy index, goes to a worker thread."""
     quick = (index.is_hnsw and plan.fetch <= INLINE_FETCH_MAX) or index.size <= INLINE_SIZE_MAX
-    if quick:
-        found = index.search_unless_busy(query, plan.fetch, ef_search=plan.ef_search)
-        if found is not None:
-            return found
-    return await anyio.to_thread.run_sync(
-        functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
-    )
+    with stages.timed("index"):
+        if quick:
+            found = index.search_unless_busy(query, plan.fetch, ef_search=plan.ef_search)
+            if found is not None:
+                return found
+        return await anyio.to_thread.run_sync(
+            functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
+        )
 
 
 def _shape(request: SearchRequest) -> str:
