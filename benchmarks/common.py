@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import subprocess
@@ -155,3 +156,53 @@ class ServiceProcess:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+
+
+_STAGE_LINE = re.compile(
+    r'memory_http_request_stage_seconds_(count|sum)\{method="(\w+)",route="([^"]*)",'
+    r'stage="(\w+)"\} ([0-9.e+-]+)'
+)
+StageTotals = dict[str, dict[str, list[float]]]
+
+
+async def stage_seconds(http: httpx.AsyncClient) -> StageTotals:
+    """The service's per-stage timing so far: ``"METHOD route" -> stage -> [count, seconds]``."""
+    text = (await http.get("/metrics")).text
+    found: StageTotals = {}
+    for kind, method, route, stage, value in _STAGE_LINE.findall(text):
+        totals = found.setdefault(f"{method} {route}", {}).setdefault(stage, [0.0, 0.0])
+        totals[0 if kind == "count" else 1] = float(value)
+    return found
+
+
+def stage_delta(before: StageTotals, after: StageTotals) -> dict[str, dict[str, float]]:
+    """Mean milliseconds per request in each stage between two ``stage_seconds`` readings,
+    for every route that served requests in between (``requests``: how many)."""
+    out: dict[str, dict[str, float]] = {}
+    for operation, stages in after.items():
+        earlier = before.get(operation, {})
+        counts = {s: v[0] - earlier.get(s, [0.0, 0.0])[0] for s, v in stages.items()}
+        requests = counts.get("other", 0.0)
+        if requests <= 0:
+            continue
+        out[operation] = {"requests": requests}
+        for stage, (_, seconds) in stages.items():
+            spent = seconds - earlier.get(stage, [0.0, 0.0])[1]
+            out[operation][stage] = round(spent / requests * 1000.0, 3)
+    return out
+
+
+def stage_table(stages: dict[str, dict[str, float]], operations: Iterable[str]) -> list[str]:
+    """Markdown rows: mean ms per request and stage for ``operations``."""
+    names = ("parse", "auth", "admission", "database", "index", "serialise", "other")
+    rows = [
+        "| operation | requests | " + " | ".join(f"{n} ms" for n in names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for operation in operations:
+        found = stages.get(operation)
+        if found is None:
+            continue
+        cells = " | ".join(str(found.get(n, 0.0)) for n in names)
+        rows.append(f"| {operation} | {int(found['requests'])} | {cells} |")
+    return rows
