@@ -3,6 +3,8 @@
 ``POST /v1/workers/claim`` answers 200 with attempts and their lease tokens, or
 204 when none came within ``wait_s``. Every later call on an attempt carries its
 ``lease_token``; a stale, repeated or late one is a 409 that changes nothing.
+``complete`` with a ``claim`` also claims the worker's next attempts, answered as
+``claimed`` (empty when none came within its ``wait_s``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from litestar.params import FromPath, JSONBody
 from msgspec import Struct
 
 from api.schemas import Strict
-from memory_service.workflows import Attempt, WorkerGateway
+from memory_service.workflows import Attempt, NextClaim, WorkerGateway
 
 
 class ClaimIn(Strict):
@@ -76,9 +78,18 @@ class HeartbeatOut(Struct):
     lease_expires_at: datetime
 
 
+class ClaimNextIn(Strict):
+    queues: list[str]
+    max_steps: int = 1
+    lease_s: float = 30.0
+    wait_s: float = 0.0
+    worker_id: str | None = None  # the completed attempt's worker when absent
+
+
 class CompleteIn(Strict):
     lease_token: str
     output: Any = None
+    claim: ClaimNextIn | None = None  # claim the next attempts in the same request
 
 
 class FailIn(Strict):
@@ -87,9 +98,10 @@ class FailIn(Strict):
     retryable: bool = True
 
 
-class SettledOut(Struct):
+class SettledOut(Struct, omit_defaults=True):
     id: str
     status: str
+    claimed: list[AttemptOut] | None = None  # only when the completion asked to claim
 
 
 class WorkerController(Controller):
@@ -130,7 +142,11 @@ class WorkerController(Controller):
         until = await workers.heartbeat(tenant_id, attempt_id, data.lease_token, data.lease_s)
         return HeartbeatOut(until)
 
-    @post("/attempts/{attempt_id:str}/complete", status_code=200, summary="Record the output")
+    @post(
+        "/attempts/{attempt_id:str}/complete",
+        status_code=200,
+        summary="Record the output; with claim, also claim the next attempts",
+    )
     async def complete(
         self,
         attempt_id: FromPath[str],
@@ -138,8 +154,16 @@ class WorkerController(Controller):
         workers: NamedDependency[WorkerGateway],
         tenant_id: NamedDependency[uuid.UUID],
     ) -> SettledOut:
-        await workers.complete(tenant_id, attempt_id, data.lease_token, data.output)
-        return SettledOut(attempt_id, "completed")
+        then = data.claim
+        next_claim = None if then is None else NextClaim(
+            then.queues, then.max_steps, then.lease_s, then.wait_s, then.worker_id
+        )  # fmt: skip
+        claimed = await workers.complete(
+            tenant_id, attempt_id, data.lease_token, data.output, then_claim=next_claim
+        )
+        if next_claim is None:
+            return SettledOut(attempt_id, "completed")
+        return SettledOut(attempt_id, "completed", [AttemptOut.of(a) for a in claimed])
 
     @post("/attempts/{attempt_id:str}/fail", status_code=200, summary="Report a failure")
     async def fail(

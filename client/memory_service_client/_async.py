@@ -396,8 +396,14 @@ class AsyncMemoryClient:
     async def heartbeat(self, attempt_id: str, lease_token: str, lease_s: float = 30.0) -> Any:
         return await self._send(wo.heartbeat(attempt_id, lease_token, lease_s))
 
-    async def complete_attempt(self, attempt_id: str, lease_token: str, output: Any = None) -> Any:
-        return await self._send(wo.complete_attempt(attempt_id, lease_token, output))
+    async def complete_attempt(
+        self,
+        attempt_id: str,
+        lease_token: str,
+        output: Any = None,
+        claim: dict[str, Any] | None = None,
+    ) -> Any:
+        return await self._send(wo.complete_attempt(attempt_id, lease_token, output, claim))
 
     async def fail_attempt(self, attempt_id: str, lease_token: str, error: str, retryable: bool = True) -> Any:
         return await self._send(wo.fail_attempt(attempt_id, lease_token, error, retryable))

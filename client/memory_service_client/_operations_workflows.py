@@ -100,8 +100,14 @@ def heartbeat(attempt_id: str, lease_token: str, lease_s: float = 30.0) -> Call:
 
 
 @operation("POST", _A + "/{attempt_id}/complete")
-def complete_attempt(attempt_id: str, lease_token: str, output: Any = None) -> Call:
-    payload = {"lease_token": lease_token, "output": output}
+def complete_attempt(
+    attempt_id: str, lease_token: str, output: Any = None, claim: dict[str, Any] | None = None
+) -> Call:
+    """``claim`` (queues, max_steps, lease_s, wait_s, worker_id) also claims the next
+    attempts; the answer's ``claimed`` lists them."""
+    payload: dict[str, Any] = {"lease_token": lease_token, "output": output}
+    if claim is not None:
+        payload["claim"] = claim
     return Call("POST", f"{_A}/{segment(attempt_id)}/complete", json=payload)
 
 

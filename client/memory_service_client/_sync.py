@@ -410,8 +410,14 @@ class MemoryClient:
     def heartbeat(self, attempt_id: str, lease_token: str, lease_s: float = 30.0) -> Any:
         return self._send(wo.heartbeat(attempt_id, lease_token, lease_s))
 
-    def complete_attempt(self, attempt_id: str, lease_token: str, output: Any = None) -> Any:
-        return self._send(wo.complete_attempt(attempt_id, lease_token, output))
+    def complete_attempt(
+        self,
+        attempt_id: str,
+        lease_token: str,
+        output: Any = None,
+        claim: dict[str, Any] | None = None,
+    ) -> Any:
+        return self._send(wo.complete_attempt(attempt_id, lease_token, output, claim))
 
     def fail_attempt(self, attempt_id: str, lease_token: str, error: str, retryable: bool = True) -> Any:
         return self._send(wo.fail_attempt(attempt_id, lease_token, error, retryable))

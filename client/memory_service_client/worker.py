@@ -3,8 +3,8 @@
 Register one function per queue with ``@worker.task("queue")``; ``run()`` long-polls
 ``POST /v1/workers/claim`` for those queues, calls the function with the attempt's
 input, heartbeats the lease in a background thread while it runs, and completes the
-attempt with the return value or fails it with the exception (``NonRetryable``:
-do not retry). SIGTERM and SIGINT stop the loop gracefully: the attempt in hand
+attempt with the return value (claiming the next attempts in the same request) or
+fails it with the exception (``NonRetryable``: do not retry). SIGTERM and SIGINT stop the loop gracefully: the attempt in hand
 finishes and is reported, and nothing more is claimed, so no attempt is lost (one
 whose worker died is claimed again when its lease expires).
 
@@ -78,26 +78,43 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.stop())
         done = 0
+        in_hand: list[dict[str, Any]] = []
         while not self._stop.is_set():
             if max_attempts is not None and done >= max_attempts:
                 return
-            try:
-                claimed = self.client.claim(
-                    self.worker_id,
-                    sorted(self.handlers),
-                    max_steps=self.max_steps,
-                    lease_s=self.lease_s,
-                    wait_s=self.wait_s,
-                )
-            except TransportError as exc:
-                log.warning("claim failed: %s; retrying", exc)
-                self._stop.wait(1.0)
-                continue
-            for attempt in (claimed or {}).get("items", []):
-                self._run_one(attempt)  # an attempt in hand always finishes
+            if not in_hand:
+                try:
+                    claimed = self.client.claim(
+                        self.worker_id,
+                        sorted(self.handlers),
+                        max_steps=self.max_steps,
+                        lease_s=self.lease_s,
+                        wait_s=self.wait_s,
+                    )
+                except TransportError as exc:
+                    log.warning("claim failed: %s; retrying", exc)
+                    self._stop.wait(1.0)
+                    continue
+                in_hand = list((claimed or {}).get("items", []))
+            while in_hand:  # an attempt in hand always finishes
+                attempt = in_hand.pop(0)
                 done += 1
+                # the last one in hand claims the next ones as it completes: one request a step
+                more = not in_hand and (max_attempts is None or done < max_attempts)
+                in_hand.extend(self._run_one(attempt, claim_next=more))
 
-    def _run_one(self, attempt: dict[str, Any]) -> None:
+    def _next_claim(self) -> dict[str, Any] | None:
+        if self._stop.is_set():
+            return None
+        return {
+            "worker_id": self.worker_id,
+            "queues": sorted(self.handlers),
+            "max_steps": self.max_steps,
+            "lease_s": self.lease_s,
+        }
+
+    def _run_one(self, attempt: dict[str, Any], *, claim_next: bool = False) -> list[dict[str, Any]]:
+        """Run one attempt and report it; the attempts claimed with its completion."""
         beating = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(attempt, beating), daemon=True)
         beat.start()
@@ -110,11 +127,13 @@ class Worker:
             error = "".join(traceback.format_exception_only(exc)).strip()
             self._settle(self.client.fail_attempt, attempt, error, retryable)
             self.failed += 1
-            return
+            return []
         beating.set()
         beat.join()
-        self._settle(self.client.complete_attempt, attempt, output)
+        claim = self._next_claim() if claim_next else None
+        answer = self._settle(self.client.complete_attempt, attempt, output, claim)
         self.completed += 1
+        return list((answer or {}).get("claimed") or [])
 
     def _heartbeat(self, attempt: dict[str, Any], done: threading.Event) -> None:
         while not done.wait(self.lease_s / 3):
@@ -123,8 +142,9 @@ class Worker:
             except (APIError, TransportError) as exc:
                 log.warning("heartbeat of attempt %s failed: %s", attempt["id"], exc)
 
-    def _settle(self, report: Callable[..., Any], attempt: dict[str, Any], *args: Any) -> None:
+    def _settle(self, report: Callable[..., Any], attempt: dict[str, Any], *args: Any) -> Any:
         try:
-            report(attempt["id"], attempt["lease_token"], *args)
+            return report(attempt["id"], attempt["lease_token"], *args)
         except ConflictError as exc:  # the lease was lost: another worker has it now
             log.warning("attempt %s was not ours any more: %s", attempt["id"], exc)
+            return None

@@ -25,11 +25,12 @@ from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, 
 from memory_service.workflows.service import WorkflowService
 from memory_service.workflows.timeline import RunTimeline
 from memory_service.workflows.transition import CHANNEL
-from memory_service.workflows.workers import WorkerGateway
+from memory_service.workflows.workers import NextClaim, WorkerGateway
 
 __all__ = [
     "Attempt",
     "Definition",
+    "NextClaim",
     "Run",
     "RunQuery",
     "Step",

@@ -128,7 +128,7 @@ FROM attempts a JOIN claimed c ON c.id = a.step_row JOIN workflow_runs r ON r.id
 ORDER BY a.available_at;
 
 -- name: attempt_row
-SELECT id, run_id, step_row, status, lease_token, deadline_at, lease_expires_at,
+SELECT id, run_id, step_row, status, lease_token, deadline_at, lease_expires_at, worker_id,
     lease_expires_at < clock_timestamp() AS expired
 FROM workflow_attempts WHERE id = %s AND (%s::uuid IS NULL OR tenant_id = %s);
 

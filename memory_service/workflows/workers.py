@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +35,24 @@ MAX_LEASE_S = 3600.0
 MIN_LEASE_S = 0.1
 MAX_CLAIM = 100
 MAX_QUEUES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class NextClaim:
+    """What a worker completing an attempt claims next (``worker_id``: the attempt's
+    worker when None)."""
+
+    queues: list[str]
+    max_steps: int = 1
+    lease_s: float = 30.0
+    wait_s: float = 0.0
+    worker_id: str | None = None
+
+    def check(self, *, internal: bool = False) -> None:
+        worker_id = "the attempt's worker" if self.worker_id is None else self.worker_id
+        check_claim(
+            worker_id, self.queues, self.max_steps, self.lease_s, self.wait_s, internal=internal
+        )
 
 
 class WorkerGateway:
@@ -85,15 +104,41 @@ class WorkerGateway:
             return await repo.extend_lease(tx.conn, attempt_id, lease_s)
 
     async def complete(
-        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, output: Any
-    ) -> None:
+        self,
+        tenant_id: uuid.UUID | None,
+        attempt_id: str,
+        token: str,
+        output: Any,
+        *,
+        then_claim: NextClaim | None = None,
+    ) -> list[Attempt]:
+        """Record the output; with ``then_claim``, also claim the worker's next attempts
+        in the same transaction (the steps this completion made ready among them), and
+        wait up to its ``wait_s`` after the commit when none was ready."""
         self.service.check_json(output, "output")
+        if then_claim is not None:
+            then_claim.check(internal=tenant_id is None)
 
         async def act(tx: Transition, run: Run, step: Step) -> None:
             await repo.finish_attempt(tx.conn, attempt_id, "completed")
             await engine.complete_step(tx, run, step, output)
 
-        await self._settle(tenant_id, attempt_id, token, act)
+        async with self.service.transition() as tx:
+            row = await self._settle_in(tx, tenant_id, attempt_id, token, act)
+            if then_claim is None:
+                return []
+            worker_id = then_claim.worker_id or str(row["worker_id"])
+            claimed = await repo.claim(
+                tx.conn, tenant_id, then_claim.queues, then_claim.max_steps,
+                then_claim.lease_s, worker_id,
+            )  # fmt: skip
+            _announce_claims(tx, claimed)
+        if claimed or then_claim.wait_s <= 0:
+            return claimed
+        return await self.claim(
+            tenant_id, worker_id, then_claim.queues, max_steps=then_claim.max_steps,
+            lease_s=then_claim.lease_s, wait_s=then_claim.wait_s,
+        )  # fmt: skip
 
     async def fail(
         self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, error: str, retryable: bool
@@ -108,13 +153,19 @@ class WorkerGateway:
 
     async def _settle(self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any) -> None:
         async with self.service.transition() as tx:
-            row = await _attempt(tx, tenant_id, attempt_id)
-            run = await repo.get_run(tx.conn, None, str(row["run_id"]), lock=True)
-            step = await repo.get_step(tx.conn, str(row["step_row"]))
-            assert run is not None
-            _check_current(row, step, token)
-            assert step is not None
-            await act(tx, run, step)
+            await self._settle_in(tx, tenant_id, attempt_id, token, act)
+
+    async def _settle_in(
+        self, tx: Transition, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any
+    ) -> dict[str, Any]:
+        row = await _attempt(tx, tenant_id, attempt_id)
+        run = await repo.get_run(tx.conn, None, str(row["run_id"]), lock=True)
+        step = await repo.get_step(tx.conn, str(row["step_row"]))
+        assert run is not None
+        _check_current(row, step, token)
+        assert step is not None
+        await act(tx, run, step)
+        return row
 
     async def expire_or_fire(self, run_id: str, step_row: str, why: str) -> None:
         """The driver's half: a due timer fires, an expired lease goes back to the queue."""
