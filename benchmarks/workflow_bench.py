@@ -4,7 +4,10 @@ One ``memory-service serve`` process on a fresh embedded PostgreSQL runs a 5-ste
 diamond (a -> b, c -> d -> e) while worker coroutines claim and complete steps
 over HTTP (``/v1/workers/claim`` with long polls, then ``complete``), measuring:
 
-- throughput: ``--runs`` runs started while ``--workers`` workers drain them;
+- throughput: ``--runs`` runs started while ``--workers`` workers drain them, once
+  with workers that complete an attempt and claim the next in one request, once
+  with workers that complete and claim in separate requests, each with the
+  service's own per-stage timing (from ``/metrics``);
   steps completed per second from the first start to the last completion, and
   each run's end-to-end latency (created to finished, database clock);
 - claim latency under load (ready to claimed, from the attempts' own time stamps),
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -36,7 +40,15 @@ import httpx
 import psycopg
 from tqdm import tqdm
 
-from benchmarks.common import ADMIN_TOKEN, ServiceProcess, machine, percentiles
+from benchmarks.common import (
+    ADMIN_TOKEN,
+    ServiceProcess,
+    machine,
+    percentiles,
+    stage_delta,
+    stage_seconds,
+    stage_table,
+)
 from memory_service import db
 from memory_service.config import Settings
 from memory_service.runtime import run_migrations
@@ -75,8 +87,12 @@ def stamp(text: str) -> float:
 class Workers:
     """HTTP workers that claim with long polls and follow ``base`` across restarts."""
 
-    def __init__(self, base: str, headers: dict[str, str], count: int, max_steps: int) -> None:
+    def __init__(
+        self, base: str, headers: dict[str, str], count: int, max_steps: int, *, combined: bool
+    ) -> None:
         self.base, self.headers, self.count, self.max_steps = base, headers, count, max_steps
+        # combined: each completion claims the next attempts in the same request
+        self.combined = combined
         self.claim_latency: list[float] = []
         self.accepted: Counter[str] = Counter()
         self.stop = False
@@ -95,14 +111,20 @@ class Workers:
                     if r.status_code == 204:
                         continue
                     r.raise_for_status()
-                    for a in r.json()["items"]:
+                    in_hand = list(r.json()["items"])
+                    while in_hand:
+                        a = in_hand.pop(0)
                         self.claim_latency.append(stamp(a["claimed_at"]) - stamp(a["available_at"]))
+                        settle: dict[str, Any] = {"lease_token": a["lease_token"],
+                                                  "output": work(a["input"])}  # fmt: skip
+                        if self.combined and not in_hand and not self.stop:
+                            settle["claim"] = {k: body[k] for k in ("queues", "max_steps", "lease_s")}
                         done = await http.post(
-                            f"{self.base}/v1/workers/attempts/{a['id']}/complete",
-                            json={"lease_token": a["lease_token"], "output": work(a["input"])},
+                            f"{self.base}/v1/workers/attempts/{a['id']}/complete", json=settle
                         )
                         if done.status_code == 200:
                             self.accepted[f"{a['run_id']}:{a['step_id']}"] += 1
+                            in_hand.extend(done.json().get("claimed") or [])
                 except httpx.HTTPError:
                     self.errors += 1
                     await asyncio.sleep(0.2)  # the service is restarting
@@ -180,9 +202,11 @@ def duplicate_outputs(url: str) -> dict[str, int]:
 
 
 async def throughput(
-    url: str, base: str, headers: dict[str, str], args: argparse.Namespace
+    url: str, base: str, headers: dict[str, str], args: argparse.Namespace, *, combined: bool
 ) -> dict[str, Any]:
-    workers = Workers(base, headers, args.workers, args.max_steps)
+    workers = Workers(base, headers, args.workers, args.max_steps, combined=combined)
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        stages_before = await stage_seconds(http)
     pool = asyncio.create_task(workers.run())
     began = time.monotonic()
     ids = await start_runs(base, headers, args.runs, "start runs")
@@ -199,7 +223,10 @@ async def throughput(
     await pool
     latencies = [float(s) for status, s in run_rows(url, ids) if s is not None]
     steps = args.runs * 5
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        stages = stage_delta(stages_before, await stage_seconds(http))
     return {
+        "combined": combined, "stages": stages, "load_average": list(os.getloadavg()),
         "runs": args.runs, "steps": steps, "seconds": round(ended - began, 2),
         "steps_per_s": round(steps / (ended - began), 1),
         "claim_latency_under_load": percentiles(under_load),
@@ -226,7 +253,7 @@ async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namesp
 async def kill_and_restart(
     url: str, service: ServiceProcess, headers: dict[str, str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    workers = Workers(service.base_url, headers, args.workers, args.max_steps)
+    workers = Workers(service.base_url, headers, args.workers, args.max_steps, combined=True)
     pool = asyncio.create_task(workers.run())
     ids = await start_runs(service.base_url, headers, args.kill_runs, "start runs (kill)")
     while sum(workers.accepted.values()) < args.kill_runs * 5 // 3:
@@ -257,31 +284,57 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         service.start()
         headers, _ = await setup(service.base_url)
-        result = await throughput(url, service.base_url, headers, args)
-        ceiling = await http_ceiling(service.base_url, headers, args)
-        result["baseline_http_requests_per_s"] = round(ceiling, 1)
-        result["ratio_steps_to_half_http_ceiling"] = round(result["steps_per_s"] / (ceiling / 2), 3)
+        # the baseline between the two ways of working, so that both face the same box
+        separate = await throughput(url, service.base_url, headers, args, combined=False)
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
+            before = await stage_seconds(http)
+            ceiling = await http_ceiling(service.base_url, headers, args)
+            ceiling_stages = stage_delta(before, await stage_seconds(http))
+        result = await throughput(url, service.base_url, headers, args, combined=True)
+        for r in (separate, result):
+            r["baseline_http_requests_per_s"] = round(ceiling, 1)
+            r["ratio_steps_to_half_http_ceiling"] = round(r["steps_per_s"] / (ceiling / 2), 3)
         kill = await kill_and_restart(url, service, headers, args) if args.kill_runs else None
     finally:
         service.stop()
         db.stop_embedded(settings)
     return {"machine": machine(), "workers": args.workers, "max_steps": args.max_steps,
-            "throughput": result, "kill_9": kill}  # fmt: skip
+            "throughput": result, "throughput_complete_then_claim": separate,
+            "baseline_stages": ceiling_stages, "kill_9": kill}  # fmt: skip
+
+
+STAGE_ROUTES = (
+    "POST /v1/workers/claim",
+    "POST /v1/workers/attempts/{attempt_id}/complete",
+    "GET /v1/workflows",
+)
 
 
 def markdown(r: dict[str, Any]) -> str:
-    t, k = r["throughput"], r["kill_9"]
+    t, k, s = r["throughput"], r["kill_9"], r["throughput_complete_then_claim"]
     lines = [
         "# Workflow benchmark", "",
         (f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['note']}. "
-         f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim."), "",
+         f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim. Workers "
+         "complete each attempt and claim the next in one request; the same run also "
+         "measured them completing and claiming in two requests each."), "",
         f"| {t['runs']} diamond runs ({t['steps']} steps) | value |", "|---|---|",
-        f"| steps/s | {t['steps_per_s']} |",
+        f"| steps/s, complete + claim in one request | {t['steps_per_s']} |",
+        f"| steps/s, complete then claim (two requests) | {s['steps_per_s']} |",
+        f"| ratio of the two to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} / {s['ratio_steps_to_half_http_ceiling']} |",
+        f"| load average (1, 5, 15 min) after each | {[round(x, 2) for x in t['load_average']]} / {[round(x, 2) for x in s['load_average']]} |",
         f"| baseline: cheap authenticated requests/s (a step costs two) | {t['baseline_http_requests_per_s']} |",
-        f"| ratio steps/s to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} |",
         "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms} |".format(**t["claim_latency_idle_long_poll"]),
         "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms} |".format(**t["claim_latency_under_load"]),
         "| end-to-end run latency p50 / p95 ms | {p50_ms} / {p95_ms} |".format(**t["end_to_end"]),
+    ]  # fmt: skip
+    lines += [
+        "", "Where the time went, as the service measured it (mean ms per request), one request per step:", "",
+        *stage_table(t["stages"], STAGE_ROUTES),
+        "", "Two requests per step:", "",
+        *stage_table(s["stages"], STAGE_ROUTES),
+        "", "The baseline's requests:", "",
+        *stage_table(r["baseline_stages"], STAGE_ROUTES),
     ]  # fmt: skip
     if k:
         lines += [
