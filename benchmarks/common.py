@@ -167,7 +167,14 @@ StageTotals = dict[str, dict[str, list[float]]]
 
 async def stage_seconds(http: httpx.AsyncClient) -> StageTotals:
     """The service's per-stage timing so far: ``"METHOD route" -> stage -> [count, seconds]``."""
-    text = (await http.get("/metrics")).text
+    return parse_stages((await http.get("/metrics")).text)
+
+
+def stage_seconds_sync(http: httpx.Client) -> StageTotals:
+    return parse_stages(http.get("/metrics").text)
+
+
+def parse_stages(text: str) -> StageTotals:
     found: StageTotals = {}
     for kind, method, route, stage, value in _STAGE_LINE.findall(text):
         totals = found.setdefault(f"{method} {route}", {}).setdefault(stage, [0.0, 0.0])

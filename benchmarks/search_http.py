@@ -22,7 +22,8 @@ lifted, since one tenant sends every request):
 - with ``--variants``, the service restarted on the same data under other settings
   (the event loop and HTTP parser, tracing off or exporting), each measured the same
   way for the unfiltered vector query, so the cost of each piece of the request path
-  reads as a ratio within one run.
+  reads as a ratio within one run;
+- beside each part, the service's own per-stage timing (from ``/metrics``).
 
 Writes ``benchmarks/results/search_http_<label>.json`` and ``.md``.
 """
@@ -50,7 +51,12 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks import loadgen
-from benchmarks.common import client_blas_on_one_thread
+from benchmarks.common import (
+    client_blas_on_one_thread,
+    stage_delta,
+    stage_seconds_sync,
+    stage_table,
+)
 from benchmarks.ingest_bench import drain_seconds
 from memory_service import db
 from memory_service.config import Settings
@@ -357,9 +363,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for body in bodies.values():
                     timed(client, "POST", "/v1/memories/search", json=body(i))
             report["scope_graphs_s"] = round(scope_graphs(client, USERS), 1)
+            before = stage_seconds_sync(client)
             report["latency"] = measure(client, vecs, qs, bodies)
+            report["latency_stages"] = stage_delta(before, stage_seconds_sync(client))
             headers = dict(client.headers)
+            before = stage_seconds_sync(client)
         report.update(throughput(args.port, headers, qs, args.seconds))
+        with httpx.Client(base_url=base, timeout=60) as client:
+            report["throughput_stages"] = stage_delta(before, stage_seconds_sync(client))
+        report["load_average"] = list(os.getloadavg())
         if args.variants:
             stop(proc)
             report["variants"] = {
@@ -371,6 +383,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         db.stop_embedded(Settings(data_dir=str(data_dir)))
         shutil.rmtree(data_dir, ignore_errors=True)
     return report
+
+
+STAGE_ROUTES = ("POST /v1/memories/search", "GET /health")
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -395,6 +410,18 @@ def markdown(r: dict[str, Any]) -> str:
             f"{row['p99_over_health_p50']}x | {row.get('exactly_k', '')} | "
             f"{row.get('recall_at_10', '')} | {', '.join(row['strategies'])} |"
         )
+    if r.get("latency_stages"):
+        lines += [
+            "",
+            (f"Where the time went, as the service measured it (mean ms per request; load "
+            f"average {[round(x, 2) for x in r['load_average']]}), one client, every case:"),
+            "",
+            *stage_table(r["latency_stages"], STAGE_ROUTES),
+            "",
+            "16 clients (both load generators):",
+            "",
+            *stage_table(r["throughput_stages"], STAGE_ROUTES),
+        ]
     if r.get("variants"):
         lines += [
             "",
