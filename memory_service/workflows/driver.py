@@ -81,8 +81,10 @@ class WorkflowDriver:
                     await self.gateway.service.timeline.catch_up()
                 delay = await self._next_delay()
             except Unavailable as exc:
-                # anything else is a bug: the supervisor logs, counts and restarts the loop
                 log.warning("workflow driver waits for the database: %s", exc.detail)
+            except MemoryServiceError as exc:  # a refusal the next pass looks at again
+                log.error("workflow driver pass failed: %s", exc.detail)
+            # anything else is a bug: the supervisor logs, counts and restarts the loop
             await self._subscription.wait(delay)
 
     async def _settle_due(self) -> None:
