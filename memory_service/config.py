@@ -138,6 +138,12 @@ class Settings:
     change_feed_retention_seconds: float = 7 * 24 * 3600.0
     change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
 
+    # supervised background loops: restarted with back-off; one that keeps failing fails /ready
+    background_restart_initial_s: float = 0.5  # first restart delay after a failure
+    background_restart_max_s: float = 30.0  # the restart delay doubles up to this
+    background_failure_threshold: int = 5  # failures within the window that make /ready 503
+    background_failure_window_s: float = 300.0  # also how long a failure costs health score
+
     # executions: a full state every N steps, RFC 6902 patches between them
     execution_keyframe_interval: int = 50
     execution_max_state_bytes: int = 1024 * 1024
@@ -234,6 +240,15 @@ class Settings:
             )
         if not 1 <= self.port <= 65535:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
+        if (
+            self.background_restart_initial_s <= 0
+            or self.background_restart_max_s < self.background_restart_initial_s
+            or self.background_failure_threshold < 1
+            or self.background_failure_window_s <= 0
+        ):
+            raise SettingsError(
+                "MEMORY_BACKGROUND_* must be positive, the restart cap at least the initial delay"
+            )
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
         if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:

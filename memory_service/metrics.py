@@ -249,9 +249,16 @@ class _RuntimeCollector(Collector):
             written.add_metric(["written"], writer.written)
             written.add_metric(["dropped"], writer.dropped)
             yield written
+            dropped = CounterMetricFamily(
+                "memory_events_dropped", "Service events dropped, by reason", labels=["reason"]
+            )
+            for reason, count in writer.dropped_by.items():
+                dropped.add_metric([reason], count)
+            yield dropped
             yield GaugeMetricFamily(
                 "memory_service_events_pending", "Service events queued", value=writer.pending
             )
+        yield from runtime.supervisor.metric_families()
         fanout = runtime.event_fanout
         if fanout is not None:
             yield GaugeMetricFamily(
@@ -374,6 +381,7 @@ async def health_score(runtime: Any, metrics: ServiceMetrics) -> HealthReport:
                     f"index {name} trails the database by {lag_value:.1f}s (stale after {stale:g}s)",
                 )
             )
+    components += runtime.supervisor.health_components()
     score = max(0, min(100, round(100 - sum(c.score for c in components))))
     status = "healthy" if score >= 90 else "degraded" if score >= 60 else "unhealthy"
     return HealthReport(score, status, components)

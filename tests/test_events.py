@@ -162,7 +162,11 @@ async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict
     # the fresh event must stay younger than the horizon until the prune runs, also on a
     # loaded machine where posting and starting the prune take a second or more
     worker = RetentionWorker(
-        client.app.state.runtime.pool, retention_seconds=2.0, interval_seconds=3600, batch_size=3
+        client.app.state.runtime.pool,
+        retention_seconds=2.0,
+        interval_seconds=3600,
+        batch_size=3,
+        supervisor=client.app.state.runtime.supervisor,
     )
     removed = await in_app_loop(client, worker.prune_once)
     assert removed >= 7

@@ -38,6 +38,7 @@ from memory_service.search import planner, scoped, store
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
+from memory_service.supervisor import Loop
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class HotSearch:
         self.indexes = indexes
         self.follower = follower
         self.preloaded = asyncio.Event()
-        self._maintenance: asyncio.Task[None] | None = None
+        self._maintenance: Loop | None = None
 
     # -- writes ----------------------------------------------------------------------------
     async def on_change(
@@ -255,8 +256,8 @@ class HotSearch:
         return self.preloaded.is_set()
 
     def start(self) -> None:
-        self.indexes.spawn(self.preload())
-        self._maintenance = asyncio.create_task(self._maintain(), name="hot-search-maintenance")
+        self.indexes.spawn("faiss-preload", self.preload())
+        self._maintenance = self.indexes.supervisor.spawn("faiss-maintenance", self._maintain)
 
     async def _maintain(self) -> None:
         last_prune = 0.0
@@ -276,9 +277,7 @@ class HotSearch:
 
     async def close(self) -> None:
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            await self._maintenance.stop()
         await self.follower.stop()
         await self.indexes.close()
         try:

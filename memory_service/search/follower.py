@@ -26,6 +26,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
 from memory_service.search import store
 from memory_service.search.indexes import TenantIndexes
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,10 @@ class ChangeFollower:
         indexes: TenantIndexes,
         *,
         poll_interval_s: float,
+        supervisor: Supervisor,
     ) -> None:
         self.pool = pool
+        self._supervisor = supervisor
         self.database_url = database_url
         self.indexes = indexes
         self.poll_interval_s = poll_interval_s
@@ -51,7 +54,7 @@ class ChangeFollower:
         self._gaps: dict[int, float] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[Loop] = []
         self.listening = False
         self.caught_up_at = time.monotonic()
 
@@ -59,18 +62,15 @@ class ChangeFollower:
         """Begin at the last change old enough to have no rolled-back gaps before it."""
         async with wrap_db_errors(), self.pool.connection() as conn:
             self.mark = await store.settled_mark(conn, GAP_TIMEOUT_S)
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="memory-changes-listen"),
-            asyncio.create_task(self._poll(), name="memory-changes-poll"),
+        self._loops = [
+            self._supervisor.spawn("memory-changes-listen", self._listen),
+            self._supervisor.spawn("memory-changes-poll", self._poll),
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        for loop in self._loops:
+            await loop.stop()
+        self._loops = []
 
     def lag_seconds(self) -> float:
         """How long ago the indexes last matched the whole visible log."""

@@ -22,7 +22,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -38,6 +40,7 @@ from memory_service.memories.models import Memory
 from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
 from memory_service.search import scoped, snapshots, store, tenant
 from memory_service.search.tenant import TenantIndex
+from memory_service.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,11 @@ def faiss_params(settings: Settings) -> FaissParams:
 
 
 class TenantIndexes:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, dimension: int) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, settings: Settings, dimension: int, supervisor: Supervisor
+    ) -> None:
         self.pool = pool
+        self.supervisor = supervisor
         self.settings = settings
         self.dimension = dimension
         self.params = faiss_params(settings)
@@ -135,7 +141,7 @@ class TenantIndexes:
         if wait or count <= self.settings.faiss_inline_load_max:
             await self._load(t)
             return t if t.ready else None
-        self.spawn(self._load(t))
+        self.spawn("faiss-load", self._load(t))
         return None
 
     def _keyword_index(self) -> KeywordIndex | None:
@@ -322,7 +328,7 @@ class TenantIndexes:
             t.dirty = True
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
-                self.spawn(self._rebuild(t))
+                self.spawn("faiss-rebuild", self._rebuild(t))
 
     def build_scope_index(self, t: TenantIndex, key: scoped.ScopeKey, rows: int) -> None:
         """Give a large, searched scope a graph of its own, in the background, if the
@@ -334,7 +340,7 @@ class TenantIndexes:
         # registered first, then the members read: a change after this line reaches
         # the new index itself and marks its rows as touched
         members = list(t.postings.scope_members(*key))
-        self.spawn(scoped.build(t.scoped, entry, t.index, members))
+        self.spawn("faiss-scope-graph", scoped.build(t.scoped, entry, t.index, members))
 
     async def _rebuild(self, t: TenantIndex) -> None:
         """Compact away tombstones (or grow flat into HNSW) while searches go on."""
@@ -373,15 +379,11 @@ class TenantIndexes:
         return written
 
     # -- lifecycle -------------------------------------------------------------------------
-    def spawn(self, job: object) -> None:
-        task = asyncio.ensure_future(job)  # type: ignore[call-overload]
+    def spawn(self, group: str, job: Coroutine[Any, Any, None]) -> None:
+        """A background job, logged and counted under ``group`` if it fails."""
+        task = self.supervisor.run_job(group, job)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("FAISS background task failed", exc_info=task.exception())
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         for task in list(self._tasks):
