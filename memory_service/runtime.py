@@ -199,6 +199,7 @@ async def _build(
             change_log_store.mark_purged,
             migration_jobs_store.erase_memory_rows,
         ],
+        erasers=[hot.erase] if hot else [],
     )
     index_worker = VectorIndexWorker(
         pool,
