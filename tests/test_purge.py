@@ -25,6 +25,7 @@ import pytest
 from pgvector.psycopg import register_vector
 from psycopg import sql
 
+from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.config import Settings
 from memory_service.embeddings import Embedder
 from memory_service.runtime import Runtime
@@ -145,6 +146,23 @@ def holding(reads: dict[str, str], needle: str, vectors: list[np.ndarray]) -> li
     return sorted(
         name for name, text in reads.items() if needle in text or any(e in text for e in encoded)
     )
+
+
+@pytest.mark.parametrize("hnsw", [False, True])
+def test_faiss_erase_wipes_live_and_dead_positions_and_their_files(hnsw: bool, tmp_path: Path) -> None:
+    vectors = unit_vectors(40, seed=65)
+    index = FaissIndex(384, FaissParams(flat_max=10), hnsw=hnsw)
+    index.add(np.arange(1, 41), vectors)
+    index.add([7], vectors[:1] * -1)  # an update: the old vector stays at a dead position
+    index.save(tmp_path / "before")
+    assert traces_in_files(tmp_path / "before", [f32(vectors[6]), f32(-vectors[0])])
+    assert index.erase([7]) == 2 and index.erase([7]) == 0
+    assert not index.contains(7) and index.size == 39
+    index.save(tmp_path / "after")
+    assert traces_in_files(tmp_path / "after", [f32(vectors[6]), f32(-vectors[0])]) == []
+    assert traces_in_files(tmp_path / "after", [f32(vectors[7])])  # the others stay
+    found, _ = index.search(vectors[6], 5)
+    assert 7 not in found.tolist() and len(found) == 5
 
 
 async def test_purge_erases_content_and_embeddings_from_every_place(
