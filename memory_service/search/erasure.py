@@ -11,9 +11,10 @@ tenant's snapshots, which the next snapshot replaces. The purging process calls 
 before its request answers; every other process calls it when its change-log
 follower reads the purge (see ``search.store.mark_purged``). A tenant still
 loading may be reading vectors from before the purge, so it is let go and loads
-again when next asked for. ``drop_purged_snapshots`` runs at start: a snapshot
-older than a purge of its tenant (or than the pruned log, which may have held
-one) is deleted, whether or not the tenant is ever held again.
+again when next asked for; so is a held one that could not be wiped (the purge has
+committed, and the request still answers). ``drop_purged_snapshots`` runs at
+start: a snapshot older than a purge of its tenant (or than the pruned log, which
+may have held one) is deleted, whether or not the tenant is ever held again.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ async def erase(indexes: TenantIndexes, tenant_id: uuid.UUID, seqs: Collection[i
     async with t.lock:
         fresh = set(seqs) - t.erased
         if fresh:
-            await _wipe(t, fresh)
+            try:
+                await _wipe(t, fresh)
+            except Exception:
+                # the purge has committed: never serve or snapshot what could not be wiped
+                log.exception("could not wipe purged memories of tenant %s", tenant_id)
+                t.index = None
+                indexes.evict(tenant_id, "was let go: it loads again without the purged rows")
         await _erase_snapshots(indexes, tenant_id)
 
 
