@@ -123,6 +123,16 @@ class KeywordIndex:
             for doc_id, text in upserts:
                 self._text_bytes[doc_id] = len(text.encode())
 
+    def vocabulary(self, prefix: str) -> set[str]:
+        """The indexed words (of both fields) that begin with ``prefix``: also those of
+        deleted documents, which stay in a segment until tantivy merges it."""
+        searcher = self._searcher
+        return {
+            term
+            for field in ("english", "simple")
+            for term, _ in searcher.terms_with_prefix(field, prefix)
+        }
+
     # -- search ----------------------------------------------------------------------------
     def terms(self, text: str) -> tuple[list[str], list[str]]:
         """The query's terms in the ``english`` and the ``simple`` field."""

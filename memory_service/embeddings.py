@@ -13,7 +13,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -162,6 +162,12 @@ class CachedEmbedder:
 
     async def embed_async(self, texts: Sequence[str]) -> Matrix:
         return await anyio.to_thread.run_sync(self.inner.embed, texts)
+
+    def forget(self, texts: Iterable[str]) -> None:
+        """Drop these texts and their vectors from the cache (a purge erases them)."""
+        with self._lock:
+            for text in texts:
+                self._cache.pop(text, None)
 
     async def embed_query_async(self, text: str) -> Vector:
         with self._lock:

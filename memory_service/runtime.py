@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
+from memory_service.changes import store as change_feed_store
 from memory_service.config import Settings, SettingsError
 from memory_service.console_sessions import ConsoleSessionStore, sweep_console_sessions
 from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
@@ -47,6 +48,7 @@ from memory_service.resilience import CircuitBreaker, GuardedEmbedder
 from memory_service.retrieval.dedupe import SemanticDedupe
 from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
+from memory_service.search import store as change_log_store
 from memory_service.search.accelerator import HotSearch
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.index_worker import VectorIndexWorker
@@ -58,6 +60,7 @@ from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.supervisor import SupervisionPolicy, Supervisor
 from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
+from memory_service.transfer import jobs_store as migration_jobs_store
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
 from memory_service.workflows import Workflows
@@ -200,6 +203,12 @@ async def _build(
         validator,
         dedupe=SemanticDedupe(settings),
         listeners=[*([hot.on_change] if hot else []), recorder.memories_changed],
+        purge_steps=[
+            change_feed_store.erase_memory_bodies,
+            change_log_store.mark_purged,
+            migration_jobs_store.erase_memory_rows,
+        ],
+        erasers=[hot.erase] if hot else [],
     )
     index_worker = VectorIndexWorker(
         pool,

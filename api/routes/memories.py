@@ -35,8 +35,9 @@ ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
 PurgeParam = Annotated[
     bool,
     QueryParameter(
-        description="Erase: also delete the history rows (old content and metadata); only the "
-        "fact that an erasure happened is kept"
+        description="Erase the past too: every version (as_of reads), the history, the change "
+        "feed's bodies and the in-process index data and snapshots; only the fact that an "
+        "erasure happened is kept. Also erases a memory deleted earlier without it"
     ),
 ]
 AsOfParam = Annotated[

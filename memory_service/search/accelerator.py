@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
 from memory_service.memories.predicate import RowCheck
-from memory_service.search import planner, scoped, store
+from memory_service.search import erasure, planner, scoped, store
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
@@ -84,6 +85,12 @@ class HotSearch:
         except MemoryServiceError as exc:
             log.warning("FAISS could not apply a write at once (%s); the log will", exc)
             self.follower.wake()
+
+    async def erase(self, tenant_id: uuid.UUID, seqs: Collection[int]) -> None:
+        """After a purge's commit: wipe the memories from this process's indexes and
+        the tenant's snapshots before the request answers (other processes do when
+        their follower reads the purge)."""
+        await erasure.erase(self.indexes, tenant_id, seqs)
 
     # -- search ----------------------------------------------------------------------------
     async def search(
@@ -241,6 +248,10 @@ class HotSearch:
         Without ``faiss_preload`` (a replica behind a tenant-affine proxy) nothing is
         loaded ahead: each tenant loads where the proxy sends it."""
         try:
+            # purged memories' vectors go from disk even where nothing is preloaded
+            dropped = await erasure.drop_purged_snapshots(self.indexes, self.pool)
+            if dropped:
+                log.info("deleted the FAISS snapshots of %d tenants purged since", dropped)
             if not self.settings.faiss_preload:
                 return
             async with wrap_db_errors(), self.pool.connection() as conn:

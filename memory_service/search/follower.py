@@ -7,7 +7,9 @@ are assigned at insert but become visible at commit, so a lower number can
 appear after a higher one: the follower applies whatever it sees (applying is
 idempotent) and advances its *mark* only across a contiguous run, waiting up to
 ``GAP_TIMEOUT_S`` for a missing number before deciding it was rolled back.
-Every change up to the mark is in the indexes; snapshots record it.
+Every change up to the mark is in the indexes; snapshots record it. A purge's
+row has the process wipe the memories from its indexes and snapshots
+(``search.erasure``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
-from memory_service.search import store
+from memory_service.search import erasure, store
 from memory_service.search.indexes import TenantIndexes
 from memory_service.supervisor import Loop, Supervisor
 
@@ -126,12 +128,17 @@ class ChangeFollower:
 
     async def _apply(self, changes: list[store.Change]) -> None:
         by_tenant: dict[uuid.UUID, set[int]] = defaultdict(set)
+        purged: dict[uuid.UUID, set[int]] = defaultdict(set)
         for change in changes:
             by_tenant[change.tenant_id].add(change.memory_seq)
+            if change.op == "purge":
+                purged[change.tenant_id].add(change.memory_seq)
         for tenant_id, seqs in by_tenant.items():
             t = self.indexes.get(tenant_id)
             if t is not None:
                 await self.indexes.refresh(t, seqs)
+        for tenant_id, seqs in purged.items():  # held or not: its snapshots may hold them
+            await erasure.erase(self.indexes, tenant_id, seqs)
 
     def _advance(self, seen: list[int]) -> None:
         now = time.monotonic()

@@ -167,9 +167,11 @@ class TenantIndexes:
             self.evict(victim.tenant_id)
         return used + need <= self.budget_bytes
 
-    def evict(self, tenant_id: uuid.UUID) -> None:
+    def evict(
+        self, tenant_id: uuid.UUID, why: str = "left the FAISS budget; pgvector serves it"
+    ) -> None:
         if self._tenants.pop(tenant_id, None) is not None:
-            log.info("tenant %s left the FAISS budget; pgvector serves it", tenant_id)
+            log.info("tenant %s %s", tenant_id, why)
 
     # -- loading ---------------------------------------------------------------------------
     async def _load(self, t: TenantIndex) -> None:
@@ -195,7 +197,8 @@ class TenantIndexes:
                 t.loaded_from,
             )
         except BaseException:
-            self._tenants.pop(t.tenant_id, None)
+            if self._tenants.get(t.tenant_id) is t:  # not one loading again since
+                del self._tenants[t.tenant_id]
             raise
 
     async def _load_snapshot(self, t: TenantIndex) -> int | None:
@@ -207,8 +210,12 @@ class TenantIndexes:
         index, mark = loaded
         async with wrap_db_errors(), self.pool.connection() as conn:
             cut = await store.pruned_through(conn)
-        if mark < cut:
-            log.info("snapshot of tenant %s predates the pruned change log", t.tenant_id)
+            purged = await store.purged_after(conn, t.tenant_id, mark)
+        if mark < cut or purged:  # too old to catch up from, or may hold erased vectors
+            why = "a purge" if purged else "the pruned change log"
+            log.info("snapshot of tenant %s predates %s; building anew", t.tenant_id, why)
+            if purged:
+                await anyio.to_thread.run_sync(snapshots.erase, self.root, t.tenant_id)
             return None
         async with wrap_db_errors(), self.pool.connection() as conn:
             stream = repo.stream_tenant_rows(conn, t.tenant_id, self.dimension, vectors=False)
@@ -357,11 +364,15 @@ class TenantIndexes:
             async with t.lock:
                 for ids_, vectors_, removed in t.rebuild_log or []:
                     await anyio.to_thread.run_sync(tenant.mutate, fresh, ids_, vectors_, removed)
+                if t.erase_after_rebuild:  # purged after the copy was taken
+                    wanted = np.asarray(sorted(t.erase_after_rebuild), dtype=np.int64)
+                    await anyio.to_thread.run_sync(fresh.erase, wanted)
                 t.index, t.rebuild_log, t.dirty = fresh, None, True
             log.info("rebuilt FAISS index of tenant %s: %d vectors", t.tenant_id, fresh.size)
         finally:
             t.rebuild_log = None
             t.rebuilding = False
+            t.erase_after_rebuild = set()
 
     # -- snapshots -------------------------------------------------------------------------
     async def snapshot_all(self, mark: int) -> int:

@@ -46,6 +46,8 @@ class TenantIndex:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     rebuilding: bool = False
+    erased: set[int] = field(default_factory=set)  # seqs a purge has wiped here already
+    erase_after_rebuild: set[int] = field(default_factory=set)  # purged during a rebuild
     dirty: bool = False
     loaded_from: str = ""
     # scope-and-filter shape -> the share of the index it let through last time
@@ -122,3 +124,13 @@ def index_text(t: TenantIndex, memories: list[Memory], gone: set[int]) -> None:
     """Bring the keyword index in step with the rows (blocking: run in a worker thread)."""
     if t.keywords is not None:
         t.keywords.apply([(m.seq, searchable_text(m)) for m in memories], gone)
+
+
+def rebuild_text(t: TenantIndex, memories: list[Memory]) -> None:
+    """Make the keyword index afresh from ``memories`` (blocking: a worker thread). A
+    purge needs it: tantivy keeps a deleted document's words in its segment until it
+    merges that segment, which it may never do."""
+    if t.keywords is not None:
+        fresh = KeywordIndex(t.keywords.simple_weight)
+        fresh.apply([(m.seq, searchable_text(m)) for m in memories])
+        t.keywords = fresh
