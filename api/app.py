@@ -201,7 +201,8 @@ def create_app(
         middleware=[
             *tracing_middleware,
             RequestMetricsMiddleware,
-            ConsistencyMiddleware,
+            # tokens and standby reads exist only with standbys: no extra layer without
+            *([ConsistencyMiddleware] if settings.database_replica_urls else []),
             TenantSlotMiddleware(),
             AllowHeaderMiddleware(),
         ],
