@@ -157,7 +157,8 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
         db_pool_timeout_seconds=2.0,
         breaker_reset_seconds=1.0,
         replica_check_interval_s=0.2,
-        replica_wait_ms=2000.0,
+        replica_wait_ms=1000.0,
+        replica_max_lag_s=2.0,
         workflow_poll_interval_s=0.5,
     )
     other_dir = tmp_path / "other"
@@ -205,6 +206,24 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
         await until(lambda: served_by("primary"), 10, "reads on the primary")
         await anyio.to_thread.run_sync(s.start)
         await until(lambda: served_by("standby-1"), 15, "reads back on the standby")
+
+        # a standby that falls behind: a token it has not replayed is read on the primary
+        # after the wait, and past the lag bound it is taken out until it catches up
+        await anyio.to_thread.run_sync(s.execute, "SELECT pg_wal_replay_pause()")
+        paused = await http.post(
+            "/v1/memories", json={"content": "paused", "embedding": marked(9)}, headers=h
+        )
+        assert paused.status_code == 201
+        waited = time.monotonic()
+        read = await http.get(
+            f"/v1/memories/{paused.json()['id']}",
+            headers={**h, TOKEN_HEADER: paused.headers[TOKEN_HEADER]},
+        )
+        assert read.status_code == 200 and read.headers[SERVED_BY_HEADER] == "primary"
+        assert time.monotonic() - waited >= settings.replica_wait_ms / 1000 * 0.9
+        await until(lambda: served_by("primary"), 10, "the lagging standby taken out")
+        await anyio.to_thread.run_sync(s.execute, "SELECT pg_wal_replay_resume()")
+        await until(lambda: served_by("standby-1"), 10, "the standby back once caught up")
 
         # the tenant is held in process before the primary goes
         search = {"embedding": marked(1), "k": 3, "mode": "vector"}
@@ -302,7 +321,7 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
         seqs = [runtime.changes.cursors.decode(c["cursor"], "changes", tid) for c in changes]
         assert seqs == sorted(set(seqs)), "a change repeated or out of order"
         ids = [c["id"] for c in changes]
-        expected = [memory_id, before.json()["id"], after.json()["id"]]
+        expected = [memory_id, paused.json()["id"], before.json()["id"], after.json()["id"]]
         expected += [r.json()["id"] for r in more]
         for each in expected:
             assert ids.count(each) == 1, each
