@@ -170,7 +170,10 @@ class ReplicaSet:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(self.check_interval_seconds)
-            await self.check_all()
+            try:
+                await self.check_all()
+            except Exception:  # a probe that breaks oddly must not end the monitor
+                log.exception("could not check the standbys; trying again")
 
     async def check_all(self) -> None:
         if self._primary is not None:
