@@ -101,9 +101,9 @@ class Cluster:
     """``primary`` and ``standby`` (streaming, hot standby) under one temporary folder."""
 
     def __init__(self) -> None:
+        self.user = _system_user()
         self.root = Path(tempfile.mkdtemp(prefix="memory-service-replication-"))
         self.root.chmod(0o755)
-        self.user = _system_user()
         sockets = Path(tempfile.mkdtemp(prefix="pgs-", dir="/tmp"))
         sockets.chmod(0o777)
         self.sockets = sockets
