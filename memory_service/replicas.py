@@ -16,7 +16,8 @@ its own writes, from whichever node.
 Each standby has its own pool and circuit breaker. A monitor probes every standby
 each ``replica_check_interval_s``: a standby that cannot be reached, or that
 replays more than ``replica_max_lag_s`` behind the primary, has its breaker
-tripped and gets no reads; the next successful probe closes it again. Without
+tripped and gets no reads; the next successful probe closes it again. While the
+primary cannot be reached no standby counts as behind: they are all there is. Without
 standbys nothing here is built and the pool is the plain ``GuardedPool``.
 """
 
@@ -176,13 +177,18 @@ class ReplicaSet:
                 log.exception("could not check the standbys; trying again")
 
     async def check_all(self) -> None:
-        if self._primary is not None:
-            with contextlib.suppress(MemoryServiceError, psycopg.Error, PoolTimeout):
+        try:
+            if self._primary is not None:
                 async with self._primary.direct(timeout=1.0) as conn:
-                    cur = await conn.execute("SELECT pg_current_wal_insert_lsn()::text")
+                    # flushed WAL: what a standby can have been sent
+                    cur = await conn.execute("SELECT pg_current_wal_flush_lsn()::text")
                     row = await cur.fetchone()
                 if row is not None:
                     self._positions.append((time.monotonic(), parse_token(row[0])))
+        except (MemoryServiceError, psycopg.Error, PoolTimeout):
+            # no primary to be behind: a standby holds all it will get from the lost one,
+            # and a promoted one's positions continue from its own
+            self._positions.clear()
         for standby in self.standbys:
             await self._check(standby)
         if self.standbys:

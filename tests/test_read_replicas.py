@@ -31,6 +31,7 @@ from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.replicas import SERVED_BY_HEADER, TOKEN_HEADER, parse_token
 from tests.conftest import ADMIN_TOKEN, SECRETS_KEY
+from tests.live_http import SSEReader
 from tests.pg_cluster import Cluster
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,7 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
         replica_wait_ms=1000.0,
         replica_max_lag_s=2.0,
         workflow_poll_interval_s=0.5,
+        sse_heartbeat_seconds=0.5,
     )
     other_dir = tmp_path / "other"
     other_dir.mkdir()
@@ -233,6 +235,24 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
             return r.status_code == 200 and r.json()["strategy"] in ("faiss", "exact")
 
         await until(held, 20, "the tenant held in FAISS")
+        # a live change stream, open across the failover
+        streamed: list[str] = []
+        stream_open = asyncio.Event()
+
+        async def follow_stream() -> None:
+            async with http.stream(
+                "GET", "/v1/changes/stream", params={"types": "memories"}, headers=h,
+                timeout=httpx.Timeout(60, read=60),
+            ) as response:
+                assert response.status_code == 200
+                reader = SSEReader(response)
+                stream_open.set()
+                while True:
+                    streamed.append((await reader.next_event(timeout=60))["id"])
+
+        stream_task = asyncio.create_task(follow_stream())
+        await asyncio.wait_for(stream_open.wait(), 10)
+        await asyncio.sleep(0.3)  # the stream has read its starting position
         before = await http.post(
             "/v1/memories", json={"content": "before", "embedding": marked(3)}, headers=h
         )
@@ -305,6 +325,16 @@ async def test_replicas_read_your_writes_and_failover(cluster: Cluster, tmp_path
 
         await until(followed, 15, "the follower to apply a change made by another process")
         more.append(elsewhere)
+
+        # the stream delivered each change after it opened once, in order, across the failover
+        async def streamed_all() -> bool:
+            return elsewhere.json()["id"] in streamed
+
+        await until(streamed_all, 15, "the change stream to resume on the new primary")
+        stream_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stream_task
+        assert streamed == [before.json()["id"], after.json()["id"], *(r.json()["id"] for r in more)]
 
         # the change feed across the failover: every write once, in order
         changes: list[dict[str, Any]] = []
