@@ -15,17 +15,19 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
-from memory_service.db import _import_pgserver
 from tests.live_http import free_port
 
 
 def _bin() -> Path:
-    pgserver = _import_pgserver()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns at import without XDG_RUNTIME_DIR
+        import pgserver
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
