@@ -5,9 +5,9 @@ requests pass untouched. A route whose handler declares ``opt={"reads":
 "standby"}`` tolerates staleness: its connections may come from a standby, and
 a request header ``X-Consistency-Token`` makes the standby wait until it has
 replayed that position (else the primary answers). The response names the node
-that served it in ``X-Database-Node``. Any other successful request that is not
-a GET or HEAD answers the primary's WAL position after it in
-``X-Consistency-Token``, for the client to send with its next reads.
+that served it in ``X-Database-Node``. Every other successful POST, PUT, PATCH or
+DELETE answers the primary's WAL position after it in ``X-Consistency-Token``, for
+the client to send with its next reads.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from memory_service.replicas import (
 STANDBY_READS: dict[str, Any] = {"reads": "standby"}
 """``opt`` of a route handler whose reads tolerate staleness."""
 _TOKEN_KEY = TOKEN_HEADER.lower().encode("latin-1")
-_READS = ("GET", "HEAD")
+_WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class ConsistencyMiddleware:
@@ -45,7 +45,7 @@ class ConsistencyMiddleware:
         handler = scope.get("route_handler")
         if handler is not None and handler.opt.get("reads") == "standby":
             await self._standby_read(scope, receive, send)
-        elif scope.get("method") not in _READS:
+        elif scope.get("method") in _WRITES:
             await self._write(pool, scope, receive, send)
         else:
             await self.app(scope, receive, send)
