@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.consistency import ConsistencyMiddleware
 from api.console import console_router, template_config
 from api.dependencies import DEPENDENCIES, SIGNATURE_TYPES
 from api.errors import EXCEPTION_HANDLERS
@@ -212,6 +213,8 @@ def create_app(
         middleware=[
             *tracing_middleware,
             RequestMetricsMiddleware,
+            # tokens and standby reads exist only with standbys: no extra layer without
+            *([ConsistencyMiddleware] if settings.database_replica_urls else []),
             TenantSlotMiddleware(),
             AllowHeaderMiddleware(),
         ],

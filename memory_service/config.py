@@ -43,6 +43,12 @@ class Settings:
     db_pool_max: int = 16
     db_statement_timeout_ms: int = 30_000
 
+    # read replicas: streaming standbys that serve reads which tolerate staleness
+    database_replica_urls: str | None = None  # comma-separated standby URLs; unset: the primary serves every read
+    replica_max_lag_s: float = 10.0  # a standby replaying further behind the primary gets no reads
+    replica_wait_ms: float = 500.0  # a read with a consistency token waits this long for a standby, then reads the primary
+    replica_check_interval_s: float = 1.0  # how often each standby's reachability and lag are probed
+
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8080
@@ -255,6 +261,11 @@ class Settings:
             raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
+        if self.replica_max_lag_s <= 0 or self.replica_wait_ms < 0 or self.replica_check_interval_s <= 0:
+            raise SettingsError(
+                "MEMORY_REPLICA_MAX_LAG_S and MEMORY_REPLICA_CHECK_INTERVAL_S must be positive, "
+                "MEMORY_REPLICA_WAIT_MS at least 0"
+            )
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
         if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:

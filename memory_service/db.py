@@ -30,6 +30,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
+from memory_service.replicas import ReplicaSet, RoutedPool, Standby, split_urls
 from memory_service.resilience import CircuitBreaker, GuardedPool
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,12 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
 
     Its ``connection()`` goes through a circuit breaker (``pool.breaker``), so an
     unreachable database fails requests fast with 503 instead of queueing them.
+    With standbys configured it is a ``RoutedPool`` that also holds (and opens and
+    closes) one pool per standby; without, the plain ``GuardedPool``.
     """
-    return GuardedPool(
+    standby_urls = split_urls(settings.database_replica_urls)
+    kind = RoutedPool if standby_urls else GuardedPool
+    pool = kind(
         url,
         breaker=CircuitBreaker(
             "database",
@@ -210,6 +215,40 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
         kwargs={"options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"},
         timeout=settings.db_pool_timeout_seconds,
         name="memory-service",
+    )
+    if isinstance(pool, RoutedPool):
+        pool.replicas = ReplicaSet(
+            [_standby(n, u, settings) for n, u in enumerate(standby_urls, start=1)],
+            max_lag_seconds=settings.replica_max_lag_s,
+            wait_seconds=settings.replica_wait_ms / 1000,
+            check_interval_seconds=settings.replica_check_interval_s,
+        )
+    return pool
+
+
+def _standby(number: int, url: str, settings: Settings) -> Standby:
+    name = f"standby-{number}"
+    return Standby(
+        name,
+        AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            open=False,
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={
+                "options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}",
+                "connect_timeout": 2,
+            },
+            timeout=settings.db_pool_timeout_seconds,
+            name=f"memory-service-{name}",
+        ),
+        CircuitBreaker(
+            f"database {name}",
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_seconds=settings.breaker_reset_seconds,
+        ),
     )
 
 

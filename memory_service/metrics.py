@@ -235,6 +235,7 @@ class _RuntimeCollector(Collector):
         yield state
         yield opened
         yield rejected
+        yield from _replica_metrics(runtime)
         cache = CounterMetricFamily(
             "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
         )
@@ -302,8 +303,31 @@ class _RuntimeCollector(Collector):
         yield backlog
 
 
+def _replica_metrics(runtime: Any) -> Iterator[Any]:
+    """Reads by the node that served them, and each standby's replay lag."""
+    replicas = getattr(runtime.pool, "replicas", None)
+    if replicas is None:
+        return
+    reads = CounterMetricFamily(
+        "memory_db_reads", "Reads that tolerate staleness, by the node that served them",
+        labels=["node"],
+    )
+    for node, count in sorted(replicas.served.items()):
+        reads.add_metric([node], count)
+    yield reads
+    lag = GaugeMetricFamily(
+        "memory_db_replica_lag_seconds", "How far a standby replays behind the primary",
+        labels=["node"],
+    )
+    for standby in replicas.standbys:
+        lag.add_metric([standby.name], standby.lag_seconds)
+    yield lag
+
+
 def breakers(runtime: Any) -> list[Any]:
-    found = [getattr(runtime.pool, "breaker", None), runtime.embedder_breaker]
+    replicas = getattr(runtime.pool, "replicas", None)
+    standbys = replicas.breakers() if replicas is not None else []
+    found = [getattr(runtime.pool, "breaker", None), runtime.embedder_breaker, *standbys]
     return [b for b in found if b is not None]
 
 

@@ -4,7 +4,8 @@ A key looks like ``mk_<prefix>_<secret>``. Only its SHA-256 hash is stored; the
 prefix identifies it for look-up and revocation. ``authenticate`` keeps a short
 in-process cache so that hot paths do not pay a database round trip per request;
 revocation in this process clears it at once, other processes within
-``auth_cache_seconds``.
+``auth_cache_seconds``. Keys are looked up on the primary; while it is down, on a
+standby (when there are any), so held searches keep answering.
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.db import wrap_db_errors
-from memory_service.errors import FieldError, InvalidInput, NotFound, Unauthenticated
+from memory_service.errors import (
+    FieldError,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from memory_service.replicas import RoutedPool, primary_reads, standby_reads
 
 _KEY = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
 _PREFIX = re.compile(r"^[0-9a-f]{12}$")
@@ -104,6 +113,14 @@ class TenantService:
             raise NotFound(f"no active key with prefix {prefix!r} for this tenant")
         self._cache.pop(bytes(row[0]), None)
 
+    async def _key_row(self, prefix: str) -> tuple[Any, ...] | None:
+        async with wrap_db_errors(), self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
+                (prefix,),
+            )
+            return await cur.fetchone()
+
     async def authenticate(self, api_key: str) -> uuid.UUID:
         """The tenant id that owns ``api_key``; ``Unauthenticated`` otherwise."""
         match = _KEY.match(api_key or "")
@@ -114,12 +131,14 @@ class TenantService:
         cached = self._cache.get(digest)
         if cached and cached[1] > now:
             return cached[0]
-        async with wrap_db_errors(), self._pool.connection() as conn:
-            cur = await conn.execute(
-                "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
-                (match[1],),
-            )
-            row = await cur.fetchone()
+        try:
+            with primary_reads():  # a key made a moment ago is not on a standby yet
+                row = await self._key_row(match[1])
+        except Unavailable:
+            if not isinstance(self._pool, RoutedPool):
+                raise
+            with standby_reads():  # the primary is down: a standby still knows the keys
+                row = await self._key_row(match[1])
         if row is None or not hmac.compare_digest(bytes(row[1]), digest):
             raise Unauthenticated("unknown or revoked API key")
         tenant_id: uuid.UUID = row[0]

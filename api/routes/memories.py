@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.consistency import STANDBY_READS
 from api.dependencies import runtime_of, tenant_of
 from api.input_guard import decode_json_text
 from api.schemas import (
@@ -102,7 +103,12 @@ class MemoryController(Controller):
         items, _ = await memories.add_many(tenant_id, [i.to_domain() for i in data.items])
         return MemoryBatchOut([MemoryOut.of(m) for m in items])
 
-    @post("/search", status_code=200, summary="Semantic, keyword or hybrid search")
+    @post(
+        "/search",
+        status_code=200,
+        summary="Semantic, keyword or hybrid search",
+        opt=STANDBY_READS,
+    )
     async def search(self, data: JSONBody[SearchBody], request: Request[Any, Any, Any]) -> SearchOut:
         # the hot path reads its service and tenant off the request (see api/dependencies.py)
         runtime, tenant_id = runtime_of(request), tenant_of(request)
@@ -111,7 +117,7 @@ class MemoryController(Controller):
             return SearchOut.of(past)
         return SearchOut.of(await runtime.search.search(tenant_id, data.to_domain()))
 
-    @get("/", summary="List memories in a scope, oldest first, with a cursor")
+    @get("/", summary="List memories in a scope, oldest first, with a cursor", opt=STANDBY_READS)
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
@@ -160,7 +166,11 @@ class MemoryController(Controller):
         )
         return Deleted(count)
 
-    @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
+    @get(
+        "/{memory_id:str}",
+        summary="Get a memory; ?include=embedding adds its vector",
+        opt=STANDBY_READS,
+    )
     async def get_memory(
         self,
         memory_id: FromPath[str],
@@ -212,7 +222,11 @@ class MemoryController(Controller):
     ) -> None:
         await memories.delete(tenant_id, memory_id, parse_if_match(if_match), purge=purge)
 
-    @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
+    @get(
+        "/{memory_id:str}/history",
+        summary="The ADD/UPDATE/DELETE history of a memory",
+        opt=STANDBY_READS,
+    )
     async def history(
         self,
         memory_id: FromPath[str],

@@ -38,6 +38,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
+from memory_service.replicas import primary_reads, standby_reads
 from memory_service.search import scoped, snapshots, store, tenant
 from memory_service.search.tenant import TenantIndex
 from memory_service.supervisor import Supervisor
@@ -176,12 +177,13 @@ class TenantIndexes:
     # -- loading ---------------------------------------------------------------------------
     async def _load(self, t: TenantIndex) -> None:
         try:
-            since = await self._load_snapshot(t)
-            if since is None:
-                since = await self._build_from_database(t)
-            changed = set()
-            async with wrap_db_errors(), self.pool.connection() as conn:
-                changed = await store.tenant_changes_after(conn, t.tenant_id, since)
+            with standby_reads():  # the bulk read; it and its mark come from one node
+                since = await self._load_snapshot(t)
+                if since is None:
+                    since = await self._build_from_database(t)
+            with primary_reads():  # what happened since, from the node that has all of it
+                async with wrap_db_errors(), self.pool.connection() as conn:
+                    changed = await store.tenant_changes_after(conn, t.tenant_id, since)
             while True:
                 changed |= t.pending
                 t.pending = set()
@@ -249,6 +251,10 @@ class TenantIndexes:
         if not t.ready and not force:
             t.pending |= seqs
             return
+        with primary_reads():  # a standby's older version must never replace a newer one
+            await self._refresh(t, seqs)
+
+    async def _refresh(self, t: TenantIndex, seqs: set[int]) -> None:
         async with wrap_db_errors(), self.pool.connection() as conn:
             versions = await repo.current_versions(conn, t.tenant_id, sorted(seqs))
         await tenant.settled(t)  # a write of this process may be landing these very rows

@@ -31,6 +31,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
+from memory_service.replicas import primary_reads
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
@@ -67,6 +68,12 @@ class SearchService:
         self.listeners = tuple(listeners)
 
     async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
+        if request.consistency == "strong":  # never a standby, whatever the caller allowed
+            with primary_reads():
+                return await self._search(tenant_id, request)
+        return await self._search(tenant_id, request)
+
+    async def _search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
         started = time.perf_counter()
         self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
