@@ -13,7 +13,6 @@ rejection is an ``InvalidFilter`` naming the offending part.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +22,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from memory_service.errors import FieldError, InvalidFilter
+from memory_service.validation import scalar_problem
 
 MAX_DEPTH = 16
 MAX_CLAUSES = 256
@@ -138,8 +138,9 @@ class _Column(_Target):
         if self.name in NUMBER_FIELDS:
             if isinstance(operand, bool) or not isinstance(operand, int | float):
                 raise _error(where, f"{self.name} compares with numbers")
-            if not math.isfinite(operand):
-                raise _error(where, "numbers must be finite")
+            problem = scalar_problem(operand)
+            if problem is not None:
+                raise _error(where, problem)
             return float(operand)
         if not isinstance(operand, str):
             raise _error(where, f"{self.name} compares with RFC 3339 timestamps")
@@ -263,10 +264,11 @@ def _check_json_scalar(value: Any, where: str, *, allow_null: bool) -> None:
         if allow_null:
             return
         raise _error(where, "takes a value, not null")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _error(where, "numbers must be finite")
     if not isinstance(value, str | int | float | bool):
         raise _error(where, "takes a string, number or boolean")
+    problem = scalar_problem(value)  # what stored metadata may hold is what it compares with
+    if problem is not None:
+        raise _error(where, problem)
 
 
 def _join(parts: list[sql.Composable], op: str) -> sql.Composable:
