@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
@@ -223,7 +224,9 @@ class _MetadataPath(_Target):
                     "(CASE WHEN jsonb_typeof({e1}) = 'string' THEN ({e2} #>> '{{}}') {cmp} {v} "
                     "ELSE FALSE END)"
                 ).format(e1=e1, e2=e2, cmp=cmp, v=v)
-            e1, e2, v = self.expr(c), self.expr(c), c.param(operand)
+            # numeric against numeric: a stored number never meets a cast to double, which
+            # any number beyond a double's range (stored before the service refused them) fails
+            e1, e2, v = self.expr(c), self.expr(c), c.param(_decimal(operand))
             return sql.SQL(
                 "(CASE WHEN jsonb_typeof({e1}) = 'number' THEN ({e2})::numeric {cmp} {v} "
                 "ELSE FALSE END)"
@@ -269,6 +272,12 @@ def _check_json_scalar(value: Any, where: str, *, allow_null: bool) -> None:
     problem = scalar_problem(value)  # what stored metadata may hold is what it compares with
     if problem is not None:
         raise _error(where, problem)
+
+
+def _decimal(number: int | float) -> Decimal:
+    """A number as ``jsonb`` stores it: a double as its shortest decimal form (what it was
+    written as), so that comparing decimals orders stored doubles as the doubles do."""
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
 def _join(parts: list[sql.Composable], op: str) -> sql.Composable:
