@@ -281,6 +281,12 @@ async def test_a_poisoned_row_is_skipped_counted_and_still_found(
         metrics = (await fresh.get("/metrics")).text
         assert 'memory_index_rows_skipped_total{index="postings"} 1.0' in metrics, metrics
 
+    # and one that holds no tenant in process: PostgreSQL answers every search
+    sql_only = hash_settings.with_(data_dir=str(tmp_path / "sql"), faiss_enabled=False)
+    async with AsyncTestClient(app=create_app(sql_only, embedder=hash_embedder), timeout=60) as plain:
+        for answer in await searches(plain, h, vecs[3]):
+            assert poisoned in [x["memory"]["id"] for x in answer["results"]], answer
+
 
 def row(seq: int, metadata: dict[str, Any], content: str = "c") -> Memory:
     now = datetime.now(UTC)
@@ -346,9 +352,13 @@ _PATHS = st.sampled_from(["add", "batch", "by-key", "patch", "memories-import", 
 
 
 @pytest.fixture(scope="module")
-def sync_client(hash_settings: Settings, hash_embedder: Embedder) -> Iterator[TestClient[Litestar]]:
-    """A blocking client of a deterministic-embedder app, which a Hypothesis test can call."""
-    with TestClient(app=create_app(hash_settings, embedder=hash_embedder), timeout=60) as c:
+def sync_client(
+    hash_settings: Settings, hash_embedder: Embedder, tmp_path_factory: Any
+) -> Iterator[TestClient[Litestar]]:
+    """A blocking client of a deterministic-embedder app (a process of its own, with its own
+    data directory), which a Hypothesis test can call."""
+    own = hash_settings.with_(data_dir=str(tmp_path_factory.mktemp("values-sync")))
+    with TestClient(app=create_app(own, embedder=hash_embedder), timeout=60) as c:
         yield c
 
 
