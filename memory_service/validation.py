@@ -85,49 +85,88 @@ def scalar_problem(value: Any) -> str | None:
     return f"{type(value).__name__} is not a JSON value"
 
 
+# where a value sits, as a chain (parent chain, key or index) built only for containers;
+# the path text is spelled out only for the value a problem is found in
+Trail = tuple[Any, str | int] | None
+
+
 def json_problem(
     value: Any, path: str = "", *, depth: int = MAX_JSON_DEPTH, other: Other | None = None
 ) -> tuple[str, str] | None:
     """The first place in ``value`` that cannot be stored and compared: (path, reason).
 
-    The walk is iterative, so no nesting can exhaust the stack. ``other`` is called with
-    any value that is not plain JSON and its path (the HTTP guard passes its check of
-    typed structs); without it such a value is a problem."""
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    The walk is iterative, so no nesting can exhaust the stack, and checks the scalars
+    of a container in line (they are most of any document). ``other`` is called with any
+    value that is not plain JSON and its path (the HTTP guard passes its check of typed
+    structs); without it such a value is a problem."""
+    problem = _inline_problem(value)
+    if problem is not _CONTAINER:  # a lone scalar (a struct's text field, say)
+        return None if problem is None else (path, problem)
+    stack: list[tuple[Any, Trail, int]] = [(value, None, 0)]
     while stack:
-        item, here, level = stack.pop()
+        item, trail, level = stack.pop()
         if isinstance(item, dict):
             if level >= depth:
-                return here, f"nested deeper than {depth} levels"
+                return _spell(path, trail), f"nested deeper than {depth} levels"
             for key, child in item.items():
-                if not isinstance(key, str):
-                    return here, "object keys must be strings"
-                problem = _text_problem(key)
-                if problem is not None:
-                    return here, f"a key {problem}"
-                stack.append((child, _join(here, key), level + 1))
+                if type(key) is not str:
+                    return _spell(path, trail), "object keys must be strings"
+                if not key.isascii() or "\x00" in key:
+                    problem = _text_problem(key)
+                    if problem is not None:
+                        return _spell(path, trail), f"a key {problem}"
+                problem = _inline_problem(child)
+                if problem is _CONTAINER:
+                    stack.append((child, (trail, key), level + 1))
+                elif problem is not None:
+                    return _spell(path, (trail, key)), problem
         elif isinstance(item, list | tuple):
             if level >= depth:
-                return here, f"nested deeper than {depth} levels"
+                return _spell(path, trail), f"nested deeper than {depth} levels"
             for i, child in enumerate(item):
-                if type(child) is float or type(child) is bool:  # the common, cheap case
-                    if type(child) is float and not math.isfinite(child):
-                        return f"{here or 'body'}[{i}]", "NaN and Infinity are not JSON numbers"
-                    continue
-                stack.append((child, f"{here or 'body'}[{i}]", level + 1))
+                problem = _inline_problem(child)
+                if problem is _CONTAINER:
+                    stack.append((child, (trail, i), level + 1))
+                elif problem is not None:
+                    return _spell(path, (trail, i)), problem
         elif other is not None and not isinstance(item, str | int | float | type(None)):
-            other(item, here)
+            other(item, _spell(path, trail))
         else:
             problem = scalar_problem(item)
             if problem is not None:
-                return here, problem
+                return _spell(path, trail), problem
     return None
 
 
-def _join(path: str, key: str) -> str:
-    if len(key) > _PATH_KEY_CHARS:
-        key = key[:_PATH_KEY_CHARS] + "…"
-    return f"{path}.{key}" if path else key
+_CONTAINER = "container"  # not a problem: a value to walk into (or to hand to ``other``)
+
+
+def _inline_problem(value: Any) -> str | None:
+    """``scalar_problem`` for the common scalar types, or ``_CONTAINER`` for the rest."""
+    kind = type(value)
+    if kind is str:
+        return None if value.isascii() and "\x00" not in value else _text_problem(value)
+    if kind is int:
+        return None if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else scalar_problem(value)
+    if kind is float:
+        return None if math.isfinite(value) else scalar_problem(value)
+    if kind is bool or value is None:
+        return None
+    return _CONTAINER
+
+
+def _spell(path: str, trail: Trail) -> str:
+    steps: list[str | int] = []
+    while trail is not None:
+        trail, step = trail
+        steps.append(step)
+    for step in reversed(steps):
+        if isinstance(step, int):
+            path = f"{path or 'body'}[{step}]"
+        else:
+            key = step if len(step) <= _PATH_KEY_CHARS else step[:_PATH_KEY_CHARS] + "…"
+            path = f"{path}.{key}" if path else key
+    return path
 
 
 def check_json_value(value: Any, where: str, limit: int = MAX_JSON_BYTES) -> Any:
