@@ -264,6 +264,7 @@ async def test_a_poisoned_row_is_skipped_counted_and_still_found(
     poisoned = insert_by_sql(
         database_url, tenant["id"], "poisoned row", f'{{"topic": "t", "n": 7, "big": {HUGE}}}', vecs[3]
     )
+    not_an_object = insert_by_sql(database_url, tenant["id"], "a row of null metadata", "null", vecs[2])
 
     # this process holds the tenant: the row arrives through the change log
     for answer in await searches(hashed, h, vecs[3]):
@@ -278,6 +279,8 @@ async def test_a_poisoned_row_is_skipped_counted_and_still_found(
         # answered in process (the posting lists give the row as a candidate), not by SQL
         assert {a["strategy"] for a in answers[:4]} <= {"exact", "faiss"}, answers
         assert answers[0]["results"][0]["memory"]["metadata"]["big"] == HUGE
+        r = await fresh.post("/v1/memories/search", json={"query": "null metadata", "k": 10}, headers=h)
+        assert not_an_object in [x["memory"]["id"] for x in r.json()["results"]], r.text
         metrics = (await fresh.get("/metrics")).text
         assert 'memory_index_rows_skipped_total{index="postings"} 1.0' in metrics, metrics
 
