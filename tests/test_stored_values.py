@@ -11,6 +11,7 @@ A property test throws arbitrary JSON at every write path and checks the same.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
@@ -306,6 +307,26 @@ def test_a_row_the_keyword_index_refuses_is_left_out_counted_and_sends_keyword_s
     index_text(t, [row(2, {}, "good apples now")], set())  # the row changed: it is held again
     assert t.keyword_skipped == set()
     assert sorted(seq for seq, _ in t.keywords.search("apples", 10)[0]) == [1, 2, 3]  # type: ignore[union-attr]
+
+
+async def test_a_workflow_search_that_meets_a_poisoned_row_fails_its_step_once(
+    hashed: Any, database_url: str
+) -> None:
+    tenant = await new_tenant(hashed)
+    h = tenant["headers"]
+    insert_by_sql(database_url, tenant["id"], "poisoned row", f'{{"big": {HUGE}}}', unit_vectors(1, seed=9)[0])
+    flow = {"steps": [{"id": "recall", "kind": "memory.search", "input": {"query": "poisoned row"}}]}
+    name = f"wf-{uuid.uuid4().hex[:8]}"
+    assert (await hashed.put(f"/v1/workflows/{name}", json=flow, headers=h)).status_code == 201
+    run = (await hashed.post(f"/v1/workflows/{name}/runs", json={"input": {}}, headers=h)).json()
+    for _ in range(200):
+        state = (await hashed.get(f"/v1/workflow-runs/{run['id']}", headers=h)).json()
+        if state["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert state["status"] == "failed", state
+    [recall] = state["steps"]
+    assert "output.results[0].metadata.big" in str(recall), recall
 
 
 def test_posting_lists_keep_an_unkeyed_row_a_candidate_of_every_metadata_clause() -> None:
