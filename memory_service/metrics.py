@@ -12,7 +12,8 @@ a window) and ``health_score``; with several processes, each reports its own.
 An index reports its freshness through a zero-argument callable in
 ``Runtime.index_status[name]`` that returns a mapping with optional ``size``
 (int), ``lag_seconds`` (float: how far it trails the database) and ``backlog`` (int:
-rows waiting to enter it).
+rows waiting to enter it) and ``rows_skipped`` (index name -> stored rows it could not
+hold, reported as ``memory_index_rows_skipped_total``).
 """
 
 from __future__ import annotations
@@ -285,7 +286,14 @@ class _RuntimeCollector(Collector):
             "Rows waiting to enter an index (the span of their sequence numbers: 0 when none)",
             labels=["index"],
         )
+        skipped = CounterMetricFamily(
+            "memory_index_rows_skipped",
+            "Stored rows an in-process index could not hold (searches answer them another way)",
+            labels=["index"],
+        )
         for name, status in index_statuses(runtime).items():
+            for part, count in dict(status.get("rows_skipped") or {}).items():
+                skipped.add_metric([str(part)], float(count))
             if isinstance(status.get("scope_indexes"), int):
                 scopes.add_metric([name], float(status["scope_indexes"]))
             if isinstance(status.get("size"), int | float):
@@ -301,6 +309,7 @@ class _RuntimeCollector(Collector):
         yield held
         yield scopes
         yield backlog
+        yield skipped
 
 
 def _replica_metrics(runtime: Any) -> Iterator[Any]:

@@ -240,6 +240,7 @@ class HotSearch:
             "change_mark": self.follower.mark,
             "listening": self.follower.listening,
             "lag_seconds": self.follower.lag_seconds(),
+            "rows_skipped": dict(self.indexes.skipped),
         }
 
     async def preload(self) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any
@@ -74,6 +75,7 @@ class TenantIndexes:
         self._tenants: dict[uuid.UUID, TenantIndex] = {}
         self._refused: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.skipped: Counter[str] = Counter()  # rows an index could not hold (see ``tenant``)
         self.keywords_hot = (
             settings.keyword_text_search_config == "english"
             and settings.bm25_k1 == keyword_index.K1
@@ -137,7 +139,7 @@ class TenantIndexes:
             self._refused[tenant_id] = time.monotonic()
             log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
             return None
-        t = TenantIndex(tenant_id, keywords=self._keyword_index())
+        t = TenantIndex(tenant_id, keywords=self._keyword_index(), skipped=self.skipped)
         self._tenants[tenant_id] = t
         if wait or count <= self.settings.faiss_inline_load_max:
             await self._load(t)

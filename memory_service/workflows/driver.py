@@ -124,6 +124,9 @@ class WorkflowDriver:
         run = BUILTINS[attempt.kind]
         try:
             output = await run(self.steps, attempt.tenant_id, attempt.input)
+            # what completing would refuse (a value stored before the rules, say) fails the
+            # step now, rather than leaving it to be delivered and refused again and again
+            self.gateway.service.check_json(output, "output")
         except InvalidInput as exc:
             await self._settle(attempt, None, exc.detail, retryable=False)
         except MemoryServiceError as exc:
