@@ -120,6 +120,8 @@ class Settings:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     keyword_stats_rows: int = 100_000  # rows read at most for corpus statistics
+    # a search that names no mode: the best ranking across SciFact and LoCoMo by `make eval`
+    search_default_mode: str = "hybrid"
     hybrid_rrf_k: int = 60
     hybrid_vector_weight: float = 1.0
     hybrid_keyword_weight: float = 1.0
@@ -270,6 +272,8 @@ class Settings:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
         if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:
             raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
+        if self.search_default_mode not in ("vector", "keyword", "hybrid"):
+            raise SettingsError("MEMORY_SEARCH_DEFAULT_MODE must be one of vector, keyword, hybrid")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:

@@ -129,11 +129,12 @@ class MemoriesAsOf:
         """Exact cosine ranking over the versions that were live at ``as_of``."""
         started = time.perf_counter()
         self.validate.check_search(request)
-        if request.mode != "vector" or request.options:
+        by_vector = request.mode in (None, "vector")  # a search naming no mode ranks so too
+        if not by_vector or request.options:
             raise InvalidInput(
                 "a search with as_of ranks by vector similarity only (mode vector, no "
                 "re-ranking options)",
-                errors=[FieldError("mode" if request.mode != "vector" else "as_of", "vector only")],
+                errors=[FieldError("as_of" if by_vector else "mode", "vector only")],
             )
         flt = compile_filter(request.filter, table_alias="v") if request.filter else None
         if request.embedding is not None:

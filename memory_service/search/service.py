@@ -67,7 +67,23 @@ class SearchService:
         self.keyword = keyword
         self.listeners = tuple(listeners)
 
+    def mode_for(self, request: SearchRequest) -> str:
+        """The mode a request gets: its own, else the service's default ranking (hybrid
+        unless configured otherwise), which needs query text; an embedding alone ranks
+        by vector."""
+        if request.mode:
+            return request.mode
+        if request.query is None or not request.query.strip():
+            return "vector"
+        return self.settings.search_default_mode
+
+    @property
+    def default_mode(self) -> str:
+        return self.settings.search_default_mode
+
     async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
+        if not request.mode:
+            request = replace(request, mode=self.mode_for(request))
         if request.consistency == "strong":  # never a standby, whatever the caller allowed
             with primary_reads():
                 return await self._search(tenant_id, request)
@@ -109,6 +125,7 @@ class SearchService:
                 f"search mode {request.mode!r} is not available",
                 errors=[FieldError("mode", "unsupported mode")],
             )
+        assert request.mode is not None  # set by search() first
         return parse_options(request.mode, request.options, self.settings)
 
     async def query_vector(self, request: SearchRequest) -> np.ndarray:
