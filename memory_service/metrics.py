@@ -235,6 +235,14 @@ class _RuntimeCollector(Collector):
         yield state
         yield opened
         yield rejected
+        refused = CounterMetricFamily(
+            "memory_requests_refused",
+            "Requests answered 429 by fair sharing, by the limit they met",
+            labels=["limit"],
+        )
+        for limit, count in runtime.limiter.refused.items():
+            refused.add_metric([limit], count)
+        yield refused
         cache = CounterMetricFamily(
             "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
         )

@@ -4,7 +4,8 @@ A key looks like ``mk_<prefix>_<secret>``. Only its SHA-256 hash is stored; the
 prefix identifies it for look-up and revocation. ``authenticate`` keeps a short
 in-process cache so that hot paths do not pay a database round trip per request;
 revocation in this process clears it at once, other processes within
-``auth_cache_seconds``.
+``auth_cache_seconds``. ``known_tenant`` reads the same cache, expired entries
+included, to tell admission control whose a request is before its body is read.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class TenantService:
                 "INSERT INTO api_keys (prefix, tenant_id, key_hash) VALUES (%s, %s, %s)",
                 (prefix, row[0], _hash(key)),
             )
+        self._remember(_hash(key), row[0])
         return Tenant(str(row[0]), row[1], row[2]), key
 
     async def create_key(self, tenant_id: str) -> str:
@@ -81,6 +83,7 @@ class TenantService:
             )
             if await cur.fetchone() is None:
                 raise NotFound(f"tenant {tenant_id} does not exist")
+        self._remember(_hash(key), tid)
         return key
 
     async def revoke_key(self, tenant_id: str, prefix: str) -> None:
@@ -117,10 +120,26 @@ class TenantService:
         if row is None or not hmac.compare_digest(bytes(row[1]), digest):
             raise Unauthenticated("unknown or revoked API key")
         tenant_id: uuid.UUID = row[0]
+        self._remember(digest, tenant_id)
+        return tenant_id
+
+    @staticmethod
+    def is_key_shaped(api_key: str) -> bool:
+        return _KEY.match(api_key) is not None
+
+    def known_tenant(self, api_key: str) -> uuid.UUID | None:
+        """The tenant this process last saw ``api_key`` authenticate as, without the
+        database: a guess for admission control (a hash and a dict look-up), never a
+        substitute for ``authenticate``. A revoked key is forgotten at once here."""
+        if not api_key.startswith("mk_"):
+            return None
+        cached = self._cache.get(_hash(api_key))
+        return cached[0] if cached else None
+
+    def _remember(self, digest: bytes, tenant_id: uuid.UUID) -> None:
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[digest] = (tenant_id, now + self._ttl)
-        return tenant_id
+        self._cache[digest] = (tenant_id, time.monotonic() + self._ttl)
 
 
 def parse_uuid(value: str, field: str) -> uuid.UUID:
