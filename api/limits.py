@@ -79,7 +79,8 @@ async def party_of(scope: Scope, runtime: Any) -> Party | None:
     it has not seen (the first request after a start, a new key from another process) is
     looked up once, holding one of its address's in-flight places meanwhile, so that a
     flood of made-up keys from one address costs the database at most that many look-ups
-    at a time; a key that fails is charged to the address's rate as a failed attempt."""
+    at a time (the key's other requests meanwhile wait for that look-up, holding none);
+    a key that fails is charged to the address's rate as a failed attempt."""
     token = _bearer(scope)
     client = scope.get("client")
     address = f"address {client[0] if client else 'unknown'}"
@@ -94,13 +95,20 @@ async def party_of(scope: Scope, runtime: Any) -> Party | None:
         return None
     if not tenants.is_key_shaped(token):
         return address
-    release = await runtime.limiter.enter(address, rated=False)
+    if tenants.lookup_pending(token):  # a request of this key is looking it up: wait for it
+        release = _no_place
+    else:
+        release = await runtime.limiter.enter(address, rated=False)
     try:
         return await tenants.authenticate(token)
     except MemoryServiceError:  # unknown or revoked (401) or no database (503): the app says so
         return address
     finally:
         release()
+
+
+def _no_place() -> None:
+    return None
 
 
 def _bearer(scope: Scope) -> str:

@@ -10,6 +10,7 @@ included, to tell admission control whose a request is before its body is read.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -50,6 +51,7 @@ class TenantService:
         self._pool = pool
         self._ttl = auth_cache_seconds
         self._cache: dict[bytes, tuple[uuid.UUID, float]] = {}
+        self._lookups: dict[bytes, asyncio.Future[uuid.UUID]] = {}
 
     async def create_tenant(self, name: str) -> tuple[Tenant, str]:
         name = name.strip() if isinstance(name, str) else ""
@@ -111,10 +113,23 @@ class TenantService:
         cached = self._cache.get(digest)
         if cached and cached[1] > now:
             return cached[0]
+        # the requests of a key that arrive together (a client's first burst after a
+        # start) share one database look-up
+        pending = self._lookups.get(digest)
+        if pending is None:
+            pending = asyncio.ensure_future(self._look_up(match[1], digest))
+            self._lookups[digest] = pending
+            pending.add_done_callback(lambda done: self._looked_up(digest, done))
+        return await asyncio.shield(pending)
+
+    def lookup_pending(self, api_key: str) -> bool:
+        return _hash(api_key) in self._lookups
+
+    async def _look_up(self, prefix: str, digest: bytes) -> uuid.UUID:
         async with wrap_db_errors(), self._pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT tenant_id, key_hash FROM api_keys WHERE prefix = %s AND revoked_at IS NULL",
-                (match[1],),
+                (prefix,),
             )
             row = await cur.fetchone()
         if row is None or not hmac.compare_digest(bytes(row[1]), digest):
@@ -122,6 +137,11 @@ class TenantService:
         tenant_id: uuid.UUID = row[0]
         self._remember(digest, tenant_id)
         return tenant_id
+
+    def _looked_up(self, digest: bytes, done: asyncio.Future[uuid.UUID]) -> None:
+        self._lookups.pop(digest, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter has it, or none was left to
 
     @staticmethod
     def is_key_shaped(api_key: str) -> bool:

@@ -243,6 +243,28 @@ async def test_requests_without_a_valid_key_are_limited_per_address(
             assert (await http.get("/v1/memories", headers=tenant["headers"])).status_code == 200
 
 
+async def test_a_new_keys_first_burst_shares_one_look_up(
+    client: Any, limited: str, server: tuple[str, Litestar]
+) -> None:
+    # a key the server has never seen: its first requests wait for one look-up together,
+    # instead of each holding one of the address's few places for a look-up of its own
+    tenant = await new_tenant(client)
+    tenants = server[1].state.runtime.tenants
+    key = tenant["api_key"]
+    assert tenants.known_tenant(key) is None and not tenants.lookup_pending(key)
+    burst = [asyncio.create_task(tenants.authenticate(key)) for _ in range(10)]
+    await asyncio.sleep(0)
+    assert tenants.lookup_pending(key) and len(tenants._lookups) == 1
+    assert {str(t) for t in await asyncio.gather(*burst)} == {tenant["id"]}
+    assert not tenants.lookup_pending(key) and tenants.known_tenant(key) == uuid.UUID(tenant["id"])
+    # a burst within the rate is served: what is over the in-flight share queues briefly
+    async with httpx.AsyncClient(base_url=limited, timeout=30) as http:
+        answers = await asyncio.gather(
+            *[http.get("/v1/memories", headers=tenant["headers"]) for _ in range(2 * RATE)]
+        )
+    assert [r.status_code for r in answers] == [200] * 2 * RATE
+
+
 @contextlib.asynccontextmanager
 async def open_streams(http: httpx.AsyncClient, headers: dict[str, str], n: int) -> AsyncIterator[None]:
     async with contextlib.AsyncExitStack() as stack:
