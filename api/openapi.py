@@ -69,7 +69,10 @@ WHY = {
     413: "The body or a field is over its configured limit",
     415: "A body sent without the media type the operation takes (application/json for JSON bodies)",
     422: "A value the service refuses (named in `errors`)",
-    429: "The tenant is over its request rate or holds all its stream/long-poll slots; see Retry-After",
+    429: (
+        "The tenant (or, without a valid key, the client address) is over its request rate or "
+        "in-flight share, or holds all its stream/long-poll slots; see Retry-After"
+    ),
     500: "An unexpected error; quote the trace_id",
     503: "The database or the model is unavailable; see Retry-After",
 }
@@ -79,11 +82,9 @@ def _statuses(path: str, method: str, has_body: bool) -> set[int]:
     codes = {500}
     if not path.startswith("/v1"):
         return codes | ({503} if path == "/ready" else set())
-    codes |= {400, 401, 404, 422, 503}
-    if path.startswith("/v1/admin"):
-        codes |= {403}
-    else:
-        codes |= {403, 429}
+    # 429 everywhere: a request without a valid key (also a wrong admin token) counts
+    # against its client address
+    codes |= {400, 401, 403, 404, 422, 429, 503}
     if has_body:
         codes |= {413, 415}
     if method in ("post", "put", "patch", "delete"):
