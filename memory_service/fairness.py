@@ -14,9 +14,14 @@ Long-lived requests hold *slots* of a kind instead (``"stream"`` for event strea
 ``"long_poll"`` for requests that wait for something to happen): ``hold`` takes
 one, and the request gives its in-flight place back, as it mostly sleeps.
 
-A party over any limit gets ``RateLimited`` with the seconds to wait. Everything is
-in process memory and never touches the database, so refusing costs next to
-nothing; with several replicas each enforces its own share.
+A party over any limit gets ``RateLimited`` with the seconds to wait, never sooner
+than ``queue_wait_s`` after it asked: a client that ignores ``Retry-After`` and asks
+again at once can then send one request per connection and wait, and a refusal costs
+a timer. Everything is in process memory and never touches the database; with several
+replicas each enforces its own share.
+
+``FairThread`` is the other half: one worker thread (the query embeddings') that takes
+its jobs round-robin by tenant, so a tenant's queue never stands before another's job.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from memory_service.errors import RateLimited
 
 SLOT_KINDS = ("stream", "long_poll")
 WAITERS_PER_SLOT = 4  # a party queues at most this many requests per in-flight place
-MAX_PARTIES = 100_000  # rate buckets kept before the idle ones are dropped
+MAX_PARTIES = 100_000  # rate buckets kept; past it every party starts from a full one again
 
 Party = uuid.UUID | str  # a tenant, or "address <ip>" for requests without a valid key
 Release = Callable[[], None]
@@ -250,8 +255,8 @@ class FairThread:
     """One worker thread that takes its jobs round-robin by owner, not in arrival order.
 
     A party with many jobs queued (a flood of searches, each one query embedding) then
-    delays another party's job by at most the one job that is running, not by its whole
-    queue. Jobs without an owner share one turn of their own.
+    delays another party's job by at most the job that is running and one more of its
+    own, not by its whole queue. Jobs without an owner share one turn of their own.
     """
 
     def __init__(self, name: str) -> None:
@@ -259,8 +264,8 @@ class FairThread:
         self._turns: deque[Hashable] = deque()  # owners with jobs, in turn order
         self._ready = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._name = name
+        self._thread: threading.Thread | None = None  # started by the first job
 
     async def run(self, owner: Hashable, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -273,6 +278,9 @@ class FairThread:
                 queue = self._queues[owner] = deque()
                 self._turns.append(owner)
             queue.append(_Job(fn, loop, done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
             self._ready.notify()
         return await done
 

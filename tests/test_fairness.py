@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from litestar import Litestar
 from api.app import create_app
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
-from memory_service.fairness import TenantLimiter
+from memory_service.fairness import FairThread, TenantLimiter
 from tests.conftest import assert_problem, new_tenant
 from tests.live_http import serve
 
@@ -317,3 +318,26 @@ async def test_a_tenant_at_its_limits_does_not_hold_up_another(
                 await asyncio.gather(*floods)
     assert noisy_codes.count(429) > len(noisy_codes) / 2, "the flood was not refused"
     assert limiter.in_flight(uuid.UUID(noisy["id"])) == 0
+
+
+async def test_the_fair_thread_serves_owners_in_turn() -> None:
+    # one owner's queue of jobs does not stand before another owner's job
+    thread, ran, hold = FairThread("test-fair"), [], threading.Event()
+
+    def job(name: str) -> str:
+        hold.wait(10)
+        ran.append(name)
+        return name
+
+    try:
+        flood = [asyncio.create_task(thread.run("a", lambda i=i: job(f"a{i}"))) for i in range(5)]
+        await asyncio.sleep(0.05)  # a0 is running, a1..a4 queued
+        other = asyncio.create_task(thread.run("b", lambda: job("b")))
+        await asyncio.sleep(0.05)
+        hold.set()
+        assert await other == "b"
+        await asyncio.gather(*flood)
+        # b waits for the running job and at most one queued job of a, not for all four
+        assert ran == ["a0", "a1", "b", "a2", "a3", "a4"], ran
+    finally:
+        thread.close()
