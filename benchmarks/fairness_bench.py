@@ -12,6 +12,12 @@ restarts the service under that scenario's limits and measures:
    random query texts (a Lua script), served (2xx) requests per second;
 3. both at once: the victim measured again while the flood runs.
 
+Beside the flooder's solo run it reads the service process's CPU time from ``/proc``
+(PostgreSQL's processes apart): the cores the flood takes and the CPU milliseconds
+per flood request, which, unlike latencies, other work on the box hardly moves. In the
+``refused`` scenario most requests are refusals, so that figure is what a refusal
+costs.
+
 Scenarios: ``served`` (no rate limit: the flood is served as fast as the box goes,
 within the default in-flight share), ``refused`` (a low rate limit: most of the
 flood is answered 429, which must cost far less than serving it), and, unless
@@ -104,6 +110,12 @@ def wait_for_quiet(limit: float = 1.5, timeout: float = 300.0) -> float:
             bar.set_description(f"waiting for load < {limit} (now {load:.2f})")
             time.sleep(5)
     return load_average()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time the process has used, all its threads (not PostgreSQL's processes)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sentence(rng: random.Random, n: int = 12) -> str:
@@ -215,7 +227,9 @@ def scenario(
     try:
         load = load_average()
         alone = victim_latencies(base, tenants["victim"], args.samples, f"{name}: victim alone")
+        cpu = cpu_seconds(proc.pid)
         solo = wrk_result(wrk(base, tenants["flooder"], args.flood_seconds, script))
+        cpu = cpu_seconds(proc.pid) - cpu
         flood_for = args.samples / VICTIM_RATE + 4
         flood = wrk(base, tenants["flooder"], flood_for, script)
         time.sleep(2)  # the flood is at full strength
@@ -233,7 +247,14 @@ def scenario(
         "victim_flooded": loaded,
         "p50_ratio": round(loaded["p50_ms"] / alone["p50_ms"], 2),
         "p95_ratio": round(loaded["p95_ms"] / alone["p95_ms"], 2),
-        "flooder_solo": {**asdict(solo), "served_per_s": round(solo.served_per_s, 1)},
+        "flooder_solo": {
+            **asdict(solo),
+            "served_per_s": round(solo.served_per_s, 1),
+            "sent_per_s": round(solo.sent_per_s, 1),
+            # the service's CPU while only the flood ran: cores it took, ms per request
+            "service_cores": round(cpu / solo.seconds, 2) if solo.seconds else None,
+            "service_cpu_ms_per_request": round(1000 * cpu / solo.requests, 2) if solo.requests else None,
+        },
         "flooder_beside_victim": {
             **asdict(beside),
             "served_per_s": round(beside.served_per_s, 1),
@@ -246,9 +267,10 @@ def scenario(
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| scenario | load | victim p50 alone / flooded (ms) | ratio | victim p95 alone / flooded (ms) "
-        "| ratio | flooder served/s solo / flooded (sent/s) | flooder share |"
+        "| ratio | flooder served/s solo / flooded (sent/s) | flooder share "
+        "| service cores, CPU ms/request (flood alone) |"
     )
-    lines = [head, "|" + "---|" * 8]
+    lines = [head, "|" + "---|" * 9]
     for r in rows:
         a, f = r["victim_alone"], r["victim_flooded"]
         solo, beside = r["flooder_solo"], r["flooder_beside_victim"]
@@ -257,7 +279,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {a['p50_ms']:.1f} / {f['p50_ms']:.1f} | {r['p50_ratio']}x "
             f"| {a['p95_ms']:.1f} / {f['p95_ms']:.1f} | {r['p95_ratio']}x "
             f"| {solo['served_per_s']} / {beside['served_per_s']} ({beside['sent_per_s']}) "
-            f"| {r['flooder_share']} |"
+            f"| {r['flooder_share']} "
+            f"| {solo['service_cores']}, {solo['service_cpu_ms_per_request']} |"
         )
     return "\n".join(lines)
 
