@@ -1,11 +1,12 @@
 """Per-tenant limits at the HTTP edge: admission before the body, slots, body size.
 
-``AdmissionMiddleware`` sits at the front of every ``/v1`` route. From the
-``Authorization`` header alone (a hash and a dict look-up, see
-``TenantService.known_tenant``) it decides whose request it is: a tenant, or, for a
-request without a key this process has seen authenticate (none, malformed, wrong,
-revoked), the client's address. It then takes a rate token and a place among that
-party's requests in flight (``TenantLimiter.enter``), waiting briefly for one;
+``AdmissionMiddleware`` runs before the guards of every ``/v1`` route (after only
+the trace context and the request metrics, so that refusals are counted by route).
+From the ``Authorization`` header alone (a hash and a dict look-up, see
+``TenantService.known_tenant``; a key not seen yet is looked up once) it decides
+whose request it is: a tenant, or, for a request without a valid key (none,
+malformed, wrong, revoked), the client's address. It then takes a rate token and a
+place among that party's requests in flight (``TenantLimiter.enter``), waiting briefly for one;
 refused, it answers 429 with ``Retry-After`` and a problem document itself, before
 routing guards run and before a byte of the body is read. The place is given back
 when the response has been sent.

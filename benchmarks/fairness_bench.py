@@ -14,9 +14,11 @@ restarts the service under that scenario's limits and measures:
 
 Beside the flooder's solo run it reads the service process's CPU time from ``/proc``
 (PostgreSQL's processes apart): the cores the flood takes and the CPU milliseconds
-per flood request, which, unlike latencies, other work on the box hardly moves. In the
-``refused`` scenario most requests are refusals, so that figure is what a refusal
-costs.
+per flood request, which, unlike latencies, other work on the box hardly moves. At the
+end it restarts the service with a tenant rate of one request per 100 s and floods it
+for 5 s, once answering refusals at once (``MEMORY_TENANT_QUEUE_WAIT_MS=0``) and once
+paced as by default: the CPU per refusal (the idle process's taken off) and the cores
+the refused flood takes.
 
 Scenarios: ``served`` (no rate limit: the flood is served as fast as the box goes,
 within the default in-flight share), ``refused`` (a low rate limit: most of the
@@ -252,6 +254,7 @@ def scenario(
             "served_per_s": round(solo.served_per_s, 1),
             "sent_per_s": round(solo.sent_per_s, 1),
             # the service's CPU while only the flood ran: cores it took, ms per request
+            "service_cpu_s": round(cpu, 3),
             "service_cores": round(cpu / solo.seconds, 2) if solo.seconds else None,
             "service_cpu_ms_per_request": round(1000 * cpu / solo.requests, 2) if solo.requests else None,
         },
@@ -261,6 +264,36 @@ def scenario(
             "sent_per_s": round(beside.sent_per_s, 1),
         },
         "flooder_share": round(beside.served_per_s / solo.served_per_s, 2) if solo.served_per_s else None,
+    }
+
+
+def refusal_cost(data_dir: Path, script: Path, queue_wait_ms: str | None) -> dict[str, Any]:
+    """The service's CPU per refusal: a tenant at a rate of one request per 100 s floods
+    for ``--flood-seconds``; the process's idle CPU, measured just before, is taken off."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    limits = {"MEMORY_TENANT_REQUESTS_PER_SECOND": "0.01", "MEMORY_TENANT_REQUEST_BURST": "1"}
+    if queue_wait_ms is not None:
+        limits["MEMORY_TENANT_QUEUE_WAIT_MS"] = queue_wait_ms
+    proc = start(data_dir, port, limits)
+    try:
+        r = httpx.post(f"{base}/v1/admin/tenants", json={"name": "refused"}, headers={"Authorization": f"Bearer {ADMIN}"})
+        headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
+        httpx.get(f"{base}/v1/memories", headers=headers)  # the one token; the key now known
+        before = cpu_seconds(proc.pid)
+        time.sleep(3)
+        idle_cores = (cpu_seconds(proc.pid) - before) / 3
+        before = cpu_seconds(proc.pid)
+        flood = wrk_result(wrk(base, headers, 5, script))
+        cpu = cpu_seconds(proc.pid) - before - idle_cores * flood.seconds
+    finally:
+        stop(proc)
+    return {
+        "queue_wait_ms": queue_wait_ms or "default",
+        "refused_per_s": round(flood.refused / flood.seconds, 1),
+        "refused_share": round(flood.refused / max(1, flood.requests), 3),
+        "service_cores": round(cpu / flood.seconds, 3),
+        "cpu_ms_per_refusal": round(1000 * cpu / max(1, flood.requests), 3),
     }
 
 
@@ -317,17 +350,26 @@ def main() -> None:
             if not args.no_wait:
                 wait_for_quiet()
             rows.append(scenario(name, data_dir, tenants, args, script))
+        refusals = [refusal_cost(data_dir, script, wait) for wait in ("0", None)]
     finally:
         db.stop_embedded(Settings(data_dir=str(data_dir)))
         shutil.rmtree(data_dir, ignore_errors=True)
     print()
     print(table(rows))
+    served = next(r["flooder_solo"] for r in rows if r["scenario"] == "served")
+    print(f"\nservice CPU per served search (flood alone): {served['service_cpu_ms_per_request']} ms")
+    for r in refusals:
+        print(
+            f"refusals with MEMORY_TENANT_QUEUE_WAIT_MS={r['queue_wait_ms']}: {r['refused_per_s']}/s "
+            f"from {CONNECTIONS} connections, {r['cpu_ms_per_refusal']} ms of service CPU each, "
+            f"{r['service_cores']} cores in all"
+        )
     print(
         "\ntarget: victim p50 within 2x and p95 within 3x of its baseline while the flood runs; "
         "the flooder keeps at least half of its solo throughput where it is served"
     )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"scenarios": rows, "refusals": refusals}, indent=2))
 
 
 if __name__ == "__main__":
