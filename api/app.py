@@ -32,7 +32,7 @@ from api.console import console_router, template_config
 from api.dependencies import DEPENDENCIES, SIGNATURE_TYPES
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
-from api.limits import TenantSlotMiddleware, enforce_tenant_limits
+from api.limits import AdmissionMiddleware, TenantSlotMiddleware, enforce_tenant_limits
 from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
 from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
@@ -213,6 +213,8 @@ def create_app(
         middleware=[
             *tracing_middleware,
             RequestMetricsMiddleware,
+            # before the guards and the body: refusing a flood must cost less than serving it
+            AdmissionMiddleware,
             # tokens and standby reads exist only with standbys: no extra layer without
             *([ConsistencyMiddleware] if settings.database_replica_urls else []),
             TenantSlotMiddleware(),

@@ -166,9 +166,15 @@ class Settings:
     # fair sharing between tenants (per process; 0 switches a limit off)
     tenant_requests_per_second: float = 500.0
     tenant_request_burst: int = 1000
+    tenant_max_in_flight: int = 8  # requests at once over all routes (streams and long polls apart)
+    tenant_queue_wait_ms: float = 250.0  # a request over its share waits this long for a place, then 429
     tenant_max_streams: int = 16  # concurrent event streams
-    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
+    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change (claims with wait_s)
     tenant_max_request_bytes: int = 32 * 1024 * 1024
+    # requests without a valid API key (none, malformed, unknown, revoked), per client address
+    anonymous_requests_per_second: float = 20.0
+    anonymous_request_burst: int = 40
+    anonymous_max_in_flight: int = 4
 
     # workflows
     workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
@@ -274,6 +280,10 @@ class Settings:
             raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
         if self.search_default_mode not in ("vector", "keyword", "hybrid"):
             raise SettingsError("MEMORY_SEARCH_DEFAULT_MODE must be one of vector, keyword, hybrid")
+        if self.anonymous_requests_per_second < 0 or self.anonymous_request_burst < 1:
+            raise SettingsError("MEMORY_ANONYMOUS_REQUESTS_PER_SECOND >= 0, MEMORY_ANONYMOUS_REQUEST_BURST >= 1")
+        if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms) < 0:
+            raise SettingsError("in-flight shares and MEMORY_TENANT_QUEUE_WAIT_MS must be >= 0 (0: off)")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:

@@ -237,6 +237,14 @@ class _RuntimeCollector(Collector):
         yield opened
         yield rejected
         yield from _replica_metrics(runtime)
+        refused = CounterMetricFamily(
+            "memory_requests_refused",
+            "Requests answered 429 by fair sharing, by the limit they met",
+            labels=["limit"],
+        )
+        for limit, count in runtime.limiter.refused.items():
+            refused.add_metric([limit], count)
+        yield refused
         cache = CounterMetricFamily(
             "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
         )

@@ -36,7 +36,7 @@ from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
-from memory_service.fairness import TenantLimiter
+from memory_service.fairness import Share, TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
@@ -363,6 +363,13 @@ def _limiter(settings: Settings) -> TenantLimiter:
         rate=settings.tenant_requests_per_second,
         burst=settings.tenant_request_burst,
         slots={"stream": settings.tenant_max_streams, "long_poll": settings.tenant_max_long_polls},
+        in_flight=settings.tenant_max_in_flight,
+        queue_wait_s=settings.tenant_queue_wait_ms / 1000,
+        anonymous=Share(
+            settings.anonymous_requests_per_second,
+            settings.anonymous_request_burst,
+            settings.anonymous_max_in_flight,
+        ),
     )
 
 

@@ -141,7 +141,7 @@ class MemoriesAsOf:
             vector = self.validate.check_embedding(request.embedding)
         else:
             assert request.query is not None
-            vector = await self.embedder.embed_query_async(request.query)
+            vector = await self.embedder.embed_query_async(request.query, owner=tenant_id)
         params: list[Any] = []
         query = _as_of_query(tenant_id, check_as_of(as_of), request.scope, flt, params)
         statement = sql.SQL(

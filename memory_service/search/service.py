@@ -128,17 +128,17 @@ class SearchService:
         assert request.mode is not None  # set by search() first
         return parse_options(request.mode, request.options, self.settings)
 
-    async def query_vector(self, request: SearchRequest) -> np.ndarray:
+    async def query_vector(self, tid: uuid.UUID, request: SearchRequest) -> np.ndarray:
         if request.embedding is not None:
             return self.validate.check_embedding(request.embedding)
         assert request.query is not None
-        return await self.embedder.embed_query_async(request.query)
+        return await self.embedder.embed_query_async(request.query, owner=tid)
 
     # -- first stage: one per mode ---------------------------------------------------------
     async def _vector(
         self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
     ) -> Ranked:
-        query = await self.query_vector(request)
+        query = await self.query_vector(tid, request)
         result = await self.vectors.search(tid, replace(request, k=pool_k), flt, query)
         for hit in result.results:
             hit.components = {"vector": hit.score}
@@ -158,7 +158,7 @@ class SearchService:
         pool_k: int,
     ) -> Ranked:
         require_query_text(request)  # before embedding: the keyword side needs the text
-        query = await self.query_vector(request)
+        query = await self.query_vector(tid, request)
         depth = min(MAX_POOL, max(pool_k, self.settings.hybrid_candidates))
         deep = replace(request, k=depth)
         vector: SearchResult | None = None
