@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run stop fuzz test bench bench-large bench-events bench-sync eval tune lint typecheck clean
+.PHONY: run stop fuzz test bench bench-large bench-events bench-sync bench-fairness eval tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,10 @@ bench-events: $(STAMP)
 
 bench-sync: $(STAMP)
 	$(PY) -m benchmarks.sync_bench
+
+# a tenant's search latency beside another tenant's 32-connection search flood (needs wrk)
+bench-fairness: $(STAMP)
+	$(PY) -m benchmarks.fairness_bench $${ARGS:-}
 
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval

@@ -27,11 +27,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from api.auth import provide_tenant_id, require_admin, require_tenant
+from api.consistency import ConsistencyMiddleware
 from api.console import console_router, template_config
 from api.dependencies import DEPENDENCIES, SIGNATURE_TYPES
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
-from api.limits import TenantSlotMiddleware, enforce_tenant_limits
+from api.limits import AdmissionMiddleware, TenantSlotMiddleware, enforce_tenant_limits
 from api.openapi import AllowHeaderMiddleware, allowed_methods, document_problems
 from api.routes.changes import ChangeController
 from api.routes.environments import EnvironmentController
@@ -217,6 +218,10 @@ def create_app(
         middleware=[
             *tracing_middleware,
             RequestMetricsMiddleware,
+            # before the guards and the body: refusing a flood must cost less than serving it
+            AdmissionMiddleware,
+            # tokens and standby reads exist only with standbys: no extra layer without
+            *([ConsistencyMiddleware] if settings.database_replica_urls else []),
             TenantSlotMiddleware(),
             AllowHeaderMiddleware(),
         ],

@@ -28,9 +28,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.utils.scope.state import ScopeState
 
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
+from memory_service.validation import MAX_JSON_DEPTH, json_problem
 
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of arrays and objects accepted in a body or a JSON parameter."""
 SMALLEST_FLOAT = 1e-30
 """Non-zero numbers in typed fields must be at least this large in magnitude."""
 JSON_MEDIA_TYPES = ("application/json",)
@@ -188,11 +187,10 @@ def _reason(exc: Exception) -> str:
 
 
 def check_values(value: Any, path: str) -> None:
-    """Walk decoded input for values the database would refuse; 422 naming the field."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            _invalid(path, "contains a NUL character")
-    elif isinstance(value, msgspec.Struct):
+    """Walk decoded input for values the database would refuse or the indexes could not
+    compare; 422 naming the field. Plain JSON follows the service's one rule
+    (``memory_service.validation.json_problem``); typed fields are checked here."""
+    if isinstance(value, msgspec.Struct):
         numbers = _number_fields(type(value))
         for name in value.__struct_fields__:
             item = getattr(value, name)
@@ -202,17 +200,20 @@ def check_values(value: Any, path: str) -> None:
                 _check_float(item, _join(path, name))
             else:
                 check_values(item, _join(path, name))
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                _invalid(path or "body", "a key contains a NUL character")
-            check_values(item, _join(path, str(key)))
-    elif isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            if not isinstance(item, int | float):  # a number in a list is left as it was
-                check_values(item, f"{path or 'body'}[{i}]")
     elif isinstance(value, datetime):
         _check_datetime(value, path)
+    else:
+        # the body's depth was checked on its text; structs inside restart the count
+        found = json_problem(value, path, depth=MAX_JSON_DEPTH + 1, other=_check_typed)
+        if found is not None:
+            _invalid(*found)
+
+
+def _check_typed(value: Any, path: str) -> None:
+    """A decoded value that is not plain JSON: a struct or a timestamp is checked; the
+    rest (UUIDs, enums, unset fields) holds nothing the database refuses."""
+    if isinstance(value, msgspec.Struct | datetime):
+        check_values(value, path)
 
 
 _NUMBER_FIELDS: dict[type, frozenset[str]] = {}

@@ -69,7 +69,10 @@ WHY = {
     413: "The body or a field is over its configured limit",
     415: "A body sent without the media type the operation takes (application/json for JSON bodies)",
     422: "A value the service refuses (named in `errors`)",
-    429: "The tenant is over its request rate or holds all its stream/long-poll slots; see Retry-After",
+    429: (
+        "The tenant (or, without a valid key, the client address) is over its request rate or "
+        "in-flight share, or holds all its stream/long-poll slots; see Retry-After"
+    ),
     500: "An unexpected error; quote the trace_id",
     503: "The database or the model is unavailable; see Retry-After",
 }
@@ -79,11 +82,9 @@ def _statuses(path: str, method: str, has_body: bool) -> set[int]:
     codes = {500}
     if not path.startswith("/v1"):
         return codes | ({503} if path == "/ready" else set())
-    codes |= {400, 401, 404, 422, 503}
-    if path.startswith("/v1/admin"):
-        codes |= {403}
-    else:
-        codes |= {403, 429}
+    # 429 everywhere: a request without a valid key (also a wrong admin token) counts
+    # against its client address
+    codes |= {400, 401, 403, 404, 422, 429, 503}
     if has_body:
         codes |= {413, 415}
     if method in ("post", "put", "patch", "delete"):
@@ -213,9 +214,13 @@ def _limits(settings: Settings) -> str:
         "- NUL characters, non-zero numbers smaller than 1e-30 in magnitude and times outside "
         "years 1..9999 in UTC are refused (422).\n"
         f"- per tenant and process: {settings.tenant_requests_per_second:g} requests/s "
-        f"(burst {settings.tenant_request_burst}), {settings.tenant_max_streams} open event "
-        f"streams, {settings.tenant_max_long_polls} waiting requests; over them: 429 with "
-        "Retry-After.\n"
+        f"(burst {settings.tenant_request_burst}), {settings.tenant_max_in_flight} requests in "
+        f"flight (more wait up to {settings.tenant_queue_wait_ms:g} ms for a place), "
+        f"{settings.tenant_max_streams} open event streams, {settings.tenant_max_long_polls} "
+        "long polls (`POST /v1/workers/claim` with `wait_s`); per client address, for requests "
+        f"without a valid key: {settings.anonymous_requests_per_second:g} requests/s, "
+        f"{settings.anonymous_max_in_flight} in flight; over them: 429 with Retry-After, "
+        "decided before the body is read.\n"
         f"- memories: content up to {settings.max_content_bytes} bytes, metadata up to "
         f"{settings.max_metadata_bytes} bytes, batches up to {settings.max_batch_items} items.\n"
     )

@@ -201,7 +201,14 @@ class SearchBody(Strict):
     run_id: ScopeValue | None = None
     namespace: ScopeValue | None = None
     filter: dict[str, Any] | None = None
-    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    mode: Annotated[
+        Literal["vector", "keyword", "hybrid"],
+        Meta(
+            description="vector: cosine similarity of the embeddings; keyword: BM25 over the "
+            "words; hybrid: both, fused. Unset: the service's best ranking by `make eval` "
+            "(MEMORY_SEARCH_DEFAULT_MODE, hybrid), or vector for an embedding without a query."
+        ),
+    ] | None = None
     min_score: float | None = None
     consistency: Annotated[
         Literal["eventual", "strong"],

@@ -36,6 +36,7 @@ from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import Memory, Scope
 from memory_service.memories.predicate import RowCheck
 from memory_service.metrics import ServiceMetrics
+from memory_service.supervisor import Supervisor
 
 ROUNDS = 2000
 
@@ -78,7 +79,7 @@ async def main() -> None:
     sdk = TracerProvider().get_tracer("bench")
     noop = trace.NoOpTracerProvider().get_tracer("bench")
     metrics = ServiceMetrics()
-    writer = EventWriter(pool=None, queue_size=10**7)  # type: ignore[arg-type]  # never written
+    writer = EventWriter(pool=None, supervisor=Supervisor(), queue_size=10**7)  # type: ignore[arg-type]  # never written
     held = rows(40)
     check = RowCheck.build(Scope(user_id="u1"), compile_filter({"metadata.s10": 1}))
     assert check is not None

@@ -254,7 +254,7 @@ class Bench:
         self.report["snapshot_write_s"] = round(time.perf_counter() - started, 2)
         out: dict[str, Any] = {}
         for label, root in (("snapshot", hot.indexes.root), ("rebuild", self.work / "empty")):
-            fresh = TenantIndexes(rt.pool, self.settings, 384)
+            fresh = TenantIndexes(rt.pool, self.settings, 384, rt.supervisor)
             fresh.root = root
             started = time.perf_counter()
             await fresh.admit(uuid.UUID(tid), wait=True)

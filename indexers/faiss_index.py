@@ -242,6 +242,22 @@ class FaissIndex:
                 if at is not None:
                     self._kill(at, forget=False)
 
+    def erase(self, ids: npt.ArrayLike) -> int:
+        """Remove ``ids`` and overwrite every vector they have here with zeros: the live
+        one and any an update or delete left at a dead position, so neither this
+        process nor a later ``save`` holds them. Returns how many positions it wiped.
+        A wiped position stays in the graph as a node no search is drawn to."""
+        wanted = as_ids(ids)
+        with self._lock.write():
+            n = self.positions
+            positions = np.flatnonzero(np.isin(self._labels[:n], wanted))
+            for at in positions.tolist():
+                self._kill(at)
+            if len(positions):
+                self._stored()[positions] = 0.0
+                self._labels[positions] = -1  # found again by no later erase
+            return len(positions)
+
     def _kill(self, at: int, *, forget: bool = True) -> None:
         self._alive[at >> 3] &= np.uint8(~(1 << (at & 7)) & 0xFF)
         if forget:

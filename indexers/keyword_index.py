@@ -108,20 +108,38 @@ class KeywordIndex:
         gone = [i for i in removed if i in self._text_bytes]
         if not upserts and not gone:
             return
+        sizes = [len(text.encode()) for _, text in upserts]  # text that is not UTF-8 stops here
         with self._write_lock:
             writer = self._index.writer(heap_size=WRITER_HEAP_BYTES, num_threads=1)
-            for doc_id in [*gone, *(i for i, _ in upserts if i in self._text_bytes)]:
-                writer.delete_documents_by_term("id", doc_id)
-            for doc_id, text in upserts:
-                writer.add_document(tantivy.Document(id=doc_id, english=text, simple=text))
-            writer.commit()
-            writer.wait_merging_threads()  # the writer's arena is freed now, not at exit
+            try:
+                for doc_id in [*gone, *(i for i, _ in upserts if i in self._text_bytes)]:
+                    writer.delete_documents_by_term("id", doc_id)
+                for doc_id, text in upserts:
+                    writer.add_document(tantivy.Document(id=doc_id, english=text, simple=text))
+                writer.commit()
+            except BaseException:
+                writer.rollback()
+                raise
+            finally:
+                # frees the writer's arena and the index's writer lock now, not when the
+                # object is collected (a failed call's traceback would keep it alive)
+                writer.wait_merging_threads()
             self._index.reload()
             self._searcher = self._index.searcher()
             for doc_id in gone:
                 self._text_bytes.pop(doc_id, None)
-            for doc_id, text in upserts:
-                self._text_bytes[doc_id] = len(text.encode())
+            for (doc_id, _), size in zip(upserts, sizes, strict=True):
+                self._text_bytes[doc_id] = size
+
+    def vocabulary(self, prefix: str) -> set[str]:
+        """The indexed words (of both fields) that begin with ``prefix``: also those of
+        deleted documents, which stay in a segment until tantivy merges it."""
+        searcher = self._searcher
+        return {
+            term
+            for field in ("english", "simple")
+            for term, _ in searcher.terms_with_prefix(field, prefix)
+        }
 
     # -- search ----------------------------------------------------------------------------
     def terms(self, text: str) -> tuple[list[str], list[str]]:

@@ -43,6 +43,12 @@ class Settings:
     db_pool_max: int = 16
     db_statement_timeout_ms: int = 30_000
 
+    # read replicas: streaming standbys that serve reads which tolerate staleness
+    database_replica_urls: str | None = None  # comma-separated standby URLs; unset: the primary serves every read
+    replica_max_lag_s: float = 10.0  # a standby replaying further behind the primary gets no reads
+    replica_wait_ms: float = 500.0  # a read with a consistency token waits this long for a standby, then reads the primary
+    replica_check_interval_s: float = 1.0  # how often each standby's reachability and lag are probed
+
     # HTTP
     host: str = "127.0.0.1"
     port: int = 8080
@@ -114,6 +120,8 @@ class Settings:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     keyword_stats_rows: int = 100_000  # rows read at most for corpus statistics
+    # a search that names no mode: the best ranking across SciFact and LoCoMo by `make eval`
+    search_default_mode: str = "hybrid"
     hybrid_rrf_k: int = 60
     hybrid_vector_weight: float = 1.0
     hybrid_keyword_weight: float = 1.0
@@ -138,6 +146,12 @@ class Settings:
     change_feed_retention_seconds: float = 7 * 24 * 3600.0
     change_feed_prune_interval_seconds: float = 300.0  # an index lagging longer costs health score
 
+    # supervised background loops: restarted with back-off; one that keeps failing fails /ready
+    background_restart_initial_s: float = 0.5  # first restart delay after a failure
+    background_restart_max_s: float = 30.0  # the restart delay doubles up to this
+    background_failure_threshold: int = 5  # failures within the window that make /ready 503
+    background_failure_window_s: float = 300.0  # also how long a failure costs health score
+
     # executions: a full state every N steps, RFC 6902 patches between them
     execution_keyframe_interval: int = 50
     execution_max_state_bytes: int = 1024 * 1024
@@ -152,9 +166,15 @@ class Settings:
     # fair sharing between tenants (per process; 0 switches a limit off)
     tenant_requests_per_second: float = 500.0
     tenant_request_burst: int = 1000
+    tenant_max_in_flight: int = 8  # requests at once over all routes (streams and long polls apart)
+    tenant_queue_wait_ms: float = 250.0  # a request over its share waits this long for a place, then 429
     tenant_max_streams: int = 16  # concurrent event streams
-    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change
+    tenant_max_long_polls: int = 16  # concurrent requests that wait for a change (claims with wait_s)
     tenant_max_request_bytes: int = 32 * 1024 * 1024
+    # requests without a valid API key (none, malformed, unknown, revoked), per client address
+    anonymous_requests_per_second: float = 20.0
+    anonymous_request_burst: int = 40
+    anonymous_max_in_flight: int = 4
 
     # workflows
     workflow_max_json_bytes: int = 256 * 1024  # a run's input, a step's output, a signal
@@ -234,16 +254,36 @@ class Settings:
             )
         if not 1 <= self.port <= 65535:
             raise SettingsError("MEMORY_PORT must be between 1 and 65535")
+        if (
+            self.background_restart_initial_s <= 0
+            or self.background_restart_max_s < self.background_restart_initial_s
+            or self.background_failure_threshold < 1
+            or self.background_failure_window_s <= 0
+        ):
+            raise SettingsError(
+                "MEMORY_BACKGROUND_* must be positive, the restart cap at least the initial delay"
+            )
         if self.max_batch_items < 1 or self.max_content_bytes < 1:
             raise SettingsError("limits must be positive")
         if self.execution_keyframe_interval < 1 or self.execution_max_state_bytes < 1:
             raise SettingsError("the execution keyframe interval and state limit must be positive")
         if self.db_pool_min < 1 or self.db_pool_max < self.db_pool_min:
             raise SettingsError("MEMORY_DB_POOL_MAX must be >= MEMORY_DB_POOL_MIN >= 1")
+        if self.replica_max_lag_s <= 0 or self.replica_wait_ms < 0 or self.replica_check_interval_s <= 0:
+            raise SettingsError(
+                "MEMORY_REPLICA_MAX_LAG_S and MEMORY_REPLICA_CHECK_INTERVAL_S must be positive, "
+                "MEMORY_REPLICA_WAIT_MS at least 0"
+            )
         if not 0.0 < self.dedupe_threshold <= 1.0:
             raise SettingsError("MEMORY_DEDUPE_THRESHOLD must be in (0, 1]")
         if self.tenant_requests_per_second < 0 or self.tenant_request_burst < 1:
             raise SettingsError("MEMORY_TENANT_REQUESTS_PER_SECOND >= 0, MEMORY_TENANT_REQUEST_BURST >= 1")
+        if self.search_default_mode not in ("vector", "keyword", "hybrid"):
+            raise SettingsError("MEMORY_SEARCH_DEFAULT_MODE must be one of vector, keyword, hybrid")
+        if self.anonymous_requests_per_second < 0 or self.anonymous_request_burst < 1:
+            raise SettingsError("MEMORY_ANONYMOUS_REQUESTS_PER_SECOND >= 0, MEMORY_ANONYMOUS_REQUEST_BURST >= 1")
+        if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms) < 0:
+            raise SettingsError("in-flight shares and MEMORY_TENANT_QUEUE_WAIT_MS must be >= 0 (0: off)")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:

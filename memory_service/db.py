@@ -2,7 +2,8 @@
 
 ``resolve_database_url`` starts (or joins) the embedded PostgreSQL when no URL is
 configured. ``open_pool`` builds a psycopg 3 ``AsyncConnectionPool`` whose
-connections know the pgvector type. ``wrap_db_errors`` is the storage edge: every
+connections know the pgvector type and read JSON numbers back as they were written
+(``load_json``). ``wrap_db_errors`` is the storage edge: every
 psycopg error raised inside it leaves as a ``memory_service.errors`` exception.
 ``named_query`` reads a statement by name from a package's ``.sql`` file.
 """
@@ -13,11 +14,13 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 import signal
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,13 +29,16 @@ import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
 from memory_service.pool_checks import CheckWhenIdle
+from memory_service.replicas import ReplicaSet, RoutedPool, Standby, split_urls
 from memory_service.resilience import CircuitBreaker, GuardedPool
 from memory_service.stages import TimedCursor
+from memory_service.validation import MAX_SAFE_INTEGER
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +189,35 @@ def _pids(pids: list[int]) -> str:
     return "(pid " + ", ".join(str(pid) for pid in pids) + ")"
 
 
+def _json_integer(text: str) -> int | float:
+    """An integer literal of stored JSON, as the number that was written.
+
+    ``jsonb`` keeps numbers as ``numeric`` and prints them without an exponent, so a
+    double such as ``1e20`` comes back as the literal ``100000000000000000000``. The
+    service accepts no integer beyond ±2**53, so such a literal is a double when it is
+    exactly that double's shortest form: read as the double again, it round-trips (and
+    can be written back). Anything else (a row stored before that rule) stays an
+    exact integer, or, past the digits Python converts, the nearest double."""
+    if len(text) <= 15:  # below 10**15 < 2**53: nearly every integer
+        return int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        return float(text)
+    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return value
+    double = float(text)
+    if math.isfinite(double) and Decimal(repr(double)) == value:
+        return double
+    return value
+
+
+load_json = functools.partial(json.loads, parse_int=_json_integer)
+
+
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await register_vector_async(conn)
+    set_json_loads(load_json, conn)
     # a pooled connection ends its configure step idle, not in a transaction
     await conn.set_autocommit(True)
     await conn.execute("SET application_name = 'memory-service'")
@@ -196,10 +229,14 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
 
     Its ``connection()`` goes through a circuit breaker (``pool.breaker``), so an
     unreachable database fails requests fast with 503 instead of queueing them.
+    With standbys configured it is a ``RoutedPool`` that also holds (and opens and
+    closes) one pool per standby; without, the plain ``GuardedPool``.
     """
+    standby_urls = split_urls(settings.database_replica_urls)
+    kind = RoutedPool if standby_urls else GuardedPool
     # a connection idle over a second is checked before it is lent; a fresh one is not
     checks = CheckWhenIdle()
-    return GuardedPool(
+    pool = kind(
         url,
         breaker=CircuitBreaker(
             "database",
@@ -219,11 +256,47 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
         timeout=settings.db_pool_timeout_seconds,
         name="memory-service",
     )
+    if isinstance(pool, RoutedPool):
+        pool.replicas = ReplicaSet(
+            [_standby(n, u, settings) for n, u in enumerate(standby_urls, start=1)],
+            max_lag_seconds=settings.replica_max_lag_s,
+            wait_seconds=settings.replica_wait_ms / 1000,
+            check_interval_seconds=settings.replica_check_interval_s,
+        )
+    return pool
+
+
+def _standby(number: int, url: str, settings: Settings) -> Standby:
+    name = f"standby-{number}"
+    return Standby(
+        name,
+        AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=settings.db_pool_max,
+            open=False,
+            configure=_configure,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={
+                "options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}",
+                "connect_timeout": 2,
+                "cursor_factory": TimedCursor,
+            },
+            timeout=settings.db_pool_timeout_seconds,
+            name=f"memory-service-{name}",
+        ),
+        CircuitBreaker(
+            f"database {name}",
+            failure_threshold=settings.breaker_failure_threshold,
+            reset_seconds=settings.breaker_reset_seconds,
+        ),
+    )
 
 
 def connect_sync(url: str) -> psycopg.Connection[Any]:
     """A plain synchronous connection (CLI, migrations, benchmarks)."""
     conn = psycopg.connect(url, autocommit=True)
+    set_json_loads(load_json, conn)
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
     return conn

@@ -12,7 +12,8 @@ a window) and ``health_score``; with several processes, each reports its own.
 An index reports its freshness through a zero-argument callable in
 ``Runtime.index_status[name]`` that returns a mapping with optional ``size``
 (int), ``lag_seconds`` (float: how far it trails the database) and ``backlog`` (int:
-rows waiting to enter it).
+rows waiting to enter it) and ``rows_skipped`` (index name -> stored rows it could not
+hold, reported as ``memory_index_rows_skipped_total``).
 """
 
 from __future__ import annotations
@@ -250,6 +251,15 @@ class _RuntimeCollector(Collector):
         yield state
         yield opened
         yield rejected
+        yield from _replica_metrics(runtime)
+        refused = CounterMetricFamily(
+            "memory_requests_refused",
+            "Requests answered 429 by fair sharing, by the limit they met",
+            labels=["limit"],
+        )
+        for limit, count in runtime.limiter.refused.items():
+            refused.add_metric([limit], count)
+        yield refused
         cache = CounterMetricFamily(
             "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
         )
@@ -264,9 +274,16 @@ class _RuntimeCollector(Collector):
             written.add_metric(["written"], writer.written)
             written.add_metric(["dropped"], writer.dropped)
             yield written
+            dropped = CounterMetricFamily(
+                "memory_events_dropped", "Service events dropped, by reason", labels=["reason"]
+            )
+            for reason, count in writer.dropped_by.items():
+                dropped.add_metric([reason], count)
+            yield dropped
             yield GaugeMetricFamily(
                 "memory_service_events_pending", "Service events queued", value=writer.pending
             )
+        yield from runtime.supervisor.metric_families()
         fanout = runtime.event_fanout
         if fanout is not None:
             yield GaugeMetricFamily(
@@ -292,7 +309,14 @@ class _RuntimeCollector(Collector):
             "Rows waiting to enter an index (the span of their sequence numbers: 0 when none)",
             labels=["index"],
         )
+        skipped = CounterMetricFamily(
+            "memory_index_rows_skipped",
+            "Stored rows an in-process index could not hold (searches answer them another way)",
+            labels=["index"],
+        )
         for name, status in index_statuses(runtime).items():
+            for part, count in dict(status.get("rows_skipped") or {}).items():
+                skipped.add_metric([str(part)], float(count))
             if isinstance(status.get("scope_indexes"), int):
                 scopes.add_metric([name], float(status["scope_indexes"]))
             if isinstance(status.get("size"), int | float):
@@ -308,10 +332,34 @@ class _RuntimeCollector(Collector):
         yield held
         yield scopes
         yield backlog
+        yield skipped
+
+
+def _replica_metrics(runtime: Any) -> Iterator[Any]:
+    """Reads by the node that served them, and each standby's replay lag."""
+    replicas = getattr(runtime.pool, "replicas", None)
+    if replicas is None:
+        return
+    reads = CounterMetricFamily(
+        "memory_db_reads", "Reads that tolerate staleness, by the node that served them",
+        labels=["node"],
+    )
+    for node, count in sorted(replicas.served.items()):
+        reads.add_metric([node], count)
+    yield reads
+    lag = GaugeMetricFamily(
+        "memory_db_replica_lag_seconds", "How far a standby replays behind the primary",
+        labels=["node"],
+    )
+    for standby in replicas.standbys:
+        lag.add_metric([standby.name], standby.lag_seconds)
+    yield lag
 
 
 def breakers(runtime: Any) -> list[Any]:
-    found = [getattr(runtime.pool, "breaker", None), runtime.embedder_breaker]
+    replicas = getattr(runtime.pool, "replicas", None)
+    standbys = replicas.breakers() if replicas is not None else []
+    found = [getattr(runtime.pool, "breaker", None), runtime.embedder_breaker, *standbys]
     return [b for b in found if b is not None]
 
 
@@ -389,6 +437,7 @@ async def health_score(runtime: Any, metrics: ServiceMetrics) -> HealthReport:
                     f"index {name} trails the database by {lag_value:.1f}s (stale after {stale:g}s)",
                 )
             )
+    components += runtime.supervisor.health_components()
     score = max(0, min(100, round(100 - sum(c.score for c in components))))
     status = "healthy" if score >= 90 else "degraded" if score >= 60 else "unhealthy"
     return HealthReport(score, status, components)

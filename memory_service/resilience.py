@@ -104,6 +104,16 @@ class CircuitBreaker:
                 self._opened_at = self._clock()
                 self.times_opened += 1
 
+    def trip(self) -> None:
+        """Open now, whatever the count: the caller knows the dependency is unfit (a
+        standby too far behind); a later successful probe closes it again."""
+        with self._lock:
+            if self._state != OPEN:
+                self._state = OPEN
+                self.times_opened += 1
+            self._opened_at = self._clock()
+            self._failures = 0
+
     def release_probe(self) -> None:
         """The probe ended without a verdict (cancelled): let the next call probe."""
         with self._lock:

@@ -4,20 +4,20 @@
 URL is configured), loads the embedding model, applies migrations, opens the
 pool and then builds each service with what it needs passed to its
 constructor: listeners, backends and the tracer included. Every service is a
-typed field of ``Runtime``; nothing is attached to a finished object. The HTTP
-app, the CLI and the benchmarks all start the core through it, and ``close``
-stops the background workers in reverse order, closes the pool and gives back
-this process's hold on the embedded PostgreSQL.
+typed field of ``Runtime``; nothing is attached to a finished object. Every
+background loop a service starts runs under the one ``Supervisor`` built here
+first (see ``memory_service.supervisor``). The HTTP app, the CLI and the
+benchmarks all start the core through it, and ``close`` stops the background
+workers in reverse order, closes the pool and gives back this process's hold on
+the embedded PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio.to_thread
 from opentelemetry import trace
@@ -25,6 +25,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
+from memory_service.changes import store as change_feed_store
 from memory_service.config import Settings, SettingsError
 from memory_service.console_sessions import ConsoleSessionStore, sweep_console_sessions
 from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
@@ -35,7 +36,7 @@ from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
-from memory_service.fairness import TenantLimiter
+from memory_service.fairness import Share, TenantLimiter
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
@@ -47,6 +48,7 @@ from memory_service.resilience import CircuitBreaker, GuardedEmbedder
 from memory_service.retrieval.dedupe import SemanticDedupe
 from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
+from memory_service.search import store as change_log_store
 from memory_service.search.accelerator import HotSearch
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.index_worker import VectorIndexWorker
@@ -55,8 +57,10 @@ from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
 from memory_service.secret_box import SecretBox, load_secret_box
+from memory_service.supervisor import SupervisionPolicy, Supervisor
 from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
+from memory_service.transfer import jobs_store as migration_jobs_store
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
 from memory_service.workflows import Workflows
@@ -75,6 +79,7 @@ class Runtime:
     embedder: CachedEmbedder
     embedder_breaker: CircuitBreaker
     metrics: ServiceMetrics
+    supervisor: Supervisor  # owns every background loop: logs, counts and restarts them
     tenants: TenantService
     event_writer: EventWriter
     event_fanout: EventFanout
@@ -151,6 +156,7 @@ class Runtime:
             )
         except Exception as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks["background"] = self.supervisor.readiness()
         return checks
 
 
@@ -165,6 +171,8 @@ async def _build(
 ) -> Runtime:
     cursors = CursorCodec(await service_state.cursor_key(pool))
     metrics = ServiceMetrics()
+    supervisor = Supervisor(SupervisionPolicy.of(settings))
+    closers.append(supervisor.close)  # runs last: stops whatever an owner left running
     breaker = CircuitBreaker(
         "embedder",
         failure_threshold=settings.breaker_failure_threshold,
@@ -180,12 +188,12 @@ async def _build(
     closers.append(embedder.close)
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
-    writer, fanout, retention = await _start_event_log(settings, url, pool, closers)
+    writer, fanout, retention = await _start_event_log(settings, url, pool, supervisor, closers)
     recorder = OperationRecorder(
         writer, tracer_provider=tracer_provider, record_searches=settings.record_search_events
     )
 
-    hot = await _start_hot_search(settings, url, pool, model.dimension, closers)
+    hot = await _start_hot_search(settings, url, pool, model.dimension, supervisor, closers)
     validator = MemoryValidator(settings, model.dimension)
     memories = MemoryService(
         pool,
@@ -195,6 +203,12 @@ async def _build(
         validator,
         dedupe=SemanticDedupe(settings),
         listeners=[*([hot.on_change] if hot else []), recorder.memories_changed],
+        purge_steps=[
+            change_feed_store.erase_memory_bodies,
+            change_log_store.mark_purged,
+            migration_jobs_store.erase_memory_rows,
+        ],
+        erasers=[hot.erase] if hot else [],
     )
     index_worker = VectorIndexWorker(
         pool,
@@ -204,6 +218,7 @@ async def _build(
         quiet_s=settings.pgvector_index_quiet_s,
         held=hot.indexes.ready_tenants if hot is not None else frozenset,
         busy=lambda: memories.batches_in_flight > 0,
+        supervisor=supervisor,
     )
     index_worker.start()
     closers.append(index_worker.close)
@@ -216,9 +231,11 @@ async def _build(
         KeywordRanking(keyword, hot),
         listeners=[recorder.searched],
     )
-    changes = await _start_change_feed(settings, url, pool, cursors, closers)
+    changes = await _start_change_feed(settings, url, pool, cursors, supervisor, closers)
     executions = _executions(settings, pool, cursors, writer)
-    workflows = Workflows.build(settings, url, pool, cursors, memories, search, executions)
+    workflows = Workflows.build(
+        settings, url, pool, cursors, memories, search, executions, supervisor
+    )
     await workflows.start()
     closers.append(workflows.close)
     migrations = MigrationService(pool, embedder, validator, writer)
@@ -226,7 +243,10 @@ async def _build(
     # closers run in reverse: running migrations stop before the event writer
     closers.append(migrations.close)
     console_sessions = ConsoleSessionStore(pool, box)
-    closers.append(_background(sweep_console_sessions(console_sessions), "console-session-sweep"))
+    sweeper = supervisor.spawn(
+        "console-session-sweep", lambda: sweep_console_sessions(console_sessions)
+    )
+    closers.append(sweeper.stop)
     runtime = Runtime(
         settings=settings,
         database_url=url,
@@ -235,6 +255,7 @@ async def _build(
         embedder=embedder,
         embedder_breaker=breaker,
         metrics=metrics,
+        supervisor=supervisor,
         tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
         event_writer=writer,
         event_fanout=fanout,
@@ -277,12 +298,18 @@ async def _build(
 
 
 async def _start_event_log(
-    settings: Settings, url: str, pool: AsyncConnectionPool, closers: list[Closer]
+    settings: Settings,
+    url: str,
+    pool: AsyncConnectionPool,
+    supervisor: Supervisor,
+    closers: list[Closer],
 ) -> tuple[EventWriter, EventFanout, RetentionWorker]:
-    fanout = EventFanout(url)
+    fanout = EventFanout(url, supervisor=supervisor, name="event-fanout")
     await fanout.start()
     closers.append(fanout.close)
-    writer = EventWriter(pool, linger_s=settings.event_writer_linger_ms / 1000)
+    writer = EventWriter(
+        pool, supervisor=supervisor, linger_s=settings.event_writer_linger_ms / 1000
+    )
     writer.start()
     closers.append(writer.close)  # closes before the fan-out and the pool
     retention = RetentionWorker(
@@ -290,6 +317,7 @@ async def _start_event_log(
         retention_seconds=settings.event_retention_seconds,
         interval_seconds=settings.event_retention_interval_seconds,
         batch_size=settings.event_retention_batch,
+        supervisor=supervisor,
     )
     retention.start()
     closers.append(retention.close)
@@ -301,6 +329,7 @@ async def _start_change_feed(
     url: str,
     pool: AsyncConnectionPool,
     cursors: CursorCodec,
+    supervisor: Supervisor,
     closers: list[Closer],
 ) -> ChangeFeed:
     changes = ChangeFeed(
@@ -310,6 +339,7 @@ async def _start_change_feed(
         retention_seconds=settings.change_feed_retention_seconds,
         prune_interval_seconds=settings.change_feed_prune_interval_seconds,
         heartbeat_seconds=settings.sse_heartbeat_seconds,
+        supervisor=supervisor,
     )
     await changes.start()
     closers.append(changes.close)
@@ -333,6 +363,13 @@ def _limiter(settings: Settings) -> TenantLimiter:
         rate=settings.tenant_requests_per_second,
         burst=settings.tenant_request_burst,
         slots={"stream": settings.tenant_max_streams, "long_poll": settings.tenant_max_long_polls},
+        in_flight=settings.tenant_max_in_flight,
+        queue_wait_s=settings.tenant_queue_wait_ms / 1000,
+        anonymous=Share(
+            settings.anonymous_requests_per_second,
+            settings.anonymous_request_burst,
+            settings.anonymous_max_in_flight,
+        ),
     )
 
 
@@ -341,28 +378,19 @@ async def _start_hot_search(
     url: str,
     pool: AsyncConnectionPool,
     dimension: int,
+    supervisor: Supervisor,
     closers: list[Closer],
 ) -> HotSearch | None:
     if not settings.faiss_enabled:
         return None
-    indexes = TenantIndexes(pool, settings, dimension)
-    follower = ChangeFollower(pool, url, indexes, poll_interval_s=settings.faiss_poll_interval_s)
+    indexes = TenantIndexes(pool, settings, dimension, supervisor)
+    follower = ChangeFollower(
+        pool, url, indexes, poll_interval_s=settings.faiss_poll_interval_s, supervisor=supervisor
+    )
     await follower.start()
     hot = HotSearch(pool, settings, indexes, follower)
     closers.append(hot.close)
     return hot
-
-
-def _background(loop: Coroutine[Any, Any, None], name: str) -> Closer:
-    """Starts a plain background loop; the closer returned cancels it."""
-    task = asyncio.create_task(loop, name=name)
-
-    async def close() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-    return close
 
 
 CLOSE_TIMEOUT_S = 30.0

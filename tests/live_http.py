@@ -35,9 +35,10 @@ async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings, port: int = 0) -> AsyncIterator[str]:
-    """The app on a real socket in this event loop; ``port`` fixed lets a test restart it."""
-    app = create_app(settings, embedder=HashEmbedder(384))
+async def serve(settings: Settings, port: int = 0, app: Any = None) -> AsyncIterator[str]:
+    """The app (``app``, or one built from ``settings``) on a real socket in this event
+    loop; ``port`` fixed lets a test restart it."""
+    app = app or create_app(settings, embedder=HashEmbedder(384))
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

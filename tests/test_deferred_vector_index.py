@@ -30,6 +30,7 @@ from memory_service.pagination import CursorCodec
 from memory_service.runtime import run_migrations
 from memory_service.search.index_worker import VectorIndexWorker
 from memory_service.search.vector import VectorSearch
+from memory_service.supervisor import Supervisor
 from memory_service.tenants import TenantService
 from tests.helpers import unit_vectors
 
@@ -62,7 +63,9 @@ async def parts(settings: Settings, database_url: str, hash_embedder: Embedder) 
         pool,
         MemoryService(pool, embedder, tuned, cursors, validator),
         VectorSearch(pool, tuned, hot=None),
-        VectorIndexWorker(pool, batch_size=300, idle_interval_s=0.05, backlog_max=0),
+        VectorIndexWorker(
+            pool, batch_size=300, idle_interval_s=0.05, backlog_max=0, supervisor=Supervisor()
+        ),
         uuid.UUID(tenant.id),
     )
     await pool.close()
@@ -159,7 +162,9 @@ async def test_indexing_records_no_change(parts: Parts) -> None:
         before = await (await conn.execute(counts, {"t": p.tid})).fetchone()
     assert await unindexed(p) == 200
     # the worker as the runtime runs it: it waits until the load stops arriving
-    worker = VectorIndexWorker(p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000)
+    worker = VectorIndexWorker(
+        p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, supervisor=Supervisor()
+    )
     worker.start()
     try:
         for _ in range(600):
@@ -206,7 +211,8 @@ async def test_the_worker_waits_until_a_load_has_been_quiet(parts: Parts) -> Non
     p = parts
     await add_rows(p, unit_vectors(50, seed=45), 0, 50)
     worker = VectorIndexWorker(
-        p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, quiet_s=0.5
+        p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, quiet_s=0.5,
+        supervisor=Supervisor(),
     )
     async with TenantLock(p):
         assert not await worker.should_index()  # rows have just arrived
@@ -244,6 +250,7 @@ async def test_the_worker_waits_while_a_batch_is_being_embedded(
     )
     worker = VectorIndexWorker(
         p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=10_000, quiet_s=0.2,
+        supervisor=Supervisor(),
         busy=lambda: writer.batches_in_flight > 0,
     )
     async with TenantLock(p):
@@ -278,6 +285,7 @@ async def test_rows_of_tenants_held_in_faiss_wait_for_the_quiet(parts: Parts) ->
     def worker(held: list[uuid.UUID]) -> VectorIndexWorker:
         return VectorIndexWorker(
             p.pool, batch_size=64, idle_interval_s=0.05, backlog_max=20, quiet_s=30,
+            supervisor=Supervisor(),
             held=lambda: held,
         )
 

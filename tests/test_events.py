@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import assert_problem, new_tenant
+from helpers import db_rows
 from live_http import BaseUrlClient, SSEReader, in_app_loop, serve, service_process
 
 from memory_service.config import Settings
@@ -154,15 +155,26 @@ async def test_service_records_its_own_operations(client: Any, tenant: dict[str,
     assert by_type["task.status_changed"]["task_id"] == task["id"]
 
 
-async def test_retention_deletes_old_events_in_batches(client: Any, tenant: dict[str, Any]) -> None:
+async def test_retention_deletes_old_events_in_batches(
+    client: Any, tenant: dict[str, Any], database_url: str
+) -> None:
     h = tenant["headers"]
     await post_events(client, h, *[ev("old.event") for _ in range(7)])
-    await asyncio.sleep(2.5)
+    # aged by two hours where the service keeps the time it received them: no sleeping
+    # against the horizon, which a loaded machine can outrun
+    db_rows(
+        database_url,
+        "UPDATE events SET received_at = received_at - interval '2 hours' "
+        "WHERE tenant_id = %s AND type = 'old.event' RETURNING seq",
+        uuid.UUID(tenant["id"]),
+    )
     fresh = await post_events(client, h, ev("new.event"))
-    # the fresh event must stay younger than the horizon until the prune runs, also on a
-    # loaded machine where posting and starting the prune take a second or more
     worker = RetentionWorker(
-        client.app.state.runtime.pool, retention_seconds=2.0, interval_seconds=3600, batch_size=3
+        client.app.state.runtime.pool,
+        retention_seconds=3600.0,
+        interval_seconds=3600,
+        batch_size=3,
+        supervisor=client.app.state.runtime.supervisor,
     )
     removed = await in_app_loop(client, worker.prune_once)
     assert removed >= 7

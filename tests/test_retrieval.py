@@ -53,10 +53,12 @@ async def test_hybrid_finds_rare_name_that_vector_misses(
     h = tenant["headers"]
     await add_all(client, h, [RARE, *MEETING_NOISE, *SECRETS_NOISE], user_id="u")
     query = "what is the passphrase quokka-marmalade for?"
-    vector = await search(client, h, query=query, k=3, user_id="u")
+    vector = await search(client, h, query=query, k=3, user_id="u", mode="vector")
     hybrid = await search(client, h, query=query, k=3, user_id="u", mode="hybrid")
     keyword = await search(client, h, query=query, k=3, user_id="u", mode="keyword")
+    default = await search(client, h, query=query, k=3, user_id="u")  # no mode: hybrid
     assert RARE not in contents(vector)
+    assert contents(default) == contents(hybrid) and default["strategy"].startswith("hybrid")
     assert contents(keyword)[0] == RARE
     assert RARE in contents(hybrid)
     assert len(hybrid["results"]) == 3
@@ -231,7 +233,7 @@ async def test_bad_search_options_are_problems(client: Any, tenant: dict[str, An
     cases: list[tuple[dict[str, Any], str]] = [
         ({"query": "x", "diversity": 1.5}, "diversity"),
         ({"query": "x", "boost": 2}, "boost"),
-        ({"query": "x", "rrf_k": 10}, "rrf_k"),
+        ({"query": "x", "mode": "vector", "rrf_k": 10}, "rrf_k"),
         ({"query": "x", "mode": "keyword", "vector_weight": 1}, "vector_weight"),
         ({"query": "x", "recency_weight": 0.7, "importance_weight": 0.6}, "recency_weight"),
         ({"query": "x", "half_life_hours": 0}, "half_life_hours"),
@@ -254,3 +256,33 @@ async def test_openapi_documents_the_search_options(client: Any) -> None:
         assert name in text
     assert "(1 - w_r - w_i) * relevance" in text
     assert "/v1/settings" in text
+
+
+async def test_a_search_that_names_no_mode_gets_the_best_ranking(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    """No mode: hybrid for query text (the best ranking by `make eval`), vector for an
+    embedding alone (hybrid needs words), vector under ``as_of``; and the OpenAPI
+    document says so."""
+    h = tenant["headers"]
+    await add_all(client, h, [RARE, *MEETING_NOISE], user_id="u")
+    text = await search(client, h, query="quokka-marmalade passphrase", k=2, user_id="u")
+    assert text["strategy"].startswith("hybrid") and contents(text)[0] == RARE
+    vector = (await client.post(
+        SEARCH, json={"query": "quokka", "k": 1, "user_id": "u", "mode": "vector", "explain": True},
+        headers=h,
+    )).json()
+    embedding = await client.get(
+        f"/v1/memories/{vector['results'][0]['memory']['id']}?include=embedding", headers=h
+    )
+    alone = await client.post(
+        SEARCH, json={"embedding": embedding.json()["embedding"], "k": 1, "user_id": "u"}, headers=h
+    )
+    assert alone.status_code == 200, alone.text
+    assert not alone.json()["strategy"].startswith("hybrid")
+    past = await client.post(
+        SEARCH, json={"query": "quokka", "k": 1, "as_of": "2100-01-01T00:00:00Z"}, headers=h
+    )
+    assert past.status_code == 200, past.text
+    schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]["SearchBody"]
+    assert "MEMORY_SEARCH_DEFAULT_MODE" in str(schema["properties"]["mode"])

@@ -59,7 +59,7 @@ class MemoryPagesController(Controller):
     ) -> Template:
         form = {
             "query": text or "",
-            "mode": mode or "vector",
+            "mode": mode or search.default_mode,
             "k": k or "10",
             "filter": filter or "",
             **{name: value or "" for name, value in zip(

@@ -24,6 +24,7 @@ from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from msgspec import UNSET, Struct, UnsetType
 
+from api.consistency import STANDBY_READS
 from memory_service.changes import Change, ChangeFeed, Entity, SnapshotStart, parse_types
 from memory_service.errors import FieldError, InvalidInput
 
@@ -146,6 +147,7 @@ class ChangeController(Controller):
         "/snapshot",
         summary="A consistent snapshot of current entities as NDJSON, with the cursor to follow",
         media_type="application/x-ndjson",
+        opt=STANDBY_READS,
     )
     async def snapshot(
         self,

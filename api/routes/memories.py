@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
+from api.consistency import STANDBY_READS
 from api.dependencies import runtime_of, tenant_of
 from api.input_guard import decode_json_text
 from api.schemas import (
@@ -35,8 +36,9 @@ ScopeParam = Annotated[str | None, QueryParameter(max_length=256)]
 PurgeParam = Annotated[
     bool,
     QueryParameter(
-        description="Erase: also delete the history rows (old content and metadata); only the "
-        "fact that an erasure happened is kept"
+        description="Erase the past too: every version (as_of reads), the history, the change "
+        "feed's bodies and the in-process index data and snapshots; only the fact that an "
+        "erasure happened is kept. Also erases a memory deleted earlier without it"
     ),
 ]
 AsOfParam = Annotated[
@@ -101,7 +103,12 @@ class MemoryController(Controller):
         items, _ = await memories.add_many(tenant_id, [i.to_domain() for i in data.items])
         return MemoryBatchOut([MemoryOut.of(m) for m in items])
 
-    @post("/search", status_code=200, summary="Semantic, keyword or hybrid search")
+    @post(
+        "/search",
+        status_code=200,
+        summary="Semantic, keyword or hybrid search",
+        opt=STANDBY_READS,
+    )
     async def search(self, data: JSONBody[SearchBody], request: Request[Any, Any, Any]) -> SearchOut:
         # the hot path reads its service and tenant off the request (see api/dependencies.py)
         runtime, tenant_id = runtime_of(request), tenant_of(request)
@@ -110,7 +117,7 @@ class MemoryController(Controller):
             return SearchOut.of(past)
         return SearchOut.of(await runtime.search.search(tenant_id, data.to_domain()))
 
-    @get("/", summary="List memories in a scope, oldest first, with a cursor")
+    @get("/", summary="List memories in a scope, oldest first, with a cursor", opt=STANDBY_READS)
     async def list_memories(
         self,
         memories: NamedDependency[MemoryService],
@@ -159,7 +166,11 @@ class MemoryController(Controller):
         )
         return Deleted(count)
 
-    @get("/{memory_id:str}", summary="Get a memory; ?include=embedding adds its vector")
+    @get(
+        "/{memory_id:str}",
+        summary="Get a memory; ?include=embedding adds its vector",
+        opt=STANDBY_READS,
+    )
     async def get_memory(
         self,
         memory_id: FromPath[str],
@@ -211,7 +222,11 @@ class MemoryController(Controller):
     ) -> None:
         await memories.delete(tenant_id, memory_id, parse_if_match(if_match), purge=purge)
 
-    @get("/{memory_id:str}/history", summary="The ADD/UPDATE/DELETE history of a memory")
+    @get(
+        "/{memory_id:str}/history",
+        summary="The ADD/UPDATE/DELETE history of a memory",
+        opt=STANDBY_READS,
+    )
     async def history(
         self,
         memory_id: FromPath[str],

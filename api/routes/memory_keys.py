@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from msgspec import Meta, Struct
 
+from api.consistency import STANDBY_READS
 from api.routes.memories import parse_if_match
 from api.schemas import MemoryOut, ScopeValue, Strict
 from memory_service.errors import FieldError, InvalidInput
@@ -81,7 +82,11 @@ class KeyedMemoryController(Controller):
         )
         return _with_etag(memory, 201 if created else 200)
 
-    @get("/by-key/{namespace:str}/{key:str}", summary="Get the memory named by namespace and key")
+    @get(
+        "/by-key/{namespace:str}/{key:str}",
+        summary="Get the memory named by namespace and key",
+        opt=STANDBY_READS,
+    )
     async def get_by_key(
         self,
         namespace: FromPath[str],

@@ -26,6 +26,7 @@ from memory_service import stages
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.metrics import HealthComponent, OperationSummary, health_score
 from memory_service.runtime import Runtime
+from memory_service.supervisor import LoopState
 from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h)$")
@@ -84,11 +85,30 @@ class ComponentOut(Struct):
         return cls(c.name, c.score, c.status, c.reason)
 
 
+class LoopOut(Struct):
+    """One supervised background loop (or group of one-shot jobs) of this process."""
+
+    name: str
+    kind: str  # loop | jobs
+    state: str  # running | restarting | failed | stopped
+    restarts: int
+    failures: int
+    recent_failures: int
+    last_error: str | None  # the exception's type; the message is only in the log
+
+    @classmethod
+    def of(cls, s: LoopState) -> LoopOut:
+        return cls(
+            s.name, s.kind, s.state, s.restarts, s.failures, s.recent_failures, s.last_error
+        )
+
+
 class HealthScoreOut(Struct):
     score: int
     status: str
     components: list[ComponentOut]
     reasons: list[str]
+    loops: list[LoopOut]
 
 
 WindowParam = Annotated[str, QueryParameter(max_length=16, description="e.g. 15m, at most 1h")]
@@ -125,7 +145,11 @@ async def admin_metrics_summary(
 async def health_score_view(runtime: NamedDependency[Runtime]) -> HealthScoreOut:
     report = await health_score(runtime, runtime.metrics)
     return HealthScoreOut(
-        report.score, report.status, [ComponentOut.of(c) for c in report.components], report.reasons
+        report.score,
+        report.status,
+        [ComponentOut.of(c) for c in report.components],
+        report.reasons,
+        [LoopOut.of(s) for s in runtime.supervisor.states()],
     )
 
 

@@ -21,6 +21,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
 from msgspec import Struct
 
+from api.consistency import STANDBY_READS
 from memory_service.config import Settings
 from memory_service.errors import FieldError, Forbidden, InvalidInput
 from memory_service.transfer.exporter import EXPORT_ORDER, ExportOptions
@@ -168,6 +169,7 @@ class TransferController(Controller):
         "/export",
         summary="Stream this tenant as NDJSON (header, entities, end line)",
         media_type=NDJSON,
+        opt=STANDBY_READS,
     )
     async def export_tenant(
         self,

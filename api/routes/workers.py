@@ -13,12 +13,13 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from litestar import Controller, Response, post
+from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from msgspec import Struct
 
+from api.limits import hold_slot
 from api.schemas import Strict
 from memory_service.workflows import Attempt, NextClaim, WorkerGateway
 
@@ -118,7 +119,10 @@ class WorkerController(Controller):
         data: JSONBody[ClaimIn],
         workers: NamedDependency[WorkerGateway],
         tenant_id: NamedDependency[uuid.UUID],
+        request: Request[Any, Any, Any],
     ) -> Response[ClaimOut | None]:
+        if data.wait_s > 0:  # a long poll: at most MEMORY_TENANT_MAX_LONG_POLLS per tenant
+            hold_slot(request, "long_poll")
         claimed = await workers.claim(
             tenant_id,
             data.worker_id,

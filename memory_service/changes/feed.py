@@ -13,7 +13,6 @@ never a change. A cursor below what retention removed for the tenant is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +27,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, Gone, InvalidInput, MemoryServiceError, Unavailable
 from memory_service.events.fanout import EventFanout
 from memory_service.pagination import CursorCodec
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 CURSOR_KIND = "changes"
@@ -74,24 +74,26 @@ class ChangeFeed:
         retention_seconds: float,
         prune_interval_seconds: float,
         heartbeat_seconds: float,
+        supervisor: Supervisor,
     ) -> None:
         self.pool = pool
         self.cursors = cursors
-        self.fanout = EventFanout(database_url, channel=store.CHANNEL)
+        self._supervisor = supervisor
+        self.fanout = EventFanout(
+            database_url, supervisor=supervisor, channel=store.CHANNEL, name="change-feed-fanout"
+        )
         self.retention_seconds = retention_seconds
         self.prune_interval_seconds = prune_interval_seconds
         self.heartbeat_seconds = heartbeat_seconds
-        self._pruner: asyncio.Task[None] | None = None
+        self._pruner: Loop | None = None
 
     async def start(self) -> None:
         await self.fanout.start()
-        self._pruner = asyncio.create_task(self._prune_forever(), name="change-feed-retention")
+        self._pruner = self._supervisor.spawn("change-feed-retention", self._prune_forever)
 
     async def close(self) -> None:
         if self._pruner is not None:
-            self._pruner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pruner
+            await self._pruner.stop()
         await self.fanout.close()
 
     def cursor_of(self, tenant_id: uuid.UUID, seq: int) -> str:

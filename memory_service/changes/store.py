@@ -10,7 +10,7 @@ row of the same version are the same document.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -175,3 +175,17 @@ def _f32(vector: Any) -> bytes | None:
     if hasattr(vector, "to_numpy"):  # pgvector's Vector, from binary results
         vector = vector.to_numpy()
     return np.asarray(vector, dtype="<f4").tobytes()
+
+
+async def erase_memory_bodies(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, memories: Mapping[str, int]
+) -> None:
+    """Purge: every change of these memories becomes a tombstone without a body, in the
+    caller's transaction. Seqs stay as they are, so no cursor moves; a client that reads
+    the feed afterwards sees only that each version was removed, never what it held. The
+    delete's own tombstone is written at commit (a deferred trigger) without a body."""
+    await conn.execute(
+        "UPDATE changes SET op = 'delete', body = NULL WHERE tenant_id = %s "
+        "AND entity_type = 'memory' AND entity_id = ANY(%s::uuid[]) AND op = 'upsert'",
+        (tenant_id, list(memories)),
+    )

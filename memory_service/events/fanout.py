@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from memory_service.events.store import CHANNEL
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,15 @@ class Subscription:
 
 
 class EventFanout:
-    def __init__(self, database_url: str, channel: str = CHANNEL) -> None:
+    def __init__(
+        self, database_url: str, *, supervisor: Supervisor, channel: str = CHANNEL, name: str
+    ) -> None:
         self._url = database_url
         self._channel = channel
+        self._supervisor = supervisor
+        self.name = name  # the supervised loop's
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         self._listening = asyncio.Event()
         self.connected = False
         self.notifications = 0
@@ -90,7 +95,7 @@ class EventFanout:
             sub.wake()
 
     async def start(self, wait_seconds: float = 5.0) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="event-fanout")
+        self._loop = self._supervisor.spawn(self.name, self._listen_forever)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), wait_seconds)
 
@@ -99,11 +104,9 @@ class EventFanout:
             for sub in list(subs):
                 sub.closed = True
                 sub.wake()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
 
     async def _listen_forever(self) -> None:
         delay = 0.2

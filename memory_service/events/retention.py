@@ -8,7 +8,6 @@ and several processes can prune the same database at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from psycopg_pool import AsyncConnectionPool
@@ -16,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
 from memory_service.events import store
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -28,23 +28,23 @@ class RetentionWorker:
         retention_seconds: float,
         interval_seconds: float,
         batch_size: int,
+        supervisor: Supervisor,
     ) -> None:
         self._pool = pool
+        self._supervisor = supervisor
         self.retention_seconds = retention_seconds
         self.interval_seconds = interval_seconds
         self.batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         self.deleted = 0
         self.runs = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="event-retention")
+        self._loop = self._supervisor.spawn("event-retention", self._run)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._loop is not None:
+            await self._loop.stop()
 
     async def prune_once(self) -> int:
         """Delete every expired event, batch by batch; returns how many went."""

@@ -6,7 +6,8 @@ transaction that wrote it until the one that replaced or deleted it. This
 module owns that table's SQL and answers three reads ``as_of`` a moment: one
 memory, a listing, and a vector search. A memory deleted later is still found,
 one created later is absent, an updated one has its old content and embedding,
-and one that had expired by then is absent. The search ranks every version
+and one that had expired by then is absent; one that was purged is absent from
+every moment (``erase_versions``). The search ranks every version
 that matched at that moment exactly (no index is kept for the past), so it
 returns exactly k results whenever k matched; its strategy is ``"as_of-exact"``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -127,18 +129,19 @@ class MemoriesAsOf:
         """Exact cosine ranking over the versions that were live at ``as_of``."""
         started = time.perf_counter()
         self.validate.check_search(request)
-        if request.mode != "vector" or request.options:
+        by_vector = request.mode in (None, "vector")  # a search naming no mode ranks so too
+        if not by_vector or request.options:
             raise InvalidInput(
                 "a search with as_of ranks by vector similarity only (mode vector, no "
                 "re-ranking options)",
-                errors=[FieldError("mode" if request.mode != "vector" else "as_of", "vector only")],
+                errors=[FieldError("as_of" if by_vector else "mode", "vector only")],
             )
         flt = compile_filter(request.filter, table_alias="v") if request.filter else None
         if request.embedding is not None:
             vector = self.validate.check_embedding(request.embedding)
         else:
             assert request.query is not None
-            vector = await self.embedder.embed_query_async(request.query)
+            vector = await self.embedder.embed_query_async(request.query, owner=tenant_id)
         params: list[Any] = []
         query = _as_of_query(tenant_id, check_as_of(as_of), request.scope, flt, params)
         statement = sql.SQL(
@@ -169,3 +172,18 @@ async def _fetch(conn: Conn, statement: sql.Composed, params: list[Any]) -> list
     cur = conn.cursor(row_factory=dict_row)
     await cur.execute(statement, params)
     return await cur.fetchall()
+
+
+async def erase_versions(
+    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]
+) -> tuple[dict[str, int], set[str]]:
+    """Purge: drop every version of ``memory_ids`` (content and embedding), so no read of
+    the past finds them. Returns memory id -> seq (its FAISS and keyword id) of those
+    that had versions, and every content they ever had (what caches must forget)."""
+    cur = await conn.execute(
+        "DELETE FROM memory_versions WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[]) "
+        "RETURNING memory_id::text, memory_seq, content",
+        (tenant_id, list(memory_ids)),
+    )
+    rows = await cur.fetchall()
+    return {r[0]: int(r[1]) for r in rows}, {r[2] for r in rows}

@@ -13,16 +13,17 @@ rejection is an ``InvalidFilter`` naming the offending part.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from memory_service.errors import FieldError, InvalidFilter
+from memory_service.validation import scalar_problem
 
 MAX_DEPTH = 16
 MAX_CLAUSES = 256
@@ -138,8 +139,9 @@ class _Column(_Target):
         if self.name in NUMBER_FIELDS:
             if isinstance(operand, bool) or not isinstance(operand, int | float):
                 raise _error(where, f"{self.name} compares with numbers")
-            if not math.isfinite(operand):
-                raise _error(where, "numbers must be finite")
+            problem = scalar_problem(operand)
+            if problem is not None:
+                raise _error(where, problem)
             return float(operand)
         if not isinstance(operand, str):
             raise _error(where, f"{self.name} compares with RFC 3339 timestamps")
@@ -222,7 +224,9 @@ class _MetadataPath(_Target):
                     "(CASE WHEN jsonb_typeof({e1}) = 'string' THEN ({e2} #>> '{{}}') {cmp} {v} "
                     "ELSE FALSE END)"
                 ).format(e1=e1, e2=e2, cmp=cmp, v=v)
-            e1, e2, v = self.expr(c), self.expr(c), c.param(operand)
+            # numeric against numeric: a stored number never meets a cast to double, which
+            # any number beyond a double's range (stored before the service refused them) fails
+            e1, e2, v = self.expr(c), self.expr(c), c.param(_decimal(operand))
             return sql.SQL(
                 "(CASE WHEN jsonb_typeof({e1}) = 'number' THEN ({e2})::numeric {cmp} {v} "
                 "ELSE FALSE END)"
@@ -263,10 +267,17 @@ def _check_json_scalar(value: Any, where: str, *, allow_null: bool) -> None:
         if allow_null:
             return
         raise _error(where, "takes a value, not null")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _error(where, "numbers must be finite")
     if not isinstance(value, str | int | float | bool):
         raise _error(where, "takes a string, number or boolean")
+    problem = scalar_problem(value)  # what stored metadata may hold is what it compares with
+    if problem is not None:
+        raise _error(where, problem)
+
+
+def _decimal(number: int | float) -> Decimal:
+    """A number as ``jsonb`` stores it: a double as its shortest decimal form (what it was
+    written as), so that comparing decimals orders stored doubles as the doubles do."""
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
 def _join(parts: list[sql.Composable], op: str) -> sql.Composable:

@@ -19,17 +19,21 @@ from memory_service.memories.models import HistoryEntry
 Conn = AsyncConnection[Any]
 
 
-async def erase_history(
-    conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str], kind: str
-) -> None:
-    """Purge: drop the history rows of deleted memories; keep only that it happened."""
-    await conn.execute(
+async def erase_history(conn: Conn, tenant_id: uuid.UUID, memory_ids: Sequence[str]) -> int:
+    """Purge: drop the history rows of these memories; returns how many went."""
+    cur = await conn.execute(
         "DELETE FROM memory_history WHERE tenant_id = %s AND memory_id = ANY(%s::uuid[])",
         (tenant_id, list(memory_ids)),
     )
+    return cur.rowcount
+
+
+async def record_erasure(conn: Conn, tenant_id: uuid.UUID, kind: str, memories: int) -> None:
+    """What stays of a purge: that it happened, when, by id or by scope, and how many
+    memories; no content, metadata or ids."""
     await conn.execute(
         "INSERT INTO erasure_audit (tenant_id, kind, memories) VALUES (%s, %s, %s)",
-        (tenant_id, kind, len(memory_ids)),
+        (tenant_id, kind, memories),
     )
 
 

@@ -85,7 +85,7 @@ class SearchRequest:
     k: int = 10
     scope: Scope = field(default_factory=Scope)
     filter: dict[str, Any] | None = None
-    mode: str = "vector"
+    mode: str | None = None  # None: the service's default ranking (SearchService.mode_for)
     min_score: float | None = None
     options: dict[str, Any] = field(default_factory=dict)  # mode-specific extras
     # "eventual": another process's write shows within about a second (this process's

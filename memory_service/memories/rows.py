@@ -77,7 +77,8 @@ def stack_rows(rows: Sequence[dict[str, Any]], dimension: int) -> VectorRows:
 def row_bytes(memory: Memory) -> int:
     """About what one held row costs in memory (counted in the FAISS budget)."""
     text = len(memory.content) + len(memory.context or "")
-    return ROW_OVERHEAD_BYTES + text + METADATA_KEY_BYTES * len(memory.metadata)
+    keys = len(memory.metadata) if isinstance(memory.metadata, dict) else 0  # SQL can store null
+    return ROW_OVERHEAD_BYTES + text + METADATA_KEY_BYTES * keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ from memory_service.errors import (
 )
 from memory_service.memories import history as history_repo
 from memory_service.memories import repository as repo
+from memory_service.memories.erasure import Erased, Eraser, PurgeStep, erase_past
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import (
     HistoryEntry,
@@ -60,6 +61,8 @@ class MemoryService:
         *,
         dedupe: SemanticDedupe | None = None,
         listeners: Sequence[ChangeListener] = (),
+        purge_steps: Sequence[PurgeStep] = (),
+        erasers: Sequence[Eraser] = (),
     ) -> None:
         self.pool = pool
         self.embedder = embedder
@@ -71,6 +74,9 @@ class MemoryService:
         # memories: returns {item index: memory or earlier item index}
         self.semantic_dedupe = dedupe
         self.listeners = tuple(listeners)
+        # a purge: what other tables keep (in its transaction), and what processes hold
+        self.purge_steps = tuple(purge_steps)
+        self.erasers = tuple(erasers)
         # batch writes under way (their embedding included): a load is arriving, and
         # pgvector's index worker leaves the cores to it
         self.batches_in_flight = 0
@@ -211,8 +217,10 @@ class MemoryService:
     async def delete(
         self, tenant_id: uuid.UUID, memory_id: str, if_match: int | None = None, *, purge: bool = False
     ) -> None:
-        """Delete a memory; ``purge`` also erases its history (content and metadata)."""
+        """Delete a memory; ``purge`` also erases its past (see ``memories.erasure``), and
+        erases the past of a memory deleted earlier without it."""
         tid, mid = tenant_id, parse_uuid(memory_id, "id")
+        erased: Erased | None = None
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             if if_match is not None:
                 current = await repo.get(conn, tid, mid, for_update=True)
@@ -221,12 +229,18 @@ class MemoryService:
                         f"memory {memory_id} is at version {current.version}, not {if_match}",
                         current=current,
                     )
-            found = await repo.delete(conn, tid, mid)
-            if found and purge:
-                await history_repo.erase_history(conn, tid, [str(mid)], "memory")
-        if not found:
+            # a purge takes a memory that has expired (unseen, but still stored) as well
+            found = await repo.delete(conn, tid, mid, expired_too=purge)
+            if purge:
+                erased = await erase_past(
+                    conn, tid, [str(mid)], "memory", self.purge_steps, deleted=found
+                )
+        if not found and erased is None:
             raise NotFound(f"memory {memory_id} not found")
-        await self._notify(tenant_id, [], [str(mid)])
+        if found:
+            await self._notify(tenant_id, [], [str(mid)])
+        if erased is not None:
+            await self._erased(tenant_id, erased)
 
     async def delete_scope(self, tenant_id: uuid.UUID, scope: Scope, *, purge: bool = False) -> int:
         if not scope.given():
@@ -235,13 +249,25 @@ class MemoryService:
                 errors=[FieldError("scope", "at least one scope field is required")],
             )
         self.validate.check_scope(scope)
+        erased: Erased | None = None
         async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
             ids = await repo.delete_scope(conn, tenant_id, scope)
             if ids and purge:
-                await history_repo.erase_history(conn, tenant_id, ids, "scope")
+                erased = await erase_past(
+                    conn, tenant_id, ids, "scope", self.purge_steps, deleted=True
+                )
         if ids:
             await self._notify(tenant_id, [], ids)
+        if erased is not None:
+            await self._erased(tenant_id, erased)
         return len(ids)
+
+    async def _erased(self, tenant_id: uuid.UUID, erased: Erased) -> None:
+        """After a purge's commit: the query cache forgets the texts, and every eraser
+        wipes what this process holds of the vectors."""
+        self.embedder.forget(erased.contents)
+        for eraser in self.erasers:
+            await eraser(tenant_id, set(erased.seqs.values()))
 
     async def _notify(
         self, tenant_id: uuid.UUID, upserted: list[Memory], deleted: list[str]

@@ -16,12 +16,12 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 import numpy as np
 
 from memory_service.config import Settings
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
+from memory_service.validation import check_json_object
 
 MAX_SCOPE_LENGTH = 256
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -112,23 +112,9 @@ class MemoryValidator:
         return float(value)
 
     def check_metadata(self, value: Any, where: str = "metadata") -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise InvalidInput(
-                f"{where} must be a JSON object", errors=[FieldError(where, "object")]
-            )
-        try:
-            size = len(msgspec.json.encode(value))
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidInput(
-                f"{where} is not valid JSON", errors=[FieldError(where, "not JSON")]
-            ) from None
-        if size > self.settings.max_metadata_bytes:
-            raise PayloadTooLarge(
-                f"{where} is {size} bytes; the limit is {self.settings.max_metadata_bytes}",
-                errors=[FieldError(where, "too large")],
-            )
-        _check_json_tree(value, where)
-        return value
+        """An object that ``jsonb`` stores and the search indexes hold and compare (the one
+        rule of ``memory_service.validation.json_problem``), within the configured size."""
+        return check_json_object(value, where, self.settings.max_metadata_bytes)
 
     def check_scope(self, scope: Scope, where: str = "") -> Scope:
         for name, value in scope.given().items():
@@ -203,19 +189,3 @@ class MemoryValidator:
             )
         self.check_scope(request.scope)
 
-
-def _check_json_tree(value: Any, where: str, depth: int = 0) -> None:
-    if depth > 32:
-        raise InvalidInput(f"{where} is nested too deeply", errors=[FieldError(where, "depth")])
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if "\x00" in k:
-                raise InvalidInput(f"{where} has a NUL in a key", errors=[FieldError(where, "NUL")])
-            _check_json_tree(v, where, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_json_tree(v, where, depth + 1)
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise InvalidInput(f"{where} holds NaN or Inf", errors=[FieldError(where, "not finite")])
-    elif isinstance(value, str) and "\x00" in value:
-        raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])

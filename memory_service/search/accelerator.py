@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,10 +36,11 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
 from memory_service.memories.predicate import RowCheck
-from memory_service.search import planner, scoped, store
+from memory_service.search import erasure, planner, scoped, store
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
+from memory_service.supervisor import Loop
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class HotSearch:
         self.indexes = indexes
         self.follower = follower
         self.preloaded = asyncio.Event()
-        self._maintenance: asyncio.Task[None] | None = None
+        self._maintenance: Loop | None = None
 
     # -- writes ----------------------------------------------------------------------------
     async def on_change(
@@ -84,6 +86,12 @@ class HotSearch:
         except MemoryServiceError as exc:
             log.warning("FAISS could not apply a write at once (%s); the log will", exc)
             self.follower.wake()
+
+    async def erase(self, tenant_id: uuid.UUID, seqs: Collection[int]) -> None:
+        """After a purge's commit: wipe the memories from this process's indexes and
+        the tenant's snapshots before the request answers (other processes do when
+        their follower reads the purge)."""
+        await erasure.erase(self.indexes, tenant_id, seqs)
 
     # -- search ----------------------------------------------------------------------------
     async def search(
@@ -234,6 +242,7 @@ class HotSearch:
             "change_mark": self.follower.mark,
             "listening": self.follower.listening,
             "lag_seconds": self.follower.lag_seconds(),
+            "rows_skipped": dict(self.indexes.skipped),
         }
 
     async def preload(self) -> None:
@@ -242,6 +251,10 @@ class HotSearch:
         Without ``faiss_preload`` (a replica behind a tenant-affine proxy) nothing is
         loaded ahead: each tenant loads where the proxy sends it."""
         try:
+            # purged memories' vectors go from disk even where nothing is preloaded
+            dropped = await erasure.drop_purged_snapshots(self.indexes, self.pool)
+            if dropped:
+                log.info("deleted the FAISS snapshots of %d tenants purged since", dropped)
             if not self.settings.faiss_preload:
                 return
             async with wrap_db_errors(), self.pool.connection() as conn:
@@ -257,8 +270,8 @@ class HotSearch:
         return self.preloaded.is_set()
 
     def start(self) -> None:
-        self.indexes.spawn(self.preload())
-        self._maintenance = asyncio.create_task(self._maintain(), name="hot-search-maintenance")
+        self.indexes.spawn("faiss-preload", self.preload())
+        self._maintenance = self.indexes.supervisor.spawn("faiss-maintenance", self._maintain)
 
     async def _maintain(self) -> None:
         last_prune = 0.0
@@ -278,9 +291,7 @@ class HotSearch:
 
     async def close(self) -> None:
         if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+            await self._maintenance.stop()
         await self.follower.stop()
         await self.indexes.close()
         try:

@@ -7,7 +7,9 @@ are assigned at insert but become visible at commit, so a lower number can
 appear after a higher one: the follower applies whatever it sees (applying is
 idempotent) and advances its *mark* only across a contiguous run, waiting up to
 ``GAP_TIMEOUT_S`` for a missing number before deciding it was rolled back.
-Every change up to the mark is in the indexes; snapshots record it.
+Every change up to the mark is in the indexes; snapshots record it. A purge's
+row has the process wipe the memories from its indexes and snapshots
+(``search.erasure``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
-from memory_service.search import store
+from memory_service.search import erasure, store
 from memory_service.search.indexes import TenantIndexes
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,10 @@ class ChangeFollower:
         indexes: TenantIndexes,
         *,
         poll_interval_s: float,
+        supervisor: Supervisor,
     ) -> None:
         self.pool = pool
+        self._supervisor = supervisor
         self.database_url = database_url
         self.indexes = indexes
         self.poll_interval_s = poll_interval_s
@@ -51,7 +56,7 @@ class ChangeFollower:
         self._gaps: dict[int, float] = {}
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[Loop] = []
         self.listening = False
         self.caught_up_at = time.monotonic()
 
@@ -59,18 +64,15 @@ class ChangeFollower:
         """Begin at the last change old enough to have no rolled-back gaps before it."""
         async with wrap_db_errors(), self.pool.connection() as conn:
             self.mark = await store.settled_mark(conn, GAP_TIMEOUT_S)
-        self._tasks = [
-            asyncio.create_task(self._listen(), name="memory-changes-listen"),
-            asyncio.create_task(self._poll(), name="memory-changes-poll"),
+        self._loops = [
+            self._supervisor.spawn("memory-changes-listen", self._listen),
+            self._supervisor.spawn("memory-changes-poll", self._poll),
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        for loop in self._loops:
+            await loop.stop()
+        self._loops = []
 
     def lag_seconds(self) -> float:
         """How long ago the indexes last matched the whole visible log."""
@@ -126,12 +128,17 @@ class ChangeFollower:
 
     async def _apply(self, changes: list[store.Change]) -> None:
         by_tenant: dict[uuid.UUID, set[int]] = defaultdict(set)
+        purged: dict[uuid.UUID, set[int]] = defaultdict(set)
         for change in changes:
             by_tenant[change.tenant_id].add(change.memory_seq)
+            if change.op == "purge":
+                purged[change.tenant_id].add(change.memory_seq)
         for tenant_id, seqs in by_tenant.items():
             t = self.indexes.get(tenant_id)
             if t is not None:
                 await self.indexes.refresh(t, seqs)
+        for tenant_id, seqs in purged.items():  # held or not: its snapshots may hold them
+            await erasure.erase(self.indexes, tenant_id, seqs)
 
     def _advance(self, seen: list[int]) -> None:
         now = time.monotonic()

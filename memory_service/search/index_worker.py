@@ -19,7 +19,6 @@ costs time, not results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
 from memory_service.memories import repository as repo
+from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +42,13 @@ class VectorIndexWorker:
         batch_size: int,
         idle_interval_s: float,
         backlog_max: int,
+        supervisor: Supervisor,
         quiet_s: float = 0.0,
         held: Callable[[], Collection[uuid.UUID]] = frozenset,
         busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self._pool = pool
+        self._supervisor = supervisor
         self.batch_size = batch_size
         self.idle_interval_s = idle_interval_s
         self.backlog_max = backlog_max  # 0: index at once, even while a load arrives
@@ -57,17 +59,15 @@ class VectorIndexWorker:
         self.backlog = 0  # rows waiting at its last look, as a span of sequence numbers
         self._newest_seen: int | None = None
         self._arrived_at = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pgvector-index-worker")
+        self._loop = self._supervisor.spawn("pgvector-index-worker", self._run)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._loop is not None:
+            await self._loop.stop()
+            self._loop = None
 
     def status(self) -> dict[str, int]:
         """For ``/metrics``: the backlog (an upper bound; 0 exactly when no row waits)."""

@@ -22,7 +22,10 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import replace
+from typing import Any
 
 import anyio.to_thread
 import numpy as np
@@ -36,8 +39,10 @@ from memory_service.db import wrap_db_errors
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
+from memory_service.replicas import primary_reads, standby_reads
 from memory_service.search import scoped, snapshots, store, tenant
 from memory_service.search.tenant import TenantIndex
+from memory_service.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +62,11 @@ def faiss_params(settings: Settings) -> FaissParams:
 
 
 class TenantIndexes:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, dimension: int) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, settings: Settings, dimension: int, supervisor: Supervisor
+    ) -> None:
         self.pool = pool
+        self.supervisor = supervisor
         self.settings = settings
         self.dimension = dimension
         self.params = faiss_params(settings)
@@ -67,6 +75,7 @@ class TenantIndexes:
         self._tenants: dict[uuid.UUID, TenantIndex] = {}
         self._refused: dict[uuid.UUID, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.skipped: Counter[str] = Counter()  # rows an index could not hold (see ``tenant``)
         self.keywords_hot = (
             settings.keyword_text_search_config == "english"
             and settings.bm25_k1 == keyword_index.K1
@@ -130,12 +139,12 @@ class TenantIndexes:
             self._refused[tenant_id] = time.monotonic()
             log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
             return None
-        t = TenantIndex(tenant_id, keywords=self._keyword_index())
+        t = TenantIndex(tenant_id, keywords=self._keyword_index(), skipped=self.skipped)
         self._tenants[tenant_id] = t
         if wait or count <= self.settings.faiss_inline_load_max:
             await self._load(t)
             return t if t.ready else None
-        self.spawn(self._load(t))
+        self.spawn("faiss-load", self._load(t))
         return None
 
     def _keyword_index(self) -> KeywordIndex | None:
@@ -161,19 +170,22 @@ class TenantIndexes:
             self.evict(victim.tenant_id)
         return used + need <= self.budget_bytes
 
-    def evict(self, tenant_id: uuid.UUID) -> None:
+    def evict(
+        self, tenant_id: uuid.UUID, why: str = "left the FAISS budget; pgvector serves it"
+    ) -> None:
         if self._tenants.pop(tenant_id, None) is not None:
-            log.info("tenant %s left the FAISS budget; pgvector serves it", tenant_id)
+            log.info("tenant %s %s", tenant_id, why)
 
     # -- loading ---------------------------------------------------------------------------
     async def _load(self, t: TenantIndex) -> None:
         try:
-            since = await self._load_snapshot(t)
-            if since is None:
-                since = await self._build_from_database(t)
-            changed = set()
-            async with wrap_db_errors(), self.pool.connection() as conn:
-                changed = await store.tenant_changes_after(conn, t.tenant_id, since)
+            with standby_reads():  # the bulk read; it and its mark come from one node
+                since = await self._load_snapshot(t)
+                if since is None:
+                    since = await self._build_from_database(t)
+            with primary_reads():  # what happened since, from the node that has all of it
+                async with wrap_db_errors(), self.pool.connection() as conn:
+                    changed = await store.tenant_changes_after(conn, t.tenant_id, since)
             while True:
                 changed |= t.pending
                 t.pending = set()
@@ -189,7 +201,8 @@ class TenantIndexes:
                 t.loaded_from,
             )
         except BaseException:
-            self._tenants.pop(t.tenant_id, None)
+            if self._tenants.get(t.tenant_id) is t:  # not one loading again since
+                del self._tenants[t.tenant_id]
             raise
 
     async def _load_snapshot(self, t: TenantIndex) -> int | None:
@@ -201,8 +214,12 @@ class TenantIndexes:
         index, mark = loaded
         async with wrap_db_errors(), self.pool.connection() as conn:
             cut = await store.pruned_through(conn)
-        if mark < cut:
-            log.info("snapshot of tenant %s predates the pruned change log", t.tenant_id)
+            purged = await store.purged_after(conn, t.tenant_id, mark)
+        if mark < cut or purged:  # too old to catch up from, or may hold erased vectors
+            why = "a purge" if purged else "the pruned change log"
+            log.info("snapshot of tenant %s predates %s; building anew", t.tenant_id, why)
+            if purged:
+                await anyio.to_thread.run_sync(snapshots.erase, self.root, t.tenant_id)
             return None
         async with wrap_db_errors(), self.pool.connection() as conn:
             stream = repo.stream_tenant_rows(conn, t.tenant_id, self.dimension, vectors=False)
@@ -236,6 +253,10 @@ class TenantIndexes:
         if not t.ready and not force:
             t.pending |= seqs
             return
+        with primary_reads():  # a standby's older version must never replace a newer one
+            await self._refresh(t, seqs)
+
+    async def _refresh(self, t: TenantIndex, seqs: set[int]) -> None:
         async with wrap_db_errors(), self.pool.connection() as conn:
             versions = await repo.current_versions(conn, t.tenant_id, sorted(seqs))
         await tenant.settled(t)  # a write of this process may be landing these very rows
@@ -322,7 +343,7 @@ class TenantIndexes:
             t.dirty = True
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
-                self.spawn(self._rebuild(t))
+                self.spawn("faiss-rebuild", self._rebuild(t))
 
     def build_scope_index(self, t: TenantIndex, key: scoped.ScopeKey, rows: int) -> None:
         """Give a large, searched scope a graph of its own, in the background, if the
@@ -334,7 +355,7 @@ class TenantIndexes:
         # registered first, then the members read: a change after this line reaches
         # the new index itself and marks its rows as touched
         members = list(t.postings.scope_members(*key))
-        self.spawn(scoped.build(t.scoped, entry, t.index, members))
+        self.spawn("faiss-scope-graph", scoped.build(t.scoped, entry, t.index, members))
 
     async def _rebuild(self, t: TenantIndex) -> None:
         """Compact away tombstones (or grow flat into HNSW) while searches go on."""
@@ -351,11 +372,15 @@ class TenantIndexes:
             async with t.lock:
                 for ids_, vectors_, removed in t.rebuild_log or []:
                     await anyio.to_thread.run_sync(tenant.mutate, fresh, ids_, vectors_, removed)
+                if t.erase_after_rebuild:  # purged after the copy was taken
+                    wanted = np.asarray(sorted(t.erase_after_rebuild), dtype=np.int64)
+                    await anyio.to_thread.run_sync(fresh.erase, wanted)
                 t.index, t.rebuild_log, t.dirty = fresh, None, True
             log.info("rebuilt FAISS index of tenant %s: %d vectors", t.tenant_id, fresh.size)
         finally:
             t.rebuild_log = None
             t.rebuilding = False
+            t.erase_after_rebuild = set()
 
     # -- snapshots -------------------------------------------------------------------------
     async def snapshot_all(self, mark: int) -> int:
@@ -373,15 +398,11 @@ class TenantIndexes:
         return written
 
     # -- lifecycle -------------------------------------------------------------------------
-    def spawn(self, job: object) -> None:
-        task = asyncio.ensure_future(job)  # type: ignore[call-overload]
+    def spawn(self, group: str, job: Coroutine[Any, Any, None]) -> None:
+        """A background job, logged and counted under ``group`` if it fails."""
+        task = self.supervisor.run_job(group, job)
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("FAISS background task failed", exc_info=task.exception())
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -7,7 +7,8 @@ by ``RowCheck``, the posting lists narrow the candidates the index may return,
 and the ranked list grows until it holds ``k`` matching rows or every match.
 PostgreSQL full-text search (``retrieval.keyword.KeywordSearch``) answers
 instead when the tenant is not held or not ready, when the filter needs the
-database, or when too many ranked rows fail the filter. ``"consistency":
+database, when the index left out a row it could not hold, or when too many
+ranked rows fail the filter. ``"consistency":
 "strong"`` first applies the tenant's pending changes (one round trip), as
 vector search does. Scores, as in SQL, are BM25 over the best BM25 of the query.
 As in SQL, a search confined to a scope or filter weighs each query word by its
@@ -62,8 +63,8 @@ class KeywordRanking:
         assert self.hot is not None and request.query is not None
         indexes = self.hot.indexes
         t = indexes.ready(tid) or await indexes.admit(tid)
-        if t is None or t.keywords is None:
-            return None
+        if t is None or t.keywords is None or t.keyword_skipped:
+            return None  # not held, or missing rows the database has
         check = RowCheck.build(request.scope, flt)
         if check is None:
             return None

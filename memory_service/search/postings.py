@@ -17,9 +17,13 @@ from typing import Any
 
 from memory_service.memories.filters import TEXT_FIELDS
 from memory_service.memories.models import SCOPE_FIELDS, Memory, Scope
+from memory_service.validation import MAX_SAFE_INTEGER
 
 Key = tuple[str, str, Any]
 ENTRY_BYTES = 90  # one seq in one posting set
+
+
+_UNKEYED = ("unkeyed", None)  # a scalar without an exact key
 
 
 def _typed(value: Any) -> tuple[str, Any] | None:
@@ -27,36 +31,49 @@ def _typed(value: Any) -> tuple[str, Any] | None:
         return "null", None
     if isinstance(value, bool):
         return "bool", value
-    if isinstance(value, int | float):
-        return "number", float(value)
+    if isinstance(value, int):
+        return ("number", float(value)) if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _UNKEYED
+    if isinstance(value, float):
+        return "number", value
     if isinstance(value, str):
         return "string", value
     return None  # objects and arrays are not posted
 
 
-def keys_of(memory: Memory) -> list[Key]:
+def keys_of(memory: Memory) -> tuple[list[Key], bool]:
+    """The row's posting keys, and whether every posted value had one."""
     keys: list[Key] = [
         (name, "string", value) for name in SCOPE_FIELDS if (value := getattr(memory, name))
     ]
-    for name, value in memory.metadata.items():
+    complete = True
+    metadata = memory.metadata if isinstance(memory.metadata, dict) else {}
+    for name, value in metadata.items():
         typed = _typed(value)
-        if typed is not None:
+        if typed is _UNKEYED:
+            complete = False
+        elif typed is not None:
             keys.append((f"metadata.{name}", *typed))
-    return keys
+    return keys, complete
 
 
 class Postings:
     def __init__(self) -> None:
         self._lists: defaultdict[Key, set[int]] = defaultdict(set)
+        # rows holding a value without a key: candidates of every metadata clause
+        self.unposted: set[int] = set()
 
     def add(self, memory: Memory) -> int:
-        keys = keys_of(memory)
+        """Post the row; it joins ``unposted`` when a value of it has no key."""
+        keys, complete = keys_of(memory)
         for key in keys:
             self._lists[key].add(memory.seq)
+        if not complete:
+            self.unposted.add(memory.seq)
         return len(keys) * ENTRY_BYTES
 
     def remove(self, memory: Memory) -> int:
-        keys = keys_of(memory)
+        keys, _ = keys_of(memory)
+        self.unposted.discard(memory.seq)
         for key in keys:
             seqs = self._lists.get(key)
             if seqs is not None:
@@ -98,7 +115,10 @@ class Postings:
             posted = key in TEXT_FIELDS or (key.startswith("metadata.") and key.count(".") == 1)
             values = _equal_to(value) if posted else None
             if values is not None and (key.startswith("metadata.") or None not in values):
-                out.append(self._union(key, values))
+                allowed = self._union(key, values)
+                if key.startswith("metadata.") and self.unposted:
+                    allowed, exact = allowed | self.unposted, False  # candidates, no verdict
+                out.append(allowed)
                 exact = exact and all(_exact_value(key, v) for v in values)
             else:
                 exact = False
@@ -108,7 +128,7 @@ class Postings:
         seqs: set[int] = set()
         for value in values:
             typed = _typed(value)
-            if typed is not None:
+            if typed is not None and typed is not _UNKEYED:
                 seqs |= self._lists.get((key, *typed), set())
         return seqs
 
@@ -119,7 +139,8 @@ def _exact_value(key: str, value: Any) -> bool:
     empty one is not posted)."""
     if key in TEXT_FIELDS:
         return isinstance(value, str) and bool(value)
-    return _typed(value) is not None
+    typed = _typed(value)
+    return typed is not None and typed is not _UNKEYED
 
 
 def _equal_to(value: Any) -> list[Any] | None:

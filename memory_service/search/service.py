@@ -31,6 +31,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
+from memory_service.replicas import primary_reads
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
@@ -66,7 +67,29 @@ class SearchService:
         self.keyword = keyword
         self.listeners = tuple(listeners)
 
+    def mode_for(self, request: SearchRequest) -> str:
+        """The mode a request gets: its own, else the service's default ranking (hybrid
+        unless configured otherwise), which needs query text; an embedding alone ranks
+        by vector."""
+        if request.mode:
+            return request.mode
+        if request.query is None or not request.query.strip():
+            return "vector"
+        return self.settings.search_default_mode
+
+    @property
+    def default_mode(self) -> str:
+        return self.settings.search_default_mode
+
     async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
+        if not request.mode:
+            request = replace(request, mode=self.mode_for(request))
+        if request.consistency == "strong":  # never a standby, whatever the caller allowed
+            with primary_reads():
+                return await self._search(tenant_id, request)
+        return await self._search(tenant_id, request)
+
+    async def _search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
         started = time.perf_counter()
         self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
@@ -102,19 +125,20 @@ class SearchService:
                 f"search mode {request.mode!r} is not available",
                 errors=[FieldError("mode", "unsupported mode")],
             )
+        assert request.mode is not None  # set by search() first
         return parse_options(request.mode, request.options, self.settings)
 
-    async def query_vector(self, request: SearchRequest) -> np.ndarray:
+    async def query_vector(self, tid: uuid.UUID, request: SearchRequest) -> np.ndarray:
         if request.embedding is not None:
             return self.validate.check_embedding(request.embedding)
         assert request.query is not None
-        return await self.embedder.embed_query_async(request.query)
+        return await self.embedder.embed_query_async(request.query, owner=tid)
 
     # -- first stage: one per mode ---------------------------------------------------------
     async def _vector(
         self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
     ) -> Ranked:
-        query = await self.query_vector(request)
+        query = await self.query_vector(tid, request)
         result = await self.vectors.search(tid, replace(request, k=pool_k), flt, query)
         for hit in result.results:
             hit.components = {"vector": hit.score}
@@ -134,7 +158,7 @@ class SearchService:
         pool_k: int,
     ) -> Ranked:
         require_query_text(request)  # before embedding: the keyword side needs the text
-        query = await self.query_vector(request)
+        query = await self.query_vector(tid, request)
         depth = min(MAX_POOL, max(pool_k, self.settings.hybrid_candidates))
         deep = replace(request, k=depth)
         vector: SearchResult | None = None

@@ -3,7 +3,8 @@
 A snapshot is the index plus the change-log position it includes, so a restart
 loads it and replays only the log after that mark. Writes go to a fresh
 directory and then swap the ``CURRENT`` pointer atomically, so a reader sees
-the old snapshot or the new one, never half of one.
+the old snapshot or the new one, never half of one. A purge deletes a tenant's
+snapshots outright (``erase``): one written before may hold the erased vectors.
 """
 
 from __future__ import annotations
@@ -56,3 +57,38 @@ def read(
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("ignoring unreadable FAISS snapshot %s: %s", base / name, exc)
         return None
+
+
+def erase(root: Path, tenant_id: uuid.UUID) -> bool:
+    """Delete every snapshot of the tenant (after a purge they may hold erased vectors);
+    its next load builds from the database. True when there were any and they went; a
+    failure is logged (and tried again by the next follower pass or start)."""
+    base = root / str(tenant_id)
+    if not base.exists():
+        return False
+    try:
+        shutil.rmtree(base)
+    except OSError as exc:
+        log.error("could not delete the FAISS snapshots of tenant %s: %s", tenant_id, exc)
+        return False
+    log.info("deleted the FAISS snapshots of tenant %s after a purge", tenant_id)
+    return True
+
+
+def marks(root: Path) -> dict[uuid.UUID, int]:
+    """Tenant -> change mark of its current snapshot, for every snapshot on disk
+    (unreadable ones count as mark 0: nothing may rely on them)."""
+    found: dict[uuid.UUID, int] = {}
+    if not root.is_dir():
+        return found
+    for base in root.iterdir():
+        try:
+            tenant_id = uuid.UUID(base.name)
+        except ValueError:
+            continue
+        try:
+            name = (base / "CURRENT").read_text().strip()
+            found[tenant_id] = int(json.loads((base / name / "state.json").read_text())["mark"])
+        except (OSError, ValueError, KeyError):
+            found[tenant_id] = 0
+    return found

@@ -3,12 +3,14 @@
 Every committed write of a memory appends a row here (a trigger of migration
 0002) naming the tenant and the memory's ``seq`` (a stable bigint per memory,
 also the FAISS id) and notifies the ``memory_changes`` channel. The rows
-themselves are read through ``memories.repository``.
+themselves are read through ``memories.repository``. A purge adds a ``purge`` row
+of its own (migration 0063) beside the delete's.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +88,31 @@ async def tenant_changes_after(conn: Conn, tenant_id: uuid.UUID, after: int) -> 
     return {int(r[0]) for r in await cur.fetchall()}
 
 
+
+
+async def mark_purged(conn: Conn, tenant_id: uuid.UUID, memories: Mapping[str, int]) -> None:
+    """Purge: log that these memories (id -> seq) were erased, in the caller's
+    transaction, so every process that follows the log wipes their vectors from its
+    memory and drops the tenant's snapshots, and a snapshot older than this is never
+    loaded again."""
+    if not memories:
+        return
+    ids, seqs = list(memories), list(memories.values())
+    await conn.execute(
+        "INSERT INTO memory_changes (tenant_id, memory_id, memory_seq, op) "
+        "SELECT %s, id, seq, 'purge' FROM unnest(%s::uuid[], %s::bigint[]) AS p (id, seq)",
+        (tenant_id, ids, seqs),
+    )
+    await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(tenant_id)))
+
+
+async def purged_after(conn: Conn, tenant_id: uuid.UUID, after: int) -> bool:
+    """Whether a memory of the tenant was purged after log position ``after``: a
+    snapshot taken before may still hold its vector."""
+    cur = await conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM memory_changes WHERE tenant_id = %s AND seq > %s "
+        "AND op = 'purge')",
+        (tenant_id, after),
+    )
+    row = await cur.fetchone()
+    return bool(row and row[0])

@@ -4,14 +4,22 @@
 without embedding, what searches filter and answer from) and the keyword index
 (their searchable text) in step with the vectors, and count what the rows cost
 against the memory budget.
+
+No stored row can stop a tenant from loading or a change from landing. A row whose
+metadata the posting lists cannot key exactly (see ``postings``) is held, posted as
+far as it can be, and left to ``RowCheck``; a row the keyword index refuses is left
+out of it, and keyword searches of that tenant go to SQL while it holds one. Each such
+row is logged and counted in ``skipped`` (by index name: ``postings``, ``keyword``),
+which ``/metrics`` reports as ``memory_index_rows_skipped_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +30,8 @@ from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows, row_bytes
 from memory_service.search.postings import Postings
 from memory_service.search.scoped import ScopeIndexes
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(eq=False)
@@ -46,11 +56,16 @@ class TenantIndex:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     rebuilding: bool = False
+    erased: set[int] = field(default_factory=set)  # seqs a purge has wiped here already
+    erase_after_rebuild: set[int] = field(default_factory=set)  # purged during a rebuild
     dirty: bool = False
     loaded_from: str = ""
     # scope-and-filter shape -> the share of the index it let through last time
     selectivity: OrderedDict[str, float] = field(default_factory=OrderedDict)
     last_used: float = field(default_factory=time.monotonic)
+    # rows an index could not hold, by index name (the process's counter, shared by tenants)
+    skipped: Counter[str] = field(default_factory=Counter)
+    keyword_skipped: set[int] = field(default_factory=set)  # held rows not in ``keywords``
 
 
 def remember_versions(t: TenantIndex, rows: VectorRows) -> None:
@@ -71,6 +86,8 @@ def hold_rows(t: TenantIndex, memories: list[Memory]) -> None:
         else:
             t.expiring.discard(memory.seq)
         t.row_bytes += row_bytes(memory) + t.postings.add(memory)
+        if memory.seq in t.postings.unposted:
+            _skipped(t, "postings", memory, "a metadata value has no exact key")
 
 
 def drop_rows(t: TenantIndex, seqs: set[int]) -> None:
@@ -119,6 +136,47 @@ def searchable_text(memory: Memory) -> str:
 
 
 def index_text(t: TenantIndex, memories: list[Memory], gone: set[int]) -> None:
-    """Bring the keyword index in step with the rows (blocking: run in a worker thread)."""
+    """Bring the keyword index in step with the rows (blocking: run in a worker thread).
+
+    A batch the index refuses is applied row by row, so that only the rows it refuses
+    are left out (and counted); keyword searches of the tenant go to SQL meanwhile."""
+    keywords = t.keywords
+    if keywords is None:
+        return
+    t.keyword_skipped -= gone
+    try:
+        keywords.apply([(m.seq, searchable_text(m)) for m in memories], gone)
+    except Exception:  # the refused rows are found one by one below
+        keywords.apply([], gone)
+        for memory in memories:
+            try:
+                keywords.apply([(memory.seq, searchable_text(memory))])
+            except Exception as exc:  # logged and counted, never raised
+                keywords.apply([], {memory.seq})  # its old text must not answer for it
+                t.keyword_skipped.add(memory.seq)
+                _skipped(t, "keyword", memory, f"{type(exc).__name__}: {exc}")
+            else:
+                t.keyword_skipped.discard(memory.seq)
+    else:
+        t.keyword_skipped.difference_update(m.seq for m in memories)
+
+
+def rebuild_text(t: TenantIndex, memories: list[Memory]) -> None:
+    """Make the keyword index afresh from ``memories`` (blocking: a worker thread). A
+    purge needs it: tantivy keeps a deleted document's words in its segment until it
+    merges that segment, which it may never do."""
     if t.keywords is not None:
-        t.keywords.apply([(m.seq, searchable_text(m)) for m in memories], gone)
+        t.keywords = KeywordIndex(t.keywords.simple_weight)
+        t.keyword_skipped.clear()
+        index_text(t, memories, set())
+
+
+def _skipped(t: TenantIndex, index: str, memory: Memory, why: str) -> None:
+    t.skipped[index] += 1
+    log.warning(
+        "the %s index of tenant %s cannot hold memory %s (%s); the exact path answers for it",
+        index,
+        t.tenant_id,
+        memory.id,
+        why,
+    )

@@ -347,6 +347,10 @@ class Importer:
         v.check_metadata(m.metadata)
         v.check_importance(m.importance)
         v.check_scope(Scope(m.user_id, m.agent_id, m.run_id, m.namespace))
+        for i, h in enumerate(m.history or []):  # stored as jsonb beside the memory
+            for name, value in (("old_metadata", h.old_metadata), ("new_metadata", h.new_metadata)):
+                if value is not None:
+                    v.check_metadata(value, f"history[{i}].{name}")
 
     async def _events(self, batch: list[tuple[int, EventLine]]) -> None:
         events: list[NewEvent] = []

@@ -9,7 +9,7 @@ job is exactly as invisible as a job that does not exist.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,3 +206,23 @@ def source_before(entity: str, source_id: str, found: Source | None) -> dict[str
         "source_hash": found.source_hash.hex(),
         "job_id": found.job_id,
     }
+
+
+async def erase_memory_rows(
+    conn: Conn, tenant_id: uuid.UUID, memories: Mapping[str, int]
+) -> None:
+    """Purge: forget what migration jobs kept of these memories (id -> seq): a backup
+    of one that a job overwrote holds its earlier content and embedding, and undoing
+    the job would bring it back. Their source mappings go too (a digest of the item
+    they were made from); a later migration of the same item makes a new memory."""
+    ids = list(memories)
+    await conn.execute(
+        "DELETE FROM migration_job_rows WHERE tenant_id = %s AND entity = 'memory' "
+        "AND row_id = ANY(%s::uuid[])",
+        (tenant_id, ids),
+    )
+    await conn.execute(
+        "DELETE FROM migration_sources WHERE tenant_id = %s AND entity = 'memory' "
+        "AND row_id = ANY(%s::uuid[])",
+        (tenant_id, ids),
+    )

@@ -19,6 +19,7 @@ from memory_service.executions import ExecutionService
 from memory_service.memories.service import MemoryService
 from memory_service.pagination import CursorCodec
 from memory_service.search.service import SearchService
+from memory_service.supervisor import Supervisor
 from memory_service.workflows.builtins import MemorySteps
 from memory_service.workflows.driver import WorkflowDriver
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
@@ -60,9 +61,12 @@ class Workflows:
         memories: MemoryService,
         search: SearchService,
         executions: ExecutionService,
+        supervisor: Supervisor,
     ) -> Workflows:
-        wakeups = EventFanout(database_url, channel=CHANNEL)
-        timeline = RunTimeline(pool, executions)
+        wakeups = EventFanout(
+            database_url, supervisor=supervisor, channel=CHANNEL, name="workflow-wakeups"
+        )
+        timeline = RunTimeline(pool, executions, supervisor)
         service = WorkflowService(
             pool,
             cursors,
@@ -75,6 +79,7 @@ class Workflows:
             workers,
             wakeups,
             MemorySteps(memories, search),
+            supervisor=supervisor,
             concurrency=settings.workflow_driver_concurrency,
             poll_interval_s=settings.workflow_poll_interval_s,
         )

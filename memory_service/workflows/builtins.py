@@ -51,7 +51,7 @@ async def memory_search(steps: MemorySteps, tenant_id: uuid.UUID, step_input: An
         k=fields.get("k", 10),
         scope=_scope(fields),
         filter=fields.get("filter"),
-        mode=fields.get("mode", "vector"),
+        mode=fields.get("mode"),  # none named: the service's default ranking
         min_score=fields.get("min_score"),
     )
     result = await steps.search.search(tenant_id, request)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from memory_service.errors import InvalidInput, MemoryServiceError, Unavailable
 from memory_service.events.fanout import EventFanout
+from memory_service.supervisor import Loop, Supervisor
 from memory_service.workflows import repository as repo
 from memory_service.workflows.builtins import BUILTINS, MemorySteps
 from memory_service.workflows.definitions import BUILTIN_QUEUE
@@ -39,35 +40,37 @@ class WorkflowDriver:
         wakeups: EventFanout,
         steps: MemorySteps,
         *,
+        supervisor: Supervisor,
         concurrency: int = 4,
         poll_interval_s: float = 1.0,
         lease_s: float = 120.0,
     ) -> None:
         self.gateway = gateway
+        self._supervisor = supervisor
         self.wakeups = wakeups
         self.steps = steps
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
         self.lease_s = lease_s
         self.worker_id = f"driver:{socket.gethostname()}:{os.getpid()}"
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._subscription = wakeups.subscribe(DRIVER)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="workflow-driver")
+        self._loop = self._supervisor.spawn("workflow-driver", self._drive)
 
     async def close(self) -> None:
-        for task in [self._task, *self._running]:
-            if task is not None:
-                task.cancel()
-        for task in [self._task, *self._running]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        if self._loop is not None:
+            await self._loop.stop()
+        for task in self._running:
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._subscription.close()
 
-    async def _loop(self) -> None:
+    async def _drive(self) -> None:
         while True:
             self._subscription.clear()
             delay = self.poll_interval_s
@@ -79,8 +82,9 @@ class WorkflowDriver:
                 delay = await self._next_delay()
             except Unavailable as exc:
                 log.warning("workflow driver waits for the database: %s", exc.detail)
-            except Exception:
-                log.exception("workflow driver pass failed")
+            except MemoryServiceError as exc:  # a refusal the next pass looks at again
+                log.error("workflow driver pass failed: %s", exc.detail)
+            # anything else is a bug: the supervisor logs, counts and restarts the loop
             await self._subscription.wait(delay)
 
     async def _settle_due(self) -> None:
@@ -100,7 +104,7 @@ class WorkflowDriver:
             None, self.worker_id, [BUILTIN_QUEUE], max_steps=free, lease_s=self.lease_s
         )
         for attempt in claimed:
-            task = asyncio.create_task(self._run_builtin(attempt))
+            task = self._supervisor.run_job("workflow-builtin-steps", self._run_builtin(attempt))
             self._running.add(task)
             task.add_done_callback(self._finished)
 
@@ -120,6 +124,9 @@ class WorkflowDriver:
         run = BUILTINS[attempt.kind]
         try:
             output = await run(self.steps, attempt.tenant_id, attempt.input)
+            # what completing would refuse (a value stored before the rules, say) fails the
+            # step now, rather than leaving it to be delivered and refused again and again
+            self.gateway.service.check_json(output, "output")
         except InvalidInput as exc:
             await self._settle(attempt, None, exc.detail, retryable=False)
         except MemoryServiceError as exc:

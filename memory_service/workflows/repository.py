@@ -341,12 +341,18 @@ def _definition(r: dict[str, Any]) -> Definition:
 
 
 def _run(r: dict[str, Any]) -> Run:
-    ids = {"id", "tenant_id", "definition_id"}
-    optional = {"forked_from", "execution_id"}
-    values: dict[str, Any] = {
-        k: str(v) if k in ids else _str(v) if k in optional else v for k, v in r.items()
-    }
-    return Run(**values)
+    # field by field, so that mypy checks each value against its declared type (a str
+    # tenant id built here once reached the event writer and stopped it)
+    return Run(
+        id=str(r["id"]), tenant_id=r["tenant_id"], definition_id=str(r["definition_id"]),
+        workflow=r["workflow"], version=r["version"], status=r["status"], input=r["input"],
+        output=r["output"], error=r["error"], idempotency_key=r["idempotency_key"],
+        forked_from=_str(r["forked_from"]), fork_step=r["fork_step"],
+        execution_id=_str(r["execution_id"]), timeline_closed=r["timeline_closed"],
+        steps_total=r["steps_total"], steps_completed=r["steps_completed"],
+        created_at=r["created_at"], updated_at=r["updated_at"], finished_at=r["finished_at"],
+        seq=r["seq"],
+    )  # fmt: skip
 
 
 def _step(r: dict[str, Any]) -> Step:

@@ -20,7 +20,7 @@ from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from memory_service.pagination import CursorCodec, Page
 from memory_service.tenants import parse_uuid
-from memory_service.validation import check_choice, check_json_object, check_text
+from memory_service.validation import check_choice, check_json_object, check_json_value, check_text
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo
 from memory_service.workflows.definitions import ancestors, digest, parse_definition
@@ -71,7 +71,7 @@ class WorkflowService:
         return await self.timeline.create(tenant_id, run_id, workflow)
 
     def check_json(self, value: Any, where: str) -> Any:
-        return check_json_object({"v": value}, where, self.max_json_bytes + 6)["v"]
+        return check_json_value(value, where, self.max_json_bytes)
 
     # -- definitions ---------------------------------------------------------------------
     async def put_definition(self, tenant_id: uuid.UUID, name: str, body: Any) -> tuple[Definition, bool]:

@@ -13,7 +13,6 @@ state maps each completed step id to its output.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 
@@ -22,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, MemoryServiceError, Unavailable
 from memory_service.executions import ExecutionChanges, ExecutionService, NewExecution, NewStep
+from memory_service.supervisor import Loop, Supervisor
 from memory_service.workflows import repository as repo
 from memory_service.workflows.models import Run, Step
 
@@ -31,27 +31,28 @@ CATCH_UP_BATCH = 50
 
 
 class RunTimeline:
-    def __init__(self, pool: AsyncConnectionPool, executions: ExecutionService) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, executions: ExecutionService, supervisor: Supervisor
+    ) -> None:
         self.pool = pool
         self.executions = executions
+        self._supervisor = supervisor
         self._behind: set[str] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop: Loop | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="workflow-timeline")
+        self._loop = self._supervisor.spawn("workflow-timeline", self._follow)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self._loop is not None:
+            await self._loop.stop()
 
     def touched(self, run_ids: set[str]) -> None:
         """Runs whose transition just committed; appended in the background, so a
         worker's completion never waits for the execution, and a run's steps that
         complete close together go into one append."""
-        if self._task is None:
+        if self._loop is None:
             return
         self._behind |= run_ids
         self._wake.set()
@@ -99,7 +100,10 @@ class RunTimeline:
         async with wrap_db_errors(), self.pool.connection() as conn:
             behind = await repo.timelines_behind(conn, CATCH_UP_BATCH)
         for run_id in behind:
-            await self.sync(run_id)
+            try:
+                await self.sync(run_id)
+            except MemoryServiceError as exc:  # one run's trouble holds up no other run
+                log.error("appending run %s to its execution failed: %s", run_id, exc.detail)
         return len(behind)
 
     async def _append(self, run: Run, execution_id: str, steps: list[Step]) -> None:

@@ -139,8 +139,12 @@ async def update(
     return row_to_memory(rows[0])
 
 
-async def delete(conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID) -> bool:
-    cur = await conn.execute(query("delete").format(visible=VISIBLE), (tenant_id, memory_id))
+async def delete(
+    conn: Conn, tenant_id: uuid.UUID, memory_id: uuid.UUID, *, expired_too: bool = False
+) -> bool:
+    """Delete a live memory, or with ``expired_too`` also one whose expiry has passed."""
+    visible = sql.SQL("TRUE") if expired_too else VISIBLE
+    cur = await conn.execute(query("delete").format(visible=visible), (tenant_id, memory_id))
     return await cur.fetchone() is not None
 
 
