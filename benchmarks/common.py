@@ -112,6 +112,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# the per-tenant rate and in-flight share off: a capacity benchmark is one tenant
+# pushing as hard as it can, which those limits exist to refuse
+UNLIMITED_TENANT = {"MEMORY_TENANT_REQUESTS_PER_SECOND": "0", "MEMORY_TENANT_MAX_IN_FLIGHT": "0"}
+
+
 class ServiceProcess:
     """``memory-service serve`` on 127.0.0.1 against ``database_url``; killed on exit."""
 

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     ADMIN_TOKEN,
+    UNLIMITED_TENANT,
     ServiceProcess,
     machine,
     percentiles,
@@ -169,6 +170,7 @@ async def http_append(url: str, work: Path, args: argparse.Namespace) -> dict[st
     """One step, a batch of ``--http-batch`` steps and ``GET /health``, interleaved on
     one server, so that each ratio compares numbers taken under the same load."""
     service = ServiceProcess(url, work, work / "service.log")
+    service.env.update(UNLIMITED_TENANT)
     service.start()
     load_before = os.getloadavg()
     try:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from benchmarks.common import (
     ADMIN_TOKEN,
+    UNLIMITED_TENANT,
     ServiceProcess,
     machine,
     percentiles,
@@ -281,6 +282,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     url = db.resolve_database_url(settings)
     run_migrations(url, 384)
     service = ServiceProcess(url, work_dir, work_dir / "service.log")
+    service.env.update(UNLIMITED_TENANT)
     try:
         service.start()
         headers, _ = await setup(service.base_url)
