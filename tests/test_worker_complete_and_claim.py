@@ -1,8 +1,8 @@
 """Completing an attempt and claiming the next in one request.
 
-The claim follows the committed completion: the steps the completion made ready
-are among those claimed, each output is still recorded once, and a claim that is
-not valid refuses the whole request before anything is written.
+The completion and the claim share a transaction: the steps the completion made
+ready are among those claimed, each output is still recorded once, and a claim
+that is not valid refuses the whole request before anything is written.
 """
 
 from __future__ import annotations

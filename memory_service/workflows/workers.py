@@ -112,9 +112,9 @@ class WorkerGateway:
         *,
         then_claim: NextClaim | None = None,
     ) -> list[Attempt]:
-        """Record the output; with ``then_claim``, then claim the worker's next attempts
-        (the steps this completion made ready among them), waiting up to its ``wait_s``
-        when none is ready."""
+        """Record the output; with ``then_claim``, also claim the worker's next attempts
+        in the same transaction (the steps this completion made ready among them), and
+        wait up to its ``wait_s`` after the commit when none was ready."""
         self.service.check_json(output, "output")
         if then_claim is not None:
             then_claim.check(internal=tenant_id is None)
@@ -125,13 +125,19 @@ class WorkerGateway:
 
         async with self.service.transition() as tx:
             row = await self._settle_in(tx, tenant_id, attempt_id, token, act)
-        if then_claim is None:
-            return []
-        # a transaction of its own: the completion's locks (its run among them) are not
-        # held while the claim looks for work
+            if then_claim is None:
+                return []
+            worker_id = then_claim.worker_id or str(row["worker_id"])
+            claimed = await repo.claim(
+                tx.conn, tenant_id, then_claim.queues, then_claim.max_steps,
+                then_claim.lease_s, worker_id,
+            )  # fmt: skip
+            _announce_claims(tx, claimed)
+        if claimed or then_claim.wait_s <= 0:
+            return claimed
         return await self.claim(
-            tenant_id, then_claim.worker_id or str(row["worker_id"]), then_claim.queues,
-            max_steps=then_claim.max_steps, lease_s=then_claim.lease_s, wait_s=then_claim.wait_s,
+            tenant_id, worker_id, then_claim.queues, max_steps=then_claim.max_steps,
+            lease_s=then_claim.lease_s, wait_s=then_claim.wait_s,
         )  # fmt: skip
 
     async def fail(
