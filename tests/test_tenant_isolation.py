@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
+import pytest
+from live_http import in_app_loop
+
+from memory_service.errors import Unauthenticated
 from tests.conftest import ADMIN, assert_problem, new_tenant
 from tests.helpers import page_all, unit_vectors
 
@@ -108,3 +114,28 @@ async def test_admin_endpoints_refuse_everything_without_an_admin_token(
         for headers in ({}, ADMIN, {"Authorization": "Bearer "}):
             r = await other.post("/v1/admin/tenants", json={"name": "x"}, headers=headers)
             assert_problem(r, 403, mentions="MEMORY_ADMIN_TOKEN")
+
+
+async def time_key_checks(tenants: Any, key: str) -> tuple[float, float]:
+    """Median seconds to refuse an unknown prefix and a known prefix with a wrong
+    secret, sampled alternately so that load on the machine falls on both alike."""
+    unknown = "mk_" + "0" * 12 + "_" + "A" * 43
+    wrong_secret = f"mk_{key.split('_')[1]}_" + "A" * 43
+    samples: dict[str, list[float]] = {unknown: [], wrong_secret: []}
+    for _ in range(300):
+        for attempt, times in samples.items():
+            started = time.perf_counter()
+            with pytest.raises(Unauthenticated):
+                await tenants.authenticate(attempt)
+            times.append(time.perf_counter() - started)
+    return statistics.median(samples[unknown]), statistics.median(samples[wrong_secret])
+
+
+async def test_a_key_check_takes_as_long_whether_its_prefix_exists_or_not(
+    app: Any, client: Any, tenant: dict
+) -> None:
+    key = tenant["headers"]["Authorization"].split()[1]
+    unknown, known = await in_app_loop(client, time_key_checks, app.state.tenants, key)
+    # both look the prefix up, hash the key and compare in constant time; the bound
+    # leaves room for noise and catches work done for one kind only (a hash, a KDF)
+    assert 0.6 < unknown / known < 1.6, f"unknown prefix {unknown * 1e3:.3f} ms, known {known * 1e3:.3f} ms"
