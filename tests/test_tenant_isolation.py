@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from typing import Any
@@ -59,18 +60,45 @@ async def test_cursor_of_one_tenant_is_refused_by_another(client: Any, tenant: d
     )
 
 
+# the operations anyone may call: liveness, readiness and the Prometheus scrape
+PUBLIC_OPERATIONS = {("GET", "/health"), ("GET", "/ready"), ("GET", "/metrics")}
+HTTP_METHODS = ("get", "put", "post", "patch", "delete")
+
+
+def example_path(path: str, operation: dict[str, Any]) -> str:
+    """The path with each parameter filled in with a value of its type."""
+    types = {
+        p["name"]: p.get("schema", {}).get("type")
+        for p in operation.get("parameters", [])
+        if p.get("in") == "path"
+    }
+    return re.sub(
+        r"\{([^}]+)\}",
+        lambda m: "1" if types.get(m[1]) == "integer" else "00000000-0000-0000-0000-000000000000",
+        path,
+    )
+
+
 async def test_authentication_is_required_everywhere(client: Any) -> None:
-    for method, path in [
-        ("GET", "/v1/memories"),
-        ("POST", "/v1/memories"),
-        ("POST", "/v1/memories/search"),
-        ("POST", "/v1/memories/batch"),
-        ("GET", "/v1/memories/00000000-0000-0000-0000-000000000000"),
-        ("DELETE", "/v1/memories?user_id=x"),
-    ]:
+    """Every operation of the live OpenAPI document, except the public ones, answers
+    401 without a key, with an unknown key and with another scheme."""
+    document = (await client.get("/schema/openapi.json")).json()
+    operations = [
+        (method.upper(), path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS
+    ]
+    public = {(m, p) for m, p, op in operations if not op.get("security")}
+    assert public == PUBLIC_OPERATIONS, "an operation without security that is not meant public"
+    guarded = [(m, p, op) for m, p, op in operations if (m, p) not in PUBLIC_OPERATIONS]
+    assert len(guarded) > 60, len(guarded)  # the walk found the API, not a stub
+    for method, path, operation in guarded:
+        url = example_path(path, operation)
         for headers in ({}, {"Authorization": "Bearer mk_000000000000_" + "x" * 43},
                         {"Authorization": "Basic abc"}):
-            r = await client.request(method, path, headers=headers, json={})
+            r = await client.request(method, url, headers=headers, json={})
+            assert r.status_code == 401, (method, path, headers, r.status_code)
             assert_problem(r, 401)
             assert r.headers["www-authenticate"] == "Bearer"
 
