@@ -210,7 +210,9 @@ async def test_embeddings_carried_or_recomputed(client: Any, tenant: dict[str, A
     by_content = {line["content"]: decode_embedding(line["embedding"], 384) for line in lines[1:-1]}
     for content, vector in original.items():
         assert np.allclose(kept[content], by_content[content], atol=1e-6)
-        assert np.allclose(recomputed[content], vector, atol=1e-5)
+        # the same model again; not to the bit, since its int8 activations are quantised
+        # with a range taken over the whole batch, and the batches differ
+        assert float(recomputed[content] @ vector) > 0.99, content
     for _ in range(100):  # the event writer lingers a moment before it writes
         progress = await client.get("/v1/events", params={"type": "import.progress"},
                                     headers=redone["headers"])
