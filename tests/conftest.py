@@ -20,7 +20,12 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from memory_service.embeddings import (
+    Embedder,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+    embedder_from_settings,
+)
 from memory_service.secret_box import new_key
 
 ADMIN_TOKEN = "test-admin-token"
@@ -81,7 +86,17 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def real_embedder() -> Embedder:
+def real_embedder(settings: Settings, shared_onnx_exports: None) -> Embedder:
+    """The embedder the service ships, built as the app builds it from its settings
+    (today ONNX Runtime with int8 weights), so retrieval tests measure what runs in
+    production; the export is shared with the service processes tests start."""
+    export_dir = os.environ["MEMORY_EMBEDDING_EXPORT_DIR"]
+    return embedder_from_settings(settings.with_(embedding_export_dir=export_dir))
+
+
+@pytest.fixture(scope="session")
+def torch_embedder() -> Embedder:
+    """The model on torch: the reference the ONNX backend is compared against."""
     return SentenceTransformerEmbedder()
 
 

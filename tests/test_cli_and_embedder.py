@@ -18,9 +18,12 @@ from memory_service.embeddings import (
     HashEmbedder,
     SentenceTransformerEmbedder,
 )
+from memory_service.onnx_embedder import OnnxEmbedder
 
 
 def test_packaged_model_gives_normalised_vectors_that_capture_meaning(real_embedder: Embedder) -> None:
+    # the tests' model is the one the service ships: ONNX Runtime by default
+    assert Settings().embedding_backend == "onnx" and isinstance(real_embedder, OnnxEmbedder)
     vectors = real_embedder.embed(
         ["I drink coffee every morning", "Each morning I have an espresso", "The tax form is due"]
     )

@@ -62,7 +62,8 @@ async def insert_steps(
     """Writes the rows and moves the execution's head past them, in one statement.
 
     False (nothing written) when the head is no longer the one before the first
-    step: another writer appended after the head this batch was computed from.
+    step (another writer appended after the head this batch was computed from), or
+    when the execution has finished since it was read.
     """
     columns = {
         "seq": ([s.seq for s in steps], "int[]"),
@@ -88,7 +89,8 @@ async def insert_steps(
     # compare-and-set: lock the execution row first, write only if the head is still
     # where the batch was computed from, and move the head in the same statement
     statement = sql.SQL(
-        "WITH head AS (SELECT id FROM executions WHERE id = %s AND head_seq = %s FOR UPDATE), "
+        "WITH head AS (SELECT id FROM executions WHERE id = %s AND head_seq = %s "
+        "AND status = 'running' FOR UPDATE), "
         "added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, {names}) "
         "SELECT %s, %s, %s, u.* FROM unnest({arrays}) AS u WHERE EXISTS (SELECT 1 FROM head) "
         "RETURNING seq) "
