@@ -32,7 +32,8 @@ from memory_service import db
 from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.memories.models import NewMemory, SearchRequest
-from memory_service.runtime import Runtime, run_migrations
+from memory_service.migrate import run_migrations
+from memory_service.runtime import Runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
