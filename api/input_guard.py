@@ -21,10 +21,11 @@ from typing import Any, get_args
 
 import msgspec
 import numpy as np
-from litestar.connection import ASGIConnection
+from litestar.connection import ASGIConnection, Request
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Empty
 from litestar.utils.scope.state import ScopeState
 
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
@@ -102,15 +103,9 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
     media = getattr(field.kwarg_definition, "media_type", RequestEncodingType.JSON)
     if media != RequestEncodingType.JSON:
         return  # forms and uploads are Litestar's to decode
-    body: bytes = await connection.body()  # type: ignore[attr-defined]
+    body = await read_body(connection, connection.app.state.settings.tenant_max_request_bytes)
     if not body:
         return
-    limit = connection.app.state.settings.tenant_max_request_bytes
-    if limit and len(body) > limit:
-        raise PayloadTooLarge(
-            f"a request body holds at most {limit} bytes, not {len(body)}",
-            errors=[FieldError("body", f"at most {limit} bytes")],
-        )
     _check_media_type(connection.headers.get("content-type"))
     check_depth(body, "body")
     value = _decode_strict(body, field.annotation)
@@ -120,6 +115,36 @@ async def check_request(connection: ASGIConnection[Any, Any, Any, Any], handler:
         # connection's state before decoding it again, and passes an instance of the
         # declared type through unchanged (a second decode of 384 floats costs ~0.1 ms)
         ScopeState.from_scope(connection.scope).json = value
+
+
+async def read_body(connection: ASGIConnection[Any, Any, Any, Any], limit: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to pass ``limit`` bytes:
+    from its ``Content-Length`` before anything is read, else by counting the bytes as
+    they arrive, so an oversized body costs the limit's worth of reading at most. The
+    body is kept where Litestar looks for it, so the handler does not read it again."""
+    state = ScopeState.from_scope(connection.scope)
+    if state.body is not Empty:
+        return state.body
+    length = connection.headers.get("content-length", "")
+    if limit and length.isdigit() and int(length) > limit:
+        raise _too_large(limit, length)
+    chunks: list[bytes] = []
+    received = 0
+    assert isinstance(connection, Request)  # a guarded route with a ``data`` body is HTTP
+    async for chunk in connection.stream():
+        received += len(chunk)
+        if limit and received > limit:
+            raise _too_large(limit, f"more than {limit}")
+        chunks.append(chunk)
+    state.body = body = b"".join(chunks)
+    return body
+
+
+def _too_large(limit: int, size: str) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"a request body holds at most {limit} bytes, not {size}",
+        errors=[FieldError("body", f"at most {limit} bytes")],
+    )
 
 
 def _check_parameters(connection: ASGIConnection[Any, Any, Any, Any], signature: Any) -> None:

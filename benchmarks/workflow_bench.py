@@ -52,7 +52,7 @@ from benchmarks.common import (
 )
 from memory_service import db
 from memory_service.config import Settings
-from memory_service.runtime import run_migrations
+from memory_service.migrate import run_migrations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

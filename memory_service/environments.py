@@ -10,6 +10,7 @@ to these rules, as in ``tenants.py``.
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
+from memory_service.config import Settings, SettingsError
+from memory_service.db import connect_sync, wrap_db_errors, wrap_db_errors_sync
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -34,7 +36,7 @@ from memory_service.errors import (
     PreconditionFailed,
 )
 from memory_service.pagination import CursorCodec, Page
-from memory_service.secret_box import SecretBox
+from memory_service.secret_box import SecretBox, load_secret_box
 from memory_service.task_models import MAX_TEXT
 from memory_service.tenants import parse_uuid
 from memory_service.validation import check_json_object, check_text
@@ -58,6 +60,8 @@ COLUMNS = sql.SQL(
     "ARRAY(SELECT jsonb_object_keys(secrets) ORDER BY 1) AS secret_names, "
     "is_active, created_at, updated_at, version, seq"
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -371,3 +375,24 @@ async def detach_tasks(conn: Any, tenant_id: uuid.UUID, env_ids: list[str]) -> N
         "version = version + 1 WHERE tenant_id = %s AND environment_id = ANY(%s::uuid[])",
         (tenant_id, env_ids),
     )
+
+
+def check_secrets_at_rest(url: str, settings: Settings) -> SecretBox | None:
+    """The secret box; plain-text secrets left from before are sealed with it.
+
+    Without a key (an external database and no ``MEMORY_SECRETS_KEY``) the service
+    refuses to start once any secret is stored: it could neither protect new ones
+    nor tell a reader why old ones stopped working.
+    """
+    box = load_secret_box(settings)
+    with wrap_db_errors_sync(), connect_sync(url) as conn:
+        if box is not None:
+            sealed = reseal_secrets(conn, box, everything=False)
+            if sealed:
+                log.info("sealed the plain-text secrets of %d environment(s)", sealed)
+        elif secrets_exist(conn):
+            raise SettingsError(
+                "environment secrets are stored but MEMORY_SECRETS_KEY is not set; set it to "
+                "the key they were encrypted with (see docs/operations.md)"
+            )
+    return box

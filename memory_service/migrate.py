@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from memory_service import db
 from memory_service.errors import Conflict
 
 log = logging.getLogger(__name__)
@@ -116,3 +117,9 @@ async def applied_count(conn: psycopg.AsyncConnection[Any]) -> int:
     cur = await conn.execute("SELECT count(*) FROM schema_migrations")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
+
+
+def run_migrations(url: str, dimension: int) -> list[int]:
+    """Apply every pending migration over a connection of its own to ``url``."""
+    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
+        return apply_migrations(conn, dimension)

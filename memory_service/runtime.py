@@ -14,9 +14,7 @@ the embedded PostgreSQL.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -26,10 +24,10 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
 from memory_service.changes import store as change_feed_store
-from memory_service.config import Settings, SettingsError
+from memory_service.config import Settings
 from memory_service.console_sessions import ConsoleSessionStore, sweep_console_sessions
 from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
-from memory_service.environments import EnvironmentService, reseal_secrets, secrets_exist
+from memory_service.environments import EnvironmentService, check_secrets_at_rest
 from memory_service.events.fanout import EventFanout
 from memory_service.events.recorder import OperationRecorder
 from memory_service.events.retention import RetentionWorker
@@ -56,8 +54,8 @@ from memory_service.search.indexes import TenantIndexes
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
-from memory_service.secret_box import SecretBox, load_secret_box
-from memory_service.supervisor import SupervisionPolicy, Supervisor
+from memory_service.secret_box import SecretBox
+from memory_service.supervisor import Closer, SupervisionPolicy, Supervisor, close_all
 from memory_service.tasks import TaskService
 from memory_service.tenants import TenantService
 from memory_service.transfer import jobs_store as migration_jobs_store
@@ -67,7 +65,6 @@ from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
 
-Closer = Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -120,7 +117,7 @@ class Runtime:
         if embedder is None:
             embedder = await anyio.to_thread.run_sync(embedder_from_settings, settings)
         if settings.auto_migrate:
-            await anyio.to_thread.run_sync(run_migrations, url, embedder.dimension)
+            await anyio.to_thread.run_sync(migrate.run_migrations, url, embedder.dimension)
         box = await anyio.to_thread.run_sync(check_secrets_at_rest, url, settings)
         pool = db.open_pool(url, settings)
         await pool.open(wait=True)
@@ -128,14 +125,14 @@ class Runtime:
         try:
             return await _build(settings, url, pool, embedder, box, tracer_provider, closers)
         except BaseException:
-            await _close_all(closers)
+            await close_all(closers)
             await pool.close()
             if not settings.database_url:
                 db.stop_embedded(settings)
             raise
 
     async def close(self) -> None:
-        await _close_all(self.closers)
+        await close_all(self.closers)
         await self.pool.close()
         if not self.settings.database_url:
             # the embedded server stops here when this was its last user: uvicorn
@@ -391,55 +388,3 @@ async def _start_hot_search(
     hot = HotSearch(pool, settings, indexes, follower)
     closers.append(hot.close)
     return hot
-
-
-CLOSE_TIMEOUT_S = 30.0
-"""How long shutdown waits for one component before it goes on without it."""
-
-
-async def _close_all(closers: list[Closer]) -> None:
-    """Close in reverse order of start; a component that hangs is logged and left
-    behind (not awaited again, since cancelling a call in a worker thread waits for
-    the thread), so shutdown always ends."""
-    for closer in reversed(closers):
-        task = asyncio.ensure_future(closer())
-        done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
-        if not done:
-            task.cancel()
-            log.error(
-                "%s did not close within %.0f s; shutting down without it",
-                getattr(closer, "__qualname__", repr(closer)),
-                CLOSE_TIMEOUT_S,
-            )
-            continue
-        try:
-            task.result()
-        except Exception:
-            log.exception("error while closing a component")
-    closers.clear()
-
-
-def run_migrations(url: str, dimension: int) -> list[int]:
-    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
-        return migrate.apply_migrations(conn, dimension)
-
-
-def check_secrets_at_rest(url: str, settings: Settings) -> SecretBox | None:
-    """The secret box; plain-text secrets left from before are sealed with it.
-
-    Without a key (an external database and no ``MEMORY_SECRETS_KEY``) the service
-    refuses to start once any secret is stored: it could neither protect new ones
-    nor tell a reader why old ones stopped working.
-    """
-    box = load_secret_box(settings)
-    with db.wrap_db_errors_sync(), db.connect_sync(url) as conn:
-        if box is not None:
-            sealed = reseal_secrets(conn, box, everything=False)
-            if sealed:
-                log.info("sealed the plain-text secrets of %d environment(s)", sealed)
-        elif secrets_exist(conn):
-            raise SettingsError(
-                "environment secrets are stored but MEMORY_SECRETS_KEY is not set; set it to "
-                "the key they were encrypted with (see docs/operations.md)"
-            )
-    return box

@@ -311,3 +311,32 @@ class Supervisor:
 def _cancel_requested() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
+
+
+# -- shutdown ------------------------------------------------------------------------
+Closer = Callable[[], Awaitable[None]]
+
+CLOSE_TIMEOUT_S = 30.0
+"""How long shutdown waits for one component before it goes on without it."""
+
+
+async def close_all(closers: list[Closer]) -> None:
+    """Close in reverse order of start; a component that hangs is logged and left
+    behind (not awaited again, since cancelling a call in a worker thread waits for
+    the thread), so shutdown always ends."""
+    for closer in reversed(closers):
+        task = asyncio.ensure_future(closer())
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_TIMEOUT_S)
+        if not done:
+            task.cancel()
+            log.error(
+                "%s did not close within %.0f s; shutting down without it",
+                getattr(closer, "__qualname__", repr(closer)),
+                CLOSE_TIMEOUT_S,
+            )
+            continue
+        try:
+            task.result()
+        except Exception:
+            log.exception("error while closing a component")
+    closers.clear()

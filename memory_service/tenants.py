@@ -1,7 +1,9 @@
 """Tenants and their API keys.
 
 A key looks like ``mk_<prefix>_<secret>``. Only its SHA-256 hash is stored; the
-prefix identifies it for look-up and revocation. ``authenticate`` keeps a short
+prefix identifies it for look-up and revocation. Checking a key does the same work
+whether its prefix exists or not (hash, look-up, constant-time compare), so the
+answer's timing does not reveal which prefixes are in use. ``authenticate`` keeps a short
 in-process cache so that hot paths do not pay a database round trip per request;
 revocation in this process clears it at once, other processes within
 ``auth_cache_seconds``. Keys are looked up on the primary; while it is down, on a
@@ -55,6 +57,10 @@ def key_prefix(api_key: str) -> str | None:
     """The public part of a well-formed key (what revocation names it by), else None."""
     match = _KEY.match(api_key or "")
     return match[1] if match else None
+
+
+# what an unknown prefix's key is compared against: the hash of no valid key
+_NO_KEY_HASH = _hash("mk_000000000000_no-key-has-this-hash")
 
 
 def new_api_key() -> tuple[str, str]:
@@ -158,7 +164,10 @@ class TenantService:
                 raise
             with standby_reads():  # the primary is down: a standby still knows the keys
                 row = await self._key_row(prefix)
-        if row is None or not hmac.compare_digest(bytes(row[1]), digest):
+        # an unknown prefix is compared against a stand-in hash, so that it costs what a
+        # known prefix with a wrong secret costs and the time does not tell them apart
+        stored = _NO_KEY_HASH if row is None else bytes(row[1])
+        if not hmac.compare_digest(stored, digest) or row is None:
             raise Unauthenticated("unknown or revoked API key")
         tenant_id: uuid.UUID = row[0]
         self._remember(digest, tenant_id)

@@ -20,7 +20,12 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder, HashEmbedder, SentenceTransformerEmbedder
+from memory_service.embeddings import (
+    Embedder,
+    HashEmbedder,
+    SentenceTransformerEmbedder,
+    embedder_from_settings,
+)
 from memory_service.secret_box import new_key
 
 ADMIN_TOKEN = "test-admin-token"
@@ -72,6 +77,11 @@ def settings(data_dir: Path) -> Settings:
         secrets_key=SECRETS_KEY,
         workflow_poll_interval_s=0.2,
         record_search_events=True,  # the event log's tests read them; off by default
+        # every test shares this app and one client address: the per-address limit on
+        # requests without a valid key (tests/test_fairness.py tests it on apps of its
+        # own) would otherwise turn one test's 401 walk into another test's 429s
+        anonymous_requests_per_second=10_000.0,
+        anonymous_request_burst=10_000,
     )
 
 
@@ -81,7 +91,17 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def real_embedder() -> Embedder:
+def real_embedder(settings: Settings, shared_onnx_exports: None) -> Embedder:
+    """The embedder the service ships, built as the app builds it from its settings
+    (today ONNX Runtime with int8 weights), so retrieval tests measure what runs in
+    production; the export is shared with the service processes tests start."""
+    export_dir = os.environ["MEMORY_EMBEDDING_EXPORT_DIR"]
+    return embedder_from_settings(settings.with_(embedding_export_dir=export_dir))
+
+
+@pytest.fixture(scope="session")
+def torch_embedder() -> Embedder:
+    """The model on torch: the reference the ONNX backend is compared against."""
     return SentenceTransformerEmbedder()
 
 

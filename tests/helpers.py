@@ -1,8 +1,11 @@
 """Small helpers shared by tests: random unit vectors, paging through a listing, reading
-rows straight from the database, and a runtime that has finished starting."""
+rows straight from the database, a runtime that has finished starting, and waiting (with
+a deadline) for another process to see a change."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,3 +52,20 @@ async def settled(runtime: Runtime) -> Runtime:
     database): what another process promises to catch up within is a running process."""
     assert runtime.hot_search is not None and await runtime.hot_search.wait_ready(120)
     return runtime
+
+
+PROPAGATION_DEADLINE_S = 5.0
+"""How long a test waits for another process to see a change. The service catches up
+within about a second (``faiss_poll_interval_s`` 0.5 s, or at once on a notification);
+five leave room for a loaded CI machine. How fast it really is, is a benchmark's
+business, not a test's."""
+
+
+async def eventually(check: Any, what: str, deadline: float = PROPAGATION_DEADLINE_S) -> float:
+    """Poll ``check`` (an async predicate) until it holds; the seconds that took."""
+    started = time.monotonic()
+    while not await check():
+        waited = time.monotonic() - started
+        assert waited < deadline, f"{what}: not seen within {deadline} s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started

@@ -1,14 +1,12 @@
 """The consistency promise of search, on the in-process path.
 
 The writing process reads its own writes (deletes included) at once; another
-process sees a change within a second; ``"consistency": "strong"`` sees every
-committed change at once.
+process sees a change about a second later (the tests allow ``PROPAGATION_DEADLINE_S``);
+``"consistency": "strong"`` sees every committed change at once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,7 +20,7 @@ from memory_service.embeddings import Embedder
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from tests.conftest import new_tenant
-from tests.helpers import settled, unit_vectors
+from tests.helpers import eventually, settled, unit_vectors
 
 
 @pytest.fixture
@@ -47,7 +45,7 @@ async def ids_found(
     return result.strategy, [hit.memory.id for hit in result.results]
 
 
-async def test_strong_sees_another_process_write_at_once_and_eventual_within_a_second(
+async def test_strong_sees_another_process_write_at_once_and_eventual_soon_after(
     client: Any, other_process: Runtime
 ) -> None:
     tenant = await new_tenant(client)
@@ -68,10 +66,11 @@ async def test_strong_sees_another_process_write_at_once_and_eventual_within_a_s
         assert found == [written]
     moved = {"content": "moved", "metadata": {"i": 9}}
     await client.patch(f"/v1/memories/{written}", json=moved, headers=h)
-    started = time.monotonic()
-    while (await ids_found(other_process, tid, vecs[3], filter={"metadata.i": 3}))[1]:
-        assert time.monotonic() - started < 1.0, "the update did not arrive within a second"
-        await asyncio.sleep(0.02)
+
+    async def update_arrived() -> bool:
+        return not (await ids_found(other_process, tid, vecs[3], filter={"metadata.i": 3}))[1]
+
+    await eventually(update_arrived, "the update")
     await client.delete(f"/v1/memories/{written}", headers=h)
     _, found = await ids_found(other_process, tid, vecs[3], consistency="strong", k=10)
     assert written not in found

@@ -26,8 +26,8 @@ from memory_service.memories import repository as repo
 from memory_service.memories.models import MemoryPatch, NewMemory, SearchRequest
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
+from memory_service.migrate import run_migrations
 from memory_service.pagination import CursorCodec
-from memory_service.runtime import run_migrations
 from memory_service.search.index_worker import VectorIndexWorker
 from memory_service.search.vector import VectorSearch
 from memory_service.supervisor import Supervisor

@@ -49,9 +49,9 @@ def int8_embedder(export_root: Path) -> OnnxEmbedder:
     return OnnxEmbedder(packaged_model_path(), export_root, name="q", quantize=True)
 
 
-def test_onnx_agrees_with_torch(onnx_embedder: OnnxEmbedder, real_embedder: Embedder) -> None:
+def test_onnx_agrees_with_torch(onnx_embedder: OnnxEmbedder, torch_embedder: Embedder) -> None:
     ours = onnx_embedder.embed(TEXTS)
-    theirs = real_embedder.embed(TEXTS)
+    theirs = torch_embedder.embed(TEXTS)
     assert ours.shape == theirs.shape == (len(TEXTS), 384)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)

@@ -159,6 +159,31 @@ async def test_reimport_conflicts_and_dry_run(client: Any, tenant: dict[str, Any
     assert await state(client, fresh) == once
 
 
+async def test_importing_events_twice_adds_them_once(client: Any, tenant: dict[str, Any]) -> None:
+    await seed(client, tenant)
+    lines = await export(client, tenant, types="events")
+    exported = [x for x in lines if x["type"] == "event"]
+    assert exported and all(x["id"] for x in exported)
+    body = ndjson(lines)
+    n = len(exported)
+    # into the tenant it came from: every event is already there
+    home = await do_import(client, tenant, body)
+    assert home.json()["counts"]["event"] == {"skipped": n}, home.text
+    copy = await new_tenant(client)
+    first = await do_import(client, copy, body)
+    assert first.json()["counts"]["event"] == {"created": n}, first.text
+    for policy in ("skip", "overwrite"):
+        again = await do_import(client, copy, body, on_conflict=policy)
+        assert again.json()["counts"]["event"] == {"skipped": n}, again.text
+    failed = await do_import(client, copy, body, on_conflict="fail")
+    assert_problem(failed, 409, mentions="already exists")
+    r = await client.get("/v1/events", params={"type": "tool", "limit": 1000}, headers=copy["headers"])
+    assert len(r.json()["items"]) == 1
+    ids = [x["id"] for x in exported]
+    r = await client.get("/v1/events", params={"limit": 1000}, headers=copy["headers"])
+    assert sorted(e["id"] for e in r.json()["items"] if e["id"] in ids) == sorted(ids)
+
+
 async def test_embeddings_carried_or_recomputed(client: Any, tenant: dict[str, Any]) -> None:
     await seed(client, tenant)
     lines = await export(client, tenant, types="memories")
@@ -185,7 +210,9 @@ async def test_embeddings_carried_or_recomputed(client: Any, tenant: dict[str, A
     by_content = {line["content"]: decode_embedding(line["embedding"], 384) for line in lines[1:-1]}
     for content, vector in original.items():
         assert np.allclose(kept[content], by_content[content], atol=1e-6)
-        assert np.allclose(recomputed[content], vector, atol=1e-5)
+        # the same model again; not to the bit, since its int8 activations are quantised
+        # with a range taken over the whole batch, and the batches differ
+        assert float(recomputed[content] @ vector) > 0.99, content
     for _ in range(100):  # the event writer lingers a moment before it writes
         progress = await client.get("/v1/events", params={"type": "import.progress"},
                                     headers=redone["headers"])

@@ -103,6 +103,7 @@ def test_sigterm_stops_the_embedded_database(data_dir: Path) -> None:
 def test_kill_9_orphan_is_adopted_and_ctrl_c_stops_it(data_dir: Path) -> None:
     proc, _ = serve(data_dir)
     orphan = [p.pid for p in postmasters(data_dir)]
+    assert len(orphan) == 1, f"one embedded PostgreSQL should serve {data_dir}, found {orphan}"
     proc.kill()
     proc.wait(timeout=30)
     assert [p.pid for p in postmasters(data_dir)] == orphan, "kill -9 leaves the server running"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -65,6 +66,8 @@ def test_empty_database_reaches_current_schema_and_rerun_is_a_no_op(empty_databa
 
 
 def test_two_processes_migrating_at_once_apply_each_file_once(empty_database: str) -> None:
+    """Both runs are forced to overlap: the test holds the migration lock until both
+    are seen waiting for it, then lets go; one applies everything, the other nothing."""
     results: list[list[int]] = []
     errors: list[BaseException] = []
 
@@ -75,11 +78,23 @@ def test_two_processes_migrating_at_once_apply_each_file_once(empty_database: st
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    waiting = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 "
+        "AND objid = %s AND NOT granted"
+    )
+    with connect_sync(empty_database) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (migrate._LOCK_KEY,))
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while holder.execute(waiting, (migrate._LOCK_KEY,)).fetchone() != (2,):
+            assert time.monotonic() < deadline, "the two runs never both waited for the lock"
+            assert not errors, errors
+            time.sleep(0.02)
+        holder.execute("SELECT pg_advisory_unlock(%s)", (migrate._LOCK_KEY,))
+        for t in threads:
+            t.join(60)
     assert not errors
     everything = [m.version for m in migrate.available_migrations()]
     assert sorted(results, key=len) == [[], everything]

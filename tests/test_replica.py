@@ -135,22 +135,36 @@ async def test_follows_live_and_pushes_after_reconnect(
 ) -> None:
     h = tenant["headers"]
     live, port = live_settings(settings, database_url), free_port()
-    replica = Replica(f"http://127.0.0.1:{port}", tenant["api_key"], str(tmp_path / "f.db"))
+    conflicts: list[Conflict] = []
+    replica = Replica(
+        f"http://127.0.0.1:{port}", tenant["api_key"], str(tmp_path / "f.db"),
+        on_conflict=conflicts.append,
+    )
     try:
         async with serve(live, port):
             await run(replica.follow)
             await wait_for(lambda: replica.online)
             memory = (await client.post("/v1/memories", json={"content": "live"}, headers=h)).json()
+            task = (await client.post("/v1/tasks", json={"title": "before"}, headers=h)).json()
             await wait_for(lambda: replica.get("memory", memory["id"]) is not None)
+            await wait_for(lambda: replica.get("task", task["id"]) is not None)
         await wait_for(lambda: not replica.online)
+        # two edits queued offline: one the service can take, one whose row it deleted
+        await run(replica.update, "task", task["id"], {"title": "edited offline"})
         await run(replica.update, "memory", memory["id"], {"metadata": {"seen": True}})
+        assert len(replica.pending()) == 2
         r = await client.delete(f"/v1/memories/{memory['id']}", headers=h)
         assert r.status_code == 204
         async with serve(live, port):
-            # on reconnect the queued edit meets the deletion; the tombstone follows
             await wait_for(lambda: replica.online and not replica.pending())
+            # the queue was pushed, not dropped: the service holds the offline edit ...
+            pushed = (await client.get(f"/v1/tasks/{task['id']}", headers=h)).json()
+            assert pushed["title"] == "edited offline" and pushed["version"] == 2
+            # ... and the edit that met the deletion was reported, and the tombstone followed
+            assert [(c.id, c.op) for c in conflicts] == [(memory["id"], "update")]
             await wait_for(lambda: replica.get("memory", memory["id"]) is None)
-            task = (await client.post("/v1/tasks", json={"title": "after"}, headers=h)).json()
-            await wait_for(lambda: replica.get("task", task["id"]) is not None)
+            after = (await client.post("/v1/tasks", json={"title": "after"}, headers=h)).json()
+            await wait_for(lambda: replica.get("task", after["id"]) is not None)
+            assert replica.get("task", task["id"])["title"] == "edited offline"
     finally:
         await run(replica.close)

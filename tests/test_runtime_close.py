@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from memory_service import runtime
+from memory_service import supervisor
 
 
 async def test_a_hanging_component_does_not_stop_shutdown(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(runtime, "CLOSE_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(supervisor, "CLOSE_TIMEOUT_S", 0.2)
     closed: list[str] = []
 
     async def first() -> None:  # closes last: the order is the reverse of start
@@ -29,10 +29,10 @@ async def test_a_hanging_component_does_not_stop_shutdown(
     async def last() -> None:
         closed.append("last")
 
-    closers: list[runtime.Closer] = [first, hangs, fails, last]
+    closers: list[supervisor.Closer] = [first, hangs, fails, last]
     started = time.monotonic()
-    with caplog.at_level(logging.ERROR, logger=runtime.__name__):
-        await runtime._close_all(closers)
+    with caplog.at_level(logging.ERROR, logger=supervisor.__name__):
+        await supervisor.close_all(closers)
     assert time.monotonic() - started < 5
     assert closed == ["last", "first"] and closers == []
     assert any("hangs" in r.getMessage() and "did not close" in r.getMessage() for r in caplog.records)

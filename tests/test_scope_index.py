@@ -19,7 +19,8 @@ from memory_service.memories.models import Memory, MemoryPatch, NewMemory, Scope
 from memory_service.runtime import Runtime
 from memory_service.search import scoped
 from tests.conftest import new_tenant
-from tests.test_hot_search import clustered, wait_for
+from tests.helpers import eventually
+from tests.test_hot_search import clustered
 
 N, USERS = 1200, 4
 
@@ -66,7 +67,7 @@ async def test_a_large_scope_is_searched_in_its_own_graph_which_follows_every_ch
         async def graph_ready() -> bool:
             return key in t.scoped and t.scoped[key].ready
 
-        await wait_for(graph_ready, limit=30)
+        await eventually(graph_ready, "the scope graph", deadline=30)
         entry = t.scoped[key]
         assert entry.index.size == N // USERS and entry.index.is_hnsw
 

@@ -20,7 +20,7 @@ import pytest
 
 from cli import rotate_secrets
 from memory_service.config import Settings, SettingsError
-from memory_service.runtime import check_secrets_at_rest
+from memory_service.environments import check_secrets_at_rest
 from memory_service.secret_box import KEY_FILE, SecretBox, load_secret_box, new_key
 
 

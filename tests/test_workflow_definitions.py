@@ -36,6 +36,33 @@ async def test_invalid_definitions_name_the_step(client: Any, tenant: dict[str, 
         (_steps({"id": "m", "kind": "map", "over": [1]}), "map step 'm'"),
         (_steps({"id": "a", "kind": "task", "retry": {"max_attempts": 0}}), "max_attempts"),
     ]
+    nap = {"id": "nap", "kind": "sleep"}
+    durations = [
+        ({**nap, "input": {"seconds": -1}}, "steps[0].input.seconds"),
+        ({**nap, "input": {"seconds": 1e308}}, "steps[0].input.seconds"),
+        ({**nap, "input": {"seconds": 0}}, "steps[0].input.seconds"),
+        ({**nap, "input": {"seconds": "10"}}, "steps[0].input.seconds"),
+        ({**nap, "input": {}}, "steps[0].input"),
+        ({"id": "t", "kind": "task", "timeout_s": 1e308}, "steps[0].timeout_s"),
+        ({"id": "t", "kind": "task", "timeout_s": -1}, "steps[0].timeout_s"),
+        ({"id": "t", "kind": "task", "retry": {"backoff_s": -1}}, "steps[0].retry.backoff_s"),
+        ({"id": "t", "kind": "task", "retry": {"max_backoff_s": 1e308}}, "steps[0].retry.max_backoff_s"),
+        (
+            {"id": "m", "kind": "map", "over": [1], "step": {"kind": "sleep", "input": {"seconds": -1}}},
+            "steps[0].step.input.seconds",
+        ),
+    ]
+    for step, field in durations:
+        r = await client.put("/v1/workflows/bad", json=_steps(step), headers=h)
+        problem = assert_problem(r, 422, mentions=f"step {step['id']!r}")
+        assert [e["field"] for e in problem["errors"]] == [field], problem
+    fine = _steps(
+        {**nap, "input": {"seconds": 30 * 86400}},
+        {"id": "later", "kind": "sleep", "input": {"seconds": {"$ref": "input.wait"}}},
+        {"id": "t", "kind": "task", "timeout_s": 0.5, "retry": {"backoff_s": 0}},
+    )
+    r = await client.put("/v1/workflows/durations", json=fine, headers=h)
+    assert r.status_code == 201, r.text
     for body, message in cases:
         r = await client.put("/v1/workflows/bad", json=body, headers=h)
         problem = assert_problem(r, 422, mentions=message)

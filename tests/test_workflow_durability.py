@@ -139,7 +139,10 @@ async def test_two_services_kill_9_and_restart(
             reader = SSEReader(stream)
             workers.bases = [first, second]
             tasks = [asyncio.create_task(workers.loop(i)) for i in range(4)]
+            deadline = time.monotonic() + 60
             while len(workers.recorded) < 20:
+                assert time.monotonic() < deadline, f"only {len(workers.recorded)} steps done"
+                assert not any(t.done() for t in tasks), "a worker loop ended early"
                 await asyncio.sleep(0.05)
             os.kill(first_process.pid, signal.SIGKILL)  # mid-run, leases held on it
             workers.bases = [second]
@@ -160,7 +163,9 @@ async def test_two_services_kill_9_and_restart(
                 workers.stop = True
                 await asyncio.gather(*tasks)
             types = []
+            deadline = time.monotonic() + 60
             while "workflow.run.completed" not in types:
+                assert time.monotonic() < deadline, f"no run.completed event among {types}"
                 event = await reader.next_event(10)
                 assert event["attributes"]["workflow_run_id"] == runs[0]["id"]
                 types.append(event["type"])

@@ -125,6 +125,24 @@ async def test_exhausted_retries_fail_the_run_and_retry_resumes_it(
     finished = await work_until(client, h, run["id"])
     assert finished["status"] == "completed" and finished["output"] == {"e": {"value": 8}}
     assert step(finished, "a")["attempts"] == 1  # the completed step was not run again
+    # the failed attempt's execution stays failed; the retry records in a fork of it
+    first, retried = run["execution_id"], finished["execution_id"]
+    assert retried != first
+    deadline = time.monotonic() + 10
+    while (fork := await execution(client, h, retried))["status"] == "running":
+        assert time.monotonic() < deadline, fork
+        await asyncio.sleep(0.05)
+    assert fork["status"] == "succeeded" and fork["parent_id"] == first
+    assert (await execution(client, h, first))["status"] == "failed"
+    timeline = await client.get(f"/v1/executions/{retried}/steps", headers=h)
+    names = [s["name"] for s in timeline.json()["items"]]
+    assert names[0] == "a" and sorted(names[1:]) == ["b", "c", "d", "e"], names
+
+
+async def execution(client: Any, h: dict[str, str], execution_id: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/executions/{execution_id}", headers=h)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
 
 
 async def test_idempotency_key_answers_the_same_run(client: Any, tenant: dict[str, Any]) -> None:

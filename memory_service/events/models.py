@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,9 @@ class NewEvent:
     agent_id: str | None = None
     duration_ms: float | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    # set only by an import, which keeps an exported event's id so that importing
+    # the same export again finds the event already there; otherwise a fresh UUID
+    id: uuid.UUID | None = None
 
 
 @dataclass(slots=True)

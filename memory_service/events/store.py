@@ -32,10 +32,18 @@ COLUMNS = sql.SQL(
 async def insert_batch(
     conn: AsyncConnection[Any], tenant_id: uuid.UUID, events: Sequence[NewEvent]
 ) -> list[Event]:
-    """Insert one tenant's events in order; the caller owns the transaction."""
+    """Insert one tenant's events in order; the caller owns the transaction.
+
+    An event that names an ``id`` this tenant already holds (or one named earlier in
+    the batch) is left out: it is already there. The rows inserted come back.
+    """
     await conn.execute(
         "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
     )
+    # under the lock, so two imports of one export cannot both find an id free
+    events = await _not_yet_held(conn, tenant_id, events)
+    if not events:
+        return []
     # this tenant's own numbers for the batch (the lock above keeps them in commit order)
     counter = await conn.execute(
         "INSERT INTO event_numbers AS n (tenant_id, last) VALUES (%s, %s) "
@@ -51,7 +59,7 @@ async def insert_batch(
         chunk = events[start : start + 200]
         values = sql.SQL(", ").join(
             sql.SQL(
-                "(%s::uuid, %s::text, %s::smallint, %s::text, %s::timestamptz, %s::text, "
+                "(%s::uuid, %s::uuid, %s::text, %s::smallint, %s::text, %s::timestamptz, %s::text, "
                 "%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::int, "
                 "%s::bigint)"
             )
@@ -61,6 +69,7 @@ async def insert_batch(
         for index, e in enumerate(chunk):
             params += [
                 tenant_id,
+                e.id,
                 e.type,
                 SEVERITIES.index(e.severity),
                 e.source,
@@ -77,11 +86,11 @@ async def insert_batch(
             ]
         await cur.execute(
             sql.SQL(
-                "INSERT INTO events (tenant_id, type, severity, source, ts, trace_id, span_id, "
-                "task_id, execution_id, agent_id, duration_ms, attributes, number) "
-                "SELECT v.tenant_id, v.type, v.severity, v.source, v.ts, v.trace_id, v.span_id, "
+                "INSERT INTO events (tenant_id, id, type, severity, source, ts, trace_id, "
+                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, number) "
+                "SELECT v.tenant_id, coalesce(v.id, gen_random_uuid()), v.type, v.severity, v.source, v.ts, v.trace_id, v.span_id, "
                 "v.task_id, v.execution_id, v.agent_id, v.duration_ms, v.attributes, v.number "
-                "FROM (VALUES {values}) AS v (tenant_id, type, severity, source, ts, trace_id, "
+                "FROM (VALUES {values}) AS v (tenant_id, id, type, severity, source, ts, trace_id, "
                 "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord, number) "
                 "ORDER BY v.ord RETURNING {out}"
             ).format(values=values, out=COLUMNS),
@@ -91,6 +100,36 @@ async def insert_batch(
     await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(tenant_id)))
     rows.sort(key=lambda e: e.seq)
     return rows
+
+
+async def held_ids(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of these event ids the tenant already holds."""
+    if not ids:
+        return set()
+    cur = await conn.execute(
+        "SELECT id FROM events WHERE tenant_id = %s AND id = ANY(%s::uuid[])",
+        (tenant_id, list(ids)),
+    )
+    return {row[0] for row in await cur.fetchall()}
+
+
+async def _not_yet_held(
+    conn: AsyncConnection[Any], tenant_id: uuid.UUID, events: Sequence[NewEvent]
+) -> Sequence[NewEvent]:
+    named = [e.id for e in events if e.id is not None]
+    if not named:
+        return events
+    seen = await held_ids(conn, tenant_id, named)
+    fresh: list[NewEvent] = []
+    for e in events:
+        if e.id is None:
+            fresh.append(e)
+        elif e.id not in seen:
+            seen.add(e.id)
+            fresh.append(e)
+    return fresh
 
 
 def _where(

@@ -131,6 +131,7 @@ class ExecutionService(ExecutionTravel):
                     f"execution {execution_id} is at version {current.version}, not {if_match}",
                     current=current,
                 )
+            _check_transition(current, changes.status)
             return await repo.update_execution(
                 conn, tid, uuid.UUID(current.id), changes.status, changes.metadata
             )
@@ -184,7 +185,9 @@ class ExecutionService(ExecutionTravel):
         recorded: datetime,
     ) -> tuple[list[Step], bytes] | None:
         """Computes and writes the steps after ``execution.head_seq``; None when another
-        writer took those seqs first. ``recorded`` is the database clock."""
+        writer took those seqs first (or finished the execution meanwhile).
+        ``recorded`` is the database clock."""
+        _check_open(execution)
         segments = await self.history.segments(conn, tid, execution)
         state = await self.history.state_at(conn, segments, execution.head_seq)
         return await self._write(conn, tid, execution, state, steps, recorded)
@@ -208,10 +211,9 @@ class ExecutionService(ExecutionTravel):
         if not outcome.written:
             if outcome.head_seq is None:
                 raise NotFound(f"execution {execution.id} not found")
-            if outcome.status in FINISHED:
-                raise Conflict(
-                    f"execution {execution.id} is {outcome.status}: it takes no more steps"
-                )
+            if outcome.status in FINISHED:  # finished since it was read (or remembered)
+                execution.status = outcome.status
+                _check_open(execution)
             return None
         execution.head_seq = rows[-1].seq
         return [_step(execution.id, row, outcome.recorded_at) for row in rows], last_state
@@ -365,6 +367,26 @@ def _step(execution_id: str, row: StoredStep, recorded: datetime) -> Step:
         error=row.error,
         metadata=row.metadata,
     )
+
+
+def _check_transition(current: Execution, status: str | None) -> None:
+    """``running`` moves to one of the finished statuses, and a finished one stays
+    where it is (setting the same status again is a no-op, so a retry is safe)."""
+    if status is None or status == current.status or current.status not in FINISHED:
+        return
+    raise Conflict(
+        f"execution {current.id} is {current.status}; a finished execution cannot become {status}",
+        errors=[FieldError("status", f"is {current.status}, which is final")],
+    )
+
+
+def _check_open(execution: Execution) -> None:
+    """Steps go only to a running execution."""
+    if execution.status in FINISHED:
+        raise Conflict(
+            f"execution {execution.id} is {execution.status}; steps can only be added while it is running",
+            errors=[FieldError("status", f"is {execution.status}, not running")],
+        )
 
 
 def _check_limit(limit: int) -> None:

@@ -105,6 +105,9 @@ def check_step(step: NewStep, where: str, limit: int) -> None:
     check_text(step.name, f"{where}name", MAX_NAME)
     for name in ("input", "output", "error"):
         check_json_value(getattr(step, name), f"{where}{name}", limit)
+    if step.has_state:
+        # before the diff against the previous state, which costs far more than this
+        check_json_value(step.state, f"{where}state", limit)
     check_json_object(step.metadata, f"{where}metadata")
     if step.has_state and step.state_patch is not None:
         raise InvalidInput(

@@ -202,7 +202,7 @@ async def _events(
                     type_name=e.type, severity=e.severity, ts=e.ts, source=e.source,
                     trace_id=e.trace_id, span_id=e.span_id, task_id=e.task_id,
                     execution_id=e.execution_id, agent_id=e.agent_id,
-                    duration_ms=e.duration_ms, attributes=e.attributes,
+                    duration_ms=e.duration_ms, attributes=e.attributes, id=uuid.UUID(e.id),
                 )
             )
         yield bytes(out), len(rows)

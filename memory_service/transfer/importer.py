@@ -353,6 +353,8 @@ class Importer:
                     v.check_metadata(value, f"history[{i}].{name}")
 
     async def _events(self, batch: list[tuple[int, EventLine]]) -> None:
+        """Events are immutable: one whose id the tenant holds is already here and is
+        skipped, whatever ``on_conflict`` says, except that ``fail`` stops the import."""
         events: list[NewEvent] = []
         for lineno, e in batch:
             task_id = self.ids["task"].get(e.task_id, e.task_id) if e.task_id else None
@@ -363,11 +365,20 @@ class Importer:
                 type=e.type_name, severity=e.severity, source=e.source, ts=e.ts,
                 trace_id=e.trace_id, span_id=e.span_id, task_id=task_id,
                 execution_id=execution_id, agent_id=e.agent_id, duration_ms=e.duration_ms,
-                attributes=e.attributes,
+                attributes=e.attributes, id=e.id,
             )
             events.append(_checked(lineno, partial(validate_event, event, "", None)))
-        await event_store.insert_batch(self.conn, self.tid, events)
-        self.report.add("event", "created", len(events))
+        if self.on_conflict == "fail":
+            held = await event_store.held_ids(self.conn, self.tid, [e.id for _, e in batch if e.id])
+            for lineno, e in batch:
+                if e.id in held:
+                    raise Conflict(
+                        f"line {lineno}: event {e.id} already exists (on_conflict=fail); "
+                        "nothing was imported"
+                    )
+        created = await event_store.insert_batch(self.conn, self.tid, events)
+        self.report.add("event", "created", len(created))
+        self.report.add("event", "skipped", len(events) - len(created))
 
 
 def _text(raw: msgspec.Raw) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -161,6 +162,9 @@ class EventLine(msgspec.Struct, tag="event", tag_field="type"):
     agent_id: str | None = None
     duration_ms: float | None = None
     attributes: dict[str, Any] = {}
+    # the event's id, so that an import can tell an event it already holds; absent
+    # from exports written before events carried it (those events cannot be matched)
+    id: uuid.UUID | None = None
 
 
 class End(msgspec.Struct, tag="end", tag_field="type"):

@@ -25,6 +25,10 @@ CHILD_KINDS = ("task", "memory.search", "memory.add", "sleep")
 BUILTIN_QUEUE = "_builtin"  # the service's own queue; worker queues never start with "_"
 MAX_STEPS = 200
 DEFAULT_RETRY = {"max_attempts": 3, "backoff_s": 1.0, "max_backoff_s": 300.0}
+# the longest durations a definition may ask for, in seconds
+MAX_SLEEP_S = 30 * 86400
+MAX_TIMEOUT_S = 7 * 86400
+MAX_BACKOFF_S = 86400
 _STEP_KEYS = {"id", "kind", "depends_on", "input", "retry", "timeout_s", "queue", "over", "step"}
 _CHILD_KEYS = {"kind", "input", "retry", "timeout_s", "queue"}
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -131,17 +135,13 @@ def _common(step: dict[str, Any], kind: str, where: str, sid: str) -> dict[str, 
     if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 100:
         raise _bad(f"{where}.retry.max_attempts", f"step {sid!r}: max_attempts is 1..100")
     for name in ("backoff_s", "max_backoff_s"):
-        value = retry[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86400:
-            raise _bad(f"{where}.retry.{name}", f"step {sid!r}: {name} is 0..86400 seconds")
-        retry[name] = float(value)
+        # 0 is allowed: an immediate retry is a meaningful choice
+        retry[name] = _seconds(retry[name], f"{where}.retry.{name}", sid, MAX_BACKOFF_S, zero=True)
     timeout = step.get("timeout_s")
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not 0 < timeout <= 7 * 86400
-    ):
-        raise _bad(f"{where}.timeout_s", f"step {sid!r}: timeout_s is a number of seconds > 0")
+    if timeout is not None:
+        timeout = _seconds(timeout, f"{where}.timeout_s", sid, MAX_TIMEOUT_S)
+    if kind == "sleep":
+        _check_sleep(step.get("input", {}), f"{where}.input", sid)
     queue = step.get("queue", "default")
     if kind != "task":
         if "queue" in step:
@@ -153,9 +153,34 @@ def _common(step: dict[str, Any], kind: str, where: str, sid: str) -> dict[str, 
         "kind": kind,
         "input": step.get("input", {}),
         "retry": retry,
-        "timeout_s": None if timeout is None else float(timeout),
+        "timeout_s": timeout,
         "queue": queue,
     }
+
+
+def _seconds(value: Any, field: str, sid: str, most: int, *, zero: bool = False) -> float:
+    """A duration in seconds: a number, above 0 (or 0 itself when ``zero``), at most ``most``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (value >= 0 if zero else value > 0)
+        or not value <= most
+    ):
+        least = "0" if zero else "above 0"
+        name = field.rsplit(".", 1)[-1]
+        raise _bad(field, f"step {sid!r}: {name} is a number of seconds, {least} and at most {most}, not {value!r}")
+    return float(value)
+
+
+def _check_sleep(step_input: Any, field: str, sid: str) -> None:
+    """A literal ``seconds`` is checked now; one given as a ``$ref`` when the step runs."""
+    if isinstance(step_input, dict) and set(step_input) == {"$ref"}:
+        return
+    if not isinstance(step_input, dict) or "seconds" not in step_input:
+        raise _bad(field, f"sleep step {sid!r} needs input {{'seconds': number}}")
+    seconds = step_input["seconds"]
+    if not (isinstance(seconds, dict) and set(seconds) == {"$ref"}):
+        _seconds(seconds, f"{field}.seconds", sid, MAX_SLEEP_S)
 
 
 def _check_acyclic(steps: list[dict[str, Any]]) -> None:

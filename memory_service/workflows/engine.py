@@ -17,13 +17,12 @@ from datetime import timedelta
 from typing import Any
 
 from memory_service.workflows import repository as repo
-from memory_service.workflows.definitions import iter_refs, ref_step
+from memory_service.workflows.definitions import MAX_SLEEP_S, iter_refs, ref_step
 from memory_service.workflows.models import Run, Step
 from memory_service.workflows.refs import RefError, resolve
 from memory_service.workflows.transition import DRIVER, Transition
 
 MAX_MAP_ITEMS = 1000
-MAX_SLEEP_S = 30 * 86400
 
 
 async def activate(tx: Transition, run: Run, step: Step) -> None:
@@ -60,8 +59,8 @@ def _sleep_seconds(step_input: Any) -> float:
     seconds = step_input.get("seconds") if isinstance(step_input, dict) else None
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise RefError("a sleep step needs input {'seconds': number}")
-    if not 0 <= seconds <= MAX_SLEEP_S:
-        raise RefError(f"a sleep lasts 0..{MAX_SLEEP_S} seconds, not {seconds}")
+    if not 0 < seconds <= MAX_SLEEP_S:
+        raise RefError(f"a sleep lasts above 0 and at most {MAX_SLEEP_S} seconds, not {seconds}")
     return float(seconds)
 
 

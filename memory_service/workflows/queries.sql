@@ -187,6 +187,9 @@ UPDATE workflow_steps SET appended = true WHERE id = ANY(%s::uuid[]);
 -- name: close_timeline
 UPDATE workflow_runs SET timeline_closed = true WHERE id = %s;
 
+-- name: reopen_timeline
+UPDATE workflow_runs SET execution_id = %s, timeline_closed = false WHERE id = %s;
+
 -- name: timelines_behind
 (SELECT DISTINCT run_id FROM workflow_steps
  WHERE timeline_seq IS NOT NULL AND NOT appended LIMIT %s)

@@ -153,6 +153,11 @@ async def list_runs(
     return [_run(r) for r in rows]
 
 
+async def reopen_timeline(conn: Conn, run_id: str, execution_id: str) -> None:
+    """The run's steps go to ``execution_id`` from now on, and it is closed again at the end."""
+    await conn.execute(Q["reopen_timeline"], (execution_id, run_id))
+
+
 async def set_run(
     conn: Conn, run_id: str, status: str, *, output: Any = None, error: str | None = None
 ) -> None:

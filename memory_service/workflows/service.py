@@ -236,8 +236,17 @@ class WorkflowService:
         return await self.get_run(tenant_id, run_id)
 
     async def retry(self, tenant_id: uuid.UUID, run_id: str) -> Run:
+        current = await self.get_run(tenant_id, run_id)
+        _require_status(current, "failed", "retry")
+        execution_id = None
+        if self.timeline is not None and current.execution_id is not None:
+            execution_id = await self.timeline.continue_in_fork(tenant_id, current.execution_id)
+
         async def act(tx: Transition, run: Run) -> None:
             _require_status(run, "failed", "retry")
+            if execution_id is not None:
+                await repo.reopen_timeline(tx.conn, run.id, execution_id)
+                run.execution_id = execution_id
             await engine.retry_run(tx, run)
 
         await self._command(tenant_id, run_id, act)

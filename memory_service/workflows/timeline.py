@@ -13,6 +13,7 @@ state maps each completed step id to its output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 
@@ -74,6 +75,16 @@ class RunTimeline:
             NewExecution(metadata={"workflow": workflow, "workflow_run_id": run_id}),
         )
         return execution.id
+
+    async def continue_in_fork(self, tenant_id: uuid.UUID, execution_id: str) -> str:
+        """The execution a retried run records its next steps in: a fork of its own at its
+        head, since a finished execution takes no more steps. The first is closed as
+        failed (if the timeline had not closed it yet), so it stays as the run left it."""
+        with contextlib.suppress(Conflict):  # finished already
+            failed = ExecutionChanges(status="failed")
+            await self.executions.update(tenant_id, execution_id, failed, None)
+        head = (await self.executions.get(tenant_id, execution_id)).head_seq
+        return (await self.executions.fork(tenant_id, execution_id, head)).id
 
     async def sync(self, run_id: str) -> None:
         """Append the run's completed steps that its execution lacks; close it when done."""
