@@ -293,8 +293,15 @@ def test_the_tail_reconnects_without_losing_events(
     browser.get(live + "/console/events?type=gap")
     state = browser.find_element(By.ID, "live-state")
     wait_for(lambda: "Live" in state.text)
+    # every text the state line shows, however briefly: a fast reconnect can replace
+    # "Reconnecting" before a poll of the page would see it
+    browser.execute_script(
+        "window.__states = []; var node = document.getElementById('live-state');"
+        "new MutationObserver(function () { window.__states.push(node.textContent); })"
+        ".observe(node, {childList: true, characterData: true, subtree: true});"
+    )
     server.drop_connections()
-    wait_for(lambda: "Reconnecting" in state.text)
+    wait_for(lambda: any("Reconnecting" in t for t in browser.execute_script("return window.__states")))
     kinds = [f"gap.n{i}x{uuid.uuid4().hex[:6]}" for i in range(3)]
     for kind in kinds:  # written while the stream is down or just back
         r = api.post("/v1/events", json={"items": [{"type": kind}]}, headers=key["headers"])
