@@ -38,9 +38,9 @@ from api.rules import (
     BODY_RULES,
     JSON_REF,
     JSON_VALUE,
-    MIN_PROPERTIES,
     NO_NUL,
     NON_EMPTY_LISTS,
+    OBJECT_RULE,
     PARAMETER_RULES,
     PATH_PARAMETER_RULES,
     REPLACE,
@@ -70,7 +70,7 @@ def state_rules(app: Litestar, settings: Settings, dimension: int) -> None:
         if issubclass(struct, Strict):
             schemas[name]["additionalProperties"] = False
     for (name, prop), rule in property_rules(settings, dimension).items():
-        if prop == MIN_PROPERTIES and name in schemas:
+        if prop == OBJECT_RULE and name in schemas:
             schemas[name].update(rule)
             continue
         properties = schemas.get(name, {}).get("properties", {})

@@ -30,7 +30,7 @@ from memory_service.workflows.workers import (
     MIN_LEASE_S,
 )
 
-MIN_PROPERTIES = "$object"  # a rule under this property name applies to the object itself
+OBJECT_RULE = "$object"  # a rule under this property name applies to the object itself
 REPLACE = "$replace"  # a rule under this key replaces the property's schema whole
 NO_NUL = r"^[^\x00]*$"
 JSON_REF = "#/components/schemas/JsonValue"
@@ -262,10 +262,10 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("SearchBody", "embedding"): embedding(dimension),
         ("SearchBody", "query"): text,
         ("SearchBody", "half_life_hours"): {"minimum": 1e-6},
-        ("SearchBody", MIN_PROPERTIES): search_rules(),
+        ("SearchBody", OBJECT_RULE): search_rules(),
         ("SearchBody", "filter"): {REPLACE: {"anyOf": [{"$ref": FILTER_REF}, {"type": "null"}]}},
         ("CheckpointIn", "label"): {"pattern": LABEL},
-        ("MemoryUpdate", MIN_PROPERTIES): {"minProperties": 1},
+        ("MemoryUpdate", OBJECT_RULE): {"minProperties": 1},
         ("StepsIn", "steps"): {"minItems": 1},
         ("RollbackIn", "to"): {REPLACE: seq_or_ref()},
         ("execution_schemas_ForkIn", "at"): {REPLACE: seq_or_ref()},
@@ -286,16 +286,16 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("MemoryCreate", "context"): text,
         ("EventBatch", "items"): {"minItems": 1},
         ("EventBatch", "events"): {"minItems": 1},
-        ("EventBatch", MIN_PROPERTIES): {
+        ("EventBatch", OBJECT_RULE): {
             "oneOf": [
                 {"required": ["items"], "properties": {"items": {"type": "array"}}},
                 {"required": ["events"], "properties": {"events": {"type": "array"}}},
             ]
         },
         ("MemoryBatchCreate", "items"): {"minItems": 1, "maxItems": settings.max_batch_items},
-        ("ExecutionUpdate", MIN_PROPERTIES): {"minProperties": 1},
-        ("TaskUpdate", MIN_PROPERTIES): {"minProperties": 1},
-        ("EnvironmentUpdate", MIN_PROPERTIES): {"minProperties": 1},
+        ("ExecutionUpdate", OBJECT_RULE): {"minProperties": 1},
+        ("TaskUpdate", OBJECT_RULE): {"minProperties": 1},
+        ("EnvironmentUpdate", OBJECT_RULE): {"minProperties": 1},
         ("TaskCreate", "environment_id"): uuid_schema(),
         ("TaskUpdate", "environment_id"): uuid_schema(),
         ("TaskCreate", "tags"): {"items": {"type": "string", "pattern": NOT_BLANK}},

@@ -93,3 +93,24 @@ async def test_the_filter_schema_is_in_the_served_document(client: Any) -> None:
         p for p in doc["paths"]["/v1/events"]["get"]["parameters"] if p["name"] == "min_severity"
     )
     assert {"debug", "info", "warn", "error"} <= set(severity["schema"]["enum"])
+
+
+async def test_the_document_states_formats_bodies_and_answers(client: Any) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    paths = doc["paths"]
+
+    def parameter(path: str, method: str, name: str) -> dict[str, Any]:
+        found = next(p for p in paths[path][method]["parameters"] if p["name"] == name)
+        return dict(found["schema"])
+
+    assert "[0-9a-fA-F]{8}" in parameter("/v1/memories/{memory_id}", "get", "memory_id")["pattern"]
+    assert "{22}" in str(parameter("/v1/memories", "get", "cursor"))
+    assert "[0-9]{1,10}" in str(parameter("/v1/memories/{memory_id}", "patch", "If-Match"))
+    body = paths["/v1/memories/import"]["post"]["requestBody"]
+    assert body["required"] and "application/x-ndjson" in body["content"]
+    assert "application/x-ndjson" in paths["/v1/import"]["post"]["requestBody"]["content"]
+    assert {"200", "204"} <= set(paths["/v1/workers/claim"]["post"]["responses"])
+    assert "201" not in paths["/v1/workers/claim"]["post"]["responses"]
+    assert {"200", "202"} <= set(paths["/v1/migrations/browser-storage"]["post"]["responses"])
+    search = doc["components"]["schemas"]["SearchBody"]
+    assert search["properties"]["embedding"]["anyOf"][0]["minItems"] == 384
