@@ -267,6 +267,13 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("CheckpointIn", "label"): {"pattern": LABEL},
         ("MemoryUpdate", OBJECT_RULE): {"minProperties": 1},
         ("StepsIn", "steps"): {"minItems": 1},
+        # one step (its kind at the top level) or a batch under steps, not both
+        ("StepsIn", OBJECT_RULE): {
+            "oneOf": [
+                {"required": ["kind"], "not": {"required": ["steps"]}},
+                {"required": ["steps"], "not": {"required": ["kind"]}},
+            ]
+        },
         ("RunCreate", "version"): {"minimum": 1, "maximum": MAX_SEQ},
         ("RollbackIn", "to"): {REPLACE: seq_or_ref()},
         ("execution_schemas_ForkIn", "at"): {REPLACE: seq_or_ref()},
