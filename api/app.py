@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from api.auth import provide_tenant_id, require_admin, require_tenant
 from api.consistency import ConsistencyMiddleware
 from api.console import console_router, template_config
+from api.contract import state_rules
 from api.dependencies import DEPENDENCIES, SIGNATURE_TYPES
 from api.errors import EXCEPTION_HANDLERS
 from api.input_guard import check_request
@@ -197,6 +198,7 @@ def create_app(
         app.state.tenants = runtime.tenants
         app.state.settings = settings
         app.state.tracer_provider = tracer_provider
+        state_rules(app, settings, runtime.embedder.dimension)
         try:
             for hook in [*DEFAULT_STARTUP_HOOKS, *(startup_hooks or [])]:
                 result = hook(runtime)

@@ -16,6 +16,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
+from api.input_guard import choices_at
 from api.routes.environments import EnvironmentOut
 from api.routes.execution_schemas import ExecutionOut
 from api.routes.tasks import TaskOut
@@ -123,11 +124,11 @@ def current_document(entity: object) -> dict[str, Any]:
     return document
 
 
-def http_error_handler(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+def http_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     if isinstance(exc, ValidationException):
-        errors = _validation_errors(exc.extra)
+        errors = [_with_choices(request, e) for e in _validation_errors(exc.extra)]
         detail = _validation_detail(exc.detail, errors)
         return problem(400, detail, title="Malformed request", errors=errors)
     if status >= 500:
@@ -164,6 +165,22 @@ def _validation_errors(extra: Any) -> list[dict[str, str]]:
                 field = str(item["source"])
             out.append({"field": _clean_field(field), "message": message})
     return out or [{"field": "body", "message": "the request could not be read"}]
+
+
+def _with_choices(request: Request[Any, Any, Any], error: dict[str, str]) -> dict[str, str]:
+    """A refused enum value of a parameter gets the values it may take."""
+    if not error["message"].startswith("Invalid enum value") or "must be one of" in error["message"]:
+        return error
+    signature = getattr(request.scope.get("route_handler"), "parsed_fn_signature", None)
+    for name, field in (signature.parameters if signature is not None else {}).items():
+        definition = field.kwarg_definition
+        alias = getattr(definition, "query", None) or getattr(definition, "header", None) or name
+        if error["field"] in (name, alias):
+            choices = choices_at(field.annotation, "")
+            if choices:
+                values = ", ".join(str(c) for c in choices if c is not None)
+                return {**error, "message": f"{error['message']}; must be one of {values}"}
+    return error
 
 
 def _clean_field(field: str) -> str:

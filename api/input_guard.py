@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 import numpy as np
@@ -191,7 +192,13 @@ def _decode_strict(body: bytes, annotation: Any) -> Any:
             _DECODERS[annotation] = msgspec.json.Decoder()
     decoder = _DECODERS[annotation]
     try:
-        return decoder.decode(body)
+        try:
+            return decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            whole = _whole_numbers_as_integers(body, decoder, exc)
+            if whole is None:
+                raise
+            return whole
     except msgspec.ValidationError as exc:
         message = str(exc)
         match = _MSGSPEC_PATH.search(message)
@@ -199,9 +206,96 @@ def _decode_strict(body: bytes, annotation: Any) -> Any:
         named = _NAMED_FIELD.search(message)
         if named:
             field = _join(field, named[1])
-        raise bad_request(field or "body", _MSGSPEC_PATH.sub("", message).rstrip(" -")) from None
+        text = _MSGSPEC_PATH.sub("", message).rstrip(" -")
+        choices = choices_at(annotation, match[1] if match else "")
+        if choices and text.startswith("Invalid enum value"):
+            text = f"{text}; must be one of {', '.join(map(str, choices))}"
+        raise bad_request(field or "body", text) from None
     except msgspec.DecodeError as exc:
         raise bad_request("body", f"not valid JSON ({_reason(exc)})") from None
+
+
+def _whole_numbers_as_integers(
+    body: bytes, decoder: msgspec.json.Decoder[Any], exc: msgspec.ValidationError
+) -> Any:
+    """JSON has one number type: ``3.0`` is the integer 3 (JSON Schema agrees), though
+    msgspec refuses it for an ``int``. Each refused whole number is made an integer
+    and the body decoded again; None when the refusal is about something else."""
+    value: Any = None
+    for _ in range(MAX_WHOLE_NUMBER_FIXES):
+        match = _MSGSPEC_PATH.search(str(exc))
+        if "got `float`" not in str(exc) or not match:
+            return None
+        if value is None:
+            value = msgspec.json.decode(body)
+        if not _make_integer(value, match[1]):
+            return None
+        try:
+            return decoder.decode(msgspec.json.encode(value))
+        except msgspec.ValidationError as again:
+            exc = again
+    return None
+
+
+MAX_WHOLE_NUMBER_FIXES = 64
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _make_integer(value: Any, path: str) -> bool:
+    parts = [int(index) if index else key for key, index in _PATH_PART.findall(path)]
+    if not parts:
+        return False
+    parent = value
+    try:
+        for part in parts[:-1]:
+            parent = parent[part]
+        number = parent[parts[-1]]
+    except (KeyError, IndexError, TypeError):
+        return False
+    if not isinstance(number, float) or not number.is_integer():
+        return False
+    parent[parts[-1]] = int(number)
+    return True
+
+
+def choices_at(annotation: Any, path: str) -> tuple[Any, ...] | None:
+    """The values, in their declared order, that a Literal at ``path`` (``.items[0].mode``)
+    of ``annotation`` takes; None when there is no Literal there."""
+    hint: Any = annotation
+    for key, index in _PATH_PART.findall(path):
+        hint = _step(hint, key, bool(index))
+        if hint is None:
+            return None
+    return _choices(hint)
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    if get_origin(hint) is Annotated:
+        return _members(get_args(hint)[0])
+    if get_origin(hint) in (Union, UnionType):
+        return tuple(m for arg in get_args(hint) for m in _members(arg))
+    return (hint,)
+
+
+def _step(hint: Any, key: str, is_index: bool) -> Any:
+    for member in _members(hint):
+        origin = get_origin(member)
+        if is_index and origin in (list, tuple):
+            return get_args(member)[0]
+        if not is_index and isinstance(member, type) and issubclass(member, msgspec.Struct):
+            return get_type_hints(member, include_extras=True).get(key)
+        if not is_index and origin is dict:
+            return get_args(member)[1]
+    return None
+
+
+def _choices(hint: Any) -> tuple[Any, ...] | None:
+    for member in _members(hint):
+        if get_origin(member) is Literal:
+            return get_args(member)
+        if get_origin(member) is list:  # a repeatable parameter
+            return _choices(get_args(member)[0])
+    return None
 
 
 def _reason(exc: Exception) -> str:

@@ -6,7 +6,8 @@ key, 415 for a body that is not JSON, 422 for a value the service refuses, 429
 over the tenant's rate, 503 while the database is down, ...), always as
 ``application/problem+json``. ``document_problems`` adds those answers to every
 operation after the document is generated, by the same rules the guards and the
-error map apply, so a new route is described without doing anything. Strict
+error map apply, so a new route is described without doing anything; the value
+rules of requests are stated by ``api.contract`` once the model is loaded. Strict
 request bodies get ``additionalProperties: false``; event streams are described
 as ``text/event-stream`` and other non-JSON answers by their media type; the
 limits from the settings go into the description. ``AllowHeaderMiddleware``
@@ -64,6 +65,7 @@ WHY = {
     401: "Missing or unknown API key / admin token",
     403: "Admin endpoints are disabled (no admin token configured) or the feature is off",
     404: "No such row for this tenant (another tenant's rows look the same)",
+    410: "The cursor is older than the change feed keeps: take a snapshot",
     409: "The change contradicts the current state",
     412: "If-Match names a stale version",
     413: "The body or a field is over its configured limit",
@@ -79,12 +81,15 @@ WHY = {
 
 
 def _statuses(path: str, method: str, has_body: bool) -> set[int]:
-    codes = {500}
+    # 429 everywhere: admission at the front turns a request away past its party's rate or
+    # share, and a request without a valid key (a wrong admin token too) counts against
+    # its client address
+    codes = {429, 500}
     if not path.startswith("/v1"):
         return codes | ({503} if path == "/ready" else set())
-    # 429 everywhere: a request without a valid key (also a wrong admin token) counts
-    # against its client address
-    codes |= {400, 401, 403, 404, 422, 429, 503}
+    codes |= {400, 401, 403, 404, 422, 503}
+    if path.startswith("/v1/changes"):
+        codes |= {410}  # a cursor older than the feed keeps
     if has_body:
         codes |= {413, 415}
     if method in ("post", "put", "patch", "delete"):

@@ -45,7 +45,7 @@ def parse_last_event_id(raw: str | None) -> int | None:
     if raw is None:
         return None
     text = raw.strip()
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise InvalidInput(
             "Last-Event-ID must be the seq of a step this replay sent",
             errors=[FieldError("Last-Event-ID", "a step seq")],

@@ -51,9 +51,9 @@ def parse_if_match(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise InvalidInput(
-            "If-Match must be a memory version number",
+            "If-Match must be a version number",
             errors=[FieldError("If-Match", "a version number")],
         )
     return int(text)

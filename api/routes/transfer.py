@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Stream
 from msgspec import Struct
@@ -99,6 +100,9 @@ class MigrationController(Controller):
         description="The body is the browser's localStorage: an object of keys to strings. "
         "See docs/browser-storage.md and docs/browser-storage.schema.json.",
         status_code=202,
+        responses={
+            200: ResponseSpec(data_container=DryRunOut, description="dry_run=true: the report"),
+        },
     )
     async def migrate_browser_storage(
         self,
@@ -109,7 +113,7 @@ class MigrationController(Controller):
         skip_invalid: Annotated[
             bool, QueryParameter(description="migrate the valid items when some are rejected")
         ] = False,
-    ) -> Response[DryRunOut | MigrationOut]:
+    ) -> Response[MigrationOut | DryRunOut]:
         if dry_run:
             report = await migrations.dry_run(tenant_id, data)
             return Response(DryRunOut.of(report), status_code=200)

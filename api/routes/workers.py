@@ -111,6 +111,7 @@ class WorkerController(Controller):
 
     @post(
         "/claim",
+        status_code=200,
         summary="Claim ready steps of the given queues; waits up to wait_s (<= 30), else 204",
         responses={204: ResponseSpec(data_container=None, description="nothing came in wait_s")},
     )

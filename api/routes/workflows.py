@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, get, post, put
 from litestar.di import NamedDependency
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from msgspec import Struct
 
@@ -162,7 +163,11 @@ class WorkflowController(Controller):
     path = "/workflows"
     tags = ["workflows"]
 
-    @put("/{name:str}", summary="Store a definition: a changed one becomes a new version")
+    @put(
+        "/{name:str}",
+        summary="Store a definition: a changed one becomes a new version",
+        responses={201: ResponseSpec(data_container=DefinitionOut, description="A new version")},
+    )
     async def put_workflow(
         self,
         name: FromPath[str],

@@ -212,6 +212,11 @@ class ExecutionReads:
         tid = tenant_id
         async with wrap_db_errors(), repo.autocommit(self.pool) as conn, conn.transaction():
             execution = await self.load(conn, tenant_id, execution_id, for_update=True)
+            if seq is None and execution.head_seq == 0:
+                raise Conflict(
+                    f"execution {execution_id} has no steps yet: nothing to name",
+                    errors=[FieldError("seq", "no steps yet")],
+                )
             target = execution.head_seq if seq is None else seq
             if not 1 <= target <= execution.head_seq:
                 raise InvalidInput(

@@ -151,7 +151,7 @@ def parse_ref(raw: Any, where: str) -> StepRef:
             errors=[FieldError(where, "seq, label or time")],
         )
     text = raw.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return parse_ref(int(text) if len(text) <= 10 else MAX_SEQ + 1, where)
     if text[0].isdigit():
         try:

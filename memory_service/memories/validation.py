@@ -24,7 +24,8 @@ from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.validation import check_json_object
 
 MAX_SCOPE_LENGTH = 256
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# the smallest magnitude float32 rounds to infinity
+FLOAT32_LIMIT = 3.4028235677973366e38
 
 _WS = re.compile(r"\s+")
 
@@ -74,29 +75,31 @@ class MemoryValidator:
                 errors=[FieldError(where, f"expected {self.dimension} numbers")],
             )
         try:
-            vector = np.asarray(embedding, dtype=np.float32)
-        except (TypeError, ValueError):
+            wide = np.asarray(embedding, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
             raise InvalidInput(
                 f"{where} must contain only numbers", errors=[FieldError(where, "not a number")]
             ) from None
-        if vector.ndim != 1 or not np.isfinite(vector).all():
+        if wide.ndim != 1 or not np.isfinite(wide).all():
             raise InvalidInput(
                 f"{where} contains NaN or infinite values",
                 errors=[FieldError(where, "NaN or Inf")],
             )
-        # in float64, whose squares cannot overflow (np.linalg.norm's checks cost more)
-        norm = math.sqrt(float(np.dot(vector.astype(np.float64), vector)))
+        if float(np.abs(wide).max(initial=0.0)) >= FLOAT32_LIMIT:
+            raise InvalidInput(
+                f"{where} holds values too large for float32 (below {FLOAT32_LIMIT:.8g})",
+                errors=[FieldError(where, "too large for float32")],
+            )
+        # stored as float32; its length is taken and divided in float64, whose squares
+        # cannot overflow: a vector longer than the largest float32 still has a direction
+        wide = wide.astype(np.float32).astype(np.float64)
+        norm = math.sqrt(float(np.dot(wide, wide)))
         if norm == 0.0:
             raise InvalidInput(
                 f"{where} is the zero vector, which has no direction",
                 errors=[FieldError(where, "zero vector")],
             )
-        if norm > FLOAT32_MAX:  # no float32 length to divide by
-            raise InvalidInput(
-                f"{where} is too long to normalise (its length exceeds {FLOAT32_MAX:.3g})",
-                errors=[FieldError(where, "values too large")],
-            )
-        return vector / norm
+        return (wide / norm).astype(np.float32)
 
     def check_importance(self, value: Any, where: str = "importance") -> float:
         if (
