@@ -254,6 +254,17 @@ BODY_RULES = {("/v1/workflows/{name}", "put"): workflow_definition}
 def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], dict[str, Any]]:
     """(component, property) -> the rule the service checks beyond the field's type."""
     text = {"pattern": NOT_BLANK}
+    claim_rules: dict[str, dict[str, Any]] = {
+        "worker_id": {**text, "maxLength": 256},
+        "queues": {
+            "minItems": 1,
+            "maxItems": MAX_QUEUES,
+            "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"},
+        },
+        "max_steps": {"minimum": 1, "maximum": MAX_CLAIM},
+        "lease_s": {"minimum": MIN_LEASE_S, "maximum": MAX_LEASE_S},
+        "wait_s": {"minimum": 0, "maximum": MAX_WAIT_S},
+    }
     rules: dict[tuple[str, str], dict[str, Any]] = {
         ("MemoryCreate", "content"): text,
         ("MemoryCreate", "embedding"): embedding(dimension),
@@ -280,15 +291,8 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("CheckpointIn", "seq"): {"minimum": 1, "maximum": MAX_SEQ},
         ("ExecutionCreate", "task_id"): uuid_schema(),
         ("ExecutionCreate", "environment_id"): uuid_schema(),
-        ("ClaimIn", "worker_id"): {**text, "maxLength": 256},
-        ("ClaimIn", "queues"): {
-            "minItems": 1,
-            "maxItems": MAX_QUEUES,
-            "items": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.-]{0,63}$"},
-        },
-        ("ClaimIn", "max_steps"): {"minimum": 1, "maximum": MAX_CLAIM},
-        ("ClaimIn", "lease_s"): {"minimum": MIN_LEASE_S, "maximum": MAX_LEASE_S},
-        ("ClaimIn", "wait_s"): {"minimum": 0, "maximum": MAX_WAIT_S},
+        # a claim, and the claim that may ride on a completion, follow the same rules
+        **{(claim, field): rule for claim in ("ClaimIn", "ClaimNextIn") for field, rule in claim_rules.items()},
         ("HeartbeatIn", "lease_s"): {"minimum": MIN_LEASE_S, "maximum": MAX_LEASE_S},
         ("FailIn", "error"): text,
         ("MemoryCreate", "context"): text,
@@ -316,6 +320,7 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("TaskCreate", "title"): text,
         ("TaskUpdate", "title"): text,
         ("StepIn", "kind"): {"pattern": STEP_KIND},
+        ("StepsIn", "kind"): {"pattern": STEP_KIND},
         ("EventIn", "type"): {"pattern": EVENT_TYPE, "maxLength": 128},
     }
     return rules
