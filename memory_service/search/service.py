@@ -8,6 +8,7 @@ held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 maximal marginal relevance when ``diversity`` > 0, (5) cuts to k and
 ``min_score``, and (6) tells its listeners (the event log). The pool is ``k``
 unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000.
+Hybrid ranks ``max(3k, hybrid_candidates)`` on each side whatever the options.
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ MODES = ("vector", "keyword", "hybrid")
 # (tenant_id, request, result) after a search answered
 SearchListener = Callable[[uuid.UUID, SearchRequest, SearchResult], Awaitable[None]]
 Ranked = tuple[list[SearchHit], str]
+
+
+def hybrid_depth(k: int, candidates: int) -> int:
+    """How many memories each side of hybrid ranks before fusion.
+
+    Only ``k`` and the configured count decide it: re-ranking options take their pool
+    from the fused list, so an option that changes no score (a weight of 0, equal
+    importances) never changes which memories the fusion saw, nor the ranking.
+    """
+    return min(MAX_POOL, max(3 * k, candidates))
 
 
 class SearchService:
@@ -135,7 +146,7 @@ class SearchService:
     ) -> Ranked:
         require_query_text(request)  # before embedding: the keyword side needs the text
         query = await self.query_vector(request)
-        depth = min(MAX_POOL, max(pool_k, self.settings.hybrid_candidates))
+        depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
         deep = replace(request, k=depth)
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
