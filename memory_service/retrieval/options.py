@@ -12,6 +12,12 @@ from typing import Any
 
 from memory_service.config import Settings
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.retrieval.grouping import (
+    DEFAULT_GROUP_SIZE,
+    MAX_GROUP_SIZE,
+    GroupBy,
+    parse_group_by,
+)
 
 HYBRID_ONLY = ("rrf_k", "vector_weight", "keyword_weight")
 KNOWN = (
@@ -20,6 +26,8 @@ KNOWN = (
     "importance_weight",
     "half_life_hours",
     "diversity",
+    "group_by",
+    "group_size",
     *HYBRID_ONLY,
 )
 
@@ -34,6 +42,7 @@ class RetrievalOptions:
     rrf_k: int = 60
     vector_weight: float = 1.0
     keyword_weight: float = 1.0
+    group_by: GroupBy | None = None
 
     @property
     def rescores(self) -> bool:
@@ -41,7 +50,7 @@ class RetrievalOptions:
 
     @property
     def reranks(self) -> bool:
-        return self.rescores or self.diversity > 0.0
+        return self.rescores or self.diversity > 0.0 or self.group_by is not None
 
 
 def _number(raw: dict[str, Any], name: str, low: float, high: float | None) -> float | None:
@@ -95,6 +104,7 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         )
     return RetrievalOptions(
         explain=bool(explain),
+        group_by=_group_by(raw),
         recency_weight=recency,
         importance_weight=importance,
         half_life_hours=settings.recency_half_life_hours if half_life is None else half_life,
@@ -103,3 +113,26 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         vector_weight=vw,
         keyword_weight=kw,
     )
+
+
+def _group_by(raw: dict[str, Any]) -> GroupBy | None:
+    size = raw.get("group_size")
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_GROUP_SIZE
+    ):
+        raise InvalidInput(
+            f"group_size must be an integer between 1 and {MAX_GROUP_SIZE}",
+            errors=[FieldError("group_size", f"integer in [1, {MAX_GROUP_SIZE}]")],
+        )
+    if raw.get("group_by") is None:
+        if size is not None:
+            raise InvalidInput(
+                "group_size needs group_by", errors=[FieldError("group_size", "needs group_by")]
+            )
+        return None
+    if raw.get("diversity"):
+        raise InvalidInput(
+            "diversity and group_by do not combine: a group is already one result",
+            errors=[FieldError("diversity", "not with group_by")],
+        )
+    return GroupBy(parse_group_by(raw["group_by"]), DEFAULT_GROUP_SIZE if size is None else size)

@@ -5,9 +5,11 @@ candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
 FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) rescores the pool by recency and importance when asked, (4) picks k by
-maximal marginal relevance when ``diversity`` > 0, (5) cuts to k and
-``min_score``, and (6) tells its listeners (the event log). The pool is ``k``
-unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000.
+maximal marginal relevance when ``diversity`` > 0, or the top k groups with
+``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
+tells its listeners (the event log). The pool is ``k``
+unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000
+(``3k * group_size`` in place of ``3k`` with ``group_by``).
 Hybrid ranks ``max(3k, hybrid_candidates)`` on each side whatever the options.
 """
 
@@ -32,6 +34,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
+from memory_service.retrieval.grouping import group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
@@ -84,7 +87,8 @@ class SearchService:
         options = self._options(request)
         pool_k = request.k
         if options.reranks:
-            pool_k = min(MAX_POOL, max(3 * request.k, self.settings.rerank_candidates))
+            wanted = 3 * request.k * (options.group_by.size if options.group_by else 1)
+            pool_k = min(MAX_POOL, max(wanted, self.settings.rerank_candidates))
         if request.mode == "keyword":
             hits, strategy = await self._keyword(tenant_id, request, flt, pool_k)
         elif request.mode == "hybrid":
@@ -96,13 +100,21 @@ class SearchService:
         if options.diversity > 0.0 and len(hits) > request.k:
             hits = await self._diversify(tenant_id, hits, request.k, options.diversity)
             strategy += "+mmr"
-        hits = hits[: request.k]
+        groups = None
+        if options.group_by is not None:
+            if request.min_score is not None:
+                hits = [h for h in hits if h.score >= request.min_score]
+            groups = group_hits(hits, options.group_by, request.k)
+            hits = [hit for group in groups for hit in group.hits]
+            strategy += f"+group({options.group_by.name})"
+        hits = hits[: request.k] if groups is None else hits
         if not options.explain:
             for hit in hits:
                 hit.components = None
         if request.min_score is not None:
             hits = [h for h in hits if h.score >= request.min_score]
-        result = SearchResult(hits, (time.perf_counter() - started) * 1000.0, strategy)
+        took_ms = (time.perf_counter() - started) * 1000.0
+        result = SearchResult(hits, took_ms, strategy, groups)
         for listener in self.listeners:
             await listener(tenant_id, request, result)
         return result
