@@ -67,9 +67,7 @@ async def test_group_size_and_metadata_paths(client: Any, tenant: dict[str, Any]
         {"content": t, "user_id": "u", "metadata": {"talk": {"session": 7}}} for t in TRIP
     ]
     items.append({"content": SINGLE, "user_id": "u"})  # no session: a group of its own
-    items += [
-        {"content": t, "user_id": "u", "metadata": {"talk": {"session": 8}}} for t in NOISE
-    ]
+    items += [{"content": t, "user_id": "u", "metadata": {"talk": {"session": 8}}} for t in NOISE]
     await add(client, h, items)
     body = await search(
         client,
