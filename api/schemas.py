@@ -254,6 +254,13 @@ class SearchBody(Strict):
         float,
         Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
     ] | None = None
+    fusion: Annotated[
+        Literal["scores", "rrf"],
+        Meta(
+            description="Hybrid only: scores (default) combines each side's min-max "
+            "normalised scores by the weights; rrf fuses ranks (implied by rrf_k)."
+        ),
+    ] | None = None
     # grouped search (memory_service/retrieval/grouping.py)
     group_by: Annotated[
         str,
@@ -313,6 +320,7 @@ RETRIEVAL_OPTIONS = (
     "keyword_weight",
     "group_by",
     "group_size",
+    "fusion",
 )
 
 

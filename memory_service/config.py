@@ -116,7 +116,7 @@ class Settings:
     keyword_stats_rows: int = 100_000  # rows read at most for corpus statistics
     hybrid_rrf_k: int = 60
     hybrid_vector_weight: float = 1.0
-    hybrid_keyword_weight: float = 1.0
+    hybrid_keyword_weight: float = 1.5  # hybrid: the keyword side counts 1.5x the vector side
     hybrid_candidates: int = 100  # ranked from each side before fusion
     rerank_candidates: int = 100  # pool re-ranked by recency, importance or diversity
     recency_half_life_hours: float = 720.0

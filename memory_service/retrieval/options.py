@@ -19,7 +19,8 @@ from memory_service.retrieval.grouping import (
     parse_group_by,
 )
 
-HYBRID_ONLY = ("rrf_k", "vector_weight", "keyword_weight")
+HYBRID_ONLY = ("fusion", "rrf_k", "vector_weight", "keyword_weight")
+FUSIONS = ("scores", "rrf")
 KNOWN = (
     "explain",
     "recency_weight",
@@ -39,6 +40,7 @@ class RetrievalOptions:
     importance_weight: float = 0.0
     half_life_hours: float = 720.0
     diversity: float = 0.0
+    fusion: str = "scores"
     rrf_k: int = 60
     vector_weight: float = 1.0
     keyword_weight: float = 1.0
@@ -93,6 +95,16 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
     rrf_k = _number(raw, "rrf_k", 1.0, 10_000.0)
     if rrf_k is not None and rrf_k != int(rrf_k):
         raise InvalidInput("rrf_k must be an integer", errors=[FieldError("rrf_k", "integer")])
+    fusion = raw.get("fusion")
+    if fusion is not None and fusion not in FUSIONS:
+        raise InvalidInput(
+            f"fusion must be one of {', '.join(FUSIONS)}",
+            errors=[FieldError("fusion", " or ".join(FUSIONS))],
+        )
+    if fusion == "scores" and rrf_k is not None:
+        raise InvalidInput(
+            "rrf_k applies only to fusion 'rrf'", errors=[FieldError("rrf_k", "only for rrf")]
+        )
     vector_weight = _number(raw, "vector_weight", 0.0, 100.0)
     keyword_weight = _number(raw, "keyword_weight", 0.0, 100.0)
     vw = settings.hybrid_vector_weight if vector_weight is None else vector_weight
@@ -109,6 +121,7 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         importance_weight=importance,
         half_life_hours=settings.recency_half_life_hours if half_life is None else half_life,
         diversity=_number(raw, "diversity", 0.0, 1.0) or 0.0,
+        fusion=fusion or ("rrf" if rrf_k is not None else "scores"),
         rrf_k=settings.hybrid_rrf_k if rrf_k is None else int(rrf_k),
         vector_weight=vw,
         keyword_weight=kw,
