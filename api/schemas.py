@@ -261,6 +261,17 @@ class SearchBody(Strict):
             "normalised scores by the weights; rrf fuses ranks (implied by rrf_k)."
         ),
     ] | None = None
+    time_weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="Weight of a time expression in the query (\"in May 2023\", "
+            "\"last week\", \"most recent\"): score = (1 - w) * relevance + w * fit, fit 1 "
+            "when the memory's time (metadata event_time/date, else created_at) is in the "
+            "window. Default 0.2; 0 ignores time expressions.",
+        ),
+    ] | None = None
     # grouped search (memory_service/retrieval/grouping.py)
     group_by: Annotated[
         str,
@@ -321,6 +332,7 @@ RETRIEVAL_OPTIONS = (
     "group_by",
     "group_size",
     "fusion",
+    "time_weight",
 )
 
 

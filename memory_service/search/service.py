@@ -4,7 +4,8 @@ A search (1) validates the request and compiles its filter, (2) ranks a
 candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
 FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
-(3) rescores the pool by recency and importance when asked, (4) picks k by
+(3) prefers memories whose time fits a time expression in the query
+(``retrieval.temporal``) and rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
 tells its listeners (the event log). The pool is ``k``
@@ -40,6 +41,7 @@ from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
 from memory_service.retrieval.options import RetrievalOptions, parse_options
 from memory_service.retrieval.scoring import rescore
+from memory_service.retrieval.temporal import parse_time_intent, prefer_time
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.vector import VectorSearch
 
@@ -85,8 +87,11 @@ class SearchService:
         self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
         options = self._options(request)
+        intent = None
+        if request.query is not None and options.time_weight > 0.0:
+            intent = parse_time_intent(request.query, datetime.now(UTC))
         pool_k = request.k
-        if options.reranks:
+        if options.reranks or intent is not None:
             wanted = 3 * request.k * (options.group_by.size if options.group_by else 1)
             pool_k = min(MAX_POOL, max(wanted, self.settings.rerank_candidates))
         if request.mode == "keyword":
@@ -95,6 +100,9 @@ class SearchService:
             hits, strategy = await self._hybrid(tenant_id, request, flt, options, pool_k)
         else:
             hits, strategy = await self._vector(tenant_id, request, flt, pool_k)
+        if intent is not None:
+            hits = prefer_time(hits, intent, options.time_weight)
+            strategy += f"+time({intent.describe()})"
         if options.rescores:
             hits = await self._rescore(tenant_id, hits, options)
         if options.diversity > 0.0 and len(hits) > request.k:
