@@ -52,6 +52,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "vector": {"mode": "vector"},
     "keyword": {"mode": "keyword"},
     "hybrid": {"mode": "hybrid"},
+    "hybrid time_weight=0": {"mode": "hybrid", "time_weight": 0.0},
     "hybrid fusion=rrf": {"mode": "hybrid", "fusion": "rrf"},
     "hybrid rrf_k=10 keyword_weight=2": {"mode": "hybrid", "rrf_k": 10, "keyword_weight": 2.0},
     "hybrid + diversity 0.2": {"mode": "hybrid", "diversity": 0.2},
