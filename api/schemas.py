@@ -288,6 +288,18 @@ class SearchBody(Strict):
         int,
         Meta(ge=1, le=100, description="With group_by: memories kept per group (default 3)."),
     ] | None = None
+    context_by: Annotated[
+        str,
+        Meta(
+            max_length=1024,
+            description="Like group_by, but results stay single memories: each gains "
+            "context_weight times the scores of the best 3 other members of its group in "
+            "the candidate pool, so a memory whose conversation holds other matches rises.",
+        ),
+    ] | None = None
+    context_weight: Annotated[
+        float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
+    ] | None = None
     as_of: Annotated[
         datetime,
         Meta(
@@ -333,6 +345,8 @@ RETRIEVAL_OPTIONS = (
     "group_size",
     "fusion",
     "time_weight",
+    "context_by",
+    "context_weight",
 )
 
 

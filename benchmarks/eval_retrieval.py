@@ -59,9 +59,13 @@ RUNS: dict[str, dict[str, Any]] = {
     "hybrid + recency 0.1": {"mode": "hybrid", "recency_weight": 0.1},
     "hybrid + importance 0.1": {"mode": "hybrid", "importance_weight": 0.1},
     "hybrid group_by=session": {"mode": "hybrid", "group_by": "metadata.session"},
+    "hybrid context_by=session": {"mode": "hybrid", "context_by": "metadata.session"},
 }
 # runs that mean something on one data set only (SciFact abstracts have no session)
-ONLY: dict[str, str] = {"hybrid group_by=session": "locomo"}
+ONLY: dict[str, str] = {
+    "hybrid group_by=session": "locomo",
+    "hybrid context_by=session": "locomo",
+}
 # every run is compared, query by query, with these (the previous default and hybrid)
 BASELINES = ("vector", "hybrid")
 # LoCoMo conversations 0-4 were used to choose settings; 5-9 were not

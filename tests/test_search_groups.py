@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import assert_problem
-from tests.test_retrieval import SEARCH, search
+from tests.test_retrieval import SEARCH, contents, search
 
 TRIP = [
     "I booked the flights to Tokyo for our Japan trip in April",
@@ -103,6 +103,48 @@ async def test_bad_grouping_is_a_problem(client: Any, tenant: dict[str, Any]) ->
         ({"group_by": "run_id", "as_of": "2026-01-01T00:00:00Z"}, "as_of"),
     ]
     for extra, mentions in cases:
+        r = await client.post(SEARCH, json={"query": "x", **extra}, headers=h)
+        assert r.status_code in (400, 422), (extra, r.text)
+        assert_problem(r, r.status_code, mentions=mentions)
+
+
+async def test_context_by_lets_a_conversation_lift_its_members(
+    client: Any, conversations: dict[str, str]
+) -> None:
+    query = "the Japan trip"
+    plain = await search(client, conversations, query=query, k=4, user_id="u", explain=True)
+    assert plain["results"][0]["memory"]["content"] == SINGLE
+    body = await search(
+        client,
+        conversations,
+        query=query,
+        k=4,
+        user_id="u",
+        context_by="run_id",
+        context_weight=1.0,
+        explain=True,
+    )
+    assert body["strategy"].endswith("+context(run_id)")
+    top = body["results"][0]
+    assert top["memory"]["run_id"] == "trip"
+    assert set(contents(body)[:3]) == set(TRIP)  # results stay single memories
+    before = {h["memory"]["id"]: h["score"] for h in plain["results"]}
+    others = sorted((before[h["memory"]["id"]] for h in body["results"][:3]), reverse=True)
+    expected_share = sum(others) - before[top["memory"]["id"]]
+    assert top["components"]["context"] == pytest.approx(expected_share, abs=1e-4)
+    assert top["score"] == pytest.approx(sum(top["components"].values()), abs=1e-5)
+    lone = next(h for h in body["results"] if h["memory"]["content"] == SINGLE)
+    assert "context" not in lone["components"]  # its conversation has no other match
+
+
+async def test_bad_context_is_a_problem(client: Any, tenant: dict[str, Any]) -> None:
+    h = tenant["headers"]
+    for extra, mentions in [
+        ({"context_by": "content"}, "context_by"),
+        ({"context_by": "metadata.a b"}, "context_by"),
+        ({"context_weight": 0.3}, "context_weight"),
+        ({"context_by": "run_id", "context_weight": 1.5}, "context_weight"),
+    ]:
         r = await client.post(SEARCH, json={"query": "x", **extra}, headers=h)
         assert r.status_code in (400, 422), (extra, r.text)
         assert_problem(r, r.status_code, mentions=mentions)

@@ -13,6 +13,7 @@ from typing import Any
 from memory_service.config import Settings
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.retrieval.grouping import (
+    DEFAULT_CONTEXT_WEIGHT,
     DEFAULT_GROUP_SIZE,
     MAX_GROUP_SIZE,
     GroupBy,
@@ -31,6 +32,8 @@ KNOWN = (
     "group_by",
     "group_size",
     "time_weight",
+    "context_by",
+    "context_weight",
     *HYBRID_ONLY,
 )
 
@@ -49,6 +52,8 @@ class RetrievalOptions:
     group_by: GroupBy | None = None
     # weight of a time expression in the query (retrieval.temporal); 0: ignore it
     time_weight: float = DEFAULT_TIME_WEIGHT
+    context_by: tuple[str, ...] | None = None  # a group lends its members' scores
+    context_weight: float = DEFAULT_CONTEXT_WEIGHT
 
     @property
     def rescores(self) -> bool:
@@ -56,7 +61,8 @@ class RetrievalOptions:
 
     @property
     def reranks(self) -> bool:
-        return self.rescores or self.diversity > 0.0 or self.group_by is not None
+        grouped = self.group_by is not None or self.context_by is not None
+        return self.rescores or self.diversity > 0.0 or grouped
 
 
 def _number(raw: dict[str, Any], name: str, low: float, high: float | None) -> float | None:
@@ -122,6 +128,7 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         explain=bool(explain),
         group_by=_group_by(raw),
         time_weight=_time_weight(raw),
+        **_context(raw),
         recency_weight=recency,
         importance_weight=importance,
         half_life_hours=settings.recency_half_life_hours if half_life is None else half_life,
@@ -159,3 +166,18 @@ def _group_by(raw: dict[str, Any]) -> GroupBy | None:
 def _time_weight(raw: dict[str, Any]) -> float:
     weight = _number(raw, "time_weight", 0.0, 1.0)
     return DEFAULT_TIME_WEIGHT if weight is None else weight
+
+
+def _context(raw: dict[str, Any]) -> dict[str, Any]:
+    weight = _number(raw, "context_weight", 0.0, 1.0)
+    if raw.get("context_by") is None:
+        if weight is not None:
+            raise InvalidInput(
+                "context_weight needs context_by",
+                errors=[FieldError("context_weight", "needs context_by")],
+            )
+        return {}
+    return {
+        "context_by": parse_group_by(raw["context_by"], "context_by"),
+        "context_weight": DEFAULT_CONTEXT_WEIGHT if weight is None else weight,
+    }

@@ -5,7 +5,8 @@ candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
 FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) prefers memories whose time fits a time expression in the query
-(``retrieval.temporal``) and rescores the pool by recency and importance when asked, (4) picks k by
+(``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``
+and rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
 tells its listeners (the event log). The pool is ``k``
@@ -35,7 +36,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
-from memory_service.retrieval.grouping import group_hits
+from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
@@ -103,6 +104,9 @@ class SearchService:
         if intent is not None:
             hits = prefer_time(hits, intent, options.time_weight)
             strategy += f"+time({intent.describe()})"
+        if options.context_by is not None and options.context_weight > 0.0:
+            hits = add_context(hits, options.context_by, options.context_weight)
+            strategy += f"+context({'.'.join(options.context_by)})"
         if options.rescores:
             hits = await self._rescore(tenant_id, hits, options)
         if options.diversity > 0.0 and len(hits) > request.k:
