@@ -261,6 +261,52 @@ class SearchBody(Strict):
         float,
         Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
     ] | None = None
+    fusion: Annotated[
+        Literal["scores", "rrf"],
+        Meta(
+            description="Hybrid only: scores (default) combines each side's min-max "
+            "normalised scores by the weights; rrf fuses ranks (implied by rrf_k)."
+        ),
+    ] | None = None
+    time_weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="Weight of a time expression in the query (\"in May 2023\", "
+            "\"last week\", \"most recent\"): score = (1 - w) * relevance + w * fit, fit 1 "
+            "when the memory's time (metadata event_time/date, else created_at) is in the "
+            "window. Default 0.2; 0 ignores time expressions.",
+        ),
+    ] | None = None
+    # grouped search (memory_service/retrieval/grouping.py)
+    group_by: Annotated[
+        str,
+        Meta(
+            max_length=1024,
+            description="Rank groups of memories rather than single ones: run_id, user_id, "
+            "agent_id, namespace or metadata.<key>. The response's groups are the top k, "
+            "each scored s_1 + 0.5 * (s_2 + ... + s_m) over its best group_size members; "
+            "results lists those members in group order. A memory without the value is a "
+            "group of its own (key null).",
+        ),
+    ] | None = None
+    group_size: Annotated[
+        int,
+        Meta(ge=1, le=100, description="With group_by: memories kept per group (default 3)."),
+    ] | None = None
+    context_by: Annotated[
+        str,
+        Meta(
+            max_length=1024,
+            description="Like group_by, but results stay single memories: each gains "
+            "context_weight times the scores of the best 3 other members of its group in "
+            "the candidate pool, so a memory whose conversation holds other matches rises.",
+        ),
+    ] | None = None
+    context_weight: Annotated[
+        float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
+    ] | None = None
     as_of: Annotated[
         datetime,
         Meta(
@@ -302,6 +348,12 @@ RETRIEVAL_OPTIONS = (
     "rrf_k",
     "vector_weight",
     "keyword_weight",
+    "group_by",
+    "group_size",
+    "fusion",
+    "time_weight",
+    "context_by",
+    "context_weight",
 )
 
 
@@ -311,25 +363,43 @@ class SearchHitOut(Struct):
     components: dict[str, float] | UnsetType = UNSET
 
 
+class SearchGroupOut(Struct):
+    key: Any
+    score: float
+    memories: list[SearchHitOut]
+
+
 class SearchOut(Struct):
     results: list[SearchHitOut]
     took_ms: float
     strategy: str
+    groups: list[SearchGroupOut] | UnsetType = UNSET  # only with group_by
 
     @classmethod
     def of(cls, r: SearchResult) -> SearchOut:
+        hits = [
+            SearchHitOut(
+                MemoryOut.of(h.memory),
+                round(float(h.score), 6),
+                UNSET if h.components is None else h.components,
+            )
+            for h in r.results
+        ]
         return cls(
-            results=[
-                SearchHitOut(
-                    MemoryOut.of(h.memory),
-                    round(float(h.score), 6),
-                    UNSET if h.components is None else h.components,
-                )
-                for h in r.results
-            ],
+            results=hits,
             took_ms=round(r.took_ms, 3),
             strategy=r.strategy,
+            groups=UNSET if r.groups is None else _groups(r, hits),
         )
+
+
+def _groups(r: SearchResult, hits: list[SearchHitOut]) -> list[SearchGroupOut]:
+    """The groups of a grouped search; ``r.results`` are their members, in group order."""
+    members = iter(hits)
+    return [
+        SearchGroupOut(g.key, round(float(g.score), 6), [next(members) for _ in g.hits])
+        for g in r.groups or ()
+    ]
 
 
 class Health(Struct):

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from benchmarks.eval.datasets import Document, Question, load_locomo, load_scifact
 from benchmarks.eval.embed_cache import EmbeddingCache
-from benchmarks.eval.metrics import ndcg_at, recall_at
+from benchmarks.eval.metrics import ndcg_at, paired_bootstrap, recall_at
 from benchmarks.eval.service import RunningService, TenantClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,17 +45,36 @@ RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 BATCH = 1000
 
-# name -> search body fields; every row of the tables is one of these
+# name -> search body fields; every row of the tables is one of these. "default" sends
+# no mode and no option: what a client gets that asks for nothing
 RUNS: dict[str, dict[str, Any]] = {
+    "default": {},
     "vector": {"mode": "vector"},
     "keyword": {"mode": "keyword"},
     "hybrid": {"mode": "hybrid"},
+    "hybrid time_weight=0": {"mode": "hybrid", "time_weight": 0.0},
+    "hybrid fusion=rrf": {"mode": "hybrid", "fusion": "rrf"},
     "hybrid rrf_k=10 keyword_weight=2": {"mode": "hybrid", "rrf_k": 10, "keyword_weight": 2.0},
     "hybrid + diversity 0.2": {"mode": "hybrid", "diversity": 0.2},
     "hybrid + recency 0.1": {"mode": "hybrid", "recency_weight": 0.1},
     "hybrid + importance 0.1": {"mode": "hybrid", "importance_weight": 0.1},
+    "hybrid group_by=session": {"mode": "hybrid", "group_by": "metadata.session"},
+    "hybrid context_by=session": {"mode": "hybrid", "context_by": "metadata.session"},
 }
+# runs that mean something on one data set only (SciFact abstracts have no session)
+ONLY: dict[str, str] = {
+    "hybrid group_by=session": "locomo",
+    "hybrid context_by=session": "locomo",
+}
+# every run is compared, query by query, with these (the previous default and hybrid)
+BASELINES = ("vector", "hybrid")
+# LoCoMo conversations 0-4 were used to choose settings; 5-9 were not
+LOCOMO_DEV = 5
 LOCOMO_CONTEXTS = ("none", "date+previous")
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def embed_text(doc: Document) -> str:
@@ -111,21 +130,42 @@ def eval_scifact(service: RunningService, cache: EmbeddingCache, data: Path) -> 
     client = service.new_tenant("eval-scifact")
     load_documents(client, cache, docs, "scifact")
     rows: dict[str, Any] = {}
+    per_query: dict[str, list[float]] = {}
     for name, body in RUNS.items():
+        if ONLY.get(name, "scifact") != "scifact":
+            continue
         ranked, took = ask_all(client, questions, body, 100, f"scifact {name}")
+        per_query[name] = [
+            ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, questions, strict=True)
+        ]
         rows[name] = {
-            "ndcg@10": statistics.fmean(
-                ndcg_at(r, q.relevant, 10) for r, q in zip(ranked, questions, strict=True)
-            ),
+            "ndcg@10": statistics.fmean(per_query[name]),
             "recall@10": statistics.fmean(
                 recall_at(r, q.relevant, 10) for r, q in zip(ranked, questions, strict=True)
             ),
             "recall@100": statistics.fmean(
                 recall_at(r, q.relevant, 100) for r, q in zip(ranked, questions, strict=True)
             ),
-            "p50_ms": statistics.median(took),
+            **latency(took),
         }
+    compare(rows, per_query)
     return {"documents": len(docs), "queries": len(questions), "runs": rows}
+
+
+def latency(took: list[float]) -> dict[str, float]:
+    """The service's own time per search (``took_ms``), median and 95th percentile."""
+    ordered = sorted(took)
+    return {"p50_ms": statistics.median(ordered), "p95_ms": ordered[int(0.95 * (len(ordered) - 1))]}
+
+
+def compare(rows: dict[str, Any], per_query: dict[str, list[float]]) -> None:
+    """Each run against each baseline: mean difference of the per-query metric, p-value."""
+    for name, values in per_query.items():
+        rows[name]["vs"] = {
+            base: dict(zip(("delta", "p"), paired_bootstrap(values, per_query[base]), strict=True))
+            for base in BASELINES
+            if base in per_query and base != name
+        }
 
 
 def eval_locomo(
@@ -137,8 +177,13 @@ def eval_locomo(
         docs, questions = load_locomo(data, context=context)
         suffix = f"/{context}"
         load_documents(client, cache, docs, f"locomo context={context}", suffix)
+        conversations = list(dict.fromkeys(q.scope for q in questions))
+        dev = set(conversations[:LOCOMO_DEV])
         rows: dict[str, Any] = {}
+        per_query: dict[str, list[float]] = {}
         for name, body in RUNS.items():
+            if ONLY.get(name, "locomo") != "locomo":
+                continue
             ranked, took = ask_all(client, questions, body, 25, f"locomo {context} {name}", suffix)
             by_category: dict[str, list[float]] = defaultdict(list)
             overall: dict[str, list[float]] = defaultdict(list)
@@ -148,13 +193,18 @@ def eval_locomo(
                     overall[f"recall@{k}"].append(value)
                     if k == 10:
                         by_category[q.category].append(value)
+                        overall["dev" if q.scope in dev else "test"].append(value)
+            per_query[name] = overall["recall@10"]
             rows[name] = {
-                **{key: statistics.fmean(v) for key, v in overall.items()},
+                **{key: statistics.fmean(v) for key, v in overall.items() if key.startswith("r")},
+                "recall@10 dev": statistics.fmean(overall["dev"]),
+                "recall@10 test": statistics.fmean(overall["test"]),
                 "recall@10 by category": {
                     c: statistics.fmean(v) for c, v in sorted(by_category.items())
                 },
-                "p50_ms": statistics.median(took),
+                **latency(took),
             }
+        compare(rows, per_query)
         counts: dict[str, int] = defaultdict(int)
         for q in questions:
             counts[q.category] += 1
@@ -165,6 +215,14 @@ def eval_locomo(
     return out
 
 
+def versus(row: dict[str, Any]) -> str:
+    cells = []
+    for base in BASELINES:
+        test = row.get("vs", {}).get(base)
+        cells.append("" if test is None else f"{test['delta']:+.3f} (p={test['p']:.3f})")
+    return " | ".join(cells)
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Retrieval quality",
@@ -172,8 +230,11 @@ def markdown(results: dict[str, Any]) -> str:
         (
             f"all-MiniLM-L6-v2 ({results.get('backend', 'torch')} backend), measured through "
             f"the HTTP API on {results['machine']} "
-            f"({results['date']}, {results['seconds']:.0f} s in all): "
-            "`python -m benchmarks.eval_retrieval`."
+            f"({results['date']}, {results['seconds']:.0f} s in all, load average "
+            f"{results.get('load', '?')}): `python -m benchmarks.eval_retrieval`. "
+            f"The default run is what a search with no mode and no option gets "
+            f"({results.get('default mode', '?')}). Latency is the service's own `took_ms`, "
+            "query embedding included (its cache off, so every run embeds its queries)."
         ),
         "",
     ]
@@ -182,13 +243,21 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## BEIR SciFact ({s['documents']} abstracts, {s['queries']} test queries)",
             "",
-            "| run | nDCG@10 | recall@10 | recall@100 | p50 ms |",
-            "|---|---:|---:|---:|---:|",
+            (
+                "nDCG@10 difference against each baseline, query by query, with its paired "
+                "bootstrap p-value."
+            ),
+            "",
+            "| run | nDCG@10 | recall@10 | recall@100 | "
+            + " | ".join(f"vs {b}" for b in BASELINES)
+            + " | p50 ms | p95 ms |",
+            "|---|---:|---:|---:|" + "---:|" * len(BASELINES) + "---:|---:|",
         ]
         for name, row in s["runs"].items():
             lines.append(
                 f"| {name} | {row['ndcg@10']:.3f} | {row['recall@10']:.3f} | "
-                f"{row['recall@100']:.3f} | {row['p50_ms']:.0f} |"
+                f"{row['recall@100']:.3f} | {versus(row)} | {row['p50_ms']:.0f} | "
+                f"{row['p95_ms']:.0f} |"
             )
         lines.append("")
     if "locomo" in results:
@@ -198,19 +267,30 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## LoCoMo ({lo['documents']} dialogue turns, {lo['questions']} questions: {counts})",
             "",
-            "Evidence recall; `context` is what each memory carried in its `context` field.",
+            (
+                "Evidence recall; `context` is what each memory carried in its `context` field. "
+                f"Settings were chosen on conversations 0-{LOCOMO_DEV - 1} (dev); "
+                f"{LOCOMO_DEV}-9 (test) were not looked at. The vs columns: R@10 difference "
+                "against each baseline, query by query, with its paired bootstrap p-value."
+            ),
             "",
-            "| context | run | R@5 | R@10 | R@25 | "
+            "| context | run | R@5 | R@10 | R@25 | R@10 dev | R@10 test | "
             + " | ".join(f"R@10 {c}" for c in cats)
-            + " | p50 ms |",
-            "|---|---|---:|---:|---:|" + "---:|" * len(cats) + "---:|",
+            + " | "
+            + " | ".join(f"vs {b}" for b in BASELINES)
+            + " | p50 ms | p95 ms |",
+            "|---|---|---:|---:|---:|---:|---:|"
+            + "---:|" * (len(cats) + len(BASELINES))
+            + "---:|---:|",
         ]
         for context, block in lo["contexts"].items():
             for name, row in block["runs"].items():
                 per = " | ".join(f"{row['recall@10 by category'].get(c, 0.0):.3f}" for c in cats)
                 lines.append(
                     f"| {context} | {name} | {row['recall@5']:.3f} | {row['recall@10']:.3f} | "
-                    f"{row['recall@25']:.3f} | {per} | {row['p50_ms']:.0f} |"
+                    f"{row['recall@25']:.3f} | {row['recall@10 dev']:.3f} | "
+                    f"{row['recall@10 test']:.3f} | {per} | {versus(row)} | "
+                    f"{row['p50_ms']:.0f} | {row['p95_ms']:.0f} |"
                 )
         lines.append("")
     return "\n".join(lines)
@@ -283,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     label_dir = f"{args.backend}-{export.parent.name}" if export is not None else label
     cache = EmbeddingCache(CACHE / label_dir, embedder)
     started = time.monotonic()
+    load_before = load_average()
+    print(f"load average {load_before}")
     results: dict[str, Any] = {
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
         "date": time.strftime("%Y-%m-%d"),
@@ -292,8 +374,12 @@ def main(argv: list[str] | None = None) -> int:
         "MEMORY_EMBEDDING_BACKEND": args.backend,
         "MEMORY_EMBEDDING_EXPORT_DIR": str(export_dir),
         "MEMORY_EMBEDDING_QUANTIZE": "true" if args.quantize else "false",
+        # every run asks the same questions: with the query-embedding cache on, only the
+        # first would pay for embedding them, and the runs' latencies would not compare
+        "MEMORY_QUERY_CACHE_SIZE": "0",
     }
     with RunningService(env=service_env) as service:
+        results["default mode"] = service.default_mode()
         for name in args.datasets.split(","):
             if name == "scifact":
                 results["scifact"] = eval_scifact(service, cache, args.data)
@@ -304,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 parser.error(f"unknown data set {name!r}")
     results["seconds"] = time.monotonic() - started
+    results["load"] = f"{load_before} at the start, {load_average()} at the end"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "retrieval.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "retrieval.md").write_text(markdown(results))

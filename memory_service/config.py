@@ -124,7 +124,7 @@ class Settings:
     search_default_mode: str = "hybrid"
     hybrid_rrf_k: int = 60
     hybrid_vector_weight: float = 1.0
-    hybrid_keyword_weight: float = 1.0
+    hybrid_keyword_weight: float = 1.5  # hybrid: the keyword side counts 1.5x the vector side
     hybrid_candidates: int = 100  # ranked from each side before fusion
     rerank_candidates: int = 100  # pool re-ranked by recency, importance or diversity
     recency_half_life_hours: float = 720.0

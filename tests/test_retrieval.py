@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.conftest import assert_problem
 
 SEARCH = "/v1/memories/search"
@@ -286,3 +288,41 @@ async def test_a_search_that_names_no_mode_gets_the_best_ranking(
     assert past.status_code == 200, past.text
     schema = (await client.get("/schema/openapi.json")).json()["components"]["schemas"]["SearchBody"]
     assert "MEMORY_SEARCH_DEFAULT_MODE" in str(schema["properties"]["mode"])
+
+
+async def test_hybrid_fuses_scores_by_default_and_ranks_on_request(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    await add_all(client, h, [RARE, *SECRETS_NOISE, *MEETING_NOISE], user_id="u")
+    query = "storage unit passphrase quokka-marmalade"
+    bodies = {}
+    for fusion in ("scores", "rrf"):
+        body = await search(
+            client, h, query=query, k=5, user_id="u", mode="hybrid", fusion=fusion, explain=True
+        )
+        bodies[fusion] = body
+        for hit in body["results"]:
+            assert hit["score"] == pytest.approx(sum(hit["components"].values()), abs=1e-5)
+        scores = [hit["score"] for hit in body["results"]]
+        assert scores == sorted(scores, reverse=True) and scores[0] <= 1.0 + 1e-6
+    assert contents(bodies["scores"])[0] == RARE
+    # the keyword side's best match gets that side's whole weight, 1.5 of 1 + 1.5
+    top = bodies["scores"]["results"][0]["components"]
+    assert top["keyword"] == pytest.approx(1.5 / 2.5, abs=1e-5)
+    assert 0.0 <= top["vector"] <= 1.0 / 2.5 + 1e-6
+    ranks = bodies["rrf"]["results"]
+    implied = await search(client, h, query=query, k=5, user_id="u", mode="hybrid", rrf_k=60)
+    assert [r["score"] for r in implied["results"]] == [r["score"] for r in ranks]
+
+
+async def test_bad_fusion_is_a_problem(client: Any, tenant: dict[str, Any]) -> None:
+    h = tenant["headers"]
+    for body, mentions in [
+        ({"mode": "hybrid", "fusion": "borda"}, "fusion"),
+        ({"mode": "hybrid", "fusion": "scores", "rrf_k": 10}, "rrf_k"),
+        ({"mode": "vector", "fusion": "rrf"}, "fusion"),
+    ]:
+        r = await client.post(SEARCH, json={"query": "x", **body}, headers=h)
+        assert r.status_code in (400, 422), (body, r.text)
+        assert_problem(r, r.status_code, mentions=mentions)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -79,3 +80,47 @@ async def test_search_service_answers_every_mode_without_http(
     assert vector.strategy == "exact" and len(vector.results) == 2  # pgvector: few rows, exact
     with pytest.raises(InvalidInput):
         await search.search(tid, SearchRequest("x", mode="telepathy"))
+
+
+async def test_a_no_op_option_leaves_the_hybrid_ranking_alone(
+    settings: Settings, pool: AsyncConnectionPool, hash_embedder: Embedder
+) -> None:
+    # few candidates and a deep re-rank pool: an option that asks for re-ranking must
+    # not deepen what the fusion sees, or memories ranked past the candidate count on
+    # one side would gain a share of the score they do not have without the option
+    narrow = replace(settings, hybrid_candidates=4, rerank_candidates=40)
+    embedder = CachedEmbedder(hash_embedder)
+    validator = MemoryValidator(narrow, embedder.dimension)
+    cursors = CursorCodec(await service_state.cursor_key(pool))
+    memories = MemoryService(pool, embedder, narrow, cursors, validator)
+    search = SearchService(
+        pool,
+        narrow,
+        embedder,
+        validator,
+        VectorSearch(pool, narrow, hot=None),
+        KeywordRanking(KeywordSearch(pool, narrow), hot=None),
+    )
+    tenant, _ = await TenantService(pool).create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+    tid = uuid.UUID(tenant.id)
+    words = ["tea", "coffee", "park", "walk", "night", "morning", "green", "black", "cup"]
+    texts = [
+        f"{words[i % 9]} {words[(i * 4) % 9]} {words[(i * 7 + 2) % 9]} #{i}" for i in range(40)
+    ]
+    await memories.add_many(tid, [NewMemory(t, Scope(user_id="u")) for t in texts])
+    no_ops: list[dict[str, Any]] = [
+        {"importance_weight": 0.0},
+        {"recency_weight": 0.0},
+        {"importance_weight": 0.5},  # every memory has the same importance
+    ]
+    for query in ("green tea", "black coffee at night", "a walk in the park", "cup of tea"):
+        plain = await search.search(
+            tid, SearchRequest(query, k=6, scope=Scope(user_id="u"), mode="hybrid")
+        )
+        expected = [hit.memory.id for hit in plain.results]
+        assert len(expected) == 6
+        for options in no_ops:
+            request = SearchRequest(query, k=6, scope=Scope(user_id="u"), mode="hybrid")
+            request.options = options
+            result = await search.search(tid, request)
+            assert [hit.memory.id for hit in result.results] == expected, (query, options)

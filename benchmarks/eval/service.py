@@ -91,6 +91,13 @@ class RunningService:
             print("service log (last lines):", *tail, sep="\n", file=sys.stderr)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def default_mode(self) -> str:
+        """The search mode the service documents as its default (its OpenAPI schema)."""
+        r = httpx.get(f"{self.base_url}/schema/openapi.json", timeout=30)
+        r.raise_for_status()
+        body = r.json()["components"]["schemas"].get("SearchBody", {})
+        return str(body.get("properties", {}).get("mode", {}).get("default", "?"))
+
     def new_tenant(self, name: str) -> TenantClient:
         r = httpx.post(
             f"{self.base_url}/v1/admin/tenants",

@@ -101,10 +101,18 @@ class SearchHit:
 
 
 @dataclass(slots=True)
+class SearchGroup:
+    key: Any  # the grouping value (a scope field's or a metadata value); None: ungrouped
+    score: float
+    hits: list[SearchHit]
+
+
+@dataclass(slots=True)
 class SearchResult:
     results: list[SearchHit]
     took_ms: float
     strategy: str
+    groups: list[SearchGroup] | None = None  # with group_by: results are their members
 
 
 def as_vector(values: Any) -> Vector:

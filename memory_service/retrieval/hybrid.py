@@ -1,12 +1,22 @@
-"""Hybrid search: vector and keyword rankings fused by reciprocal rank fusion.
+"""Hybrid search: vector and keyword rankings fused into one.
 
-    rrf(d) = w_v / (c + rank_v(d)) + w_k / (c + rank_k(d))
+Two fusions, both over the same candidates (each side ranks ``max(3k,
+hybrid_candidates)`` memories, so hybrid returns exactly ``k`` results whenever
+``k`` memories match scope and filter: the vector side alone supplies that many):
 
-with ranks starting at 1 and a missing rank contributing 0. The score is
-``rrf(d) / ((w_v + w_k) / (c + 1))``: 1 for a memory ranked first by both sides.
-Each side ranks ``hybrid_candidates`` memories (at least the requested pool), so
-hybrid returns exactly ``k`` results whenever ``k`` memories match scope and
-filter: the vector side alone supplies that many.
+- ``scores`` (the default): each side's scores are scaled to [0, 1] over its
+  candidates and combined as ``(w_v * vector + w_k * keyword) / (w_v + w_k)``, a
+  memory a side did not rank counting 0 there. BM25 is divided by the best BM25
+  (0 already means no shared word); cosine similarity is min-max normalised (the
+  best candidate 1, the weakest 0), since unrelated texts still score well above 0.
+  It keeps how far apart the candidates are, which ranks alone lose: a memory that
+  one side finds far better than the rest keeps that lead.
+- ``rrf`` (reciprocal rank fusion, chosen by ``fusion`` or by giving ``rrf_k``):
+  ``rrf(d) = w_v / (c + rank_v(d)) + w_k / (c + rank_k(d))`` with ranks from 1 and
+  a missing rank contributing 0, scaled by ``(w_v + w_k) / (c + 1)``.
+
+Either way a memory ranked first by both sides scores 1, and a hit's components
+(its ``vector`` and ``keyword`` shares) add up to its score.
 """
 
 from __future__ import annotations
@@ -18,21 +28,43 @@ from memory_service.retrieval.options import RetrievalOptions
 def fuse(
     vector_hits: list[SearchHit], keyword_hits: list[SearchHit], options: RetrievalOptions
 ) -> list[SearchHit]:
-    c = float(options.rrf_k)
-    norm = (options.vector_weight + options.keyword_weight) / (c + 1.0)
+    total = options.vector_weight + options.keyword_weight
+    sides = (
+        ("vector", options.vector_weight / total, vector_hits),
+        ("keyword", options.keyword_weight / total, keyword_hits),
+    )
     fused: dict[str, SearchHit] = {}
-    for name, weight, hits in (
-        ("vector", options.vector_weight, vector_hits),
-        ("keyword", options.keyword_weight, keyword_hits),
-    ):
-        for rank, hit in enumerate(hits, start=1):
-            part = weight / (c + rank) / norm
+    for name, weight, hits in sides:
+        if options.fusion == "rrf":
+            parts = _rrf(hits, options.rrf_k)
+        else:
+            parts = _min_max(hits) if name == "vector" else _by_best(hits)
+        for hit, part in zip(hits, parts, strict=True):
             entry = fused.get(hit.memory.id)
             if entry is None:
                 entry = fused[hit.memory.id] = SearchHit(
                     hit.memory, 0.0, {"vector": 0.0, "keyword": 0.0}
                 )
             assert entry.components is not None
-            entry.components[name] += part
-            entry.score += part
+            entry.components[name] += weight * part
+            entry.score += weight * part
     return sorted(fused.values(), key=lambda h: (-h.score, h.memory.seq))
+
+
+def _rrf(hits: list[SearchHit], c: int) -> list[float]:
+    return [(c + 1.0) / (c + rank) for rank in range(1, len(hits) + 1)]
+
+
+def _min_max(hits: list[SearchHit]) -> list[float]:
+    if not hits:
+        return []
+    scores = [h.score for h in hits]
+    low, high = min(scores), max(scores)
+    if high - low <= 1e-12:
+        return [1.0] * len(hits)
+    return [(s - low) / (high - low) for s in scores]
+
+
+def _by_best(hits: list[SearchHit]) -> list[float]:
+    best = max((h.score for h in hits), default=0.0)
+    return [h.score / best if best > 0.0 else 0.0 for h in hits]

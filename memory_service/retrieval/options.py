@@ -12,14 +12,28 @@ from typing import Any
 
 from memory_service.config import Settings
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.retrieval.grouping import (
+    DEFAULT_CONTEXT_WEIGHT,
+    DEFAULT_GROUP_SIZE,
+    MAX_GROUP_SIZE,
+    GroupBy,
+    parse_group_by,
+)
 
-HYBRID_ONLY = ("rrf_k", "vector_weight", "keyword_weight")
+DEFAULT_TIME_WEIGHT = 0.2  # chosen on LoCoMo conversations 0-4
+HYBRID_ONLY = ("fusion", "rrf_k", "vector_weight", "keyword_weight")
+FUSIONS = ("scores", "rrf")
 KNOWN = (
     "explain",
     "recency_weight",
     "importance_weight",
     "half_life_hours",
     "diversity",
+    "group_by",
+    "group_size",
+    "time_weight",
+    "context_by",
+    "context_weight",
     *HYBRID_ONLY,
 )
 
@@ -31,9 +45,15 @@ class RetrievalOptions:
     importance_weight: float = 0.0
     half_life_hours: float = 720.0
     diversity: float = 0.0
+    fusion: str = "scores"
     rrf_k: int = 60
     vector_weight: float = 1.0
     keyword_weight: float = 1.0
+    group_by: GroupBy | None = None
+    # weight of a time expression in the query (retrieval.temporal); 0: ignore it
+    time_weight: float = DEFAULT_TIME_WEIGHT
+    context_by: tuple[str, ...] | None = None  # a group lends its members' scores
+    context_weight: float = DEFAULT_CONTEXT_WEIGHT
 
     @property
     def rescores(self) -> bool:
@@ -41,7 +61,8 @@ class RetrievalOptions:
 
     @property
     def reranks(self) -> bool:
-        return self.rescores or self.diversity > 0.0
+        grouped = self.group_by is not None or self.context_by is not None
+        return self.rescores or self.diversity > 0.0 or grouped
 
 
 def _number(raw: dict[str, Any], name: str, low: float, high: float | None) -> float | None:
@@ -84,6 +105,16 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
     rrf_k = _number(raw, "rrf_k", 1.0, 10_000.0)
     if rrf_k is not None and rrf_k != int(rrf_k):
         raise InvalidInput("rrf_k must be an integer", errors=[FieldError("rrf_k", "integer")])
+    fusion = raw.get("fusion")
+    if fusion is not None and fusion not in FUSIONS:
+        raise InvalidInput(
+            f"fusion must be one of {', '.join(FUSIONS)}",
+            errors=[FieldError("fusion", " or ".join(FUSIONS))],
+        )
+    if fusion == "scores" and rrf_k is not None:
+        raise InvalidInput(
+            "rrf_k applies only to fusion 'rrf'", errors=[FieldError("rrf_k", "only for rrf")]
+        )
     vector_weight = _number(raw, "vector_weight", 0.0, 100.0)
     keyword_weight = _number(raw, "keyword_weight", 0.0, 100.0)
     vw = settings.hybrid_vector_weight if vector_weight is None else vector_weight
@@ -95,11 +126,58 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         )
     return RetrievalOptions(
         explain=bool(explain),
+        group_by=_group_by(raw),
+        time_weight=_time_weight(raw),
+        **_context(raw),
         recency_weight=recency,
         importance_weight=importance,
         half_life_hours=settings.recency_half_life_hours if half_life is None else half_life,
         diversity=_number(raw, "diversity", 0.0, 1.0) or 0.0,
+        fusion=fusion or ("rrf" if rrf_k is not None else "scores"),
         rrf_k=settings.hybrid_rrf_k if rrf_k is None else int(rrf_k),
         vector_weight=vw,
         keyword_weight=kw,
     )
+
+
+def _group_by(raw: dict[str, Any]) -> GroupBy | None:
+    size = raw.get("group_size")
+    if size is not None and (
+        isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_GROUP_SIZE
+    ):
+        raise InvalidInput(
+            f"group_size must be an integer between 1 and {MAX_GROUP_SIZE}",
+            errors=[FieldError("group_size", f"integer in [1, {MAX_GROUP_SIZE}]")],
+        )
+    if raw.get("group_by") is None:
+        if size is not None:
+            raise InvalidInput(
+                "group_size needs group_by", errors=[FieldError("group_size", "needs group_by")]
+            )
+        return None
+    if raw.get("diversity"):
+        raise InvalidInput(
+            "diversity and group_by do not combine: a group is already one result",
+            errors=[FieldError("diversity", "not with group_by")],
+        )
+    return GroupBy(parse_group_by(raw["group_by"]), DEFAULT_GROUP_SIZE if size is None else size)
+
+
+def _time_weight(raw: dict[str, Any]) -> float:
+    weight = _number(raw, "time_weight", 0.0, 1.0)
+    return DEFAULT_TIME_WEIGHT if weight is None else weight
+
+
+def _context(raw: dict[str, Any]) -> dict[str, Any]:
+    weight = _number(raw, "context_weight", 0.0, 1.0)
+    if raw.get("context_by") is None:
+        if weight is not None:
+            raise InvalidInput(
+                "context_weight needs context_by",
+                errors=[FieldError("context_weight", "needs context_by")],
+            )
+        return {}
+    return {
+        "context_by": parse_group_by(raw["context_by"], "context_by"),
+        "context_weight": DEFAULT_CONTEXT_WEIGHT if weight is None else weight,
+    }

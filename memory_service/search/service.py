@@ -4,10 +4,15 @@ A search (1) validates the request and compiles its filter, (2) ranks a
 candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
 FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
-(3) rescores the pool by recency and importance when asked, (4) picks k by
-maximal marginal relevance when ``diversity`` > 0, (5) cuts to k and
-``min_score``, and (6) tells its listeners (the event log). The pool is ``k``
-unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000.
+(3) prefers memories whose time fits a time expression in the query
+(``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``
+and rescores the pool by recency and importance when asked, (4) picks k by
+maximal marginal relevance when ``diversity`` > 0, or the top k groups with
+``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
+tells its listeners (the event log). The pool is ``k``
+unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000
+(``3k * group_size`` in place of ``3k`` with ``group_by``).
+Hybrid ranks ``max(3k, hybrid_candidates)`` on each side whatever the options.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
 from memory_service.replicas import primary_reads
+from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
 from memory_service.retrieval.options import RetrievalOptions, parse_options
 from memory_service.retrieval.scoring import rescore
+from memory_service.retrieval.temporal import parse_time_intent, prefer_time
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.vector import VectorSearch
 
@@ -45,6 +52,16 @@ MODES = ("vector", "keyword", "hybrid")
 # (tenant_id, request, result) after a search answered
 SearchListener = Callable[[uuid.UUID, SearchRequest, SearchResult], Awaitable[None]]
 Ranked = tuple[list[SearchHit], str]
+
+
+def hybrid_depth(k: int, candidates: int) -> int:
+    """How many memories each side of hybrid ranks before fusion.
+
+    Only ``k`` and the configured count decide it: re-ranking options take their pool
+    from the fused list, so an option that changes no score (a weight of 0, equal
+    importances) never changes which memories the fusion saw, nor the ranking.
+    """
+    return min(MAX_POOL, max(3 * k, candidates))
 
 
 class SearchService:
@@ -94,27 +111,45 @@ class SearchService:
         self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
         options = self._options(request)
+        intent = None
+        if request.query is not None and options.time_weight > 0.0:
+            intent = parse_time_intent(request.query, datetime.now(UTC))
         pool_k = request.k
-        if options.reranks:
-            pool_k = min(MAX_POOL, max(3 * request.k, self.settings.rerank_candidates))
+        if options.reranks or intent is not None:
+            wanted = 3 * request.k * (options.group_by.size if options.group_by else 1)
+            pool_k = min(MAX_POOL, max(wanted, self.settings.rerank_candidates))
         if request.mode == "keyword":
             hits, strategy = await self._keyword(tenant_id, request, flt, pool_k)
         elif request.mode == "hybrid":
             hits, strategy = await self._hybrid(tenant_id, request, flt, options, pool_k)
         else:
             hits, strategy = await self._vector(tenant_id, request, flt, pool_k)
+        if intent is not None:
+            hits = prefer_time(hits, intent, options.time_weight)
+            strategy += f"+time({intent.describe()})"
+        if options.context_by is not None and options.context_weight > 0.0:
+            hits = add_context(hits, options.context_by, options.context_weight)
+            strategy += f"+context({'.'.join(options.context_by)})"
         if options.rescores:
             hits = await self._rescore(tenant_id, hits, options)
         if options.diversity > 0.0 and len(hits) > request.k:
             hits = await self._diversify(tenant_id, hits, request.k, options.diversity)
             strategy += "+mmr"
-        hits = hits[: request.k]
+        groups = None
+        if options.group_by is not None:
+            if request.min_score is not None:
+                hits = [h for h in hits if h.score >= request.min_score]
+            groups = group_hits(hits, options.group_by, request.k)
+            hits = [hit for group in groups for hit in group.hits]
+            strategy += f"+group({options.group_by.name})"
+        hits = hits[: request.k] if groups is None else hits
         if not options.explain:
             for hit in hits:
                 hit.components = None
         if request.min_score is not None:
             hits = [h for h in hits if h.score >= request.min_score]
-        result = SearchResult(hits, (time.perf_counter() - started) * 1000.0, strategy)
+        took_ms = (time.perf_counter() - started) * 1000.0
+        result = SearchResult(hits, took_ms, strategy, groups)
         for listener in self.listeners:
             await listener(tenant_id, request, result)
         return result
@@ -159,7 +194,7 @@ class SearchService:
     ) -> Ranked:
         require_query_text(request)  # before embedding: the keyword side needs the text
         query = await self.query_vector(tid, request)
-        depth = min(MAX_POOL, max(pool_k, self.settings.hybrid_candidates))
+        depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
         deep = replace(request, k=depth)
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
