@@ -32,6 +32,10 @@ def _default_data_dir() -> str:
     return str(Path(platformdirs.user_data_dir("memory-service")))
 
 
+def _cpu_cores() -> int:
+    return max(2, os.cpu_count() or 2)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every knob of the service. Field ``foo_bar`` is read from ``MEMORY_FOO_BAR``."""
@@ -167,6 +171,7 @@ class Settings:
     tenant_requests_per_second: float = 500.0
     tenant_request_burst: int = 1000
     tenant_max_in_flight: int = 8  # requests at once over all routes (streams and long polls apart)
+    tenant_max_searches: int = field(default_factory=_cpu_cores)  # searches at once; more wait their turn
     tenant_queue_wait_ms: float = 250.0  # a request over its share waits this long for a place, then 429
     tenant_max_streams: int = 16  # concurrent event streams
     tenant_max_long_polls: int = 16  # concurrent requests that wait for a change (claims with wait_s)
@@ -282,7 +287,8 @@ class Settings:
             raise SettingsError("MEMORY_SEARCH_DEFAULT_MODE must be one of vector, keyword, hybrid")
         if self.anonymous_requests_per_second < 0 or self.anonymous_request_burst < 1:
             raise SettingsError("MEMORY_ANONYMOUS_REQUESTS_PER_SECOND >= 0, MEMORY_ANONYMOUS_REQUEST_BURST >= 1")
-        if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms) < 0:
+        if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms,
+               self.tenant_max_searches) < 0:
             raise SettingsError("in-flight shares and MEMORY_TENANT_QUEUE_WAIT_MS must be >= 0 (0: off)")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
@@ -344,7 +350,7 @@ def settings_reference() -> str:
             continue
         default = (match[3] or "").replace(
             "field(default_factory=_default_data_dir)", "the per-user data directory"
-        )
+        ).replace("field(default_factory=_cpu_cores)", "the CPU cores, at least 2")
         cells = [f"`{PREFIX}{match[1].upper()}`", f"`{match[2].strip()}`", f"`{default}`"]
         cells = [c.replace("|", "\\|") for c in cells] + [(match[4] or "").replace("|", "\\|")]
         out.append("| " + " | ".join(cells) + " |")

@@ -32,6 +32,7 @@ from memory_service.config import Settings
 from memory_service.db import wrap_db_errors
 from memory_service.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.fairness import TenantGate
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
@@ -83,6 +84,7 @@ class SearchService:
         self.vectors = vectors
         self.keyword = keyword
         self.listeners = tuple(listeners)
+        self.gate = TenantGate(settings.tenant_max_searches)
 
     def mode_for(self, request: SearchRequest) -> str:
         """The mode a request gets: its own, else the service's default ranking (hybrid
@@ -101,10 +103,11 @@ class SearchService:
     async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
         if not request.mode:
             request = replace(request, mode=self.mode_for(request))
-        if request.consistency == "strong":  # never a standby, whatever the caller allowed
-            with primary_reads():
-                return await self._search(tenant_id, request)
-        return await self._search(tenant_id, request)
+        async with self.gate.turn(tenant_id):  # a tenant's searches share the cores fairly
+            if request.consistency == "strong":  # never a standby, whatever the caller allowed
+                with primary_reads():
+                    return await self._search(tenant_id, request)
+            return await self._search(tenant_id, request)
 
     async def _search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
         started = time.perf_counter()
