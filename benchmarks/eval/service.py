@@ -92,11 +92,15 @@ class RunningService:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def default_mode(self) -> str:
-        """The search mode the service documents as its default (its OpenAPI schema)."""
-        r = httpx.get(f"{self.base_url}/schema/openapi.json", timeout=30)
-        r.raise_for_status()
-        body = r.json()["components"]["schemas"].get("SearchBody", {})
-        return str(body.get("properties", {}).get("mode", {}).get("default", "?"))
+        """The mode the service answers a search that names none with: the strategy of a
+        probe search in a tenant of its own ("hybrid(faiss+keyword-hot)" -> "hybrid")."""
+        probe = self.new_tenant("default-mode-probe")
+        probe.http.post("/v1/memories", json={"content": "a probe for the default mode"})
+        strategy = str(probe.search({"query": "probe", "k": 1}).get("strategy", "?"))
+        for mode in ("hybrid", "keyword"):
+            if strategy.startswith(mode):
+                return mode
+        return "vector" if strategy != "?" else "?"
 
     def new_tenant(self, name: str) -> TenantClient:
         r = httpx.post(
