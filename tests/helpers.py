@@ -69,3 +69,14 @@ async def eventually(check: Any, what: str, deadline: float = PROPAGATION_DEADLI
         assert waited < deadline, f"{what}: not seen within {deadline} s"
         await asyncio.sleep(0.02)
     return time.monotonic() - started
+
+
+async def until(condition: Any, timeout: float, what: str) -> Any:
+    """Poll ``condition`` (an async function) until it returns something truthy; that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await condition()
+        if result:
+            return result
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)

@@ -14,18 +14,17 @@ accepted write exactly once, in order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio.to_thread
 import httpx
 import pytest
 from conftest import ADMIN_TOKEN
+from helpers import until
 from live_http import free_port, start_service_process, stop_service_process
 from pg_cluster import Cluster
 from test_fleet import (
@@ -91,16 +90,6 @@ async def ok(http: httpx.AsyncClient, url: str) -> bool:
     with contextlib.suppress(httpx.HTTPError):
         return (await http.get(url)).status_code == 200
     return False
-
-
-async def until(condition: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def test_the_fleet_on_a_primary_and_a_standby(whole: Cluster2) -> None:

@@ -31,6 +31,7 @@ from memory_service.config import Settings
 from memory_service.embeddings import HashEmbedder
 from memory_service.replicas import SERVED_BY_HEADER, TOKEN_HEADER, parse_token
 from tests.conftest import ADMIN_TOKEN, SECRETS_KEY
+from tests.helpers import until
 from tests.live_http import SSEReader
 from tests.pg_cluster import Cluster
 
@@ -82,16 +83,6 @@ async def service(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
     finally:
         server.should_exit = True
         await task
-
-
-async def until(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await condition()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
 
 
 async def replay_lag(standby_url: str, tokens: asyncio.Queue[tuple[float, int] | None]) -> list[float]:
