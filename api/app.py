@@ -60,14 +60,14 @@ from api.routes.workflows import WorkflowController, WorkflowRunController
 from api.stage_timing import TimedRequest, mark_handled, timed_guard
 from api.trace_context import UNTRACED, TraceContextMiddleware
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
-from memory_service.runtime import Runtime
-from memory_service.telemetry import (
+from memory_service.embedding.embeddings import Embedder
+from memory_service.infra.telemetry import (
     build_tracer_provider,
     instrument_psycopg,
     records_spans,
     use_tracer_provider,
 )
+from memory_service.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

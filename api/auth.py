@@ -16,7 +16,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
 from memory_service.errors import Forbidden, Unauthenticated
-from memory_service.tenants import TenantService
+from memory_service.records.tenants import TenantService
 
 
 def bearer_token(connection: ASGIConnection[Any, Any, Any, Any]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 from litestar.datastructures import MutableScopeHeaders
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from memory_service.replicas import (
+from memory_service.infra.replicas import (
     SERVED_BY_HEADER,
     TOKEN_HEADER,
     ReadRoute,

@@ -21,18 +21,18 @@ from litestar.datastructures import State
 from litestar.di import Provide
 
 from memory_service.changes import ChangeFeed
-from memory_service.environments import EnvironmentService
 from memory_service.events import EventService
 from memory_service.executions import ExecutionService
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
+from memory_service.records.environments import EnvironmentService
+from memory_service.records.tasks import TaskService
+from memory_service.records.tenants import TenantService
 from memory_service.retrieval.settings import RetrievalSettingsService
 from memory_service.runtime import Runtime
 from memory_service.search.service import SearchService
-from memory_service.tasks import TaskService
-from memory_service.tenants import TenantService
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
 from memory_service.workflows import WorkerGateway, WorkflowService

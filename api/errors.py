@@ -22,11 +22,11 @@ from api.routes.execution_schemas import ExecutionOut
 from api.routes.tasks import TaskOut
 from api.schemas import MemoryOut
 from memory_service import errors as domain
-from memory_service.environments import Environment
 from memory_service.executions.models import Execution
+from memory_service.infra.telemetry import current_trace_id
 from memory_service.memories.models import Memory
-from memory_service.task_models import Task
-from memory_service.telemetry import current_trace_id
+from memory_service.records.environments import Environment
+from memory_service.records.task_models import Task
 
 log = logging.getLogger(__name__)
 

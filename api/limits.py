@@ -34,10 +34,10 @@ from litestar.middleware import ASGIMiddleware
 from litestar.response import ServerSentEvent
 from litestar.types import ASGIApp, HTTPResponseStartEvent, Receive, Scope, Send
 
-from memory_service import stages
 from memory_service.errors import FieldError, MemoryServiceError, PayloadTooLarge, RateLimited
-from memory_service.fairness import Party
-from memory_service.telemetry import current_trace_id
+from memory_service.infra import stages
+from memory_service.infra.fairness import Party
+from memory_service.infra.telemetry import current_trace_id
 
 SLOT_OPTION = "tenant_slot"
 # a route that reads its body as a stream names the media types it takes with this option

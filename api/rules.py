@@ -17,8 +17,8 @@ from memory_service.changes.feed import TYPE_NAMES as CHANGE_TYPES
 from memory_service.config import Settings
 from memory_service.events.models import SEVERITIES
 from memory_service.executions.validation import MAX_SEQ
+from memory_service.infra.pagination import MAX_CURSOR_LENGTH
 from memory_service.memories.validation import FLOAT32_LIMIT
-from memory_service.pagination import MAX_CURSOR_LENGTH
 from memory_service.retrieval.options import HYBRID_ONLY
 from memory_service.transfer.exporter import EXPORT_ORDER
 from memory_service.workflows.definitions import KINDS, MAX_STEPS

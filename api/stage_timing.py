@@ -1,4 +1,4 @@
-"""The HTTP side of the per-stage request timing (``memory_service.stages``).
+"""The HTTP side of the per-stage request timing (``memory_service.infra.stages``).
 
 ``TimedRequest`` counts reading and decoding a JSON body as ``parse`` (as does
 the guard that checks the body: ``timed_guard("parse", check_request)``);
@@ -16,7 +16,7 @@ from litestar import Request, Response
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from memory_service import stages
+from memory_service.infra import stages
 
 
 class TimedRequest(Request[Any, Any, Any]):

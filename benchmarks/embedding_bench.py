@@ -35,8 +35,8 @@ from tqdm import tqdm
 from benchmarks import common
 from benchmarks.eval.datasets import load_locomo, load_scifact
 from benchmarks.eval.metrics import ndcg_at, recall_at
-from memory_service.embeddings import Embedder, load_embedder, packaged_model_path
-from memory_service.onnx_embedder import OnnxEmbedder
+from memory_service.embedding.embeddings import Embedder, load_embedder, packaged_model_path
+from memory_service.embedding.onnx import OnnxEmbedder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

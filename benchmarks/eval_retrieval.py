@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         if name not in wanted:
             del RUNS[name]
 
-    from memory_service.embeddings import load_embedder
+    from memory_service.embedding.embeddings import load_embedder
 
     export_dir = CACHE / "onnx-export"
     embedder = load_embedder(

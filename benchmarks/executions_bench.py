@@ -50,10 +50,10 @@ from benchmarks.common import (
     stage_seconds,
     stage_table,
 )
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 from memory_service.executions import ExecutionLimits, ExecutionService, NewExecution, NewStep
+from memory_service.infra import db
 from memory_service.runtime import Runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -51,8 +51,8 @@ import httpx
 from tqdm import tqdm
 
 from benchmarks.common import free_port, percentiles
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORT_DIR = ROOT / "benchmarks" / ".cache" / "onnx-export"

@@ -29,8 +29,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from benchmarks.common import ADMIN_TOKEN, ServiceProcess, free_port, rss_mb, synthetic_vectors
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 
 SHIPPED = Path(__file__).resolve().parent.parent / "deploy" / "nginx.conf"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -40,8 +40,8 @@ from benchmarks.common import (
     parse_size,
     synthetic_vectors,
 )
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 
 BATCH = 1000
 JSON = {"Content-Type": "application/json"}

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from benchmarks import common
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from memory_service.search.keyword import KeywordRanking

@@ -30,8 +30,8 @@ from psycopg import AsyncConnection
 from tqdm import tqdm
 
 from benchmarks.common import machine, parse_size, synthetic_vectors
-from memory_service import db, migrate
 from memory_service.config import Settings
+from memory_service.infra import db, migrate
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Scope
 from memory_service.memories.validation import content_hash

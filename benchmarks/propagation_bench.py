@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import machine, percentiles
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
+from memory_service.infra import db
+from memory_service.infra.migrate import run_migrations
 from memory_service.memories.models import NewMemory, SearchRequest
-from memory_service.migrate import run_migrations
 from memory_service.runtime import Runtime
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -32,11 +32,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from api.schemas import SearchBody
 from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.events.writer import EventWriter
+from memory_service.infra.metrics import ServiceMetrics
+from memory_service.infra.supervisor import Supervisor
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import Memory, Scope
 from memory_service.memories.predicate import RowCheck
-from memory_service.metrics import ServiceMetrics
-from memory_service.supervisor import Supervisor
 
 ROUNDS = 2000
 

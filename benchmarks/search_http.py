@@ -58,8 +58,8 @@ from benchmarks.common import (
     stage_table,
 )
 from benchmarks.ingest_bench import drain_seconds
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

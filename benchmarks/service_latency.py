@@ -45,7 +45,7 @@ import httpx
 import numpy as np
 from tqdm import tqdm
 
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -84,7 +84,7 @@ def raw_model(data_dir: Path) -> Embedder:
     """The configured backend in this process (reusing the export the service made in
     ``data_dir``), warmed up."""
     from memory_service.config import Settings
-    from memory_service.embeddings import embedder_from_settings
+    from memory_service.embedding.embeddings import embedder_from_settings
 
     settings = Settings.from_env({**os.environ, "MEMORY_DATA_DIR": str(data_dir)})
     embedder = embedder_from_settings(settings)

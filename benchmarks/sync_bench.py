@@ -37,9 +37,9 @@ from tqdm import tqdm
 
 from benchmarks.common import ADMIN_TOKEN, ServiceProcess, machine, percentiles
 from benchmarks.sync_writers import exactly_once
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.migrate import run_migrations
+from memory_service.infra import db
+from memory_service.infra.migrate import run_migrations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -34,8 +34,8 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import machine, parse_size, rss_mb, synthetic_vectors
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 from memory_service.memories.models import NewMemory
 from memory_service.runtime import Runtime
 from memory_service.transfer.exporter import ExportOptions

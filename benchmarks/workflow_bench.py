@@ -50,9 +50,9 @@ from benchmarks.common import (
     stage_seconds,
     stage_table,
 )
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.migrate import run_migrations
+from memory_service.infra import db
+from memory_service.infra.migrate import run_migrations
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

@@ -15,9 +15,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from memory_service import db
-    from memory_service.embeddings import load_embedder
-    from memory_service.migrate import run_migrations
+    from memory_service.embedding.embeddings import load_embedder
+    from memory_service.infra import db
+    from memory_service.infra.migrate import run_migrations
 
     url = db.resolve_database_url(settings)
     dimension = load_embedder(settings.embedding_model).dimension

@@ -15,7 +15,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from memory_service.secret_box import new_key
+    from memory_service.infra.secret_box import new_key
 
     print(new_key())
     return 0

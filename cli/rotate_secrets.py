@@ -16,9 +16,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from memory_service import db
-    from memory_service.environments import reseal_secrets
-    from memory_service.secret_box import load_secret_box
+    from memory_service.infra import db
+    from memory_service.infra.secret_box import load_secret_box
+    from memory_service.records.environments import reseal_secrets
 
     box = load_secret_box(settings)
     if box is None:

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
-    from memory_service.embeddings import EmbeddingError, embedder_from_settings
+    from memory_service.embedding.embeddings import EmbeddingError, embedder_from_settings
 
     overrides: dict[str, Any] = {}
     if args.host:

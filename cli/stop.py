@@ -15,7 +15,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from memory_service import db
+    from memory_service.infra import db
 
     if settings.database_url:
         print("memory-service: MEMORY_DATABASE_URL is set; there is no embedded database to stop")

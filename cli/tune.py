@@ -14,8 +14,8 @@ from pgvector.psycopg import register_vector_async
 from tqdm import tqdm
 
 from indexers.faiss_index import FaissParams
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 from memory_service.memories import repository as repo
 from memory_service.tuning import EF_LADDER, TuneResult, tune
 

@@ -1,7 +1,7 @@
 """The domain exception tree: what the core raises, and nothing else.
 
 Driver and library errors are translated into these at the storage edge
-(``memory_service.db.wrap_db_errors``); the HTTP layer maps each class to one
+(``memory_service.infra.db.wrap_db_errors``); the HTTP layer maps each class to one
 status code in ``api.errors``. Nothing above the storage layer sees psycopg.
 
     MemoryServiceError
@@ -26,11 +26,11 @@ deleting an environment that tasks use); ``PreconditionFailed`` a stale
 ``If-Match``, and carries the entity as it is now so a client can merge without
 another read. ``Gone`` answers a change-feed cursor whose changes retention has
 removed: the client takes a snapshot and follows on from its cursor.
-``RateLimited`` comes from ``memory_service.fairness`` before a request does any
+``RateLimited`` comes from ``memory_service.infra.fairness`` before a request does any
 work, with ``retry_after`` seconds. ``Unavailable`` comes from the storage edge (a lost connection, a
 pool timeout, a cancelled query) and from the embedder; it carries
 ``retry_after`` seconds, sent as the ``Retry-After`` header. ``CircuitOpen`` is
-raised by ``memory_service.resilience.CircuitBreaker`` without touching the
+raised by ``memory_service.infra.resilience.CircuitBreaker`` without touching the
 dependency at all, once it has failed repeatedly; a write that gets any 503 was
 not acknowledged, and idempotent reads are retried by the HTTP layer while the
 circuit is closed.

@@ -6,7 +6,7 @@ pool and then builds each service with what it needs passed to its
 constructor: listeners, backends and the tracer included. Every service is a
 typed field of ``Runtime``; nothing is attached to a finished object. Every
 background loop a service starts runs under the one ``Supervisor`` built here
-first (see ``memory_service.supervisor``). The HTTP app, the CLI and the
+first (see ``memory_service.infra.supervisor``). The HTTP app, the CLI and the
 benchmarks all start the core through it, and ``close`` stops the background
 workers in reverse order, closes the pool and gives back this process's hold on
 the embedded PostgreSQL.
@@ -21,28 +21,32 @@ import anyio.to_thread
 from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, migrate, service_state
 from memory_service.changes import ChangeFeed
 from memory_service.changes import store as change_feed_store
 from memory_service.config import Settings
-from memory_service.console_sessions import ConsoleSessionStore, sweep_console_sessions
-from memory_service.embeddings import CachedEmbedder, Embedder, embedder_from_settings
-from memory_service.environments import EnvironmentService, check_secrets_at_rest
+from memory_service.embedding.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from memory_service.events.fanout import EventFanout
 from memory_service.events.recorder import OperationRecorder
 from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
-from memory_service.fairness import Share, TenantLimiter
+from memory_service.infra import db, migrate, service_state
+from memory_service.infra.fairness import Share, TenantLimiter
+from memory_service.infra.metrics import IndexStatus, ServiceMetrics
+from memory_service.infra.pagination import CursorCodec
+from memory_service.infra.resilience import CircuitBreaker, GuardedEmbedder
+from memory_service.infra.secret_box import SecretBox
+from memory_service.infra.supervisor import Closer, SupervisionPolicy, Supervisor, close_all
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.importer import MemoryImporter
 from memory_service.memories.keyed import KeyedMemories
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
-from memory_service.metrics import IndexStatus, ServiceMetrics
-from memory_service.pagination import CursorCodec
-from memory_service.resilience import CircuitBreaker, GuardedEmbedder
+from memory_service.records.console_sessions import ConsoleSessionStore, sweep_console_sessions
+from memory_service.records.environments import EnvironmentService, check_secrets_at_rest
+from memory_service.records.tasks import TaskService
+from memory_service.records.tenants import TenantService
 from memory_service.retrieval.dedupe import SemanticDedupe
 from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
@@ -54,10 +58,6 @@ from memory_service.search.indexes import TenantIndexes
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
-from memory_service.secret_box import SecretBox
-from memory_service.supervisor import Closer, SupervisionPolicy, Supervisor, close_all
-from memory_service.tasks import TaskService
-from memory_service.tenants import TenantService
 from memory_service.transfer import jobs_store as migration_jobs_store
 from memory_service.transfer.migration import MigrationService
 from memory_service.transfer.service import TransferService
@@ -176,7 +176,7 @@ async def _build(
         reset_seconds=settings.breaker_reset_seconds,
     )
     embeddings_tracer = trace.get_tracer(
-        "memory_service.embeddings", tracer_provider=tracer_provider
+        "memory_service.embedding.embeddings", tracer_provider=tracer_provider
     )
     guarded = GuardedEmbedder(
         model, breaker, tracer=lambda: embeddings_tracer, observe=metrics.observe_embedding

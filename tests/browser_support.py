@@ -22,7 +22,7 @@ import uvicorn
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

@@ -18,15 +18,15 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import (
+from memory_service.embedding.embeddings import (
     Embedder,
     HashEmbedder,
     SentenceTransformerEmbedder,
     embedder_from_settings,
 )
-from memory_service.secret_box import new_key
+from memory_service.infra import db
+from memory_service.infra.secret_box import new_key
 
 ADMIN_TOKEN = "test-admin-token"
 # one secrets key for the whole session: in-process apps get it through the settings,

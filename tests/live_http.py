@@ -25,7 +25,7 @@ import uvicorn
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 
 
 async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from memory_service.config import Settings
-from memory_service.embeddings import (
+from memory_service.embedding.embeddings import (
     CachedEmbedder,
     Embedder,
     EmbeddingError,
     HashEmbedder,
     SentenceTransformerEmbedder,
 )
-from memory_service.onnx_embedder import OnnxEmbedder
+from memory_service.embedding.onnx import OnnxEmbedder
 
 
 def test_packaged_model_gives_normalised_vectors_that_capture_meaning(real_embedder: Embedder) -> None:
@@ -75,7 +75,7 @@ def test_bad_settings_are_refused_with_the_variable_named() -> None:
 def test_a_second_process_on_the_same_data_dir_shares_the_database(settings: Settings, database_url: str) -> None:
     if settings.database_url:
         pytest.skip("the suite runs on an external database")
-    from memory_service.migrate import run_migrations
+    from memory_service.infra.migrate import run_migrations
 
     run_migrations(database_url, 384)
     # the session's server is up and migrated; a second process must join it, not start another

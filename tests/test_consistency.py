@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from tests.conftest import new_tenant

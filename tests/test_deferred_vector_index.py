@@ -19,19 +19,19 @@ import numpy as np
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, service_state
 from memory_service.config import Settings
-from memory_service.embeddings import CachedEmbedder, Embedder
+from memory_service.embedding.embeddings import CachedEmbedder, Embedder
+from memory_service.infra import db, service_state
+from memory_service.infra.migrate import run_migrations
+from memory_service.infra.pagination import CursorCodec
+from memory_service.infra.supervisor import Supervisor
 from memory_service.memories import repository as repo
 from memory_service.memories.models import MemoryPatch, NewMemory, SearchRequest
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
-from memory_service.migrate import run_migrations
-from memory_service.pagination import CursorCodec
+from memory_service.records.tenants import TenantService
 from memory_service.search.index_worker import VectorIndexWorker
 from memory_service.search.vector import VectorSearch
-from memory_service.supervisor import Supervisor
-from memory_service.tenants import TenantService
 from tests.helpers import unit_vectors
 
 N = 1200

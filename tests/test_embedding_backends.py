@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 from memory_service.config import Settings, SettingsError
-from memory_service.embeddings import (
+from memory_service.embedding.embeddings import (
     Embedder,
     HashEmbedder,
     SentenceTransformerEmbedder,
     embedder_from_settings,
     packaged_model_path,
 )
-from memory_service.onnx_embedder import OnnxEmbedder, export_key, supports_onnx
+from memory_service.embedding.onnx import OnnxEmbedder, export_key, supports_onnx
 
 pytestmark = pytest.mark.model
 
@@ -77,14 +77,14 @@ def test_corrupt_or_missing_export_is_rebuilt(
     copy = tmp_path / "exports" / folder.name
     shutil.copytree(folder, copy)
     (copy / "model.onnx").write_bytes(b"not an onnx file")
-    with caplog.at_level(logging.WARNING, logger="memory_service.onnx_embedder"):
+    with caplog.at_level(logging.WARNING, logger="memory_service.embedding.onnx"):
         rebuilt = OnnxEmbedder(packaged_model_path(), tmp_path / "exports", name="rebuilt")
     assert "corrupt" in caplog.text
     np.testing.assert_allclose(rebuilt.embed(TEXTS), onnx_embedder.embed(TEXTS), atol=1e-4)
 
     (copy / "model.onnx").unlink()
     (copy / "manifest.json").unlink()
-    with caplog.at_level(logging.INFO, logger="memory_service.onnx_embedder"):
+    with caplog.at_level(logging.INFO, logger="memory_service.embedding.onnx"):
         OnnxEmbedder(packaged_model_path(), tmp_path / "exports", name="missing")
     assert "exporting" in caplog.text
     assert (copy / "model.onnx").stat().st_size > 1_000_000
@@ -148,8 +148,8 @@ def test_the_export_fuses_each_layer_and_a_bad_fusion_falls_back(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import memory_service.onnx_embedder as module
-    from memory_service.onnx_embedder import _export_with_torch, _fuse
+    import memory_service.embedding.onnx as module
+    from memory_service.embedding.onnx import _export_with_torch, _fuse
 
     served = _op_types(onnx_embedder.model_file)
     assert served.count("Attention") == 6  # one fused attention per layer of MiniLM-L6
@@ -158,7 +158,7 @@ def test_the_export_fuses_each_layer_and_a_bad_fusion_falls_back(
     assert "Attention" not in _op_types(plain)
     assert len(served) * 4 < len(_op_types(plain))
     wrong = tmp_path / "wrong.onnx"
-    with caplog.at_level(logging.INFO, logger="memory_service.onnx_embedder"):
+    with caplog.at_level(logging.INFO, logger="memory_service.embedding.onnx"):
         # a head count the graph does not have: the optimizer fuses nothing
         assert not _fuse(plain, wrong, 4, 384)
         assert "fused no attention" in caplog.text

@@ -28,8 +28,8 @@ from litestar import Litestar
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
-from memory_service.fairness import FairThread, TenantLimiter
+from memory_service.embedding.embeddings import HashEmbedder
+from memory_service.infra.fairness import FairThread, TenantLimiter
 from tests.conftest import assert_problem, new_tenant
 from tests.live_http import serve
 

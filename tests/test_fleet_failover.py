@@ -39,7 +39,7 @@ from test_fleet import (
     vectors,
 )
 
-from memory_service.replicas import SERVED_BY_HEADER, TOKEN_HEADER
+from memory_service.infra.replicas import SERVED_BY_HEADER, TOKEN_HEADER
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import MemoryPatch, NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime

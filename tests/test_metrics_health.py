@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 
 SECRET_CONTENT = "the launch code is swordfish"
 
@@ -181,7 +181,7 @@ def test_search_spans_are_skipped_only_where_nothing_records() -> None:
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    from memory_service.telemetry import build_tracer_provider, records_spans
+    from memory_service.infra.telemetry import build_tracer_provider, records_spans
 
     assert not records_spans(trace.NoOpTracerProvider())  # MEMORY_TRACE_EXPORTER=off
     assert not records_spans(build_tracer_provider(Settings(trace_exporter="none")))

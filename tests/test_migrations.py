@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from memory_service import migrate
-from memory_service.db import connect_sync
+from memory_service.infra import migrate
+from memory_service.infra.db import connect_sync
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from memory_service import db
 from memory_service.config import Settings
+from memory_service.infra import db
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import compile_filter
 from memory_service.memories.models import Scope

@@ -27,7 +27,7 @@ from psycopg import sql
 
 from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.runtime import Runtime
 from memory_service.search.keyword import IN_PROCESS
 from tests.helpers import db_rows, unit_vectors

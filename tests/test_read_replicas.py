@@ -28,8 +28,8 @@ from litestar import Litestar
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
-from memory_service.replicas import SERVED_BY_HEADER, TOKEN_HEADER, parse_token
+from memory_service.embedding.embeddings import HashEmbedder
+from memory_service.infra.replicas import SERVED_BY_HEADER, TOKEN_HEADER, parse_token
 from tests.conftest import ADMIN_TOKEN, SECRETS_KEY
 from tests.helpers import until
 from tests.live_http import SSEReader

@@ -12,9 +12,9 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from memory_service.config import Settings, SettingsError
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.errors import InvalidInput
-from memory_service.replicas import (
+from memory_service.infra.replicas import (
     SERVED_BY_HEADER,
     TOKEN_HEADER,
     RoutedPool,
@@ -22,7 +22,7 @@ from memory_service.replicas import (
     parse_token,
     split_urls,
 )
-from memory_service.resilience import CircuitBreaker
+from memory_service.infra.resilience import CircuitBreaker
 from tests.conftest import new_tenant
 from tests.live_http import free_port
 

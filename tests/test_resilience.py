@@ -24,11 +24,11 @@ from litestar.testing import AsyncTestClient
 from live_http import SSEReader, in_app_loop, serve
 
 from api.app import create_app
-from memory_service import db
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 from memory_service.errors import CircuitOpen, Conflict, Unavailable
-from memory_service.resilience import CircuitBreaker, is_database_failure
+from memory_service.infra import db
+from memory_service.infra.resilience import CircuitBreaker, is_database_failure
 
 
 class Clock:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from memory_service import supervisor
+from memory_service.infra import supervisor
 
 
 async def test_a_hanging_component_does_not_stop_shutdown(

@@ -14,7 +14,7 @@ import numpy as np
 
 from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.memories.models import Memory, MemoryPatch, NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
 from memory_service.search import scoped

@@ -15,19 +15,19 @@ from typing import Any
 import pytest
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service import db, migrate, service_state
 from memory_service.config import Settings
-from memory_service.embeddings import CachedEmbedder, Embedder
+from memory_service.embedding.embeddings import CachedEmbedder, Embedder
 from memory_service.errors import InvalidInput
+from memory_service.infra import db, migrate, service_state
+from memory_service.infra.pagination import CursorCodec
 from memory_service.memories.models import NewMemory, Scope, SearchRequest, SearchResult
 from memory_service.memories.service import MemoryService
 from memory_service.memories.validation import MemoryValidator
-from memory_service.pagination import CursorCodec
+from memory_service.records.tenants import TenantService
 from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.search.keyword import KeywordRanking
 from memory_service.search.service import SearchService
 from memory_service.search.vector import VectorSearch
-from memory_service.tenants import TenantService
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import pytest
 
 from cli import rotate_secrets
 from memory_service.config import Settings, SettingsError
-from memory_service.environments import check_secrets_at_rest
-from memory_service.secret_box import KEY_FILE, SecretBox, load_secret_box, new_key
+from memory_service.infra.secret_box import KEY_FILE, SecretBox, load_secret_box, new_key
+from memory_service.records.environments import check_secrets_at_rest
 
 
 def stored_secrets(database_url: str, env_id: str) -> dict[str, str]:

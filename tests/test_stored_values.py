@@ -28,7 +28,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from indexers.keyword_index import KeywordIndex
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from memory_service.memories.models import Memory, Scope
 from memory_service.search.postings import Postings
 from memory_service.search.tenant import TenantIndex, index_text

@@ -25,7 +25,7 @@ from litestar.testing import TestClient
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 from tests.conftest import ADMIN
 from tests.stored_values_support import HUGE, JSON_HEADERS, NDJSON, import_stream
 

@@ -26,9 +26,9 @@ from workflow_helpers import put_workflow, start, step, wait_for, work_until
 
 from api.app import create_app
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
+from memory_service.infra.supervisor import Loop
 from memory_service.runtime import Runtime
-from memory_service.supervisor import Loop
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ async def test_a_loop_that_raises_is_logged_counted_deducted_and_restarted(
             raise ValueError("the launch code is swordfish")  # a message that must stay in the log
         await asyncio.Event().wait()  # then runs until stopped
 
-    with caplog.at_level(logging.ERROR, logger="memory_service.supervisor"):
+    with caplog.at_level(logging.ERROR, logger="memory_service.infra.supervisor"):
         loop = await spawn(fast, "test-flaky", flaky)
         await eventually(lambda: _true(len(calls) >= 3))
         failures = [r for r in caplog.records if "test-flaky" in r.getMessage()]

@@ -23,7 +23,7 @@ from test_browser_migration import example
 
 from cli.main import main
 from memory_service.config import Settings
-from memory_service.embeddings import HashEmbedder
+from memory_service.embedding.embeddings import HashEmbedder
 
 CONTENTS = [f"note {i} about {topic}" for i, topic in enumerate(
     ["apples", "trains", "the sea", "violins", "granite", "tax forms", "owls", "rain"] * 5)]

@@ -17,8 +17,8 @@ from litestar.response import Template
 
 from api.console.forms import form_fields, json_object, one, optional, version
 from api.console.rendering import page, see_other, status_of
-from memory_service.environments import EnvironmentService
 from memory_service.errors import MemoryServiceError
+from memory_service.records.environments import EnvironmentService
 
 
 def _secrets(form: dict[str, list[str]]) -> dict[str, str]:

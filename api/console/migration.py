@@ -22,8 +22,8 @@ from litestar.response import Template
 
 from api.console.rendering import is_htmx, page, see_other
 from api.console.session import current_session, sessions
-from memory_service.console_sessions import ConsoleSession
 from memory_service.errors import FieldError, InvalidInput, MemoryServiceError, NotFound
+from memory_service.records.console_sessions import ConsoleSession
 from memory_service.transfer.migration import MigrationService
 
 PHASES = ("environments", "tasks", "memories")

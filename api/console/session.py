@@ -26,7 +26,11 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from memory_service.config import Settings, public_origin
-from memory_service.console_sessions import SESSION_SECONDS, ConsoleSession, ConsoleSessionStore
+from memory_service.records.console_sessions import (
+    SESSION_SECONDS,
+    ConsoleSession,
+    ConsoleSessionStore,
+)
 
 SESSION_COOKIE = "console_session"
 LOGIN_COOKIE = "console_login"

@@ -20,7 +20,7 @@ from api.console.session import (
     start_session,
 )
 from memory_service.errors import Unauthenticated
-from memory_service.tenants import TenantService
+from memory_service.records.tenants import TenantService
 
 
 @get("/", include_in_schema=False)

@@ -21,10 +21,10 @@ from litestar.response import Template
 
 from api.console.forms import form_fields, one, optional, version
 from api.console.rendering import error_page, is_htmx, page, see_other, status_of
-from memory_service.environments import EnvironmentService
 from memory_service.errors import Conflict, MemoryServiceError, PreconditionFailed
-from memory_service.task_models import FINISHED, PRIORITIES, STATUSES, Task, TaskQuery
-from memory_service.tasks import TaskService
+from memory_service.records.environments import EnvironmentService
+from memory_service.records.task_models import FINISHED, PRIORITIES, STATUSES, Task, TaskQuery
+from memory_service.records.tasks import TaskService
 
 PAGE_SIZE = 20
 STATUS_LABELS = {

@@ -17,7 +17,7 @@ from msgspec import UNSET, Struct, UnsetType
 
 from api.routes.memories import parse_if_match
 from api.schemas import Strict
-from memory_service.environments import Environment, EnvironmentService
+from memory_service.records.environments import Environment, EnvironmentService
 
 
 class EnvironmentCreate(Strict):

@@ -22,12 +22,12 @@ from litestar.params import QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from msgspec import Struct
 
-from memory_service import stages
 from memory_service.errors import FieldError, InvalidInput
-from memory_service.metrics import HealthComponent, OperationSummary, health_score
+from memory_service.infra import stages
+from memory_service.infra.metrics import HealthComponent, OperationSummary, health_score
+from memory_service.infra.supervisor import LoopState
+from memory_service.infra.telemetry import reset_tracer_provider, use_tracer_provider
 from memory_service.runtime import Runtime
-from memory_service.supervisor import LoopState
-from memory_service.telemetry import reset_tracer_provider, use_tracer_provider
 
 _WINDOW = re.compile(r"^(\d{1,6})(s|m|h)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600}

@@ -14,8 +14,8 @@ from msgspec import UNSET, Meta, Struct, UnsetType
 
 from api.routes.memories import parse_if_match
 from api.schemas import Strict
-from memory_service.task_models import Task, TaskQuery
-from memory_service.tasks import TaskService
+from memory_service.records.task_models import Task, TaskQuery
+from memory_service.records.tasks import TaskService
 
 Status = Literal["pending", "in_progress", "completed", "failed", "cancelled"]
 Priority = Literal["low", "medium", "high", "urgent"]

@@ -7,7 +7,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody
 
 from api.schemas import KeyCreated, TenantCreate, TenantCreated
-from memory_service.tenants import TenantService
+from memory_service.records.tenants import TenantService
 
 
 class TenantController(Controller):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from memory_service.embeddings import Embedder
+from memory_service.embedding.embeddings import Embedder
 
 
 def text_key(model: str, text: str) -> str:

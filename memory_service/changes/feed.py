@@ -23,11 +23,11 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.changes import store
 from memory_service.changes.store import ENTITY_TABLES, Change, Entity
-from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, Gone, InvalidInput, MemoryServiceError, Unavailable
 from memory_service.events.fanout import EventFanout
-from memory_service.pagination import CursorCodec
-from memory_service.supervisor import Loop, Supervisor
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec
+from memory_service.infra.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 CURSOR_KIND = "changes"

@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from memory_service.events.store import CHANNEL
-from memory_service.supervisor import Loop, Supervisor
+from memory_service.infra.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 

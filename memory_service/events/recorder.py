@@ -15,9 +15,9 @@ import uuid
 from opentelemetry import trace
 
 from memory_service.events.writer import EventWriter
+from memory_service.infra.telemetry import records_spans
 from memory_service.memories.models import Memory, SearchRequest, SearchResult
-from memory_service.task_models import Task
-from memory_service.telemetry import records_spans
+from memory_service.records.task_models import Task
 
 MAX_IDS_PER_EVENT = 100
 

@@ -12,10 +12,10 @@ import logging
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
 from memory_service.events import store
-from memory_service.supervisor import Loop, Supervisor
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Sequence
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge, Unavailable
 from memory_service.events import store
 from memory_service.events.fanout import EventFanout
 from memory_service.events.models import Event, EventQuery, NewEvent, validate_event
-from memory_service.pagination import CursorCodec, Page
-from memory_service.telemetry import current_trace_id
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
+from memory_service.infra.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 MAX_LIST_LIMIT = 1000

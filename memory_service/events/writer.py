@@ -27,12 +27,12 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError, Unavailable
 from memory_service.events import store
 from memory_service.events.models import NewEvent
-from memory_service.supervisor import Loop, Supervisor
-from memory_service.telemetry import current_trace_id
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop, Supervisor
+from memory_service.infra.telemetry import current_trace_id
 
 log = logging.getLogger(__name__)
 DROP_REASONS = ("refused", "poison", "shutdown")

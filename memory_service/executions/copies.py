@@ -1,6 +1,6 @@
 """Verbatim copies of executions, for export and import of a tenant.
 
-The execution rows go through ``memory_service.rowcopy`` with the columns named
+The execution rows go through ``memory_service.infra.rowcopy`` with the columns named
 here; their steps and checkpoints are read and written here, as stored: states
 and patches stay JSON text end to end (never decoded), so an imported
 execution rebuilds exactly the states the exported one did. The service's rules

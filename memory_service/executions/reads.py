@@ -15,7 +15,6 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServiceError, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
@@ -34,7 +33,8 @@ from memory_service.executions.models import (
     StepRef,
 )
 from memory_service.executions.repository import Conn, Segment
-from memory_service.pagination import CursorCodec, Page
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
 from memory_service.validation import check_text
 
 MAX_STEP_PAGE = 1000

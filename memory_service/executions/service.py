@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -47,8 +46,9 @@ from memory_service.executions.models import (
 from memory_service.executions.repository import Conn
 from memory_service.executions.steps_repository import StoredStep
 from memory_service.executions.travel import ExecutionTravel
-from memory_service.pagination import CursorCodec, Page
-from memory_service.tenants import parse_uuid
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
+from memory_service.records.tenants import parse_uuid
 
 MAX_LIST_LIMIT = 1000
 APPEND_ATTEMPTS = 4

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from memory_service.executions import repository as repo
 from memory_service.executions import states
@@ -34,7 +33,8 @@ from memory_service.executions.models import (
 )
 from memory_service.executions.reads import ExecutionReads
 from memory_service.executions.repository import Conn
-from memory_service.tenants import parse_uuid
+from memory_service.infra.db import wrap_db_errors
+from memory_service.records.tenants import parse_uuid
 
 REPLAY_PAGE = 200
 MAX_SPEED = 1000.0

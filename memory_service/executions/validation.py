@@ -23,7 +23,7 @@ from memory_service.executions.models import (
     NewStep,
     StepRef,
 )
-from memory_service.tenants import parse_uuid
+from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_choice, check_json_object, check_text
 
 MAX_KIND = 64

@@ -24,9 +24,10 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput, NotFound
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import (
     Memory,
@@ -38,8 +39,7 @@ from memory_service.memories.models import (
 from memory_service.memories.repository import Conn, row_to_memory
 from memory_service.memories.repository.base import scope_clause
 from memory_service.memories.validation import MemoryValidator
-from memory_service.pagination import CursorCodec, Page
-from memory_service.tenants import parse_uuid
+from memory_service.records.tenants import parse_uuid
 
 MAX_LIST_LIMIT = 1000
 COLUMNS = sql.SQL(

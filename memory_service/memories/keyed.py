@@ -14,12 +14,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, InvalidInput, NotFound, PreconditionFailed
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import Page
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory, NewMemory, Scope
 from memory_service.memories.service import MemoryService
-from memory_service.pagination import Page
 
 MAX_KEY_LENGTH = 512
 MAX_NAMESPACE_LIMIT = 1000

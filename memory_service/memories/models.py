@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_service.embeddings import Vector
+from memory_service.embedding.embeddings import Vector
 
 SCOPE_FIELDS = ("user_id", "agent_id", "run_id", "namespace")
 

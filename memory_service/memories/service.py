@@ -17,8 +17,7 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -27,6 +26,8 @@ from memory_service.errors import (
     PayloadTooLarge,
     PreconditionFailed,
 )
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
 from memory_service.memories import history as history_repo
 from memory_service.memories import repository as repo
 from memory_service.memories.erasure import Erased, Eraser, PurgeStep, erase_past
@@ -39,9 +40,8 @@ from memory_service.memories.models import (
     Scope,
 )
 from memory_service.memories.validation import MemoryValidator, content_hash
-from memory_service.pagination import CursorCodec, Page
+from memory_service.records.tenants import parse_uuid
 from memory_service.retrieval.dedupe import SemanticDedupe
-from memory_service.tenants import parse_uuid
 
 MAX_SCOPE_LENGTH = 256
 MAX_LIST_LIMIT = 1000

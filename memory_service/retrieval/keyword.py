@@ -17,8 +17,8 @@ import uuid
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.infra.db import wrap_db_errors
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SearchHit, SearchRequest

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.infra.db import wrap_db_errors
 from memory_service.retrieval import storage
 
 

@@ -28,10 +28,11 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from indexers.faiss_index import FaissIndex
-from memory_service import stages
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
+from memory_service.infra import stages
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
@@ -40,7 +41,6 @@ from memory_service.search import erasure, planner, scoped, store
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
-from memory_service.supervisor import Loop
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import anyio.to_thread
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
+from memory_service.infra.db import wrap_db_errors
 from memory_service.search import snapshots, store, tenant
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex

@@ -24,11 +24,11 @@ from collections import defaultdict
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop, Supervisor
 from memory_service.search import erasure, store
 from memory_service.search.indexes import TenantIndexes
-from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from collections.abc import Callable, Collection
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop, Supervisor
 from memory_service.memories import repository as repo
-from memory_service.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 

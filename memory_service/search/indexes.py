@@ -35,14 +35,14 @@ from indexers import keyword_index
 from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams
 from indexers.keyword_index import KeywordIndex
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.replicas import primary_reads, standby_reads
+from memory_service.infra.supervisor import Supervisor
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
-from memory_service.replicas import primary_reads, standby_reads
 from memory_service.search import scoped, snapshots, store, tenant
 from memory_service.search.tenant import TenantIndex
-from memory_service.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

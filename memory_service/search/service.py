@@ -29,15 +29,15 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput
-from memory_service.fairness import TenantGate
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.fairness import TenantGate
+from memory_service.infra.replicas import primary_reads
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
-from memory_service.replicas import primary_reads
 from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text

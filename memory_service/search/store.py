@@ -16,7 +16,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from memory_service import service_state
+from memory_service.infra import service_state
 
 Conn = AsyncConnection[Any]
 CHANNEL = "memory_changes"

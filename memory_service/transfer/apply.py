@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from memory_service import environments, rowcopy, tasks
+from memory_service.infra import rowcopy
 from memory_service.memories import repository as memories
 from memory_service.memories.models import Scope
 from memory_service.memories.validation import content_hash
+from memory_service.records import environments, tasks
 from memory_service.transfer import jobs_store
 from memory_service.transfer.browser import Item
 from memory_service.transfer.jobs_store import Source, WrittenRow

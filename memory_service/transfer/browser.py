@@ -23,10 +23,10 @@ from typing import Any
 
 import msgspec
 
-from memory_service.environments import MAX_NAME, check_secrets
 from memory_service.errors import MemoryServiceError
 from memory_service.memories.validation import MemoryValidator
-from memory_service.task_models import MAX_TEXT, MAX_TITLE, PRIORITIES
+from memory_service.records.environments import MAX_NAME, check_secrets
+from memory_service.records.task_models import MAX_TEXT, MAX_TITLE, PRIORITIES
 from memory_service.validation import check_json_object, check_tags, check_text
 
 SUPPORTED_VERSIONS = (0, 1)

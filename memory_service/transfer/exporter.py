@@ -19,14 +19,15 @@ from typing import Any
 import msgspec
 from psycopg import sql
 
-from memory_service import environments, rowcopy, tasks
 from memory_service.events import store as event_store
 from memory_service.events.models import EventQuery
 from memory_service.executions import copies as executions
+from memory_service.infra import rowcopy
+from memory_service.infra.secret_box import SecretBox
 from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
 from memory_service.memories.rows import to_numpy
-from memory_service.secret_box import SecretBox
+from memory_service.records import environments, tasks
 from memory_service.transfer.lines import (
     FORMAT,
     FORMAT_VERSION,

@@ -24,17 +24,18 @@ import msgspec
 import numpy as np
 from psycopg.types.json import Jsonb
 
-from memory_service import environments, rowcopy, tasks
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServiceError
 from memory_service.events import store as event_store
 from memory_service.events.models import NewEvent, validate_event
 from memory_service.executions import copies as executions
+from memory_service.infra import rowcopy
+from memory_service.infra.secret_box import SecretBox
 from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
 from memory_service.memories.models import HistoryEntry, Scope
 from memory_service.memories.validation import MemoryValidator, content_hash
-from memory_service.secret_box import SecretBox
+from memory_service.records import environments, tasks
 from memory_service.transfer.lines import (
     EnvironmentLine,
     EventLine,

@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -35,8 +34,9 @@ from memory_service.errors import (
     Unavailable,
 )
 from memory_service.events.writer import EventWriter
+from memory_service.infra.db import wrap_db_errors
 from memory_service.memories.validation import MemoryValidator
-from memory_service.tenants import parse_uuid
+from memory_service.records.tenants import parse_uuid
 from memory_service.transfer import apply, jobs_store
 from memory_service.transfer.browser import (
     BrowserPlan,

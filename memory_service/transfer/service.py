@@ -18,12 +18,12 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
-from memory_service.db import wrap_db_errors
-from memory_service.embeddings import CachedEmbedder
+from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge
 from memory_service.events.writer import EventWriter
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.secret_box import SecretBox
 from memory_service.memories.validation import MemoryValidator
-from memory_service.secret_box import SecretBox
 from memory_service.transfer.exporter import ExportOptions, export_lines
 from memory_service.transfer.importer import (
     CONFLICT_POLICIES,

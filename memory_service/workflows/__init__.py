@@ -16,10 +16,10 @@ from psycopg_pool import AsyncConnectionPool
 from memory_service.config import Settings
 from memory_service.events.fanout import EventFanout
 from memory_service.executions import ExecutionService
+from memory_service.infra.pagination import CursorCodec
+from memory_service.infra.supervisor import Supervisor
 from memory_service.memories.service import MemoryService
-from memory_service.pagination import CursorCodec
 from memory_service.search.service import SearchService
-from memory_service.supervisor import Supervisor
 from memory_service.workflows.builtins import MemorySteps
 from memory_service.workflows.driver import WorkflowDriver
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step

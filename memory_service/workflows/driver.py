@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from memory_service.errors import InvalidInput, MemoryServiceError, Unavailable
 from memory_service.events.fanout import EventFanout
-from memory_service.supervisor import Loop, Supervisor
+from memory_service.infra.supervisor import Loop, Supervisor
 from memory_service.workflows import repository as repo
 from memory_service.workflows.builtins import BUILTINS, MemorySteps
 from memory_service.workflows.definitions import BUILTIN_QUEUE

@@ -16,10 +16,10 @@ from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
-from memory_service.pagination import CursorCodec, Page
-from memory_service.tenants import parse_uuid
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
+from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_choice, check_json_object, check_json_value, check_text
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo

@@ -19,10 +19,10 @@ import uuid
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import Conflict, MemoryServiceError, Unavailable
 from memory_service.executions import ExecutionChanges, ExecutionService, NewExecution, NewStep
-from memory_service.supervisor import Loop, Supervisor
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.supervisor import Loop, Supervisor
 from memory_service.workflows import repository as repo
 from memory_service.workflows.models import Run, Step
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
 from memory_service.events.fanout import EventFanout
-from memory_service.tenants import parse_uuid
+from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_text
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo

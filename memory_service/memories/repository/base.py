@@ -10,7 +10,7 @@ from typing import Any
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from memory_service.db import named_query
+from memory_service.infra.db import named_query
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SCOPE_FIELDS, Scope
 

@@ -34,10 +34,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
-from memory_service.pool_checks import CheckWhenIdle
-from memory_service.replicas import ReplicaSet, RoutedPool, Standby, split_urls
-from memory_service.resilience import CircuitBreaker, GuardedPool
-from memory_service.stages import TimedCursor
+from memory_service.infra.pool_checks import CheckWhenIdle
+from memory_service.infra.replicas import ReplicaSet, RoutedPool, Standby, split_urls
+from memory_service.infra.resilience import CircuitBreaker, GuardedPool
+from memory_service.infra.stages import TimedCursor
 from memory_service.validation import MAX_SAFE_INTEGER
 
 log = logging.getLogger(__name__)

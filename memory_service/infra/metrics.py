@@ -32,7 +32,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from memory_service.resilience import STATE_CODES
+from memory_service.infra.resilience import STATE_CODES
 
 MAX_WINDOW_SECONDS = 3600.0
 MAX_SAMPLES_PER_OPERATION = 50_000
@@ -95,7 +95,7 @@ class ServiceMetrics:
         )
         self.stage_seconds = Histogram(
             "memory_http_request_stage_seconds",
-            "Time a request spent in each stage (memory_service.stages)",
+            "Time a request spent in each stage (memory_service.infra.stages)",
             ["method", "route", "stage"],
             buckets=STAGE_BUCKETS,
             registry=self.registry,

@@ -187,7 +187,7 @@ class GuardedEmbedder:
     ) -> None:
         self.inner = inner
         self.breaker = breaker
-        self._tracer = tracer or (lambda: trace.get_tracer("memory_service.embeddings"))
+        self._tracer = tracer or (lambda: trace.get_tracer("memory_service.embedding.embeddings"))
         self._observe = observe
 
     @property

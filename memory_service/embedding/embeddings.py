@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 import numpy as np
 
-from memory_service.embedding_types import Embedder, EmbeddingError, Matrix, Vector
-from memory_service.fairness import FairThread
+from memory_service.embedding.types import Embedder, EmbeddingError, Matrix, Vector
+from memory_service.infra.fairness import FairThread
 
 if TYPE_CHECKING:
     from memory_service.config import Settings
@@ -205,7 +205,7 @@ def load_embedder(
     if model and model.startswith("hash:"):
         return HashEmbedder(int(model.split(":", 1)[1]))
     if backend == "onnx":
-        from memory_service.onnx_embedder import OnnxEmbedder, supports_onnx
+        from memory_service.embedding.onnx import OnnxEmbedder, supports_onnx
 
         model_dir = packaged_model_path() if model is None else Path(model).expanduser()
         if device == "cpu" and export_dir is not None and supports_onnx(model_dir):

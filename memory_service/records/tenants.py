@@ -27,7 +27,6 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import (
     FieldError,
     InvalidInput,
@@ -35,7 +34,8 @@ from memory_service.errors import (
     Unauthenticated,
     Unavailable,
 )
-from memory_service.replicas import RoutedPool, primary_reads, standby_reads
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.replicas import RoutedPool, primary_reads, standby_reads
 
 _KEY = re.compile(r"^mk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
 _PREFIX = re.compile(r"^[0-9a-f]{12}$")

@@ -39,7 +39,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.errors import FieldError, InvalidInput, MemoryServiceError
-from memory_service.resilience import CircuitBreaker, GuardedPool
+from memory_service.infra.resilience import CircuitBreaker, GuardedPool
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from memory_service import db
 from memory_service.errors import Conflict
+from memory_service.infra import db
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -31,8 +30,9 @@ from memory_service.errors import (
     NotFound,
     PreconditionFailed,
 )
-from memory_service.pagination import CursorCodec, Page
-from memory_service.task_models import (
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.pagination import CursorCodec, Page
+from memory_service.records.task_models import (
     FINISHED,
     MAX_LIST_LIMIT,
     MAX_SHORT,
@@ -46,7 +46,7 @@ from memory_service.task_models import (
     TaskQuery,
     task_from_row,
 )
-from memory_service.tenants import parse_uuid
+from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_choice, check_json_object, check_tags, check_text
 
 # the columns an export carries and an import or a migration writes as given

@@ -25,10 +25,10 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import SettingsError
-from memory_service.db import wrap_db_errors
 from memory_service.errors import MemoryServiceError
-from memory_service.secret_box import SecretBox
-from memory_service.tenants import key_prefix
+from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.secret_box import SecretBox
+from memory_service.records.tenants import key_prefix
 
 log = logging.getLogger(__name__)
 

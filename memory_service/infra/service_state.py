@@ -12,7 +12,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from memory_service.db import wrap_db_errors
+from memory_service.infra.db import wrap_db_errors
 
 Conn = AsyncConnection[Any]
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_service.embedding_types import EmbeddingError, Matrix
+from memory_service.embedding.types import EmbeddingError, Matrix
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings, SettingsError
-from memory_service.db import connect_sync, wrap_db_errors, wrap_db_errors_sync
 from memory_service.errors import (
     Conflict,
     FieldError,
@@ -35,10 +34,11 @@ from memory_service.errors import (
     PayloadTooLarge,
     PreconditionFailed,
 )
-from memory_service.pagination import CursorCodec, Page
-from memory_service.secret_box import SecretBox, load_secret_box
-from memory_service.task_models import MAX_TEXT
-from memory_service.tenants import parse_uuid
+from memory_service.infra.db import connect_sync, wrap_db_errors, wrap_db_errors_sync
+from memory_service.infra.pagination import CursorCodec, Page
+from memory_service.infra.secret_box import SecretBox, load_secret_box
+from memory_service.records.task_models import MAX_TEXT
+from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_json_object, check_text
 
 MAX_NAME = 200
