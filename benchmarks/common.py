@@ -218,3 +218,38 @@ def stage_table(stages: dict[str, dict[str, float]], operations: Iterable[str]) 
         cells = " | ".join(str(found.get(n, 0.0)) for n in names)
         rows.append(f"| {operation} | {int(found['requests'])} | {cells} |")
     return rows
+
+
+def serve_until_ready(
+    command: list[str], cwd: Path, env: dict[str, str], port: int, log_path: Path, timeout_s: float
+) -> subprocess.Popen[bytes]:
+    """``memory-service serve`` in a process group of its own, returned once ``/ready``
+    answers 200; its stderr goes to ``log_path``."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            command, cwd=cwd, env=env, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=log,
+        )
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"the service exited; see {log_path}")
+        time.sleep(0.1)
+    raise RuntimeError(f"the service did not become ready in {timeout_s:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the service's process group, SIGKILL after 60 s."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

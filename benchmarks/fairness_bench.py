@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from benchmarks.common import free_port, percentiles
+from benchmarks.common import free_port, percentiles, serve_until_ready, stop_group
 from memory_service.config import Settings
 from memory_service.infra import db
 
@@ -136,35 +136,9 @@ def start(data_dir: Path, port: int, extra: dict[str, str]) -> subprocess.Popen[
         "HF_HUB_OFFLINE": "1",
         **extra,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "serve"],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "service.log", "ab"),  # noqa: SIM115 - lives with the process
+    return serve_until_ready(
+        [sys.executable, "-m", "cli", "serve"], ROOT, env, port, data_dir / "service.log", 600
     )
-    started = time.monotonic()
-    while time.monotonic() - started < 600:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited; see {data_dir / 'service.log'}")
-        time.sleep(0.2)
-    raise RuntimeError("the service did not become ready in 600 s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def create_tenants(base: str, memories: int) -> dict[str, dict[str, str]]:
@@ -239,7 +213,7 @@ def scenario(
         loaded = victim_latencies(base, tenants["victim"], args.samples, f"{name}: victim beside the flood")
         beside = wrk_result(flood)
     finally:
-        stop(proc)
+        stop_group(proc)
     return {
         "scenario": name,
         "limits": SCENARIOS[name],
@@ -287,7 +261,7 @@ def refusal_cost(data_dir: Path, script: Path, queue_wait_ms: str | None) -> dic
         flood = wrk_result(wrk(base, headers, 5, script))
         cpu = cpu_seconds(proc.pid) - before - idle_cores * flood.seconds
     finally:
-        stop(proc)
+        stop_group(proc)
     return {
         "queue_wait_ms": queue_wait_ms or "default",
         "refused_per_s": round(flood.refused / flood.seconds, 1),
@@ -345,7 +319,7 @@ def main() -> None:
         try:
             tenants = create_tenants(f"http://127.0.0.1:{port}", args.memories)
         finally:
-            stop(proc)
+            stop_group(proc)
         for name in names:
             if not args.no_wait:
                 wait_for_quiet()

@@ -37,7 +37,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,9 +52,11 @@ from tqdm import tqdm
 from benchmarks import loadgen
 from benchmarks.common import (
     client_blas_on_one_thread,
+    serve_until_ready,
     stage_delta,
     stage_seconds_sync,
     stage_table,
+    stop_group,
 )
 from benchmarks.ingest_bench import drain_seconds
 from memory_service.config import Settings
@@ -121,35 +122,9 @@ def start(
         "HF_HUB_OFFLINE": "1",
         **(extra or {}),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "serve"],
-        cwd=root,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=open(data_dir / "service.log", "wb"),  # noqa: SIM115 - lives with the process
+    return serve_until_ready(
+        [sys.executable, "-m", module, "serve"], root, env, port, data_dir / "service.log", 300
     )
-    started = time.monotonic()
-    while time.monotonic() - started < 300:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"the service exited; see {data_dir / 'service.log'}")
-        time.sleep(0.1)
-    raise RuntimeError("the service did not become ready in 300 s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def load(client: httpx.Client, vecs: np.ndarray, docs: list[str]) -> float:
@@ -326,7 +301,7 @@ def variant(
         out.update(throughput(args.port, headers, qs, args.seconds))
         return out
     finally:
-        stop(proc)
+        stop_group(proc)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -373,13 +348,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["throughput_stages"] = stage_delta(before, stage_seconds_sync(client))
         report["load_average"] = list(os.getloadavg())
         if args.variants:
-            stop(proc)
+            stop_group(proc)
             report["variants"] = {
                 name: variant(args, data_dir, headers, qs, VARIANTS[name])
                 for name in args.variants.split(",")
             }
     finally:
-        stop(proc)
+        stop_group(proc)
         db.stop_embedded(Settings(data_dir=str(data_dir)))
         shutil.rmtree(data_dir, ignore_errors=True)
     return report
