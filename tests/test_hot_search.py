@@ -363,33 +363,6 @@ def test_the_planner_picks_paths_from_the_estimated_candidates() -> None:
     assert planner.next_plan(10, 10**8, 2000, 0, s).path == "pgvector"
 
 
-async def test_the_memory_budget_leaves_big_tenants_to_pgvector(
-    settings: Settings, database_url: str, hash_embedder: Embedder, tmp_path: Path, client: Any
-) -> None:
-    # 1 MiB holds about 600 flat vectors of 384 dimensions
-    runtime = await Runtime.start(
-        settings.with_(database_url=database_url, data_dir=str(tmp_path), faiss_memory_budget_mb=1),
-        embedder=hash_embedder,
-    )
-    try:
-        big, small = (await new_tenant(client))["id"], (await new_tenant(client))["id"]
-        vecs = unit_vectors(700, seed=18)
-        for tid, count in ((big, 700), (small, 20)):
-            await runtime.memories.add_many(
-                uuid.UUID(tid), [NewMemory(f"v {i}", embedding=vecs[i].tolist()) for i in range(count)]
-            )
-        for tid, held in ((big, False), (small, True)):
-            result = await runtime.search.search(
-                uuid.UUID(tid), SearchRequest(embedding=vecs[3].tolist(), k=5)
-            )
-            assert result.results[0].memory.content == "v 3"
-            assert (result.strategy == "faiss") is held, result.strategy
-        status = runtime.index_status["faiss"]()
-        assert status["bytes"] <= status["budget_bytes"]
-    finally:
-        await runtime.close()
-
-
 async def test_the_in_process_exact_pass_leaves_out_rows_that_expired(
     client: Any, tenant: dict[str, Any]
 ) -> None:

@@ -40,15 +40,15 @@ from memory_service.infra.replicas import primary_reads, standby_reads
 from memory_service.infra.supervisor import Supervisor
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
-from memory_service.memories.rows import ROW_OVERHEAD_BYTES, VectorRows
+from memory_service.memories.rows import VectorRows
 from memory_service.search import scoped, snapshots, store, tenant
+from memory_service.search.budget import MemoryBudget
 from memory_service.search.tenant import TenantIndex
 
 log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY_S = 30.0  # how long a tenant refused by the budget stays refused
 DELETED_MEMORY_S = 600.0
-KEYWORD_ROW_BYTES = 600  # the keyword index's share of a row, before its text is known
 
 
 def faiss_params(settings: Settings) -> FaissParams:
@@ -71,16 +71,21 @@ class TenantIndexes:
         self.dimension = dimension
         self.params = faiss_params(settings)
         self.root = settings.data_path / "faiss"
-        self.budget_bytes = int(settings.faiss_memory_budget_mb) * 1024 * 1024
         self._tenants: dict[uuid.UUID, TenantIndex] = {}
-        self._refused: dict[uuid.UUID, float] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.skipped: Counter[str] = Counter()  # rows an index could not hold (see ``tenant``)
         self.keywords_hot = (
             settings.keyword_text_search_config == "english"
             and settings.bm25_k1 == keyword_index.K1
             and settings.bm25_b == keyword_index.B
         )
+        self.budget = MemoryBudget(
+            int(settings.faiss_memory_budget_mb) * 1024 * 1024,
+            self._tenants,
+            lambda count: self.params.vector_bytes(dimension, hnsw=count > self.params.flat_max),
+            keywords_hot=self.keywords_hot,
+        )
+        self._refused: dict[uuid.UUID, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.skipped: Counter[str] = Counter()  # rows an index could not hold (see ``tenant``)
 
     # -- lookup and admission ------------------------------------------------------------
     def ready(self, tenant_id: uuid.UUID) -> TenantIndex | None:
@@ -105,16 +110,6 @@ class TenantIndexes:
         for t in self.held():
             t.deleted = {seq: at for seq, at in t.deleted.items() if at > cutoff}
 
-    def bytes_for(self, count: int) -> int:
-        """Vectors, links and rows of ``count`` memories, plus the keyword index's fixed part."""
-        vector = self.params.vector_bytes(self.dimension, hnsw=count > self.params.flat_max)
-        text = KEYWORD_ROW_BYTES if self.keywords_hot else 0
-        fixed = keyword_index.INDEX_OVERHEAD_BYTES if self.keywords_hot else 0
-        return fixed + count * (vector + LABEL_ENTRY_BYTES + ROW_OVERHEAD_BYTES + text)
-
-    def used_bytes(self) -> int:
-        return sum(_bytes_of(t) for t in self._tenants.values())
-
     async def admit(
         self, tenant_id: uuid.UUID, *, wait: bool = False, evict: bool = True
     ) -> TenantIndex | None:
@@ -133,17 +128,20 @@ class TenantIndexes:
             count = await repo.tenant_size(conn, tenant_id)
         if tenant_id in self._tenants:  # admitted by someone else meanwhile
             return self.ready(tenant_id)
-        need = self.bytes_for(count)
-        fits = self._make_room(need, keep=tenant_id) if evict else self._fits(need)
-        if not fits:
+        need = self.budget.bytes_for(count)
+        victims = self.budget.room_for(need, keep=tenant_id) if evict else []
+        if victims is None or (not evict and not self.budget.fits(need)):
             self._refused[tenant_id] = time.monotonic()
             log.info("tenant %s (%d vectors) does not fit the FAISS budget", tenant_id, count)
             return None
+        for victim in victims:
+            self.evict(victim.tenant_id)
         t = TenantIndex(tenant_id, keywords=self._keyword_index(), skipped=self.skipped)
+        t.reserved = need  # concurrent admissions see the room as taken while this loads
         self._tenants[tenant_id] = t
         if wait or count <= self.settings.faiss_inline_load_max:
             await self._load(t)
-            return t if t.ready else None
+            return t if t.ready and self._tenants.get(tenant_id) is t else None
         self.spawn("faiss-load", self._load(t))
         return None
 
@@ -152,23 +150,9 @@ class TenantIndexes:
             return None
         return KeywordIndex(self.settings.keyword_simple_weight)
 
-    def _fits(self, need: int) -> bool:
-        return self.used_bytes() + need <= self.budget_bytes
-
-    def _make_room(self, need: int, *, keep: uuid.UUID) -> bool:
-        used = self.used_bytes()
-        if used + need <= self.budget_bytes:
-            return True
-        victims = sorted(
-            (t for t in self._tenants.values() if t.ready and t.tenant_id != keep),
-            key=lambda t: t.last_used,
-        )
-        for victim in victims:
-            if used + need <= self.budget_bytes:
-                break
-            used -= _bytes_of(victim)
-            self.evict(victim.tenant_id)
-        return used + need <= self.budget_bytes
+    def _enforce_budget(self) -> None:
+        for victim in self.budget.over():
+            self.evict(victim.tenant_id, "outgrew the FAISS budget; pgvector serves it")
 
     def evict(
         self, tenant_id: uuid.UUID, why: str = "left the FAISS budget; pgvector serves it"
@@ -193,7 +177,8 @@ class TenantIndexes:
                     break
                 await self.refresh(t, changed, force=True)
                 changed = set()
-            t.ready = True
+            t.ready, t.reserved, t.last_used = True, 0, time.monotonic()
+            self._enforce_budget()  # the estimate was an estimate: others go first
             log.info(
                 "FAISS index of tenant %s ready: %d vectors (%s)",
                 t.tenant_id,
@@ -341,6 +326,7 @@ class TenantIndexes:
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True
+            self._enforce_budget()
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
                 self.spawn("faiss-rebuild", self._rebuild(t))
@@ -349,7 +335,7 @@ class TenantIndexes:
         """Give a large, searched scope a graph of its own, in the background, if the
         memory budget allows."""
         per_row = self.params.vector_bytes(self.dimension, hnsw=True) + LABEL_ENTRY_BYTES
-        if key in t.scoped or t.index is None or not self._fits(rows * per_row):
+        if key in t.scoped or t.index is None or not self.budget.fits(rows * per_row):
             return
         entry = scoped.register(t.scoped, key, self.params, self.dimension)
         # registered first, then the members read: a change after this line reaches
@@ -410,12 +396,3 @@ class TenantIndexes:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-def _bytes_of(t: TenantIndex) -> int:  # what a held tenant counts in the memory budget
-    return (
-        t.row_bytes
-        + (t.index.memory_bytes() if t.index is not None else 0)
-        + (t.keywords.memory_bytes() if t.keywords is not None else 0)
-        + scoped.bytes_of(t.scoped)
-    )

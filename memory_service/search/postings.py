@@ -32,7 +32,9 @@ def _typed(value: Any) -> tuple[str, Any] | None:
     if isinstance(value, bool):
         return "bool", value
     if isinstance(value, int):
-        return ("number", float(value)) if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _UNKEYED
+        return (
+            ("number", float(value)) if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _UNKEYED
+        )
     if isinstance(value, float):
         return "number", value
     if isinstance(value, str):

@@ -88,8 +88,6 @@ async def tenant_changes_after(conn: Conn, tenant_id: uuid.UUID, after: int) -> 
     return {int(r[0]) for r in await cur.fetchall()}
 
 
-
-
 async def mark_purged(conn: Conn, tenant_id: uuid.UUID, memories: Mapping[str, int]) -> None:
     """Purge: log that these memories (id -> seq) were erased, in the caller's
     transaction, so every process that follows the log wipes their vectors from its

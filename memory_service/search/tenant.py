@@ -53,6 +53,7 @@ class TenantIndex:
     expiring: set[int] = field(default_factory=set)  # held rows with an expiry time
     scoped: ScopeIndexes = field(default_factory=dict)  # graphs of large, searched scopes
     row_bytes: int = 0  # rows and postings, counted in the memory budget
+    reserved: int = 0  # what admission expected it to take; counted until it is loaded
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     rebuild_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
     rebuilding: bool = False

@@ -57,7 +57,9 @@ class VectorSearch:
             matching = await repo.count_matching(conn, tid, scope, flt, cap=threshold + 1)
             exact = matching <= threshold
             ef = self.settings.pgvector_ef_search
-            rows = await repo.vector_search(conn, tid, scope, flt, query, k, exact=exact, ef_search=ef)
+            rows = await repo.vector_search(
+                conn, tid, scope, flt, query, k, exact=exact, ef_search=ef
+            )
             strategy = "exact" if exact else "pgvector"
             if not exact and len(rows) < k:
                 rows = await repo.vector_search(
