@@ -46,6 +46,13 @@ def post(path: str, body: Any, headers: dict[str, str], host: str = "127.0.0.1")
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
+def get(path: str, headers: dict[str, str] | None = None, host: str = "127.0.0.1") -> bytes:
+    """One ``GET``, as bytes ready to write."""
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items() if k.lower() != "host"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
 async def _read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])

@@ -49,7 +49,7 @@ import msgspec
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks import loadgen
+from benchmarks import loadgen, wrk
 from benchmarks.common import (
     client_blas_on_one_thread,
     serve_until_ready,
@@ -140,7 +140,9 @@ def load(client: httpx.Client, vecs: np.ndarray, docs: list[str]) -> float:
             for i in range(s, min(len(vecs), s + 1000))
         ]
         body = msgspec.json.encode({"items": items})
-        r = client.post("/v1/memories/batch", content=body, headers={"Content-Type": "application/json"})
+        r = client.post(
+            "/v1/memories/batch", content=body, headers={"Content-Type": "application/json"}
+        )
         r.raise_for_status()
     return len(vecs) / (time.perf_counter() - started)
 
@@ -171,6 +173,7 @@ def timed(client: httpx.Client, method: str, path: str, **kw: Any) -> tuple[floa
 
 def cases(queries: np.ndarray, words: list[str]) -> dict[str, Any]:
     """name -> function(i) -> request body."""
+
     def vec(i: int, **extra: Any) -> dict[str, Any]:
         return {"embedding": queries[i].tolist(), "k": K, **extra}
 
@@ -208,8 +211,10 @@ def _measure(client: httpx.Client, vecs: np.ndarray, qs: np.ndarray, bodies: dic
             ms, answer = timed(client, "POST", "/v1/memories/search", json=body(i))
             times[name].append(ms)
             strategies[name].add(answer["strategy"])
-            if name.startswith("vector filter") or name == "vector user_id":
-                if name == "vector user_id":
+            if name.startswith("vector filter") or name in ("vector user_id", "vector"):
+                if name == "vector":
+                    mod, residue = 1, 0
+                elif name == "vector user_id":
                     mod, residue = USERS, i % USERS
                 else:
                     mod, residue = FILTERS[name.removeprefix("vector filter ")][1], 1
@@ -259,7 +264,9 @@ async def throughput_httpx(
         return done / (time.perf_counter() - started)
 
 
-def throughput(port: int, headers: dict[str, str], qs: np.ndarray, seconds: float) -> dict[str, Any]:
+def throughput(
+    port: int, headers: dict[str, str], qs: np.ndarray, seconds: float
+) -> dict[str, Any]:
     """Searches/s with 16 clients: the light load generator (the service's capacity) and httpx."""
     auth = {k: v for k, v in headers.items() if k.lower() == "authorization"}
     requests = [
@@ -268,14 +275,28 @@ def throughput(port: int, headers: dict[str, str], qs: np.ndarray, seconds: floa
     raw = asyncio.run(loadgen.hammer("127.0.0.1", port, requests, clients=16, seconds=seconds))
     if raw.errors:
         raise RuntimeError(f"{raw.errors} searches failed under load")
+    health = [loadgen.get("/health")]
+    floor = asyncio.run(loadgen.hammer("127.0.0.1", port, health, clients=16, seconds=seconds))
     base = f"http://127.0.0.1:{port}"
-    return {
+    out: dict[str, Any] = {"health_per_s_16_clients": round(floor.per_s, 1)}
+    if wrk.available():  # the C generator, same connections: the rates of the service alone
+        bodies = [{"embedding": q.tolist(), "k": K} for q in qs[:50]]
+        searched = wrk.run_wrk(
+            port, "/v1/memories/search", bodies=bodies, headers=auth, seconds=seconds
+        )
+        if searched["non_2xx"]:
+            raise RuntimeError(f"{searched['non_2xx']:.0f} searches failed under wrk")
+        checked = wrk.run_wrk(port, "/health", seconds=seconds)
+        out["wrk"] = {
+            "search": searched,
+            "health": checked,
+            "search_over_health": round(searched["per_s"] / checked["per_s"], 3),
+        }
+    return out | {
         "qps_16_clients": round(raw.per_s, 1),
         "p50_ms_16_clients": round(raw.percentile(50), 2),
         "p99_ms_16_clients": round(raw.percentile(99), 2),
-        "qps_16_clients_httpx": round(
-            asyncio.run(throughput_httpx(base, headers, qs, seconds)), 1
-        ),
+        "qps_16_clients_httpx": round(asyncio.run(throughput_httpx(base, headers, qs, seconds)), 1),
     }
 
 
@@ -290,9 +311,12 @@ def variant(
             bodies = {"vector": lambda i: {"embedding": qs[i].tolist(), "k": K}}
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # until the index is loaded and answers
-                if timed(client, "POST", "/v1/memories/search", json=bodies["vector"](0))[1][
-                    "strategy"
-                ] == "faiss":
+                if (
+                    timed(client, "POST", "/v1/memories/search", json=bodies["vector"](0))[1][
+                        "strategy"
+                    ]
+                    == "faiss"
+                ):
                     break
                 time.sleep(0.5)
             for i in range(20):
@@ -319,7 +343,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = f"http://127.0.0.1:{args.port}"
         with httpx.Client(base_url=base, timeout=600) as client:
             r = client.post(
-                "/v1/admin/tenants", json={"name": "bench"}, headers={"Authorization": f"Bearer {ADMIN}"}
+                "/v1/admin/tenants",
+                json={"name": "bench"},
+                headers={"Authorization": f"Bearer {ADMIN}"},
             )
             client.headers["Authorization"] = f"Bearer {r.json()['api_key']}"
             report["load_per_s"] = round(load(client, vecs, docs), 1)
@@ -363,6 +389,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 STAGE_ROUTES = ("POST /v1/memories/search", "GET /health")
 
 
+def _wrk_lines(w: dict[str, Any] | None) -> list[str]:
+    if not w:
+        return []
+    s, h = w["search"], w["health"]
+    return [
+        (
+            f"`wrk`, 16 connections: {s['per_s']:,.0f} searches/s (p50 {s.get('p50_ms')} ms, "
+            f"p99 {s.get('p99_ms')} ms) against {h['per_s']:,.0f} `GET /health`/s "
+            f"(p50 {h.get('p50_ms')} ms): searches/s = **{w['search_over_health']}** of "
+            "`/health`/s."
+        ),
+        "",
+    ]
+
+
 def markdown(r: dict[str, Any]) -> str:
     lat = r["latency"]
     lines = [
@@ -371,9 +412,11 @@ def markdown(r: dict[str, Any]) -> str:
             f"pgvector's graph caught up {r.get('graph_catch_up_s', '?')} s after the load; "
             f"`GET /health` p50 {lat['health_p50_ms']} ms; "
             f"16 clients: {r['qps_16_clients']} searches/s (p50 {r.get('p50_ms_16_clients')} ms, "
-            f"p99 {r.get('p99_ms_16_clients')} ms; through httpx {r.get('qps_16_clients_httpx')}/s)."
+            f"p99 {r.get('p99_ms_16_clients')} ms; through httpx {r.get('qps_16_clients_httpx')}/s), "
+            f"`GET /health` {r.get('health_per_s_16_clients')}/s from the same generator."
         ),
         "",
+        *_wrk_lines(r.get("wrk")),
         "| search | p50 ms | p99 ms | p50 / health p50 | p99 / health p50 | exactly k | recall@10 | answered by |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -388,8 +431,10 @@ def markdown(r: dict[str, Any]) -> str:
     if r.get("latency_stages"):
         lines += [
             "",
-            (f"Where the time went, as the service measured it (mean ms per request; load "
-            f"average {[round(x, 2) for x in r['load_average']]}), one client, every case:"),
+            (
+                f"Where the time went, as the service measured it (mean ms per request; load "
+                f"average {[round(x, 2) for x in r['load_average']]}), one client, every case:"
+            ),
             "",
             *stage_table(r["latency_stages"], STAGE_ROUTES),
             "",

@@ -17,7 +17,7 @@ from indexers.faiss_index import FaissParams
 from memory_service.config import Settings
 from memory_service.infra import db
 from memory_service.memories import repository as repo
-from memory_service.tuning import EF_LADDER, TuneResult, tune
+from memory_service.tuning import EF_LADDER, TuneResult, crossover, tune
 
 NAME = "tune"
 HELP = "measure recall against exact search and pick FAISS efSearch"
@@ -29,6 +29,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--queries", type=int, default=200, help="stored vectors sampled as queries")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    p.add_argument(
+        "--flat-max",
+        action="store_true",
+        help="instead: time a flat scan against the graph at growing sizes of the tenant's "
+        "vectors and print the size up to which a tenant's index should stay flat",
+    )
 
 
 async def load_vectors(
@@ -71,6 +77,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         ef_construction=settings.faiss_ef_construction,
         ef_search=settings.faiss_ef_search,
     )
+    if args.flat_max:
+        return _flat_max(tenant, vectors, params, args)
     result = tune(ids, vectors, params, target=args.target_recall, k=args.k, queries=args.queries)
     _report(tenant, result, args)
     if result.chosen_ef_search is None:
@@ -88,3 +96,27 @@ def _report(tenant: uuid.UUID, result: TuneResult, args: argparse.Namespace) -> 
     print(f"{'efSearch':>9} {'recall':>8} {'p50 ms':>8} {'p95 ms':>8}")
     for m in result.measurements:
         print(f"{m.ef_search:>9} {m.recall:>8.4f} {m.p50_ms:>8.3f} {m.p95_ms:>8.3f}")
+
+
+def _flat_max(
+    tenant: uuid.UUID, vectors: np.ndarray, params: FaissParams, args: argparse.Namespace
+) -> int:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # as the service runs its searches
+        flat_max, points = crossover(
+            vectors, params, target=args.target_recall, k=args.k, queries=args.queries
+        )
+    if args.json:
+        print(json.dumps([asdict(p) for p in points], indent=2))
+    else:
+        print(
+            f"tenant {tenant}: one query, flat scan against the graph (efSearch {params.ef_search})"
+        )
+        print(f"{'vectors':>9} {'flat ms':>8} {'graph ms':>9} {'recall':>8}")
+        for p in points:
+            print(
+                f"{p.vectors:>9} {p.flat_p50_ms:>8.3f} {p.graph_p50_ms:>9.3f} {p.graph_recall:>8.4f}"
+            )
+    print(f"MEMORY_FAISS_FLAT_MAX={flat_max}")
+    return 0

@@ -17,8 +17,7 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Container, Iterable, Iterator, Set
-from contextlib import contextmanager
+from collections.abc import Callable, Container, Iterable, Set
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexers.base import Allow, Ids, Matrix, Scores, as_ids, as_matrix, top_k
+from indexers.locks import ReadWriteLock
 
 _faiss: Any = faiss  # the SWIG module is only partly typed
 LABEL_ENTRY_BYTES = 100  # a live label's entry in the label -> position dict
@@ -53,56 +53,6 @@ class FaissParams:
     def vector_bytes(self, dimension: int, *, hnsw: bool) -> int:
         """One position: the vector, its label and, in HNSW, its graph links."""
         return 4 * dimension + 8 + (8 * self.hnsw_m + 16 if hnsw else 0)
-
-
-class ReadWriteLock:
-    """Many readers or one writer; a waiting writer holds back new readers."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            self.release_read()
-
-    def try_read(self) -> bool:
-        """Take a read share only if no writer holds or waits for the lock."""
-        with self._cond:
-            if self._writer or self._writers_waiting:
-                return False
-            self._readers += 1
-            return True
-
-    def release_read(self) -> None:
-        with self._cond:
-            self._readers -= 1
-            if not self._readers:
-                self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._writers_waiting += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 class FaissIndex:
@@ -305,6 +255,32 @@ class FaissIndex:
         with self._lock.read():
             return self._search(query, k, allow, ef_search)
 
+    def search_many(
+        self, queries: Matrix, k: int, *, ef_search: int | None = None
+    ) -> list[tuple[Ids, Scores]]:
+        """Unfiltered searches of several queries at once: one pass of a flat index over
+        its vectors (a matrix product) instead of one pass each; one call into a graph."""
+        q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(len(queries), -1))
+        with self._lock.read():
+            _omp_threads(1)
+            n = self.positions
+            if self.is_hnsw or len(q) == 1 or n <= k:
+                bitmap = self._alive if self.dead else None
+                return self._graph_search_many(q, k, bitmap, ef_search or self.params.ef_search)
+            scores = q @ self._stored().T  # (queries, positions)
+            if self.dead:
+                alive = np.unpackbits(self._alive, bitorder="little")[:n].astype(bool)
+                scores[:, ~alive] = -np.inf
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            results = []
+            for row, cols in zip(scores, part, strict=True):
+                best = row[cols]
+                keep = best > -np.inf
+                cols, best = cols[keep], best[keep]
+                order = np.lexsort((cols, -best))
+                results.append((self._labels[cols[order]], best[order].astype(np.float32)))
+            return results
+
     def _search(
         self, query: npt.NDArray[np.float32], k: int, allow: Allow | None, ef_search: int | None
     ) -> tuple[Ids, Scores]:
@@ -347,9 +323,14 @@ class FaissIndex:
     def _graph_search(
         self, q: Matrix, k: int, bitmap: npt.NDArray[np.uint8] | None, ef: int
     ) -> tuple[Ids, Scores]:
+        return self._graph_search_many(q, k, bitmap, ef)[0]
+
+    def _graph_search_many(
+        self, q: Matrix, k: int, bitmap: npt.NDArray[np.uint8] | None, ef: int
+    ) -> list[tuple[Ids, Scores]]:
         k = min(k, max(1, self.positions))
         if self.positions == 0:
-            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+            return [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))] * len(q)
         params: Any
         if self.is_hnsw:
             params = _faiss.SearchParametersHNSW()
@@ -362,8 +343,11 @@ class FaissIndex:
             params.sel = selector
         scores, positions = self._index.search(q, k, params=params)
         del selector
-        hit = positions[0] >= 0
-        return self._labels[positions[0][hit]], scores[0][hit].astype(np.float32)
+        found = []
+        for row_scores, row in zip(scores, positions, strict=True):
+            hit = row >= 0
+            found.append((self._labels[row[hit]], row_scores[hit].astype(np.float32)))
+        return found
 
     # -- lifecycle ---------------------------------------------------------------------
     def vectors_of(self, labels: Iterable[int]) -> tuple[Ids, Matrix]:

@@ -197,7 +197,10 @@ class KeywordIndex:
         if len(terms) > PROBE_TERMS_MAX or inside <= 0:
             return [self._term(*term) for term in terms]
         probes = [
-            (tantivy.Occur.Should, tantivy.Query.const_score_query(self._query(f, w), float(1 << i)))
+            (
+                tantivy.Occur.Should,
+                tantivy.Query.const_score_query(self._query(f, w), float(1 << i)),
+            )
             for i, (f, w, _) in enumerate(terms)
         ]
         probe = tantivy.Query.boolean_query(

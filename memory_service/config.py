@@ -172,6 +172,7 @@ class Settings:
     tenant_request_burst: int = 1000
     tenant_max_in_flight: int = 8  # requests at once over all routes (streams and long polls apart)
     tenant_max_searches: int = field(default_factory=_cpu_cores)  # searches at once; more wait their turn
+    tenant_search_burst: int = 8  # searches at once of a tenant while no other tenant searches
     tenant_queue_wait_ms: float = 250.0  # a request over its share waits this long for a place, then 429
     tenant_max_streams: int = 16  # concurrent event streams
     tenant_max_long_polls: int = 16  # concurrent requests that wait for a change (claims with wait_s)
@@ -288,7 +289,7 @@ class Settings:
         if self.anonymous_requests_per_second < 0 or self.anonymous_request_burst < 1:
             raise SettingsError("MEMORY_ANONYMOUS_REQUESTS_PER_SECOND >= 0, MEMORY_ANONYMOUS_REQUEST_BURST >= 1")
         if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms,
-               self.tenant_max_searches) < 0:
+               self.tenant_max_searches, self.tenant_search_burst) < 0:
             raise SettingsError("in-flight shares and MEMORY_TENANT_QUEUE_WAIT_MS must be >= 0 (0: off)")
         if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")

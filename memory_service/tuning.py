@@ -110,3 +110,63 @@ def tune(
     results = measure(index, sample, truth, own, k, ef_values)
     chosen = next((m.ef_search for m in results if m.recall >= target), None)
     return TuneResult(chosen, target, k, len(sample), len(ids), results)
+
+
+CROSSOVER_SIZES = (1000, 2000, 3000, 4000, 5000, 7500, 10_000, 20_000, 50_000)
+
+
+@dataclass(frozen=True, slots=True)
+class SizePoint:
+    vectors: int
+    flat_p50_ms: float  # one query, exact scan
+    graph_p50_ms: float  # one query, HNSW with the configured efSearch
+    graph_recall: float  # recall@k of the graph against the scan
+
+
+def crossover(
+    vectors: np.ndarray,
+    params: FaissParams,
+    *,
+    sizes: Sequence[int] = CROSSOVER_SIZES,
+    target: float = 0.99,
+    k: int = 10,
+    queries: int = 100,
+    seed: int = 0,
+) -> tuple[int, list[SizePoint]]:
+    """Measure one query's cost on a flat index and on a graph of the first n vectors,
+    for each size n, and the graph's recall; the answer is the largest measured size at
+    which the scan is no slower or the graph misses ``target`` (``MEMORY_FAISS_FLAT_MAX``):
+    below it a tenant's index answers exactly for free, above it the graph is faster."""
+    rng = np.random.default_rng(seed)
+    points: list[SizePoint] = []
+    for n in tqdm([s for s in sizes if s <= len(vectors)], desc="flat vs graph", unit="size"):
+        ids = np.arange(n, dtype=np.int64)
+        flat = FaissIndex(vectors.shape[1], params)
+        flat.add(ids, vectors[:n])
+        graph = FaissIndex(vectors.shape[1], params, hnsw=True)
+        graph.add(ids, vectors[:n])
+        picked = rng.choice(n, size=min(queries, n), replace=False)
+        flat_times, graph_times, hits = [], [], 0
+        for q in vectors[picked]:
+            started = time.perf_counter()
+            want, _ = flat.search(q, k)
+            flat_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            got, _ = graph.search(q, k)
+            graph_times.append(time.perf_counter() - started)
+            hits += len(set(want.tolist()) & set(got.tolist()))
+        points.append(
+            SizePoint(
+                n,
+                float(np.percentile(flat_times, 50) * 1000),
+                float(np.percentile(graph_times, 50) * 1000),
+                hits / (len(picked) * min(k, n)),
+            )
+        )
+    flat_max = 0
+    for p in points:
+        if p.flat_p50_ms <= p.graph_p50_ms or p.graph_recall < target:
+            flat_max = p.vectors
+        else:
+            break
+    return flat_max, points

@@ -114,6 +114,7 @@ def test_allow_filters_are_exact(
     elif form == "array":
         allow = chosen
     else:
+
         def allow(ids: np.ndarray) -> np.ndarray:
             return np.isin(ids, chosen)
 
@@ -171,3 +172,22 @@ def test_tune_picks_the_smallest_ef_search_that_reaches_the_target() -> None:
     assert chosen.recall >= 0.95
     assert all(m.recall < 0.95 for m in result.measurements if m.ef_search < chosen.ef_search)
     assert recalls[-1] >= recalls[0]
+
+
+def test_the_flat_limit_is_where_the_scan_stops_being_cheaper_than_the_graph() -> None:
+    from memory_service.tuning import crossover
+
+    flat_max, points = crossover(DATA, FaissParams(hnsw_m=16), sizes=(200, 400, 10**9), queries=20)
+    assert [p.vectors for p in points] == [200, 400]  # sizes beyond the data are skipped
+    assert all(
+        p.flat_p50_ms > 0 and p.graph_p50_ms > 0 and 0 <= p.graph_recall <= 1 for p in points
+    )
+    # the answer follows the measurements: the largest leading size where flat was no slower
+    # (or the graph missed the recall target)
+    expected = 0
+    for p in points:
+        if p.flat_p50_ms <= p.graph_p50_ms or p.graph_recall < 0.99:
+            expected = p.vectors
+        else:
+            break
+    assert flat_max == expected

@@ -336,37 +336,3 @@ def _settle(done: asyncio.Future[Any], result: Any, exc: BaseException | None) -
         done.set_exception(exc)
     else:
         done.set_result(result)
-
-
-class TenantGate:
-    """At most ``width`` searches of one tenant run at once; the rest wait their turn.
-
-    A search is CPU work (scoring in FAISS, BM25 in the keyword index, fusion) spread over
-    worker threads. A tenant's in-flight share bounds its requests, but eight searches in
-    flight still keep eight threads busy on a two-core box, and another tenant's one
-    search queues behind them for the cores: measured, a served 32-connection flood moved
-    another tenant's search p95 to 13x its baseline with the share alone, and 1.3x with
-    this gate at the core count. Waiting here costs nothing but the request's place, which
-    the share already holds; nothing is refused. ``width`` 0 switches the gate off.
-    """
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-        self._gates: dict[Hashable, tuple[asyncio.Semaphore, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def turn(self, tenant: Hashable) -> Any:
-        if self.width <= 0:
-            yield
-            return
-        gate, users = self._gates.get(tenant) or (asyncio.Semaphore(self.width), 0)
-        self._gates[tenant] = (gate, users + 1)
-        try:
-            async with gate:
-                yield
-        finally:
-            gate, users = self._gates[tenant]
-            if users <= 1:
-                del self._gates[tenant]  # an idle tenant keeps no gate
-            else:
-                self._gates[tenant] = (gate, users - 1)

@@ -314,7 +314,16 @@ class _RuntimeCollector(Collector):
             "Stored rows an in-process index could not hold (searches answer them another way)",
             labels=["index"],
         )
+        probes = CounterMetricFamily(
+            "memory_index_probes",
+            "Index probes that left the event loop, and the calls they took (probes that "
+            "arrive together run as one batch)",
+            labels=["index", "kind"],
+        )
         for name, status in index_statuses(runtime).items():
+            for kind, key in (("probes", "probes"), ("batches", "probe_batches")):
+                if isinstance(status.get(key), int):
+                    probes.add_metric([name, kind], float(status[key]))
             for part, count in dict(status.get("rows_skipped") or {}).items():
                 skipped.add_metric([str(part)], float(count))
             if isinstance(status.get("scope_indexes"), int):
@@ -333,6 +342,7 @@ class _RuntimeCollector(Collector):
         yield scopes
         yield backlog
         yield skipped
+        yield probes
 
 
 def _replica_metrics(runtime: Any) -> Iterator[Any]:

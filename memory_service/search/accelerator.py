@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -38,6 +37,7 @@ from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import Memory, Scope, SearchHit, SearchRequest, SearchResult
 from memory_service.memories.predicate import RowCheck
 from memory_service.search import erasure, planner, scoped, store
+from memory_service.search.batching import ProbeBatcher
 from memory_service.search.follower import ChangeFollower
 from memory_service.search.indexes import TenantIndexes
 from memory_service.search.tenant import TenantIndex
@@ -69,6 +69,7 @@ class HotSearch:
         self.indexes = indexes
         self.follower = follower
         self.preloaded = asyncio.Event()
+        self.batcher = ProbeBatcher()
         self._maintenance: Loop | None = None
 
     # -- writes ----------------------------------------------------------------------------
@@ -120,7 +121,7 @@ class HotSearch:
             index = t.index
             if plan.path != "faiss" or index is None:
                 return None
-            ids, scores = await _probe(index, query, plan)
+            ids, scores = await _probe(self.batcher, index, query, plan)
             hits = await self._matching(t, ids, scores, request.scope, flt, check)
             if filtered and len(ids):
                 _remember(t, shape, max(len(hits), 0.5) / len(ids))
@@ -149,7 +150,8 @@ class HotSearch:
         entry.last_used = time.monotonic()
         fetch = 2 * request.k if t.expiring else request.k  # room for rows that expired
         ef = max(self.settings.faiss_ef_search, fetch)
-        ids, scores = await _probe(entry.index, query, planner.Plan("faiss", fetch, ef))
+        plan = planner.Plan("faiss", fetch, ef)
+        ids, scores = await _probe(self.batcher, entry.index, query, plan)
         hits = await self._matching(t, ids, scores, request.scope, None, check)
         if len(hits) < min(request.k, len(inside)):
             return None
@@ -243,6 +245,8 @@ class HotSearch:
             "listening": self.follower.listening,
             "lag_seconds": self.follower.lag_seconds(),
             "rows_skipped": dict(self.indexes.skipped),
+            "probes": self.batcher.probes,
+            "probe_batches": self.batcher.batches,
         }
 
     async def preload(self) -> None:
@@ -330,19 +334,21 @@ def _matching_in_process(
     return {s for s in candidates if (row := rows.get(s)) is not None and check.matches(row, now)}
 
 
-async def _probe(index: FaissIndex, query: np.ndarray, plan: planner.Plan) -> tuple[Any, Any]:
+async def _probe(
+    batcher: ProbeBatcher, index: FaissIndex, query: np.ndarray, plan: planner.Plan
+) -> tuple[Any, Any]:
     """Rank ``plan.fetch`` neighbours. A short HNSW walk (or a tiny flat scan) costs about
-    what the hop to a worker thread costs, so it runs here unless a mutation holds the
-    index; anything longer, or a busy index, goes to a worker thread."""
+    what the hop to a worker thread costs, so it runs here while nothing else probes
+    the index and no mutation holds it; anything longer, or a busy index, joins the
+    index's next batch in a worker thread."""
     quick = (index.is_hnsw and plan.fetch <= INLINE_FETCH_MAX) or index.size <= INLINE_SIZE_MAX
+    ef = plan.ef_search or index.params.ef_search
     with stages.timed("index"):
-        if quick:
-            found = index.search_unless_busy(query, plan.fetch, ef_search=plan.ef_search)
+        if quick and not batcher.busy(index):
+            found = index.search_unless_busy(query, plan.fetch, ef_search=ef)
             if found is not None:
                 return found
-        return await anyio.to_thread.run_sync(
-            functools.partial(index.search, query, plan.fetch, ef_search=plan.ef_search)
-        )
+        return await batcher.search(index, query, plan.fetch, ef)
 
 
 def _shape(request: SearchRequest) -> str:

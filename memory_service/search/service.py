@@ -32,8 +32,8 @@ from memory_service.config import Settings
 from memory_service.embedding.embeddings import CachedEmbedder
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.infra.db import wrap_db_errors
-from memory_service.infra.fairness import TenantGate
 from memory_service.infra.replicas import primary_reads
+from memory_service.infra.search_gate import TenantGate
 from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
@@ -84,7 +84,7 @@ class SearchService:
         self.vectors = vectors
         self.keyword = keyword
         self.listeners = tuple(listeners)
-        self.gate = TenantGate(settings.tenant_max_searches)
+        self.gate = TenantGate(settings.tenant_max_searches, settings.tenant_search_burst)
 
     def mode_for(self, request: SearchRequest) -> str:
         """The mode a request gets: its own, else the service's default ranking (hybrid
