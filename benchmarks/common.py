@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 ADMIN_TOKEN = "bench-admin-token"
 SIZES = {"10k": 10_000, "100k": 100_000, "1m": 1_000_000}
@@ -227,8 +228,12 @@ def serve_until_ready(
     answers 200; its stderr goes to ``log_path``."""
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            command, cwd=cwd, env=env, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=log,
+            command,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
         )
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -253,3 +258,20 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def wait_for_quiet(limit: float = 1.5, timeout: float = 300.0) -> float:
+    """Wait (up to ``timeout`` s) for a 1-minute load average under ``limit``; the load then.
+    The box is shared: a measurement taken while others work says little."""
+    started = time.monotonic()
+    with tqdm(desc=f"waiting for load < {limit}", bar_format="{desc} {elapsed}") as bar:
+        while (load := load_average()) >= limit and time.monotonic() - started < timeout:
+            bar.set_description(f"waiting for load < {limit} (now {load:.2f})")
+            time.sleep(5)
+    load = load_average()
+    print(f"load average before measuring: {load:.2f}" + ("" if load < limit else " (not quiet)"))
+    return load

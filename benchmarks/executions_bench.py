@@ -49,6 +49,7 @@ from benchmarks.common import (
     stage_delta,
     stage_seconds,
     stage_table,
+    wait_for_quiet,
 )
 from memory_service.config import Settings
 from memory_service.embedding.embeddings import HashEmbedder
@@ -366,8 +367,10 @@ def main() -> None:
     parser.add_argument(
         "--http-only", action="store_true", help="only the HTTP appends (no 10,000-step build)"
     )
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet box")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    quiet = None if args.no_wait else round(wait_for_quiet(), 2)
+    result = asyncio.run(run(args)) | {"load_before": quiet}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "executions_http" if args.http_only else "executions"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")

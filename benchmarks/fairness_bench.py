@@ -50,7 +50,14 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from benchmarks.common import free_port, percentiles, serve_until_ready, stop_group
+from benchmarks.common import (
+    free_port,
+    load_average,
+    percentiles,
+    serve_until_ready,
+    stop_group,
+    wait_for_quiet,
+)
 from memory_service.config import Settings
 from memory_service.infra import db
 
@@ -101,19 +108,6 @@ class Flood:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def load_average() -> float:
-    return os.getloadavg()[0]
-
-
-def wait_for_quiet(limit: float = 1.5, timeout: float = 300.0) -> float:
-    started = time.monotonic()
-    with tqdm(desc=f"waiting for load < {limit}", bar_format="{desc} {elapsed}") as bar:
-        while (load := load_average()) >= limit and time.monotonic() - started < timeout:
-            bar.set_description(f"waiting for load < {limit} (now {load:.2f})")
-            time.sleep(5)
-    return load_average()
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU time the process has used, all its threads (not PostgreSQL's processes)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -146,13 +140,19 @@ def create_tenants(base: str, memories: int) -> dict[str, dict[str, str]]:
     tenants = {}
     with httpx.Client(base_url=base, timeout=120) as http:
         for name in ("victim", "flooder"):
-            r = http.post("/v1/admin/tenants", json={"name": name}, headers={"Authorization": f"Bearer {ADMIN}"})
+            r = http.post(
+                "/v1/admin/tenants",
+                json={"name": name},
+                headers={"Authorization": f"Bearer {ADMIN}"},
+            )
             r.raise_for_status()
             headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
             tenants[name] = headers
             for start_at in tqdm(range(0, memories, 250), desc=f"loading {name}'s memories"):
                 items = [{"content": sentence(rng)} for _ in range(min(250, memories - start_at))]
-                http.post("/v1/memories/batch", json={"items": items}, headers=headers).raise_for_status()
+                http.post(
+                    "/v1/memories/batch", json={"items": items}, headers=headers
+                ).raise_for_status()
     return tenants
 
 
@@ -177,9 +177,22 @@ def victim_latencies(base: str, headers: dict[str, str], n: int, desc: str) -> d
 
 def wrk(base: str, headers: dict[str, str], seconds: float, script: Path) -> subprocess.Popen[str]:
     command = [
-        "wrk", "-t", "2", "-c", str(CONNECTIONS), "-d", f"{seconds:.0f}s", "--timeout", "10s",
-        "-s", str(script), "-H", f"Authorization: {headers['Authorization']}",
-        "-H", "Content-Type: application/json", base,
+        "wrk",
+        "-t",
+        "2",
+        "-c",
+        str(CONNECTIONS),
+        "-d",
+        f"{seconds:.0f}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        "-H",
+        f"Authorization: {headers['Authorization']}",
+        "-H",
+        "Content-Type: application/json",
+        base,
     ]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -195,7 +208,11 @@ def wrk_result(proc: subprocess.Popen[str]) -> Flood:
 
 
 def scenario(
-    name: str, data_dir: Path, tenants: dict[str, dict[str, str]], args: argparse.Namespace, script: Path
+    name: str,
+    data_dir: Path,
+    tenants: dict[str, dict[str, str]],
+    args: argparse.Namespace,
+    script: Path,
 ) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -210,7 +227,9 @@ def scenario(
         flood = wrk(base, tenants["flooder"], flood_for, script)
         time.sleep(2)  # the flood is at full strength
         loaded_load = load_average()
-        loaded = victim_latencies(base, tenants["victim"], args.samples, f"{name}: victim beside the flood")
+        loaded = victim_latencies(
+            base, tenants["victim"], args.samples, f"{name}: victim beside the flood"
+        )
         beside = wrk_result(flood)
     finally:
         stop_group(proc)
@@ -230,14 +249,18 @@ def scenario(
             # the service's CPU while only the flood ran: cores it took, ms per request
             "service_cpu_s": round(cpu, 3),
             "service_cores": round(cpu / solo.seconds, 2) if solo.seconds else None,
-            "service_cpu_ms_per_request": round(1000 * cpu / solo.requests, 2) if solo.requests else None,
+            "service_cpu_ms_per_request": round(1000 * cpu / solo.requests, 2)
+            if solo.requests
+            else None,
         },
         "flooder_beside_victim": {
             **asdict(beside),
             "served_per_s": round(beside.served_per_s, 1),
             "sent_per_s": round(beside.sent_per_s, 1),
         },
-        "flooder_share": round(beside.served_per_s / solo.served_per_s, 2) if solo.served_per_s else None,
+        "flooder_share": round(beside.served_per_s / solo.served_per_s, 2)
+        if solo.served_per_s
+        else None,
     }
 
 
@@ -251,7 +274,11 @@ def refusal_cost(data_dir: Path, script: Path, queue_wait_ms: str | None) -> dic
         limits["MEMORY_TENANT_QUEUE_WAIT_MS"] = queue_wait_ms
     proc = start(data_dir, port, limits)
     try:
-        r = httpx.post(f"{base}/v1/admin/tenants", json={"name": "refused"}, headers={"Authorization": f"Bearer {ADMIN}"})
+        r = httpx.post(
+            f"{base}/v1/admin/tenants",
+            json={"name": "refused"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
         headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
         httpx.get(f"{base}/v1/memories", headers=headers)  # the one token; the key now known
         before = cpu_seconds(proc.pid)
@@ -294,11 +321,19 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer memories and samples, two scenarios")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer memories and samples, two scenarios"
+    )
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet box")
-    parser.add_argument("--memories", type=int, help="memories per tenant (default 2000, quick 500)")
-    parser.add_argument("--samples", type=int, help="victim searches per measurement (default 200, quick 60)")
-    parser.add_argument("--flood-seconds", type=float, help="the flooder's solo run (default 10, quick 5)")
+    parser.add_argument(
+        "--memories", type=int, help="memories per tenant (default 2000, quick 500)"
+    )
+    parser.add_argument(
+        "--samples", type=int, help="victim searches per measurement (default 200, quick 60)"
+    )
+    parser.add_argument(
+        "--flood-seconds", type=float, help="the flooder's solo run (default 10, quick 5)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     args.memories = args.memories or (500 if args.quick else 2000)
@@ -331,7 +366,9 @@ def main() -> None:
     print()
     print(table(rows))
     served = next(r["flooder_solo"] for r in rows if r["scenario"] == "served")
-    print(f"\nservice CPU per served search (flood alone): {served['service_cpu_ms_per_request']} ms")
+    print(
+        f"\nservice CPU per served search (flood alone): {served['service_cpu_ms_per_request']} ms"
+    )
     for r in refusals:
         print(
             f"refusals with MEMORY_TENANT_QUEUE_WAIT_MS={r['queue_wait_ms']}: {r['refused_per_s']}/s "

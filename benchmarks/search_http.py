@@ -57,6 +57,7 @@ from benchmarks.common import (
     stage_seconds_sync,
     stage_table,
     stop_group,
+    wait_for_quiet,
 )
 from benchmarks.ingest_bench import drain_seconds
 from memory_service.config import Settings
@@ -472,6 +473,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="throughput run length")
     parser.add_argument("--port", type=int, default=18181)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet box")
     parser.add_argument(
         "--variants",
         default="",
@@ -481,7 +483,8 @@ def main() -> None:
     unknown = [v for v in args.variants.split(",") if v and v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
-    report = run(args)
+    quiet = None if args.no_wait else round(wait_for_quiet(), 2)
+    report = run(args) | {"load_before": quiet}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "search_http_" + "".join(c if c.isalnum() else "_" for c in args.label)
     (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
