@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 
@@ -135,7 +134,6 @@ STOP_WORDS = frozenset(
 )
 
 
-@lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     for suffix in _SUFFIXES:
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
@@ -148,10 +146,9 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
-@lru_cache(maxsize=4096)
 def term_set(text: str) -> frozenset[str]:
-    """``set(terms(text))``, stemming each distinct word once; the texts of the latest
-    candidates are remembered, as a memory is often a candidate again."""
+    """``set(terms(text))``, stemming each distinct word once. Not cached across
+    searches: what a memory says must not outlive its erasure in this process."""
     return frozenset(stem(w) for w in set(_WORD.findall(text.lower())) - STOP_WORDS)
 
 
