@@ -72,13 +72,10 @@ class MemoryCreate(Strict):
             "(PUT /v1/settings)."
         ),
     ] = None
-    dedupe_threshold: (
-        Annotated[
-            float,
-            Meta(gt=0.0, le=1.0, description="Cosine similarity for dedupe; unset: tenant default"),
-        ]
-        | None
-    ) = None
+    dedupe_threshold: Annotated[
+        float,
+        Meta(gt=0.0, le=1.0, description="Cosine similarity for dedupe; unset: tenant default"),
+    ] | None = None
 
     def to_domain(self) -> NewMemory:
         return NewMemory(
@@ -204,17 +201,14 @@ class SearchBody(Strict):
     run_id: ScopeValue | None = None
     namespace: ScopeValue | None = None
     filter: dict[str, Any] | None = None
-    mode: (
-        Annotated[
-            Literal["vector", "keyword", "hybrid"],
-            Meta(
-                description="vector: cosine similarity of the embeddings; keyword: BM25 over the "
-                "words; hybrid: both, fused. Unset: the service's best ranking by `make eval` "
-                "(MEMORY_SEARCH_DEFAULT_MODE, hybrid), or vector for an embedding without a query."
-            ),
-        ]
-        | None
-    ) = None
+    mode: Annotated[
+        Literal["vector", "keyword", "hybrid"],
+        Meta(
+            description="vector: cosine similarity of the embeddings; keyword: BM25 over the "
+            "words; hybrid: both, fused. Unset: the service's best ranking by `make eval` "
+            "(MEMORY_SEARCH_DEFAULT_MODE, hybrid), or vector for an embedding without a query."
+        ),
+    ] | None = None
     min_score: float | None = None
     consistency: Annotated[
         Literal["eventual", "strong"],
@@ -228,168 +222,118 @@ class SearchBody(Strict):
         bool,
         Meta(description="Return each result's score components; they add up to its score."),
     ] = False
-    recency_weight: (
-        Annotated[
-            float,
-            Meta(
-                ge=0.0,
-                le=1.0,
-                description="w_r in score = (1 - w_r - w_i) * relevance + w_r * recency + "
-                "w_i * importance, where recency = 0.5 ** (age_hours / half_life_hours) and age "
-                "counts from creation or the last dedupe sighting. w_r + w_i <= 1.",
-            ),
-        ]
-        | None
-    ) = None
-    importance_weight: (
-        Annotated[
-            float,
-            Meta(ge=0.0, le=1.0, description="w_i in the score formula of recency_weight."),
-        ]
-        | None
-    ) = None
-    half_life_hours: (
-        Annotated[
-            float,
-            Meta(gt=0.0, description="Half-life of the recency decay (default: service setting)."),
-        ]
-        | None
-    ) = None
-    diversity: (
-        Annotated[
-            float,
-            Meta(
-                ge=0.0,
-                le=1.0,
-                description="Maximal marginal relevance: 0 ranks by score only; higher values "
-                "drop near-duplicates from the top k. Results stay ordered by score.",
-            ),
-        ]
-        | None
-    ) = None
-    rrf_k: (
-        Annotated[
-            int,
-            Meta(
-                ge=1, le=10000, description="Hybrid only: the k constant of reciprocal rank fusion."
-            ),
-        ]
-        | None
-    ) = None
-    vector_weight: (
-        Annotated[
-            float,
-            Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the vector ranking."),
-        ]
-        | None
-    ) = None
-    keyword_weight: (
-        Annotated[
-            float,
-            Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
-        ]
-        | None
-    ) = None
-    fusion: (
-        Annotated[
-            Literal["scores", "rrf"],
-            Meta(
-                description="Hybrid only: scores (default) combines each side's min-max "
-                "normalised scores by the weights; rrf fuses ranks (implied by rrf_k)."
-            ),
-        ]
-        | None
-    ) = None
-    time_weight: (
-        Annotated[
-            float,
-            Meta(
-                ge=0.0,
-                le=1.0,
-                description='Weight of a time expression in the query ("in May 2023", '
-                '"last week", "most recent"): score = (1 - w) * relevance + w * fit, fit 1 '
-                "when the memory's time (metadata event_time/date, else created_at) is in the "
-                "window. Default 0.2; 0 ignores time expressions.",
-            ),
-        ]
-        | None
-    ) = None
+    recency_weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="w_r in score = (1 - w_r - w_i) * relevance + w_r * recency + "
+            "w_i * importance, where recency = 0.5 ** (age_hours / half_life_hours) and age "
+            "counts from creation or the last dedupe sighting. w_r + w_i <= 1.",
+        ),
+    ] | None = None
+    importance_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=1.0, description="w_i in the score formula of recency_weight."),
+    ] | None = None
+    half_life_hours: Annotated[
+        float,
+        Meta(gt=0.0, description="Half-life of the recency decay (default: service setting)."),
+    ] | None = None
+    diversity: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="Maximal marginal relevance: 0 ranks by score only; higher values "
+            "drop near-duplicates from the top k. Results stay ordered by score.",
+        ),
+    ] | None = None
+    rrf_k: Annotated[
+        int,
+        Meta(ge=1, le=10000, description="Hybrid only: the k constant of reciprocal rank fusion."),
+    ] | None = None
+    vector_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the vector ranking."),
+    ] | None = None
+    keyword_weight: Annotated[
+        float,
+        Meta(ge=0.0, le=100.0, description="Hybrid only: weight of the keyword ranking."),
+    ] | None = None
+    fusion: Annotated[
+        Literal["scores", "rrf"],
+        Meta(
+            description="Hybrid only: scores (default) combines each side's min-max "
+            "normalised scores by the weights; rrf fuses ranks (implied by rrf_k)."
+        ),
+    ] | None = None
+    time_weight: Annotated[
+        float,
+        Meta(
+            ge=0.0,
+            le=1.0,
+            description="Weight of a time expression in the query (\"in May 2023\", "
+            "\"last week\", \"most recent\"): score = (1 - w) * relevance + w * fit, fit 1 "
+            "when the memory's time (metadata event_time/date, else created_at) is in the "
+            "window. Default 0.2; 0 ignores time expressions.",
+        ),
+    ] | None = None
     # grouped search (memory_service/retrieval/grouping.py)
-    group_by: (
-        Annotated[
-            str,
-            Meta(
-                max_length=1024,
-                description="Rank groups of memories rather than single ones: run_id, user_id, "
-                "agent_id, namespace or metadata.<key>. The response's groups are the top k, "
-                "each scored s_1 + 0.5 * (s_2 + ... + s_m) over its best group_size members; "
-                "results lists those members in group order. A memory without the value is a "
-                "group of its own (key null).",
-            ),
-        ]
-        | None
-    ) = None
-    group_size: (
-        Annotated[
-            int,
-            Meta(ge=1, le=100, description="With group_by: memories kept per group (default 3)."),
-        ]
-        | None
-    ) = None
-    context_by: (
-        Annotated[
-            str,
-            Meta(
-                max_length=1024,
-                description="Like group_by, but results stay single memories: each gains "
-                "context_weight times the scores of the best 3 other members of its group in "
-                "the candidate pool, so a memory whose conversation holds other matches rises.",
-            ),
-        ]
-        | None
-    ) = None
-    context_weight: (
-        Annotated[
-            float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
-        ]
-        | None
-    ) = None
-    feedback: (
-        Annotated[
-            Literal["rm3", "rocchio", "both", "none"],
-            Meta(
-                description="Hybrid only: pseudo-relevance feedback, a second search shaped by "
-                "the first one's best 5 memories: rm3 adds their 8 weightiest words to the "
-                "keyword query, rocchio moves the query vector towards their mean, both does "
-                "both; none (default) searches once.",
-            ),
-        ]
-        | None
-    ) = None
-    rerank: (
-        Annotated[
-            Literal["learned", "none"],
-            Meta(
-                description="learned: re-order the candidate pool by the shipped learned ranker "
-                "(gradient-boosted trees over the fused, vector and keyword scores, their ranks, query-word "
-                "coverage, time fit and neighbouring writes; see docs/search.md); the score is "
-                "then the model's log-odds, with explain each feature's share. none: the first "
-                "stage's order (the default). Not with group_by, diversity, recency_weight or "
-                "importance_weight, which weigh scores as shares in [0, 1].",
-            ),
-        ]
-        | None
-    ) = None
-    as_of: (
-        Annotated[
-            datetime,
-            Meta(
-                description="RFC 3339: search the memories as they stood then (exact vector "
-                "ranking; mode vector without re-ranking options)."
-            ),
-        ]
-        | None
-    ) = None
+    group_by: Annotated[
+        str,
+        Meta(
+            max_length=1024,
+            description="Rank groups of memories rather than single ones: run_id, user_id, "
+            "agent_id, namespace or metadata.<key>. The response's groups are the top k, "
+            "each scored s_1 + 0.5 * (s_2 + ... + s_m) over its best group_size members; "
+            "results lists those members in group order. A memory without the value is a "
+            "group of its own (key null).",
+        ),
+    ] | None = None
+    group_size: Annotated[
+        int,
+        Meta(ge=1, le=100, description="With group_by: memories kept per group (default 3)."),
+    ] | None = None
+    context_by: Annotated[
+        str,
+        Meta(
+            max_length=1024,
+            description="Like group_by, but results stay single memories: each gains "
+            "context_weight times the scores of the best 3 other members of its group in "
+            "the candidate pool, so a memory whose conversation holds other matches rises.",
+        ),
+    ] | None = None
+    context_weight: Annotated[
+        float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
+    ] | None = None
+    feedback: Annotated[
+        Literal["rm3", "rocchio", "both", "none"],
+        Meta(
+            description="Hybrid only: pseudo-relevance feedback, a second search shaped by "
+            "the first one's best 5 memories: rm3 adds their 8 weightiest words to the "
+            "keyword query, rocchio moves the query vector towards their mean, both does "
+            "both; none (default) searches once.",
+        ),
+    ] | None = None
+    rerank: Annotated[
+        Literal["learned", "none"],
+        Meta(
+            description="learned: re-order the candidate pool by the shipped learned ranker "
+            "(gradient-boosted trees over the fused, vector and keyword scores, their ranks, "
+            "query-word coverage, time fit and neighbouring writes; see docs/search.md); the "
+            "score is then the model's log-odds, with explain each feature's share. none: "
+            "the first stage's order (the default). Not with group_by, diversity, "
+            "recency_weight or importance_weight, which weigh scores as shares in [0, 1].",
+        ),
+    ] | None = None
+    as_of: Annotated[
+        datetime,
+        Meta(
+            description="RFC 3339: search the memories as they stood then (exact vector "
+            "ranking; mode vector without re-ranking options)."
+        ),
+    ] | None = None
 
     def to_domain(self) -> SearchRequest:
         return SearchRequest(
