@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run stop fuzz test bench bench-large bench-events bench-sync bench-fairness eval tune lint typecheck clean
+.PHONY: run stop fuzz test bench bench-large bench-events bench-sync bench-fairness eval train-ranker tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench-fairness: $(STAMP)
 
 eval: $(STAMP)
 	$(PY) -m benchmarks.eval_retrieval
+
+# fits the learned re-ranker on SciFact's train queries and LoCoMo conversations 0-4 and
+# writes memory_service/retrieval/ranker.json (ARGS: see --help)
+train-ranker: $(STAMP)
+	$(PY) -m benchmarks.train_ranker $${ARGS:-}
 
 tune: $(STAMP)
 	$(VENV)/bin/memory-service tune

@@ -307,6 +307,26 @@ class SearchBody(Strict):
     context_weight: Annotated[
         float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
     ] | None = None
+    feedback: Annotated[
+        Literal["rm3", "rocchio", "both", "none"],
+        Meta(
+            description="Hybrid only: pseudo-relevance feedback, a second search shaped by "
+            "the first one's best 5 memories: rm3 adds their 8 weightiest words to the "
+            "keyword query, rocchio moves the query vector towards their mean, both does "
+            "both; none (default) searches once.",
+        ),
+    ] | None = None
+    rerank: Annotated[
+        Literal["learned", "none"],
+        Meta(
+            description="learned: re-order the candidate pool by the shipped learned ranker "
+            "(gradient-boosted trees over the fused, vector and keyword scores, their ranks, "
+            "query-word coverage, time fit and neighbouring writes; see docs/search.md); the "
+            "score is then the model's log-odds, with explain each feature's share. none: "
+            "the first stage's order (the default). Not with group_by, diversity, "
+            "recency_weight or importance_weight, which weigh scores as shares in [0, 1].",
+        ),
+    ] | None = None
     as_of: Annotated[
         datetime,
         Meta(
@@ -354,6 +374,8 @@ RETRIEVAL_OPTIONS = (
     "time_weight",
     "context_by",
     "context_weight",
+    "rerank",
+    "feedback",
 )
 
 

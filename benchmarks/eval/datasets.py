@@ -34,8 +34,9 @@ class Question:
 LOCOMO_CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 
 
-def load_scifact(root: Path) -> tuple[list[Document], list[Question]]:
-    """SciFact test split; a document is ``"<title> <abstract>"`` as in BEIR's own runs."""
+def load_scifact(root: Path, split: str = "test") -> tuple[list[Document], list[Question]]:
+    """SciFact's ``split`` (test, or train to fit a ranker on); a document is
+    ``"<title> <abstract>"`` as in BEIR's own runs."""
     base = root / "scifact"
     docs = []
     with open(base / "corpus.jsonl", encoding="utf-8") as f:
@@ -44,7 +45,7 @@ def load_scifact(root: Path) -> tuple[list[Document], list[Question]]:
             text = f"{row['title']} {row['text']}".strip()
             docs.append(Document(str(row["_id"]), text, "scifact", {"doc_id": str(row["_id"])}))
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with open(base / "qrels" / "test.tsv", encoding="utf-8") as f:
+    with open(base / "qrels" / f"{split}.tsv", encoding="utf-8") as f:
         next(f)
         for line in f:
             qid, cid, score = line.rstrip("\n").split("\t")

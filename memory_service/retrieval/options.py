@@ -12,6 +12,7 @@ from typing import Any
 
 from memory_service.config import Settings
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.retrieval.feedback import FEEDBACKS
 from memory_service.retrieval.grouping import (
     DEFAULT_CONTEXT_WEIGHT,
     DEFAULT_GROUP_SIZE,
@@ -21,7 +22,7 @@ from memory_service.retrieval.grouping import (
 )
 
 DEFAULT_TIME_WEIGHT = 0.2  # chosen on LoCoMo conversations 0-4
-HYBRID_ONLY = ("fusion", "rrf_k", "vector_weight", "keyword_weight")
+HYBRID_ONLY = ("fusion", "rrf_k", "vector_weight", "keyword_weight", "feedback")
 FUSIONS = ("scores", "rrf")
 KNOWN = (
     "explain",
@@ -34,8 +35,15 @@ KNOWN = (
     "time_weight",
     "context_by",
     "context_weight",
+    "rerank",
     *HYBRID_ONLY,
 )
+RERANKERS = ("learned", "none")  # retrieval.ranker; "none": the first stage's order
+# options that weigh scores as shares in [0, 1]: not with a learned (log-odds) score
+SCORE_SCALED = ("group_by", "diversity", "recency_weight", "importance_weight")
+# what a search that names no mode gets on top of the default mode's ranking (None: the
+# first stage's order; docs/search.md, "Ranking", says why the learned ranker is not it)
+DEFAULT_RERANK: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,8 @@ class RetrievalOptions:
     time_weight: float = DEFAULT_TIME_WEIGHT
     context_by: tuple[str, ...] | None = None  # a group lends its members' scores
     context_weight: float = DEFAULT_CONTEXT_WEIGHT
+    rerank: str | None = None  # "learned": retrieval.ranker re-orders the pool
+    feedback: str | None = None  # rm3, rocchio or both: retrieval.feedback
 
     @property
     def rescores(self) -> bool:
@@ -62,7 +72,7 @@ class RetrievalOptions:
     @property
     def reranks(self) -> bool:
         grouped = self.group_by is not None or self.context_by is not None
-        return self.rescores or self.diversity > 0.0 or grouped
+        return self.rescores or self.diversity > 0.0 or grouped or self.rerank is not None
 
 
 def _number(raw: dict[str, Any], name: str, low: float, high: float | None) -> float | None:
@@ -126,6 +136,8 @@ def parse_options(mode: str, raw: dict[str, Any], settings: Settings) -> Retriev
         )
     return RetrievalOptions(
         explain=bool(explain),
+        rerank=_rerank(raw),
+        feedback=_feedback(raw),
         group_by=_group_by(raw),
         time_weight=_time_weight(raw),
         **_context(raw),
@@ -181,3 +193,41 @@ def _context(raw: dict[str, Any]) -> dict[str, Any]:
         "context_by": parse_group_by(raw["context_by"], "context_by"),
         "context_weight": DEFAULT_CONTEXT_WEIGHT if weight is None else weight,
     }
+
+
+def default_options(raw: dict[str, Any], hybrid: bool) -> dict[str, Any]:
+    """The options of a search that names no mode: its own, plus ``DEFAULT_RERANK``
+    when its default mode is hybrid (what the ranker was trained on), unless it names a
+    re-ranker or an option that weighs scores as shares (``SCORE_SCALED``)."""
+    if DEFAULT_RERANK is None or "rerank" in raw or not hybrid:
+        return raw
+    if any(raw.get(name) for name in SCORE_SCALED):
+        return raw
+    return {**raw, "rerank": DEFAULT_RERANK}
+
+
+def _rerank(raw: dict[str, Any]) -> str | None:
+    rerank = raw.get("rerank")
+    if rerank is not None and rerank not in RERANKERS:
+        raise InvalidInput(
+            f"rerank must be one of {', '.join(RERANKERS)}",
+            errors=[FieldError("rerank", " or ".join(RERANKERS))],
+        )
+    clash = [name for name in SCORE_SCALED if raw.get(name)]
+    if rerank == "learned" and clash:
+        raise InvalidInput(
+            f"rerank 'learned' and {clash[0]} do not combine: {clash[0]} weighs scores in "
+            "[0, 1], a learned score is log-odds",
+            errors=[FieldError("rerank", f"not with {clash[0]}")],
+        )
+    return None if rerank == "none" else rerank
+
+
+def _feedback(raw: dict[str, Any]) -> str | None:
+    feedback = raw.get("feedback")
+    if feedback is not None and feedback not in FEEDBACKS:
+        raise InvalidInput(
+            f"feedback must be one of {', '.join(FEEDBACKS)}",
+            errors=[FieldError("feedback", " or ".join(FEEDBACKS))],
+        )
+    return None if feedback in (None, "none") else feedback

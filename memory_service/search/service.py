@@ -5,7 +5,8 @@ candidate pool by its mode: vector through ``VectorSearch`` (the planner picks
 FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) prefers memories whose time fits a time expression in the query
-(``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``
+(``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``,
+re-orders the pool by the learned ranker with ``rerank`` (``retrieval.ranker``)
 and rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
@@ -38,11 +39,13 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
+from memory_service.retrieval.feedback import FEEDBACK_DOCS, expand_query, rocchio
 from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import select_diverse
-from memory_service.retrieval.options import RetrievalOptions, parse_options
+from memory_service.retrieval.options import RetrievalOptions, default_options, parse_options
+from memory_service.retrieval.ranker import LearnedRanker
 from memory_service.retrieval.scoring import rescore
 from memory_service.retrieval.temporal import parse_time_intent, prefer_time
 from memory_service.search.keyword import KeywordRanking
@@ -76,6 +79,7 @@ class SearchService:
         keyword: KeywordRanking,
         *,
         listeners: Sequence[SearchListener] = (),
+        ranker: LearnedRanker | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
@@ -84,6 +88,7 @@ class SearchService:
         self.vectors = vectors
         self.keyword = keyword
         self.listeners = tuple(listeners)
+        self.ranker = ranker if ranker is not None else LearnedRanker.load()
         self.gate = TenantGate(settings.tenant_max_searches, settings.tenant_search_burst)
 
     def mode_for(self, request: SearchRequest) -> str:
@@ -102,7 +107,9 @@ class SearchService:
 
     async def search(self, tenant_id: uuid.UUID, request: SearchRequest) -> SearchResult:
         if not request.mode:
-            request = replace(request, mode=self.mode_for(request))
+            mode = self.mode_for(request)
+            options = default_options(request.options, mode == "hybrid")
+            request = replace(request, mode=mode, options=options)
         async with self.gate.turn(tenant_id):  # a tenant's searches share the cores fairly
             if request.consistency == "strong":  # never a standby, whatever the caller allowed
                 with primary_reads():
@@ -133,6 +140,9 @@ class SearchService:
         if options.context_by is not None and options.context_weight > 0.0:
             hits = add_context(hits, options.context_by, options.context_weight)
             strategy += f"+context({'.'.join(options.context_by)})"
+        if options.rerank == "learned" and request.query is not None:
+            hits = await anyio.to_thread.run_sync(self.ranker.rerank, request.query, hits)
+            strategy += "+learned"
         if options.rescores:
             hits = await self._rescore(tenant_id, hits, options)
         if options.diversity > 0.0 and len(hits) > request.k:
@@ -199,6 +209,21 @@ class SearchService:
         query = await self.query_vector(tid, request)
         depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
         deep = replace(request, k=depth)
+        fused, strategy = await self._fuse_sides(tid, deep, flt, options, query)
+        if options.feedback is not None and fused:
+            deep, query = await self._feedback(tid, deep, fused, options.feedback, query)
+            fused, strategy = await self._fuse_sides(tid, deep, flt, options, query)
+            strategy += f"+feedback({options.feedback})"
+        return fused[:pool_k], strategy
+
+    async def _fuse_sides(
+        self,
+        tid: uuid.UUID,
+        deep: SearchRequest,
+        flt: CompiledFilter | None,
+        options: RetrievalOptions,
+        query: np.ndarray,
+    ) -> Ranked:
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
         keyword_strategy = ""
@@ -209,14 +234,45 @@ class SearchService:
 
         async def keyword_side() -> None:
             nonlocal keyword, keyword_strategy
-            keyword, keyword_strategy = await self.keyword.search(tid, deep, flt, depth)
+            keyword, keyword_strategy = await self.keyword.search(tid, deep, flt, deep.k)
 
         async with anyio.create_task_group() as group:
             group.start_soon(vector_side)
             group.start_soon(keyword_side)
         assert vector is not None
         fused = fuse(vector.results, keyword, options)
-        return fused[:pool_k], f"hybrid({vector.strategy}+{keyword_strategy})"
+        return fused, f"hybrid({vector.strategy}+{keyword_strategy})"
+
+    async def _feedback(
+        self,
+        tid: uuid.UUID,
+        deep: SearchRequest,
+        fused: list[SearchHit],
+        kind: str,
+        query: np.ndarray,
+    ) -> tuple[SearchRequest, np.ndarray]:
+        """The request and query vector of the second round (``retrieval.feedback``)."""
+        best = fused[:FEEDBACK_DOCS]
+        if kind in ("rm3", "both"):
+            assert deep.query is not None
+            deep = replace(deep, query=expand_query(deep.query, best))
+        if kind in ("rocchio", "both"):
+            async with wrap_db_errors(), self.pool.connection() as conn:
+                rows = await repo.get_many(
+                    conn, tid, [h.memory.id for h in best], with_embedding=True
+                )
+            found = [
+                np.asarray(r.embedding, dtype=np.float32)
+                for r in rows.values()
+                if r.embedding is not None
+            ]
+            vectors = (
+                np.stack([v / (float(np.linalg.norm(v)) or 1.0) for v in found])
+                if found
+                else np.zeros((0, len(query)), dtype=np.float32)
+            )
+            query = rocchio(query, vectors)
+        return deep, query
 
     # -- re-ranking ------------------------------------------------------------------------
     async def _rescore(
