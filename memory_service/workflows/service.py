@@ -58,7 +58,16 @@ class WorkflowService:
     async def transition(self) -> AsyncIterator[Transition]:
         """One transaction; its events are staged and its notifications sent just before
         commit; the outbox mover and the executions of the runs it moved catch up after."""
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        # in pipeline mode, statements whose results the engine does not read (BEGIN, the
+        # step updates, the staged events, NOTIFY, COMMIT) travel with the next one that
+        # it does, instead of costing a round trip each; an error still aborts the
+        # transaction, reported at the next read
+        async with (
+            wrap_db_errors(),
+            self.pool.connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
             tx = Transition(conn)
             yield tx
             await tx.finish()
