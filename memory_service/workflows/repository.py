@@ -332,9 +332,10 @@ async def close_timeline(conn: Conn, run_id: str) -> None:
     await conn.execute(Q["close_timeline"], (run_id,))
 
 
-async def timelines_behind(conn: Conn, limit: int) -> list[str]:
-    """Runs whose execution misses completed steps or the run's final status."""
-    cur = await conn.execute(Q["timelines_behind"], (limit, limit))
+async def timelines_behind(conn: Conn, limit: int, grace_s: float) -> list[str]:
+    """Runs whose execution misses steps completed, or a final status reached, more than
+    ``grace_s`` ago."""
+    cur = await conn.execute(Q["timelines_behind"], {"limit": limit, "grace": grace_s})
     return [str(r[0]) for r in await cur.fetchall()]
 
 
