@@ -185,7 +185,7 @@ async def test_a_failing_mover_is_shown_by_the_supervisor_and_retried(
         ddl(own_database, "ALTER TABLE events RENAME TO events_away")
         renamed = True
         await stage(own_database, tenant_id, "test.waiting")
-        runtime.event_outbox.touched()
+        runtime.event_outbox.touched([tenant_id])
 
         async def failed_twice() -> bool:
             return bool(mover().failures >= 2)

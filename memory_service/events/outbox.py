@@ -12,9 +12,9 @@ with higher seqs. An event is therefore staged exactly when its change commits
 and reaches the log once, after the events of the changes it followed.
 
 ``OutboxMover`` is the supervised loop ``event-outbox``: this process's
-transitions wake it after they commit, and it looks every ``poll_interval_s``
-for what other processes (or one that died between commit and move) left. It
-drains on start and once more on close. A reader calls ``settle`` before reading
+transitions wake it after they commit, naming their tenants, and it looks every
+``poll_interval_s`` (and after a failure) for what other processes, or one that
+died between commit and move, left. It drains on start and once more on close. A reader calls ``settle`` before reading
 a tenant's log, so whoever saw a change committed also finds its events.
 """
 
@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -139,6 +141,7 @@ class OutboxMover:
         self.poll_interval_s = poll_interval_s
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        self._touched: set[uuid.UUID] = set()  # tenants this process staged events of
         self._loop: Loop | None = None
         self.moved = 0
         self.retries = 0  # passes that found the database away
@@ -146,8 +149,9 @@ class OutboxMover:
     def start(self) -> None:
         self._loop = self._supervisor.spawn("event-outbox", self._run)
 
-    def touched(self) -> None:
-        """A transition of this process staged events and committed."""
+    def touched(self, tenant_ids: Iterable[uuid.UUID]) -> None:
+        """A transition of this process staged events of these tenants and committed."""
+        self._touched.update(tenant_ids)
         self._wake.set()
 
     async def close(self) -> None:
@@ -167,23 +171,46 @@ class OutboxMover:
         while True:
             async with wrap_db_errors(), self._pool.connection() as conn:
                 tenants = await pending_tenants(conn, 100)
-            full = False
-            for tenant_id in tenants:
-                async with wrap_db_errors(), self._pool.connection() as conn, conn.transaction():
+            n = await self._move(tenants)
+            moved += n
+            if n < self.batch_size and len(tenants) < 100:
+                return moved
+
+    async def _move(self, tenants: Iterable[uuid.UUID]) -> int:
+        """Move these tenants' staged events; the most any one batch moved, so a caller
+        sees whether a tenant may have more."""
+        fullest = 0
+        for tenant_id in sorted(tenants, key=str):
+            while True:
+                # pipelined: the lock, the insert and NOTIFY need no round trip of their own
+                async with (
+                    wrap_db_errors(),
+                    self._pool.connection() as conn,
+                    conn.pipeline(),
+                    conn.transaction(),
+                ):
                     n = await move_tenant(conn, tenant_id, self.batch_size)
                 self.moved += n
-                moved += n
-                full = full or n == self.batch_size
-            if not full and len(tenants) < 100:
-                return moved
+                fullest = max(fullest, n)
+                if n < self.batch_size:
+                    break
+        return fullest
 
     async def _run(self) -> None:
         delay = 0.2
+        looked = -math.inf  # at start: whatever a stopped process left
         while True:
             self._wake.clear()
+            touched, self._touched = self._touched, set()
             try:
-                await self.drain()
+                # every poll interval, even while this process's commits keep it busy
+                if time.monotonic() - looked >= self.poll_interval_s:
+                    looked = time.monotonic()
+                    await self.drain()
+                else:  # this process's own commits: no need to look for the tenants
+                    await self._move(touched)
             except Unavailable as exc:
+                self._touched |= touched
                 if not outage(exc):
                     raise  # not the database being away: the supervisor logs and restarts
                 self.retries += 1

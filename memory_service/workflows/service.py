@@ -72,7 +72,7 @@ class WorkflowService:
             yield tx
             await tx.finish()
         if self.outbox is not None and tx.events:
-            self.outbox.touched()
+            self.outbox.touched(tx.events)
         if self.wake_local is not None:
             for payload in tx.wake:
                 self.wake_local(payload)
