@@ -17,7 +17,10 @@ each shape:
   with those runs' end-to-end latency;
 - baseline, same run: the same workers making two cheap authenticated requests
   (``GET /v1/workflows?limit=1``) per would-be step, i.e. the HTTP ceiling for the
-  two requests a step costs; reported as a ratio; and the floor latency of one
+  two requests a step costs, measured before, between and after the two ways of
+  working; each is reported as a ratio to the mean of the two measured beside it,
+  and, since other work on a shared box moves those rates, also as a ratio of CPU
+  cost (the service process and its PostgreSQL): two requests' CPU to a step's; and the floor latency of one
   such request made alone, so that a paced run's end-to-end latency compares with
   the floor of the ten requests (claim, complete per step) its steps take;
 - kill -9: ``--kill-runs`` runs, the service killed with SIGKILL when a third of
@@ -145,6 +148,36 @@ class Workers:
                     await asyncio.sleep(0.2)  # the service is restarting
 
 
+class CpuMeter:
+    """CPU seconds the service process and its PostgreSQL (postmaster, live backends and
+    the ones that exited) have used: what a step costs whatever else the box runs."""
+
+    def __init__(self, service: ServiceProcess, pgdata: Path) -> None:
+        self.service, self.pgdata = service, pgdata
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _fields(self, pid: int) -> list[str]:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+
+    def seconds(self) -> float:
+        assert self.service.process is not None
+        own = self._fields(self.service.process.pid)
+        postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        pm = self._fields(postmaster)
+        ticks = int(own[11]) + int(own[12]) + sum(int(pm[i]) for i in (11, 12, 13, 14))
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = self._fields(int(entry.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile: its time is in the postmaster's cutime now
+            if int(child[1]) == postmaster:
+                ticks += int(child[11]) + int(child[12])
+        return ticks / self.tick
+
+
 async def setup(base: str) -> dict[str, str]:
     async with httpx.AsyncClient(timeout=60) as http:
         r = await http.post(f"{base}/v1/admin/tenants", json={"name": "wf-bench"}, headers=ADMIN)
@@ -225,6 +258,7 @@ async def throughput(
     headers: dict[str, str],
     args: argparse.Namespace,
     shape: str,
+    cpu: CpuMeter,
     *,
     combined: bool,
 ) -> dict[str, Any]:
@@ -232,9 +266,10 @@ async def throughput(
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         stages_before = await stage_seconds(http)
     pool = asyncio.create_task(workers.run())
-    began = time.monotonic()
+    began, cpu_began = time.monotonic(), cpu.seconds()
     ids = await start_runs(base, headers, args.runs, f"start {shape} runs", shape)
     ended = await wait_done(url, ids, args.timeout, "runs finished")
+    cpu_used = cpu.seconds() - cpu_began
     under_load = list(workers.claim_latency)
     # idle workers in long polls: one run at a time
     paced_from = len(workers.claim_latency)
@@ -257,6 +292,7 @@ async def throughput(
         "load_average": list(os.getloadavg()),
         "runs": args.runs, "steps": steps, "seconds": round(ended - began, 2),
         "steps_per_s": round(steps / (ended - began), 1),
+        "cpu_ms_per_step": round(1000 * cpu_used / steps, 3),
         "claim_latency_under_load": percentiles(under_load),
         "claim_latency_idle_long_poll": percentiles(paced),
         "end_to_end": percentiles(latencies),
@@ -264,8 +300,11 @@ async def throughput(
     }  # fmt: skip
 
 
-async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namespace) -> float:
-    """Requests/s of a cheap authenticated endpoint with the same concurrency."""
+async def http_ceiling(
+    base: str, headers: dict[str, str], args: argparse.Namespace, cpu: CpuMeter
+) -> tuple[float, float]:
+    """Requests/s of a cheap authenticated endpoint with the same concurrency, and the
+    CPU ms (service and database) one costs."""
     requests = min(args.runs * 10, 4000)
     per_worker = requests // args.workers
 
@@ -274,9 +313,10 @@ async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namesp
             for _ in range(per_worker):
                 (await http.get(f"{base}/v1/workflows", params={"limit": 1})).raise_for_status()
 
-    began = time.monotonic()
+    began, cpu_began = time.monotonic(), cpu.seconds()
     await asyncio.gather(*(one() for _ in range(args.workers)))
-    return per_worker * args.workers / (time.monotonic() - began)
+    done = per_worker * args.workers
+    return done / (time.monotonic() - began), 1000 * (cpu.seconds() - cpu_began) / done
 
 
 async def floor_latency(base: str, headers: dict[str, str], count: int = 200) -> dict[str, float]:
@@ -327,39 +367,48 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         service.start()
         headers = await setup(service.base_url)
-        floor = await floor_latency(service.base_url, headers)
+        cpu = CpuMeter(service, db.embedded_pgdata(settings))
         for shape in args.shapes:
-            shapes[shape] = await measure_shape(url, service.base_url, headers, args, shape)
-            shapes[shape]["floor_request"] = floor
-            paced = shapes[shape]["throughput_complete_then_claim"]["end_to_end_paced"]
-            # ten requests a run (a claim and a completion per step), one after another
-            shapes[shape]["paced_end_to_end_to_ten_floor_requests"] = round(
-                paced["p50_ms"] / (10 * floor["p50_ms"]), 2
-            )
+            shapes[shape] = await measure_shape(url, service.base_url, headers, args, shape, cpu)
         kill = await kill_and_restart(url, service, headers, args) if args.kill_runs else None
     finally:
         service.stop()
         db.stop_embedded(settings)
     print(f"load average at end: {os.getloadavg()}")
     return {"machine": machine(), "workers": args.workers, "max_steps": args.max_steps,
-            "floor_request": floor, "shapes": shapes, "kill_9": kill}  # fmt: skip
+            "shapes": shapes, "kill_9": kill}  # fmt: skip
 
 
 async def measure_shape(
-    url: str, base: str, headers: dict[str, str], args: argparse.Namespace, shape: str
-) -> dict[str, Any]:
-    # the baseline between the two ways of working, so that both face the same box
-    separate = await throughput(url, base, headers, args, shape, combined=False)
+    url: str, base: str, headers: dict[str, str], args: argparse.Namespace, shape: str,
+    cpu: CpuMeter,
+) -> dict[str, Any]:  # fmt: skip
+    # the baseline before, between and after the two ways of working, each compared
+    # with the mean of the two measured next to it: on a shared box the load drifts
+    first = await http_ceiling(base, headers, args, cpu)
+    separate = await throughput(url, base, headers, args, shape, cpu, combined=False)
+    floor = await floor_latency(base, headers)  # beside the paced runs just measured
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         before = await stage_seconds(http)
-        ceiling = await http_ceiling(base, headers, args)
+        middle = await http_ceiling(base, headers, args, cpu)
         ceiling_stages = stage_delta(before, await stage_seconds(http))
-    result = await throughput(url, base, headers, args, shape, combined=True)
-    for r in (separate, result):
+    result = await throughput(url, base, headers, args, shape, cpu, combined=True)
+    last = await http_ceiling(base, headers, args, cpu)
+    for r, around in ((separate, (first, middle)), (result, (middle, last))):
+        ceiling = sum(c for c, _ in around) / 2
+        request_cpu_ms = sum(ms for _, ms in around) / 2
         r["baseline_http_requests_per_s"] = round(ceiling, 1)
+        r["baseline_measurements"] = [round(c, 1) for c, _ in around]
         r["ratio_steps_to_half_http_ceiling"] = round(r["steps_per_s"] / (ceiling / 2), 3)
+        # the same ratio from CPU cost (what a quiet box would reach when CPU-bound)
+        r["baseline_cpu_ms_per_request"] = round(request_cpu_ms, 3)
+        r["cpu_ratio_two_requests_to_step"] = round(2 * request_cpu_ms / r["cpu_ms_per_step"], 3)
+    paced = separate["end_to_end_paced"]
     return {"throughput": result, "throughput_complete_then_claim": separate,
-            "baseline_stages": ceiling_stages}  # fmt: skip
+            "baseline_stages": ceiling_stages, "floor_request": floor,
+            # ten requests a run (a claim and a completion per step), one after another
+            "paced_end_to_end_to_ten_floor_requests": round(
+                paced["p50_ms"] / (10 * floor["p50_ms"]), 2)}  # fmt: skip
 
 
 STAGE_ROUTES = (
@@ -376,9 +425,7 @@ def markdown(r: dict[str, Any]) -> str:
         (f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['note']}. "
          f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim. Workers "
          "complete each attempt and claim the next in one request; the same run also "
-         "measured them completing and claiming in two requests each."), "",
-        "Floor: one cheap authenticated request alone, p50 / p95 ms: {p50_ms} / {p95_ms}".format(
-            **r["floor_request"]),
+         "measured them completing and claiming in two requests each."),
     ]  # fmt: skip
     for shape, m in r["shapes"].items():
         lines += ["", *shape_markdown(shape, m)]
@@ -402,7 +449,7 @@ def shape_markdown(shape: str, m: dict[str, Any]) -> list[str]:
         f"| steps/s | {t['steps_per_s']} | {s['steps_per_s']} |",
         f"| ratio to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} | {s['ratio_steps_to_half_http_ceiling']} |",
         f"| load average (1, 5, 15 min) after | {[round(x, 2) for x in t['load_average']]} | {[round(x, 2) for x in s['load_average']]} |",
-        f"| baseline: cheap authenticated requests/s (a step costs two) | {t['baseline_http_requests_per_s']} | |",
+        f"| baseline: cheap authenticated requests/s (a step costs two), mean of the two beside it | {t['baseline_http_requests_per_s']} | {s['baseline_http_requests_per_s']} |",
         "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms}".format(**t["claim_latency_idle_long_poll"])
         + " | {p50_ms} / {p95_ms} |".format(**s["claim_latency_idle_long_poll"]),
         "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms}".format(**t["claim_latency_under_load"])
@@ -411,6 +458,9 @@ def shape_markdown(shape: str, m: dict[str, Any]) -> list[str]:
         + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end"]),
         "| end-to-end run latency p50 / p95 ms, runs one at a time | {p50_ms} / {p95_ms}".format(**t["end_to_end_paced"])
         + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end_paced"]),
+        f"| CPU ms (service + database) per step / per baseline request | {t['cpu_ms_per_step']} / {t['baseline_cpu_ms_per_request']} | {s['cpu_ms_per_step']} / {s['baseline_cpu_ms_per_request']} |",
+        f"| CPU ratio: two baseline requests to one step | {t['cpu_ratio_two_requests_to_step']} | {s['cpu_ratio_two_requests_to_step']} |",
+        "| floor: one cheap authenticated request alone, p50 / p95 ms | | {p50_ms} / {p95_ms} |".format(**m["floor_request"]),
         f"| paced end-to-end p50 over ten floor requests | | {m['paced_end_to_end_to_ten_floor_requests']} |",
     ]  # fmt: skip
     return [
