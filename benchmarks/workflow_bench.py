@@ -1,8 +1,10 @@
 """Workflow engine numbers over real HTTP: steps/s, claim latency, end-to-end latency, kill -9.
 
-One ``memory-service serve`` process on a fresh embedded PostgreSQL runs a 5-step
-diamond (a -> b, c -> d -> e) while worker coroutines claim and complete steps
-over HTTP (``/v1/workers/claim`` with long polls, then ``complete``), measuring:
+One ``memory-service serve`` process on a fresh embedded PostgreSQL runs 5-step
+workflows of two shapes, a diamond (a -> b, c -> d -> e) and a chain
+(a -> b -> c -> d -> e), while worker coroutines claim and complete steps over
+HTTP (``/v1/workers/claim`` with long polls, then ``complete``), measuring for
+each shape:
 
 - throughput: ``--runs`` runs started while ``--workers`` workers drain them, once
   with workers that complete an attempt and claim the next in one request, once
@@ -11,16 +13,22 @@ over HTTP (``/v1/workers/claim`` with long polls, then ``complete``), measuring:
   steps completed per second from the first start to the last completion, and
   each run's end-to-end latency (created to finished, database clock);
 - claim latency under load (ready to claimed, from the attempts' own time stamps),
-  and with the workers idle in long polls (``--paced`` runs started one by one);
+  and with the workers idle in long polls (``--paced`` runs started one by one),
+  with those runs' end-to-end latency;
 - baseline, same run: the same workers making two cheap authenticated requests
   (``GET /v1/workflows?limit=1``) per would-be step, i.e. the HTTP ceiling for the
-  two requests a step costs; reported as a ratio;
+  two requests a step costs, measured before, between and after the two ways of
+  working; each is reported as a ratio to the mean of the two measured beside it,
+  and, since other work on a shared box moves those rates, also as a ratio of CPU
+  cost (the service process and its PostgreSQL): two requests' CPU to a step's; and the floor latency of one
+  such request made alone, so that a paced run's end-to-end latency compares with
+  the floor of the ten requests (claim, complete per step) its steps take;
 - kill -9: ``--kill-runs`` runs, the service killed with SIGKILL when a third of
   the steps are done, a new process started on the same database; every run must
   complete, and the number of steps with two recorded outputs must be 0 (counted
   in the database and by the workers' accepted completions).
 
-Writes ``benchmarks/results/workflows.json`` and ``workflows.md``.
+Writes ``benchmarks/results/<--out>.json`` and ``.md`` (``workflows`` by default).
 """
 
 from __future__ import annotations
@@ -68,8 +76,17 @@ DIAMOND = {
 }  # fmt: skip
 
 
+CHAIN = {
+    "steps": [
+        {"id": "a", "kind": "task", "input": {"n": {"$ref": "input.n"}}},
+        *({"id": b, "kind": "task", "depends_on": [a], "input": {"x": {"$ref": f"steps.{a}.output.v"}}}
+          for a, b in ("ab", "bc", "cd", "de")),
+    ]
+}  # fmt: skip
+SHAPES = {"diamond": DIAMOND, "chain": CHAIN}
+
 # generous budgets: on a busy box a stalled worker's lease can run out more than 3 times
-for _step in DIAMOND["steps"]:
+for _step in (*DIAMOND["steps"], *CHAIN["steps"]):
     _step["retry"] = {"max_attempts": 20, "backoff_s": 0.5, "max_backoff_s": 5}
 
 
@@ -131,16 +148,49 @@ class Workers:
                     await asyncio.sleep(0.2)  # the service is restarting
 
 
-async def setup(base: str) -> tuple[dict[str, str], str]:
+class CpuMeter:
+    """CPU seconds the service process and its PostgreSQL (postmaster, live backends and
+    the ones that exited) have used: what a step costs whatever else the box runs."""
+
+    def __init__(self, service: ServiceProcess, pgdata: Path) -> None:
+        self.service, self.pgdata = service, pgdata
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _fields(self, pid: int) -> list[str]:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        return text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
+
+    def seconds(self) -> float:
+        assert self.service.process is not None
+        own = self._fields(self.service.process.pid)
+        postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        pm = self._fields(postmaster)
+        ticks = int(own[11]) + int(own[12]) + sum(int(pm[i]) for i in (11, 12, 13, 14))
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                child = self._fields(int(entry.name))
+            except (OSError, ValueError):
+                continue  # gone meanwhile: its time is in the postmaster's cutime now
+            if int(child[1]) == postmaster:
+                ticks += int(child[11]) + int(child[12])
+        return ticks / self.tick
+
+
+async def setup(base: str) -> dict[str, str]:
     async with httpx.AsyncClient(timeout=60) as http:
         r = await http.post(f"{base}/v1/admin/tenants", json={"name": "wf-bench"}, headers=ADMIN)
         headers = {"Authorization": f"Bearer {r.json()['api_key']}"}
-        r = await http.put(f"{base}/v1/workflows/diamond", json=DIAMOND, headers=headers)
-        r.raise_for_status()
-    return headers, "diamond"
+        for name, body in SHAPES.items():
+            r = await http.put(f"{base}/v1/workflows/{name}", json=body, headers=headers)
+            r.raise_for_status()
+    return headers
 
 
-async def start_runs(base: str, headers: dict[str, str], runs: int, desc: str) -> list[str]:
+async def start_runs(
+    base: str, headers: dict[str, str], runs: int, desc: str, shape: str = "diamond"
+) -> list[str]:
     ids: list[str] = []
     queue = iter(range(runs))
     bar = tqdm(total=runs, desc=desc)
@@ -151,7 +201,7 @@ async def start_runs(base: str, headers: dict[str, str], runs: int, desc: str) -
                 while True:
                     try:
                         r = await http.post(
-                            f"{base}/v1/workflows/diamond/runs", json={"input": {"n": n}}
+                            f"{base}/v1/workflows/{shape}/runs", json={"input": {"n": n}}
                         )
                         r.raise_for_status()
                         break
@@ -203,41 +253,58 @@ def duplicate_outputs(url: str) -> dict[str, int]:
 
 
 async def throughput(
-    url: str, base: str, headers: dict[str, str], args: argparse.Namespace, *, combined: bool
+    url: str,
+    base: str,
+    headers: dict[str, str],
+    args: argparse.Namespace,
+    shape: str,
+    cpu: CpuMeter,
+    *,
+    combined: bool,
 ) -> dict[str, Any]:
     workers = Workers(base, headers, args.workers, args.max_steps, combined=combined)
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         stages_before = await stage_seconds(http)
     pool = asyncio.create_task(workers.run())
-    began = time.monotonic()
-    ids = await start_runs(base, headers, args.runs, "start runs")
+    began, cpu_began = time.monotonic(), cpu.seconds()
+    ids = await start_runs(base, headers, args.runs, f"start {shape} runs", shape)
     ended = await wait_done(url, ids, args.timeout, "runs finished")
+    cpu_used = cpu.seconds() - cpu_began
     under_load = list(workers.claim_latency)
     # idle workers in long polls: one run at a time
     paced_from = len(workers.claim_latency)
+    paced_ids: list[str] = []
     for n in tqdm(range(args.paced), desc="paced runs"):
         async with httpx.AsyncClient(timeout=30, headers=headers) as http:
-            r = await http.post(f"{base}/v1/workflows/diamond/runs", json={"input": {"n": n}})
-        await wait_done(url, [r.json()["id"]], 60, "")
+            r = await http.post(f"{base}/v1/workflows/{shape}/runs", json={"input": {"n": n}})
+        paced_ids.append(r.json()["id"])
+        await wait_done(url, paced_ids[-1:], 60, "")
     paced = workers.claim_latency[paced_from:]
     workers.stop = True
     await pool
     latencies = [float(s) for status, s in run_rows(url, ids) if s is not None]
+    paced_latencies = [float(s) for status, s in run_rows(url, paced_ids) if s is not None]
     steps = args.runs * 5
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         stages = stage_delta(stages_before, await stage_seconds(http))
     return {
-        "combined": combined, "stages": stages, "load_average": list(os.getloadavg()),
+        "shape": shape, "combined": combined, "stages": stages,
+        "load_average": list(os.getloadavg()),
         "runs": args.runs, "steps": steps, "seconds": round(ended - began, 2),
         "steps_per_s": round(steps / (ended - began), 1),
+        "cpu_ms_per_step": round(1000 * cpu_used / steps, 3),
         "claim_latency_under_load": percentiles(under_load),
         "claim_latency_idle_long_poll": percentiles(paced),
         "end_to_end": percentiles(latencies),
+        "end_to_end_paced": percentiles(paced_latencies),
     }  # fmt: skip
 
 
-async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namespace) -> float:
-    """Requests/s of a cheap authenticated endpoint with the same concurrency."""
+async def http_ceiling(
+    base: str, headers: dict[str, str], args: argparse.Namespace, cpu: CpuMeter
+) -> tuple[float, float]:
+    """Requests/s of a cheap authenticated endpoint with the same concurrency, and the
+    CPU ms (service and database) one costs."""
     requests = min(args.runs * 10, 4000)
     per_worker = requests // args.workers
 
@@ -246,9 +313,21 @@ async def http_ceiling(base: str, headers: dict[str, str], args: argparse.Namesp
             for _ in range(per_worker):
                 (await http.get(f"{base}/v1/workflows", params={"limit": 1})).raise_for_status()
 
-    began = time.monotonic()
+    began, cpu_began = time.monotonic(), cpu.seconds()
     await asyncio.gather(*(one() for _ in range(args.workers)))
-    return per_worker * args.workers / (time.monotonic() - began)
+    done = per_worker * args.workers
+    return done / (time.monotonic() - began), 1000 * (cpu.seconds() - cpu_began) / done
+
+
+async def floor_latency(base: str, headers: dict[str, str], count: int = 200) -> dict[str, float]:
+    """One cheap authenticated request at a time: the floor of any one request."""
+    samples: list[float] = []
+    async with httpx.AsyncClient(timeout=30, headers=headers) as http:
+        for _ in range(count):
+            began = time.monotonic()
+            (await http.get(f"{base}/v1/workflows", params={"limit": 1})).raise_for_status()
+            samples.append(time.monotonic() - began)
+    return percentiles(samples)
 
 
 async def kill_and_restart(
@@ -283,26 +362,53 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     run_migrations(url, 384)
     service = ServiceProcess(url, work_dir, work_dir / "service.log")
     service.env.update(UNLIMITED_TENANT)
+    shapes: dict[str, Any] = {}
+    print(f"load average at start: {os.getloadavg()}")
     try:
         service.start()
-        headers, _ = await setup(service.base_url)
-        # the baseline between the two ways of working, so that both face the same box
-        separate = await throughput(url, service.base_url, headers, args, combined=False)
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=30) as http:
-            before = await stage_seconds(http)
-            ceiling = await http_ceiling(service.base_url, headers, args)
-            ceiling_stages = stage_delta(before, await stage_seconds(http))
-        result = await throughput(url, service.base_url, headers, args, combined=True)
-        for r in (separate, result):
-            r["baseline_http_requests_per_s"] = round(ceiling, 1)
-            r["ratio_steps_to_half_http_ceiling"] = round(r["steps_per_s"] / (ceiling / 2), 3)
+        headers = await setup(service.base_url)
+        cpu = CpuMeter(service, db.embedded_pgdata(settings))
+        for shape in args.shapes:
+            shapes[shape] = await measure_shape(url, service.base_url, headers, args, shape, cpu)
         kill = await kill_and_restart(url, service, headers, args) if args.kill_runs else None
     finally:
         service.stop()
         db.stop_embedded(settings)
+    print(f"load average at end: {os.getloadavg()}")
     return {"machine": machine(), "workers": args.workers, "max_steps": args.max_steps,
-            "throughput": result, "throughput_complete_then_claim": separate,
-            "baseline_stages": ceiling_stages, "kill_9": kill}  # fmt: skip
+            "shapes": shapes, "kill_9": kill}  # fmt: skip
+
+
+async def measure_shape(
+    url: str, base: str, headers: dict[str, str], args: argparse.Namespace, shape: str,
+    cpu: CpuMeter,
+) -> dict[str, Any]:  # fmt: skip
+    # the baseline before, between and after the two ways of working, each compared
+    # with the mean of the two measured next to it: on a shared box the load drifts
+    first = await http_ceiling(base, headers, args, cpu)
+    separate = await throughput(url, base, headers, args, shape, cpu, combined=False)
+    floor = await floor_latency(base, headers)  # beside the paced runs just measured
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        before = await stage_seconds(http)
+        middle = await http_ceiling(base, headers, args, cpu)
+        ceiling_stages = stage_delta(before, await stage_seconds(http))
+    result = await throughput(url, base, headers, args, shape, cpu, combined=True)
+    last = await http_ceiling(base, headers, args, cpu)
+    for r, around in ((separate, (first, middle)), (result, (middle, last))):
+        ceiling = sum(c for c, _ in around) / 2
+        request_cpu_ms = sum(ms for _, ms in around) / 2
+        r["baseline_http_requests_per_s"] = round(ceiling, 1)
+        r["baseline_measurements"] = [round(c, 1) for c, _ in around]
+        r["ratio_steps_to_half_http_ceiling"] = round(r["steps_per_s"] / (ceiling / 2), 3)
+        # the same ratio from CPU cost (what a quiet box would reach when CPU-bound)
+        r["baseline_cpu_ms_per_request"] = round(request_cpu_ms, 3)
+        r["cpu_ratio_two_requests_to_step"] = round(2 * request_cpu_ms / r["cpu_ms_per_step"], 3)
+    paced = separate["end_to_end_paced"]
+    return {"throughput": result, "throughput_complete_then_claim": separate,
+            "baseline_stages": ceiling_stages, "floor_request": floor,
+            # ten requests a run (a claim and a completion per step), one after another
+            "paced_end_to_end_to_ten_floor_requests": round(
+                paced["p50_ms"] / (10 * floor["p50_ms"]), 2)}  # fmt: skip
 
 
 STAGE_ROUTES = (
@@ -313,40 +419,59 @@ STAGE_ROUTES = (
 
 
 def markdown(r: dict[str, Any]) -> str:
-    t, k, s = r["throughput"], r["kill_9"], r["throughput_complete_then_claim"]
+    k = r["kill_9"]
     lines = [
         "# Workflow benchmark", "",
         (f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['note']}. "
          f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim. Workers "
          "complete each attempt and claim the next in one request; the same run also "
-         "measured them completing and claiming in two requests each."), "",
-        f"| {t['runs']} diamond runs ({t['steps']} steps) | value |", "|---|---|",
-        f"| steps/s, complete + claim in one request | {t['steps_per_s']} |",
-        f"| steps/s, complete then claim (two requests) | {s['steps_per_s']} |",
-        f"| ratio of the two to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} / {s['ratio_steps_to_half_http_ceiling']} |",
-        f"| load average (1, 5, 15 min) after each | {[round(x, 2) for x in t['load_average']]} / {[round(x, 2) for x in s['load_average']]} |",
-        f"| baseline: cheap authenticated requests/s (a step costs two) | {t['baseline_http_requests_per_s']} |",
-        "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms} |".format(**t["claim_latency_idle_long_poll"]),
-        "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms} |".format(**t["claim_latency_under_load"]),
-        "| end-to-end run latency p50 / p95 ms | {p50_ms} / {p95_ms} |".format(**t["end_to_end"]),
+         "measured them completing and claiming in two requests each."),
     ]  # fmt: skip
-    lines += [
-        "", "Where the time went, as the service measured it (mean ms per request), one request per step:", "",
-        *stage_table(t["stages"], STAGE_ROUTES),
-        "", "Two requests per step:", "",
-        *stage_table(s["stages"], STAGE_ROUTES),
-        "", "The baseline's requests:", "",
-        *stage_table(r["baseline_stages"], STAGE_ROUTES),
-    ]  # fmt: skip
+    for shape, m in r["shapes"].items():
+        lines += ["", *shape_markdown(shape, m)]
     if k:
         lines += [
-            "", f"| kill -9 mid-run, {k['runs']} runs | value |", "|---|---|",
+            "", f"| kill -9 mid-run, {k['runs']} diamond runs | value |", "|---|---|",
             f"| runs by status after restart | {k['runs_by_status']} |",
             f"| steps with two recorded outputs (database) | {k['steps_with_two_outputs']} |",
             f"| steps accepted twice (workers) | {k['worker_side_steps_accepted_twice']} |",
             f"| restart to ready s / kill to all done s | {k['restart_s']} / {k['recovered_s']} |",
         ]  # fmt: skip
     return "\n".join([*lines, ""])
+
+
+def shape_markdown(shape: str, m: dict[str, Any]) -> list[str]:
+    t, s = m["throughput"], m["throughput_complete_then_claim"]
+    lines = [
+        f"## {shape}", "",
+        f"| {t['runs']} {shape} runs ({t['steps']} steps) | one request per step | two requests per step |",
+        "|---|---|---|",
+        f"| steps/s | {t['steps_per_s']} | {s['steps_per_s']} |",
+        f"| ratio to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} | {s['ratio_steps_to_half_http_ceiling']} |",
+        f"| load average (1, 5, 15 min) after | {[round(x, 2) for x in t['load_average']]} | {[round(x, 2) for x in s['load_average']]} |",
+        f"| baseline: cheap authenticated requests/s (a step costs two), mean of the two beside it | {t['baseline_http_requests_per_s']} | {s['baseline_http_requests_per_s']} |",
+        "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms}".format(**t["claim_latency_idle_long_poll"])
+        + " | {p50_ms} / {p95_ms} |".format(**s["claim_latency_idle_long_poll"]),
+        "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms}".format(**t["claim_latency_under_load"])
+        + " | {p50_ms} / {p95_ms} |".format(**s["claim_latency_under_load"]),
+        "| end-to-end run latency p50 / p95 ms, all runs started at once | {p50_ms} / {p95_ms}".format(**t["end_to_end"])
+        + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end"]),
+        "| end-to-end run latency p50 / p95 ms, runs one at a time | {p50_ms} / {p95_ms}".format(**t["end_to_end_paced"])
+        + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end_paced"]),
+        f"| CPU ms (service + database) per step / per baseline request | {t['cpu_ms_per_step']} / {t['baseline_cpu_ms_per_request']} | {s['cpu_ms_per_step']} / {s['baseline_cpu_ms_per_request']} |",
+        f"| CPU ratio: two baseline requests to one step | {t['cpu_ratio_two_requests_to_step']} | {s['cpu_ratio_two_requests_to_step']} |",
+        "| floor: one cheap authenticated request alone, p50 / p95 ms | | {p50_ms} / {p95_ms} |".format(**m["floor_request"]),
+        f"| paced end-to-end p50 over ten floor requests | | {m['paced_end_to_end_to_ten_floor_requests']} |",
+    ]  # fmt: skip
+    return [
+        *lines,
+        "", "Where the time went, as the service measured it (mean ms per request), one request per step:", "",
+        *stage_table(t["stages"], STAGE_ROUTES),
+        "", "Two requests per step:", "",
+        *stage_table(s["stages"], STAGE_ROUTES),
+        "", "The baseline's requests:", "",
+        *stage_table(m["baseline_stages"], STAGE_ROUTES),
+    ]  # fmt: skip
 
 
 def main() -> None:
@@ -357,10 +482,15 @@ def main() -> None:
     parser.add_argument("--paced", type=int, default=30, help="runs timed with idle workers")
     parser.add_argument("--kill-runs", type=int, default=300, help="0 skips the kill -9 part")
     parser.add_argument("--timeout", type=float, default=1200.0)
-    result = asyncio.run(run(parser.parse_args()))
+    parser.add_argument(
+        "--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="workflows to run"
+    )
+    parser.add_argument("--out", default="workflows", help="results file name, no suffix")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "workflows.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "workflows.md").write_text(markdown(result))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / f"{args.out}.md").write_text(markdown(result))
     print(markdown(result))
 
 

@@ -141,6 +141,7 @@ class Settings:
     # the service's own events wait this long to be written together: one transaction
     # per search would compete with the searches themselves
     event_writer_linger_ms: float = 20.0
+    event_outbox_poll_interval_s: float = 1.0  # how often the outbox mover looks for events other processes staged
     record_search_events: bool = False  # a memory.searched event (debug) for every search: off, as it costs 10-15% of search throughput
     sse_heartbeat_seconds: float = 15.0
     health_latency_target_ms: float = 500.0  # p95 above this costs health score
@@ -251,6 +252,8 @@ class Settings:
             raise SettingsError("the pgvector index batch and interval must be positive")
         if self.embedding_query_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_QUERY_THREADS must be at least 1")
+        if self.event_outbox_poll_interval_s <= 0:
+            raise SettingsError("MEMORY_EVENT_OUTBOX_POLL_INTERVAL_S must be above 0")
         if self.embedding_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_THREADS must be at least 1")
         if self.public_url is not None and public_origin(self.public_url) is None:

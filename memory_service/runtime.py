@@ -26,6 +26,7 @@ from memory_service.changes import store as change_feed_store
 from memory_service.config import Settings
 from memory_service.embedding.embeddings import CachedEmbedder, Embedder, embedder_from_settings
 from memory_service.events.fanout import EventFanout
+from memory_service.events.outbox import OutboxMover
 from memory_service.events.recorder import OperationRecorder
 from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
@@ -81,6 +82,7 @@ class Runtime:
     event_writer: EventWriter
     event_fanout: EventFanout
     event_retention: RetentionWorker
+    event_outbox: OutboxMover  # moves events that transitions staged into the log
     events: EventService
     tasks: TaskService
     environments: EnvironmentService
@@ -185,7 +187,9 @@ async def _build(
     closers.append(embedder.close)
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
-    writer, fanout, retention = await _start_event_log(settings, url, pool, supervisor, closers)
+    writer, fanout, retention, outbox = await _start_event_log(
+        settings, url, pool, supervisor, closers
+    )
     recorder = OperationRecorder(
         writer, tracer_provider=tracer_provider, record_searches=settings.record_search_events
     )
@@ -231,7 +235,7 @@ async def _build(
     changes = await _start_change_feed(settings, url, pool, cursors, supervisor, closers)
     executions = _executions(settings, pool, cursors, writer)
     workflows = Workflows.build(
-        settings, url, pool, cursors, memories, search, executions, supervisor
+        settings, url, pool, cursors, memories, search, executions, supervisor, outbox
     )
     await workflows.start()
     closers.append(workflows.close)
@@ -257,6 +261,7 @@ async def _build(
         event_writer=writer,
         event_fanout=fanout,
         event_retention=retention,
+        event_outbox=outbox,
         events=EventService(
             pool,
             cursors,
@@ -300,7 +305,7 @@ async def _start_event_log(
     pool: AsyncConnectionPool,
     supervisor: Supervisor,
     closers: list[Closer],
-) -> tuple[EventWriter, EventFanout, RetentionWorker]:
+) -> tuple[EventWriter, EventFanout, RetentionWorker, OutboxMover]:
     fanout = EventFanout(url, supervisor=supervisor, name="event-fanout")
     await fanout.start()
     closers.append(fanout.close)
@@ -318,7 +323,12 @@ async def _start_event_log(
     )
     retention.start()
     closers.append(retention.close)
-    return writer, fanout, retention
+    outbox = OutboxMover(
+        pool, supervisor=supervisor, poll_interval_s=settings.event_outbox_poll_interval_s
+    )
+    outbox.start()
+    closers.append(outbox.close)  # after the workflows stop staging, before the pool
+    return writer, fanout, retention, outbox
 
 
 async def _start_change_feed(

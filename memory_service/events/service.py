@@ -5,6 +5,9 @@ events after the last one it delivered, then sleeps until the fan-out says the
 tenant has new events (or a heartbeat interval passes). Because a stream always
 reads from its own last position, reconnecting with ``Last-Event-ID`` resumes
 exactly where it stopped, and wake-ups from other processes need to carry no data.
+Every read first moves the tenant's staged events out of the outbox (see
+``memory_service.events.outbox``), so a change a client saw committed has its
+events in the log by the time the client reads it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.errors import FieldError, InvalidInput, PayloadTooLarge, Unavailable
-from memory_service.events import store
+from memory_service.events import outbox, store
 from memory_service.events.fanout import EventFanout
 from memory_service.events.models import Event, EventQuery, NewEvent, validate_event
 from memory_service.infra.db import wrap_db_errors
@@ -80,6 +83,7 @@ class EventService:
                 )
             after = position
         async with wrap_db_errors(), self.pool.connection() as conn:
+            await outbox.settle(conn, tenant_id)
             rows = await store.read_after(conn, tenant_id, query, after, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
@@ -99,11 +103,13 @@ class EventService:
             )
         query.validate()
         async with wrap_db_errors(), self.pool.connection() as conn:
+            await outbox.settle(conn, tenant_id)
             return await store.read_latest(conn, tenant_id, query, limit)
 
     async def last_number(self, tenant_id: uuid.UUID) -> int:
         """The number of the tenant's newest event: what a client resumes a stream after."""
         async with wrap_db_errors(), self.pool.connection() as conn:
+            await outbox.settle(conn, tenant_id)
             return await store.last_number(conn, tenant_id)
 
     async def stream_start(self, tenant_id: uuid.UUID, last_event_id: str | None) -> int:
@@ -116,8 +122,10 @@ class EventService:
                     errors=[FieldError("Last-Event-ID", "an event sequence number")],
                 )
             async with wrap_db_errors(), self.pool.connection() as conn:
+                await outbox.settle(conn, tenant_id)
                 return await store.seq_of_number(conn, tenant_id, int(text))
         async with wrap_db_errors(), self.pool.connection() as conn:
+            await outbox.settle(conn, tenant_id)  # staged before the stream began: not new
             return await store.last_seq(conn, tenant_id)
 
     async def stream(
@@ -135,6 +143,7 @@ class EventService:
                 subscription.clear()
                 try:
                     async with wrap_db_errors(), self.pool.connection() as conn:
+                        await outbox.settle(conn, tid)
                         rows = await store.read_after(conn, tid, query, after_seq, STREAM_READ)
                 except Unavailable as exc:
                     log.info("event stream waiting for the database: %s", exc.detail)

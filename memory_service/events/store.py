@@ -37,9 +37,7 @@ async def insert_batch(
     An event that names an ``id`` this tenant already holds (or one named earlier in
     the batch) is left out: it is already there. The rows inserted come back.
     """
-    await conn.execute(
-        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
-    )
+    await lock_tenant(conn, tenant_id)
     # under the lock, so two imports of one export cannot both find an id free
     events = await _not_yet_held(conn, tenant_id, events)
     if not events:
@@ -100,6 +98,13 @@ async def insert_batch(
     await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(tenant_id)))
     rows.sort(key=lambda e: e.seq)
     return rows
+
+
+async def lock_tenant(conn: AsyncConnection[Any], tenant_id: uuid.UUID) -> None:
+    """The tenant's event lock, held until the caller's transaction ends (re-entrant)."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(tenant_id))
+    )
 
 
 async def held_ids(

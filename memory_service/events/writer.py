@@ -155,7 +155,7 @@ class EventWriter:
                 await self._insert(tenant_id, [q.event for q in items])
                 self.written += len(items)
             except Exception as exc:
-                if isinstance(exc, Unavailable) and _outage(exc):
+                if isinstance(exc, Unavailable) and outage(exc):
                     raise
                 log.warning(
                     "writing %d service events of tenant %s failed (%s); writing them one by one",
@@ -172,7 +172,7 @@ class EventWriter:
                 await self._insert(item.tenant_id, [item.event])
                 self.written += 1
             except Unavailable as exc:
-                if _outage(exc):
+                if outage(exc):
                     raise  # the ones before it have left the batch; the rest wait
                 self._drop(item, "refused", exc.detail)
             except MemoryServiceError as exc:
@@ -198,7 +198,7 @@ class EventWriter:
         )
 
 
-def _outage(exc: Unavailable) -> bool:
+def outage(exc: Unavailable) -> bool:
     """Whether the database is away (retry the batch later) rather than refusing this
     batch with an error it has no name for (which retrying would repeat forever)."""
     cause = exc.__cause__

@@ -283,6 +283,18 @@ class _RuntimeCollector(Collector):
             yield GaugeMetricFamily(
                 "memory_service_events_pending", "Service events queued", value=writer.pending
             )
+        outbox = runtime.event_outbox
+        if outbox is not None:
+            yield CounterMetricFamily(
+                "memory_event_outbox_moved",
+                "Staged events (workflow progress) moved from the outbox into the log",
+                value=outbox.moved,
+            )
+            yield CounterMetricFamily(
+                "memory_event_outbox_retries",
+                "Outbox mover passes that found the database away and retried",
+                value=outbox.retries,
+            )
         yield from runtime.supervisor.metric_families()
         fanout = runtime.event_fanout
         if fanout is not None:

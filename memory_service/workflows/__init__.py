@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.config import Settings
 from memory_service.events.fanout import EventFanout
+from memory_service.events.outbox import OutboxMover
 from memory_service.executions import ExecutionService
 from memory_service.infra.pagination import CursorCodec
 from memory_service.infra.supervisor import Supervisor
@@ -62,6 +63,7 @@ class Workflows:
         search: SearchService,
         executions: ExecutionService,
         supervisor: Supervisor,
+        outbox: OutboxMover,
     ) -> Workflows:
         wakeups = EventFanout(
             database_url, supervisor=supervisor, channel=CHANNEL, name="workflow-wakeups"
@@ -73,6 +75,7 @@ class Workflows:
             max_json_bytes=settings.workflow_max_json_bytes,
             timeline=timeline,
             wake_local=wakeups.wake,
+            outbox=outbox,
         )
         workers = WorkerGateway(service, wakeups, poll_interval_s=settings.workflow_poll_interval_s)
         driver = WorkflowDriver(

@@ -41,7 +41,7 @@ async def activate(tx: Transition, run: Run, step: Step) -> None:
             await _wait_for_signal(tx, run, step, step_input)
         else:
             await repo.update_step(
-                tx.conn, step, status="ready", input=step_input, available_at=await tx.now()
+                tx.conn, step, status="ready", input=step_input, available_at=repo.NOW
             )
             tx.emit("workflow.step.ready", run, step, queue=step.queue)
             tx.wake_step(step)
@@ -128,7 +128,7 @@ async def complete_step(tx: Transition, run: Run, step: Step, output: Any) -> No
         step,
         status="completed",
         output=output,
-        completed_at=await tx.now(),
+        completed_at=repo.NOW,
         lease_expires_at=None,
         error=None,
     )
@@ -178,7 +178,7 @@ async def fail_step(tx: Transition, run: Run, step: Step, error: str, *, retryab
             error=error,
             current_attempt=None,
             lease_expires_at=None,
-            available_at=await tx.now() + timedelta(seconds=delay),
+            available_at=repo.DbClock(delay),
         )
         tx.emit(
             "workflow.step.retrying",

@@ -192,10 +192,14 @@ UPDATE workflow_runs SET execution_id = %s, timeline_closed = false WHERE id = %
 
 -- name: timelines_behind
 (SELECT DISTINCT run_id FROM workflow_steps
- WHERE timeline_seq IS NOT NULL AND NOT appended LIMIT %s)
+ WHERE timeline_seq IS NOT NULL AND NOT appended
+   AND (completed_at IS NULL OR completed_at < clock_timestamp() - make_interval(secs => %(grace)s))
+ LIMIT %(limit)s)
 UNION
 (SELECT id FROM workflow_runs
- WHERE status <> 'running' AND NOT timeline_closed AND execution_id IS NOT NULL LIMIT %s);
+ WHERE status <> 'running' AND NOT timeline_closed AND execution_id IS NOT NULL
+   AND (finished_at IS NULL OR finished_at < clock_timestamp() - make_interval(secs => %(grace)s))
+ LIMIT %(limit)s);
 
 -- name: insert_signal
 INSERT INTO workflow_signals (tenant_id, run_id, name, payload) VALUES (%s, %s, %s, %s);

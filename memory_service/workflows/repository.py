@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -202,14 +203,36 @@ async def get_step(conn: Conn, step_row: str, *, lock: bool = True) -> Step | No
     return _step(rows[0]) if rows else None
 
 
+@dataclass(frozen=True, slots=True)
+class DbClock:
+    """A time the statement itself reads from the database's clock, ``after_s`` on:
+    no round trip to read the clock first."""
+
+    after_s: float = 0.0
+
+
+NOW = DbClock()
+
+
 async def update_step(conn: Conn, step: Step, **changes: Any) -> None:
-    """Writes ``changes`` to the row and to ``step`` itself."""
+    """Writes ``changes`` to the row and to ``step`` itself (a ``DbClock`` time only to
+    the row: nothing in a transition reads it back)."""
     assert set(changes) <= _STEP_FIELDS, changes
-    sets = sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in changes)
-    values = [_json(v) if k in _JSON_FIELDS else v for k, v in changes.items()]
-    await conn.execute(_fmt("update_step", sets=sets), [*values, step.row])
+    sets: list[sql.Composable] = []
+    values: list[Any] = []
     for key, value in changes.items():
+        if isinstance(value, DbClock):
+            sets.append(
+                sql.SQL("{} = clock_timestamp() + make_interval(secs => %s)").format(
+                    sql.Identifier(key)
+                )
+            )
+            values.append(value.after_s)
+            continue
+        sets.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
+        values.append(_json(value) if key in _JSON_FIELDS else value)
         setattr(step, key, value)
+    await conn.execute(_fmt("update_step", sets=sql.SQL(", ").join(sets)), [*values, step.row])
 
 
 async def release_dependents(conn: Conn, run_id: str, step_id: str) -> list[Step]:
@@ -309,9 +332,10 @@ async def close_timeline(conn: Conn, run_id: str) -> None:
     await conn.execute(Q["close_timeline"], (run_id,))
 
 
-async def timelines_behind(conn: Conn, limit: int) -> list[str]:
-    """Runs whose execution misses completed steps or the run's final status."""
-    cur = await conn.execute(Q["timelines_behind"], (limit, limit))
+async def timelines_behind(conn: Conn, limit: int, grace_s: float) -> list[str]:
+    """Runs whose execution misses steps completed, or a final status reached, more than
+    ``grace_s`` ago."""
+    cur = await conn.execute(Q["timelines_behind"], {"limit": limit, "grace": grace_s})
     return [str(r[0]) for r in await cur.fetchall()]
 
 

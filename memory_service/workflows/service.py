@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from psycopg_pool import AsyncConnectionPool
 
 from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
+from memory_service.events.outbox import OutboxMover
 from memory_service.infra.db import wrap_db_errors
 from memory_service.infra.pagination import CursorCodec, Page
 from memory_service.records.tenants import parse_uuid
@@ -43,6 +44,7 @@ class WorkflowService:
         max_json_bytes: int = 64 * 1024,
         timeline: RunTimeline | None = None,
         wake_local: Callable[[str], None] | None = None,
+        outbox: OutboxMover | None = None,
     ) -> None:
         self.pool = pool
         self.cursors = cursors
@@ -50,15 +52,27 @@ class WorkflowService:
         self.timeline = timeline
         # this process's waiting claims need not wait for their own NOTIFY to come back
         self.wake_local = wake_local
+        self.outbox = outbox
 
     @asynccontextmanager
     async def transition(self) -> AsyncIterator[Transition]:
-        """One transaction; its events and notifications are written just before commit,
-        and the executions of the runs it moved catch up just after."""
-        async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+        """One transaction; its events are staged and its notifications sent just before
+        commit; the outbox mover and the executions of the runs it moved catch up after."""
+        # in pipeline mode, statements whose results the engine does not read (BEGIN, the
+        # step updates, the staged events, NOTIFY, COMMIT) travel with the next one that
+        # it does, instead of costing a round trip each; an error still aborts the
+        # transaction, reported at the next read
+        async with (
+            wrap_db_errors(),
+            self.pool.connection() as conn,
+            conn.pipeline(),
+            conn.transaction(),
+        ):
             tx = Transition(conn)
             yield tx
             await tx.finish()
+        if self.outbox is not None and tx.events:
+            self.outbox.touched(tx.events)
         if self.wake_local is not None:
             for payload in tx.wake:
                 self.wake_local(payload)

@@ -6,8 +6,9 @@ the completing transition. Appending happens after commit, under a per-run lock,
 with ``seq`` set on every appended step: a crash between the commit and the
 append leaves the step marked unappended, and the driver's catch-up appends it
 later; an append whose reply was lost is a conflict on ``seq``, recognised by
-the execution's head, so no workflow step is ever appended twice. The execution's
-state maps each completed step id to its output.
+the execution's head, so no workflow step is ever appended twice. The catch-up
+looks only at steps completed (and runs finished) ``CATCH_UP_GRACE_S`` ago or
+more. The execution's state maps each completed step id to its output.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from memory_service.workflows.models import Run, Step
 log = logging.getLogger(__name__)
 FINAL_STATUS = {"completed": "succeeded", "failed": "failed", "cancelled": "cancelled"}
 CATCH_UP_BATCH = 50
+# the catch-up takes what the follower missed (a crash between commit and append), not
+# what it is about to append: under load that was the same work twice, run by run
+CATCH_UP_GRACE_S = 2.0
 
 
 class RunTimeline:
@@ -89,7 +93,13 @@ class RunTimeline:
     async def sync(self, run_id: str) -> None:
         """Append the run's completed steps that its execution lacks; close it when done."""
         try:
-            async with wrap_db_errors(), self.pool.connection() as conn, conn.transaction():
+            # pipelined, as a transition is: the lock and the marks need no round trip
+            async with (
+                wrap_db_errors(),
+                self.pool.connection() as conn,
+                conn.pipeline(),
+                conn.transaction(),
+            ):
                 await repo.lock_timeline(conn, run_id)
                 # the run row first, then its steps: the order every transition takes them
                 # in, so marking steps appended never deadlocks with a completion
@@ -109,7 +119,7 @@ class RunTimeline:
 
     async def catch_up(self) -> int:
         async with wrap_db_errors(), self.pool.connection() as conn:
-            behind = await repo.timelines_behind(conn, CATCH_UP_BATCH)
+            behind = await repo.timelines_behind(conn, CATCH_UP_BATCH, CATCH_UP_GRACE_S)
         for run_id in behind:
             try:
                 await self.sync(run_id)

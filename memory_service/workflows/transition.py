@@ -1,11 +1,12 @@
 """One transition of workflow state: a transaction plus what it announces on commit.
 
 A ``Transition`` wraps the connection whose transaction the engine works in. It
-collects the progress events (written to the event log inside the same
-transaction, so an event exists exactly when its change does), the
-notifications that wake claimers and drivers (PostgreSQL delivers NOTIFY only
-on commit), and the runs whose execution timeline has steps to append after
-commit.
+collects the progress events (staged in the event outbox inside the same
+transaction, so an event exists exactly when its change does; the outbox mover
+brings them into the log after commit, without holding the tenant's event lock
+across this transaction), the notifications that wake claimers and drivers
+(PostgreSQL delivers NOTIFY only on commit), and the runs whose execution
+timeline has steps to append after commit.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
-from memory_service.events import store as event_store
+from memory_service.events import outbox
 from memory_service.events.models import NewEvent
 from memory_service.workflows.models import Run, Step
 
@@ -77,11 +78,11 @@ class Transition:
         self.wake.add(DRIVER if step.queue.startswith("_") else str(step.tenant_id))
 
     async def finish(self) -> None:
-        """Write the events and queue the notifications; the caller then commits."""
-        now = await self.now() if self.events else None
-        for tenant_id, events in self.events.items():
-            for event in events:
-                event.ts = now
-            await event_store.insert_batch(self.conn, tenant_id, events)
-        for payload in sorted(self.wake):
-            await self.conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+        """Stage the events and queue the notifications; the caller then commits."""
+        if self.events:
+            await outbox.stage(self.conn, self.events, self._now)
+        if self.wake:
+            payloads = sorted(self.wake)
+            notify = sql.SQL(", ").join(sql.SQL("pg_notify(%s, %s)") for _ in payloads)
+            params = [v for payload in payloads for v in (CHANNEL, payload)]
+            await self.conn.execute(sql.SQL("SELECT {}").format(notify), params)
