@@ -41,7 +41,7 @@ from memory_service.memories.validation import MemoryValidator
 from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
-from memory_service.retrieval.mmr import select_diverse
+from memory_service.retrieval.mmr import runs_inline, select_diverse
 from memory_service.retrieval.options import RetrievalOptions, parse_options
 from memory_service.retrieval.scoring import rescore
 from memory_service.retrieval.temporal import parse_time_intent, prefer_time
@@ -126,7 +126,7 @@ class SearchService:
         elif request.mode == "hybrid":
             hits, strategy = await self._hybrid(tenant_id, request, flt, options, pool_k)
         else:
-            hits, strategy = await self._vector(tenant_id, request, flt, pool_k)
+            hits, strategy = await self._vector(tenant_id, request, flt, options, pool_k)
         if intent is not None:
             hits = prefer_time(hits, intent, options.time_weight)
             strategy += f"+time({intent.describe()})"
@@ -174,10 +174,17 @@ class SearchService:
 
     # -- first stage: one per mode ---------------------------------------------------------
     async def _vector(
-        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
+        self,
+        tid: uuid.UUID,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        options: RetrievalOptions,
+        pool_k: int,
     ) -> Ranked:
         query = await self.query_vector(tid, request)
-        result = await self.vectors.search(tid, replace(request, k=pool_k), flt, query)
+        deep = replace(request, k=pool_k)
+        with_vectors = options.diversity > 0.0  # MMR compares the candidates' embeddings
+        result = await self.vectors.search(tid, deep, flt, query, with_vectors=with_vectors)
         for hit in result.results:
             hit.components = {"vector": hit.score}
         return result.results, result.strategy
@@ -205,7 +212,8 @@ class SearchService:
 
         async def vector_side() -> None:
             nonlocal vector
-            vector = await self.vectors.search(tid, deep, flt, query)
+            with_vectors = options.diversity > 0.0
+            vector = await self.vectors.search(tid, deep, flt, query, with_vectors=with_vectors)
 
         async def keyword_side() -> None:
             nonlocal keyword, keyword_strategy
@@ -232,14 +240,9 @@ class SearchService:
     async def _diversify(
         self, tid: uuid.UUID, hits: list[SearchHit], k: int, diversity: float
     ) -> list[SearchHit]:
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            rows = await repo.get_many(conn, tid, [h.memory.id for h in hits], with_embedding=True)
-        vectors = np.zeros((len(hits), self.embedder.dimension), dtype=np.float32)
-        for i, hit in enumerate(hits):
-            row = rows.get(hit.memory.id)
-            if row is not None and row.embedding is not None:
-                vector = np.asarray(row.embedding, dtype=np.float32)
-                vectors[i] = vector / (float(np.linalg.norm(vector)) or 1.0)
+        vectors = await self.vectors.embeddings(tid, hits, self.embedder.dimension)
+        if runs_inline(len(hits)):
+            return select_diverse(hits, vectors, k, diversity)
         selected: list[SearchHit] = await anyio.to_thread.run_sync(
             select_diverse, hits, vectors, k, diversity
         )
