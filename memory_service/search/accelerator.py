@@ -129,6 +129,10 @@ class HotSearch:
             plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
         return None
 
+    def holds(self, tenant_id: uuid.UUID) -> bool:
+        t = self.indexes.ready(tenant_id)
+        return t is not None and t.index is not None
+
     async def vectors_of(
         self, tenant_id: uuid.UUID, seqs: list[int]
     ) -> tuple[np.ndarray, np.ndarray] | None:

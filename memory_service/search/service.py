@@ -202,29 +202,39 @@ class SearchService:
         options: RetrievalOptions,
         pool_k: int,
     ) -> Ranked:
+        """Both sides, then the fusion. When the query's vector is at hand (cached) and the
+        tenant is held, each side is a few hundred microseconds in this process and they
+        run one after the other: two tasks and their hand-offs cost more than they
+        overlap (measured on two cores). Otherwise they run side by side, the keyword side
+        beside the model's embedding of the query and beside the database's answers."""
         require_query_text(request)  # before embedding: the keyword side needs the text
-        query = await self.query_vector(tid, request)
+        known = self.embedder.cached(request.query) if request.query is not None else None
         depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
         deep = replace(request, k=depth)
+        with_vectors = options.diversity > 0.0
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
         keyword_strategy = ""
 
         async def vector_side() -> None:
             nonlocal vector
-            with_vectors = options.diversity > 0.0
+            query = known if known is not None else await self.query_vector(tid, request)
             vector = await self.vectors.search(tid, deep, flt, query, with_vectors=with_vectors)
 
         async def keyword_side() -> None:
             nonlocal keyword, keyword_strategy
             keyword, keyword_strategy = await self.keyword.search(tid, deep, flt, depth)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(vector_side)
-            group.start_soon(keyword_side)
+        if known is not None and self.vectors.holds(tid):
+            await vector_side()
+            await keyword_side()
+        else:
+            async with anyio.create_task_group() as group:
+                group.start_soon(vector_side)
+                group.start_soon(keyword_side)
         assert vector is not None
-        fused = fuse(vector.results, keyword, options)
-        return fused[:pool_k], f"hybrid({vector.strategy}+{keyword_strategy})"
+        fused = fuse(vector.results, keyword, options, limit=pool_k)
+        return fused, f"hybrid({vector.strategy}+{keyword_strategy})"
 
     # -- re-ranking ------------------------------------------------------------------------
     async def _rescore(

@@ -31,6 +31,10 @@ class VectorSearch:
         self.settings = settings
         self.hot = hot
 
+    def holds(self, tid: uuid.UUID) -> bool:
+        """Whether this process holds the tenant's index, loaded (its searches stay here)."""
+        return self.hot is not None and self.hot.holds(tid)
+
     async def search(
         self,
         tid: uuid.UUID,
