@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -188,6 +189,13 @@ def cases(queries: np.ndarray, words: list[str]) -> dict[str, Any]:
     out["text default"] = lambda i: {"query": words[i % len(words)], "k": K}
     out["keyword"] = lambda i: {"query": words[i % len(words)], "k": K, "mode": "keyword"}
     out["hybrid"] = lambda i: {"query": words[i % len(words)], "k": K, "mode": "hybrid"}
+    # text the service has never embedded (a word no memory holds makes each one new): the
+    # model's time is part of the answer, as for most real queries
+    fresh = itertools.count()
+    out["new text vector"] = lambda i: {
+        "query": f"{words[i % len(words)]} zq{next(fresh)}", "k": K, "mode": "vector"
+    }
+    out["new text default"] = lambda i: {"query": f"{words[i % len(words)]} zq{next(fresh)}", "k": K}
     return out
 
 
