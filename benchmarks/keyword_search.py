@@ -11,6 +11,7 @@ as the text, in one run:
 - vector search with a supplied vector (the baseline of the ratios),
 - keyword search from the held index and from PostgreSQL full-text search,
 - vector search with the query text (embedded by the hash embedder: about free),
+  and the same text with no mode (the service's default ranking, hybrid),
 - hybrid (the query text), its keyword half held or in SQL,
 - keyword search scoped to one user (a tenth of the rows), held and in SQL.
 
@@ -115,7 +116,11 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "vector (supplied)": (held, [
                 SearchRequest(embedding=v.tolist(), k=K) for v in query_vectors
             ]),
-            "vector (query text)": (held, [SearchRequest(q, k=K) for q in query_texts]),
+            "vector (query text)": (held, [
+                SearchRequest(q, k=K, mode="vector") for q in query_texts
+            ]),
+            # no mode: the service's default ranking (hybrid)
+            "default (query text)": (held, [SearchRequest(q, k=K) for q in query_texts]),
             **cases,
         }  # fmt: skip
         rows: dict[str, Any] = {}

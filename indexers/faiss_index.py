@@ -353,9 +353,21 @@ class FaissIndex:
     def vectors_of(self, labels: Iterable[int]) -> tuple[Ids, Matrix]:
         """Copies of the stored vectors of those labels the index holds, with their labels."""
         with self._lock.read():
-            held = np.asarray([x for x in labels if x in self._where], dtype=np.int64)
-            positions = np.asarray([self._where[x] for x in held.tolist()], dtype=np.int64)
-            return held, self._stored()[positions].copy()
+            return self._vectors_of(labels)
+
+    def vectors_unless_busy(self, labels: Iterable[int]) -> tuple[Ids, Matrix] | None:
+        """``vectors_of``, or None at once when a mutation holds or waits for the index."""
+        if not self._lock.try_read():
+            return None
+        try:
+            return self._vectors_of(labels)
+        finally:
+            self._lock.release_read()
+
+    def _vectors_of(self, labels: Iterable[int]) -> tuple[Ids, Matrix]:
+        held = np.asarray([x for x in labels if x in self._where], dtype=np.int64)
+        positions = np.asarray([self._where[x] for x in held.tolist()], dtype=np.int64)
+        return held, self._stored()[positions]  # fancy indexing copies
 
     def live_items(self) -> tuple[Ids, Matrix]:
         """Copies of the live ids and vectors, by position order."""

@@ -177,9 +177,9 @@ class KeywordIndex:
                 ]
             )
         found = searcher.search(query, limit, count=True)
-        hits = [
-            (int(searcher.doc(address)["id"][0]), float(score)) for score, address in found.hits
-        ]
+        # the ids from the fast field (a column read), not from each stored document
+        ids: list[Any] = searcher.fast_field_values("id", [address for _, address in found.hits])
+        hits = [(int(i), float(score)) for i, (score, _) in zip(ids, found.hits, strict=True)]
         hits.sort(key=lambda hit: (-hit[1], hit[0]))
         # ``count`` is typed in tantivy's stubs only from 0.27 on
         return hits, int(getattr(found, "count", None) or 0)

@@ -218,3 +218,22 @@ async def test_the_database_answers_what_the_process_cannot(
         await small.close()
     hybrid = await runtime.search.search(tid, SearchRequest("green tea", k=3, mode="hybrid"))
     assert hybrid.strategy.endswith(f"+{IN_PROCESS})") and len(hybrid.results) == 3
+
+
+async def test_hybrid_ranks_alike_with_its_sides_side_by_side_or_in_turn(runtime: Runtime) -> None:
+    """A query the model has not embedded yet runs the keyword side beside the embedding;
+    once its vector is cached, a held tenant's two sides run one after the other. The
+    answer is the same either way."""
+    tid = await new_tenant(runtime)
+    await runtime.memories.add_many(tid, corpus(30))
+    assert runtime.search.vectors.holds(tid)
+    for text in ("green tea in the evening", "sea kayaking with friends"):
+        assert runtime.embedder.cached(text) is None
+        request = SearchRequest(text, k=5, options={"explain": True})
+        first = await runtime.search.search(tid, request)  # side by side
+        assert runtime.embedder.cached(text) is not None
+        again = await runtime.search.search(tid, request)  # in turn
+        assert first.strategy == again.strategy == f"hybrid(faiss+{IN_PROCESS})", first.strategy
+        assert [(h.memory.id, h.score, h.components) for h in first.results] == [
+            (h.memory.id, h.score, h.components) for h in again.results
+        ]

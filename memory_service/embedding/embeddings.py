@@ -162,6 +162,15 @@ class CachedEmbedder:
                 self._cache.popitem(last=False)
         return vector
 
+    def cached(self, text: str) -> Vector | None:
+        """The vector of ``text`` if the cache has it (counted as a hit), else None."""
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                self.hits += 1
+            return hit
+
     async def embed_async(self, texts: Sequence[str]) -> Matrix:
         return await anyio.to_thread.run_sync(self.inner.embed, texts)
 
@@ -173,12 +182,9 @@ class CachedEmbedder:
 
     async def embed_query_async(self, text: str, owner: Hashable = None) -> Vector:
         """``text``'s vector; ``owner`` (a tenant) takes turns with other owners."""
-        with self._lock:
-            hit = self._cache.get(text)
-            if hit is not None:
-                self._cache.move_to_end(text)
-                self.hits += 1
-                return hit
+        hit = self.cached(text)
+        if hit is not None:
+            return hit
         return await self._query_thread.run(owner, functools.partial(self.embed_query, text))
 
     async def close(self) -> None:

@@ -115,9 +115,12 @@ WITH batch AS (
 UPDATE memories m SET indexed = true FROM batch WHERE m.seq = batch.seq
 
 -- name: vector_exact
--- The materialised CTE keeps the planner off the HNSW index: every match is ranked.
-WITH c AS MATERIALIZED (SELECT {cols}, m.embedding FROM memories m WHERE {where})
-SELECT c.*, c.embedding <=> %s AS distance FROM c ORDER BY distance LIMIT %s
+-- The materialised CTE keeps the planner off the HNSW index: every match is ranked. The
+-- embedding leaves the server only when {cols} names it.
+WITH c AS MATERIALIZED (
+    SELECT {cols}, m.embedding <=> %s AS distance FROM memories m WHERE {where}
+)
+SELECT * FROM c ORDER BY distance LIMIT %s
 
 -- name: changed_since
 -- Rows a tenant's change log names after a position, as they are now (seq NULL: gone).

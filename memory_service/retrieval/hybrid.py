@@ -21,34 +21,41 @@ Either way a memory ranked first by both sides scores 1, and a hit's components
 
 from __future__ import annotations
 
+from typing import Any
+
 from memory_service.memories.models import SearchHit
 from memory_service.retrieval.options import RetrievalOptions
 
 
 def fuse(
-    vector_hits: list[SearchHit], keyword_hits: list[SearchHit], options: RetrievalOptions
+    vector_hits: list[SearchHit],
+    keyword_hits: list[SearchHit],
+    options: RetrievalOptions,
+    limit: int | None = None,
 ) -> list[SearchHit]:
+    """The fused ranking, best first (ties by seq); only its first ``limit`` when given:
+    the shares are summed for every candidate, hits are made for those returned."""
     total = options.vector_weight + options.keyword_weight
     sides = (
-        ("vector", options.vector_weight / total, vector_hits),
-        ("keyword", options.keyword_weight / total, keyword_hits),
+        (1, options.vector_weight / total, vector_hits),
+        (2, options.keyword_weight / total, keyword_hits),
     )
-    fused: dict[str, SearchHit] = {}
-    for name, weight, hits in sides:
+    shares: dict[str, list[Any]] = {}  # id -> [memory, vector share, keyword share]
+    for side, weight, hits in sides:
         if options.fusion == "rrf":
             parts = _rrf(hits, options.rrf_k)
         else:
-            parts = _min_max(hits) if name == "vector" else _by_best(hits)
+            parts = _min_max(hits) if side == 1 else _by_best(hits)
         for hit, part in zip(hits, parts, strict=True):
-            entry = fused.get(hit.memory.id)
+            entry = shares.get(hit.memory.id)
             if entry is None:
-                entry = fused[hit.memory.id] = SearchHit(
-                    hit.memory, 0.0, {"vector": 0.0, "keyword": 0.0}
-                )
-            assert entry.components is not None
-            entry.components[name] += weight * part
-            entry.score += weight * part
-    return sorted(fused.values(), key=lambda h: (-h.score, h.memory.seq))
+                entry = shares[hit.memory.id] = [hit.memory, 0.0, 0.0]
+            entry[side] += weight * part
+    ranked = sorted(shares.values(), key=lambda e: (-(e[1] + e[2]), e[0].seq))
+    return [
+        SearchHit(memory, v + k, {"vector": v, "keyword": k})
+        for memory, v, k in (ranked if limit is None else ranked[:limit])
+    ]
 
 
 def _rrf(hits: list[SearchHit], c: int) -> list[float]:

@@ -130,6 +130,25 @@ class HotSearch:
             plan = planner.next_plan(k, index.size, len(ids), len(hits), self.settings)
         return None
 
+    def holds(self, tenant_id: uuid.UUID) -> bool:
+        t = self.indexes.ready(tenant_id)
+        return t is not None and t.index is not None
+
+    async def vectors_of(
+        self, tenant_id: uuid.UUID, seqs: list[int]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The held FAISS vectors of those ``seqs`` the index has, with their seqs (a
+        copy: a few hundred rows cost microseconds, so it runs here unless a mutation
+        holds the index); None when the tenant is not held."""
+        t = self.indexes.ready(tenant_id)
+        index = t.index if t is not None else None
+        if index is None:
+            return None
+        found = index.vectors_unless_busy(seqs)
+        if found is None:
+            found = await anyio.to_thread.run_sync(index.vectors_of, seqs)
+        return found
+
     async def _in_scope(
         self, t: TenantIndex, request: SearchRequest, check: RowCheck, query: np.ndarray
     ) -> SearchResult | None:

@@ -43,7 +43,7 @@ from memory_service.retrieval.feedback import FEEDBACK_DOCS, expand_query, rocch
 from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
-from memory_service.retrieval.mmr import select_diverse
+from memory_service.retrieval.mmr import runs_inline, select_diverse
 from memory_service.retrieval.options import RetrievalOptions, default_options, parse_options
 from memory_service.retrieval.ranker import LearnedRanker
 from memory_service.retrieval.scoring import rescore
@@ -133,7 +133,7 @@ class SearchService:
         elif request.mode == "hybrid":
             hits, strategy = await self._hybrid(tenant_id, request, flt, options, pool_k)
         else:
-            hits, strategy = await self._vector(tenant_id, request, flt, pool_k)
+            hits, strategy = await self._vector(tenant_id, request, flt, options, pool_k)
         if intent is not None:
             hits = prefer_time(hits, intent, options.time_weight)
             strategy += f"+time({intent.describe()})"
@@ -184,10 +184,17 @@ class SearchService:
 
     # -- first stage: one per mode ---------------------------------------------------------
     async def _vector(
-        self, tid: uuid.UUID, request: SearchRequest, flt: CompiledFilter | None, pool_k: int
+        self,
+        tid: uuid.UUID,
+        request: SearchRequest,
+        flt: CompiledFilter | None,
+        options: RetrievalOptions,
+        pool_k: int,
     ) -> Ranked:
         query = await self.query_vector(tid, request)
-        result = await self.vectors.search(tid, replace(request, k=pool_k), flt, query)
+        deep = replace(request, k=pool_k)
+        with_vectors = options.diversity > 0.0  # MMR compares the candidates' embeddings
+        result = await self.vectors.search(tid, deep, flt, query, with_vectors=with_vectors)
         for hit in result.results:
             hit.components = {"vector": hit.score}
         return result.results, result.strategy
@@ -205,14 +212,19 @@ class SearchService:
         options: RetrievalOptions,
         pool_k: int,
     ) -> Ranked:
+        """Both sides, then the fusion; with ``feedback``, a second round shaped by the
+        first one's best (``retrieval.feedback``)."""
         require_query_text(request)  # before embedding: the keyword side needs the text
-        query = await self.query_vector(tid, request)
+        known = self.embedder.cached(request.query) if request.query is not None else None
         depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
         deep = replace(request, k=depth)
-        fused, strategy = await self._fuse_sides(tid, deep, flt, options, query)
-        if options.feedback is not None and fused:
+        if options.feedback is None:
+            fused, strategy, _ = await self._fuse_sides(tid, deep, flt, options, known, pool_k)
+            return fused, strategy
+        fused, strategy, query = await self._fuse_sides(tid, deep, flt, options, known, None)
+        if fused:
             deep, query = await self._feedback(tid, deep, fused, options.feedback, query)
-            fused, strategy = await self._fuse_sides(tid, deep, flt, options, query)
+            fused, strategy, _ = await self._fuse_sides(tid, deep, flt, options, query, pool_k)
             strategy += f"+feedback({options.feedback})"
         return fused[:pool_k], strategy
 
@@ -222,26 +234,41 @@ class SearchService:
         deep: SearchRequest,
         flt: CompiledFilter | None,
         options: RetrievalOptions,
-        query: np.ndarray,
-    ) -> Ranked:
+        known: np.ndarray | None,
+        limit: int | None,
+    ) -> tuple[list[SearchHit], str, np.ndarray]:
+        """One round of both sides and the fusion (its first ``limit``), and the query
+        vector it used. When that vector is at hand (cached) and the tenant is held, each
+        side is a few hundred microseconds in this process and they run one after the
+        other: two tasks and their hand-offs cost more than they overlap (measured on two
+        cores). Otherwise they run side by side, the keyword side beside the model's
+        embedding of the query and beside the database's answers."""
+        with_vectors = options.diversity > 0.0
         vector: SearchResult | None = None
         keyword: list[SearchHit] = []
         keyword_strategy = ""
+        query = known
 
         async def vector_side() -> None:
-            nonlocal vector
-            vector = await self.vectors.search(tid, deep, flt, query)
+            nonlocal vector, query
+            if query is None:
+                query = await self.query_vector(tid, deep)
+            vector = await self.vectors.search(tid, deep, flt, query, with_vectors=with_vectors)
 
         async def keyword_side() -> None:
             nonlocal keyword, keyword_strategy
             keyword, keyword_strategy = await self.keyword.search(tid, deep, flt, deep.k)
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(vector_side)
-            group.start_soon(keyword_side)
-        assert vector is not None
-        fused = fuse(vector.results, keyword, options)
-        return fused, f"hybrid({vector.strategy}+{keyword_strategy})"
+        if known is not None and self.vectors.holds(tid):
+            await vector_side()
+            await keyword_side()
+        else:
+            async with anyio.create_task_group() as group:
+                group.start_soon(vector_side)
+                group.start_soon(keyword_side)
+        assert vector is not None and query is not None
+        fused = fuse(vector.results, keyword, options, limit=limit)
+        return fused, f"hybrid({vector.strategy}+{keyword_strategy})", query
 
     async def _feedback(
         self,
@@ -288,14 +315,9 @@ class SearchService:
     async def _diversify(
         self, tid: uuid.UUID, hits: list[SearchHit], k: int, diversity: float
     ) -> list[SearchHit]:
-        async with wrap_db_errors(), self.pool.connection() as conn:
-            rows = await repo.get_many(conn, tid, [h.memory.id for h in hits], with_embedding=True)
-        vectors = np.zeros((len(hits), self.embedder.dimension), dtype=np.float32)
-        for i, hit in enumerate(hits):
-            row = rows.get(hit.memory.id)
-            if row is not None and row.embedding is not None:
-                vector = np.asarray(row.embedding, dtype=np.float32)
-                vectors[i] = vector / (float(np.linalg.norm(vector)) or 1.0)
+        vectors = await self.vectors.embeddings(tid, hits, self.embedder.dimension)
+        if runs_inline(len(hits)):
+            return select_diverse(hits, vectors, k, diversity)
         selected: list[SearchHit] = await anyio.to_thread.run_sync(
             select_diverse, hits, vectors, k, diversity
         )

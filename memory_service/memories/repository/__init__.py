@@ -46,7 +46,7 @@ from memory_service.memories.repository.held import (
     tenant_size,
     tenant_sizes,
 )
-from memory_service.memories.rows import Bm25Params, any_of, row_to_memory
+from memory_service.memories.rows import Bm25Params, any_of, row_to_memory, to_numpy
 
 # the text-search configuration whose tsvector is stored; any other one is computed per row
 STORED_CONFIG = "english"
@@ -182,24 +182,40 @@ async def count_matching(
 async def vector_search(
     conn: Conn, tenant_id: uuid.UUID, scope: Scope, flt: CompiledFilter | None,
     query_vector: np.ndarray, k: int, *, exact: bool, ef_search: int,
+    with_embedding: bool = False,
 ) -> list[tuple[Memory, float]]:
     """Nearest visible rows by cosine distance: ``exact`` ranks every matching row, else
     the HNSW index answers (filtered after its scan, so it may return fewer than ``k``)
-    beside an exact ranking of the matching rows not yet in the index."""
+    beside an exact ranking of the matching rows not yet in the index. With
+    ``with_embedding`` each memory carries its embedding, from the same statement."""
     params: list[Any] = []
     where = where_clause(tenant_id, scope, flt, params)
+    cols = COLUMNS + sql.SQL(", m.embedding") if with_embedding else COLUMNS
     if not exact:
         # SET does not take bind parameters; ef_search is an int we clamp ourselves
         ef = max(1, min(1000, int(max(ef_search, k))))
         await conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef)))
-        statement = query("vector_hnsw").format(cols=COLUMNS, where=where)
+        statement = query("vector_hnsw").format(cols=cols, where=where)
         graph = [query_vector, *params, query_vector, k]
         all_params = [*graph, query_vector, *params, k, k]
     else:
-        statement = query("vector_exact").format(cols=COLUMNS, where=where)
-        all_params = [*params, query_vector, k]
-    rows = await fetch_rows(conn, statement, all_params)
-    return [(row_to_memory(r), 1.0 - float(r["distance"])) for r in rows]
+        statement = query("vector_exact").format(cols=cols, where=where)
+        all_params = [query_vector, *params, k]
+    rows = await fetch_rows(conn, statement, all_params, binary=with_embedding)
+    return [
+        (row_to_memory(r, with_embedding=with_embedding), 1.0 - float(r["distance"])) for r in rows
+    ]
+
+
+async def embeddings_by_seq(
+    conn: Conn, tenant_id: uuid.UUID, memory_seqs: Sequence[int]
+) -> dict[int, np.ndarray]:
+    """seq -> embedding of the rows among ``memory_seqs`` that still exist."""
+    statement = sql.SQL(
+        "SELECT m.seq, m.embedding FROM memories m WHERE m.tenant_id = %s AND m.seq = ANY(%s)"
+    )
+    rows = await fetch_rows(conn, statement, (tenant_id, list(memory_seqs)), binary=True)
+    return {int(r["seq"]): to_numpy(r["embedding"]) for r in rows}
 
 
 async def index_backlog(conn: Conn, limit: int, skip: Sequence[uuid.UUID] = ()) -> int:
@@ -348,6 +364,7 @@ __all__ = [
     "delete",
     "delete_by_key",
     "delete_scope",
+    "embeddings_by_seq",
     "fetch_rows",
     "find_duplicate",
     "get",
