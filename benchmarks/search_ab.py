@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import stop_group
-from benchmarks.search_http import (
+from benchmarks.search_setup import (
     ADMIN,
     RESULTS,
     ROOT,
@@ -134,7 +134,7 @@ def markdown(r: dict[str, Any]) -> str:
         )
         lines.append(f"| {name} | {cells} |")
     if "text default" in names and "text vector" in names:
-        lines += ["", "The default (no mode, hybrid) over `mode: \"vector\"`, same query text:", ""]
+        lines += ["", 'The default (no mode, hybrid) over `mode: "vector"`, same query text:', ""]
         for tree, lat in r["latency"].items():
             p50 = lat["text default"]["p50_ms"] / lat["text vector"]["p50_ms"]
             p99 = lat["text default"]["p99_ms"] / lat["text vector"]["p99_ms"]
