@@ -253,3 +253,19 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def wait_for_quiet(max_load: float = 1.5, timeout_s: float = 300.0) -> float:
+    """Wait until the one-minute load average is under ``max_load`` (at most ``timeout_s``),
+    printing it as it goes; returns the load average it started at. On a shared machine
+    a benchmark that starts beside someone else's burst measures the burst."""
+    started, first = time.monotonic(), os.getloadavg()[0]
+    print(f"load average: {load_average()}", flush=True)
+    while os.getloadavg()[0] >= max_load and time.monotonic() - started < timeout_s:
+        time.sleep(5)
+        print(f"  waiting for load < {max_load}: {load_average()}", flush=True)
+    return first
