@@ -237,6 +237,8 @@ class HotSearch:
             "tenants": len(held),
             "ready_tenants": sum(1 for t in held if t.ready),
             "scope_indexes": sum(1 for t in held for s in t.scoped.values() if s.ready),
+            # rows that background builds (rebuilds, scope graphs) have yet to put in
+            "backlog": self.indexes.background.backlog,
             "bytes": self.indexes.budget.used(),
             "budget_bytes": self.indexes.budget.budget_bytes,
             "change_mark": self.follower.mark,
