@@ -119,7 +119,7 @@ class Settings:
     change_log_retention_hours: float = 168.0
 
     # background index work (FAISS and scope graphs, pgvector's catch-up) yields to requests
-    background_nice: int = 19  # its threads' and database session's priority (0..19; 0: as requests)
+    background_nice: int = 10  # its threads' and database session's priority (0..19; 0: as requests)
     background_pause_ms: float = 50.0  # longest a chunk of it waits for no request in flight
     faiss_background_threads: int = 1  # OpenMP threads of a background FAISS build
 

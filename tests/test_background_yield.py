@@ -14,6 +14,7 @@ import os
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from memory_service.infra import db
 from memory_service.infra.foreground import BackgroundThreads, Foreground
 from memory_service.memories.models import NewMemory, Scope, SearchRequest
 from memory_service.runtime import Runtime
-from memory_service.search import scoped
+from memory_service.search import rebuild, scoped
+from memory_service.search.tenant import TenantIndex
 from tests.conftest import new_tenant
 from tests.helpers import eventually
 from tests.test_hot_search import clustered
@@ -110,6 +112,22 @@ async def test_a_closing_pool_stops_a_job_at_its_next_step() -> None:
     assert not entry.ready and ("user_id", "u1") not in held
 
 
+async def test_compacting_a_graph_runs_on_the_background_threads_in_steps() -> None:
+    background = BackgroundThreads(Foreground(), nice=0)
+    t = TenantIndex(uuid.uuid4())
+    t.index = _source(3000)
+    t.index.remove(np.arange(0, 3000, 2))  # 1500 tombstones
+    assert t.index.needs_rebuild
+    t.rebuilding = True
+    try:
+        await rebuild.rebuild(t, replace(t.index.params, flat_max=500), background)
+        assert t.index.size == 1500 and t.index.dead == 0 and t.index.is_hnsw
+        assert background.steps >= 1500 // rebuild.CHUNK and background.native_ids
+        assert not t.rebuilding and background.backlog == 0
+    finally:
+        background.close()
+
+
 @linux_only
 async def test_scope_graphs_and_rebuilds_of_a_runtime_run_behind_requests_and_stay_exact(
     settings: Settings, database_url: str, hash_embedder: Embedder, tmp_path: Path, client: Any
@@ -165,10 +183,10 @@ async def test_scope_graphs_and_rebuilds_of_a_runtime_run_behind_requests_and_st
             return hot.status()["backlog"] == 0
 
         await eventually(settled, "the FAISS backlog", deadline=30)
-        assert t.index is not None and t.index.is_hnsw  # rebuilt on the background threads
-        assert background.native_ids and background.steps > 0
+        assert t.index is not None and t.index.is_hnsw  # grown at the requests' priority
+        assert background.native_ids and background.steps > 0  # the scope graph's steps
         for native_id in background.native_ids:
-            assert os.getpriority(os.PRIO_PROCESS, native_id) == 19
+            assert os.getpriority(os.PRIO_PROCESS, native_id) == settings.background_nice > 0
     finally:
         await runtime.close()
 

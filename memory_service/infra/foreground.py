@@ -22,12 +22,13 @@ own work is. Three things keep that work behind the requests:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -105,7 +106,7 @@ class BackgroundThreads:
         foreground: Foreground,
         *,
         workers: int = 1,
-        nice: int = 19,
+        nice: int = 10,
         setup: Callable[[], None] | None = None,
         name: str = "background",
     ) -> None:
@@ -131,9 +132,16 @@ class BackgroundThreads:
         that has started running until its next ``step``."""
         if self._closing.is_set():
             raise BackgroundClosed("the background threads are closed")
+        with self.counted(rows):
+            return await asyncio.wrap_future(self._executor.submit(job, *args))
+
+    @contextlib.contextmanager
+    def counted(self, rows: int) -> Iterator[None]:
+        """Count ``rows`` of index work in ``backlog`` while the block runs (on the event
+        loop; also for such work that runs elsewhere)."""
         self.backlog += rows
         try:
-            return await asyncio.wrap_future(self._executor.submit(job, *args))
+            yield
         finally:
             self.backlog -= rows
 
