@@ -152,7 +152,11 @@ async def test_scope_graphs_and_rebuilds_of_a_runtime_run_behind_requests_and_st
             await runtime.memories.add_many(
                 tid,
                 [
-                    NewMemory(f"row {i}", Scope(user_id=f"u{i % 2}"), embedding=vecs[i].tolist())
+                    NewMemory(
+                        f"row {i}",
+                        Scope(user_id=f"u{i % 2}", namespace="all"),
+                        embedding=vecs[i].tolist(),
+                    )
                     for i in range(start, end)
                 ],
             )
@@ -178,6 +182,12 @@ async def test_scope_graphs_and_rebuilds_of_a_runtime_run_behind_requests_and_st
             if entry is not None and entry.ready and not t.rebuilding:
                 break
             await asyncio.sleep(0.05)
+
+        # a scope that holds every row is served by the tenant's graph: no copy of it
+        request = SearchRequest(embedding=queries[0].tolist(), k=10, scope=Scope(namespace="all"))
+        everyone = await runtime.search.search(tid, request)
+        assert len(everyone.results) == 10 and everyone.strategy == "faiss"
+        assert ("namespace", "all") not in t.scoped
 
         async def settled() -> bool:
             return hot.status()["backlog"] == 0

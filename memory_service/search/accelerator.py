@@ -141,7 +141,8 @@ class HotSearch:
         inside = t.postings.scope_members(*key)
         entry = t.scoped.get(key)
         if entry is None:
-            if len(inside) >= least:
+            size = t.index.size if t.index is not None else 0
+            if least <= len(inside) <= scoped.OWN_GRAPH_MAX_SHARE * size:
                 self.indexes.build_scope_index(t, key, len(inside))
             return None
         if not entry.ready or entry.index.size != len(inside):

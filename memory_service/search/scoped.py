@@ -6,7 +6,8 @@ a post-filter probe must walk ten times deeper and check ten times the rows, and
 walk that skips rows outside the scope (an FAISS selector) misses neighbours when
 the scope's memories sit in one region of the space and the query in another. So a
 search that names exactly one scope value, with no filter, and finds at least
-``faiss_scope_index_min_rows`` rows under it, has the tenant build that value an HNSW
+``faiss_scope_index_min_rows`` rows under it (and not nearly all of the tenant's:
+``OWN_GRAPH_MAX_SHARE``), has the tenant build that value an HNSW
 graph of its own in the background (vectors copied from the tenant's index, the
 memory counted in the budget). From the moment it is registered, every change the
 tenant's index receives reaches it too (``changes``), so once built it stays exact
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, str]  # (scope field, value)
 MAX_SCOPE_INDEXES = 32  # per tenant; the least recently searched one makes room
+# a scope holding more of the tenant's rows than this gets no graph of its own: the
+# tenant's graph, whose probe lets nearly every neighbour through, serves it as well, and
+# a copy would cost as much background work and memory as the tenant's graph itself
+OWN_GRAPH_MAX_SHARE = 0.9
 BUILD_CHUNK = 500  # vectors per step of a build: tens of milliseconds of one core
 
 
