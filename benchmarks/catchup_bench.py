@@ -223,12 +223,20 @@ def summarise(rec: Recorder, t0: float, settled_at: float, end: float, window: f
         row.update({case: stats(v) for case, v in got.items()})
         if got["search"] and base.get("p50_ms"):
             row["ratio_p50"] = round(row["search"]["p50_ms"] / base["p50_ms"], 2)
+        if got["search"] and got["health"]:  # the machine's state in the same window
+            row["over_health"] = round(row["search"]["p50_ms"] / row["health"]["p50_ms"], 2)
         readings = [s for at, s in rec.indexes if lo <= at < hi]
         row["indexes_at_end"] = readings[-1] if readings else {}
         out["windows"].append(row)
         lo = hi
     ratios = [w["ratio_p50"] for w in out["windows"] if "ratio_p50" in w]
     out["worst_window_ratio_p50"] = max(ratios) if ratios else None
+    over = [w["over_health"] for w in out["windows"] if "over_health" in w]
+    out["worst_window_over_health"] = max(over) if over else None
+    if settled["search"] and settled["health"]:
+        out["settled_over_health"] = round(
+            float(np.percentile(settled["search"], 50) / np.percentile(settled["health"], 50)), 2
+        )
     return out
 
 
@@ -303,10 +311,13 @@ def markdown(runs: dict[str, Any]) -> str:
             f"{settled['unscoped'].get('p50_ms')}, namespace {settled['namespace'].get('p50_ms')}, "
             f"user_id {settled['user_id'].get('p50_ms')}); /health p50 "
             f"{settled['health'].get('p50_ms')} ms"),
-            f"- worst window p50 / settled p50: **{r['worst_window_ratio_p50']}**", "",
+            f"- worst window p50 / settled p50: **{r['worst_window_ratio_p50']}**",
+            (f"- search p50 / /health p50 of the same window (factors out the machine's state): "
+            f"worst window {r.get('worst_window_over_health')}, settled {r.get('settled_over_health')}"),
+            "",
             ("| window s | p50 | p95 | ratio | unscoped p50 | namespace p50 | user_id p50 "
-            "| /health p50 | backlog at end |"),
-            "|---|---|---|---|---|---|---|---|---|",
+            "| /health p50 | p50 / health | backlog at end |"),
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for w in r["windows"]:
             idx = ", ".join(f"{k}={v:g}" for k, v in w["indexes_at_end"].items())
@@ -314,7 +325,8 @@ def markdown(runs: dict[str, Any]) -> str:
                 f"| {w['from_s']}-{w['to_s']} | {w['search'].get('p50_ms')} | "
                 f"{w['search'].get('p95_ms')} | {w.get('ratio_p50')} | "
                 f"{w['unscoped'].get('p50_ms')} | {w['namespace'].get('p50_ms')} | "
-                f"{w['user_id'].get('p50_ms')} | {w['health'].get('p50_ms')} | {idx} |"
+                f"{w['user_id'].get('p50_ms')} | {w['health'].get('p50_ms')} | "
+                f"{w.get('over_health')} | {idx} |"
             )
         lines.append("")
     return "\n".join(lines)
