@@ -128,8 +128,8 @@ class BackgroundThreads:
 
     async def run(self, job: Callable[..., T], *args: Any, rows: int = 0) -> T:
         """Run ``job(*args)`` on one of these threads; ``rows``: how many it puts into an
-        index, counted in ``backlog`` until it ends. Cancelling the caller leaves a job
-        that has started running until its next ``step``."""
+        index, counted in ``backlog`` until it ends. Cancelling the caller does not stop
+        a job that has started; closing the pool stops it at its next ``step``."""
         if self._closing.is_set():
             raise BackgroundClosed("the background threads are closed")
         with self.counted(rows):
