@@ -275,3 +275,8 @@ def wait_for_quiet(limit: float = 1.5, timeout: float = 300.0) -> float:
     load = load_average()
     print(f"load average before measuring: {load:.2f}" + ("" if load < limit else " (not quiet)"))
     return load
+
+
+def load_text() -> str:
+    """The 1-, 5- and 15-minute load averages, as text for a report."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

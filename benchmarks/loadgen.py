@@ -53,7 +53,7 @@ def get(path: str, headers: dict[str, str] | None = None, host: str = "127.0.0.1
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
     length = 0
@@ -82,7 +82,7 @@ async def hammer(
             while time.perf_counter() < deadline:
                 began = time.perf_counter()
                 writer.write(requests[i % len(requests)])
-                status = await _read_response(reader)
+                status = await read_response(reader)
                 result.latencies_ms.append((time.perf_counter() - began) * 1000.0)
                 if status == 200:
                     result.done += 1

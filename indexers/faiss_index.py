@@ -34,8 +34,15 @@ LABEL_ENTRY_BYTES = 100  # a live label's entry in the label -> position dict
 _omp = threading.local()
 
 
+def limit_threads(n: int) -> None:
+    """Cap the OpenMP team of the FAISS calls the calling thread makes from now on (a
+    background thread that builds graphs beside requests takes one core, not all)."""
+    _omp.cap = max(1, n)
+
+
 def _omp_threads(n: int) -> None:
     """OpenMP's team size for this thread (per thread), set only when it changes."""
+    n = min(n, getattr(_omp, "cap", n))
     if getattr(_omp, "threads", None) != n:
         _faiss.omp_set_num_threads(n)
         _omp.threads = n

@@ -118,6 +118,11 @@ class Settings:
     faiss_snapshot_interval_s: float = 30.0
     change_log_retention_hours: float = 168.0
 
+    # background index work (FAISS and scope graphs, pgvector's catch-up) yields to requests
+    background_nice: int = 10  # its threads' and database session's priority (0..19; 0: as requests)
+    background_pause_ms: float = 50.0  # longest a chunk of it waits for no request in flight
+    faiss_background_threads: int = 1  # OpenMP threads of a background FAISS build
+
     # retrieval: keyword (BM25 over PostgreSQL full-text search), hybrid, scoring, dedupe
     keyword_text_search_config: str = "english"  # any PostgreSQL text-search configuration
     keyword_simple_weight: float = 0.5  # weight of the language-neutral 'simple' field
@@ -250,6 +255,12 @@ class Settings:
             or self.pgvector_index_quiet_s < 0
         ):
             raise SettingsError("the pgvector index batch and interval must be positive")
+        if not 0 <= self.background_nice <= 19 or self.background_pause_ms < 0:
+            raise SettingsError(
+                "MEMORY_BACKGROUND_NICE must be in 0..19 and MEMORY_BACKGROUND_PAUSE_MS at least 0"
+            )
+        if self.faiss_background_threads < 1:
+            raise SettingsError("MEMORY_FAISS_BACKGROUND_THREADS must be at least 1")
         if self.embedding_query_threads < 1:
             raise SettingsError("MEMORY_EMBEDDING_QUERY_THREADS must be at least 1")
         if self.event_outbox_poll_interval_s <= 0:

@@ -34,6 +34,7 @@ from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.infra import db, migrate, service_state
 from memory_service.infra.fairness import Share, TenantLimiter
+from memory_service.infra.foreground import Foreground
 from memory_service.infra.metrics import IndexStatus, ServiceMetrics
 from memory_service.infra.pagination import CursorCodec
 from memory_service.infra.resilience import CircuitBreaker, GuardedEmbedder
@@ -78,6 +79,7 @@ class Runtime:
     embedder_breaker: CircuitBreaker
     metrics: ServiceMetrics
     supervisor: Supervisor  # owns every background loop: logs, counts and restarts them
+    foreground: Foreground  # the requests in flight, which background index work yields to
     tenants: TenantService
     event_writer: EventWriter
     event_fanout: EventFanout
@@ -194,7 +196,10 @@ async def _build(
         writer, tracer_provider=tracer_provider, record_searches=settings.record_search_events
     )
 
-    hot = await _start_hot_search(settings, url, pool, model.dimension, supervisor, closers)
+    foreground = Foreground(settings.background_pause_ms / 1000)
+    hot = await _start_hot_search(
+        settings, url, pool, model.dimension, supervisor, foreground, closers
+    )
     validator = MemoryValidator(settings, model.dimension)
     memories = MemoryService(
         pool,
@@ -211,14 +216,18 @@ async def _build(
         ],
         erasers=[hot.erase] if hot else [],
     )
+    background_pool = db.open_background_pool(url, settings)
+    await background_pool.open(wait=True)
+    closers.append(background_pool.close)
     index_worker = VectorIndexWorker(
-        pool,
+        background_pool,
         batch_size=settings.pgvector_index_batch,
         idle_interval_s=settings.pgvector_index_interval_s,
         backlog_max=settings.pgvector_index_backlog_max,
         quiet_s=settings.pgvector_index_quiet_s,
         held=hot.indexes.ready_tenants if hot is not None else frozenset,
         busy=lambda: memories.batches_in_flight > 0,
+        foreground=foreground,
         supervisor=supervisor,
     )
     index_worker.start()
@@ -257,6 +266,7 @@ async def _build(
         embedder_breaker=breaker,
         metrics=metrics,
         supervisor=supervisor,
+        foreground=foreground,
         tenants=TenantService(pool, auth_cache_seconds=settings.auth_cache_seconds),
         event_writer=writer,
         event_fanout=fanout,
@@ -386,11 +396,12 @@ async def _start_hot_search(
     pool: AsyncConnectionPool,
     dimension: int,
     supervisor: Supervisor,
+    foreground: Foreground,
     closers: list[Closer],
 ) -> HotSearch | None:
     if not settings.faiss_enabled:
         return None
-    indexes = TenantIndexes(pool, settings, dimension, supervisor)
+    indexes = TenantIndexes(pool, settings, dimension, supervisor, foreground)
     follower = ChangeFollower(
         pool, url, indexes, poll_interval_s=settings.faiss_poll_interval_s, supervisor=supervisor
     )

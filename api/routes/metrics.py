@@ -3,7 +3,9 @@
 ``RequestMetricsMiddleware`` times each request under its route *template*,
 records 5xx answers as ``error`` events of the tenant, and retries idempotent
 reads (GET/HEAD) that hit a 503 while the database circuit is not open, so a
-brief database restart is invisible to readers; writes are never retried here.
+brief database restart is invisible to readers; writes are never retried here. It
+also counts the requests in flight (``Runtime.foreground``) that background index
+work yields to, leaving out those that mostly wait (streams, long polls).
 ``GET /metrics`` is the Prometheus exposition (no authentication, no tenant
 data); ``/v1/metrics/summary`` and ``/v1/health/score`` need a tenant key.
 """
@@ -22,6 +24,7 @@ from litestar.params import QueryParameter
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from msgspec import Struct
 
+from api.limits import SLOT_OPTION
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.infra import stages
 from memory_service.infra.metrics import HealthComponent, OperationSummary, health_score
@@ -189,6 +192,11 @@ class RequestMetricsMiddleware:
             runtime is not None and method in ("GET", "HEAD") and route not in STREAMING_ROUTES
         )
         attempts = 1 + (runtime.settings.read_retry_attempts if retryable and runtime else 0)
+        # a request that waits for something to happen gives background work no reason to
+        # wait: event streams, long polls
+        foreground = runtime.foreground if runtime is not None and not _waits(scope, route) else None
+        if foreground is not None:
+            foreground.enter()
         try:
             for attempt in range(attempts):
                 held: list[Message] = []
@@ -213,6 +221,8 @@ class RequestMetricsMiddleware:
                     break
                 await asyncio.sleep(0.25 * (attempt + 1))
         finally:
+            if foreground is not None:
+                foreground.leave()
             if token is not None:
                 reset_tracer_provider(token)
             stages.stop(clock_token)
@@ -237,6 +247,12 @@ class RequestMetricsMiddleware:
                         duration_ms=seconds * 1000.0,
                         attributes={"method": method, "route": route, "status": status},
                     )
+
+
+def _waits(scope: Scope, route: str) -> bool:
+    """Whether the request mostly waits (a stream, or a route that holds a slot)."""
+    handler = scope.get("route_handler")
+    return route in STREAMING_ROUTES or bool(handler and handler.opt.get(SLOT_OPTION))
 
 
 def _circuit_open(runtime: Runtime | None) -> bool:

@@ -6,6 +6,7 @@ connections know the pgvector type and read JSON numbers back as they were writt
 (``load_json``). ``wrap_db_errors`` is the storage edge: every
 psycopg error raised inside it leaves as a ``memory_service.errors`` exception.
 ``named_query`` reads a statement by name from a package's ``.sql`` file.
+``open_background_pool`` holds the one low-priority session of background work.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
+from memory_service.infra.foreground import is_postgres, lower_priority
 from memory_service.infra.pool_checks import CheckWhenIdle
 from memory_service.infra.replicas import ReplicaSet, RoutedPool, Standby, split_urls
 from memory_service.infra.resilience import CircuitBreaker, GuardedPool
@@ -264,6 +266,36 @@ def open_pool(url: str, settings: Settings) -> AsyncConnectionPool:
             check_interval_seconds=settings.replica_check_interval_s,
         )
     return pool
+
+
+def open_background_pool(url: str, settings: Settings) -> AsyncConnectionPool:
+    """One connection for background work in the database (pgvector's catch-up). When
+    its server process runs on this machine (the embedded server, or a local one
+    reached through a socket or the loopback address), it runs at ``background_nice``:
+    the server's cores go to the sessions of requests first. Opened and closed by the
+    caller."""
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await _configure(conn)
+        await conn.set_autocommit(True)
+        await conn.execute("SET application_name = 'memory-service-background'")
+        await conn.set_autocommit(False)
+        pid, host = conn.info.backend_pid, conn.info.host
+        local = host.startswith("/") or host in ("localhost", "127.0.0.1", "::1")
+        if settings.background_nice and local and is_postgres(pid):
+            lower_priority(pid, settings.background_nice)
+
+    return AsyncConnectionPool(
+        url,
+        min_size=1,
+        max_size=1,
+        open=False,
+        configure=configure,
+        check=AsyncConnectionPool.check_connection,
+        kwargs={"options": f"-c statement_timeout={int(settings.db_statement_timeout_ms)}"},
+        timeout=settings.db_pool_timeout_seconds,
+        name="memory-service-background",
+    )
 
 
 def _standby(number: int, url: str, settings: Settings) -> Standby:

@@ -260,6 +260,17 @@ class _RuntimeCollector(Collector):
         for limit, count in runtime.limiter.refused.items():
             refused.add_metric([limit], count)
         yield refused
+        foreground = runtime.foreground
+        yield GaugeMetricFamily(
+            "memory_requests_in_flight",
+            "Requests being served (streams and long polls apart): background work yields to them",
+            value=foreground.in_flight,
+        )
+        yield CounterMetricFamily(
+            "memory_background_pause_seconds",
+            "Time background index work waited for the requests in flight",
+            value=foreground.paused_s,
+        )
         cache = CounterMetricFamily(
             "memory_embedding_cache", "Query embedding cache look-ups", labels=["result"]
         )

@@ -161,7 +161,8 @@ class HotSearch:
         inside = t.postings.scope_members(*key)
         entry = t.scoped.get(key)
         if entry is None:
-            if len(inside) >= least:
+            size = t.index.size if t.index is not None else 0
+            if least <= len(inside) <= scoped.OWN_GRAPH_MAX_SHARE * size:
                 self.indexes.build_scope_index(t, key, len(inside))
             return None
         if not entry.ready or entry.index.size != len(inside):
@@ -258,6 +259,8 @@ class HotSearch:
             "tenants": len(held),
             "ready_tenants": sum(1 for t in held if t.ready),
             "scope_indexes": sum(1 for t in held for s in t.scoped.values() if s.ready),
+            # rows that background builds (rebuilds, scope graphs) have yet to put in
+            "backlog": self.indexes.background.backlog,
             "bytes": self.indexes.budget.used(),
             "budget_bytes": self.indexes.budget.budget_bytes,
             "change_mark": self.follower.mark,

@@ -13,7 +13,10 @@ exactly beside the graph (see ``memories.repository.vector_search``). Rows of th
 tenants this process holds in FAISS (``held``) do not count toward that bound and
 wait for the quiet: their searches are answered from FAISS, and pgvector's graph is
 only their fallback. Until a row is flipped it is found all the same, so the backlog
-costs time, not results.
+costs time, not results. The work yields to requests: between two batches it waits
+for a moment without a request in flight (``foreground``, at most its pause), and the
+runtime gives it a database session of its own whose server process runs at a lower
+priority (``db.open_background_pool``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from memory_service.errors import MemoryServiceError
 from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.foreground import Foreground
 from memory_service.infra.supervisor import Loop, Supervisor
 from memory_service.memories import repository as repo
 
@@ -46,6 +50,7 @@ class VectorIndexWorker:
         quiet_s: float = 0.0,
         held: Callable[[], Collection[uuid.UUID]] = frozenset,
         busy: Callable[[], bool] = lambda: False,
+        foreground: Foreground | None = None,
     ) -> None:
         self._pool = pool
         self._supervisor = supervisor
@@ -55,6 +60,7 @@ class VectorIndexWorker:
         self.quiet_s = quiet_s  # a load has stopped once no row arrived for this long
         self.held = held  # tenants this process searches in FAISS
         self.busy = busy  # whether this process is embedding or writing a batch now
+        self.foreground = foreground  # the requests in flight, which go first
         self.indexed = 0  # rows this worker put into the graph
         self.backlog = 0  # rows waiting at its last look, as a span of sequence numbers
         self._newest_seen: int | None = None
@@ -126,6 +132,8 @@ class VectorIndexWorker:
                 while skip is not None:
                     busy = await self.index_batch(skip) >= self.batch_size
                     await asyncio.sleep(0)  # other tasks of this process run between batches
+                    if self.foreground is not None:
+                        await self.foreground.quiet()
                     if not busy:
                         break
                     if self.backlog_max:

@@ -9,7 +9,9 @@ PostgreSQL. Every change is applied as "this row now looks like the database
 says", so replaying one twice is harmless; changes that arrive while a tenant is
 loading are queued and replayed before it turns ready. Mutations of one tenant
 are serialised by an asyncio lock so they land in arrival order; the FAISS work
-itself runs in worker threads. Beside each FAISS index a tenant holds a keyword
+itself runs in worker threads: a request's on the shared ones, and what no request
+waits for (``rebuild``, scope graphs) on low-priority ``background`` threads in chunks
+that let the requests in flight go first (see ``infra.foreground``). Beside each FAISS index a tenant holds a keyword
 index (BM25 over the same rows' text) that every load and change reaches too,
 when the keyword settings are the ones it implements (the 'english'
 configuration, k1 = 1.2, b = 0.75); otherwise keyword search stays in SQL.
@@ -32,16 +34,17 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from indexers import keyword_index
-from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams
+from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams, limit_threads
 from indexers.keyword_index import KeywordIndex
 from memory_service.config import Settings
 from memory_service.infra.db import wrap_db_errors
+from memory_service.infra.foreground import BackgroundThreads, Foreground
 from memory_service.infra.replicas import primary_reads, standby_reads
 from memory_service.infra.supervisor import Supervisor
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows
-from memory_service.search import scoped, snapshots, store, tenant
+from memory_service.search import rebuild, scoped, snapshots, store, tenant
 from memory_service.search.budget import MemoryBudget
 from memory_service.search.tenant import TenantIndex
 
@@ -63,9 +66,21 @@ def faiss_params(settings: Settings) -> FaissParams:
 
 class TenantIndexes:
     def __init__(
-        self, pool: AsyncConnectionPool, settings: Settings, dimension: int, supervisor: Supervisor
+        self,
+        pool: AsyncConnectionPool,
+        settings: Settings,
+        dimension: int,
+        supervisor: Supervisor,
+        foreground: Foreground | None = None,  # the requests that background work yields to
     ) -> None:
         self.pool = pool
+        threads = settings.faiss_background_threads
+        self.background = BackgroundThreads(
+            foreground or Foreground(settings.background_pause_ms / 1000),
+            nice=settings.background_nice,
+            setup=lambda: limit_threads(threads),
+            name="faiss-background",
+        )
         self.supervisor = supervisor
         self.settings = settings
         self.dimension = dimension
@@ -329,7 +344,7 @@ class TenantIndexes:
             self._enforce_budget()
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
-                self.spawn("faiss-rebuild", self._rebuild(t))
+                self.spawn("faiss-rebuild", rebuild.rebuild(t, self.params, self.background))
 
     def build_scope_index(self, t: TenantIndex, key: scoped.ScopeKey, rows: int) -> None:
         """Give a large, searched scope a graph of its own, in the background, if the
@@ -341,32 +356,8 @@ class TenantIndexes:
         # registered first, then the members read: a change after this line reaches
         # the new index itself and marks its rows as touched
         members = list(t.postings.scope_members(*key))
-        self.spawn("faiss-scope-graph", scoped.build(t.scoped, entry, t.index, members))
-
-    async def _rebuild(self, t: TenantIndex) -> None:
-        """Compact away tombstones (or grow flat into HNSW) while searches go on."""
-        try:
-            async with t.lock:
-                old = t.index
-                if old is None:
-                    return
-                t.rebuild_log = []
-                ids, vectors = await anyio.to_thread.run_sync(old.live_items)
-            fresh = await anyio.to_thread.run_sync(
-                lambda: FaissIndex.build(self.dimension, ids, vectors, self.params)
-            )
-            async with t.lock:
-                for ids_, vectors_, removed in t.rebuild_log or []:
-                    await anyio.to_thread.run_sync(tenant.mutate, fresh, ids_, vectors_, removed)
-                if t.erase_after_rebuild:  # purged after the copy was taken
-                    wanted = np.asarray(sorted(t.erase_after_rebuild), dtype=np.int64)
-                    await anyio.to_thread.run_sync(fresh.erase, wanted)
-                t.index, t.rebuild_log, t.dirty = fresh, None, True
-            log.info("rebuilt FAISS index of tenant %s: %d vectors", t.tenant_id, fresh.size)
-        finally:
-            t.rebuild_log = None
-            t.rebuilding = False
-            t.erase_after_rebuild = set()
+        job = scoped.build(t.scoped, entry, t.index, members, self.background)
+        self.spawn("faiss-scope-graph", job)
 
     # -- snapshots -------------------------------------------------------------------------
     async def snapshot_all(self, mark: int) -> int:
@@ -393,6 +384,7 @@ class TenantIndexes:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        self.background.close()  # a job running stops at its next step
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task

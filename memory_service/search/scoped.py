@@ -6,7 +6,8 @@ a post-filter probe must walk ten times deeper and check ten times the rows, and
 walk that skips rows outside the scope (an FAISS selector) misses neighbours when
 the scope's memories sit in one region of the space and the query in another. So a
 search that names exactly one scope value, with no filter, and finds at least
-``faiss_scope_index_min_rows`` rows under it, has the tenant build that value an HNSW
+``faiss_scope_index_min_rows`` rows under it (and not nearly all of the tenant's:
+``OWN_GRAPH_MAX_SHARE``), has the tenant build that value an HNSW
 graph of its own in the background (vectors copied from the tenant's index, the
 memory counted in the budget). From the moment it is registered, every change the
 tenant's index receives reaches it too (``changes``), so once built it stays exact
@@ -15,26 +16,33 @@ about membership; a change that arrives while it is being built wins over the co
 posting list and re-check the rows they return, so a moment of disagreement sends
 the search down the ordinary path instead of giving a wrong answer. Scope indexes
 are not written to snapshots: a restart builds them again when they are asked for.
+A build runs on the tenant indexes' low-priority background threads in small chunks,
+giving the requests in flight their moment between two (see ``infra.foreground``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import anyio.to_thread
 import numpy as np
 
 from indexers.faiss_index import FaissIndex, FaissParams
+from memory_service.infra.foreground import BackgroundThreads
 from memory_service.memories.models import Memory, SearchRequest
 
 log = logging.getLogger(__name__)
 
 ScopeKey = tuple[str, str]  # (scope field, value)
 MAX_SCOPE_INDEXES = 32  # per tenant; the least recently searched one makes room
-BUILD_CHUNK = 5000
+# a scope holding more of the tenant's rows than this gets no graph of its own: the
+# tenant's graph, whose probe lets nearly every neighbour through, serves it as well, and
+# a copy would cost as much background work and memory as the tenant's graph itself
+OWN_GRAPH_MAX_SHARE = 0.9
+BUILD_CHUNK = 500  # vectors per step of a build: tens of milliseconds of one core
 
 
 @dataclass(eq=False)
@@ -70,20 +78,29 @@ def register(held: ScopeIndexes, key: ScopeKey, params: FaissParams, dimension: 
     return scoped
 
 
-def fill(source: FaissIndex, scoped: ScopeIndex, seqs: list[int]) -> None:
-    """Copy the scope's vectors from the tenant's index (blocking: a worker thread).
-    Rows changed since ``register`` are left to the change that touched them."""
+def fill(
+    source: FaissIndex, scoped: ScopeIndex, seqs: list[int], step: Callable[[], None] = lambda: None
+) -> None:
+    """Copy the scope's vectors from the tenant's index (blocking: a worker thread),
+    calling ``step`` before each chunk. Rows changed since ``register`` are left to the
+    change that touched them."""
     for start in range(0, len(seqs), BUILD_CHUNK):
+        step()
         ids, vectors = source.vectors_of(seqs[start : start + BUILD_CHUNK])
         scoped.index.add(ids, vectors, skip=scoped.touched)
 
 
 async def build(
-    held: ScopeIndexes, entry: ScopeIndex, source: FaissIndex, members: list[int]
+    held: ScopeIndexes,
+    entry: ScopeIndex,
+    source: FaissIndex,
+    members: list[int],
+    background: BackgroundThreads,
 ) -> None:
-    """Fill a registered scope index and turn it ready; it leaves ``held`` on failure."""
+    """Fill a registered scope index on the background threads and turn it ready; it
+    leaves ``held`` on failure."""
     try:
-        await anyio.to_thread.run_sync(fill, source, entry, members)
+        await background.run(fill, source, entry, members, background.step, rows=len(members))
         entry.ready, entry.touched = True, set()
         log.info("scope %s=%s has a graph of its own: %d vectors", *entry.key, entry.index.size)
     finally:
