@@ -55,6 +55,7 @@ from benchmarks.common import (
     percentiles,
     stage_delta,
     stage_seconds,
+    wait_for_quiet,
 )
 from benchmarks.workflow_report import markdown
 from benchmarks.workflow_workers import Workers
@@ -365,8 +366,10 @@ def main() -> None:
         "--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="workflows to run"
     )
     parser.add_argument("--out", default="workflows", help="results file name, no suffix")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet box")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    quiet = None if args.no_wait else round(wait_for_quiet(), 2)
+    result = asyncio.run(run(args)) | {"load_before": quiet}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{args.out}.md").write_text(markdown(result))
