@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.filter_schema import FILTER_REF
-from api.schemas import RETRIEVAL_OPTIONS
+from api.search_schemas import RETRIEVAL_OPTIONS
 from memory_service.changes.feed import TYPE_NAMES as CHANGE_TYPES
 from memory_service.config import Settings
 from memory_service.events.models import SEVERITIES

@@ -38,52 +38,14 @@ from tqdm import tqdm
 from benchmarks.eval.datasets import Document, Question, load_locomo, load_scifact
 from benchmarks.eval.embed_cache import EmbeddingCache
 from benchmarks.eval.metrics import ndcg_at, paired_bootstrap, recall_at
+from benchmarks.eval.report import markdown
+from benchmarks.eval.runs import BASELINES, LOCOMO_CONTEXTS, LOCOMO_DEV, ONLY, RUNS
 from benchmarks.eval.service import RunningService, TenantClient
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 BATCH = 1000
-
-# name -> search body fields; every row of the tables is one of these. "default" sends
-# no mode and no option: what a client gets that asks for nothing (hybrid with the
-# learned re-ranker); a run naming its mode gets no re-ranker unless it names one
-RUNS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "vector": {"mode": "vector"},
-    "keyword": {"mode": "keyword"},
-    "hybrid": {"mode": "hybrid"},
-    "hybrid time_weight=0": {"mode": "hybrid", "time_weight": 0.0},
-    "hybrid fusion=rrf": {"mode": "hybrid", "fusion": "rrf"},
-    "hybrid rrf_k=10 keyword_weight=2": {"mode": "hybrid", "rrf_k": 10, "keyword_weight": 2.0},
-    "hybrid + diversity 0.2": {"mode": "hybrid", "diversity": 0.2},
-    "hybrid + recency 0.1": {"mode": "hybrid", "recency_weight": 0.1},
-    "hybrid + importance 0.1": {"mode": "hybrid", "importance_weight": 0.1},
-    "hybrid group_by=session": {"mode": "hybrid", "group_by": "metadata.session"},
-    "hybrid context_by=session": {"mode": "hybrid", "context_by": "metadata.session"},
-    "hybrid + rm3": {"mode": "hybrid", "feedback": "rm3"},
-    "hybrid + rocchio": {"mode": "hybrid", "feedback": "rocchio"},
-    "hybrid + rm3 + rocchio": {"mode": "hybrid", "feedback": "both"},
-    "hybrid + learned": {"mode": "hybrid", "rerank": "learned"},
-    "hybrid context_by=session + learned": {
-        "mode": "hybrid",
-        "context_by": "metadata.session",
-        "rerank": "learned",
-    },
-}
-
-# runs that mean something on one data set only (SciFact abstracts have no session)
-ONLY: dict[str, str] = {
-    "hybrid group_by=session": "locomo",
-    "hybrid context_by=session": "locomo",
-    "hybrid context_by=session + learned": "locomo",
-}
-# every run is compared, query by query, with these (the previous default and hybrid)
-BASELINES = ("vector", "hybrid")
-# LoCoMo conversations 0-4 were used to choose settings; 5-9 were not
-LOCOMO_DEV = 5
-LOCOMO_CONTEXTS = ("none", "date+previous")
-
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -228,92 +190,6 @@ def eval_locomo(
         out["questions"] = len(questions)
         out["questions by category"] = dict(sorted(counts.items()))
     return out
-
-
-def versus(row: dict[str, Any], key: str = "vs") -> str:
-    cells = []
-    for base in BASELINES:
-        test = row.get(key, {}).get(base)
-        cells.append("" if test is None else f"{test['delta']:+.3f} (p={test['p']:.3f})")
-    return " | ".join(cells)
-
-
-def markdown(results: dict[str, Any]) -> str:
-    lines = [
-        "# Retrieval quality",
-        "",
-        (
-            f"all-MiniLM-L6-v2 ({results.get('backend', 'torch')} backend), measured through "
-            f"the HTTP API on {results['machine']} "
-            f"({results['date']}, {results['seconds']:.0f} s in all, load average "
-            f"{results.get('load', '?')}): `python -m benchmarks.eval_retrieval`. "
-            f"The default run is what a search with no mode and no option gets "
-            f"({results.get('default mode', '?')}). Latency is the service's own `took_ms`, "
-            "query embedding included (its cache off, so every run embeds its queries)."
-        ),
-        "",
-    ]
-    if "scifact" in results:
-        s = results["scifact"]
-        lines += [
-            f"## BEIR SciFact ({s['documents']} abstracts, {s['queries']} test queries)",
-            "",
-            (
-                "nDCG@10 difference against each baseline, query by query, with its paired "
-                "bootstrap p-value."
-            ),
-            "",
-            "| run | nDCG@10 | recall@10 | recall@100 | "
-            + " | ".join(f"vs {b}" for b in BASELINES)
-            + " | p50 ms | p95 ms |",
-            "|---|---:|---:|---:|" + "---:|" * len(BASELINES) + "---:|---:|",
-        ]
-        for name, row in s["runs"].items():
-            lines.append(
-                f"| {name} | {row['ndcg@10']:.3f} | {row['recall@10']:.3f} | "
-                f"{row['recall@100']:.3f} | {versus(row)} | {row['p50_ms']:.0f} | "
-                f"{row['p95_ms']:.0f} |"
-            )
-        lines.append("")
-    if "locomo" in results:
-        lo = results["locomo"]
-        cats = list(lo["questions by category"])
-        counts = ", ".join(f"{c} {n}" for c, n in lo["questions by category"].items())
-        lines += [
-            f"## LoCoMo ({lo['documents']} dialogue turns, {lo['questions']} questions: {counts})",
-            "",
-            (
-                "Evidence recall; `context` is what each memory carried in its `context` field. "
-                f"Settings were chosen on conversations 0-{LOCOMO_DEV - 1} (dev); "
-                f"{LOCOMO_DEV}-9 (test) were not looked at (the learned ranker was trained on "
-                f"0-{LOCOMO_DEV - 1} only). The vs columns: R@10 difference against each "
-                "baseline, query by query, with its paired bootstrap p-value; test vs: the "
-                "same over the test conversations alone."
-            ),
-            "",
-            "| context | run | R@5 | R@10 | R@25 | R@10 dev | R@10 test | "
-            + " | ".join(f"R@10 {c}" for c in cats)
-            + " | "
-            + " | ".join(f"vs {b}" for b in BASELINES)
-            + " | "
-            + " | ".join(f"test vs {b}" for b in BASELINES)
-            + " | p50 ms | p95 ms |",
-            "|---|---|---:|---:|---:|---:|---:|"
-            + "---:|" * (len(cats) + 2 * len(BASELINES))
-            + "---:|---:|",
-        ]
-        for context, block in lo["contexts"].items():
-            for name, row in block["runs"].items():
-                per = " | ".join(f"{row['recall@10 by category'].get(c, 0.0):.3f}" for c in cats)
-                lines.append(
-                    f"| {context} | {name} | {row['recall@5']:.3f} | {row['recall@10']:.3f} | "
-                    f"{row['recall@25']:.3f} | {row['recall@10 dev']:.3f} | "
-                    f"{row['recall@10 test']:.3f} | {per} | {versus(row)} | "
-                    f"{versus(row, 'vs test')} | "
-                    f"{row['p50_ms']:.0f} | {row['p95_ms']:.0f} |"
-                )
-        lines.append("")
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

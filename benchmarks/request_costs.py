@@ -29,7 +29,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from api.schemas import SearchBody
+from api.search_schemas import SearchBody
 from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.events.writer import EventWriter
 from memory_service.infra.metrics import ServiceMetrics

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from benchmarks import common
 from benchmarks.search_large import faiss_in_process
 from benchmarks.search_report import write_outputs
+from benchmarks.search_served import measure_over_http
 from indexers.exact import ExactIndex
 from indexers.faiss_index import FaissIndex
 from memory_service.config import Settings
@@ -266,71 +267,9 @@ class Bench:
         self.report["restart_to_ready_in_process_s"] = out
 
     def http(self, database_url: str, tid_key: str) -> None:
-        server = common.ServiceProcess(database_url, self.work / "data", self.work / "server.log")
-        try:
-            ready_s = server.start()
-            import httpx
-
-            headers = {"Authorization": f"Bearer {tid_key}"}
-            client = httpx.Client(base_url=server.base_url, timeout=60)
-            started = time.monotonic()
-            body = {"embedding": self.queries[0].tolist(), "k": K}
-            while (
-                client.post("/v1/memories/search", json=body, headers=headers).json()["strategy"]
-                != "faiss"
-            ):
-                time.sleep(0.05)
-            faiss_ready_s = ready_s + time.monotonic() - started
-            times, strategies = [], set()
-            for q in tqdm(self.queries, desc="HTTP single queries"):
-                payload = {"embedding": q.tolist(), "k": K}
-                t0 = time.perf_counter()
-                r = client.post("/v1/memories/search", json=payload, headers=headers)
-                times.append(time.perf_counter() - t0)
-                strategies.add(r.json()["strategy"])
-            self.report["http"] = {
-                "process_ready_s": round(ready_s, 2),
-                "restart_to_faiss_ready_s": round(faiss_ready_s, 2),
-                "server_rss_mb": common.rss_mb(server.process.pid if server.process else None),
-                "single": {**common.percentiles(times), "strategies": sorted(strategies)},
-                "throughput": asyncio.run(self.throughput(server.base_url, headers)),
-            }
-            client.close()
-        finally:
-            server.stop()
-
-    async def throughput(self, base_url: str, headers: dict[str, str]) -> dict[str, Any]:
-        out = {}
-        payloads = [{"embedding": q.tolist(), "k": K} for q in self.queries]
-        for clients in tqdm((1, 4, 16), desc="HTTP throughput"):
-            out[str(clients)] = await self.load(base_url, headers, clients, payloads)
-        return out
-
-    async def load(
-        self, base_url: str, headers: dict[str, str], clients: int, payloads: list[dict[str, Any]]
-    ) -> dict[str, Any]:
-        import httpx
-
-        times: list[float] = []
-        deadline = time.perf_counter() + self.args.throughput_seconds
-        limits = httpx.Limits(max_connections=clients)
-        async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as http:
-
-            async def worker(first: int) -> None:
-                i = first
-                while time.perf_counter() < deadline:
-                    t0 = time.perf_counter()
-                    r = await http.post(
-                        "/v1/memories/search", json=payloads[i % len(payloads)], headers=headers
-                    )
-                    r.raise_for_status()
-                    times.append(time.perf_counter() - t0)
-                    i += clients
-
-            started = time.perf_counter()
-            await asyncio.gather(*(worker(w) for w in range(clients)))
-            elapsed = time.perf_counter() - started
-        return {"qps": round(len(times) / elapsed, 1), **common.percentiles(times)}
+        self.report["http"] = measure_over_http(
+            database_url, tid_key, self.work, self.queries, K, self.args.throughput_seconds
+        )
 
     # -- the whole run ---------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:

@@ -16,6 +16,9 @@ model fitted on one half re-ranks the other's pools, and the script prints nDCG@
 and recall@10 of the fused order and of the re-ranked one on the held-out half,
 per data set, for each regularisation strength in ``--c``; the best (by the mean
 of the two data sets' recall@10 gain) is fitted on everything.
+
+The questions and the service's answers come from ``ranker_data.py``; this script
+turns them into feature rows, compares the configurations and fits the model.
 """
 
 from __future__ import annotations
@@ -35,15 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.eval.datasets import Document, Question, load_locomo, load_scifact
+from benchmarks.eval.datasets import Document, Question
 from benchmarks.eval.metrics import ndcg_at, recall_at
+from benchmarks.eval.runs import LOCOMO_CONTEXTS
+from benchmarks.ranker_data import TrainingSet, collect, training_sets, unique_documents
 from memory_service.memories.models import Memory, SearchHit
 from memory_service.retrieval.features import FEATURES, candidate_features
 from memory_service.retrieval.ranker import SHIPPED, LearnedRanker
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCOMO_DEV = 5  # conversations 0-4: make eval's dev half
-LOCOMO_CONTEXTS = ("none", "date+previous")
 
 
 @dataclass(slots=True)
@@ -55,19 +58,6 @@ class Pool:
     x: np.ndarray
     y: np.ndarray
     ids: list[str]
-
-
-def record(raw: dict[str, Any]) -> dict[str, Any]:
-    """What the training keeps of a search answer's hit (the rest comes from the data)."""
-    m = raw["memory"]
-    return {
-        "doc_id": m["metadata"]["doc_id"],
-        "id": m["id"],
-        "user_id": m.get("user_id"),
-        "created_at": m["created_at"],
-        "score": float(raw["score"]),
-        "components": dict(raw.get("components") or {}),
-    }
 
 
 def hit_from_record(rec: dict[str, Any], doc: Document, seq: int) -> SearchHit:
@@ -228,118 +218,17 @@ def choose(pools: list[Pool], configs: Sequence[Config]) -> Config:
     return best
 
 
-TrainingSet = tuple[str, list[Document], list[Question], str]  # name, docs, questions, suffix
-
-
-def training_sets(data: Path, limit: int | None) -> list[TrainingSet]:
-    """SciFact's train queries and LoCoMo's dev conversations, once per context variant;
-    with ``limit``, that many questions of each and only the documents around them."""
-    sets: list[TrainingSet] = []
-    docs, questions = load_scifact(data, split="train")
-    sets.append(("scifact", docs, questions, ""))
-    for context in LOCOMO_CONTEXTS:
-        docs, questions = load_locomo(data, context=context)
-        dev = list(dict.fromkeys(q.scope for q in questions))[:LOCOMO_DEV]
-        keep = [d for d in docs if d.scope in dev]
-        sets.append(("locomo", keep, [q for q in questions if q.scope in dev], f"/{context}"))
-    if limit is None:
-        return sets
-    sliced = []
-    for name, docs, questions, suffix in sets:
-        asked = questions[:limit]
-        wanted = {i for q in asked for i in q.relevant}
-        kept = [d for d in docs if d.doc_id in wanted or d.scope in {q.scope for q in asked}]
-        sliced.append(
-            (name, kept[: 40 * limit] + [d for d in kept if d.doc_id in wanted], asked, suffix)
-        )
-    return sliced
-
-
-def collect(
-    sets: list[TrainingSet], pool_size: int, export_dir: Path | None
-) -> list[list[list[dict[str, Any]]]]:
-    """Start the service, load each set and ask its questions: per set, per question,
-    the top ``pool_size`` hits of hybrid without re-ranking, with their components."""
-    from benchmarks.eval.service import RunningService
-
-    env = {"MEMORY_QUERY_CACHE_SIZE": "0"}
-    cache = None
-    if export_dir is not None:
-        from benchmarks.eval.embed_cache import EmbeddingCache
-        from memory_service.embedding.embeddings import load_embedder
-
-        env["MEMORY_EMBEDDING_EXPORT_DIR"] = str(export_dir)
-        embedder = load_embedder(None, backend="onnx", export_dir=export_dir, quantize=True)
-        export = getattr(embedder, "model_file", None)
-        label = f"onnx-{export.parent.name}" if export is not None else "onnx-int8"
-        cache = EmbeddingCache(export_dir.parent / label, embedder)
-    answers: list[list[list[dict[str, Any]]]] = []
-    with RunningService(env=env) as service:
-        client = service.new_tenant("train-ranker")
-        for name, docs, questions, suffix in sets:
-            _load(client, cache, _unique(docs), name, suffix)
-            per_question = []
-            for q in questions:
-                answer = client.search(search_body(q, suffix, pool_size))
-                per_question.append([record(r) for r in answer["results"]])
-            answers.append(per_question)
-            print(f"{name}{suffix}: {len(questions)} questions")
-    return answers
-
-
-def _unique(docs: list[Document]) -> list[Document]:
-    """Each document once (LoCoMo's turn ids repeat across conversations: keyed by scope)."""
-    return list({(d.scope, d.doc_id): d for d in docs}.values())
-
-
 def pools_from(sets: list[TrainingSet], answers: list[list[list[dict[str, Any]]]]) -> list[Pool]:
     pools = []
     for (name, docs, questions, _), per_question in zip(sets, answers, strict=True):
         by_scope: dict[str, dict[str, Document]] = {}
         seqs: dict[str, dict[str, int]] = {}
-        for i, d in enumerate(_unique(docs)):
+        for i, d in enumerate(unique_documents(docs)):
             by_scope.setdefault(d.scope, {})[d.doc_id] = d
             seqs.setdefault(d.scope, {})[d.doc_id] = i
         for q, records in zip(questions, per_question, strict=True):
             pools.append(make_pool(name, q, records, by_scope[q.scope], seqs[q.scope]))
     return pools
-
-
-def _load(client: Any, cache: Any, docs: list[Document], name: str, suffix: str) -> None:
-    if cache is not None:
-        from benchmarks.eval_retrieval import load_documents
-
-        load_documents(client, cache, docs, f"{name}{suffix}", suffix)
-        return
-    for start in range(0, len(docs), 500):
-        client.add_batch(items_for(docs[start : start + 500], suffix))
-
-
-def items_for(docs: Sequence[Document], suffix: str) -> list[dict[str, Any]]:
-    """Batch items of ``docs`` for the service to embed (no vectors sent)."""
-    items = []
-    for doc in docs:
-        item: dict[str, Any] = {
-            "content": doc.content,
-            "user_id": doc.scope + suffix,
-            "metadata": {**doc.metadata, "doc_id": doc.doc_id},
-        }
-        if doc.context:
-            item["context"] = doc.context
-        items.append(item)
-    return items
-
-
-def search_body(question: Question, suffix: str, pool_size: int) -> dict[str, Any]:
-    """What each training question asks: hybrid, explained, not re-ranked."""
-    return {
-        "query": question.text,
-        "k": pool_size,
-        "user_id": question.scope + suffix,
-        "mode": "hybrid",
-        "explain": True,
-        "rerank": "none",
-    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ import os
 import tempfile
 import time
 from collections import Counter
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,10 @@ from benchmarks.common import (
     percentiles,
     stage_delta,
     stage_seconds,
-    stage_table,
+    wait_for_quiet,
 )
+from benchmarks.workflow_report import markdown
+from benchmarks.workflow_workers import Workers
 from memory_service.config import Settings
 from memory_service.infra import db
 from memory_service.infra.migrate import run_migrations
@@ -88,64 +89,6 @@ SHAPES = {"diamond": DIAMOND, "chain": CHAIN}
 # generous budgets: on a busy box a stalled worker's lease can run out more than 3 times
 for _step in (*DIAMOND["steps"], *CHAIN["steps"]):
     _step["retry"] = {"max_attempts": 20, "backoff_s": 0.5, "max_backoff_s": 5}
-
-
-def work(step_input: dict[str, Any]) -> dict[str, Any]:
-    if "n" in step_input:
-        return {"v": step_input["n"]}
-    if "l" in step_input:
-        return {"v": step_input["l"] + step_input["r"]}
-    return {"v": step_input["x"] + 1}
-
-
-def stamp(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
-class Workers:
-    """HTTP workers that claim with long polls and follow ``base`` across restarts."""
-
-    def __init__(
-        self, base: str, headers: dict[str, str], count: int, max_steps: int, *, combined: bool
-    ) -> None:
-        self.base, self.headers, self.count, self.max_steps = base, headers, count, max_steps
-        # combined: each completion claims the next attempts in the same request
-        self.combined = combined
-        self.claim_latency: list[float] = []
-        self.accepted: Counter[str] = Counter()
-        self.stop = False
-        self.errors = 0
-
-    async def run(self) -> None:
-        await asyncio.gather(*(self._loop(i) for i in range(self.count)))
-
-    async def _loop(self, index: int) -> None:
-        body = {"worker_id": f"bench-{index}", "queues": ["default"],
-                "max_steps": self.max_steps, "lease_s": 5, "wait_s": 2}  # fmt: skip
-        async with httpx.AsyncClient(timeout=30, headers=self.headers) as http:
-            while not self.stop:
-                try:
-                    r = await http.post(f"{self.base}/v1/workers/claim", json=body)
-                    if r.status_code == 204:
-                        continue
-                    r.raise_for_status()
-                    in_hand = list(r.json()["items"])
-                    while in_hand:
-                        a = in_hand.pop(0)
-                        self.claim_latency.append(stamp(a["claimed_at"]) - stamp(a["available_at"]))
-                        settle: dict[str, Any] = {"lease_token": a["lease_token"],
-                                                  "output": work(a["input"])}  # fmt: skip
-                        if self.combined and not in_hand and not self.stop:
-                            settle["claim"] = {k: body[k] for k in ("queues", "max_steps", "lease_s")}
-                        done = await http.post(
-                            f"{self.base}/v1/workers/attempts/{a['id']}/complete", json=settle
-                        )
-                        if done.status_code == 200:
-                            self.accepted[f"{a['run_id']}:{a['step_id']}"] += 1
-                            in_hand.extend(done.json().get("claimed") or [])
-                except httpx.HTTPError:
-                    self.errors += 1
-                    await asyncio.sleep(0.2)  # the service is restarting
 
 
 class CpuMeter:
@@ -411,69 +354,6 @@ async def measure_shape(
                 paced["p50_ms"] / (10 * floor["p50_ms"]), 2)}  # fmt: skip
 
 
-STAGE_ROUTES = (
-    "POST /v1/workers/claim",
-    "POST /v1/workers/attempts/{attempt_id}/complete",
-    "GET /v1/workflows",
-)
-
-
-def markdown(r: dict[str, Any]) -> str:
-    k = r["kill_9"]
-    lines = [
-        "# Workflow benchmark", "",
-        (f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['note']}. "
-         f"{r['workers']} HTTP workers, up to {r['max_steps']} steps per claim. Workers "
-         "complete each attempt and claim the next in one request; the same run also "
-         "measured them completing and claiming in two requests each."),
-    ]  # fmt: skip
-    for shape, m in r["shapes"].items():
-        lines += ["", *shape_markdown(shape, m)]
-    if k:
-        lines += [
-            "", f"| kill -9 mid-run, {k['runs']} diamond runs | value |", "|---|---|",
-            f"| runs by status after restart | {k['runs_by_status']} |",
-            f"| steps with two recorded outputs (database) | {k['steps_with_two_outputs']} |",
-            f"| steps accepted twice (workers) | {k['worker_side_steps_accepted_twice']} |",
-            f"| restart to ready s / kill to all done s | {k['restart_s']} / {k['recovered_s']} |",
-        ]  # fmt: skip
-    return "\n".join([*lines, ""])
-
-
-def shape_markdown(shape: str, m: dict[str, Any]) -> list[str]:
-    t, s = m["throughput"], m["throughput_complete_then_claim"]
-    lines = [
-        f"## {shape}", "",
-        f"| {t['runs']} {shape} runs ({t['steps']} steps) | one request per step | two requests per step |",
-        "|---|---|---|",
-        f"| steps/s | {t['steps_per_s']} | {s['steps_per_s']} |",
-        f"| ratio to half the request ceiling | {t['ratio_steps_to_half_http_ceiling']} | {s['ratio_steps_to_half_http_ceiling']} |",
-        f"| load average (1, 5, 15 min) after | {[round(x, 2) for x in t['load_average']]} | {[round(x, 2) for x in s['load_average']]} |",
-        f"| baseline: cheap authenticated requests/s (a step costs two), mean of the two beside it | {t['baseline_http_requests_per_s']} | {s['baseline_http_requests_per_s']} |",
-        "| claim latency p50 / p95 ms, workers idle in long polls | {p50_ms} / {p95_ms}".format(**t["claim_latency_idle_long_poll"])
-        + " | {p50_ms} / {p95_ms} |".format(**s["claim_latency_idle_long_poll"]),
-        "| claim latency p50 / p95 ms, under load (queueing) | {p50_ms} / {p95_ms}".format(**t["claim_latency_under_load"])
-        + " | {p50_ms} / {p95_ms} |".format(**s["claim_latency_under_load"]),
-        "| end-to-end run latency p50 / p95 ms, all runs started at once | {p50_ms} / {p95_ms}".format(**t["end_to_end"])
-        + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end"]),
-        "| end-to-end run latency p50 / p95 ms, runs one at a time | {p50_ms} / {p95_ms}".format(**t["end_to_end_paced"])
-        + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end_paced"]),
-        f"| CPU ms (service + database) per step / per baseline request | {t['cpu_ms_per_step']} / {t['baseline_cpu_ms_per_request']} | {s['cpu_ms_per_step']} / {s['baseline_cpu_ms_per_request']} |",
-        f"| CPU ratio: two baseline requests to one step | {t['cpu_ratio_two_requests_to_step']} | {s['cpu_ratio_two_requests_to_step']} |",
-        "| floor: one cheap authenticated request alone, p50 / p95 ms | | {p50_ms} / {p95_ms} |".format(**m["floor_request"]),
-        f"| paced end-to-end p50 over ten floor requests | | {m['paced_end_to_end_to_ten_floor_requests']} |",
-    ]  # fmt: skip
-    return [
-        *lines,
-        "", "Where the time went, as the service measured it (mean ms per request), one request per step:", "",
-        *stage_table(t["stages"], STAGE_ROUTES),
-        "", "Two requests per step:", "",
-        *stage_table(s["stages"], STAGE_ROUTES),
-        "", "The baseline's requests:", "",
-        *stage_table(m["baseline_stages"], STAGE_ROUTES),
-    ]  # fmt: skip
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
@@ -486,8 +366,10 @@ def main() -> None:
         "--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="workflows to run"
     )
     parser.add_argument("--out", default="workflows", help="results file name, no suffix")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet box")
     args = parser.parse_args()
-    result = asyncio.run(run(args))
+    quiet = None if args.no_wait else round(wait_for_quiet(), 2)
+    result = asyncio.run(run(args)) | {"load_before": quiet}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{args.out}.md").write_text(markdown(result))

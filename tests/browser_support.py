@@ -4,6 +4,9 @@ The server runs on its own event loop in a background thread, so the blocking
 Selenium calls of a test never stall it. Chromium is Debian's ``chromium`` with
 the matching ``chromium-driver``; when either is missing the browser tests are
 skipped with a loud reason (``.ci/run`` installs both first).
+The helpers that drive a page: ``wait_for`` polls the browser until a condition
+holds, ``screenshot`` photographs a page at several widths, ``axe_violations``
+runs axe-core's WCAG checks on it.
 """
 
 from __future__ import annotations
@@ -134,3 +137,36 @@ def screenshot(driver: Any, name: str, widths: tuple[int, ...] = (1280, 390)) ->
         paths.append(path)
     driver.set_window_size(1280, 900)
     return paths
+
+
+def wait_for(condition: Any, timeout: float = 10.0) -> Any:
+    """Polls ``condition`` until it is truthy; an element swapped out mid-read is a retry."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except (StaleElementReferenceException, NoSuchElementException):
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out waiting in the browser"
+        time.sleep(0.02)
+
+
+def axe_violations(driver: Any) -> list[dict[str, Any]]:
+    """axe-core's WCAG 2 A/AA violations on the current page, as axe reports them."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("axe_selenium_python")
+    assert spec and spec.origin, "axe-selenium-python (axe-core) is a test dependency"
+    script = Path(spec.origin).parent / "node_modules" / "axe-core" / "axe.min.js"
+    driver.execute_script(script.read_text())
+    violations: list[dict[str, Any]] = driver.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']},"
+        " resultTypes: ['violations']}).then(function (r) { done(r.violations); },"
+        " function (e) { done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]); });"
+    )
+    return violations

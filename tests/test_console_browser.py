@@ -20,8 +20,10 @@ from browser_support import (
     CHROMIUM,
     SKIP_REASON,
     ThreadedServer,
+    axe_violations,
     chromium,
     screenshot,
+    wait_for,
 )
 from conftest import ADMIN
 
@@ -74,22 +76,6 @@ def browser(live: str, key: dict[str, Any]) -> Iterator[Any]:
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
         wait_for(lambda: driver.current_url.endswith("/console/tasks"))
         yield driver
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> Any:
-    """Polls ``condition`` until it is truthy; an element swapped out mid-read is a retry."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except (StaleElementReferenceException, NoSuchElementException):
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out waiting in the browser"
-        time.sleep(0.02)
 
 
 def column_of(driver: Any, task_id: str) -> str | None:
@@ -310,23 +296,6 @@ def test_the_tail_reconnects_without_losing_events(
     wait_for(lambda: all(k in tail.text for k in kinds), timeout=15)
     assert all(tail.text.count(k) == 1 for k in kinds)  # each exactly once
     assert "Live" in state.text
-
-
-def axe_violations(driver: Any) -> list[dict[str, Any]]:
-    """axe-core's WCAG 2 A/AA violations on the current page, as axe reports them."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("axe_selenium_python")
-    assert spec and spec.origin, "axe-selenium-python (axe-core) is a test dependency"
-    script = Path(spec.origin).parent / "node_modules" / "axe-core" / "axe.min.js"
-    driver.execute_script(script.read_text())
-    violations: list[dict[str, Any]] = driver.execute_async_script(
-        "var done = arguments[arguments.length - 1];"
-        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']},"
-        " resultTypes: ['violations']}).then(function (r) { done(r.violations); },"
-        " function (e) { done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]); });"
-    )
-    return violations
 
 
 def test_every_page_has_no_serious_accessibility_violations(

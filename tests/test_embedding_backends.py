@@ -148,32 +148,32 @@ def test_the_export_fuses_each_layer_and_a_bad_fusion_falls_back(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import memory_service.embedding.onnx as module
-    from memory_service.embedding.onnx import _export_with_torch, _fuse
+    import memory_service.embedding.onnx_graph as module
+    from memory_service.embedding.onnx_graph import export_with_torch, fuse
 
     served = _op_types(onnx_embedder.model_file)
     assert served.count("Attention") == 6  # one fused attention per layer of MiniLM-L6
     plain = tmp_path / "plain.onnx"
-    assert _export_with_torch(packaged_model_path(), plain) == (12, 384)
+    assert export_with_torch(packaged_model_path(), plain) == (12, 384)
     assert "Attention" not in _op_types(plain)
     assert len(served) * 4 < len(_op_types(plain))
     wrong = tmp_path / "wrong.onnx"
-    with caplog.at_level(logging.INFO, logger="memory_service.embedding.onnx"):
+    with caplog.at_level(logging.INFO, logger="memory_service.embedding.onnx_graph"):
         # a head count the graph does not have: the optimizer fuses nothing
-        assert not _fuse(plain, wrong, 4, 384)
+        assert not fuse(plain, wrong, 4, 384)
         assert "fused no attention" in caplog.text
         # a fused graph whose numbers drift from the plain one's is refused by the probe
-        probe = module._run_probe
+        probe = module.run_probe
 
         def drifting(path: Path, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
             return probe(path, ids, mask) + (0.01 if path == wrong else 0.0)
 
-        monkeypatch.setattr(module, "_run_probe", drifting)
-        assert not _fuse(plain, wrong, 12, 384)
+        monkeypatch.setattr(module, "run_probe", drifting)
+        assert not fuse(plain, wrong, 12, 384)
         assert "disagrees" in caplog.text
     assert not wrong.exists()
     monkeypatch.undo()
-    assert _fuse(plain, wrong, 12, 384)
+    assert fuse(plain, wrong, 12, 384)
     assert _op_types(wrong).count("Attention") == 6
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import train_ranker
+from benchmarks import ranker_data, train_ranker
 from memory_service.memories.models import Memory, SearchHit
 from memory_service.retrieval.features import FEATURES, candidate_features, terms
 from memory_service.retrieval.ranker import LearnedRanker
@@ -168,18 +168,18 @@ async def test_training_script_runs_on_a_slice(
     """The script's own steps, the service's answers from the real app: load each set,
     ask its questions, then fit and write the model from the saved answers."""
     tiny_data(tmp_path / "data")
-    sets = train_ranker.training_sets(tmp_path / "data", None)
+    sets = ranker_data.training_sets(tmp_path / "data", None)
     h = tenant["headers"]
     answers = []
     for _, docs, questions, suffix in sets:
-        items = train_ranker.items_for(train_ranker._unique(docs), suffix)
+        items = ranker_data.items_for(ranker_data.unique_documents(docs), suffix)
         r = await client.post("/v1/memories/batch", json={"items": items}, headers=h)
         assert r.status_code == 201, r.text
         per_question = []
         for q in questions:
-            r = await client.post(SEARCH, json=train_ranker.search_body(q, suffix, 20), headers=h)
+            r = await client.post(SEARCH, json=ranker_data.search_body(q, suffix, 20), headers=h)
             assert r.status_code == 200, r.text
-            per_question.append([train_ranker.record(hit) for hit in r.json()["results"]])
+            per_question.append([ranker_data.record(hit) for hit in r.json()["results"]])
         answers.append(per_question)
     saved = tmp_path / "answers.json.gz"
     saved.write_bytes(gzip.compress(json.dumps(answers).encode()))

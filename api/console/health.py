@@ -1,6 +1,6 @@
 """The health page: the score with its reasons, and charts of the caller's traffic.
 
-The score and its components come from ``memory_service.infra.metrics.health_score``
+The score and its components come from ``memory_service.infra.health.health_score``
 (the same as ``GET /v1/health/score``); the charts draw the tenant's metrics
 summary (as ``GET /v1/metrics/summary``): requests per minute, error share and
 p50/p95/p99 latency per operation. The charts refresh in place every 15 s.
@@ -19,7 +19,8 @@ from litestar.response import Template
 from api.console.charts import Bar, BarChart, Group, bar_chart
 from api.console.rendering import is_htmx, page
 from api.routes.metrics import parse_window
-from memory_service.infra.metrics import OperationSummary, ServiceMetrics, health_score
+from memory_service.infra.health import health_score
+from memory_service.infra.metrics import OperationSummary, ServiceMetrics
 from memory_service.runtime import Runtime
 
 WINDOWS = ("5m", "15m", "1h")

@@ -24,9 +24,8 @@ from api.schemas import (
     MemoryOut,
     MemoryPage,
     MemoryUpdate,
-    SearchBody,
-    SearchOut,
 )
+from api.search_schemas import SearchBody, SearchOut
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.memories.as_of import MemoriesAsOf
 from memory_service.memories.models import Scope

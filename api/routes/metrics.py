@@ -27,7 +27,8 @@ from msgspec import Struct
 from api.limits import SLOT_OPTION
 from memory_service.errors import FieldError, InvalidInput
 from memory_service.infra import stages
-from memory_service.infra.metrics import HealthComponent, OperationSummary, health_score
+from memory_service.infra.health import HealthComponent, health_score
+from memory_service.infra.metrics import OperationSummary
 from memory_service.infra.supervisor import LoopState
 from memory_service.infra.telemetry import reset_tracer_provider, use_tracer_provider
 from memory_service.runtime import Runtime

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from memory_service.config import Settings
-from memory_service.infra.metrics import HealthComponent
+from memory_service.infra.health import HealthComponent
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import numpy as np
 from psycopg.types.json import Jsonb
 
 from memory_service.embedding.embeddings import CachedEmbedder
-from memory_service.errors import Conflict, FieldError, InvalidInput, MemoryServiceError
+from memory_service.errors import Conflict
 from memory_service.events import store as event_store
 from memory_service.events.models import NewEvent, validate_event
 from memory_service.executions import copies as executions
@@ -33,9 +33,16 @@ from memory_service.infra import rowcopy
 from memory_service.infra.secret_box import SecretBox
 from memory_service.memories import history as memory_history
 from memory_service.memories import repository as memories
-from memory_service.memories.models import HistoryEntry, Scope
+from memory_service.memories.models import HistoryEntry
 from memory_service.memories.validation import MemoryValidator, content_hash
 from memory_service.records import environments, tasks
+from memory_service.transfer.line_checks import (
+    check_environment,
+    check_memory,
+    check_task,
+    checked,
+    line_error,
+)
 from memory_service.transfer.lines import (
     EnvironmentLine,
     EventLine,
@@ -46,7 +53,7 @@ from memory_service.transfer.lines import (
     TaskLine,
     decode_embedding,
 )
-from memory_service.validation import check_choice, check_json_object, check_tags, check_text
+from memory_service.validation import check_json_object
 
 BATCH = 500
 CONFLICT_POLICIES = ("skip", "overwrite", "fail")
@@ -72,10 +79,6 @@ class ImportReport:
     def warn(self, text: str) -> None:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(text)
-
-
-def line_error(lineno: int, message: str) -> InvalidInput:
-    return InvalidInput(f"line {lineno}: {message}", errors=[FieldError(f"line {lineno}", message)])
 
 
 class Importer:
@@ -220,7 +223,7 @@ class Importer:
             self.ids["environment"][old] = new_id or env.id
             if not new_id:
                 continue
-            _checked(lineno, partial(_check_environment, env))
+            checked(lineno, partial(check_environment, env))
             secrets = dict.fromkeys(env.secret_names) | (env.secrets or {})
             if over:
                 secrets = (current.get(new_id, {}).get("secrets") or {}) | (env.secrets or {})
@@ -243,7 +246,7 @@ class Importer:
             self.ids["task"][task.id] = new_id or task.id
             if not new_id:
                 continue
-            _checked(lineno, partial(_check_task, task))
+            checked(lineno, partial(check_task, task))
             env = task.environment_id
             if env is not None:
                 env = self.ids["environment"].get(env) or (
@@ -277,7 +280,7 @@ class Importer:
             self.ids["execution"][e.id] = new_id or e.id
             if not new_id:
                 continue
-            _checked(lineno, partial(check_json_object, e.metadata, "metadata"))
+            checked(lineno, partial(check_json_object, e.metadata, "metadata"))
             parent = self.ids["execution"].get(e.parent_id) if e.parent_id else None
             if e.parent_id and parent is None:
                 raise line_error(lineno, f"parent execution {e.parent_id} is not in the stream")
@@ -301,7 +304,7 @@ class Importer:
         vectors = await self._vectors(todo)
         rows: list[tuple[tuple[Any, ...], bool]] = []
         for (lineno, m, (new_id, over)), vector in zip(todo, vectors, strict=True):
-            _checked(lineno, partial(self._check_memory, m))
+            checked(lineno, partial(check_memory, self.validator, m))
             rows.append(((
                 new_id, m.content, content_hash(m.content), m.user_id, m.agent_id, m.run_id,
                 m.namespace, Jsonb(m.metadata), m.importance, vector, m.context, m.created_at,
@@ -340,19 +343,6 @@ class Importer:
         matrix: np.ndarray = await self.embedder.embed_async(texts)
         return list(matrix)
 
-    def _check_memory(self, m: MemoryLine) -> None:
-        v = self.validator
-        v.check_content(m.content)
-        if m.context is not None:
-            v.check_content(m.context, "context")
-        v.check_metadata(m.metadata)
-        v.check_importance(m.importance)
-        v.check_scope(Scope(m.user_id, m.agent_id, m.run_id, m.namespace))
-        for i, h in enumerate(m.history or []):  # stored as jsonb beside the memory
-            for name, value in (("old_metadata", h.old_metadata), ("new_metadata", h.new_metadata)):
-                if value is not None:
-                    v.check_metadata(value, f"history[{i}].{name}")
-
     async def _events(self, batch: list[tuple[int, EventLine]]) -> None:
         """Events are immutable: one whose id the tenant holds is already here and is
         skipped, whatever ``on_conflict`` says, except that ``fail`` stops the import."""
@@ -368,7 +358,7 @@ class Importer:
                 execution_id=execution_id, agent_id=e.agent_id, duration_ms=e.duration_ms,
                 attributes=e.attributes, id=e.id,
             )
-            events.append(_checked(lineno, partial(validate_event, event, "", None)))
+            events.append(checked(lineno, partial(validate_event, event, "", None)))
         if self.on_conflict == "fail":
             held = await event_store.held_ids(self.conn, self.tid, [e.id for _, e in batch if e.id])
             for lineno, e in batch:
@@ -389,27 +379,3 @@ def _text(raw: msgspec.Raw) -> str | None:
 
 def _kind(line: Entity) -> str:
     return str(type(line).__struct_config__.tag)
-
-
-def _checked(lineno: int, check: Callable[[], Any]) -> Any:
-    try:
-        return check()
-    except MemoryServiceError as exc:
-        raise line_error(lineno, exc.detail) from None
-
-
-def _check_task(t: TaskLine) -> None:
-    check_text(t.title, "title", tasks.MAX_TITLE, required=True)
-    check_text(t.description, "description", tasks.MAX_TEXT)
-    check_choice(t.status, "status", tasks.STATUSES)
-    check_choice(t.priority, "priority", tasks.PRIORITIES)
-    check_text(t.agent_id, "agent_id", tasks.MAX_SHORT)
-    check_tags(t.tags)
-    check_json_object(t.metadata, "metadata")
-
-
-def _check_environment(e: EnvironmentLine) -> None:
-    check_text(e.name, "name", environments.MAX_NAME, required=True)
-    check_text(e.description, "description", tasks.MAX_TEXT)
-    check_json_object(e.config, "config")
-    environments.check_secrets(dict.fromkeys(e.secret_names) | (e.secrets or {}))

@@ -29,8 +29,8 @@ from memory_service.transfer.importer import (
     CONFLICT_POLICIES,
     Importer,
     ImportReport,
-    line_error,
 )
+from memory_service.transfer.line_checks import line_error
 from memory_service.transfer.lines import (
     FORMAT,
     FORMAT_VERSION,

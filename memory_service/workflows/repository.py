@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
+from memory_service.workflows.rows import attempt_of, definition_of, run_of, step_of
 
 Conn = AsyncConnection[Any]
 RUN_COLS = (
@@ -84,18 +85,18 @@ async def get_definition(
     conn: Conn, tenant_id: uuid.UUID, name: str, version: int | None = None
 ) -> Definition | None:
     rows = await _rows(conn, Q["get_definition"], (tenant_id, name, version, version))
-    return _definition(rows[0]) if rows else None
+    return definition_of(rows[0]) if rows else None
 
 
 async def insert_definition(
     conn: Conn, tenant_id: uuid.UUID, name: str, version: int, digest: str, body: dict[str, Any]
 ) -> Definition:
     params = (tenant_id, name, version, digest, Jsonb(body))
-    return _definition((await _rows(conn, Q["insert_definition"], params))[0])
+    return definition_of((await _rows(conn, Q["insert_definition"], params))[0])
 
 
 async def definition_by_id(conn: Conn, definition_id: str) -> Definition:
-    return _definition((await _rows(conn, Q["definition_by_id"], (definition_id,)))[0])
+    return definition_of((await _rows(conn, Q["definition_by_id"], (definition_id,)))[0])
 
 
 async def list_definitions(
@@ -103,7 +104,7 @@ async def list_definitions(
 ) -> list[Definition]:
     """The latest version of each name, by name."""
     rows = await _rows(conn, Q["list_definitions"], (tenant_id, after_name, limit))
-    return [_definition(r) for r in rows]
+    return [definition_of(r) for r in rows]
 
 
 async def versions(conn: Conn, tenant_id: uuid.UUID, name: str) -> list[tuple[int, datetime]]:
@@ -130,19 +131,19 @@ async def insert_run(
         idempotency_key, execution_id, forked_from, fork_step, len(definition.steps),
     )  # fmt: skip
     rows = await _rows(conn, Q["insert_run"], params)
-    return _run(rows[0]) if rows else None
+    return run_of(rows[0]) if rows else None
 
 
 async def run_by_key(conn: Conn, tenant_id: uuid.UUID, workflow: str, key: str) -> Run | None:
     rows = await _rows(conn, Q["run_by_key"], (tenant_id, workflow, key))
-    return _run(rows[0]) if rows else None
+    return run_of(rows[0]) if rows else None
 
 
 async def get_run(
     conn: Conn, tenant_id: uuid.UUID | None, run_id: str, *, lock: bool = False
 ) -> Run | None:
     rows = await _rows(conn, _fmt("get_run", lock=_LOCK[lock]), (run_id, tenant_id, tenant_id))
-    return _run(rows[0]) if rows else None
+    return run_of(rows[0]) if rows else None
 
 
 async def list_runs(
@@ -151,7 +152,7 @@ async def list_runs(
     """Newest first, by seq below ``before_seq``."""
     w, s = query.workflow, query.status
     rows = await _rows(conn, Q["list_runs"], (tenant_id, before_seq, w, w, s, s, limit))
-    return [_run(r) for r in rows]
+    return [run_of(r) for r in rows]
 
 
 async def reopen_timeline(conn: Conn, run_id: str, execution_id: str) -> None:
@@ -189,18 +190,18 @@ async def insert_steps(
     await cur.executemany(Q["insert_step"], params, returning=True)
     out: list[Step] = []
     while True:
-        out += [_step(r) for r in await cur.fetchall()]
+        out += [step_of(r) for r in await cur.fetchall()]
         if not cur.nextset():
             return out
 
 
 async def run_steps(conn: Conn, run_id: str, *, lock: bool = False) -> list[Step]:
-    return [_step(r) for r in await _rows(conn, _fmt("run_steps", lock=_LOCK[lock]), (run_id,))]
+    return [step_of(r) for r in await _rows(conn, _fmt("run_steps", lock=_LOCK[lock]), (run_id,))]
 
 
 async def get_step(conn: Conn, step_row: str, *, lock: bool = True) -> Step | None:
     rows = await _rows(conn, _fmt("get_step", lock=_LOCK[lock]), (step_row,))
-    return _step(rows[0]) if rows else None
+    return step_of(rows[0]) if rows else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,7 +239,7 @@ async def update_step(conn: Conn, step: Step, **changes: Any) -> None:
 async def release_dependents(conn: Conn, run_id: str, step_id: str) -> list[Step]:
     """One fewer pending dependency for each step after ``step_id``; returns them."""
     rows = await _rows(conn, Q["release_dependents"], (run_id, step_id))
-    return sorted((_step(r) for r in rows), key=lambda s: s.position)
+    return sorted((step_of(r) for r in rows), key=lambda s: s.position)
 
 
 async def outputs(conn: Conn, run_id: str, step_ids: list[str]) -> dict[str, Any]:
@@ -263,7 +264,7 @@ async def unfinished_children(conn: Conn, run_id: str, parent: str) -> int:
 
 async def parent_step(conn: Conn, run_id: str, step_id: str) -> Step | None:
     rows = await _rows(conn, Q["step_by_id"], (run_id, step_id))
-    return _step(rows[0]) if rows else None
+    return step_of(rows[0]) if rows else None
 
 
 # -- attempts ---------------------------------------------------------------------------
@@ -273,7 +274,7 @@ async def claim(
     """Claims up to ``n`` ready steps; ``tenant_id`` None claims any tenant's (the driver)."""
     tenant = sql.SQL("tenant_id = %(tenant)s") if tenant_id else sql.SQL("true")
     params = {"tenant": tenant_id, "queues": queues, "n": n, "lease": lease_s, "worker": worker_id}
-    return [_attempt(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
+    return [attempt_of(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
 
 
 async def attempt_row(conn: Conn, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any] | None:
@@ -321,7 +322,7 @@ async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
 
 
 async def unappended(conn: Conn, run_id: str) -> list[Step]:
-    return [_step(r) for r in await _rows(conn, Q["unappended"], (run_id,))]
+    return [step_of(r) for r in await _rows(conn, Q["unappended"], (run_id,))]
 
 
 async def mark_appended(conn: Conn, step_rows: list[str]) -> None:
@@ -351,54 +352,9 @@ async def first_signal(conn: Conn, run_id: str, name: str) -> tuple[bool, Any]:
 
 
 async def waiting_for(conn: Conn, run_id: str, name: str) -> list[Step]:
-    return [_step(r) for r in await _rows(conn, Q["waiting_for"], (run_id, name))]
+    return [step_of(r) for r in await _rows(conn, Q["waiting_for"], (run_id, name))]
 
 
-# -- rows to values ---------------------------------------------------------------------
+# -- values to parameters ---------------------------------------------------------------
 def _json(value: Any) -> Any:
     return None if value is None else Jsonb(value)
-
-
-def _str(value: uuid.UUID | None) -> str | None:
-    return None if value is None else str(value)
-
-
-def _definition(r: dict[str, Any]) -> Definition:
-    return Definition(
-        str(r["id"]), r["name"], r["version"], r["definition"], r["created_at"], r["digest"]
-    )
-
-
-def _run(r: dict[str, Any]) -> Run:
-    # field by field, so that mypy checks each value against its declared type (a str
-    # tenant id built here once reached the event writer and stopped it)
-    return Run(
-        id=str(r["id"]), tenant_id=r["tenant_id"], definition_id=str(r["definition_id"]),
-        workflow=r["workflow"], version=r["version"], status=r["status"], input=r["input"],
-        output=r["output"], error=r["error"], idempotency_key=r["idempotency_key"],
-        forked_from=_str(r["forked_from"]), fork_step=r["fork_step"],
-        execution_id=_str(r["execution_id"]), timeline_closed=r["timeline_closed"],
-        steps_total=r["steps_total"], steps_completed=r["steps_completed"],
-        created_at=r["created_at"], updated_at=r["updated_at"], finished_at=r["finished_at"],
-        seq=r["seq"],
-    )  # fmt: skip
-
-
-def _step(r: dict[str, Any]) -> Step:
-    values = dict(r)
-    values["row"] = str(values.pop("id"))
-    values["run_id"], values["tenant_id"] = str(r["run_id"]), r["tenant_id"]
-    values["current_attempt"] = _str(r["current_attempt"])
-    values["depends_on"] = list(r["depends_on"])
-    return Step(**values)
-
-
-def _attempt(r: dict[str, Any]) -> Attempt:
-    return Attempt(
-        id=str(r["id"]), tenant_id=r["tenant_id"], run_id=str(r["run_id"]),
-        step_row=str(r["step_row"]), step_id=r["step_id"], workflow=r["workflow"],
-        kind=r["kind"], queue=r["queue"], number=r["number"], worker_id=r["worker_id"],
-        lease_token=str(r["lease_token"]), input=r["input"], available_at=r["available_at"],
-        claimed_at=r["claimed_at"], lease_expires_at=r["lease_expires_at"],
-        deadline_at=r["deadline_at"], execution_id=_str(r["execution_id"]),
-    )  # fmt: skip
