@@ -1,14 +1,13 @@
 """The in-process FAISS index: flat (exact) for small sets, HNSW for large ones.
 
-FAISS HNSW cannot remove vectors, so this wrapper never asks it to: each vector
-lives at a *position*; removing or replacing an id marks its old position dead
-in a bitmap (a tombstone) and every search passes the live bitmap as an
-``IDSelectorBitmap``. ``needs_rebuild`` says when the dead share (or a flat index
-outgrowing ``flat_max``) makes a rebuild worthwhile; ``rebuilt()`` makes the
-compacted copy. Allow-filters with few ids are answered exactly by scoring just
-those stored vectors; larger ones go through HNSW with the bitmap and a raised
-efSearch. A readers-writer lock lets searches run in parallel with each other
-(FAISS releases the GIL) but never with a mutation.
+FAISS HNSW cannot remove vectors, so this wrapper never asks it to: each vector lives
+at a *position*; removing or replacing an id marks its old position dead in a bitmap
+(a tombstone) that every search passes as an ``IDSelectorBitmap``. ``needs_rebuild``
+says when the dead share (or a flat index outgrowing ``flat_max``) makes a rebuild
+worthwhile; ``rebuilt()`` makes the compacted copy. Allow-filters with few ids are
+scored exactly; larger ones go through HNSW with the bitmap and a raised efSearch. A
+readers-writer lock lets searches run in parallel (FAISS releases the GIL) but never
+with a mutation.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import threading
 from collections.abc import Callable, Container, Iterable, Set
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -28,24 +26,10 @@ import numpy.typing as npt
 
 from indexers.base import Allow, Ids, Matrix, Scores, as_ids, as_matrix, top_k
 from indexers.locks import ReadWriteLock
+from indexers.omp import omp_threads as _omp_threads
 
 _faiss: Any = faiss  # the SWIG module is only partly typed
 LABEL_ENTRY_BYTES = 100  # a live label's entry in the label -> position dict
-_omp = threading.local()
-
-
-def limit_threads(n: int) -> None:
-    """Cap the OpenMP team of the FAISS calls the calling thread makes from now on (a
-    background thread that builds graphs beside requests takes one core, not all)."""
-    _omp.cap = max(1, n)
-
-
-def _omp_threads(n: int) -> None:
-    """OpenMP's team size for this thread (per thread), set only when it changes."""
-    n = min(n, getattr(_omp, "cap", n))
-    if getattr(_omp, "threads", None) != n:
-        _faiss.omp_set_num_threads(n)
-        _omp.threads = n
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +281,7 @@ class FaissIndex:
         _omp_threads(1)
         if allow is None:
             bitmap = self._alive if self.dead else None
-            return self._graph_search(q, k, bitmap, ef_search or self.params.ef_search)
+            return self._graph_search_many(q, k, bitmap, ef_search or self.params.ef_search)[0]
         positions = self._allowed_positions(allow)
         if len(positions) <= self.params.exact_max or not self.is_hnsw:
             scores = self._stored()[positions] @ q[0]
@@ -307,7 +291,7 @@ class FaissIndex:
         np.bitwise_or.at(bitmap, positions >> 3, (1 << (positions & 7)).astype(np.uint8))
         share = len(positions) / max(1, self.size)
         ef = int(max(ef_search or self.params.ef_search, k) * min(8.0, 1.0 / share))
-        ids, scores = self._graph_search(q, k, bitmap, ef)
+        ids, scores = self._graph_search_many(q, k, bitmap, ef)[0]
         if len(ids) < min(k, len(positions)):  # the graph walk ran dry: score them all
             found, best = top_k(positions, self._stored()[positions] @ q[0], k)
             return self._labels[found], best
@@ -326,11 +310,6 @@ class FaissIndex:
         positions = positions[positions >= 0]
         # a set's labels are distinct, and so are their positions; a list may repeat one
         return positions if isinstance(allow, Set) else np.unique(positions)
-
-    def _graph_search(
-        self, q: Matrix, k: int, bitmap: npt.NDArray[np.uint8] | None, ef: int
-    ) -> tuple[Ids, Scores]:
-        return self._graph_search_many(q, k, bitmap, ef)[0]
 
     def _graph_search_many(
         self, q: Matrix, k: int, bitmap: npt.NDArray[np.uint8] | None, ef: int

@@ -30,6 +30,7 @@ from memory_service.events.outbox import OutboxMover
 from memory_service.events.recorder import OperationRecorder
 from memory_service.events.retention import RetentionWorker
 from memory_service.events.service import EventService
+from memory_service.events.startup import start_event_log
 from memory_service.events.writer import EventWriter
 from memory_service.executions import ExecutionLimits, ExecutionService
 from memory_service.infra import db, migrate, service_state
@@ -66,7 +67,6 @@ from memory_service.transfer.service import TransferService
 from memory_service.workflows import Workflows
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -189,7 +189,7 @@ async def _build(
     closers.append(embedder.close)
     keyword = KeywordSearch(pool, settings)
     await keyword.check_config()
-    writer, fanout, retention, outbox = await _start_event_log(
+    writer, fanout, retention, outbox = await start_event_log(
         settings, url, pool, supervisor, closers
     )
     recorder = OperationRecorder(
@@ -307,38 +307,6 @@ async def _build(
     if hot is not None:
         hot.start()
     return runtime
-
-
-async def _start_event_log(
-    settings: Settings,
-    url: str,
-    pool: AsyncConnectionPool,
-    supervisor: Supervisor,
-    closers: list[Closer],
-) -> tuple[EventWriter, EventFanout, RetentionWorker, OutboxMover]:
-    fanout = EventFanout(url, supervisor=supervisor, name="event-fanout")
-    await fanout.start()
-    closers.append(fanout.close)
-    writer = EventWriter(
-        pool, supervisor=supervisor, linger_s=settings.event_writer_linger_ms / 1000
-    )
-    writer.start()
-    closers.append(writer.close)  # closes before the fan-out and the pool
-    retention = RetentionWorker(
-        pool,
-        retention_seconds=settings.event_retention_seconds,
-        interval_seconds=settings.event_retention_interval_seconds,
-        batch_size=settings.event_retention_batch,
-        supervisor=supervisor,
-    )
-    retention.start()
-    closers.append(retention.close)
-    outbox = OutboxMover(
-        pool, supervisor=supervisor, poll_interval_s=settings.event_outbox_poll_interval_s
-    )
-    outbox.start()
-    closers.append(outbox.close)  # after the workflows stop staging, before the pool
-    return writer, fanout, retention, outbox
 
 
 async def _start_change_feed(

@@ -34,8 +34,9 @@ import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
 from indexers import keyword_index
-from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams, limit_threads
+from indexers.faiss_index import LABEL_ENTRY_BYTES, FaissIndex, FaissParams
 from indexers.keyword_index import KeywordIndex
+from indexers.omp import limit_threads
 from memory_service.config import Settings
 from memory_service.infra.db import wrap_db_errors
 from memory_service.infra.foreground import BackgroundThreads, Foreground
