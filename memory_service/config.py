@@ -109,7 +109,7 @@ class Settings:
     faiss_ef_construction: int = 80
     faiss_ef_search: int = 64  # `memory-service tune` finds the smallest that meets a recall
     faiss_filtered_ef_search: int = 160  # for filtered probes, which need a deeper walk
-    faiss_flat_max: int = 20_000  # a tenant up to this size gets an exact flat index
+    faiss_flat_max: int = 5_000  # a tenant up to this size gets an exact flat index (tune --flat-max)
     faiss_exact_max: int = 20_000  # candidate sets up to this size are scored exactly
     faiss_post_filter_max: int = 2000  # deepest FAISS probe before a filter goes exact
     faiss_scope_index_min_rows: int = 2000  # a searched scope this big gets its own graph; 0: off
