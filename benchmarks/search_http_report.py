@@ -16,7 +16,8 @@ def _wrk_lines(w: dict[str, Any] | None) -> list[str]:
     s, h = w["search"], w["health"]
     return [
         (
-            f"`wrk`, 16 connections: {s['per_s']:,.0f} searches/s (p50 {s.get('p50_ms')} ms, "
+            f"`wrk`, 16 connections: {s.get('served_per_s', s['per_s']):,.0f} searches/s "
+            f"answered ({s['non_2xx']:.0f} refused; p50 {s.get('p50_ms')} ms, "
             f"p99 {s.get('p99_ms')} ms) against {h['per_s']:,.0f} `GET /health`/s "
             f"(p50 {h.get('p50_ms')} ms): searches/s = **{w['search_over_health']}** of "
             "`/health`/s."
@@ -32,7 +33,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"Search over HTTP, {r['label']}: {r['memories']:,} memories, {r['machine']}; "
             f"pgvector's graph caught up {r.get('graph_catch_up_s', '?')} s after the load; "
             f"`GET /health` p50 {lat['health_p50_ms']} ms; "
-            f"16 clients: {r['qps_16_clients']} searches/s (p50 {r.get('p50_ms_16_clients')} ms, "
+            f"16 clients: {r['qps_16_clients']} searches/s answered, {r.get('refused_16_clients', 0)} refused "
+            f"(p50 {r.get('p50_ms_16_clients')} ms, "
             f"p99 {r.get('p99_ms_16_clients')} ms; through httpx {r.get('qps_16_clients_httpx')}/s), "
             f"`GET /health` {r.get('health_per_s_16_clients')}/s from the same generator."
         ),

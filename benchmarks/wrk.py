@@ -49,7 +49,8 @@ def run_wrk(
     threads: int = 2,
     seconds: float = 10.0,
 ) -> dict[str, float]:
-    """Requests/s, p50 and p99 (ms) and non-2xx answers of one ``wrk`` run."""
+    """Requests/s (all, and ``served_per_s`` answered 2xx), p50 and p99 (ms) and the
+    non-2xx answers of one ``wrk`` run."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     with tempfile.TemporaryDirectory() as tmp:
         if bodies:
@@ -77,4 +78,7 @@ def parse(out: str) -> dict[str, float]:
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad:
         result["non_2xx"] = float(bad.group(1))
+    total = re.search(r"(\d+) requests in", out)
+    share = 1.0 - result["non_2xx"] / float(total.group(1)) if total else 1.0
+    result["served_per_s"] = round(result["per_s"] * share, 1)  # answered 2xx
     return result
