@@ -178,7 +178,7 @@ class Settings:
     tenant_request_burst: int = 1000
     tenant_max_in_flight: int = 8  # requests at once over all routes (streams and long polls apart)
     tenant_max_searches: int = field(default_factory=_cpu_cores)  # searches at once; more wait their turn
-    tenant_search_burst: int = 8  # searches at once of a tenant while no other tenant searches
+    tenant_search_burst: int = 0  # searches at once of a tenant alone; 0: no more than the width
     tenant_queue_wait_ms: float = 250.0  # a request over its share waits this long for a place, then 429
     tenant_max_streams: int = 16  # concurrent event streams
     tenant_max_long_polls: int = 16  # concurrent requests that wait for a change (claims with wait_s)

@@ -19,11 +19,12 @@ class TenantGate:
     flight still keep eight threads busy on a two-core box, and another tenant's one
     search queues behind them for the cores: measured, a served 32-connection flood moved
     another tenant's search p95 to 13x its baseline with the share alone, and 1.3x with
-    this gate at the core count. The gate conserves work: with nobody else searching, a
-    width of two would leave one tenant's sixteen connections waiting in line for
-    cores that sit idle, and its index probes would never gather into batches; the
-    moment another tenant searches, the first is held to ``width`` again (its searches
-    already running finish; they take milliseconds). Waiting here costs nothing but the
+    this gate at the core count. With ``burst`` above the width the gate conserves work:
+    a tenant searching alone runs more at once (flat-index probes then gather into
+    batches), and the moment another tenant searches the first is held to ``width``
+    again (its searches already running finish; they take milliseconds). Off by
+    default: where probes are graph walks answered on the event loop, more at once only
+    queue there (measured: fewer searches/s). Waiting here costs nothing but the
     request's place, which the share already holds; nothing is refused. ``width`` 0
     switches the gate off.
     """
