@@ -195,7 +195,9 @@ class EventController(Controller):
         query = _query(
             type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
         )
-        start = await events.stream_start(tenant_id, last_event_id_header or last_event_id)
+        # an empty Last-Event-ID is a malformed id, not an absent one
+        given = last_event_id_header if last_event_id_header is not None else last_event_id
+        start = await events.stream_start(tenant_id, given)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             # first bytes at once, so clients and proxies see the stream is open

@@ -179,7 +179,9 @@ class ExecutionTravelController(Controller):
         ] = None,
         last_event_id: Annotated[str | None, QueryParameter(max_length=32)] = None,
     ) -> ServerSentEvent:
-        after = parse_last_event_id(last_event_id_header or last_event_id)
+        after = parse_last_event_id(  # an empty Last-Event-ID is malformed, not absent
+            last_event_id_header if last_event_id_header is not None else last_event_id
+        )
         stream = executions.replay(
             tenant_id,
             execution_id,

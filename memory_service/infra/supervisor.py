@@ -266,7 +266,7 @@ class Supervisor:
                 consecutive = 0
             delay = min(policy.restart_initial_s * 2**consecutive, policy.restart_max_s)
             consecutive += 1
-            self._failed(record, error, f"restarting in {delay:.1f}s")
+            self._failed(record, error, f"restarting in {delay:.2f}s")
             record.backing_off = True
             try:
                 await asyncio.sleep(delay)
