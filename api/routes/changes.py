@@ -121,10 +121,9 @@ class ChangeController(Controller):
     ) -> ServerSentEvent:
         wanted = parse_types(types)
         with_embedding = _with_embedding(include)
-        header = last_event_id is not None  # an empty one is malformed, not absent
-        resume = last_event_id if header else since
+        resume = last_event_id or since
         after = await changes.position(
-            tenant_id, resume, field="Last-Event-ID" if header else "since"
+            tenant_id, resume, field="Last-Event-ID" if last_event_id else "since"
         )
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
