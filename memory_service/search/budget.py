@@ -3,8 +3,9 @@
 Admission reserves what a tenant is expected to take (vectors, labels, rows and
 the keyword index's share) and a tenant still loading counts at least that much,
 so concurrent admissions cannot promise the same room twice. Estimates are only
-estimates and tenants grow while held: after a load and after every change the
-least recently used ready tenants go until the held ones fit again.
+estimates and tenants grow while held: after a load, and after a change once the
+count at hand plus the growth writes reported passes the budget, the held tenants are
+counted again and the least recently used ready ones go until the rest fit.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class MemoryBudget:
         self._tenants = tenants  # the holder's own dict: always what is held right now
         self._vector_bytes = vector_bytes  # one vector of a tenant of this many rows
         self._keywords_hot = keywords_hot
+        # the held bytes at the last exact count plus the growth reported since: a write
+        # adds its own growth, and only when this passes the budget are all tenants
+        # counted again (counting them on every write costs a walk over every tenant)
+        self._estimate = 0
 
     def bytes_for(self, count: int) -> int:
         """Vectors, links and rows of ``count`` memories, plus the keyword index's fixed part."""
@@ -61,6 +66,12 @@ class MemoryBudget:
                 victims.append(t)
         return victims if used + need <= self.budget_bytes else None
 
+    def grew(self, delta: int) -> list[TenantIndex]:
+        """A held tenant grew by ``delta`` bytes (a write); the tenants to let go, counted
+        exactly only once the estimate passes the budget."""
+        self._estimate += delta
+        return self.over() if self._estimate > self.budget_bytes else []
+
     def over(self) -> list[TenantIndex]:
         """The least recently used ready tenants to let go so that the rest fit."""
         used = self.used()
@@ -70,6 +81,7 @@ class MemoryBudget:
                 break
             used -= bytes_of(t)
             victims.append(t)
+        self._estimate = used
         return victims
 
     def _ready(self) -> list[TenantIndex]:

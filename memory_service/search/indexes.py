@@ -45,7 +45,7 @@ from memory_service.infra.supervisor import Supervisor
 from memory_service.memories import repository as repo
 from memory_service.memories.models import Memory
 from memory_service.memories.rows import VectorRows
-from memory_service.search import rebuild, scoped, snapshots, store, tenant
+from memory_service.search import budget, rebuild, scoped, snapshots, store, tenant
 from memory_service.search.budget import MemoryBudget
 from memory_service.search.tenant import TenantIndex
 
@@ -166,8 +166,8 @@ class TenantIndexes:
             return None
         return KeywordIndex(self.settings.keyword_simple_weight)
 
-    def _enforce_budget(self) -> None:
-        for victim in self.budget.over():
+    def _let_go(self, victims: list[TenantIndex]) -> None:
+        for victim in victims:
             self.evict(victim.tenant_id, "outgrew the FAISS budget; pgvector serves it")
 
     def evict(
@@ -194,7 +194,7 @@ class TenantIndexes:
                 await self.refresh(t, changed, force=True)
                 changed = set()
             t.ready, t.reserved, t.last_used = True, 0, time.monotonic()
-            self._enforce_budget()  # the estimate was an estimate: others go first
+            self._let_go(self.budget.over())  # the reservation was an estimate: others go first
             log.info(
                 "FAISS index of tenant %s ready: %d vectors (%s)",
                 t.tenant_id,
@@ -319,6 +319,7 @@ class TenantIndexes:
             ]
             ids, vectors = rows.seqs[keep], rows.vectors[keep]
             kept = VectorRows(ids, rows.versions[keep], vectors, [rows.memories[i] for i in keep])
+            before = budget.bytes_of(t)
             tenant.remember_versions(t, kept)
             # rows change before the vectors: a vector without its row is never shown
             tenant.hold_rows(t, kept.memories)
@@ -342,7 +343,7 @@ class TenantIndexes:
             if t.rebuild_log is not None:
                 t.rebuild_log.append((ids, vectors, removed))
             t.dirty = True
-            self._enforce_budget()
+            self._let_go(self.budget.grew(budget.bytes_of(t) - before))
             if index.needs_rebuild and not t.rebuilding:
                 t.rebuilding = True
                 self.spawn("faiss-rebuild", rebuild.rebuild(t, self.params, self.background))
