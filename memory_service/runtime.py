@@ -38,6 +38,7 @@ from memory_service.infra.fairness import Share, TenantLimiter
 from memory_service.infra.foreground import Foreground
 from memory_service.infra.metrics import IndexStatus, ServiceMetrics
 from memory_service.infra.pagination import CursorCodec
+from memory_service.infra.replicas import RoutedPool
 from memory_service.infra.resilience import CircuitBreaker, GuardedEmbedder
 from memory_service.infra.secret_box import SecretBox
 from memory_service.infra.supervisor import Closer, SupervisionPolicy, Supervisor, close_all
@@ -174,6 +175,8 @@ async def _build(
     metrics = ServiceMetrics()
     supervisor = Supervisor(SupervisionPolicy.of(settings))
     closers.append(supervisor.close)  # runs last: stops whatever an owner left running
+    if isinstance(pool, RoutedPool):
+        closers.append(supervisor.spawn("replica-monitor", pool.replicas.watch).stop)
     breaker = CircuitBreaker(
         "embedder",
         failure_threshold=settings.breaker_failure_threshold,

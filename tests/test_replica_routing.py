@@ -118,3 +118,7 @@ async def test_routing_with_a_standby_url(
         metrics = (await client.get("/metrics")).text
         assert 'memory_db_reads_total{node="standby-1"}' in metrics
         assert 'memory_circuit_state{dependency="database standby-2"} 2.0' in metrics
+        # the standby monitor is one of the supervised loops: counted and restarted
+        assert 'memory_background_restarts_total{loop="replica-monitor"} 0.0' in metrics
+        running = {s.name: s.state for s in app.state.runtime.supervisor.states()}
+        assert running["replica-monitor"] == "running"

@@ -143,7 +143,6 @@ class ReplicaSet:
         self.served: Counter[str] = Counter()  # reads by node name
         self.waited_out = 0  # token reads no standby could serve in time
         self._next = itertools.count()
-        self._monitor: asyncio.Task[None] | None = None
         self._primary: RoutedPool | None = None
         # (when, primary WAL position) as the monitor saw them: a standby's lag is the age
         # of the oldest position it has not replayed yet
@@ -154,13 +153,8 @@ class ReplicaSet:
         for standby in self.standbys:
             await standby.pool.open(wait=False)  # a standby down at start-up is not fatal
         await self.check_all()
-        self._monitor = asyncio.create_task(self._watch(), name="replica-monitor")
 
     async def close(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
         for standby in self.standbys:
             await standby.pool.close()
 
@@ -168,13 +162,13 @@ class ReplicaSet:
         return [s.breaker for s in self.standbys]
 
     # -- health ------------------------------------------------------------------------
-    async def _watch(self) -> None:
+    async def watch(self) -> None:
+        """The standby monitor's loop: probe every ``check_interval_seconds``. Its owner
+        runs it under the process's supervisor, which logs, counts and restarts it if a
+        probe breaks in a way ``check_all`` does not expect."""
         while True:
             await asyncio.sleep(self.check_interval_seconds)
-            try:
-                await self.check_all()
-            except Exception:  # a probe that breaks oddly must not end the monitor
-                log.exception("could not check the standbys; trying again")
+            await self.check_all()
 
     async def check_all(self) -> None:
         try:
