@@ -125,13 +125,19 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
 
 
 def screenshot(driver: Any, name: str, widths: tuple[int, ...] = (1280, 390)) -> list[Path]:
-    """The current page at each width (full height), into tests/artifacts/."""
+    """The current page at each width (full height), into tests/artifacts/; fails when
+    the page is wider than the window at any of them."""
     ARTIFACTS.mkdir(exist_ok=True)
     paths = []
     for width in widths:
         driver.set_window_size(width, 900)
         height = driver.execute_script("return document.documentElement.scrollHeight")
         driver.set_window_size(width, min(max(int(height), 700), 2400))
+        # nothing wider than the window: a wide table or block scrolls inside itself
+        wider = driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert wider <= 1, f"{name} at {width} px is {wider} px wider than the window"
         path = ARTIFACTS / f"{name}-{width}.png"
         driver.save_screenshot(str(path))
         paths.append(path)
