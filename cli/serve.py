@@ -31,6 +31,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_server import protocol
     from memory_service.embedding.embeddings import EmbeddingError, embedder_from_settings
 
     overrides: dict[str, Any] = {}
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         loop=settings.http_loop,
-        http=settings.http_parser,
+        http=protocol(settings.http_parser),  # refusals of unreadable requests as problems
         access_log=False,
         lifespan="on",
     )

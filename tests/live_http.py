@@ -24,6 +24,7 @@ import httpx
 import uvicorn
 
 from api.app import create_app
+from api.http_server import protocol
 from memory_service.config import Settings
 from memory_service.embedding.embeddings import HashEmbedder
 
@@ -35,9 +36,12 @@ async def in_app_loop(client: Any, function: Any, *args: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def serve(settings: Settings, port: int = 0, app: Any = None) -> AsyncIterator[str]:
+async def serve(
+    settings: Settings, port: int = 0, app: Any = None, parser: str = "auto"
+) -> AsyncIterator[str]:
     """The app (``app``, or one built from ``settings``) on a real socket in this event
-    loop; ``port`` fixed lets a test restart it."""
+    loop, under the service's own protocol class for ``parser``; ``port`` fixed lets a
+    test restart it."""
     app = app or create_app(settings, embedder=HashEmbedder(384))
     config = uvicorn.Config(
         app,
@@ -46,6 +50,7 @@ async def serve(settings: Settings, port: int = 0, app: Any = None) -> AsyncIter
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=2,
+        http=protocol(parser),
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
