@@ -59,6 +59,8 @@ async def test_malformed_steps_are_rejected_before_anything_is_written(
     cases: list[tuple[Any, int, str]] = [
         ({"kind": "a", "state_patch": [{"op": "explode", "path": "/x"}]}, 422, "state_patch[0]"),
         ({"kind": "a", "state_patch": [{"op": "add", "path": "/x"}]}, 422, "needs a value"),
+        ({"kind": "a", "state_patch": [{"op": {}, "path": "", "from": ""}]}, 422, "state_patch[0]"),
+        ({"kind": "a", "state_patch": [{"op": ["add"], "path": "/x", "value": 1}]}, 422, "state_patch[0]"),
         ({"kind": "a", "state": {}, "state_patch": []}, 422, "state_patch"),
         ({"kind": "a", "state": {"s": "nul\u0000"}}, 422, "NUL"),
         ({"kind": "a", "seq": 5}, 409, "seq"),

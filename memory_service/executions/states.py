@@ -57,7 +57,7 @@ def check_patch(patch: Any, where: str) -> list[dict[str, Any]]:
         )
     for i, op in enumerate(patch):
         bad = None
-        if not isinstance(op, dict) or op.get("op") not in _OPS:
+        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or op["op"] not in _OPS:
             bad = "an object whose op is add, remove, replace, move, copy or test"
         elif not isinstance(op.get("path"), str):
             bad = "needs a string path"
