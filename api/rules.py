@@ -48,6 +48,30 @@ JSON_VALUE = {
         },
     ]
 }
+# one RFC 6902 operation as ``executions.states.check_patch`` accepts it; whether it
+# applies to the state is the state's question (409), not the shape's
+_PATH = {"type": "string", "pattern": NO_NUL}
+PATCH_OPERATION = {
+    "anyOf": [
+        {
+            "type": "object",
+            "required": ["op", "path", "value"],
+            "properties": {
+                "op": {"enum": ["add", "replace", "test"]}, "path": _PATH, "value": {"$ref": JSON_REF}
+            },
+        },
+        {"type": "object", "required": ["op", "path"], "properties": {"op": {"const": "remove"}, "path": _PATH}},
+        {
+            "type": "object",
+            "required": ["op", "path", "from"],
+            "properties": {"op": {"enum": ["move", "copy"]}, "path": _PATH, "from": _PATH},
+        },
+    ]
+}
+STATE_PATCH = {REPLACE: {"anyOf": [{"type": "array", "items": PATCH_OPERATION}, {"type": "null"}]}}
+# a step gives its whole state or a patch against the previous one, not both (a
+# null state_patch is no patch; a null state is the state null)
+STATE_OR_PATCH = {"not": {"required": ["state", "state_patch"], "properties": {"state_patch": {"type": "array"}}}}
 EXPORT_TYPES = ("memories", "tasks", "environments", "executions", "events")
 NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
@@ -193,7 +217,8 @@ PATH_PARAMETER_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/tasks", "agent_id"): {"pattern": NOT_BLANK},
     ("/v1/tasks", "tag"): {"items": {"type": "string", "pattern": NOT_BLANK}},
     ("/v1/executions/{execution_id}/diff", "from_execution"): uuid_schema(),
-    ("/v1/events/stream", "Last-Event-ID"): {"pattern": r"^\s*[0-9]{1,18}\s*$"},
+    # a header value cannot start with a space (HTTP trims them); a query value may
+    ("/v1/events/stream", "Last-Event-ID"): {"pattern": r"^[0-9]{1,18}[ \t]*$"},
     ("/v1/events/stream", "last_event_id"): {"pattern": r"^\s*[0-9]{1,18}\s*$"},
     ("/v1/changes/stream", "Last-Event-ID"): {"pattern": CURSOR},
     ("/v1/changes", "since"): {"pattern": CURSOR},
@@ -214,7 +239,7 @@ PATH_PARAMETER_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/executions/{execution_id}/diff", "to"): {"anyOf": step_ref()},
     ("/v1/executions/{execution_id}/replay", "from"): {"anyOf": step_ref()},
     ("/v1/executions/{execution_id}/replay", "to"): {"anyOf": step_ref()},
-    ("/v1/executions/{execution_id}/replay", "Last-Event-ID"): {"pattern": SEQ_TEXT},
+    ("/v1/executions/{execution_id}/replay", "Last-Event-ID"): {"pattern": r"^[0-9]{1,9}[ \t]*$"},
     ("/v1/executions/{execution_id}/replay", "last_event_id"): {"pattern": SEQ_TEXT},
     ("/v1/executions/{execution_id}/state", "at"): {"anyOf": step_ref()},
     ("/v1/memories", "filter"): {
@@ -283,7 +308,8 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
             "oneOf": [
                 {"required": ["kind"], "not": {"required": ["steps"]}},
                 {"required": ["steps"], "not": {"required": ["kind"]}},
-            ]
+            ],
+            **STATE_OR_PATCH,
         },
         ("RunCreate", "version"): {"minimum": 1, "maximum": MAX_SEQ},
         ("RollbackIn", "to"): {REPLACE: seq_or_ref()},
@@ -320,6 +346,13 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("TaskCreate", "title"): text,
         ("TaskUpdate", "title"): text,
         ("StepIn", "kind"): {"pattern": STEP_KIND},
+        ("StepIn", "state_patch"): STATE_PATCH,
+        ("StepsIn", "state_patch"): STATE_PATCH,
+        ("execution_schemas_ForkIn", "state_patch"): STATE_PATCH,
+        ("StepIn", OBJECT_RULE): STATE_OR_PATCH,
+        **{("EventIn", name): {"minLength": 1} for name in (
+            "source", "trace_id", "span_id", "task_id", "execution_id", "agent_id"
+        )},
         ("StepsIn", "kind"): {"pattern": STEP_KIND},
         ("EventIn", "type"): {"pattern": EVENT_TYPE, "maxLength": 128},
     }

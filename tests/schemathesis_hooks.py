@@ -53,8 +53,9 @@ def map_case(ctx: Any, case: Any) -> Any:
         if SIGNATURE not in json.dumps(parameter.get("schema", {})):
             continue
         values = case.query if parameter["in"] == "query" else case.headers
-        if isinstance(values, dict):
-            values.pop(parameter["name"], None)
+        if values is not None:  # header names compare without case
+            for name in [n for n in values if n.lower() == parameter["name"].lower()]:
+                del values[name]
     return case
 
 

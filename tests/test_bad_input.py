@@ -175,3 +175,8 @@ async def test_an_empty_last_event_id_is_malformed_not_absent(
     r = await client.get(path, headers={**h, "Last-Event-ID": ""})
     assert r.status_code in (400, 422), r.text
     assert_problem(r, r.status_code, mentions="Last-Event-ID")
+    # given both ways, both are checked: a bad query value is not hidden by a good header
+    r = await client.get(f"{path}?last_event_id=AAA", headers={**h, "Last-Event-ID": "0"})
+    assert_problem(r, 422, mentions="last_event_id")
+    r = await client.get(f"{path}?last_event_id=%C2%B2", headers=h)  # a digit, not ASCII
+    assert_problem(r, 422, mentions="last_event_id")

@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Template
 
 from api.console.rendering import page
 from api.routes.events import EventOut
-from memory_service.events import EventQuery, EventService
+from memory_service.events import EventQuery, EventService, parse_event_id
 
 SEVERITIES = ("debug", "info", "warn", "error")
 RECENT = 50
@@ -78,7 +78,9 @@ class EventPagesController(Controller):
         ] = None,
     ) -> ServerSentEvent:
         query = _query(type, min_severity, task_id)
-        start = await events.stream_start(tenant_id, last_event_id or after)
+        header = parse_event_id(last_event_id or None)  # the browser resends it on reconnect
+        in_query = parse_event_id(after, "after")
+        start = await events.stream_start(tenant_id, header if header is not None else in_query)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             yield ServerSentEventMessage(data=None, comment="stream open", retry=1000)

@@ -23,7 +23,7 @@ from msgspec import Struct
 
 from api.schemas import Strict
 from memory_service.errors import FieldError, InvalidInput
-from memory_service.events import Event, EventQuery, EventService, NewEvent
+from memory_service.events import Event, EventQuery, EventService, NewEvent, parse_event_id
 
 Severity = Literal["debug", "info", "warn", "error"]
 
@@ -195,9 +195,11 @@ class EventController(Controller):
         query = _query(
             type, min_severity, task_id, execution_id, agent_id, since, until, workflow_run_id
         )
-        # an empty Last-Event-ID is a malformed id, not an absent one
-        given = last_event_id_header if last_event_id_header is not None else last_event_id
-        start = await events.stream_start(tenant_id, given)
+        # an empty Last-Event-ID is a malformed id, not an absent one; both are checked,
+        # the header wins
+        header = parse_event_id(last_event_id_header)
+        in_query = parse_event_id(last_event_id, "last_event_id")
+        start = await events.stream_start(tenant_id, header if header is not None else in_query)
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             # first bytes at once, so clients and proxies see the stream is open

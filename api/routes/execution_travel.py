@@ -41,14 +41,14 @@ RefParam = Annotated[
 ]
 
 
-def parse_last_event_id(raw: str | None) -> int | None:
+def parse_last_event_id(raw: str | None, field: str = "Last-Event-ID") -> int | None:
     if raw is None:
         return None
     text = raw.strip()
     if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise InvalidInput(
-            "Last-Event-ID must be the seq of a step this replay sent",
-            errors=[FieldError("Last-Event-ID", "a step seq")],
+            f"{field} must be the seq of a step this replay sent",
+            errors=[FieldError(field, "a step seq")],
         )
     return int(text)
 
@@ -179,9 +179,10 @@ class ExecutionTravelController(Controller):
         ] = None,
         last_event_id: Annotated[str | None, QueryParameter(max_length=32)] = None,
     ) -> ServerSentEvent:
-        after = parse_last_event_id(  # an empty Last-Event-ID is malformed, not absent
-            last_event_id_header if last_event_id_header is not None else last_event_id
-        )
+        # an empty Last-Event-ID is malformed, not absent; both are checked, the header wins
+        header = parse_last_event_id(last_event_id_header)
+        in_query = parse_last_event_id(last_event_id, "last_event_id")
+        after = header if header is not None else in_query
         stream = executions.replay(
             tenant_id,
             execution_id,

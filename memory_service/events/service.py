@@ -33,6 +33,19 @@ STREAM_READ = 500
 MAX_SEQ = 2**63 - 1
 
 
+def parse_event_id(raw: str | None, field: str = "Last-Event-ID") -> int | None:
+    """An event number a stream sent (ASCII digits, spaces around allowed), or None."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_SEQ:
+        raise InvalidInput(
+            f"{field} must be the id of an event this stream sent",
+            errors=[FieldError(field, "an event sequence number")],
+        )
+    return int(text)
+
+
 class EventService:
     def __init__(
         self,
@@ -112,20 +125,13 @@ class EventService:
             await outbox.settle(conn, tenant_id)
             return await store.last_number(conn, tenant_id)
 
-    async def stream_start(self, tenant_id: uuid.UUID, last_event_id: str | None) -> int:
-        """The seq a new stream starts after: Last-Event-ID, or now (only new events)."""
-        if last_event_id is not None:
-            text = last_event_id.strip()
-            if not text.isdigit() or len(text) > 19 or int(text) > MAX_SEQ:
-                raise InvalidInput(
-                    "Last-Event-ID must be the id of an event this stream sent",
-                    errors=[FieldError("Last-Event-ID", "an event sequence number")],
-                )
-            async with wrap_db_errors(), self.pool.connection() as conn:
-                await outbox.settle(conn, tenant_id)
-                return await store.seq_of_number(conn, tenant_id, int(text))
+    async def stream_start(self, tenant_id: uuid.UUID, after: int | None) -> int:
+        """The seq a new stream starts after: the event numbered ``after`` (a client's
+        Last-Event-ID, see ``parse_event_id``), or now (only new events)."""
         async with wrap_db_errors(), self.pool.connection() as conn:
             await outbox.settle(conn, tenant_id)  # staged before the stream began: not new
+            if after is not None:
+                return await store.seq_of_number(conn, tenant_id, after)
             return await store.last_seq(conn, tenant_id)
 
     async def stream(
