@@ -212,3 +212,43 @@ SELECT {step_cols} FROM workflow_steps
 WHERE run_id = %s AND kind = 'wait_for_signal' AND status = 'scheduled'
   AND input ->> 'signal' = %s
 ORDER BY position FOR UPDATE;
+
+-- Completions settled together (memory_service/workflows/completions.py): each
+-- statement covers the whole batch, rows named by their primary keys.
+
+-- name: attempt_rows
+SELECT a.id, a.run_id, a.step_row, a.status, a.lease_token, a.worker_id,
+    a.lease_expires_at < clock_timestamp() AS expired
+FROM unnest(%s::uuid[], %s::uuid[]) AS w (id, tenant)
+JOIN workflow_attempts a ON a.id = w.id AND (w.tenant IS NULL OR a.tenant_id = w.tenant);
+
+-- name: lock_runs
+SELECT {run_cols} FROM workflow_runs WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: lock_steps
+SELECT {step_cols} FROM workflow_steps WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: finish_attempts
+UPDATE workflow_attempts SET status = 'completed', error = NULL, finished_at = clock_timestamp()
+WHERE id = ANY(%s::uuid[]) AND status = 'running';
+
+-- name: complete_steps
+UPDATE workflow_steps s SET status = 'completed', output = v.output, error = NULL,
+    lease_expires_at = NULL, completed_at = clock_timestamp(), updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::jsonb[]) AS v (id, output) WHERE s.id = v.id;
+
+-- name: count_completed_many
+UPDATE workflow_runs r SET steps_completed = r.steps_completed + v.n,
+    updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::int[]) AS v (id, n) WHERE r.id = v.id
+RETURNING r.id, r.steps_completed;
+
+-- name: release_dependents_many
+WITH done (run_id, step_id) AS (SELECT * FROM unnest(%s::uuid[], %s::text[])),
+hits (step_row, n) AS (
+    SELECT s.id, count(*) FROM workflow_steps s
+    JOIN done d ON s.run_id = d.run_id AND d.step_id = ANY(s.depends_on)
+    WHERE s.parent_step IS NULL GROUP BY s.id
+)
+UPDATE workflow_steps s SET pending_deps = s.pending_deps - hits.n FROM hits
+WHERE s.id = hits.step_row RETURNING {step_cols};
