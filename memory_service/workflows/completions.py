@@ -138,21 +138,22 @@ class CompletionBatcher:
 async def settle(tx: Transition, batch: list[Completion]) -> None:
     """Settle ``batch`` in ``tx``: each completion gets its ``result`` or its ``error``."""
     conn = tx.conn
-    rows = await repo.attempt_rows(conn, [(c.attempt_id, c.tenant_id) for c in batch])
-    found = [c for c in batch if c.attempt_id in rows]
+    looked_up = await repo.attempt_rows(conn, [(c.attempt_id, c.tenant_id) for c in batch])
+    rows = {id(c): row for c, row in zip(batch, looked_up, strict=True) if row is not None}
+    found = [c for c in batch if id(c) in rows]
     for c in batch:
-        if c.attempt_id not in rows:
+        if id(c) not in rows:
             c.error = NotFound(f"attempt {c.attempt_id} does not exist")
     if not found:
         return
-    runs = await repo.lock_runs(conn, sorted({str(rows[c.attempt_id]["run_id"]) for c in found}))
+    runs = await repo.lock_runs(conn, sorted({str(rows[id(c)]["run_id"]) for c in found}))
     steps = await repo.lock_steps(
-        conn, sorted({str(rows[c.attempt_id]["step_row"]) for c in found})
+        conn, sorted({str(rows[id(c)]["step_row"]) for c in found})
     )
     settled: list[tuple[Completion, Run, Step]] = []
     seen: set[str] = set()
     for c in found:
-        row = rows[c.attempt_id]
+        row = rows[id(c)]
         step = steps.get(str(row["step_row"]))
         try:
             check_current(row, step, c.token)
@@ -185,9 +186,9 @@ async def settle(tx: Transition, batch: list[Completion]) -> None:
         c.result, c.error = Settled(_worker(c, rows), got), None
 
 
-def _worker(c: Completion, rows: dict[str, dict[str, Any]]) -> str:
+def _worker(c: Completion, rows: dict[int, dict[str, Any]]) -> str:
     chosen = c.then_claim.worker_id if c.then_claim is not None else None
-    return chosen or str(rows[c.attempt_id]["worker_id"])
+    return chosen or str(rows[id(c)]["worker_id"])
 
 
 async def _complete_top_level(tx: Transition, done: list[tuple[Completion, Run, Step]]) -> None:

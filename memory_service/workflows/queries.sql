@@ -217,9 +217,9 @@ ORDER BY position FOR UPDATE;
 -- statement covers the whole batch, rows named by their primary keys.
 
 -- name: attempt_rows
-SELECT a.id, a.run_id, a.step_row, a.status, a.lease_token, a.worker_id,
+SELECT w.i, a.id, a.run_id, a.step_row, a.status, a.lease_token, a.worker_id,
     a.lease_expires_at < clock_timestamp() AS expired
-FROM unnest(%s::uuid[], %s::uuid[]) AS w (id, tenant)
+FROM unnest(%s::uuid[], %s::uuid[]) WITH ORDINALITY AS w (id, tenant, i)
 JOIN workflow_attempts a ON a.id = w.id AND (w.tenant IS NULL OR a.tenant_id = w.tenant);
 
 -- name: lock_runs

@@ -322,11 +322,12 @@ async def cancel_attempts(conn: Conn, run_id: str) -> None:
 # -- completions settled together (one statement for the whole batch each) ----------
 async def attempt_rows(
     conn: Conn, wanted: list[tuple[str, uuid.UUID | None]]
-) -> dict[str, dict[str, Any]]:
-    """The attempts (id, tenant or None for any) that exist, by id; one tenant's id never
-    finds another's attempt."""
+) -> list[dict[str, Any] | None]:
+    """For each (attempt id, tenant or None for any), its attempt row, or None where that
+    tenant has no such attempt (another tenant's is None too)."""
     ids, tenants = [a for a, _ in wanted], [t for _, t in wanted]
-    return {str(r["id"]): r for r in await _rows(conn, Q["attempt_rows"], (ids, tenants))}
+    found = {r["i"]: r for r in await _rows(conn, Q["attempt_rows"], (ids, tenants))}
+    return [found.get(i) for i in range(1, len(wanted) + 1)]
 
 
 async def lock_runs(conn: Conn, run_ids: list[str]) -> dict[str, Run]:
