@@ -61,7 +61,7 @@ async def test_concurrent_completions_share_a_commit_and_each_gets_its_own_answe
             gateway.complete(me, a3["id"], a3["lease_token"], {"v": 3}, then_claim=nxt),
             gateway.complete(me, b["id"], b["lease_token"], {"v": 9}),  # another tenant's
             gateway.complete(them, b["id"], b["lease_token"], {"v": 10}),
-            gateway.complete(me, a4["id"], a4["lease_token"], {"v": 4}),
+            gateway.complete(me, a4["id"], a4["lease_token"], None),  # y cannot resolve
             gateway.complete(me, a1["id"], a1["lease_token"], {"v": 5}),  # a repeat
             return_exceptions=True,
         )
@@ -78,15 +78,16 @@ async def test_concurrent_completions_share_a_commit_and_each_gets_its_own_answe
     claimed = [*first, *third]
     assert len(claimed) == 2 and all(a.step_id == "y" for a in claimed)
     assert all(a.worker_id == "next-worker" and a.tenant_id == me for a in claimed)
-    assert {a.run_id for a in claimed} <= {a1["run_id"], a3["run_id"], a4["run_id"]}
-    rest = await claim(client, h, [queue], max_steps=10)
-    ys = [(a.run_id, a.step_id) for a in claimed] + [(a["run_id"], a["step_id"]) for a in rest]
-    assert len(ys) == len(set(ys)) == 3  # y of runs 1, 3 and 4: each claimed once
+    assert {a.run_id for a in claimed} == {a1["run_id"], a3["run_id"]}
+    assert await claim(client, h, [queue], max_steps=10) == []  # nothing left ready
     # what committed, and what did not
-    for attempt, output in ((a1, {"v": 1}), (a3, {"v": 3}), (a4, {"v": 4})):
+    for attempt, output in ((a1, {"v": 1}), (a3, {"v": 3}), (a4, None)):
         run = await run_state(client, h, attempt["run_id"])
         x = next(s for s in run["steps"] if s["id"] == "x")
         assert x["status"] == "completed" and x["output"] == output, run
+    # x of run 4 completed without the value y refers to: y, and so the run, failed
+    failed = await run_state(client, h, a4["run_id"])
+    assert failed["status"] == "failed" and failed["steps"][1]["status"] == "failed", failed
     assert (await run_state(client, oh, b["run_id"]))["steps"][0]["output"] == {"v": 10}
     untouched = await run_state(client, h, a2["run_id"])
     assert untouched["steps"][0]["status"] == "running"
@@ -166,3 +167,35 @@ async def test_completions_in_one_batch_move_a_run_once_per_step(
     assert r.status_code == 200, r.text
     finished = await run_state(client, h, run["id"])
     assert finished["status"] == "completed" and finished["output"] == {"j": "done"}
+    # both steps of the batch got their own place in the run's execution, in order
+    eid = finished["execution_id"]
+    for _ in range(100):  # appended just after the commit
+        execution = (await client.get(f"/v1/executions/{eid}", headers=h)).json()
+        if execution["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    timeline = (await client.get(f"/v1/executions/{eid}/steps", headers=h)).json()["items"]
+    assert [s["seq"] for s in timeline] == [1, 2, 3]
+    assert [s["name"] for s in timeline] == [a["step_id"] for a in both] + ["j"]
+
+
+async def test_null_outputs_settled_together_are_stored_as_alone(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    queue = f"n{tenant['id'][:8]}"
+    name = await put_workflow(client, h, {"steps": [{"id": "z", "kind": "task", "queue": queue}]})
+    runs = [await start(client, h, name, {}) for _ in range(3)]
+    attempts = await claim(client, h, [queue], max_steps=3)
+    me = uuid.UUID(tenant["id"])
+    gateway = runtime_of(client).workflows.workers
+
+    async def together() -> list[Any]:
+        return await asyncio.gather(
+            *(gateway.complete(me, a["id"], a["lease_token"], None) for a in attempts)
+        )
+
+    assert await in_app_loop(client, together) == [[], [], []]
+    for run in runs:
+        done = await run_state(client, h, run["id"])
+        assert done["status"] == "completed" and done["output"] == {"z": None}, done

@@ -31,12 +31,15 @@ from typing import Any
 from memory_service.errors import Conflict, FieldError, NotFound
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo
+from memory_service.workflows.definitions import iter_refs, ref_step
 from memory_service.workflows.models import Attempt, Run, Step
+from memory_service.workflows.refs import RefError, resolve
 from memory_service.workflows.service import WorkflowService
 from memory_service.workflows.transition import Transition
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 64
+_OWN_ACTIVATION = ("map", "sleep", "wait_for_signal")  # activated by ``engine.activate``
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +150,7 @@ async def settle(tx: Transition, batch: list[Completion]) -> None:
     if not found:
         return
     runs = await repo.lock_runs(conn, sorted({str(rows[id(c)]["run_id"]) for c in found}))
-    steps = await repo.lock_steps(
-        conn, sorted({str(rows[id(c)]["step_row"]) for c in found})
-    )
+    steps = await repo.lock_steps(conn, sorted({str(rows[id(c)]["step_row"]) for c in found}))
     settled: list[tuple[Completion, Run, Step]] = []
     seen: set[str] = set()
     for c in found:
@@ -228,9 +229,44 @@ async def _complete_top_level(tx: Transition, done: list[tuple[Completion, Run, 
     moving = [(run.id, step.step_id) for _, run, step in done if run.status == "running"]
     if not moving:
         return
-    for follower in await repo.release_dependents_many(conn, moving):
-        if follower.pending_deps == 0 and follower.status == "pending":
-            await engine.activate(tx, runs[follower.run_id], follower)
+    released = await repo.release_dependents_many(conn, moving)
+    await _activate_all(
+        tx, runs, [f for f in released if f.pending_deps == 0 and f.status == "pending"]
+    )
+
+
+async def _activate_all(tx: Transition, runs: dict[str, Run], steps: list[Step]) -> None:
+    """``engine.activate`` for each step; task steps (most) with one read of the outputs
+    their inputs refer to and one write for all of them."""
+    tasks = [s for s in steps if s.kind not in _OWN_ACTIVATION]
+    wanted = {
+        s.row: sorted({i for r in iter_refs(s.spec["input"]) if (i := ref_step(r))}) for s in tasks
+    }
+    pairs = sorted({(s.run_id, sid) for s in tasks for sid in wanted[s.row]})
+    found = await repo.outputs_many(tx.conn, pairs) if pairs else {}
+    ready: list[tuple[Step, Any]] = []
+    unresolved: list[tuple[Step, RefError]] = []
+    for s in tasks:
+        outputs = {
+            i: {"output": found[(s.run_id, i)]} for i in wanted[s.row] if (s.run_id, i) in found
+        }
+        try:
+            ready.append(
+                (s, resolve(s.spec["input"], {"input": runs[s.run_id].input, "steps": outputs}))
+            )
+        except RefError as exc:
+            unresolved.append((s, exc))
+    if ready:
+        await repo.make_ready(tx.conn, ready)
+        for s, _ in ready:
+            tx.emit("workflow.step.ready", runs[s.run_id], s, queue=s.queue)
+            tx.wake_step(s)
+    # after the others are ready, as one by one: a failing run cancels them
+    for s, why in unresolved:
+        await engine.fail_step(tx, runs[s.run_id], s, str(why), retryable=False)
+    for s in steps:
+        if s.kind in _OWN_ACTIVATION:
+            await engine.activate(tx, runs[s.run_id], s)
 
 
 def announce_claims(tx: Transition, claimed: list[Attempt]) -> None:

@@ -252,3 +252,29 @@ hits (step_row, n) AS (
 )
 UPDATE workflow_steps s SET pending_deps = s.pending_deps - hits.n FROM hits
 WHERE s.id = hits.step_row RETURNING {step_cols};
+
+-- name: assign_timeline_seqs
+WITH v (run_id, step_row, i) AS (
+    SELECT * FROM unnest(%s::uuid[], %s::uuid[]) WITH ORDINALITY
+), n (run_id, c) AS (
+    SELECT run_id, count(*)::int FROM v GROUP BY run_id
+), r AS (
+    UPDATE workflow_runs w SET timeline_head = w.timeline_head + n.c FROM n
+    WHERE w.id = n.run_id RETURNING w.id, w.timeline_head
+), seqs (step_row, seq) AS (
+    SELECT v.step_row, r.timeline_head - n.c + row_number() OVER (PARTITION BY v.run_id ORDER BY v.i)
+    FROM v JOIN r ON r.id = v.run_id JOIN n ON n.run_id = v.run_id
+)
+UPDATE workflow_steps s SET timeline_seq = seqs.seq FROM seqs WHERE s.id = seqs.step_row
+RETURNING s.id, s.timeline_seq;
+
+-- name: outputs_many
+SELECT s.run_id, s.step_id, s.output
+FROM unnest(%s::uuid[], %s::text[]) AS w (run_id, step_id)
+JOIN workflow_steps s ON s.run_id = w.run_id AND s.step_id = w.step_id
+WHERE s.status = 'completed';
+
+-- name: make_ready
+UPDATE workflow_steps s SET status = 'ready', input = v.input, available_at = clock_timestamp(),
+    updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::jsonb[]) AS v (id, input) WHERE s.id = v.id;

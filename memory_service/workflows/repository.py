@@ -345,8 +345,23 @@ async def finish_attempts(conn: Conn, attempt_ids: list[str]) -> None:
 
 async def complete_steps(conn: Conn, outputs: list[tuple[Step, Any]]) -> None:
     """Records each step's output (the rows only: the caller updates the ``Step``s)."""
-    rows, values = [s.row for s, _ in outputs], [Jsonb(o) for _, o in outputs]
+    rows, values = [s.row for s, _ in outputs], [_json(o) for _, o in outputs]
     await conn.execute(Q["complete_steps"], (rows, values))
+
+
+async def outputs_many(conn: Conn, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The outputs of the completed steps among (run, step id) pairs."""
+    params = ([r for r, _ in wanted], [s for _, s in wanted])
+    cur = await conn.execute(Q["outputs_many"], params)
+    return {(str(run_id), sid): out for run_id, sid, out in await cur.fetchall()}
+
+
+async def make_ready(conn: Conn, inputs: list[tuple[Step, Any]]) -> None:
+    """Task steps become ready now with their resolved inputs (the ``Step``s too)."""
+    rows, values = [s.row for s, _ in inputs], [_json(i) for _, i in inputs]
+    await conn.execute(Q["make_ready"], (rows, values))
+    for step, value in inputs:
+        step.status, step.input = "ready", value
 
 
 async def count_completed_many(conn: Conn, deltas: dict[str, int]) -> dict[str, int]:
@@ -387,10 +402,11 @@ async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
 
 
 async def assign_timeline_seqs(conn: Conn, steps: list[tuple[str, str]]) -> list[int]:
-    """``assign_timeline_seq`` for each (run, step row), in order, sent together."""
-    cursors = [await conn.execute(Q["assign_timeline_seq"], pair) for pair in steps]
-    found = [await cur.fetchone() for cur in cursors]
-    return [int(row[0]) for row in found if row is not None]
+    """``assign_timeline_seq`` for each (run, step row), in order, in one statement."""
+    params = ([r for r, _ in steps], [s for _, s in steps])
+    cur = await conn.execute(Q["assign_timeline_seqs"], params)
+    seqs = {str(row): int(seq) for row, seq in await cur.fetchall()}
+    return [seqs[s] for _, s in steps]
 
 
 async def unappended(conn: Conn, run_id: str) -> list[Step]:
