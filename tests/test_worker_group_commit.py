@@ -122,6 +122,8 @@ async def test_a_batch_whose_transaction_fails_settles_each_completion_alone(
     assert isinstance(answers[1], Exception)
     assert [type(a).__name__ for i, a in enumerate(answers) if i != 1] == ["Settled"] * 3
     assert "settling each alone" in caplog.text
+    scraped = (await client.get("/metrics")).text
+    assert f'memory_workflow_completions_total{{what="fallbacks"}} {batcher.fallbacks}.0' in scraped
     for i, attempt in enumerate(good):
         run = await run_state(client, h, attempt["run_id"])
         assert run["steps"][0]["output"] == {"v": i} and run["steps"][1]["status"] == "ready"
