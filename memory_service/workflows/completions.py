@@ -197,19 +197,13 @@ async def _complete_top_level(tx: Transition, done: list[tuple[Completion, Run, 
     conn = tx.conn
     await repo.complete_steps(conn, [(step, c.output) for c, _, step in done])
     for c, run, step in done:
-        step.status, step.output, step.error, step.lease_expires_at = (
-            "completed",
-            c.output,
-            None,
-            None,
-        )
+        step.status, step.output = "completed", c.output
+        step.error = step.lease_expires_at = None
         tx.emit("workflow.step.completed", run, step, attempt=step.attempts or None)
-    timed = [(run.id, step.row) for _, run, step in done if run.execution_id is not None]
+    timed = [(run.id, step.row) for _, run, step in _timed(done)]
     if timed:
         seqs = await repo.assign_timeline_seqs(conn, timed)
-        for (_, run, step), seq in zip(
-            [d for d in done if d[1].execution_id is not None], seqs, strict=True
-        ):
+        for (_, run, step), seq in zip(_timed(done), seqs, strict=True):
             step.timeline_seq = seq
             tx.timelines.add(run.id)
     deltas: dict[str, int] = {}
@@ -217,7 +211,6 @@ async def _complete_top_level(tx: Transition, done: list[tuple[Completion, Run, 
         deltas[run.id] = deltas.get(run.id, 0) + 1
     counts = await repo.count_completed_many(conn, deltas)
     runs = {run.id: run for _, run, _ in done}
-    moving: list[tuple[str, str]] = []
     for run_id, run in runs.items():
         run.steps_completed = counts[run_id]
         if run.steps_completed >= run.steps_total:
@@ -233,6 +226,10 @@ async def _complete_top_level(tx: Transition, done: list[tuple[Completion, Run, 
     await _activate_all(
         tx, runs, [f for f in released if f.pending_deps == 0 and f.status == "pending"]
     )
+
+
+def _timed(done: list[tuple[Completion, Run, Step]]) -> list[tuple[Completion, Run, Step]]:
+    return [d for d in done if d[1].execution_id is not None]  # runs with an execution
 
 
 async def _activate_all(tx: Transition, runs: dict[str, Run], steps: list[Step]) -> None:
