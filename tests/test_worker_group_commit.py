@@ -201,3 +201,40 @@ async def test_null_outputs_settled_together_are_stored_as_alone(
     for run in runs:
         done = await run_state(client, h, run["id"])
         assert done["status"] == "completed" and done["output"] == {"z": None}, done
+
+
+async def test_map_items_completed_in_one_batch_complete_their_map_once(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    queue = f"m{tenant['id'][:8]}"
+    body = {
+        "steps": [
+            {"id": "m", "kind": "map", "over": {"$ref": "input.items"},
+             "step": {"kind": "task", "queue": queue, "input": {"x": {"$ref": "item"}}}},
+            {"id": "total", "kind": "task", "queue": queue, "depends_on": ["m"],
+             "input": {"all": {"$ref": "steps.m.output"}}},
+        ]
+    }  # fmt: skip
+    run = await start(client, h, await put_workflow(client, h, body), {"items": [1, 2, 3]})
+    items = await claim(client, h, [queue], max_steps=5)
+    assert sorted(a["step_id"] for a in items) == ["m[0]", "m[1]", "m[2]"]
+    me = uuid.UUID(tenant["id"])
+    gateway = runtime_of(client).workflows.workers
+    nxt = NextClaim([queue], max_steps=5)
+
+    async def together() -> tuple[int, list[Any]]:
+        batches = gateway.completions.batches
+        answers = await asyncio.gather(
+            *(gateway.complete(me, a["id"], a["lease_token"], a["input"]["x"] * 10, then_claim=nxt)
+              for a in items)
+        )  # fmt: skip
+        return gateway.completions.batches - batches, answers
+
+    took, answers = await in_app_loop(client, together)
+    assert took == 1
+    [total] = [a for got in answers for a in got]  # made ready once, claimed once
+    assert total.step_id == "total" and total.input == {"all": [10, 20, 30]}
+    state = await run_state(client, h, run["id"])
+    m = next(s for s in state["steps"] if s["id"] == "m")
+    assert m["status"] == "completed" and m["output"] == [10, 20, 30]
