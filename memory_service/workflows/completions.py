@@ -15,9 +15,11 @@ still current, the lease not run out): one that fails gets its own ``NotFound``
 or ``Conflict`` and changes nothing, while the others of the batch commit. If
 the batch's transaction fails as a whole (a database error), every completion
 of it is settled again alone, so that one bad completion cannot fail the
-others. Each statement names its rows by primary key, taken from attempts
-looked up with their own request's tenant, so a batch may mix tenants safely;
-the progress events are staged per tenant, in the order of their causes.
+others; only when the database is away (``Unavailable``) does the whole batch
+get that answer at once, each completion unacknowledged and safe to retry.
+Each statement names its rows by primary key, taken from attempts looked up
+with their own request's tenant, so a batch may mix tenants safely; the
+progress events are staged per tenant, in the order of their causes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from memory_service.errors import Conflict, FieldError, NotFound
+from memory_service.errors import Conflict, FieldError, NotFound, Unavailable
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo
 from memory_service.workflows.definitions import iter_refs, ref_step
@@ -113,8 +115,11 @@ class CompletionBatcher:
             async with self.service.transition() as tx:
                 await settle(tx, batch)
         except Exception as exc:
-            if len(batch) == 1:
-                batch[0].error, batch[0].result = exc, None
+            if len(batch) == 1 or isinstance(exc, Unavailable):
+                # the database away (or the pool out of connections) fails each alike:
+                # settling them one by one would wait for it once per completion
+                for item in batch:
+                    item.error, item.result = exc, None
             else:
                 self.fallbacks += 1
                 log.warning(
