@@ -9,6 +9,8 @@ the process's listener wakes that tenant's waiting claims, and a poll every
 that come due. Completing or failing checks the token under the step's row
 lock: a stale, repeated or late call is a ``Conflict`` and changes nothing, so
 each step's output is recorded exactly once although delivery is at least once.
+Completions that arrive together share one transaction
+(``memory_service.workflows.completions``), each with its own answer.
 """
 
 from __future__ import annotations
