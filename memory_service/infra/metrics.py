@@ -288,6 +288,17 @@ class _RuntimeCollector(Collector):
                 "Outbox mover passes that found the database away and retried",
                 value=outbox.retries,
             )
+        completions = runtime.workflows.workers.completions
+        settled = CounterMetricFamily(
+            "memory_workflow_completions",
+            "Step completions settled together: transactions they took, completions, and "
+            "batches whose transaction failed and were settled one by one",
+            labels=["what"],
+        )
+        settled.add_metric(["batches"], completions.batches)
+        settled.add_metric(["completions"], completions.completions)
+        settled.add_metric(["fallbacks"], completions.fallbacks)
+        yield settled
         yield from runtime.supervisor.metric_families()
         fanout = runtime.event_fanout
         if fanout is not None:

@@ -212,3 +212,69 @@ SELECT {step_cols} FROM workflow_steps
 WHERE run_id = %s AND kind = 'wait_for_signal' AND status = 'scheduled'
   AND input ->> 'signal' = %s
 ORDER BY position FOR UPDATE;
+
+-- Completions settled together (memory_service/workflows/completions.py): each
+-- statement covers the whole batch, rows named by their primary keys.
+
+-- name: attempt_rows
+SELECT w.i, a.id, a.run_id, a.step_row, a.status, a.lease_token, a.worker_id,
+    a.lease_expires_at < clock_timestamp() AS expired
+FROM unnest(%s::uuid[], %s::uuid[]) WITH ORDINALITY AS w (id, tenant, i)
+JOIN workflow_attempts a ON a.id = w.id AND (w.tenant IS NULL OR a.tenant_id = w.tenant);
+
+-- name: lock_runs
+SELECT {run_cols} FROM workflow_runs WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: lock_steps
+SELECT {step_cols} FROM workflow_steps WHERE id = ANY(%s::uuid[]) ORDER BY id FOR UPDATE;
+
+-- name: finish_attempts
+UPDATE workflow_attempts SET status = 'completed', error = NULL, finished_at = clock_timestamp()
+WHERE id = ANY(%s::uuid[]) AND status = 'running';
+
+-- name: complete_steps
+UPDATE workflow_steps s SET status = 'completed', output = v.output, error = NULL,
+    lease_expires_at = NULL, completed_at = clock_timestamp(), updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::jsonb[]) AS v (id, output) WHERE s.id = v.id;
+
+-- name: count_completed_many
+UPDATE workflow_runs r SET steps_completed = r.steps_completed + v.n,
+    updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::int[]) AS v (id, n) WHERE r.id = v.id
+RETURNING r.id, r.steps_completed;
+
+-- name: release_dependents_many
+WITH done (run_id, step_id) AS (SELECT * FROM unnest(%s::uuid[], %s::text[])),
+hits (step_row, n) AS (
+    SELECT s.id, count(*) FROM workflow_steps s
+    JOIN done d ON s.run_id = d.run_id AND d.step_id = ANY(s.depends_on)
+    WHERE s.parent_step IS NULL GROUP BY s.id
+)
+UPDATE workflow_steps s SET pending_deps = s.pending_deps - hits.n FROM hits
+WHERE s.id = hits.step_row RETURNING {step_cols};
+
+-- name: assign_timeline_seqs
+WITH v (run_id, step_row, i) AS (
+    SELECT * FROM unnest(%s::uuid[], %s::uuid[]) WITH ORDINALITY
+), n (run_id, c) AS (
+    SELECT run_id, count(*)::int FROM v GROUP BY run_id
+), r AS (
+    UPDATE workflow_runs w SET timeline_head = w.timeline_head + n.c FROM n
+    WHERE w.id = n.run_id RETURNING w.id, w.timeline_head
+), seqs (step_row, seq) AS (
+    SELECT v.step_row, r.timeline_head - n.c + row_number() OVER (PARTITION BY v.run_id ORDER BY v.i)
+    FROM v JOIN r ON r.id = v.run_id JOIN n ON n.run_id = v.run_id
+)
+UPDATE workflow_steps s SET timeline_seq = seqs.seq FROM seqs WHERE s.id = seqs.step_row
+RETURNING s.id, s.timeline_seq;
+
+-- name: outputs_many
+SELECT s.run_id, s.step_id, s.output
+FROM unnest(%s::uuid[], %s::text[]) AS w (run_id, step_id)
+JOIN workflow_steps s ON s.run_id = w.run_id AND s.step_id = w.step_id
+WHERE s.status = 'completed';
+
+-- name: make_ready
+UPDATE workflow_steps s SET status = 'ready', input = v.input, available_at = clock_timestamp(),
+    updated_at = clock_timestamp()
+FROM unnest(%s::uuid[], %s::jsonb[]) AS v (id, input) WHERE s.id = v.id;

@@ -277,6 +277,27 @@ async def claim(
     return [attempt_of(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
 
 
+async def claim_many(
+    conn: Conn, claims: list[tuple[uuid.UUID | None, list[str], int, float, str]]
+) -> list[list[Attempt]]:
+    """``claim`` for each (tenant, queues, n, lease_s, worker), in order, sent together:
+    one round trip in pipeline mode; a later claim sees the earlier ones' steps taken."""
+    cursors = []
+    for tenant_id, queues, n, lease_s, worker_id in claims:
+        tenant = sql.SQL("tenant_id = %(tenant)s") if tenant_id else sql.SQL("true")
+        params = {
+            "tenant": tenant_id,
+            "queues": queues,
+            "n": n,
+            "lease": lease_s,
+            "worker": worker_id,
+        }
+        cur = conn.cursor(row_factory=dict_row)
+        await cur.execute(_fmt("claim", tenant=tenant), params)
+        cursors.append(cur)
+    return [[attempt_of(r) for r in await cur.fetchall()] for cur in cursors]
+
+
 async def attempt_row(conn: Conn, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any] | None:
     rows = await _rows(conn, Q["attempt_row"], (attempt_id, tenant_id, tenant_id))
     return rows[0] if rows else None
@@ -296,6 +317,65 @@ async def extend_lease(conn: Conn, attempt_id: str, lease_s: float) -> datetime:
 
 async def cancel_attempts(conn: Conn, run_id: str) -> None:
     await conn.execute(Q["cancel_attempts"], (run_id,))
+
+
+# -- completions settled together (one statement for the whole batch each) ----------
+async def attempt_rows(
+    conn: Conn, wanted: list[tuple[str, uuid.UUID | None]]
+) -> list[dict[str, Any] | None]:
+    """For each (attempt id, tenant or None for any), its attempt row, or None where that
+    tenant has no such attempt (another tenant's is None too)."""
+    ids, tenants = [a for a, _ in wanted], [t for _, t in wanted]
+    found = {r["i"]: r for r in await _rows(conn, Q["attempt_rows"], (ids, tenants))}
+    return [found.get(i) for i in range(1, len(wanted) + 1)]
+
+
+async def lock_runs(conn: Conn, run_ids: list[str]) -> dict[str, Run]:
+    """Locks the runs in id order (every batch in the same order: no deadlock)."""
+    return {r.id: r for r in map(run_of, await _rows(conn, Q["lock_runs"], (run_ids,)))}
+
+
+async def lock_steps(conn: Conn, step_rows: list[str]) -> dict[str, Step]:
+    return {s.row: s for s in map(step_of, await _rows(conn, Q["lock_steps"], (step_rows,)))}
+
+
+async def finish_attempts(conn: Conn, attempt_ids: list[str]) -> None:
+    await conn.execute(Q["finish_attempts"], (attempt_ids,))
+
+
+async def complete_steps(conn: Conn, outputs: list[tuple[Step, Any]]) -> None:
+    """Records each step's output (the rows only: the caller updates the ``Step``s)."""
+    rows, values = [s.row for s, _ in outputs], [_json(o) for _, o in outputs]
+    await conn.execute(Q["complete_steps"], (rows, values))
+
+
+async def outputs_many(conn: Conn, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+    """The outputs of the completed steps among (run, step id) pairs."""
+    params = ([r for r, _ in wanted], [s for _, s in wanted])
+    cur = await conn.execute(Q["outputs_many"], params)
+    return {(str(run_id), sid): out for run_id, sid, out in await cur.fetchall()}
+
+
+async def make_ready(conn: Conn, inputs: list[tuple[Step, Any]]) -> None:
+    """Task steps become ready now with their resolved inputs (the ``Step``s too)."""
+    rows, values = [s.row for s, _ in inputs], [_json(i) for _, i in inputs]
+    await conn.execute(Q["make_ready"], (rows, values))
+    for step, value in inputs:
+        step.status, step.input = "ready", value
+
+
+async def count_completed_many(conn: Conn, deltas: dict[str, int]) -> dict[str, int]:
+    params = (list(deltas), list(deltas.values()))
+    cur = await conn.execute(Q["count_completed_many"], params)
+    return {str(run_id): int(n) for run_id, n in await cur.fetchall()}
+
+
+async def release_dependents_many(conn: Conn, done: list[tuple[str, str]]) -> list[Step]:
+    """One fewer pending dependency per (run, step id) in ``done`` that each top-level step
+    waits for; returns the steps changed, in run and position order."""
+    params = ([r for r, _ in done], [s for _, s in done])
+    rows = await _rows(conn, Q["release_dependents_many"], params)
+    return sorted((step_of(r) for r in rows), key=lambda s: (s.run_id, s.position))
 
 
 # -- timers and leases ------------------------------------------------------------------
@@ -319,6 +399,14 @@ async def lock_timeline(conn: Conn, run_id: str) -> None:
 async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
     """The completed step's place in the run's execution (under the run's lock)."""
     return int(await _value(conn, Q["assign_timeline_seq"], (run_id, step_row)))
+
+
+async def assign_timeline_seqs(conn: Conn, steps: list[tuple[str, str]]) -> list[int]:
+    """``assign_timeline_seq`` for each (run, step row), in order, in one statement."""
+    params = ([r for r, _ in steps], [s for _, s in steps])
+    cur = await conn.execute(Q["assign_timeline_seqs"], params)
+    seqs = {str(row): int(seq) for row, seq in await cur.fetchall()}
+    return [seqs[s] for _, s in steps]
 
 
 async def unappended(conn: Conn, run_id: str) -> list[Step]:

@@ -9,22 +9,30 @@ the process's listener wakes that tenant's waiting claims, and a poll every
 that come due. Completing or failing checks the token under the step's row
 lock: a stale, repeated or late call is a ``Conflict`` and changes nothing, so
 each step's output is recorded exactly once although delivery is at least once.
+Completions that arrive together share one transaction
+(``memory_service.workflows.completions``), each with its own answer.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from memory_service.errors import Conflict, FieldError, InvalidInput, NotFound
+from memory_service.errors import FieldError, InvalidInput, NotFound
 from memory_service.events.fanout import EventFanout
 from memory_service.records.tenants import parse_uuid
 from memory_service.validation import check_text
 from memory_service.workflows import engine
 from memory_service.workflows import repository as repo
+from memory_service.workflows.completions import (
+    Completion,
+    CompletionBatcher,
+    NextClaim,
+    announce_claims,
+    check_current,
+)
 from memory_service.workflows.definitions import QUEUE
 from memory_service.workflows.models import Attempt, Run, Step
 from memory_service.workflows.service import WorkflowService
@@ -37,22 +45,11 @@ MAX_CLAIM = 100
 MAX_QUEUES = 20
 
 
-@dataclass(frozen=True, slots=True)
-class NextClaim:
-    """What a worker completing an attempt claims next (``worker_id``: the attempt's
-    worker when None)."""
-
-    queues: list[str]
-    max_steps: int = 1
-    lease_s: float = 30.0
-    wait_s: float = 0.0
-    worker_id: str | None = None
-
-    def check(self, *, internal: bool = False) -> None:
-        worker_id = "the attempt's worker" if self.worker_id is None else self.worker_id
-        check_claim(
-            worker_id, self.queues, self.max_steps, self.lease_s, self.wait_s, internal=internal
-        )
+def check_next_claim(claim: NextClaim, *, internal: bool = False) -> None:
+    worker_id = "the attempt's worker" if claim.worker_id is None else claim.worker_id
+    check_claim(
+        worker_id, claim.queues, claim.max_steps, claim.lease_s, claim.wait_s, internal=internal
+    )
 
 
 class WorkerGateway:
@@ -62,6 +59,7 @@ class WorkerGateway:
         self.service = service
         self.wakeups = wakeups
         self.poll_interval_s = poll_interval_s
+        self.completions = CompletionBatcher(service)
 
     async def claim(
         self,
@@ -84,7 +82,7 @@ class WorkerGateway:
                     claimed = await repo.claim(
                         tx.conn, tenant_id, queues, max_steps, lease_s, worker_id
                     )
-                    _announce_claims(tx, claimed)
+                    announce_claims(tx, claimed)
                 left = deadline - time.monotonic()
                 if claimed or left <= 0:
                     return claimed
@@ -100,7 +98,7 @@ class WorkerGateway:
         async with self.service.transition() as tx:
             row = await _attempt(tx, tenant_id, attempt_id)
             step = await repo.get_step(tx.conn, str(row["step_row"]))
-            _check_current(row, step, token)
+            check_current(row, step, token)
             return await repo.extend_lease(tx.conn, attempt_id, lease_s)
 
     async def complete(
@@ -117,22 +115,14 @@ class WorkerGateway:
         wait up to its ``wait_s`` after the commit when none was ready."""
         self.service.check_json(output, "output")
         if then_claim is not None:
-            then_claim.check(internal=tenant_id is None)
-
-        async def act(tx: Transition, run: Run, step: Step) -> None:
-            await repo.finish_attempt(tx.conn, attempt_id, "completed")
-            await engine.complete_step(tx, run, step, output)
-
-        async with self.service.transition() as tx:
-            row = await self._settle_in(tx, tenant_id, attempt_id, token, act)
-            if then_claim is None:
-                return []
-            worker_id = then_claim.worker_id or str(row["worker_id"])
-            claimed = await repo.claim(
-                tx.conn, tenant_id, then_claim.queues, then_claim.max_steps,
-                then_claim.lease_s, worker_id,
-            )  # fmt: skip
-            _announce_claims(tx, claimed)
+            check_next_claim(then_claim, internal=tenant_id is None)
+        parse_uuid(attempt_id, "attempt_id")
+        settled = await self.completions.complete(
+            Completion(tenant_id, attempt_id, token, output, then_claim)
+        )
+        if then_claim is None:
+            return []
+        claimed, worker_id = settled.claimed, settled.worker_id
         if claimed or then_claim.wait_s <= 0:
             return claimed
         return await self.claim(
@@ -151,7 +141,9 @@ class WorkerGateway:
 
         await self._settle(tenant_id, attempt_id, token, act)
 
-    async def _settle(self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any) -> None:
+    async def _settle(
+        self, tenant_id: uuid.UUID | None, attempt_id: str, token: str, act: Any
+    ) -> None:
         async with self.service.transition() as tx:
             await self._settle_in(tx, tenant_id, attempt_id, token, act)
 
@@ -162,7 +154,7 @@ class WorkerGateway:
         run = await repo.get_run(tx.conn, None, str(row["run_id"]), lock=True)
         step = await repo.get_step(tx.conn, str(row["step_row"]))
         assert run is not None
-        _check_current(row, step, token)
+        check_current(row, step, token)
         assert step is not None
         await act(tx, run, step)
         return row
@@ -189,41 +181,12 @@ class WorkerGateway:
                 await engine.fail_step(tx, run, step, "the lease expired", retryable=True)
 
 
-def _announce_claims(tx: Transition, claimed: list[Attempt]) -> None:
-    for a in claimed:
-        tx.emit_for(
-            "workflow.step.claimed",
-            a.tenant_id,
-            a.run_id,
-            a.workflow,
-            a.execution_id,
-            step_id=a.step_id,
-            kind=a.kind,
-            attempt=a.number,
-            worker_id=a.worker_id,
-        )
-
-
 async def _attempt(tx: Transition, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any]:
     parse_uuid(attempt_id, "attempt_id")
     row = await repo.attempt_row(tx.conn, tenant_id, attempt_id)
     if row is None:
         raise NotFound(f"attempt {attempt_id} does not exist")
     return row
-
-
-def _check_current(row: dict[str, Any], step: Step | None, token: str) -> None:
-    if str(row["lease_token"]) != token:
-        raise Conflict(
-            "the lease token does not match this attempt",
-            errors=[FieldError("lease_token", "stale or wrong")],
-        )
-    if row["status"] != "running":
-        raise Conflict(f"the attempt is already {row['status']}")
-    if step is None or step.current_attempt != str(row["id"]) or step.status != "running":
-        raise Conflict("the attempt is no longer current: its step moved on")
-    if row["expired"]:
-        raise Conflict("the attempt's lease ran out; the step goes back to the queue")
 
 
 def _check_lease(lease_s: float) -> None:
