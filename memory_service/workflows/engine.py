@@ -20,6 +20,7 @@ from memory_service.workflows import repository as repo
 from memory_service.workflows.definitions import MAX_SLEEP_S, iter_refs, ref_step
 from memory_service.workflows.models import Run, Step
 from memory_service.workflows.refs import RefError, resolve
+from memory_service.workflows.statements import NOW, DbClock
 from memory_service.workflows.transition import DRIVER, Transition
 
 MAX_MAP_ITEMS = 1000
@@ -41,7 +42,7 @@ async def activate(tx: Transition, run: Run, step: Step) -> None:
             await _wait_for_signal(tx, run, step, step_input)
         else:
             await repo.update_step(
-                tx.conn, step, status="ready", input=step_input, available_at=repo.NOW
+                tx.conn, step, status="ready", input=step_input, available_at=NOW
             )
             tx.emit("workflow.step.ready", run, step, queue=step.queue)
             tx.wake_step(step)
@@ -128,7 +129,7 @@ async def complete_step(tx: Transition, run: Run, step: Step, output: Any) -> No
         step,
         status="completed",
         output=output,
-        completed_at=repo.NOW,
+        completed_at=NOW,
         lease_expires_at=None,
         error=None,
     )
@@ -178,7 +179,7 @@ async def fail_step(tx: Transition, run: Run, step: Step, error: str, *, retryab
             error=error,
             current_attempt=None,
             lease_expires_at=None,
-            available_at=repo.DbClock(delay),
+            available_at=DbClock(delay),
         )
         tx.emit(
             "workflow.step.retrying",

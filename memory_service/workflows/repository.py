@@ -1,7 +1,7 @@
 """All workflow SQL: definitions, runs, steps, attempts, signals and the run timelines.
 
-The statements are named queries in ``queries.sql`` beside this module, which is
-their only reader. Every function takes a connection whose transaction the
+The statements are named queries in ``queries.sql`` beside this module, loaded and
+run through ``statements``. Every function takes a connection whose transaction the
 caller owns, so one engine transition is one transaction however many of these
 it calls. Locks are taken in one order everywhere, the run row before its step
 rows, so transitions never deadlock; claims lock only step rows, and skip the
@@ -10,69 +10,28 @@ locked ones.
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
 from memory_service.workflows.rows import attempt_of, definition_of, run_of, step_of
-
-Conn = AsyncConnection[Any]
-RUN_COLS = (
-    "id, tenant_id, definition_id, workflow, version, status, input, output, error, "
-    "idempotency_key, forked_from, fork_step, execution_id, timeline_closed, steps_total, "
-    "steps_completed, created_at, updated_at, finished_at, seq"
+from memory_service.workflows.statements import (
+    _JSON_FIELDS,
+    _LOCK,
+    _STEP_FIELDS,
+    Conn,
+    DbClock,
+    Q,
+    fetch_all,
+    fetch_value,
+    fmt,
+    json_param,
 )
-STEP_COLS = (
-    "id, run_id, tenant_id, step_id, parent_step, item_index, position, kind, queue, status, "
-    "depends_on, pending_deps, children_left, spec, input, output, error, attempts, retry_base, "
-    "available_at, current_attempt, lease_expires_at, reused, created_at, updated_at, "
-    "completed_at"
-)
-_STEP_FIELDS = {
-    "status", "input", "output", "error", "attempts", "available_at", "current_attempt",
-    "lease_expires_at", "retry_base", "children_left", "pending_deps", "completed_at",
-}  # fmt: skip
-_JSON_FIELDS = {"input", "output"}
-_LOCK = {True: sql.SQL("FOR UPDATE"), False: sql.SQL("")}
-
-
-def _load_queries() -> dict[str, str]:
-    text = (Path(__file__).with_name("queries.sql")).read_text()
-    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)[1:]
-    return {
-        name: body.strip()
-        .rstrip(";")
-        .replace("{run_cols}", RUN_COLS)
-        .replace("{step_cols}", STEP_COLS)
-        for name, body in zip(parts[::2], parts[1::2], strict=True)
-    }
-
-
-Q = _load_queries()
-
-
-async def _rows(conn: Conn, query: Any, params: Any) -> list[dict[str, Any]]:
-    cur = conn.cursor(row_factory=dict_row)
-    await cur.execute(query, params)
-    return await cur.fetchall()
-
-
-async def _value(conn: Conn, query: Any, params: Any) -> Any:
-    cur = await conn.execute(query, params)
-    row = await cur.fetchone()
-    return None if row is None else row[0]
-
-
-def _fmt(name: str, **parts: sql.Composable) -> sql.Composed:
-    return sql.SQL(Q[name]).format(**parts)
 
 
 # -- definitions ------------------------------------------------------------------------
@@ -84,7 +43,7 @@ async def lock_name(conn: Conn, tenant_id: uuid.UUID, name: str) -> None:
 async def get_definition(
     conn: Conn, tenant_id: uuid.UUID, name: str, version: int | None = None
 ) -> Definition | None:
-    rows = await _rows(conn, Q["get_definition"], (tenant_id, name, version, version))
+    rows = await fetch_all(conn, Q["get_definition"], (tenant_id, name, version, version))
     return definition_of(rows[0]) if rows else None
 
 
@@ -92,18 +51,18 @@ async def insert_definition(
     conn: Conn, tenant_id: uuid.UUID, name: str, version: int, digest: str, body: dict[str, Any]
 ) -> Definition:
     params = (tenant_id, name, version, digest, Jsonb(body))
-    return definition_of((await _rows(conn, Q["insert_definition"], params))[0])
+    return definition_of((await fetch_all(conn, Q["insert_definition"], params))[0])
 
 
 async def definition_by_id(conn: Conn, definition_id: str) -> Definition:
-    return definition_of((await _rows(conn, Q["definition_by_id"], (definition_id,)))[0])
+    return definition_of((await fetch_all(conn, Q["definition_by_id"], (definition_id,)))[0])
 
 
 async def list_definitions(
     conn: Conn, tenant_id: uuid.UUID, after_name: str, limit: int
 ) -> list[Definition]:
     """The latest version of each name, by name."""
-    rows = await _rows(conn, Q["list_definitions"], (tenant_id, after_name, limit))
+    rows = await fetch_all(conn, Q["list_definitions"], (tenant_id, after_name, limit))
     return [definition_of(r) for r in rows]
 
 
@@ -130,19 +89,19 @@ async def insert_run(
         run_id, tenant_id, definition.id, definition.name, definition.version, Jsonb(input),
         idempotency_key, execution_id, forked_from, fork_step, len(definition.steps),
     )  # fmt: skip
-    rows = await _rows(conn, Q["insert_run"], params)
+    rows = await fetch_all(conn, Q["insert_run"], params)
     return run_of(rows[0]) if rows else None
 
 
 async def run_by_key(conn: Conn, tenant_id: uuid.UUID, workflow: str, key: str) -> Run | None:
-    rows = await _rows(conn, Q["run_by_key"], (tenant_id, workflow, key))
+    rows = await fetch_all(conn, Q["run_by_key"], (tenant_id, workflow, key))
     return run_of(rows[0]) if rows else None
 
 
 async def get_run(
     conn: Conn, tenant_id: uuid.UUID | None, run_id: str, *, lock: bool = False
 ) -> Run | None:
-    rows = await _rows(conn, _fmt("get_run", lock=_LOCK[lock]), (run_id, tenant_id, tenant_id))
+    rows = await fetch_all(conn, fmt("get_run", lock=_LOCK[lock]), (run_id, tenant_id, tenant_id))
     return run_of(rows[0]) if rows else None
 
 
@@ -151,7 +110,7 @@ async def list_runs(
 ) -> list[Run]:
     """Newest first, by seq below ``before_seq``."""
     w, s = query.workflow, query.status
-    rows = await _rows(conn, Q["list_runs"], (tenant_id, before_seq, w, w, s, s, limit))
+    rows = await fetch_all(conn, Q["list_runs"], (tenant_id, before_seq, w, w, s, s, limit))
     return [run_of(r) for r in rows]
 
 
@@ -164,11 +123,11 @@ async def set_run(
     conn: Conn, run_id: str, status: str, *, output: Any = None, error: str | None = None
 ) -> None:
     finished = status in ("completed", "failed", "cancelled")
-    await conn.execute(Q["set_run"], (status, _json(output), error, finished, run_id))
+    await conn.execute(Q["set_run"], (status, json_param(output), error, finished, run_id))
 
 
 async def count_completed(conn: Conn, run_id: str, delta: int) -> int:
-    return int(await _value(conn, Q["count_completed"], (delta, run_id)) or 0)
+    return int(await fetch_value(conn, Q["count_completed"], (delta, run_id)) or 0)
 
 
 # -- steps ------------------------------------------------------------------------------
@@ -181,7 +140,7 @@ async def insert_steps(
             tenant_id, run_id, r["step_id"], r.get("parent_step"), r.get("item_index"),
             r["position"], r["kind"], r["queue"], r.get("status", "pending"),
             r.get("depends_on", []), r.get("pending_deps", 0), Jsonb(r["spec"]),
-            _json(r.get("input")), _json(r.get("output")), r.get("reused", False),
+            json_param(r.get("input")), json_param(r.get("output")), r.get("reused", False),
             r.get("status") == "completed",
         )
         for r in rows
@@ -196,23 +155,12 @@ async def insert_steps(
 
 
 async def run_steps(conn: Conn, run_id: str, *, lock: bool = False) -> list[Step]:
-    return [step_of(r) for r in await _rows(conn, _fmt("run_steps", lock=_LOCK[lock]), (run_id,))]
+    return [step_of(r) for r in await fetch_all(conn, fmt("run_steps", lock=_LOCK[lock]), (run_id,))]
 
 
 async def get_step(conn: Conn, step_row: str, *, lock: bool = True) -> Step | None:
-    rows = await _rows(conn, _fmt("get_step", lock=_LOCK[lock]), (step_row,))
+    rows = await fetch_all(conn, fmt("get_step", lock=_LOCK[lock]), (step_row,))
     return step_of(rows[0]) if rows else None
-
-
-@dataclass(frozen=True, slots=True)
-class DbClock:
-    """A time the statement itself reads from the database's clock, ``after_s`` on:
-    no round trip to read the clock first."""
-
-    after_s: float = 0.0
-
-
-NOW = DbClock()
 
 
 async def update_step(conn: Conn, step: Step, **changes: Any) -> None:
@@ -231,14 +179,14 @@ async def update_step(conn: Conn, step: Step, **changes: Any) -> None:
             values.append(value.after_s)
             continue
         sets.append(sql.SQL("{} = %s").format(sql.Identifier(key)))
-        values.append(_json(value) if key in _JSON_FIELDS else value)
+        values.append(json_param(value) if key in _JSON_FIELDS else value)
         setattr(step, key, value)
-    await conn.execute(_fmt("update_step", sets=sql.SQL(", ").join(sets)), [*values, step.row])
+    await conn.execute(fmt("update_step", sets=sql.SQL(", ").join(sets)), [*values, step.row])
 
 
 async def release_dependents(conn: Conn, run_id: str, step_id: str) -> list[Step]:
     """One fewer pending dependency for each step after ``step_id``; returns them."""
-    rows = await _rows(conn, Q["release_dependents"], (run_id, step_id))
+    rows = await fetch_all(conn, Q["release_dependents"], (run_id, step_id))
     return sorted((step_of(r) for r in rows), key=lambda s: s.position)
 
 
@@ -259,11 +207,11 @@ async def child_outputs(conn: Conn, run_id: str, parent: str) -> list[Any]:
 
 
 async def unfinished_children(conn: Conn, run_id: str, parent: str) -> int:
-    return int(await _value(conn, Q["unfinished_children"], (run_id, parent)) or 0)
+    return int(await fetch_value(conn, Q["unfinished_children"], (run_id, parent)) or 0)
 
 
 async def parent_step(conn: Conn, run_id: str, step_id: str) -> Step | None:
-    rows = await _rows(conn, Q["step_by_id"], (run_id, step_id))
+    rows = await fetch_all(conn, Q["step_by_id"], (run_id, step_id))
     return step_of(rows[0]) if rows else None
 
 
@@ -274,7 +222,7 @@ async def claim(
     """Claims up to ``n`` ready steps; ``tenant_id`` None claims any tenant's (the driver)."""
     tenant = sql.SQL("tenant_id = %(tenant)s") if tenant_id else sql.SQL("true")
     params = {"tenant": tenant_id, "queues": queues, "n": n, "lease": lease_s, "worker": worker_id}
-    return [attempt_of(r) for r in await _rows(conn, _fmt("claim", tenant=tenant), params)]
+    return [attempt_of(r) for r in await fetch_all(conn, fmt("claim", tenant=tenant), params)]
 
 
 async def claim_many(
@@ -293,13 +241,13 @@ async def claim_many(
             "worker": worker_id,
         }
         cur = conn.cursor(row_factory=dict_row)
-        await cur.execute(_fmt("claim", tenant=tenant), params)
+        await cur.execute(fmt("claim", tenant=tenant), params)
         cursors.append(cur)
     return [[attempt_of(r) for r in await cur.fetchall()] for cur in cursors]
 
 
 async def attempt_row(conn: Conn, tenant_id: uuid.UUID | None, attempt_id: str) -> dict[str, Any] | None:
-    rows = await _rows(conn, Q["attempt_row"], (attempt_id, tenant_id, tenant_id))
+    rows = await fetch_all(conn, Q["attempt_row"], (attempt_id, tenant_id, tenant_id))
     return rows[0] if rows else None
 
 
@@ -310,7 +258,7 @@ async def finish_attempt(
 
 
 async def extend_lease(conn: Conn, attempt_id: str, lease_s: float) -> datetime:
-    until = await _value(conn, Q["extend_lease"], (lease_s, attempt_id))
+    until = await fetch_value(conn, Q["extend_lease"], (lease_s, attempt_id))
     assert isinstance(until, datetime)
     return until
 
@@ -326,17 +274,17 @@ async def attempt_rows(
     """For each (attempt id, tenant or None for any), its attempt row, or None where that
     tenant has no such attempt (another tenant's is None too)."""
     ids, tenants = [a for a, _ in wanted], [t for _, t in wanted]
-    found = {r["i"]: r for r in await _rows(conn, Q["attempt_rows"], (ids, tenants))}
+    found = {r["i"]: r for r in await fetch_all(conn, Q["attempt_rows"], (ids, tenants))}
     return [found.get(i) for i in range(1, len(wanted) + 1)]
 
 
 async def lock_runs(conn: Conn, run_ids: list[str]) -> dict[str, Run]:
     """Locks the runs in id order (every batch in the same order: no deadlock)."""
-    return {r.id: r for r in map(run_of, await _rows(conn, Q["lock_runs"], (run_ids,)))}
+    return {r.id: r for r in map(run_of, await fetch_all(conn, Q["lock_runs"], (run_ids,)))}
 
 
 async def lock_steps(conn: Conn, step_rows: list[str]) -> dict[str, Step]:
-    return {s.row: s for s in map(step_of, await _rows(conn, Q["lock_steps"], (step_rows,)))}
+    return {s.row: s for s in map(step_of, await fetch_all(conn, Q["lock_steps"], (step_rows,)))}
 
 
 async def finish_attempts(conn: Conn, attempt_ids: list[str]) -> None:
@@ -345,7 +293,7 @@ async def finish_attempts(conn: Conn, attempt_ids: list[str]) -> None:
 
 async def complete_steps(conn: Conn, outputs: list[tuple[Step, Any]]) -> None:
     """Records each step's output (the rows only: the caller updates the ``Step``s)."""
-    rows, values = [s.row for s, _ in outputs], [_json(o) for _, o in outputs]
+    rows, values = [s.row for s, _ in outputs], [json_param(o) for _, o in outputs]
     await conn.execute(Q["complete_steps"], (rows, values))
 
 
@@ -358,7 +306,7 @@ async def outputs_many(conn: Conn, wanted: list[tuple[str, str]]) -> dict[tuple[
 
 async def make_ready(conn: Conn, inputs: list[tuple[Step, Any]]) -> None:
     """Task steps become ready now with their resolved inputs (the ``Step``s too)."""
-    rows, values = [s.row for s, _ in inputs], [_json(i) for _, i in inputs]
+    rows, values = [s.row for s, _ in inputs], [json_param(i) for _, i in inputs]
     await conn.execute(Q["make_ready"], (rows, values))
     for step, value in inputs:
         step.status, step.input = "ready", value
@@ -374,7 +322,7 @@ async def release_dependents_many(conn: Conn, done: list[tuple[str, str]]) -> li
     """One fewer pending dependency per (run, step id) in ``done`` that each top-level step
     waits for; returns the steps changed, in run and position order."""
     params = ([r for r, _ in done], [s for _, s in done])
-    rows = await _rows(conn, Q["release_dependents_many"], params)
+    rows = await fetch_all(conn, Q["release_dependents_many"], params)
     return sorted((step_of(r) for r in rows), key=lambda s: (s.run_id, s.position))
 
 
@@ -386,7 +334,7 @@ async def due(conn: Conn, limit: int) -> list[tuple[str, str, str]]:
 
 
 async def next_wakeup(conn: Conn) -> datetime | None:
-    found = await _value(conn, Q["next_wakeup"], ())
+    found = await fetch_value(conn, Q["next_wakeup"], ())
     return found if isinstance(found, datetime) else None
 
 
@@ -398,7 +346,7 @@ async def lock_timeline(conn: Conn, run_id: str) -> None:
 
 async def assign_timeline_seq(conn: Conn, run_id: str, step_row: str) -> int:
     """The completed step's place in the run's execution (under the run's lock)."""
-    return int(await _value(conn, Q["assign_timeline_seq"], (run_id, step_row)))
+    return int(await fetch_value(conn, Q["assign_timeline_seq"], (run_id, step_row)))
 
 
 async def assign_timeline_seqs(conn: Conn, steps: list[tuple[str, str]]) -> list[int]:
@@ -410,7 +358,7 @@ async def assign_timeline_seqs(conn: Conn, steps: list[tuple[str, str]]) -> list
 
 
 async def unappended(conn: Conn, run_id: str) -> list[Step]:
-    return [step_of(r) for r in await _rows(conn, Q["unappended"], (run_id,))]
+    return [step_of(r) for r in await fetch_all(conn, Q["unappended"], (run_id,))]
 
 
 async def mark_appended(conn: Conn, step_rows: list[str]) -> None:
@@ -440,9 +388,4 @@ async def first_signal(conn: Conn, run_id: str, name: str) -> tuple[bool, Any]:
 
 
 async def waiting_for(conn: Conn, run_id: str, name: str) -> list[Step]:
-    return [step_of(r) for r in await _rows(conn, Q["waiting_for"], (run_id, name))]
-
-
-# -- values to parameters ---------------------------------------------------------------
-def _json(value: Any) -> Any:
-    return None if value is None else Jsonb(value)
+    return [step_of(r) for r in await fetch_all(conn, Q["waiting_for"], (run_id, name))]
