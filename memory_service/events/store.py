@@ -50,51 +50,41 @@ async def insert_batch(
     )
     last = await counter.fetchone()
     first = int(last[0]) - len(events) + 1 if last else 1
-    rows: list[Event] = []
+    # one statement of arrays for the whole batch: the same text whatever its size, so
+    # it is parsed and planned once per connection (a VALUES list of n rows is a new
+    # statement for every n); ordinality keeps seq in input order
     cur = conn.cursor(row_factory=dict_row)
-    # one multi-row INSERT per chunk keeps round trips low and seq in input order
-    for start in range(0, len(events), 200):
-        chunk = events[start : start + 200]
-        values = sql.SQL(", ").join(
-            sql.SQL(
-                "(%s::uuid, %s::uuid, %s::text, %s::smallint, %s::text, %s::timestamptz, %s::text, "
-                "%s::text, %s::text, %s::text, %s::text, %s::float8, %s::jsonb, %s::int, "
-                "%s::bigint)"
-            )
-            for _ in chunk
-        )
-        params: list[Any] = []
-        for index, e in enumerate(chunk):
-            params += [
-                tenant_id,
-                e.id,
-                e.type,
-                SEVERITIES.index(e.severity),
-                e.source,
-                e.ts,
-                e.trace_id,
-                e.span_id,
-                e.task_id,
-                e.execution_id,
-                e.agent_id,
-                e.duration_ms,
-                Jsonb(e.attributes),
-                start + index,
-                first + start + index,
-            ]
-        await cur.execute(
-            sql.SQL(
-                "INSERT INTO events (tenant_id, id, type, severity, source, ts, trace_id, "
-                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, number) "
-                "SELECT v.tenant_id, coalesce(v.id, gen_random_uuid()), v.type, v.severity, v.source, v.ts, v.trace_id, v.span_id, "
-                "v.task_id, v.execution_id, v.agent_id, v.duration_ms, v.attributes, v.number "
-                "FROM (VALUES {values}) AS v (tenant_id, id, type, severity, source, ts, trace_id, "
-                "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord, number) "
-                "ORDER BY v.ord RETURNING {out}"
-            ).format(values=values, out=COLUMNS),
-            params,
-        )
-        rows += [_event(r) for r in await cur.fetchall()]
+    await cur.execute(
+        sql.SQL(
+            "INSERT INTO events (tenant_id, id, type, severity, source, ts, trace_id, "
+            "span_id, task_id, execution_id, agent_id, duration_ms, attributes, number) "
+            "SELECT %s, coalesce(v.id, gen_random_uuid()), v.type, v.severity, v.source, v.ts, "
+            "v.trace_id, v.span_id, v.task_id, v.execution_id, v.agent_id, v.duration_ms, "
+            "v.attributes, %s + v.ord - 1 "
+            "FROM unnest(%s::uuid[], %s::text[], %s::smallint[], %s::text[], %s::timestamptz[], "
+            "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], "
+            "%s::jsonb[]) WITH ORDINALITY AS v (id, type, severity, source, ts, trace_id, "
+            "span_id, task_id, execution_id, agent_id, duration_ms, attributes, ord) "
+            "ORDER BY v.ord RETURNING {out}"
+        ).format(out=COLUMNS),
+        (
+            tenant_id,
+            first,
+            [e.id for e in events],
+            [e.type for e in events],
+            [SEVERITIES.index(e.severity) for e in events],
+            [e.source for e in events],
+            [e.ts for e in events],
+            [e.trace_id for e in events],
+            [e.span_id for e in events],
+            [e.task_id for e in events],
+            [e.execution_id for e in events],
+            [e.agent_id for e in events],
+            [e.duration_ms for e in events],
+            [Jsonb(e.attributes) for e in events],
+        ),
+    )
+    rows = [_event(r) for r in await cur.fetchall()]
     await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(tenant_id)))
     rows.sort(key=lambda e: e.seq)
     return rows
