@@ -126,6 +126,14 @@ def search_rules() -> dict[str, Any]:
                     _nulls(*HYBRID_ONLY),
                 ]
             },
+            # a mode with a keyword side needs the query text (no mode: vector for an
+            # embedding alone)
+            {
+                "anyOf": [
+                    {"properties": {"mode": {"enum": ["vector", None]}}},
+                    {"required": ["query"], "properties": {"query": {"type": "string"}}},
+                ]
+            },
             {
                 "anyOf": [
                     _nulls("as_of"),

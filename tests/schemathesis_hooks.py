@@ -5,9 +5,9 @@
   parameters that OpenAPI cannot state: a positive case without one gets a namespace.
 - Some values are valid only against the data: a reference to another row
   (``task_id``, ``environment_id`` in a body), to a step of an execution (``at``,
-  ``to``, ``from``, a checkpoint's ``seq``), and ``expires_at``, which must lie in
-  the future. The schema states their form; positive cases name what every
-  execution has (step 0), leave row references out and expire in 2999.
+  ``to``, ``from``, a checkpoint's ``seq``, a new step's ``parent_seq``), and
+  ``expires_at``, which must lie in the future. The schema states their form; positive cases name what every
+  execution has (step 0), leave row references and parents out and expire in 2999.
 - A cursor is opaque and signed: the schema states its shape, but only a value the
   service handed out is valid, so positive cases leave it out (the first page, or
   the start of the feed) instead of inventing one; negative cases still send
@@ -41,6 +41,11 @@ def map_case(ctx: Any, case: Any) -> Any:
         return case
     if isinstance(case.body, dict):
         _state_free_body(case.path, case.body)
+    if case.path.endswith("/steps") and isinstance(case.body, (dict, list)):
+        steps = case.body if isinstance(case.body, list) else [case.body, *(case.body.get("steps") or [])]
+        for step in steps:
+            if isinstance(step, dict):
+                step.pop("parent_seq", None)
     if isinstance(case.query, dict):
         for name in STEP_REFS:
             if name in case.query and "/executions/" in case.path:
