@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=128, help="tokens per pair")
     parser.add_argument("--pool", type=int, default=20, help="answers per question searched")
     parser.add_argument("--negatives", type=int, default=3, help="hard negatives per question")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=1e-4, help="peak learning rate")
+    parser.add_argument("--rate", type=float, default=3e-4, help="peak learning rate")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop training after this long"
