@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: run stop fuzz test bench bench-large bench-events bench-sync bench-fairness eval train-ranker tune lint typecheck clean
+.PHONY: run stop fuzz test bench bench-large bench-events bench-sync bench-fairness eval train-ranker train-cross-encoder tune lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,12 @@ eval: $(STAMP)
 # writes memory_service/retrieval/ranker.json (ARGS: see --help)
 train-ranker: $(STAMP)
 	$(PY) -m benchmarks.train_ranker $${ARGS:-}
+
+# fine-tunes the cross-encoder of "rerank": "cross" from the packaged MiniLM on the same
+# training data and writes it to benchmarks/.cache/cross-encoder (ARGS: see --help); serve
+# it with MEMORY_CROSS_ENCODER_PATH=<that folder>
+train-cross-encoder: $(STAMP)
+	nice -n 10 $(PY) -m benchmarks.train_cross_encoder $${ARGS:-}
 
 tune: $(STAMP)
 	$(VENV)/bin/memory-service tune

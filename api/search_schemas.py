@@ -143,13 +143,17 @@ class SearchBody(Strict):
         ),
     ] | None = None
     rerank: Annotated[
-        Literal["learned", "none"],
+        Literal["learned", "cross", "none"],
         Meta(
             description="learned: re-order the candidate pool by the shipped learned ranker "
             "(gradient-boosted trees over the fused, vector and keyword scores, their ranks, "
             "query-word coverage, time fit and neighbouring writes; see docs/search.md); the "
-            "score is then the model's log-odds, with explain each feature's share. none: "
-            "the first stage's order (the default). Not with group_by, diversity, "
+            "score is then the model's log-odds, with explain each feature's share. cross: "
+            "re-score the first 20 hits by a cross-encoder reading the query and each memory "
+            "together (a model built by make train-cross-encoder, configured with "
+            "MEMORY_CROSS_ENCODER_PATH; 422 when none is); its score is the model's logit, "
+            "with explain 'cross' and 'first_stage'. none: the first stage's order (the "
+            "default). learned and cross do not combine with group_by, diversity, "
             "recency_weight or importance_weight, which weigh scores as shares in [0, 1].",
         ),
     ] | None = None

@@ -16,6 +16,12 @@ through ``POST /v1/memories/search`` in each mode and scoring option, and writes
   loaded once per context variant, in its own user_id, to compare what the
   general ``context`` field adds.
 
+The ``hybrid + cross`` run re-ranks with the cross-encoder of ``make
+train-cross-encoder`` (``--cross-encoder``, default ``benchmarks/.cache/cross-encoder``)
+and is left out, with a line saying so, when there is none. ``--baselines`` picks the
+runs every run is compared with query by query, ``--workers 1`` asks one question at
+a time (latencies that compare, without searches queueing behind each other).
+
 The data directory is ``--data``, else ``$MEMORY_EVAL_DATA``, else
 ``../shared/data`` beside the repository.
 """
@@ -41,11 +47,15 @@ from benchmarks.eval.metrics import ndcg_at, paired_bootstrap, recall_at
 from benchmarks.eval.report import markdown
 from benchmarks.eval.runs import BASELINES, LOCOMO_CONTEXTS, LOCOMO_DEV, ONLY, RUNS
 from benchmarks.eval.service import RunningService, TenantClient
+from benchmarks.train_cross_encoder import DEFAULT_OUT as CROSS_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 BATCH = 1000
+# what each run is compared with, query by query (--baselines)
+COMPARED: list[str] = list(BASELINES)
+WORKERS = [4]  # searches in flight at once (--workers)
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -87,14 +97,14 @@ def ask_all(
     k: int,
     label: str,
     suffix: str = "",
-    workers: int = 4,
+    workers: int | None = None,
 ) -> tuple[list[list[str]], list[float]]:
     def ask(q: Question) -> tuple[list[str], float]:
         answer = client.search({"query": q.text, "k": k, "user_id": q.scope + suffix, **body})
         ids = [hit["memory"]["metadata"]["doc_id"] for hit in answer["results"]]
         return ids, float(answer["took_ms"])
 
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers or WORKERS[0]) as pool:
         out = list(tqdm(pool.map(ask, questions), total=len(questions), desc=label, unit="q"))
     return [ids for ids, _ in out], [ms for _, ms in out]
 
@@ -137,7 +147,7 @@ def compare(rows: dict[str, Any], per_query: dict[str, list[float]], key: str = 
     for name, values in per_query.items():
         rows[name][key] = {
             base: dict(zip(("delta", "p"), paired_bootstrap(values, per_query[base]), strict=True))
-            for base in BASELINES
+            for base in COMPARED
             if base in per_query and base != name
         }
 
@@ -156,11 +166,13 @@ def eval_locomo(
         rows: dict[str, Any] = {}
         per_query: dict[str, list[float]] = {}
         per_test_query: dict[str, list[float]] = {}
+        per_test_category: dict[str, dict[str, list[float]]] = defaultdict(dict)
         for name, body in RUNS.items():
             if ONLY.get(name, "locomo") != "locomo":
                 continue
             ranked, took = ask_all(client, questions, body, 25, f"locomo {context} {name}", suffix)
             by_category: dict[str, list[float]] = defaultdict(list)
+            test_category: dict[str, list[float]] = defaultdict(list)
             overall: dict[str, list[float]] = defaultdict(list)
             for r, q in zip(ranked, questions, strict=True):
                 for k in (5, 10, 25):
@@ -169,8 +181,12 @@ def eval_locomo(
                     if k == 10:
                         by_category[q.category].append(value)
                         overall["dev" if q.scope in dev else "test"].append(value)
+                        if q.scope not in dev:
+                            test_category[q.category].append(value)
             per_query[name] = overall["recall@10"]
             per_test_query[name] = overall["test"]
+            for category, values in test_category.items():
+                per_test_category[category][name] = values
             rows[name] = {
                 **{key: statistics.fmean(v) for key, v in overall.items() if key.startswith("r")},
                 "recall@10 dev": statistics.fmean(overall["dev"]),
@@ -178,10 +194,15 @@ def eval_locomo(
                 "recall@10 by category": {
                     c: statistics.fmean(v) for c, v in sorted(by_category.items())
                 },
+                "recall@10 test by category": {
+                    c: statistics.fmean(v) for c, v in sorted(test_category.items())
+                },
                 **latency(took),
             }
         compare(rows, per_query)
         compare(rows, per_test_query, "vs test")
+        for category, per_category in per_test_category.items():
+            compare(rows, per_category, f"vs test {category}")
         counts: dict[str, int] = defaultdict(int)
         for q in questions:
             counts[q.category] += 1
@@ -227,7 +248,27 @@ def main(argv: list[str] | None = None) -> int:
         help="with --quantize: documents embedded by the float export, queries by the int8 "
         "one (a store written before quantisation was turned on)",
     )
+    parser.add_argument(
+        "--cross-encoder",
+        type=Path,
+        default=CROSS_ENCODER,
+        help="the model of the 'hybrid + cross' run (make train-cross-encoder); the run is "
+        "left out when there is none",
+    )
+    parser.add_argument(
+        "--baselines",
+        default=",".join(BASELINES),
+        help="comma-separated runs every run is compared with, query by query",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=4,
+        help="searches in flight at once (1: each search alone, for latencies to compare)",
+    )
     args = parser.parse_args(argv)
+    COMPARED[:] = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    WORKERS[0] = max(1, args.workers)
     if args.quantize and args.backend != "onnx":
         parser.error("--quantize needs --backend onnx")
     if args.quantize is None:
@@ -240,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [r.strip() for r in args.runs.split(",") if r.strip()]
     for name in list(RUNS):
         if name not in wanted:
+            del RUNS[name]
+    cross = (args.cross_encoder / "config.json").is_file()
+    if not cross:
+        for name in [n for n, body in RUNS.items() if body.get("rerank") == "cross"]:
+            print(f"{name}: left out, no cross-encoder in {args.cross_encoder}")
             del RUNS[name]
 
     from memory_service.embedding.embeddings import load_embedder
@@ -265,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()}-core CPU box",
         "date": time.strftime("%Y-%m-%d"),
         "backend": label,
+        "baselines": COMPARED,
+        "workers": WORKERS[0],
     }
     service_env = {
         "MEMORY_EMBEDDING_BACKEND": args.backend,
@@ -274,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         # first would pay for embedding them, and the runs' latencies would not compare
         "MEMORY_QUERY_CACHE_SIZE": "0",
     }
+    if cross:
+        service_env["MEMORY_CROSS_ENCODER_PATH"] = str(args.cross_encoder.resolve())
     with RunningService(env=service_env) as service:
         results["default mode"] = service.default_mode()
         for name in args.datasets.split(","):

@@ -136,6 +136,8 @@ class Settings:
     hybrid_keyword_weight: float = 1.5  # hybrid: the keyword side counts 1.5x the vector side
     hybrid_candidates: int = 100  # ranked from each side before fusion
     rerank_candidates: int = 100  # pool re-ranked by recency, importance or diversity
+    cross_encoder_path: str | None = None  # a model folder from `make train-cross-encoder`; unset: "rerank": "cross" answers 422
+    cross_encoder_candidates: int = 20  # the first hits "rerank": "cross" re-scores (its cost grows with them)
     recency_half_life_hours: float = 720.0
     dedupe_threshold: float = 0.95  # cosine similarity when a tenant sets no default
 
@@ -305,7 +307,8 @@ class Settings:
         if min(self.tenant_max_in_flight, self.anonymous_max_in_flight, self.tenant_queue_wait_ms,
                self.tenant_max_searches, self.tenant_search_burst) < 0:
             raise SettingsError("in-flight shares and MEMORY_TENANT_QUEUE_WAIT_MS must be >= 0 (0: off)")
-        if self.hybrid_rrf_k < 1 or self.hybrid_candidates < 1 or self.rerank_candidates < 1:
+        if min(self.hybrid_rrf_k, self.hybrid_candidates, self.rerank_candidates,
+               self.cross_encoder_candidates) < 1:
             raise SettingsError("MEMORY_HYBRID_RRF_K and the candidate counts must be positive")
         if self.recency_half_life_hours <= 0 or self.bm25_k1 < 0 or not 0 <= self.bm25_b <= 1:
             raise SettingsError("recency half-life must be > 0, bm25 k1 >= 0, bm25 b in [0, 1]")

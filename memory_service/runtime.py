@@ -51,6 +51,7 @@ from memory_service.records.console_sessions import ConsoleSessionStore, sweep_c
 from memory_service.records.environments import EnvironmentService, check_secrets_at_rest
 from memory_service.records.tasks import TaskService
 from memory_service.records.tenants import TenantService
+from memory_service.retrieval.cross_encoder import load_cross_encoder
 from memory_service.retrieval.dedupe import SemanticDedupe
 from memory_service.retrieval.keyword import KeywordSearch
 from memory_service.retrieval.settings import RetrievalSettingsService
@@ -243,6 +244,7 @@ async def _build(
         VectorSearch(pool, settings, hot),
         KeywordRanking(keyword, hot),
         listeners=[recorder.searched],
+        cross=await anyio.to_thread.run_sync(load_cross_encoder, settings),
     )
     changes = await _start_change_feed(settings, url, pool, cursors, supervisor, closers)
     executions = _executions(settings, pool, cursors, writer)

@@ -13,15 +13,16 @@ from typing import Any
 from benchmarks.eval.runs import BASELINES, LOCOMO_DEV
 
 
-def versus(row: dict[str, Any], key: str = "vs") -> str:
+def versus(row: dict[str, Any], key: str = "vs", baselines: Any = BASELINES) -> str:
     cells = []
-    for base in BASELINES:
+    for base in baselines:
         test = row.get(key, {}).get(base)
         cells.append("" if test is None else f"{test['delta']:+.3f} (p={test['p']:.3f})")
     return " | ".join(cells)
 
 
 def markdown(results: dict[str, Any]) -> str:
+    baselines = tuple(results.get("baselines", BASELINES))
     lines = [
         "# Retrieval quality",
         "",
@@ -47,14 +48,14 @@ def markdown(results: dict[str, Any]) -> str:
             ),
             "",
             "| run | nDCG@10 | recall@10 | recall@100 | "
-            + " | ".join(f"vs {b}" for b in BASELINES)
+            + " | ".join(f"vs {b}" for b in baselines)
             + " | p50 ms | p95 ms |",
-            "|---|---:|---:|---:|" + "---:|" * len(BASELINES) + "---:|---:|",
+            "|---|---:|---:|---:|" + "---:|" * len(baselines) + "---:|---:|",
         ]
         for name, row in s["runs"].items():
             lines.append(
                 f"| {name} | {row['ndcg@10']:.3f} | {row['recall@10']:.3f} | "
-                f"{row['recall@100']:.3f} | {versus(row)} | {row['p50_ms']:.0f} | "
+                f"{row['recall@100']:.3f} | {versus(row, baselines=baselines)} | {row['p50_ms']:.0f} | "
                 f"{row['p95_ms']:.0f} |"
             )
         lines.append("")
@@ -77,12 +78,12 @@ def markdown(results: dict[str, Any]) -> str:
             "| context | run | R@5 | R@10 | R@25 | R@10 dev | R@10 test | "
             + " | ".join(f"R@10 {c}" for c in cats)
             + " | "
-            + " | ".join(f"vs {b}" for b in BASELINES)
+            + " | ".join(f"vs {b}" for b in baselines)
             + " | "
-            + " | ".join(f"test vs {b}" for b in BASELINES)
+            + " | ".join(f"test vs {b}" for b in baselines)
             + " | p50 ms | p95 ms |",
             "|---|---|---:|---:|---:|---:|---:|"
-            + "---:|" * (len(cats) + 2 * len(BASELINES))
+            + "---:|" * (len(cats) + 2 * len(baselines))
             + "---:|---:|",
         ]
         for context, block in lo["contexts"].items():
@@ -91,8 +92,8 @@ def markdown(results: dict[str, Any]) -> str:
                 lines.append(
                     f"| {context} | {name} | {row['recall@5']:.3f} | {row['recall@10']:.3f} | "
                     f"{row['recall@25']:.3f} | {row['recall@10 dev']:.3f} | "
-                    f"{row['recall@10 test']:.3f} | {per} | {versus(row)} | "
-                    f"{versus(row, 'vs test')} | "
+                    f"{row['recall@10 test']:.3f} | {per} | {versus(row, baselines=baselines)} | "
+                    f"{versus(row, 'vs test', baselines)} | "
                     f"{row['p50_ms']:.0f} | {row['p95_ms']:.0f} |"
                 )
         lines.append("")

@@ -38,8 +38,9 @@ KNOWN = (
     "rerank",
     *HYBRID_ONLY,
 )
-RERANKERS = ("learned", "none")  # retrieval.ranker; "none": the first stage's order
-# options that weigh scores as shares in [0, 1]: not with a learned (log-odds) score
+# learned: retrieval.ranker; cross: retrieval.cross_encoder; "none": the first stage's order
+RERANKERS = ("learned", "cross", "none")
+# options that weigh scores as shares in [0, 1]: not with a model's (log-odds) score
 SCORE_SCALED = ("group_by", "diversity", "recency_weight", "importance_weight")
 # what a search that names no mode gets on top of the default mode's ranking (None: the
 # first stage's order; docs/search.md, "Ranking", says why the learned ranker is not it)
@@ -62,7 +63,7 @@ class RetrievalOptions:
     time_weight: float = DEFAULT_TIME_WEIGHT
     context_by: tuple[str, ...] | None = None  # a group lends its members' scores
     context_weight: float = DEFAULT_CONTEXT_WEIGHT
-    rerank: str | None = None  # "learned": retrieval.ranker re-orders the pool
+    rerank: str | None = None  # "learned" or "cross": a model re-orders the pool
     feedback: str | None = None  # rm3, rocchio or both: retrieval.feedback
 
     @property
@@ -214,10 +215,10 @@ def _rerank(raw: dict[str, Any]) -> str | None:
             errors=[FieldError("rerank", " or ".join(RERANKERS))],
         )
     clash = [name for name in SCORE_SCALED if raw.get(name)]
-    if rerank == "learned" and clash:
+    if rerank in ("learned", "cross") and clash:
         raise InvalidInput(
-            f"rerank 'learned' and {clash[0]} do not combine: {clash[0]} weighs scores in "
-            "[0, 1], a learned score is log-odds",
+            f"rerank {rerank!r} and {clash[0]} do not combine: {clash[0]} weighs scores in "
+            "[0, 1], a model's score is log-odds",
             errors=[FieldError("rerank", f"not with {clash[0]}")],
         )
     return None if rerank == "none" else rerank

@@ -6,8 +6,9 @@ FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) prefers memories whose time fits a time expression in the query
 (``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``,
-re-orders the pool by the learned ranker with ``rerank`` (``retrieval.ranker``)
-and rescores the pool by recency and importance when asked, (4) picks k by
+re-orders the pool by the learned ranker (``retrieval.ranker``) or its first
+hits by the cross-encoder (``retrieval.cross_encoder``) with ``rerank``, and
+rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
 tells its listeners (the event log). The pool is ``k``
@@ -39,6 +40,7 @@ from memory_service.memories import repository as repo
 from memory_service.memories.filters import CompiledFilter, compile_filter
 from memory_service.memories.models import SearchHit, SearchRequest, SearchResult
 from memory_service.memories.validation import MemoryValidator
+from memory_service.retrieval.cross_encoder import CrossEncoderRanker, unavailable_reason
 from memory_service.retrieval.feedback import FEEDBACK_DOCS, expand_query, rocchio
 from memory_service.retrieval.grouping import add_context, group_hits
 from memory_service.retrieval.hybrid import fuse
@@ -80,6 +82,7 @@ class SearchService:
         *,
         listeners: Sequence[SearchListener] = (),
         ranker: LearnedRanker | None = None,
+        cross: CrossEncoderRanker | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
@@ -89,6 +92,7 @@ class SearchService:
         self.keyword = keyword
         self.listeners = tuple(listeners)
         self.ranker = ranker if ranker is not None else LearnedRanker.load()
+        self.cross = cross  # None unless MEMORY_CROSS_ENCODER_PATH names a readable model
         self.gate = TenantGate(settings.tenant_max_searches, settings.tenant_search_burst)
 
     def mode_for(self, request: SearchRequest) -> str:
@@ -121,6 +125,8 @@ class SearchService:
         self.validate.check_search(request)
         flt = compile_filter(request.filter) if request.filter else None
         options = self._options(request)
+        if options.rerank == "cross":
+            self._check_cross(request)
         intent = None
         if request.query is not None and options.time_weight > 0.0:
             intent = parse_time_intent(request.query, datetime.now(UTC))
@@ -143,6 +149,9 @@ class SearchService:
         if options.rerank == "learned" and request.query is not None:
             hits = await anyio.to_thread.run_sync(self.ranker.rerank, request.query, hits)
             strategy += "+learned"
+        if options.rerank == "cross" and self.cross is not None and request.query is not None:
+            hits = await anyio.to_thread.run_sync(self.cross.rerank, request.query, hits)
+            strategy += "+cross"
         if options.rescores:
             hits = await self._rescore(tenant_id, hits, options)
         if options.diversity > 0.0 and len(hits) > request.k:
@@ -175,6 +184,18 @@ class SearchService:
             )
         assert request.mode is not None  # set by search() first
         return parse_options(request.mode, request.options, self.settings)
+
+    def _check_cross(self, request: SearchRequest) -> None:
+        if self.cross is None:
+            raise InvalidInput(
+                unavailable_reason(self.settings),
+                errors=[FieldError("rerank", "no cross-encoder model configured")],
+            )
+        if request.query is None or not request.query.strip():
+            raise InvalidInput(
+                "rerank 'cross' reads the query text: send a query",
+                errors=[FieldError("query", "needed by rerank 'cross'")],
+            )
 
     async def query_vector(self, tid: uuid.UUID, request: SearchRequest) -> np.ndarray:
         if request.embedding is not None:
