@@ -8,6 +8,8 @@
   ``to``, ``from``, a checkpoint's ``seq``, a new step's ``parent_seq``), and
   ``expires_at``, which must lie in the future. The schema states their form; positive cases name what every
   execution has (step 0), leave row references and parents out and expire in 2999.
+- A claim's long poll (``wait_s``, also in a completion's ``claim``) waits at most a
+  second in positive cases.
 - A cursor is opaque and signed: the schema states its shape, but only a value the
   service handed out is valid, so positive cases leave it out (the first page, or
   the start of the feed) instead of inventing one; negative cases still send
@@ -41,6 +43,7 @@ def map_case(ctx: Any, case: Any) -> Any:
         return case
     if isinstance(case.body, dict):
         _state_free_body(case.path, case.body)
+        _short_polls(case.body)
     if case.path.endswith("/steps") and isinstance(case.body, (dict, list)):
         steps = case.body if isinstance(case.body, list) else [case.body, *(case.body.get("steps") or [])]
         for step in steps:
@@ -62,6 +65,14 @@ def map_case(ctx: Any, case: Any) -> Any:
             for name in [n for n in values if n.lower() == parameter["name"].lower()]:
                 del values[name]
     return case
+
+
+def _short_polls(body: dict[str, Any]) -> None:
+    """A claim's long poll waits at most a second: how long it may wait is behaviour,
+    not a rule of the contract, and a run of 30-second polls measures nothing more."""
+    for value in (body, body.get("claim")):
+        if isinstance(value, dict) and isinstance(value.get("wait_s"), (int, float)):
+            value["wait_s"] = min(value["wait_s"], 1)
 
 
 def _state_free_body(path: str, body: dict[str, Any]) -> None:
