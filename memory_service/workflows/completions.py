@@ -145,6 +145,9 @@ class CompletionBatcher:
 
 async def settle(tx: Transition, batch: list[Completion]) -> None:
     """Settle ``batch`` in ``tx``: each completion gets its ``result`` or its ``error``."""
+    if len(batch) == 1:
+        await _settle_one(tx, batch[0])
+        return
     conn = tx.conn
     looked_up = await repo.attempt_rows(conn, [(c.attempt_id, c.tenant_id) for c in batch])
     rows = {id(c): row for c, row in zip(batch, looked_up, strict=True) if row is not None}
@@ -190,6 +193,33 @@ async def settle(tx: Transition, batch: list[Completion]) -> None:
         got = by_item.get(id(c), [])
         announce_claims(tx, got)
         c.result, c.error = Settled(_worker(c, rows), got), None
+
+
+async def _settle_one(tx: Transition, c: Completion) -> None:
+    """A completion alone: the row-at-a-time statements, pipelined, which take fewer
+    round trips than the batch's set-based stages (a lone step's latency is theirs)."""
+    conn = tx.conn
+    row = await repo.attempt_row(conn, c.tenant_id, c.attempt_id)
+    if row is None:
+        c.error = NotFound(f"attempt {c.attempt_id} does not exist")
+        return
+    run = await repo.get_run(conn, None, str(row["run_id"]), lock=True)
+    step = await repo.get_step(conn, str(row["step_row"]))
+    try:
+        check_current(row, step, c.token)
+    except Conflict as exc:
+        c.error = exc
+        return
+    assert run is not None and step is not None
+    await repo.finish_attempt(conn, c.attempt_id, "completed")
+    await engine.complete_step(tx, run, step, c.output)
+    got: list[Attempt] = []
+    worker = _worker(c, {id(c): row})
+    if c.then_claim is not None:
+        n = c.then_claim
+        got = await repo.claim(conn, c.tenant_id, n.queues, n.max_steps, n.lease_s, worker)
+        announce_claims(tx, got)
+    c.result, c.error = Settled(worker, got), None
 
 
 def _worker(c: Completion, rows: dict[int, dict[str, Any]]) -> str:
