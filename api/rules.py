@@ -98,6 +98,13 @@ def comma_list(*words: str) -> str:
     return rf"^{item}(,{item})*$"
 
 
+def named_list(*words: str) -> str:
+    """``comma_list`` that names at least one of ``words``."""
+    word = "(" + "|".join(words) + ")"
+    item = rf"\s*({word}\s*)?"
+    return rf"^({item},)*\s*{word}\s*(,{item})*$"
+
+
 def seq_or_ref() -> dict[str, Any]:
     """A step reference in a body: a seq, or the text forms of ``step_ref``."""
     return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_SEQ}, *step_ref()]}
@@ -126,6 +133,8 @@ def search_rules() -> dict[str, Any]:
                     _nulls(*HYBRID_ONLY),
                 ]
             },
+            # a group size only with groups
+            {"anyOf": [_nulls("group_size"), {"required": ["group_by"], "properties": {"group_by": {"type": "string"}}}]},
             # a mode with a keyword side needs the query text (no mode: vector for an
             # embedding alone)
             {
@@ -231,9 +240,9 @@ PATH_PARAMETER_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/changes/stream", "Last-Event-ID"): {"pattern": CURSOR},
     ("/v1/changes", "since"): {"pattern": CURSOR},
     ("/v1/changes/stream", "since"): {"pattern": CURSOR},
-    **{(path, "types"): {"items": {"type": "string", "pattern": comma_list(*CHANGE_TYPES)}}
+    **{(path, "types"): {"items": {"type": "string", "pattern": named_list(*CHANGE_TYPES)}}
        for path in ("/v1/changes", "/v1/changes/snapshot", "/v1/changes/stream")},
-    ("/v1/export", "types"): {"pattern": comma_list(*EXPORT_TYPES, *EXPORT_ORDER)},
+    ("/v1/export", "types"): {"pattern": named_list(*EXPORT_TYPES, *EXPORT_ORDER)},
     ("/v1/workflows/{name}/versions/{version}", "version"): {"minimum": 1, "maximum": MAX_SEQ},
     ("/v1/executions/{execution_id}/steps/{seq}", "seq"): {"minimum": 0, "maximum": MAX_SEQ},
     ("/v1/workflow-runs/{run_id}/signals/{name}", "name"): {"pattern": WORKFLOW_NAME},
@@ -355,6 +364,9 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("TaskUpdate", "title"): text,
         ("StepIn", "kind"): {"pattern": STEP_KIND},
         ("StepIn", "state_patch"): STATE_PATCH,
+        # free-form JSON: no NUL in a string or a key, like every stored value
+        **{(struct, name): {REPLACE: {"$ref": JSON_REF}} for struct in ("StepIn", "StepsIn")
+           for name in ("input", "output", "error")},
         ("StepsIn", "state_patch"): STATE_PATCH,
         ("execution_schemas_ForkIn", "state_patch"): STATE_PATCH,
         ("StepIn", OBJECT_RULE): STATE_OR_PATCH,

@@ -180,3 +180,16 @@ async def test_an_empty_last_event_id_is_malformed_not_absent(
     assert_problem(r, 422, mentions="last_event_id")
     r = await client.get(f"{path}?last_event_id=%C2%B2", headers=h)  # a digit, not ASCII
     assert_problem(r, 422, mentions="last_event_id")
+
+
+@pytest.mark.parametrize("path", ["/v1/changes", "/v1/changes/snapshot", "/v1/export"])
+async def test_a_types_list_that_names_nothing_is_refused(client: Any, tenant: dict, path: str) -> None:
+    """Left out, ``types`` means every type; given, it must name one (empty items and
+    blanks around them are allowed beside a name)."""
+    h = tenant["headers"]
+    for empty in ("", ",", " , "):
+        r = await client.get(path, params={"types": empty}, headers=h)
+        assert_problem(r, 422, mentions="types")
+    word = "memories" if path == "/v1/export" else "memory"
+    r = await client.get(path, params={"types": f",\f{word}\r,"}, headers=h)
+    assert r.status_code == 200, r.text

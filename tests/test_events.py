@@ -278,3 +278,16 @@ async def test_stream_is_live_across_os_processes(
             reader = SSEReader(response)
             await post_events(BaseUrlClient(http, other_process), h, ev("cross.back"))
             assert (await reader.next_event())["type"] == "cross.back"
+
+
+async def test_a_time_offset_postgresql_cannot_read_is_stored_as_its_instant(client: Any) -> None:
+    """RFC 3339 allows offsets to 23:59, PostgreSQL's input to 15:59: the service sends
+    times in UTC, so any valid offset is the same instant."""
+    h = (await new_tenant(client))["headers"]
+    for ts, utc in [
+        ("2026-01-07T19:05:05-21:58", "2026-01-08T17:03:05Z"),
+        ("0113-01-07T19:05:05+23:59", "0113-01-06T19:06:05Z"),
+    ]:
+        r = await client.post("/v1/events", json=[{"type": "clock.test", "ts": ts}], headers=h)
+        assert r.status_code == 201, r.text
+        assert r.json()["items"][0]["ts"] == utc

@@ -146,10 +146,16 @@ class MigrationController(Controller):
 
 
 def _types(value: str | None) -> list[str]:
-    if not value:
+    if value is None:
         return ["environment", "task", "execution", "memory"]
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise InvalidInput(
+            "types names no export type; leave it out for all of them",
+            errors=[FieldError("types", f"one or more of {', '.join(TYPE_NAMES)}")],
+        )
     out: list[str] = []
-    for name in (v.strip() for v in value.split(",")):
+    for name in names:
         kind = TYPE_NAMES.get(name, name)
         if kind not in EXPORT_ORDER:
             raise InvalidInput(

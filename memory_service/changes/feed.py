@@ -51,10 +51,16 @@ class SnapshotStart:
 
 
 def parse_types(raw: Sequence[str] | None) -> list[str]:
-    """Entity type names (singular or plural, repeatable or comma-separated); none: all."""
-    names = [part.strip() for item in raw or () for part in item.split(",") if part.strip()]
-    if not names:
+    """Entity type names (singular or plural, repeatable or comma-separated); left out:
+    all. Each ``types`` given names at least one."""
+    if raw is None or len(raw) == 0:
         return list(ENTITY_TABLES)
+    names = [part.strip() for item in raw for part in item.split(",") if part.strip()]
+    if any(not any(part.strip() for part in item.split(",")) for item in raw):
+        raise InvalidInput(
+            "types names no entity type; leave it out for all of them",
+            errors=[FieldError("types", f"one or more of {', '.join(ENTITY_TABLES)}")],
+        )
     unknown = [n for n in names if n not in TYPE_NAMES]
     if unknown:
         raise InvalidInput(

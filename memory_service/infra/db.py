@@ -15,13 +15,11 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 import signal
 import time
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -30,17 +28,16 @@ import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
 from psycopg import errors as pg_errors
 from psycopg import sql
-from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from memory_service.config import Settings
 from memory_service.errors import Conflict, InvalidInput, MemoryServiceError, Unavailable
 from memory_service.infra.foreground import is_postgres, lower_priority
+from memory_service.infra.pg_values import configure_values
 from memory_service.infra.pool_checks import CheckWhenIdle
 from memory_service.infra.replicas import ReplicaSet, RoutedPool, Standby, split_urls
 from memory_service.infra.resilience import CircuitBreaker, GuardedPool
 from memory_service.infra.stages import TimedCursor
-from memory_service.validation import MAX_SAFE_INTEGER
 
 log = logging.getLogger(__name__)
 
@@ -191,35 +188,9 @@ def _pids(pids: list[int]) -> str:
     return "(pid " + ", ".join(str(pid) for pid in pids) + ")"
 
 
-def _json_integer(text: str) -> int | float:
-    """An integer literal of stored JSON, as the number that was written.
-
-    ``jsonb`` keeps numbers as ``numeric`` and prints them without an exponent, so a
-    double such as ``1e20`` comes back as the literal ``100000000000000000000``. The
-    service accepts no integer beyond ±2**53, so such a literal is a double when it is
-    exactly that double's shortest form: read as the double again, it round-trips (and
-    can be written back). Anything else (a row stored before that rule) stays an
-    exact integer, or, past the digits Python converts, the nearest double."""
-    if len(text) <= 15:  # below 10**15 < 2**53: nearly every integer
-        return int(text)
-    try:
-        value = int(text)
-    except ValueError:
-        return float(text)
-    if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        return value
-    double = float(text)
-    if math.isfinite(double) and Decimal(repr(double)) == value:
-        return double
-    return value
-
-
-load_json = functools.partial(json.loads, parse_int=_json_integer)
-
-
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await register_vector_async(conn)
-    set_json_loads(load_json, conn)
+    configure_values(conn)
     # a pooled connection ends its configure step idle, not in a transaction
     await conn.set_autocommit(True)
     await conn.execute("SET application_name = 'memory-service'")
@@ -328,7 +299,7 @@ def _standby(number: int, url: str, settings: Settings) -> Standby:
 def connect_sync(url: str) -> psycopg.Connection[Any]:
     """A plain synchronous connection (CLI, migrations, benchmarks)."""
     conn = psycopg.connect(url, autocommit=True)
-    set_json_loads(load_json, conn)
+    configure_values(conn)
     with contextlib.suppress(psycopg.ProgrammingError):
         register_vector(conn)
     return conn
