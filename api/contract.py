@@ -213,6 +213,10 @@ def _merge(schema: dict[str, Any], rule: dict[str, Any]) -> None:
         schema[key] = copy.deepcopy(value)
 
 
+# keys that describe a schema without constraining it: ``{"default": null}`` is any value
+ANNOTATIONS = {"default", "description", "title", "examples"}
+
+
 def _exclude_nul(schema: Any, schemas: dict[str, Any], seen: set[int] | None = None) -> None:
     """Every string without a pattern of its own refuses NUL; so does every object key."""
     seen = seen if seen is not None else set()
@@ -228,7 +232,7 @@ def _exclude_nul(schema: Any, schemas: dict[str, Any], seen: set[int] | None = N
         if "properties" not in schema and "patternProperties" not in schema:
             schema.setdefault("additionalProperties", {})
     for child in _children(schema):
-        if child == {}:
+        if isinstance(child, dict) and not child.keys() - ANNOTATIONS:
             child["$ref"] = JSON_REF  # any value: any value without NUL
         else:
             _exclude_nul(child, schemas, seen)
