@@ -339,3 +339,26 @@ async def test_bad_worker_input(client: Any, tenant: dict[str, Any]) -> None:
     big = await client.post(f"/v1/workflows/{name}/runs", json={"input": {"b": "x" * 300_000}}, headers=h)
     assert_problem(big, 413)
     await asyncio.sleep(0)
+
+
+async def test_a_run_whose_execution_was_finished_elsewhere_goes_on(
+    client: Any, tenant: dict[str, Any], caplog: Any
+) -> None:
+    """Someone with the tenant's key closes the run's execution through the executions
+    API: the run still completes, its execution stays as that client left it, and the
+    timeline says so once instead of failing on every pass."""
+    h = tenant["headers"]
+    name = await put_workflow(client, h, DIAMOND)
+    run = await start(client, h, name, {"n": 1})
+    closed = await client.patch(
+        f"/v1/executions/{run['execution_id']}", json={"status": "failed"}, headers=h
+    )
+    assert closed.status_code == 200, closed.text
+    finished = await work_until(client, h, run["id"])
+    assert finished["status"] == "completed"
+    execution = await client.get(f"/v1/executions/{run['execution_id']}", headers=h)
+    assert execution.json()["status"] == "failed"
+    await asyncio.sleep(0.5)  # the timeline follower's passes after the run finished
+    records = [r for r in caplog.records if run["id"] in r.getMessage()]
+    assert not [r for r in records if r.levelname == "ERROR"], [r.getMessage() for r in records]
+    assert any("takes no more steps" in r.getMessage() for r in records)

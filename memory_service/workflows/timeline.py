@@ -107,12 +107,25 @@ class RunTimeline:
                 if run is None or run.execution_id is None:
                     return
                 steps = await repo.unappended(conn, run_id)
+                closing = run.status != "running" and not run.timeline_closed
+                try:
+                    if steps:
+                        await self._append(run, run.execution_id, steps)
+                    if closing:
+                        changes = ExecutionChanges(status=FINAL_STATUS[run.status])
+                        await self.executions.update(run.tenant_id, run.execution_id, changes, None)
+                except Conflict as exc:
+                    # the execution was finished (or written) through the executions API:
+                    # it takes nothing more, so the run stops recording there instead of
+                    # failing here on every pass
+                    log.warning(
+                        "workflow run %s: its execution %s takes no more steps (%s); the run "
+                        "goes on without recording there", run_id, run.execution_id, exc.detail,
+                    )
+                    closing = True
                 if steps:
-                    await self._append(run, run.execution_id, steps)
                     await repo.mark_appended(conn, [s.row for s in steps])
-                if run.status != "running" and not run.timeline_closed:
-                    changes = ExecutionChanges(status=FINAL_STATUS[run.status])
-                    await self.executions.update(run.tenant_id, run.execution_id, changes, None)
+                if closing:
                     await repo.close_timeline(conn, run_id)
         except Unavailable as exc:
             log.info("workflow timeline of run %s waits: %s", run_id, exc.detail)
