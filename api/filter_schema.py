@@ -20,13 +20,14 @@ from memory_service.memories.filters import (
     MAX_IN_VALUES,
     MAX_PATH_SEGMENTS,
     NUMBER_FIELDS,
+    SPACE,
     TEXT_FIELDS,
     TIME_FIELDS,
 )
 
 FILTER_REF = "#/components/schemas/Filter"
 # a metadata path: dot-separated keys without spaces, dots or NUL
-METADATA_PATH = rf"^metadata(\.[^.\s\x00]{{1,128}}){{1,{MAX_PATH_SEGMENTS}}}$"
+METADATA_PATH = rf"^metadata(\.[^.{SPACE}\x00]{{1,128}}){{1,{MAX_PATH_SEGMENTS}}}$"
 _NO_NUL = r"^[^\x00]*$"
 
 

@@ -15,7 +15,7 @@ from api.filter_schema import FILTER_REF
 from api.search_schemas import RETRIEVAL_OPTIONS
 from memory_service.changes.feed import TYPE_NAMES as CHANGE_TYPES
 from memory_service.config import Settings
-from memory_service.events.models import SEVERITIES
+from memory_service.events.models import MAX_TYPE_FILTERS, SEVERITIES
 from memory_service.executions.validation import MAX_SEQ
 from memory_service.infra.pagination import MAX_CURSOR_LENGTH
 from memory_service.memories.validation import FLOAT32_LIMIT
@@ -59,12 +59,19 @@ PATCH_OPERATION = {
             "properties": {
                 "op": {"enum": ["add", "replace", "test"]}, "path": _PATH, "value": {"$ref": JSON_REF}
             },
+            "additionalProperties": {"$ref": JSON_REF},
         },
-        {"type": "object", "required": ["op", "path"], "properties": {"op": {"const": "remove"}, "path": _PATH}},
+        {
+            "type": "object",
+            "required": ["op", "path"],
+            "properties": {"op": {"const": "remove"}, "path": _PATH},
+            "additionalProperties": {"$ref": JSON_REF},
+        },
         {
             "type": "object",
             "required": ["op", "path", "from"],
             "properties": {"op": {"enum": ["move", "copy"]}, "path": _PATH, "from": _PATH},
+            "additionalProperties": {"$ref": JSON_REF},
         },
     ]
 }
@@ -236,6 +243,9 @@ PATH_PARAMETER_RULES: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/executions/{execution_id}/diff", "from_execution"): uuid_schema(),
     # a header value cannot start with a space (HTTP trims them); a query value may
     ("/v1/events/stream", "Last-Event-ID"): {"pattern": r"^[0-9]{1,18}[ \t]*$"},
+    **{(path, "type"): {**PARAMETER_RULES[("query", "type")], "maxItems": MAX_TYPE_FILTERS}
+       for path in ("/v1/events", "/v1/events/stream")},
+    ("/v1/executions", "agent_id"): {"pattern": NOT_BLANK},
     ("/v1/events/stream", "last_event_id"): {"pattern": r"^\s*[0-9]{1,18}\s*$"},
     ("/v1/changes/stream", "Last-Event-ID"): {"pattern": CURSOR},
     ("/v1/changes", "since"): {"pattern": CURSOR},

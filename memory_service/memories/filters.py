@@ -36,7 +36,10 @@ TIME_FIELDS = ("created_at", "updated_at")
 FIELDS = TEXT_FIELDS + NUMBER_FIELDS + TIME_FIELDS
 COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *COMPARISONS)
-_SEGMENT = re.compile(r"^[^.\s]{1,128}$")
+# whitespace as Python and ECMA-262 regexes each read ``\s``, both: the schema states
+# the same class (api/filter_schema.py), whichever engine checks it
+SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_SEGMENT = re.compile(rf"^[^.{SPACE}]{{1,128}}$")
 
 
 @dataclass
