@@ -46,8 +46,8 @@ from benchmarks.eval.embed_cache import EmbeddingCache
 from benchmarks.eval.metrics import ndcg_at, paired_bootstrap, recall_at
 from benchmarks.eval.report import markdown
 from benchmarks.eval.runs import BASELINES, LOCOMO_CONTEXTS, LOCOMO_DEV, ONLY, RUNS
+from benchmarks.eval.runs import CROSS_ENCODER_DIR as CROSS_ENCODER
 from benchmarks.eval.service import RunningService, TenantClient
-from benchmarks.train_cross_encoder import DEFAULT_OUT as CROSS_ENCODER
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -32,11 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.eval.datasets import Document
-from benchmarks.eval.runs import LOCOMO_CONTEXTS
-from benchmarks.ranker_data import TrainingSet, collect, training_sets, unique_documents
+from benchmarks.eval.runs import CROSS_ENCODER_DIR, LOCOMO_CONTEXTS
+from benchmarks.ranker_data import (
+    TrainingSet,
+    collect,
+    training_sets,
+    unique_documents,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = ROOT / "benchmarks" / ".cache" / "cross-encoder"
+DEFAULT_OUT = CROSS_ENCODER_DIR
 
 Pair = tuple[str, str, float]  # query, memory text, label
 

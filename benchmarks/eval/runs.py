@@ -8,6 +8,7 @@ the dev half (settings were chosen on them), the rest the test half.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 # name -> search body fields; every row of the tables is one of these. "default" sends
@@ -51,3 +52,6 @@ BASELINES = ("vector", "hybrid")
 # LoCoMo conversations 0-4 were used to choose settings; 5-9 were not
 LOCOMO_DEV = 5
 LOCOMO_CONTEXTS = ("none", "date+previous")
+
+# where `make train-cross-encoder` writes its model and `make eval` looks for it
+CROSS_ENCODER_DIR = Path(__file__).resolve().parent.parent / ".cache" / "cross-encoder"
