@@ -24,11 +24,18 @@ from memory_service.memories.filters import (
     TEXT_FIELDS,
     TIME_FIELDS,
 )
+from memory_service.validation import MAX_SAFE_INTEGER
 
 FILTER_REF = "#/components/schemas/Filter"
 # a metadata path: dot-separated keys without spaces, dots or NUL
 METADATA_PATH = rf"^metadata(\.[^.{SPACE}\x00]{{1,128}}){{1,{MAX_PATH_SEGMENTS}}}$"
 _NO_NUL = r"^[^\x00]*$"
+# a JSON number the service can store and compare: an integer within ±2**53 (a double
+# holds those exactly) or any other finite number (``validation.scalar_problem``)
+SAFE_NUMBER = {
+    "type": "number",
+    "not": {"type": "integer", "not": {"minimum": -MAX_SAFE_INTEGER, "maximum": MAX_SAFE_INTEGER}},
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -64,7 +71,7 @@ def _column_list(value: dict[str, Any]) -> dict[str, Any]:
 
 def _components() -> dict[str, Any]:
     text = {"type": "string", "pattern": _NO_NUL}
-    number = {"type": "number"}
+    number = SAFE_NUMBER
     time = {"type": "string", "format": "date-time"}
     scalar = {"anyOf": [text, number, {"type": "boolean"}]}
     text_ops = _operators(text, ordered=text, contains=True)

@@ -310,12 +310,12 @@ def check_values(value: Any, path: str) -> None:
     compare; 422 naming the field. Plain JSON follows the service's one rule
     (``memory_service.validation.json_problem``); typed fields are checked here."""
     if isinstance(value, msgspec.Struct):
-        numbers = _number_fields(type(value))
+        numbers, floats = _number_fields(type(value))
         for name in value.__struct_fields__:
             item = getattr(value, name)
             if item is None or name in numbers:
                 continue  # typed numbers hold nothing the database refuses
-            if isinstance(item, float):
+            if isinstance(item, float) and name in floats:
                 _check_float(item, _join(path, name))
             else:
                 check_values(item, _join(path, name))
@@ -335,17 +335,30 @@ def _check_typed(value: Any, path: str) -> None:
         check_values(value, path)
 
 
-_NUMBER_FIELDS: dict[type, frozenset[str]] = {}
+_NUMBER_FIELDS: dict[type, tuple[frozenset[str], frozenset[str]]] = {}
 _WHOLE_NUMBERS = (msgspec.inspect.IntType, msgspec.inspect.BoolType, msgspec.inspect.NoneType)
 
 
-def _number_fields(struct: type) -> frozenset[str]:
-    """The fields of a Struct typed as whole numbers or lists of numbers (or None): the
-    walk has nothing to check in them (an embedding's floats are validated with it)."""
+def _number_fields(struct: type) -> tuple[frozenset[str], frozenset[str]]:
+    """The fields of a Struct typed as whole numbers or lists of numbers (or None), which
+    the walk has nothing to check in (an embedding's floats are validated with it), and
+    those typed as a float, which go to a ``real`` column. A float in a free-form field
+    (``Any``: a step's input, say) is a JSON number like any in metadata, stored as is."""
     if struct not in _NUMBER_FIELDS:
         info: Any = msgspec.inspect.type_info(struct)
-        _NUMBER_FIELDS[struct] = frozenset(f.name for f in info.fields if _numbers(f.type))
+        _NUMBER_FIELDS[struct] = (
+            frozenset(f.name for f in info.fields if _numbers(f.type)),
+            frozenset(f.name for f in info.fields if _typed_float(f.type)),
+        )
     return _NUMBER_FIELDS[struct]
+
+
+def _typed_float(t: Any) -> bool:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _typed_float(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        return any(_typed_float(member) for member in t.types)
+    return isinstance(t, msgspec.inspect.FloatType)
 
 
 def _numbers(t: Any, *, in_list: bool = False) -> bool:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.filter_schema import FILTER_REF
+from api.filter_schema import FILTER_REF, METADATA_PATH, SAFE_NUMBER
 from api.search_schemas import RETRIEVAL_OPTIONS
 from memory_service.changes.feed import TYPE_NAMES as CHANGE_TYPES
 from memory_service.config import Settings
 from memory_service.events.models import MAX_TYPE_FILTERS, SEVERITIES
 from memory_service.executions.validation import MAX_SEQ
 from memory_service.infra.pagination import MAX_CURSOR_LENGTH
+from memory_service.memories.models import SCOPE_FIELDS
 from memory_service.memories.validation import FLOAT32_LIMIT
 from memory_service.retrieval.options import HYBRID_ONLY
 from memory_service.transfer.exporter import EXPORT_ORDER
@@ -39,7 +40,8 @@ JSON_REF = "#/components/schemas/JsonValue"
 JSON_VALUE = {
     "anyOf": [
         {"type": "string", "pattern": NO_NUL},
-        {"type": ["number", "boolean", "null"]},
+        SAFE_NUMBER,
+        {"type": ["boolean", "null"]},
         {"type": "array", "items": {"$ref": JSON_REF}},
         {
             "type": "object",
@@ -93,6 +95,8 @@ EVENT_TYPE = r"^[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*$"
 WINDOW = r"^([1-9][0-9]{0,2}|[12][0-9]{3}|3[0-5][0-9]{2}|3600)s$|^([1-9]|[1-5][0-9]|60)m$|^1h$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$"
 WORKFLOW_NAME = r"^[A-Za-z0-9_.-]{1,128}$"
+# what a search may group by (``retrieval.grouping.parse_group_by``)
+GROUP_PATH = rf"^({'|'.join(SCOPE_FIELDS)})$|{METADATA_PATH}"
 # the largest magnitude that float32 rounds to a finite number, and the smallest that
 # it does not round to zero
 FLOAT32_TINY = 7.006492321624085e-46
@@ -325,6 +329,8 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("SearchBody", "embedding"): embedding(dimension),
         ("SearchBody", "query"): text,
         ("SearchBody", "half_life_hours"): {"minimum": 1e-6},
+        ("SearchBody", "group_by"): {"pattern": GROUP_PATH},
+        ("SearchBody", "context_by"): {"pattern": GROUP_PATH},
         ("SearchBody", OBJECT_RULE): search_rules(),
         ("SearchBody", "filter"): {REPLACE: {"anyOf": [{"$ref": FILTER_REF}, {"type": "null"}]}},
         ("CheckpointIn", "label"): {"pattern": LABEL},

@@ -141,6 +141,23 @@ async def test_bad_execution_fields(client: Client, tenant: dict[str, Any]) -> N
     assert_problem(bad_cursor, 422, mentions="cursor")
 
 
+async def test_a_tiny_number_in_a_free_field_is_stored_as_sent(
+    client: Client, tenant: dict[str, Any]
+) -> None:
+    """A step's input and output are free JSON, like metadata: any finite number is kept,
+    whether it stands alone or inside an object. Only a typed ``real`` field refuses
+    magnitudes below 1e-30."""
+    h = tenant["headers"]
+    eid = (await new_execution(client, h))["id"]
+    await append(client, h, eid, {"kind": "a", "input": 5e-324, "output": {"x": -1e-31}, "state": 1e-40})
+    step = await client.get(f"/v1/executions/{eid}/steps/1", params={"include": "state"}, headers=h)
+    assert step.status_code == 200, step.text
+    got = step.json()
+    assert (got["input"], got["output"], got["state"]) == (5e-324, {"x": -1e-31}, 1e-40)
+    refused = await client.post("/v1/memories/search", json={"query": "x", "min_score": 1e-31}, headers=h)
+    assert_problem(refused, 422, mentions="min_score")
+
+
 async def test_another_tenants_execution_is_missing_on_every_endpoint(
     client: Client, tenant: dict[str, Any], other_tenant: dict[str, Any]
 ) -> None:

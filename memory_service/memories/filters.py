@@ -39,7 +39,7 @@ OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", "$contains", *COMPARISONS)
 # whitespace as Python and ECMA-262 regexes each read ``\s``, both: the schema states
 # the same class (api/filter_schema.py), whichever engine checks it
 SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-_SEGMENT = re.compile(rf"^[^.{SPACE}]{{1,128}}$")
+PATH_SEGMENT = re.compile(rf"^[^.{SPACE}]{{1,128}}$")
 
 
 @dataclass
@@ -111,7 +111,7 @@ class _Compiler:
             return _Column(key, self.alias)
         if key.startswith("metadata."):
             segments = key.split(".")[1:]
-            if len(segments) > MAX_PATH_SEGMENTS or not all(_SEGMENT.match(s) for s in segments):
+            if len(segments) > MAX_PATH_SEGMENTS or not all(PATH_SEGMENT.match(s) for s in segments):
                 raise _error(where, "metadata paths are dot-separated keys without spaces")
             return _MetadataPath(segments, self.alias)
         raise _error(

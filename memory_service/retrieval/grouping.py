@@ -21,15 +21,13 @@ its group in the pool (``add_context``).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from memory_service.errors import FieldError, InvalidInput
+from memory_service.memories.filters import MAX_PATH_SEGMENTS, PATH_SEGMENT
 from memory_service.memories.models import SCOPE_FIELDS, Memory, SearchGroup, SearchHit
 
-MAX_PATH_SEGMENTS = 8
-_SEGMENT = re.compile(r"^[^.\s]{1,128}$")
 DEFAULT_GROUP_SIZE = 3
 MAX_GROUP_SIZE = 100
 # weight of a group's further members next to its best one (chosen on LoCoMo sessions)
@@ -57,7 +55,7 @@ def parse_group_by(value: Any, where: str = "group_by") -> tuple[str, ...]:
         return (value,)
     if value.startswith("metadata."):
         segments = value.split(".")[1:]
-        if len(segments) <= MAX_PATH_SEGMENTS and all(_SEGMENT.match(s) for s in segments):
+        if len(segments) <= MAX_PATH_SEGMENTS and all(PATH_SEGMENT.match(s) for s in segments):
             return ("metadata", *segments)
         raise InvalidInput(
             f"{where}: metadata paths are up to 8 dot-separated keys without spaces",
