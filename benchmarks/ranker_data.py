@@ -9,12 +9,56 @@ feature rows.
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.eval.datasets import Document, Question, load_locomo, load_scifact
 from benchmarks.eval.runs import LOCOMO_CONTEXTS, LOCOMO_DEV
+
+ROOT = Path(__file__).resolve().parent.parent
+Answers = list[list[list[dict[str, Any]]]]
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options saying where a trainer's questions and answers come from."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
+    )
+    parser.add_argument("--limit", type=int, default=None, help="questions per data set (a slice)")
+    parser.add_argument(
+        "--answers",
+        type=Path,
+        default=None,
+        help="a .json.gz of the service's answers: read it if it exists (no service), else "
+        "write it",
+    )
+    parser.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="document vectors from make eval's cache (benchmarks/.cache); off: the service "
+        "embeds them",
+    )
+
+
+def sets_and_answers(args: argparse.Namespace, pool_size: int) -> tuple[list[TrainingSet], Answers]:
+    """The training sets and the service's answers to them (read from ``--answers`` when
+    that file exists, else asked of a service started here and saved there)."""
+    sets = training_sets(args.data, args.limit)
+    if args.answers is not None and args.answers.exists():
+        return sets, json.loads(gzip.decompress(args.answers.read_bytes()))
+    export = ROOT / "benchmarks" / ".cache" / "onnx-export" if args.cache else None
+    answers = collect(sets, pool_size, export)
+    if args.answers is not None:
+        args.answers.write_bytes(gzip.compress(json.dumps(answers).encode()))
+    return sets, answers
 
 
 def record(raw: dict[str, Any]) -> dict[str, Any]:
@@ -57,9 +101,7 @@ def training_sets(data: Path, limit: int | None) -> list[TrainingSet]:
     return sliced
 
 
-def collect(
-    sets: list[TrainingSet], pool_size: int, export_dir: Path | None
-) -> list[list[list[dict[str, Any]]]]:
+def collect(sets: list[TrainingSet], pool_size: int, export_dir: Path | None) -> Answers:
     """Start the service, load each set and ask its questions: per set, per question,
     the top ``pool_size`` hits of hybrid without re-ranking, with their components."""
     from benchmarks.eval.service import RunningService
@@ -75,7 +117,7 @@ def collect(
         export = getattr(embedder, "model_file", None)
         label = f"onnx-{export.parent.name}" if export is not None else "onnx-int8"
         cache = EmbeddingCache(export_dir.parent / label, embedder)
-    answers: list[list[list[dict[str, Any]]]] = []
+    answers: Answers = []
     with RunningService(env=env) as service:
         client = service.new_tenant("train-ranker")
         for name, docs, questions, suffix in sets:

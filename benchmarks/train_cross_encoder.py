@@ -22,7 +22,6 @@ warm-up and decay, on the CPU, with a progress bar; the model is written to
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -35,8 +34,8 @@ from benchmarks.eval.datasets import Document
 from benchmarks.eval.runs import CROSS_ENCODER_DIR, LOCOMO_CONTEXTS
 from benchmarks.ranker_data import (
     TrainingSet,
-    collect,
-    training_sets,
+    add_source_arguments,
+    sets_and_answers,
     unique_documents,
 )
 
@@ -175,11 +174,7 @@ def save(model: Any, out: Path, about: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
-    )
+    add_source_arguments(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the model's folder")
     parser.add_argument("--layers", type=int, default=2, help="MiniLM layers kept (1-6)")
     parser.add_argument("--max-length", type=int, default=128, help="tokens per pair")
@@ -192,35 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-minutes", type=float, default=None, help="stop training after this long"
     )
-    parser.add_argument("--limit", type=int, default=None, help="questions per data set (a slice)")
-    parser.add_argument(
-        "--answers",
-        type=Path,
-        default=None,
-        help="a .json.gz of the service's answers: read it if it exists (no service), else "
-        "write it",
-    )
-    parser.add_argument(
-        "--cache",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="document vectors from make eval's cache (benchmarks/.cache); off: the service "
-        "embeds them",
-    )
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     started = time.monotonic()
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    sets = training_sets(args.data, args.limit)
-    if args.answers is not None and args.answers.exists():
-        answers = json.loads(gzip.decompress(args.answers.read_bytes()))
-    else:
-        export = ROOT / "benchmarks" / ".cache" / "onnx-export" if args.cache else None
-        answers = collect(sets, args.pool, export)
-        if args.answers is not None:
-            args.answers.write_bytes(gzip.compress(json.dumps(answers).encode()))
+    sets, answers = sets_and_answers(args, args.pool)
     pairs = training_pairs(sets, answers, args.negatives)
     positives = int(sum(p[2] for p in pairs))
     print(f"{len(pairs)} pairs: {positives} relevant, {len(pairs) - positives} hard negatives")

@@ -24,7 +24,6 @@ turns them into feature rows, compares the configurations and fits the model.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -41,7 +40,12 @@ import numpy as np
 from benchmarks.eval.datasets import Document, Question
 from benchmarks.eval.metrics import ndcg_at, recall_at
 from benchmarks.eval.runs import LOCOMO_CONTEXTS
-from benchmarks.ranker_data import TrainingSet, collect, training_sets, unique_documents
+from benchmarks.ranker_data import (
+    TrainingSet,
+    add_source_arguments,
+    sets_and_answers,
+    unique_documents,
+)
 from memory_service.memories.models import Memory, SearchHit
 from memory_service.retrieval.features import FEATURES, candidate_features
 from memory_service.retrieval.ranker import SHIPPED, LearnedRanker
@@ -233,11 +237,7 @@ def pools_from(sets: list[TrainingSet], answers: list[list[list[dict[str, Any]]]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("MEMORY_EVAL_DATA", ROOT.parent / "shared" / "data")),
-    )
+    add_source_arguments(parser)
     parser.add_argument("--out", type=Path, default=SHIPPED)
     parser.add_argument("--pool", type=int, default=100, help="candidates per question")
     parser.add_argument(
@@ -245,32 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         default="100:3:0.1,200:4:0.05",
         help="trees:depth:learning-rate, comma-separated: the ones to compare on held-out halves",
     )
-    parser.add_argument("--limit", type=int, default=None, help="questions per data set (a slice)")
-    parser.add_argument(
-        "--answers",
-        type=Path,
-        default=None,
-        help="a .json.gz of the service's answers: read it if it exists (no service), else "
-        "write it",
-    )
-    parser.add_argument(
-        "--cache",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="document vectors from make eval's cache (benchmarks/.cache); off: the service "
-        "embeds them",
-    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     print("load average", " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    sets = training_sets(args.data, args.limit)
-    if args.answers is not None and args.answers.exists():
-        answers = json.loads(gzip.decompress(args.answers.read_bytes()))
-    else:
-        export = ROOT / "benchmarks" / ".cache" / "onnx-export" if args.cache else None
-        answers = collect(sets, args.pool, export)
-        if args.answers is not None:
-            args.answers.write_bytes(gzip.compress(json.dumps(answers).encode()))
+    sets, answers = sets_and_answers(args, args.pool)
     pools = pools_from(sets, answers)
     configs = [_config(c) for c in args.configs.split(",") if c.strip()]
     config = choose(pools, configs) if len(configs) > 1 else configs[0]
