@@ -14,7 +14,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from live_http import in_app_loop
 
-from memory_service.errors import Conflict
+from memory_service.errors import Conflict, InvalidInput
 from memory_service.executions import (
     ExecutionChanges,
     ExecutionLimits,
@@ -120,3 +120,32 @@ async def test_steps_without_times_take_the_database_clock(
     assert len(answered) == 4 and answered == sorted(answered)
     for step in stored:
         assert step["started_at"] == step["ended_at"] == step["recorded_at"]
+
+
+async def nul_refusals(service: ExecutionService, tid: str) -> tuple[list[str], int]:
+    execution = await service.create(tid, NewExecution())
+    await service.append_steps(tid, execution.id, [NewStep(kind="a", state=PAD)])
+    refused = []
+    for step in (
+        NewStep(kind="b", state={"s": "x\x00"}),
+        NewStep(kind="b", state_patch=[{"op": "add", "path": "/s", "value": "x\x00"}]),
+        NewStep(kind="b", state_patch=[{"op": "add", "path": "/s\x00", "value": 1}]),
+    ):
+        try:
+            await service.append_steps(tid, execution.id, [NewStep(kind="ok"), step])
+        except InvalidInput as exc:
+            refused.append(exc.detail)
+    return refused, (await service.get(tid, execution.id)).head_seq
+
+
+async def test_a_nul_is_refused_by_the_service_in_a_state_and_in_a_patch(
+    app: Litestar, client: Client, tenant: dict[str, Any]
+) -> None:
+    """The HTTP guard refuses a NUL in any body; the service refuses one on its own for
+    callers that do not pass through it, in a new state and in a patch (a patched
+    state is then not scanned again: it is made of checked parts)."""
+    runtime = app.state.runtime
+    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
+    refused, head = await in_app_loop(client, nul_refusals, service, tenant["id"])
+    assert len(refused) == 3 and all("NUL" in r for r in refused), refused
+    assert head == 1  # nothing of any refused batch was written

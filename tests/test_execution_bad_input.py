@@ -63,6 +63,8 @@ async def test_malformed_steps_are_rejected_before_anything_is_written(
         ({"kind": "a", "state_patch": [{"op": ["add"], "path": "/x", "value": 1}]}, 422, "state_patch[0]"),
         ({"kind": "a", "state": {}, "state_patch": []}, 422, "state_patch"),
         ({"kind": "a", "state": {"s": "nul\u0000"}}, 422, "NUL"),
+        ({"kind": "a", "state_patch": [{"op": "add", "path": "/s", "value": "nul\u0000"}]}, 422, "NUL"),
+        ({"kind": "a", "state_patch": [{"op": "add", "path": "/s\u0000", "value": 1}]}, 422, "NUL"),
         ({"kind": "a", "seq": 5}, 409, "seq"),
         ({"kind": "a", "started_at": "2026-01-02T00:00:00Z", "ended_at": "2026-01-01T00:00:00Z"}, 422, "started_at"),
         ({"kind": "a", "ended_at": "2026-01-01T00:00:00"}, 422, "time zone"),

@@ -280,7 +280,10 @@ class ExecutionService(ExecutionTravel):
         where: str,
     ) -> tuple[StoredStep, bytes]:
         state, patch = change
-        encoded = check.check_json_value(state, f"{where}state", self.limits.max_state_bytes)
+        # checked with its step (check_step), or a checked state with a checked patch applied
+        encoded = check.check_json_value(
+            state, f"{where}state", self.limits.max_state_bytes, nul_checked=True
+        )
         patch_json = states.encode(patch)
         keyframe = (
             seq - execution.keyframe_seq >= self.limits.keyframe_interval

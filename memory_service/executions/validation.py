@@ -35,8 +35,12 @@ _KIND = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]*$")
 LABEL = re.compile(r"^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$")
 
 
-def check_json_value(value: Any, where: str, limit: int) -> bytes:
-    """The value encoded as JSON, if it is JSON that jsonb can store within ``limit``."""
+def check_json_value(value: Any, where: str, limit: int, *, nul_checked: bool = False) -> bytes:
+    """The value encoded as JSON, if it is JSON that jsonb can store within ``limit``.
+
+    ``nul_checked``: the value is built only of parts already checked for NUL (a state
+    and the patch applied to it), so the scan of the encoded text, as costly as the
+    encoding itself, is skipped."""
     try:
         encoded = msgspec.json.encode(value)
     except (TypeError, ValueError, OverflowError):
@@ -46,7 +50,7 @@ def check_json_value(value: Any, where: str, limit: int) -> bytes:
             f"{where} is {len(encoded)} bytes; the limit is {limit}",
             errors=[FieldError(where, f"at most {limit} bytes")],
         )
-    if b"\\u0000" in encoded:
+    if not nul_checked and b"\\u0000" in encoded:
         raise InvalidInput(f"{where} holds a NUL character", errors=[FieldError(where, "NUL")])
     return encoded
 
