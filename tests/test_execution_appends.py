@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from live_http import in_app_loop
@@ -149,3 +150,53 @@ async def test_a_nul_is_refused_by_the_service_in_a_state_and_in_a_patch(
     refused, head = await in_app_loop(client, nul_refusals, service, tenant["id"])
     assert len(refused) == 3 and all("NUL" in r for r in refused), refused
     assert head == 1  # nothing of any refused batch was written
+
+
+async def held_heads(service: ExecutionService, tid: str) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    execution = await service.create(tid, NewExecution())
+    mine = {"n": 0}
+    # a full state then a patch in one batch; then the caller changes its own dict
+    await service.append_steps(
+        tid, execution.id,
+        [NewStep(kind="a", state=mine), NewStep(kind="b", state_patch=[{"op": "add", "path": "/p", "value": 1}])],
+    )  # fmt: skip
+    mine["n"] = 1
+    await service.append_steps(tid, execution.id, [NewStep(kind="c", state=mine)])
+    for i in range(3):  # patches against the head this process holds
+        await service.append_steps(
+            tid, execution.id, [NewStep(kind="d", state_patch=[{"op": "add", "path": f"/k{i}", "value": i}])]
+        )
+    with pytest.raises(Conflict):  # the first operation applies, the second does not
+        await service.append_steps(
+            tid, execution.id,
+            [NewStep(kind="e", state_patch=[{"op": "add", "path": "/bad", "value": 1}, {"op": "remove", "path": "/missing"}])],
+        )  # fmt: skip
+    await service.append_steps(
+        tid, execution.id, [NewStep(kind="f", state_patch=[{"op": "add", "path": "/last", "value": 9}])]
+    )
+    cold = ExecutionService(service.pool, service.cursors, ExecutionLimits(cache_bytes=0))
+    warm = [(await service.state_at(tid, execution.id, seq)).state for seq in range(1, 8)]
+    rebuilt = [(await cold.state_at(tid, execution.id, seq)).state for seq in range(1, 8)]
+    return mine, warm, rebuilt
+
+
+async def test_the_head_held_between_appends_is_never_a_callers_object_or_half_patched(
+    app: Litestar, client: Client, tenant: dict[str, Any]
+) -> None:
+    """A full state stays the caller's (a patch after it in the batch works on a copy,
+    and the caller may change its dict afterwards); the head state held for the next
+    append comes only from patching, and a batch that fails halfway leaves it unused."""
+    runtime = app.state.runtime
+    service = ExecutionService(runtime.pool, runtime.cursors, ExecutionLimits())
+    mine, warm, rebuilt = await in_app_loop(client, held_heads, service, tenant["id"])
+    assert mine == {"n": 1}
+    expected = [
+        {"n": 0},
+        {"n": 0, "p": 1},
+        {"n": 1},
+        {"n": 1, "k0": 0},
+        {"n": 1, "k0": 0, "k1": 1},
+        {"n": 1, "k0": 0, "k1": 1, "k2": 2},
+        {"n": 1, "k0": 0, "k1": 1, "k2": 2, "last": 9},
+    ]
+    assert warm == expected and rebuilt == expected

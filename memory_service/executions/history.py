@@ -9,7 +9,9 @@ by (the execution that holds the step, seq), which is exact because steps are
 never changed once written. A rebuild starts from a cached state of one of the
 64 steps before it when there is one, so walking a timeline step by step costs
 one patch per step. The head each execution was last appended to from this process
-is remembered too, so the next append can go straight to the write.
+is remembered too, so the next append can go straight to the write; for the
+executions appended to most recently, the head state is held decoded as well and
+handed to the next append of the execution (to one taker, which may change it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import copy
 import threading
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from memory_service.errors import NotFound
@@ -28,6 +31,20 @@ from memory_service.executions.models import INITIAL_STATE, Execution
 from memory_service.executions.repository import Conn, Segment
 
 NEAREST = 64  # how far back a rebuild looks for a cached state to start from
+# decoded head states held for the next append: the most recent executions, small states
+HELD_STATES = 64
+HELD_STATE_BYTES = 128 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HeadState:
+    """The state after an append: encoded (for the cache) and the value itself;
+    ``owned`` when nothing outside the service references it (a state the service
+    built by patching), so that the next append may change it in place."""
+
+    encoded: bytes
+    value: Any
+    owned: bool
 
 
 class StateCache:
@@ -92,34 +109,49 @@ class HistoryReader:
         # next append skip reading it (the append statement checks it under the lock)
         self._heads: OrderedDict[uuid.UUID, tuple[uuid.UUID, Execution]] = OrderedDict()
         self._max_heads = max_heads
+        self._held: OrderedDict[uuid.UUID, tuple[int, Any]] = OrderedDict()
         self._heads_lock = threading.Lock()
 
     def known_head(self, tid: uuid.UUID, eid: uuid.UUID) -> tuple[Execution, Any] | None:
-        """A copy of the execution as this process last wrote it and a fresh copy of
-        its head state, when both are still known; None otherwise."""
+        """A copy of the execution as this process last wrote it and its head state,
+        when both are still known; None otherwise. The state is the caller's to change:
+        the one held decoded (taken, so a concurrent append decodes its own) or a fresh
+        decoding of the cached text."""
         with self._heads_lock:
             known = self._heads.get(eid)
+            held = self._held.pop(eid, None)
         if known is None or known[0] != tid:
             return None
         execution = copy.copy(known[1])
+        if held is not None and held[0] == execution.head_seq:
+            return execution, held[1]
         encoded = self.cache.get((eid, execution.head_seq))
         if encoded is None:
             return None
         return execution, states.decode(encoded)
 
-    def remember_head(self, tid: uuid.UUID, execution: Execution, encoded: bytes) -> None:
-        """After a successful append: the new head and its state (owned by ``execution``)."""
+    def remember_head(self, tid: uuid.UUID, execution: Execution, head: HeadState) -> None:
+        """After a successful append: the new head and its state (an owned value is the
+        history's from now on)."""
         eid = uuid.UUID(execution.id)
-        self.cache.put((eid, execution.head_seq), encoded)
+        self.cache.put((eid, execution.head_seq), head.encoded)
         with self._heads_lock:
             self._heads[eid] = (tid, copy.copy(execution))
             self._heads.move_to_end(eid)
             while len(self._heads) > self._max_heads:
                 self._heads.popitem(last=False)
+            if head.owned and len(head.encoded) <= HELD_STATE_BYTES:
+                self._held[eid] = (execution.head_seq, head.value)
+                self._held.move_to_end(eid)
+                while len(self._held) > HELD_STATES:
+                    self._held.popitem(last=False)
+            else:
+                self._held.pop(eid, None)
 
     def forget_head(self, eid: uuid.UUID) -> None:
         with self._heads_lock:
             self._heads.pop(eid, None)
+            self._held.pop(eid, None)
 
     async def segments(self, conn: Conn, tid: uuid.UUID, execution: Execution) -> list[Segment]:
         if execution.parent_id is None:

@@ -79,7 +79,9 @@ class NewStep:
     """One step to append. Give ``state`` (the full state after the step), or
     ``state_patch`` (RFC 6902 operations against the previous step's state), or
     neither (the state did not change). ``seq``, when given, must be the next seq:
-    a writer that raced another gets a conflict instead of an interleaved history."""
+    a writer that raced another gets a conflict instead of an interleaved history.
+    Appending takes ``state`` over: the service may keep it as the new head's state and
+    change it in place later, so a caller does not change it afterwards."""
 
     kind: str
     name: str | None = None

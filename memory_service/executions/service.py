@@ -33,7 +33,7 @@ from memory_service.executions import repository as repo
 from memory_service.executions import states
 from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
-from memory_service.executions.history import HistoryReader, StateCache
+from memory_service.executions.history import HeadState, HistoryReader, StateCache
 from memory_service.executions.models import (
     FINISHED,
     Execution,
@@ -183,7 +183,7 @@ class ExecutionService(ExecutionTravel):
         execution: Execution,
         steps: Sequence[NewStep],
         recorded: datetime,
-    ) -> tuple[list[Step], bytes] | None:
+    ) -> tuple[list[Step], HeadState] | None:
         """Computes and writes the steps after ``execution.head_seq``; None when another
         writer took those seqs first (or finished the execution meanwhile).
         ``recorded`` is the database clock."""
@@ -200,7 +200,7 @@ class ExecutionService(ExecutionTravel):
         state: Any,
         steps: Sequence[NewStep],
         recorded: datetime | None,
-    ) -> tuple[list[Step], bytes] | None:
+    ) -> tuple[list[Step], HeadState] | None:
         """Writes the steps after ``execution`` (its head and ``state``) in one statement;
         None when that is no longer the head. ``recorded``: the database clock when None."""
         expected = (execution.head_seq, execution.keyframe_seq)
@@ -219,7 +219,7 @@ class ExecutionService(ExecutionTravel):
         return [_step(execution.id, row, outcome.recorded_at) for row in rows], last_state
 
     async def _after_append(
-        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: bytes
+        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: HeadState
     ) -> None:
         """After commit: cache the new head state and announce the steps."""
         execution.head_seq = appended[-1].seq
@@ -239,10 +239,11 @@ class ExecutionService(ExecutionTravel):
 
     def _prepare(
         self, execution: Execution, state: Any, steps: Sequence[NewStep]
-    ) -> tuple[list[StoredStep], bytes]:
-        """The rows to insert and the last state, encoded; updates execution.keyframe_seq."""
+    ) -> tuple[list[StoredStep], HeadState]:
+        """The rows to insert and the last state; updates execution.keyframe_seq."""
         rows: list[StoredStep] = []
         encoded = b""
+        owned = True  # ``state`` is this call's to change (a caller's full state is not)
         for i, step in enumerate(steps):
             seq = execution.head_seq + i + 1
             where = f"steps[{i}]."
@@ -256,20 +257,20 @@ class ExecutionService(ExecutionTravel):
                     f"{where}parent_seq must be before the step",
                     errors=[FieldError(f"{where}parent_seq", f"below {seq}")],
                 )
-            state, patch = self._next_state(state, step, where)
+            if step.has_state:
+                state, patch, owned = step.state, states.diff(state, step.state), False
+            elif step.state_patch is not None:
+                patch = states.check_patch(step.state_patch, f"{where}state_patch")
+                check.check_json_value(patch, f"{where}state_patch", self.limits.max_state_bytes)
+                state = states.apply_in_place(
+                    state if owned else states.copy(state), patch, f"{where}state_patch"
+                )
+                owned = True
+            else:
+                patch = []
             row, encoded = self._row(execution, seq, step, (state, patch), where)
             rows.append(row)
-        return rows, encoded
-
-    def _next_state(self, state: Any, step: NewStep, where: str) -> tuple[Any, list[Any]]:
-        if step.has_state:
-            patch = states.diff(state, step.state)
-            return step.state, patch
-        if step.state_patch is None:
-            return state, []
-        patch = states.check_patch(step.state_patch, f"{where}state_patch")
-        check.check_json_value(patch, f"{where}state_patch", self.limits.max_state_bytes)
-        return states.apply_in_place(state, patch, f"{where}state_patch"), patch
+        return rows, HeadState(encoded, state, owned)
 
     def _row(
         self,

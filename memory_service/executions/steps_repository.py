@@ -9,9 +9,10 @@ and patches leave the database as JSON text and are decoded by the caller.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -63,6 +64,59 @@ class Appended:
     recorded_at: datetime
 
 
+# the columns a step row is inserted with, in the order of the arrays that carry them
+_STEP_ARRAYS: tuple[tuple[str, str, Callable[[StoredStep], Any]], ...] = (
+    ("seq", "int[]", attrgetter("seq")),
+    ("kind", "text[]", attrgetter("kind")),
+    ("name", "text[]", attrgetter("name")),
+    ("input", "jsonb[]", lambda s: _jsonb(s.input)),
+    ("output", "jsonb[]", lambda s: _jsonb(s.output)),
+    ("error", "jsonb[]", lambda s: _jsonb(s.error)),
+    ("metadata", "jsonb[]", lambda s: Jsonb(s.metadata)),
+    ("parent_seq", "int[]", attrgetter("parent_seq")),
+    ("started_at", "timestamptz[]", attrgetter("started_at")),
+    ("ended_at", "timestamptz[]", attrgetter("ended_at")),
+    ("state", "json[]", attrgetter("state_json")),
+    ("state_patch", "json[]", attrgetter("patch_json")),
+    ("state_size", "int[]", attrgetter("state_size")),
+    ("changed_paths", "int[]", attrgetter("changed_paths")),
+)
+# steps given without times take the statement's clock
+_DEFAULT_TIMES = {
+    "started_at": "coalesce(u.started_at, u.ended_at, now.t)",
+    "ended_at": "coalesce(u.ended_at, now.t)",
+}
+
+
+def _insert_statement() -> bytes:
+    names = sql.SQL(", ").join(sql.Identifier(name) for name, _, _ in _STEP_ARRAYS)
+    values = sql.SQL(", ").join(
+        sql.SQL(_DEFAULT_TIMES[name]) if name in _DEFAULT_TIMES else sql.Identifier("u", name)
+        for name, _, _ in _STEP_ARRAYS
+    )
+    # binary parameters: a state in a text array literal would have every quote escaped
+    arrays = sql.SQL(", ").join(sql.SQL("%b::{}").format(sql.SQL(kind)) for _, kind, _ in _STEP_ARRAYS)
+    return sql.SQL(
+        "WITH now AS (SELECT coalesce(%s::timestamptz, clock_timestamp()) AS t), "
+        "head AS (SELECT id, head_seq, keyframe_seq, status FROM executions "
+        "  WHERE tenant_id = %s AND id = %s FOR UPDATE), "
+        "ok AS (SELECT id FROM head "
+        "  WHERE head_seq = %s AND keyframe_seq = %s AND status <> ALL(%s)), "
+        "added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, {names}) "
+        "  SELECT %s, %s, now.t, {values} FROM unnest({arrays}) AS u({names}) CROSS JOIN now "
+        "  WHERE EXISTS (SELECT 1 FROM ok) RETURNING seq), "
+        "moved AS (UPDATE executions SET head_seq = (SELECT max(seq) FROM added), "
+        "  keyframe_seq = %s, updated_at = clock_timestamp() "
+        "  WHERE id = %s AND EXISTS (SELECT 1 FROM added) RETURNING head_seq) "
+        "SELECT (SELECT head_seq FROM moved), h.head_seq, h.status, now.t "
+        "FROM now LEFT JOIN head h ON true"
+    ).format(names=names, values=values, arrays=arrays).as_bytes(None)
+
+
+# composed once: a statement built per append cost as much as its parameters
+_INSERT_STEPS = _insert_statement()
+
+
 async def insert_steps(
     conn: Conn,
     tid: uuid.UUID,
@@ -80,52 +134,12 @@ async def insert_steps(
     also answers why when it writes nothing. Steps without times get ``recorded``
     (the database clock when None), and so does their ``recorded_at``.
     """
-    columns = {
-        "seq": ([s.seq for s in steps], "int[]"),
-        "kind": ([s.kind for s in steps], "text[]"),
-        "name": ([s.name for s in steps], "text[]"),
-        "input": ([_jsonb(s.input) for s in steps], "jsonb[]"),
-        "output": ([_jsonb(s.output) for s in steps], "jsonb[]"),
-        "error": ([_jsonb(s.error) for s in steps], "jsonb[]"),
-        "metadata": ([Jsonb(s.metadata) for s in steps], "jsonb[]"),
-        "parent_seq": ([s.parent_seq for s in steps], "int[]"),
-        "started_at": ([s.started_at for s in steps], "timestamptz[]"),
-        "ended_at": ([s.ended_at for s in steps], "timestamptz[]"),
-        "state": ([s.state_json for s in steps], "json[]"),
-        "state_patch": ([s.patch_json for s in steps], "json[]"),
-        "state_size": ([s.state_size for s in steps], "int[]"),
-        "changed_paths": ([s.changed_paths for s in steps], "int[]"),
-    }
-    names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    values = sql.SQL(", ").join(
-        sql.SQL(_DEFAULT_TIMES[name]) if name in _DEFAULT_TIMES else sql.Identifier("u", name)
-        for name in columns
-    )
-    # binary parameters: a state in a text array literal would have every quote escaped
-    arrays = sql.SQL(", ").join(
-        sql.SQL("%b::{}").format(sql.SQL(kind)) for _, kind in columns.values()
-    )
-    statement = sql.SQL(
-        "WITH now AS (SELECT coalesce(%s::timestamptz, clock_timestamp()) AS t), "
-        "head AS (SELECT id, head_seq, keyframe_seq, status FROM executions "
-        "  WHERE tenant_id = %s AND id = %s FOR UPDATE), "
-        "ok AS (SELECT id FROM head "
-        "  WHERE head_seq = %s AND keyframe_seq = %s AND status <> ALL(%s)), "
-        "added AS (INSERT INTO execution_steps (execution_id, tenant_id, recorded_at, {names}) "
-        "  SELECT %s, %s, now.t, {values} FROM unnest({arrays}) AS u({names}) CROSS JOIN now "
-        "  WHERE EXISTS (SELECT 1 FROM ok) RETURNING seq), "
-        "moved AS (UPDATE executions SET head_seq = (SELECT max(seq) FROM added), "
-        "  keyframe_seq = %s, updated_at = clock_timestamp() "
-        "  WHERE id = %s AND EXISTS (SELECT 1 FROM added) RETURNING head_seq) "
-        "SELECT (SELECT head_seq FROM moved), h.head_seq, h.status, now.t "
-        "FROM now LEFT JOIN head h ON true"
-    ).format(names=names, values=values, arrays=arrays)
+    columns = [[value(s) for s in steps] for _, _, value in _STEP_ARRAYS]
     params = [
-        recorded, tid, eid, *expected, list(FINISHED), eid, tid,
-        *(values for values, _ in columns.values()), keyframe_seq, eid,
+        recorded, tid, eid, *expected, list(FINISHED), eid, tid, *columns, keyframe_seq, eid,
     ]
     try:
-        cur = await conn.execute(statement, params)
+        cur = await conn.execute(_INSERT_STEPS, params)
     except pg_errors.UniqueViolation:
         # a writer that computed from a stale head raced one that had not committed
         return Appended(False, expected[0] + 1, None, recorded or datetime.now(UTC))
@@ -135,13 +149,6 @@ async def insert_steps(
     if moved is not None:
         return Appended(True, int(moved), status, now)
     return Appended(False, None if head is None else int(head), status, now)
-
-
-# steps given without times take the statement's clock
-_DEFAULT_TIMES = {
-    "started_at": "coalesce(u.started_at, u.ended_at, now.t)",
-    "ended_at": "coalesce(u.ended_at, now.t)",
-}
 
 
 def _jsonb(value: Any) -> Jsonb | None:

@@ -23,6 +23,7 @@ from memory_service.executions import repository as repo
 from memory_service.executions import states
 from memory_service.executions import steps_repository as step_rows
 from memory_service.executions import validation as check
+from memory_service.executions.history import HeadState
 from memory_service.executions.models import (
     Execution,
     NewStep,
@@ -53,11 +54,11 @@ class ExecutionTravel(ExecutionReads):
         execution: Execution,
         steps: Sequence[NewStep],
         recorded: datetime,
-    ) -> tuple[list[Step], bytes] | None:
+    ) -> tuple[list[Step], HeadState] | None:
         raise NotImplementedError
 
     async def _after_append(
-        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: bytes
+        self, tenant_id: uuid.UUID, execution: Execution, appended: list[Step], last_state: HeadState
     ) -> None:
         raise NotImplementedError
 
