@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.filter_schema import FILTER_REF, METADATA_PATH, SAFE_NUMBER
-from api.search_schemas import RETRIEVAL_OPTIONS
+from api.search_rules import rerankers, search_rules
 from memory_service.changes.feed import TYPE_NAMES as CHANGE_TYPES
 from memory_service.config import Settings
 from memory_service.events.models import MAX_TYPE_FILTERS, SEVERITIES
@@ -20,7 +20,6 @@ from memory_service.executions.validation import MAX_SEQ
 from memory_service.infra.pagination import MAX_CURSOR_LENGTH
 from memory_service.memories.models import SCOPE_FIELDS
 from memory_service.memories.validation import FLOAT32_LIMIT
-from memory_service.retrieval.options import HYBRID_ONLY
 from memory_service.transfer.exporter import EXPORT_ORDER
 from memory_service.workflows.definitions import KINDS, MAX_STEPS
 from memory_service.workflows.workers import (
@@ -119,70 +118,6 @@ def named_list(*words: str) -> str:
 def seq_or_ref() -> dict[str, Any]:
     """A step reference in a body: a seq, or the text forms of ``step_ref``."""
     return {"anyOf": [{"type": "integer", "minimum": 0, "maximum": MAX_SEQ}, *step_ref()]}
-
-
-def _nulls(*names: str) -> dict[str, Any]:
-    """Each of ``names`` absent or null."""
-    return {"properties": {name: {"type": "null"} for name in names}}
-
-
-def search_rules() -> dict[str, Any]:
-    """The rules of a search body across its fields (``MemoryValidator.check_search``,
-    ``retrieval.options.parse_options``, the ``as_of`` search). The sum of the two
-    re-ranking weights is at most 1: stated as each at most 0.5 when both are given."""
-    return {
-        "allOf": [
-            {
-                "oneOf": [
-                    {"required": ["query"], "properties": {"query": {"type": "string"}}},
-                    {"required": ["embedding"], "properties": {"embedding": {"type": "array"}}},
-                ]
-            },
-            {
-                "anyOf": [
-                    {"required": ["mode"], "properties": {"mode": {"const": "hybrid"}}},
-                    _nulls(*HYBRID_ONLY),
-                ]
-            },
-            # a group size only with groups
-            {"anyOf": [_nulls("group_size"), {"required": ["group_by"], "properties": {"group_by": {"type": "string"}}}]},
-            # a mode with a keyword side needs the query text (no mode: vector for an
-            # embedding alone)
-            {
-                "anyOf": [
-                    {"properties": {"mode": {"enum": ["vector", None]}}},
-                    {"required": ["query"], "properties": {"query": {"type": "string"}}},
-                ]
-            },
-            {
-                "anyOf": [
-                    _nulls("as_of"),
-                    {
-                        "allOf": [
-                            {"properties": {"mode": {"const": "vector"}}},
-                            {"properties": {"explain": {"const": False}}},
-                            _nulls(*RETRIEVAL_OPTIONS),
-                        ]
-                    },
-                ]
-            },
-            {
-                "anyOf": [
-                    _nulls("recency_weight"),
-                    _nulls("importance_weight"),
-                    {"properties": {"recency_weight": {"maximum": 0.5}, "importance_weight": {"maximum": 0.5}}},
-                ]
-            },
-            {
-                "anyOf": [
-                    _nulls("vector_weight"),
-                    _nulls("keyword_weight"),
-                    {"properties": {"vector_weight": {"exclusiveMinimum": 0}}},
-                    {"properties": {"keyword_weight": {"exclusiveMinimum": 0}}},
-                ]
-            },
-        ]
-    }
 
 
 def uuid_schema() -> dict[str, Any]:
@@ -332,6 +267,7 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         ("SearchBody", "group_by"): {"pattern": GROUP_PATH},
         ("SearchBody", "context_by"): {"pattern": GROUP_PATH},
         ("SearchBody", OBJECT_RULE): search_rules(),
+        ("SearchBody", "rerank"): {"enum": rerankers(settings)},
         ("SearchBody", "filter"): {REPLACE: {"anyOf": [{"$ref": FILTER_REF}, {"type": "null"}]}},
         ("CheckpointIn", "label"): {"pattern": LABEL},
         ("MemoryUpdate", OBJECT_RULE): {"minProperties": 1},

@@ -72,12 +72,18 @@ class SearchBody(Strict):
             ge=0.0,
             le=1.0,
             description="Maximal marginal relevance: 0 ranks by score only; higher values "
-            "drop near-duplicates from the top k. Results stay ordered by score.",
+            "drop near-duplicates from the top k. Results stay ordered by score. Not with "
+            "group_by (a group is already one result): 422.",
         ),
     ] | None = None
     rrf_k: Annotated[
         int,
-        Meta(ge=1, le=10000, description="Hybrid only: the k constant of reciprocal rank fusion."),
+        Meta(
+            ge=1,
+            le=10000,
+            description="Hybrid only: the k constant of reciprocal rank fusion; with it, fusion "
+            "defaults to rrf, and fusion scores is a 422.",
+        ),
     ] | None = None
     vector_weight: Annotated[
         float,
@@ -131,7 +137,7 @@ class SearchBody(Strict):
         ),
     ] | None = None
     context_weight: Annotated[
-        float, Meta(ge=0.0, le=1.0, description="With context_by: the share (default 0.2).")
+        float, Meta(ge=0.0, le=1.0, description="With context_by (without it: 422): the share (default 0.2).")
     ] | None = None
     feedback: Annotated[
         Literal["rm3", "rocchio", "both", "none"],

@@ -10,6 +10,10 @@
   execution has (step 0), leave row references and parents out and expire in 2999.
 - A claim's long poll (``wait_s``, also in a completion's ``claim``) waits at most a
   second in positive cases.
+- Three rules of a search body across fields are not in its schema (the branches
+  would multiply past what the generator takes; ``api/search_rules.py``): positive
+  cases drop ``context_weight`` without ``context_by``, ``diversity`` beside
+  ``group_by`` and ``rrf_k`` beside ``fusion: "scores"``.
 - A cursor is opaque and signed: the schema states its shape, but only a value the
   service handed out is valid, so positive cases leave it out (the first page, or
   the start of the feed) instead of inventing one; negative cases still send
@@ -44,6 +48,8 @@ def map_case(ctx: Any, case: Any) -> Any:
     if isinstance(case.body, dict):
         _state_free_body(case.path, case.body)
         _short_polls(case.body)
+        if case.path == "/v1/memories/search":
+            _unstated_search_rules(case.body)
     if case.path.endswith("/steps") and isinstance(case.body, (dict, list)):
         steps = case.body if isinstance(case.body, list) else [case.body, *(case.body.get("steps") or [])]
         for step in steps:
@@ -65,6 +71,15 @@ def map_case(ctx: Any, case: Any) -> Any:
             for name in [n for n in values if n.lower() == parameter["name"].lower()]:
                 del values[name]
     return case
+
+
+def _unstated_search_rules(body: dict[str, Any]) -> None:
+    if body.get("context_by") is None:
+        body.pop("context_weight", None)
+    if body.get("group_by") is not None:
+        body.pop("diversity", None)
+    if body.get("fusion") == "scores":
+        body.pop("rrf_k", None)
 
 
 def _short_polls(body: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from tests.live_http import serve
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
+ARTIFACTS = HERE / "artifacts"
 # `make fuzz` sets FUZZ_EXAMPLES: every phase, far more cases, a random seed
 FUZZ = int(os.environ.get("FUZZ_EXAMPLES", "0"))
 TENANT_RUN = (
@@ -59,10 +60,15 @@ async def run(command: list[str]) -> tuple[int, str]:
     return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
 
 
-def failures(out: str) -> str:
-    """The failures section first (the summary alone does not say what failed)."""
+def failures(out: str, run_name: str) -> str:
+    """The failures section first (the summary alone does not say what failed); the
+    whole report goes to tests/artifacts/, since a long run's is longer than a message."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = ARTIFACTS / f"schemathesis-{run_name}.txt"
+    report.write_text(out, encoding="utf-8")
     start = out.find("= FAILURES =")
-    return (out[start:start + 12000] + "\n...\n" if start >= 0 else "") + out[-3000:]
+    found = out[start:start + 12000] + "\n...\n" if start >= 0 else ""
+    return f"the whole report: {report}\n{found}{out[-3000:]}"
 
 
 async def test_schemathesis_finds_nothing(client: Any, settings: Settings, database_url: str) -> None:
@@ -73,9 +79,9 @@ async def test_schemathesis_finds_nothing(client: Any, settings: Settings, datab
             base, tenant["api_key"], *TENANT_RUN, "--exclude-path-regex", "^/v1/admin"
         ))
         print(out[-400:])
-        assert code == 0, failures(out)
+        assert code == 0, failures(out, "tenant")
         code, out = await run(schemathesis_command(
             base, ADMIN_TOKEN, "--max-examples", str(FUZZ or 5), "--include-path-regex", "^/v1/admin"
         ))
         print(out[-400:])
-        assert code == 0, failures(out)
+        assert code == 0, failures(out, "admin")
