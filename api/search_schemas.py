@@ -32,7 +32,8 @@ class SearchBody(Strict):
         Meta(
             description="vector: cosine similarity of the embeddings; keyword: BM25 over the "
             "words; hybrid: both, fused. Unset: the service's best ranking by `make eval` "
-            "(MEMORY_SEARCH_DEFAULT_MODE, hybrid), or vector for an embedding without a query."
+            "(MEMORY_SEARCH_DEFAULT_MODE, hybrid, with context_by run_id unless the search "
+            "names a context or group option), or vector for an embedding without a query."
         ),
     ] | None = None
     min_score: float | None = None
@@ -133,7 +134,8 @@ class SearchBody(Strict):
             max_length=1024,
             description="Like group_by, but results stay single memories: each gains "
             "context_weight times the scores of the best 3 other members of its group in "
-            "the candidate pool, so a memory whose conversation holds other matches rises.",
+            "the candidate pool, so a memory whose conversation holds other matches rises. "
+            "A search without a mode gets run_id.",
         ),
     ] | None = None
     context_weight: Annotated[

@@ -84,6 +84,8 @@ def load_documents(
             }
             if doc.context:
                 item["context"] = doc.context
+            if "session" in doc.metadata:  # a conversation's session is its run, as a user would store it
+                item["run_id"] = f"{doc.scope}{suffix}-s{doc.metadata['session']}"
             items.append(item)
         client.add_batch(items)
         bar.update(len(items))

@@ -112,14 +112,16 @@ async def test_context_by_lets_a_conversation_lift_its_members(
     client: Any, conversations: dict[str, str]
 ) -> None:
     query = "the Japan trip"
-    plain = await search(client, conversations, query=query, k=4, user_id="u", explain=True)
+    plain = await search(client, conversations, query=query, k=4, user_id="u", mode="hybrid", explain=True)
     assert plain["results"][0]["memory"]["content"] == SINGLE
+    assert not plain["strategy"].endswith("+context(run_id)")  # a named mode gets no default
     body = await search(
         client,
         conversations,
         query=query,
         k=4,
         user_id="u",
+        mode="hybrid",
         context_by="run_id",
         context_weight=1.0,
         explain=True,
@@ -135,6 +137,24 @@ async def test_context_by_lets_a_conversation_lift_its_members(
     assert top["score"] == pytest.approx(sum(top["components"].values()), abs=1e-5)
     lone = next(h for h in body["results"] if h["memory"]["content"] == SINGLE)
     assert "context" not in lone["components"]  # its conversation has no other match
+
+
+async def test_a_search_that_names_no_mode_takes_context_from_its_run(
+    client: Any, conversations: dict[str, str]
+) -> None:
+    """The default ranking lends each memory a share (0.2) of its run's other matches,
+    and naming any context or group option (or a mode) takes the default out."""
+    default = await search(client, conversations, query="the Japan trip", k=4, user_id="u", explain=True)
+    assert default["strategy"].endswith("+context(run_id)")
+    shares = {h["memory"]["content"]: h["components"].get("context", 0.0) for h in default["results"]}
+    assert all(shares[t] > 0 for t in TRIP if t in shares) and any(t in shares for t in TRIP)
+    assert shares[SINGLE] == 0.0  # its run holds no other match
+    own = await search(
+        client, conversations, query="the Japan trip", k=4, user_id="u", context_by="agent_id"
+    )
+    assert own["strategy"].endswith("+context(agent_id)")
+    grouped = await search(client, conversations, query="the Japan trip", k=4, user_id="u", group_by="run_id")
+    assert "+context(" not in grouped["strategy"]
 
 
 async def test_bad_context_is_a_problem(client: Any, tenant: dict[str, Any]) -> None:

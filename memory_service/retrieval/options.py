@@ -45,6 +45,9 @@ SCORE_SCALED = ("group_by", "diversity", "recency_weight", "importance_weight")
 # what a search that names no mode gets on top of the default mode's ranking (None: the
 # first stage's order; docs/search.md, "Ranking", says why the learned ranker is not it)
 DEFAULT_RERANK: str | None = None
+# and the group whose other matches lend each memory weight (``context_by``): a run is
+# a conversation or an agent's run; a memory without one gets nothing from it
+DEFAULT_CONTEXT_BY: str | None = "run_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +200,16 @@ def _context(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_options(raw: dict[str, Any], hybrid: bool) -> dict[str, Any]:
-    """The options of a search that names no mode: its own, plus ``DEFAULT_RERANK``
-    when its default mode is hybrid (what the ranker was trained on), unless it names a
-    re-ranker or an option that weighs scores as shares (``SCORE_SCALED``)."""
-    if DEFAULT_RERANK is None or "rerank" in raw or not hybrid:
+    """The options of a search that names no mode, when its default mode is hybrid: its
+    own, plus ``context_by: DEFAULT_CONTEXT_BY`` unless it names context or groups, plus
+    ``DEFAULT_RERANK`` (what the ranker was trained on) unless it names a re-ranker or
+    an option that weighs scores as shares (``SCORE_SCALED``)."""
+    if not hybrid:
+        return raw
+    named = ("context_by", "context_weight", "group_by", "group_size")
+    if DEFAULT_CONTEXT_BY is not None and not any(name in raw for name in named):
+        raw = {**raw, "context_by": DEFAULT_CONTEXT_BY}
+    if DEFAULT_RERANK is None or "rerank" in raw:
         return raw
     if any(raw.get(name) for name in SCORE_SCALED):
         return raw
