@@ -34,20 +34,17 @@ OBJECT_RULE = "$object"  # a rule under this property name applies to the object
 REPLACE = "$replace"  # a rule under this key replaces the property's schema whole
 NO_NUL = r"^[^\x00]*$"
 JSON_REF = "#/components/schemas/JsonValue"
-# any JSON value without NUL, in a string or a key: what a free-form field (metadata,
-# a step's input) may hold
+# any JSON value without NUL, in a string or a key, and no integer a double cannot hold
+# exactly: what a free-form field (metadata, a step's input) may hold. One schema of
+# keywords that each apply to one type, not an anyOf of types, so that a test generator
+# that breaks one member to make an invalid value cannot land in another member
 JSON_VALUE = {
-    "anyOf": [
-        {"type": "string", "pattern": NO_NUL},
-        SAFE_NUMBER,
-        {"type": ["boolean", "null"]},
-        {"type": "array", "items": {"$ref": JSON_REF}},
-        {
-            "type": "object",
-            "propertyNames": {"pattern": NO_NUL},
-            "additionalProperties": {"$ref": JSON_REF},
-        },
-    ]
+    "type": ["string", "number", "boolean", "null", "array", "object"],
+    "pattern": NO_NUL,
+    "not": SAFE_NUMBER["not"],
+    "items": {"$ref": JSON_REF},
+    "propertyNames": {"pattern": NO_NUL},
+    "additionalProperties": {"$ref": JSON_REF},
 }
 # one RFC 6902 operation as ``executions.states.check_patch`` accepts it; whether it
 # applies to the state is the state's question (409), not the shape's

@@ -14,6 +14,10 @@
   would multiply past what the generator takes; ``api/search_rules.py``): positive
   cases drop ``context_weight`` without ``context_by``, ``diversity`` beside
   ``group_by`` and ``rrf_k`` beside ``fusion: "scores"``.
+- The stateful phase infers links by field names, so a value of one field (an
+  event's free-form ``execution_id``, a memory's ``agent_id``) can land in another's
+  path, where only a UUID is valid: positive cases replace such a path id with a fresh
+  UUID (a missing row, 404), as a client would only send an id it holds.
 - A cursor is opaque and signed: the schema states its shape, but only a value the
   service handed out is valid, so positive cases leave it out (the first page, or
   the start of the feed) instead of inventing one; negative cases still send
@@ -23,9 +27,13 @@
 from __future__ import annotations
 
 import json
+import re
+import uuid
 from typing import Any
 
 import schemathesis
+
+from api.rules import UUID as UUID_PATTERN
 
 NDJSON = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 ROW_REFS = ("task_id", "environment_id", "parent_id")
@@ -55,6 +63,7 @@ def map_case(ctx: Any, case: Any) -> Any:
         for step in steps:
             if isinstance(step, dict):
                 step.pop("parent_seq", None)
+    _path_ids(case)
     if isinstance(case.query, dict):
         for name in STEP_REFS:
             if name in case.query and "/executions/" in case.path:
@@ -71,6 +80,19 @@ def map_case(ctx: Any, case: Any) -> Any:
             for name in [n for n in values if n.lower() == parameter["name"].lower()]:
                 del values[name]
     return case
+
+
+def _path_ids(case: Any) -> None:
+    values = case.path_parameters
+    if not isinstance(values, dict):
+        return
+    for parameter in case.operation.definition.raw.get("parameters", []):
+        pattern = parameter.get("schema", {}).get("pattern")
+        name = parameter.get("name")
+        if parameter.get("in") != "path" or pattern != UUID_PATTERN or name not in values:
+            continue
+        if not re.search(pattern, str(values[name])):
+            values[name] = str(uuid.uuid4())
 
 
 def _unstated_search_rules(body: dict[str, Any]) -> None:

@@ -211,7 +211,17 @@ class WorkflowController(Controller):
         definition, versions = await workflows.get_definition(tenant_id, name, version)
         return DefinitionOut.of(definition, versions)
 
-    @post("/{name:str}/runs", summary="Start a run; the same idempotency_key answers the same run")
+    @post(
+        "/{name:str}/runs",
+        summary="Start a run; the same idempotency_key answers the same run",
+        status_code=201,
+        responses={
+            200: ResponseSpec(
+                data_container=RunOut,
+                description="A run with this idempotency_key already exists: that run",
+            )
+        },
+    )
     async def start_run(
         self,
         name: FromPath[str],
