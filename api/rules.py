@@ -78,7 +78,10 @@ STATE_PATCH = {REPLACE: {"anyOf": [{"type": "array", "items": PATCH_OPERATION}, 
 # null state_patch is no patch; a null state is the state null)
 STATE_OR_PATCH = {"not": {"required": ["state", "state_patch"], "properties": {"state_patch": {"type": "array"}}}}
 EXPORT_TYPES = ("memories", "tasks", "environments", "executions", "events")
-NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
+# the characters ``str.strip()`` removes (``str.isspace``), what the service's checks read
+# as blank; spelled out, since the ``\s`` of Python, ECMA-262 and Rust differ
+STRIPPED = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+NOT_BLANK = rf"^[^\x00]*[^{STRIPPED}\x00][^\x00]*$"
 UUID = r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
 # base64url of the position, a dot, base64url of a 16-byte signature (empty: the first page)
 CURSOR = rf"^$|^[A-Za-z0-9_-]{{1,{MAX_CURSOR_LENGTH - 23}}}\.[A-Za-z0-9_-]{{22}}$"
@@ -254,6 +257,7 @@ def property_rules(settings: Settings, dimension: int) -> dict[tuple[str, str], 
         "wait_s": {"minimum": 0, "maximum": MAX_WAIT_S},
     }
     rules: dict[tuple[str, str], dict[str, Any]] = {
+        ("TenantCreate", "name"): {**text, "maxLength": 200},
         ("MemoryCreate", "content"): text,
         ("MemoryCreate", "embedding"): embedding(dimension),
         ("MemoryUpdate", "content"): text,

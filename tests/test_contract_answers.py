@@ -3,11 +3,13 @@ whole numbers are integers, and a few refusals that used to be a 500 or a 422.""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jsonschema
 
-from tests.conftest import assert_problem
+from api.rules import NOT_BLANK, STRIPPED
+from tests.conftest import ADMIN, assert_problem
 
 SEVERITIES = "debug, info, warn, error"
 
@@ -87,3 +89,26 @@ async def test_the_schema_and_the_service_agree_on_search_bodies(client: Any, te
         if validator.is_valid(body) != (status == 200 if stated else True):
             disagree.append(body)
     assert disagree == []
+
+
+def test_blank_in_the_schema_is_blank_to_the_service() -> None:
+    """The schema's blank characters are exactly those ``str.strip()`` removes (a
+    tenant name or a task title of them alone is refused), in every regex dialect."""
+    blank = re.compile(f"[{STRIPPED}]")
+    disagree = [
+        hex(c) for c in range(0x110000)
+        if not 0xD800 <= c < 0xE000 and bool(blank.fullmatch(chr(c))) != chr(c).isspace()
+    ]  # fmt: skip
+    assert disagree == []
+    assert "\\s" not in NOT_BLANK
+    assert [bool(re.search(NOT_BLANK, t)) for t in ("a", " a ", "\t", "\x1c", "\ufeff")] == [
+        True, True, False, False, True,
+    ]  # fmt: skip
+
+
+async def test_a_blank_tenant_name_is_refused_as_the_schema_says(client: Any) -> None:
+    doc = (await client.get("/schema/openapi.json")).json()
+    assert doc["components"]["schemas"]["TenantCreate"]["properties"]["name"]["pattern"] == NOT_BLANK
+    for name in ("\t", "\x1c \u3000"):
+        r = await client.post("/v1/admin/tenants", json={"name": name}, headers=ADMIN)
+        assert_problem(r, 422, mentions="name")
