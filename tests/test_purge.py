@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from indexers.faiss_index import FaissIndex, FaissParams
 from memory_service.config import Settings
 from memory_service.embedding.embeddings import Embedder
 from memory_service.runtime import Runtime
+from memory_service.search import snapshots
 from memory_service.search.keyword import IN_PROCESS
 from tests.helpers import db_rows, unit_vectors
 from tests.live_http import in_app_loop
@@ -333,3 +335,23 @@ async def test_other_processes_wipe_a_purge_they_read_from_the_log_now_or_at_sta
         assert traces_in_files(root, [f32(vectors[1])]) == []
     finally:
         await restarted.close()
+
+
+def test_two_erasures_of_one_tenants_snapshots_at_once_both_succeed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file another erase removed first is not an error: the snapshots are gone."""
+    tenant = uuid.uuid4()
+    index = FaissIndex(384, FaissParams(flat_max=10), hnsw=False)
+    index.add(np.arange(1, 5), unit_vectors(4, seed=3))
+    snapshots.write(tmp_path, tenant, index, 1, 384)
+    real_unlink = os.unlink
+
+    def raced(path: Any, *args: Any, **kwargs: Any) -> None:
+        real_unlink(path, *args, **kwargs)
+        if str(path).endswith("state.json"):  # the other erase got here as well
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(os, "unlink", raced)
+    assert snapshots.erase(tmp_path, tenant) is True
+    assert not (tmp_path / str(tenant)).exists()

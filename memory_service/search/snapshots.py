@@ -16,6 +16,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from indexers.faiss_index import FaissIndex, FaissParams
 
@@ -67,12 +68,18 @@ def erase(root: Path, tenant_id: uuid.UUID) -> bool:
     if not base.exists():
         return False
     try:
-        shutil.rmtree(base)
+        # a file another erase of the same tenant removed first is gone, as it should be
+        shutil.rmtree(base, onerror=_unless_gone)
     except OSError as exc:
         log.error("could not delete the FAISS snapshots of tenant %s: %s", tenant_id, exc)
         return False
     log.info("deleted the FAISS snapshots of tenant %s after a purge", tenant_id)
     return True
+
+
+def _unless_gone(func: Any, path: str, exc_info: Any) -> None:
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
 
 
 def marks(root: Path) -> dict[uuid.UUID, int]:
