@@ -17,11 +17,10 @@ from typing import Any
 
 from api.search_schemas import RETRIEVAL_OPTIONS
 from memory_service.config import Settings
-from memory_service.retrieval.options import HYBRID_ONLY, RERANKERS, SCORE_SCALED
+from memory_service.retrieval.options import HYBRID_ONLY, MODEL_RERANKERS, RERANKERS, SCORE_SCALED
 
 # what ``raw.get(name)`` reads as unset: the option is absent, null, 0 or empty
 FALSY = {"enum": [None, 0, "", False]}
-MODEL_RERANKERS = ["learned", "cross"]  # scores as log-odds, not shares of [0, 1]
 
 
 def rerankers(settings: Settings) -> list[str]:
@@ -92,7 +91,7 @@ def search_rules() -> dict[str, Any]:
             # a model's score is log-odds: options that weigh scores as shares do not combine
             {
                 "anyOf": [
-                    {"properties": {"rerank": {"not": {"enum": MODEL_RERANKERS}}}},
+                    {"properties": {"rerank": {"not": {"enum": list(MODEL_RERANKERS)}}}},
                     {"properties": {name: FALSY for name in SCORE_SCALED}},
                 ]
             },

@@ -40,6 +40,7 @@ KNOWN = (
 )
 # learned: retrieval.ranker; cross: retrieval.cross_encoder; "none": the first stage's order
 RERANKERS = ("learned", "cross", "none")
+MODEL_RERANKERS = ("learned", "cross")  # a model's score: log-odds, not a share of [0, 1]
 # options that weigh scores as shares in [0, 1]: not with a model's (log-odds) score
 SCORE_SCALED = ("group_by", "diversity", "recency_weight", "importance_weight")
 # what a search that names no mode gets on top of the default mode's ranking (None: the
@@ -224,7 +225,7 @@ def _rerank(raw: dict[str, Any]) -> str | None:
             errors=[FieldError("rerank", " or ".join(RERANKERS))],
         )
     clash = [name for name in SCORE_SCALED if raw.get(name)]
-    if rerank in ("learned", "cross") and clash:
+    if rerank in MODEL_RERANKERS and clash:
         raise InvalidInput(
             f"rerank {rerank!r} and {clash[0]} do not combine: {clash[0]} weighs scores in "
             "[0, 1], a model's score is log-odds",
