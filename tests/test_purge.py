@@ -93,12 +93,17 @@ async def stored_vector(client: Any, headers: dict[str, str], memory_id: str) ->
 
 
 def traces_in_files(root: Path, patterns: list[bytes]) -> list[str]:
-    """Files under ``root`` that hold one of ``patterns``."""
-    return sorted(
-        str(path)
-        for path in root.rglob("*")
-        if path.is_file() and any(p in path.read_bytes() for p in patterns)
-    )
+    """Files under ``root`` that hold one of ``patterns``. The service may be deleting a
+    snapshot while this walks: a walk that meets a vanished file or folder starts again."""
+    while True:
+        try:
+            return sorted(
+                str(path)
+                for path in root.rglob("*")
+                if path.is_file() and any(p in path.read_bytes() for p in patterns)
+            )
+        except FileNotFoundError:
+            continue
 
 
 async def change_feed(client: Any, headers: dict[str, str]) -> list[dict[str, Any]]:
