@@ -26,7 +26,7 @@ from memory_service.workflows.driver import WorkflowDriver
 from memory_service.workflows.models import Attempt, Definition, Run, RunQuery, Step
 from memory_service.workflows.service import WorkflowService
 from memory_service.workflows.timeline import RunTimeline
-from memory_service.workflows.transition import CHANNEL
+from memory_service.workflows.transition import CHANNEL, read_payload
 from memory_service.workflows.workers import NextClaim, WorkerGateway
 
 __all__ = [
@@ -66,7 +66,11 @@ class Workflows:
         outbox: OutboxMover,
     ) -> Workflows:
         wakeups = EventFanout(
-            database_url, supervisor=supervisor, channel=CHANNEL, name="workflow-wakeups"
+            database_url,
+            supervisor=supervisor,
+            channel=CHANNEL,
+            name="workflow-wakeups",
+            parse=read_payload,
         )
         timeline = RunTimeline(pool, executions, supervisor)
         service = WorkflowService(

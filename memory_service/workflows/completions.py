@@ -303,6 +303,7 @@ async def _activate_all(tx: Transition, runs: dict[str, Run], steps: list[Step])
 
 def announce_claims(tx: Transition, claimed: list[Attempt]) -> None:
     for a in claimed:
+        tx.took(a.tenant_id, a.queue)
         tx.emit_for(
             "workflow.step.claimed",
             a.tenant_id,

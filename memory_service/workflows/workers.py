@@ -3,8 +3,8 @@
 A claim is one ``FOR UPDATE SKIP LOCKED`` statement that turns ready steps into
 running attempts, each with a fresh lease token; concurrent claimers in any
 number of processes never get the same step. With nothing ready, a claim waits:
-a commit that makes a step ready sends ``NOTIFY workflow_ready, '<tenant>'``,
-the process's listener wakes that tenant's waiting claims, and a poll every
+a commit that makes steps ready wakes as many of that queue's waiting claims as
+it made ready (``memory_service.workflows.transition``), and a poll every
 ``poll_interval_s`` is the safety net for lost notifications and for backoffs
 that come due. Completing or failing checks the token under the step's row
 lock: a stale, repeated or late call is a ``Conflict`` and changes nothing, so
@@ -36,7 +36,7 @@ from memory_service.workflows.completions import (
 from memory_service.workflows.definitions import QUEUE
 from memory_service.workflows.models import Attempt, Run, Step
 from memory_service.workflows.service import WorkflowService
-from memory_service.workflows.transition import Transition
+from memory_service.workflows.transition import DRIVER, Transition, queue_topic
 
 MAX_WAIT_S = 30.0
 MAX_LEASE_S = 3600.0
@@ -74,7 +74,11 @@ class WorkerGateway:
         """Up to ``max_steps`` attempts, waiting up to ``wait_s`` for the first to come."""
         check_claim(worker_id, queues, max_steps, lease_s, wait_s, internal=tenant_id is None)
         deadline = time.monotonic() + wait_s
-        subscription = self.wakeups.subscribe(tenant_id or "driver")
+        subscription = (
+            self.wakeups.subscribe(DRIVER)
+            if tenant_id is None
+            else self.wakeups.subscribe(*(queue_topic(tenant_id, q) for q in queues))
+        )
         try:
             while True:
                 subscription.clear()
