@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from conftest import assert_problem
+from test_supervision import runtime_of
 from workflow_helpers import (
     DIAMOND,
     claim,
@@ -137,6 +138,30 @@ async def test_exhausted_retries_fail_the_run_and_retry_resumes_it(
     timeline = await client.get(f"/v1/executions/{retried}/steps", headers=h)
     names = [s["name"] for s in timeline.json()["items"]]
     assert names[0] == "a" and sorted(names[1:]) == ["b", "c", "d", "e"], names
+
+
+async def test_a_retry_before_the_timeline_caught_up_keeps_every_step(
+    client: Any, tenant: dict[str, Any], monkeypatch: Any
+) -> None:
+    """The failed run's appends still wait when it is retried: they go into the first
+    execution before it is closed and forked, so it holds what the run did."""
+    # the follower is never told: only the catch-up (2 s after) or the retry appends
+    monkeypatch.setattr(runtime_of(client).workflows.timeline, "touched", lambda runs: None)
+    h = tenant["headers"]
+    name = await put_workflow(client, h, DIAMOND)
+    run = await start(client, h, name, {"n": 2})
+    [a] = await claim(client, h)
+    await complete(client, h, a, {"value": 2})
+    middle = {x["step_id"]: x for x in await claim(client, h, max_steps=5)}
+    await fail(client, h, middle["b"], "bad data", retryable=False)
+    r = await client.post(f"/v1/workflow-runs/{run['id']}/retry", headers=h)
+    assert r.status_code == 200, r.text
+    first = run["execution_id"]
+    assert (await execution(client, h, first))["status"] == "failed"
+    steps = (await client.get(f"/v1/executions/{first}/steps", headers=h)).json()["items"]
+    assert [s["name"] for s in steps] == ["a"]
+    fork = r.json()["execution_id"]
+    assert (await execution(client, h, fork))["parent_id"] == first
 
 
 async def execution(client: Any, h: dict[str, str], execution_id: str) -> dict[str, Any]:

@@ -43,7 +43,7 @@ class WorkflowService:
         *,
         max_json_bytes: int = 64 * 1024,
         timeline: RunTimeline | None = None,
-        wake_local: Callable[[str], None] | None = None,
+        wake_local: Callable[[str, int | None], object] | None = None,
         outbox: OutboxMover | None = None,
     ) -> None:
         self.pool = pool
@@ -74,8 +74,8 @@ class WorkflowService:
         if self.outbox is not None and tx.events:
             self.outbox.touched(tx.events)
         if self.wake_local is not None:
-            for payload in tx.wake:
-                self.wake_local(payload)
+            for topic, count in tx.wakeups():
+                self.wake_local(topic, count)
         if self.timeline is not None and tx.timelines:
             self.timeline.touched(tx.timelines)
 
@@ -254,7 +254,9 @@ class WorkflowService:
         _require_status(current, "failed", "retry")
         execution_id = None
         if self.timeline is not None and current.execution_id is not None:
-            execution_id = await self.timeline.continue_in_fork(tenant_id, current.execution_id)
+            execution_id = await self.timeline.continue_in_fork(
+                tenant_id, current.id, current.execution_id
+            )
 
         async def act(tx: Transition, run: Run) -> None:
             _require_status(run, "failed", "retry")

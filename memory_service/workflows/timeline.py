@@ -6,7 +6,8 @@ the completing transition. Appending happens after commit, under a per-run lock,
 with ``seq`` set on every appended step: a crash between the commit and the
 append leaves the step marked unappended, and the driver's catch-up appends it
 later; an append whose reply was lost is a conflict on ``seq``, recognised by
-the execution's head, so no workflow step is ever appended twice. The catch-up
+the execution's head, so no workflow step is ever appended twice. A completion's
+append waits ``APPEND_DELAY_S`` for the run's next steps to join it. The catch-up
 looks only at steps completed (and runs finished) ``CATCH_UP_GRACE_S`` ago or
 more. The execution's state maps each completed step id to its output.
 """
@@ -33,6 +34,11 @@ CATCH_UP_BATCH = 50
 # the catch-up takes what the follower missed (a crash between commit and append), not
 # what it is about to append: under load that was the same work twice, run by run
 CATCH_UP_GRACE_S = 2.0
+# how long a completion's append waits for more of its run's steps: the appends of a run
+# whose steps follow each other quickly become one, and stay off the CPU while the next
+# step is claimed and answered (measured on two cores: 4.3 -> 2.4 ms from a claim's
+# commit to the worker holding the answer, for a chain run by idle workers)
+APPEND_DELAY_S = 0.05
 
 
 class RunTimeline:
@@ -65,6 +71,7 @@ class RunTimeline:
     async def _follow(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(APPEND_DELAY_S)  # let the run's next steps join this append
             self._wake.clear()
             batch, self._behind = sorted(self._behind), set()
             for run_id in batch:
@@ -80,10 +87,12 @@ class RunTimeline:
         )
         return execution.id
 
-    async def continue_in_fork(self, tenant_id: uuid.UUID, execution_id: str) -> str:
+    async def continue_in_fork(self, tenant_id: uuid.UUID, run_id: str, execution_id: str) -> str:
         """The execution a retried run records its next steps in: a fork of its own at its
-        head, since a finished execution takes no more steps. The first is closed as
-        failed (if the timeline had not closed it yet), so it stays as the run left it."""
+        head, since a finished execution takes no more steps. The first gets the steps
+        still waiting for their append, then is closed as failed (if the timeline had not
+        closed it yet), so it stays as the run left it."""
+        await self.sync(run_id)
         with contextlib.suppress(Conflict):  # finished already
             failed = ExecutionChanges(status="failed")
             await self.executions.update(tenant_id, execution_id, failed, None)
