@@ -104,11 +104,16 @@ class CpuMeter:
         return text[text.rindex(")") + 2 :].split()  # from field 3 (state) on
 
     def seconds(self) -> float:
+        return sum(self.split())
+
+    def split(self) -> tuple[float, float]:
+        """CPU seconds of the service process and of its database, apart."""
         assert self.service.process is not None
         own = self._fields(self.service.process.pid)
         postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
         pm = self._fields(postmaster)
-        ticks = int(own[11]) + int(own[12]) + sum(int(pm[i]) for i in (11, 12, 13, 14))
+        service = int(own[11]) + int(own[12])
+        ticks = sum(int(pm[i]) for i in (11, 12, 13, 14))
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
@@ -118,7 +123,7 @@ class CpuMeter:
                 continue  # gone meanwhile: its time is in the postmaster's cutime now
             if int(child[1]) == postmaster:
                 ticks += int(child[11]) + int(child[12])
-        return ticks / self.tick
+        return service / self.tick, ticks / self.tick
 
 
 async def setup(base: str) -> dict[str, str]:
@@ -209,10 +214,12 @@ async def throughput(
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         stages_before = await stage_seconds(http)
     pool = asyncio.create_task(workers.run())
-    began, cpu_began = time.monotonic(), cpu.seconds()
+    began, cpu_began = time.monotonic(), cpu.split()
     ids = await start_runs(base, headers, args.runs, f"start {shape} runs", shape)
     ended = await wait_done(url, ids, args.timeout, "runs finished")
-    cpu_used = cpu.seconds() - cpu_began
+    cpu_ended = cpu.split()
+    service_cpu, database_cpu = (cpu_ended[i] - cpu_began[i] for i in (0, 1))
+    cpu_used = service_cpu + database_cpu
     under_load = list(workers.claim_latency)
     # idle workers in long polls: one run at a time
     paced_from = len(workers.claim_latency)
@@ -236,6 +243,8 @@ async def throughput(
         "runs": args.runs, "steps": steps, "seconds": round(ended - began, 2),
         "steps_per_s": round(steps / (ended - began), 1),
         "cpu_ms_per_step": round(1000 * cpu_used / steps, 3),
+        "service_cpu_ms_per_step": round(1000 * service_cpu / steps, 3),
+        "database_cpu_ms_per_step": round(1000 * database_cpu / steps, 3),
         "claim_latency_under_load": percentiles(under_load),
         "claim_latency_idle_long_poll": percentiles(paced),
         "end_to_end": percentiles(latencies),

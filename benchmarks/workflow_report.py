@@ -60,6 +60,7 @@ def shape_markdown(shape: str, m: dict[str, Any]) -> list[str]:
         "| end-to-end run latency p50 / p95 ms, runs one at a time | {p50_ms} / {p95_ms}".format(**t["end_to_end_paced"])
         + " | {p50_ms} / {p95_ms} |".format(**s["end_to_end_paced"]),
         f"| CPU ms (service + database) per step / per baseline request | {t['cpu_ms_per_step']} / {t['baseline_cpu_ms_per_request']} | {s['cpu_ms_per_step']} / {s['baseline_cpu_ms_per_request']} |",
+        f"| of which the service process / its database | {t.get('service_cpu_ms_per_step')} / {t.get('database_cpu_ms_per_step')} | {s.get('service_cpu_ms_per_step')} / {s.get('database_cpu_ms_per_step')} |",
         f"| CPU ratio: two baseline requests to one step | {t['cpu_ratio_two_requests_to_step']} | {s['cpu_ratio_two_requests_to_step']} |",
         "| floor: one cheap authenticated request alone, p50 / p95 ms | | {p50_ms} / {p95_ms} |".format(**m["floor_request"]),
         f"| paced end-to-end p50 over ten floor requests | | {m['paced_end_to_end_to_ten_floor_requests']} |",
