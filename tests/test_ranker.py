@@ -10,10 +10,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks import ranker_data, train_ranker
 from memory_service.memories.models import Memory, SearchHit
-from memory_service.retrieval.features import FEATURES, candidate_features, terms
+from memory_service.retrieval.features import (
+    FEATURES,
+    QueryTerms,
+    candidate_features,
+    term_set,
+    terms,
+)
 from memory_service.retrieval.ranker import LearnedRanker
 from tests.test_retrieval import SEARCH
 
@@ -72,6 +80,26 @@ def test_features_are_relative_to_the_pool() -> None:
     assert col["neighbour"][0] == pytest.approx(col["fused"][bowl])
     assert not col["time"].any() and not col["context"].any()
     assert terms("The classes I went to") == ["class", "went"]
+
+
+# words that stem, words that are stop words, digits, joiners that are word characters
+# to the regex engine but not to the tokenizer, upper case and non-ASCII letters
+WORDS = st.sampled_from(
+    ["class", "classes", "clas", "runs", "running", "run", "ran", "the", "is", "an", "ands",
+     "bless", "makes", "make", "mak", "quickly", "quick", "cells", "cell", "t1", "2023",
+     "x_y", "İstanbul", "CELLS", "Running", "naïve", "ed", "es", "ing", "s"]
+)  # fmt: skip
+TEXT = st.lists(
+    st.tuples(WORDS, st.sampled_from([" ", "_", "-", ".", "", "é", "\n", "1"])), max_size=30
+).map(lambda parts: "".join(w + sep for w, sep in parts))
+
+
+@settings(max_examples=400, deadline=None)
+@given(TEXT, TEXT)
+def test_the_query_terms_a_text_holds_are_those_its_words_stem_to(query: str, text: str) -> None:
+    """The one-expression scan finds exactly what stemming every word would."""
+    wanted = set(terms(query))
+    assert QueryTerms(wanted).found_in(text) == wanted & term_set(text)
 
 
 def test_shipped_model_scores_deterministically_and_explains_its_score() -> None:

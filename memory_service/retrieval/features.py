@@ -147,9 +147,43 @@ def terms(text: str) -> list[str]:
 
 
 def term_set(text: str) -> frozenset[str]:
-    """``set(terms(text))``, stemming each distinct word once. Not cached across
-    searches: what a memory says must not outlive its erasure in this process."""
+    """``set(terms(text))``, stemming each distinct word once."""
     return frozenset(stem(w) for w in set(_WORD.findall(text.lower())) - STOP_WORDS)
+
+
+class QueryTerms:
+    """Which of a query's terms a text holds: ``terms & term_set(text)``, found by one
+    regular expression of the words that stem to a query term (each term and its
+    suffixed forms) instead of stemming every word of every candidate; a candidate's
+    words are read once per search and not kept (what a memory says must not outlive
+    its erasure in this process's memory)."""
+
+    def __init__(self, terms: set[str]) -> None:
+        self.terms = frozenset(terms)
+        self._forms: dict[str, str] = {}
+        branches = []
+        for term in sorted(terms, key=len, reverse=True):
+            ends = [e for e in ("", *_SUFFIXES) if _stems_to(term + e, term)]
+            self._forms.update((term + e, term) for e in ends)
+            suffixes = "|".join(re.escape(e) for e in ends if e)
+            if suffixes:
+                branches.append(f"{re.escape(term)}(?:{suffixes}){'?' if '' in ends else ''}")
+            elif ends:
+                branches.append(re.escape(term))
+        # a word is a run of [a-z0-9] in the lower-cased text, as ``_WORD`` reads it
+        self._pattern = (
+            re.compile(rf"(?<![a-z0-9])(?:{'|'.join(branches)})(?![a-z0-9])") if branches else None
+        )
+
+    def found_in(self, text: str) -> frozenset[str]:
+        if self._pattern is None:
+            return frozenset()
+        forms = self._forms
+        return frozenset(forms[w] for w in self._pattern.findall(text.lower()) if w in forms)
+
+
+def _stems_to(word: str, term: str) -> bool:
+    return word not in STOP_WORDS and stem(word) == term
 
 
 def _relative(values: Sequence[float]) -> list[float]:
@@ -178,8 +212,9 @@ def candidate_features(query: str, hits: Sequence[SearchHit]) -> np.ndarray:
     vector = [p.get("vector", p.get("relevance", 0.0)) for p in parts]
     keyword = [p.get("keyword", 0.0) for p in parts]
     query_terms = set(terms(query))
+    holds = QueryTerms(query_terms)
     memory_terms = [
-        term_set(h.memory.content + (" " + h.memory.context if h.memory.context else ""))
+        holds.found_in(h.memory.content + (" " + h.memory.context if h.memory.context else ""))
         for h in hits
     ]
     weight = {t: math.log(1.0 + n / (1.0 + sum(t in m for m in memory_terms))) for t in query_terms}
