@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 # name -> search body fields; every row of the tables is one of these. "default" sends
-# no mode and no option: what a client gets that asks for nothing (hybrid with the
-# learned re-ranker); a run naming its mode gets no re-ranker unless it names one
+# no mode and no option: what a client gets that asks for nothing (hybrid, each memory
+# lent weight by its run's other matches); a run naming its mode gets neither that nor a
+# re-ranker unless it names them
 RUNS: dict[str, dict[str, Any]] = {
     "default": {},
     "vector": {"mode": "vector"},
