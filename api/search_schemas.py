@@ -134,8 +134,9 @@ class SearchBody(Strict):
             max_length=1024,
             description="Like group_by, but results stay single memories: each gains "
             "context_weight times the scores of the best 3 other members of its group in "
-            "the candidate pool, so a memory whose conversation holds other matches rises. "
-            "A search without a mode gets run_id.",
+            "the candidate pool, and again of the best member written within 2 writes of "
+            "it, so a memory whose conversation holds other matches (around it the more) "
+            "rises. A search without a mode gets run_id.",
         ),
     ] | None = None
     context_weight: Annotated[

@@ -131,8 +131,10 @@ async def test_context_by_lets_a_conversation_lift_its_members(
     assert top["memory"]["run_id"] == "trip"
     assert set(contents(body)[:3]) == set(TRIP)  # results stay single memories
     before = {h["memory"]["id"]: h["score"] for h in plain["results"]}
-    others = sorted((before[h["memory"]["id"]] for h in body["results"][:3]), reverse=True)
-    expected_share = sum(others) - before[top["memory"]["id"]]
+    rest = [before[h["memory"]["id"]] for h in body["results"][1:3]]
+    # the other members' scores, and the best neighbour's again (the three were written
+    # one after another, so each is within two writes of the others)
+    expected_share = sum(rest) + max(rest)
     assert top["components"]["context"] == pytest.approx(expected_share, abs=1e-4)
     assert top["score"] == pytest.approx(sum(top["components"].values()), abs=1e-5)
     lone = next(h for h in body["results"] if h["memory"]["content"] == SINGLE)
@@ -168,3 +170,27 @@ async def test_bad_context_is_a_problem(client: Any, tenant: dict[str, Any]) -> 
         r = await client.post(SEARCH, json={"query": "x", **extra}, headers=h)
         assert r.status_code in (400, 422), (extra, r.text)
         assert_problem(r, r.status_code, mentions=mentions)
+
+
+def test_context_lends_the_group_and_again_the_best_neighbour_within_two_writes() -> None:
+    from datetime import UTC, datetime
+
+    from memory_service.memories.models import Memory, SearchHit
+    from memory_service.retrieval.grouping import add_context
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def hit(seq: int, score: float, run: str | None) -> SearchHit:
+        memory = Memory(f"m{seq}", f"turn {seq}", "u", None, run, None, {}, 0.5, now, now, None, 1, seq=seq)
+        return SearchHit(memory, score, {"vector": score})
+
+    hits = [hit(10, 0.9, "a"), hit(12, 0.5, "a"), hit(30, 0.4, "a"), hit(11, 0.8, "b"), hit(5, 0.7, None)]
+    ranked = {h.memory.seq: h for h in add_context(hits, ("run_id",), 0.5)}
+    shares = {seq: (h.components or {}).get("context", 0.0) for seq, h in ranked.items()}
+    # seq 10: the group's others (0.5 + 0.4) and its neighbour 12 (0.5) again
+    assert shares[10] == pytest.approx(0.5 * (0.9 + 0.5))
+    assert shares[12] == pytest.approx(0.5 * (1.3 + 0.9))  # 10 is two writes before it
+    assert shares[30] == pytest.approx(0.5 * 1.4)  # no member of its run near it
+    assert shares[11] == 0.0  # seq 10 and 12 are near, but of another run
+    assert shares[5] == 0.0  # no run: nothing lent
+    assert ranked[10].score == pytest.approx(0.9 + shares[10])

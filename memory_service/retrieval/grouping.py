@@ -15,7 +15,9 @@ are returned, by group score, ties by their best memory's rank.
 
 ``context_by`` (same values) keeps single memories but lets a group lend its weight:
 each memory gains ``context_weight`` times the scores of the best other members of
-its group in the pool (``add_context``).
+its group in the pool, and as much again of the best score of its neighbours there
+(members written up to ``CONTEXT_NEIGHBOURS`` writes before or after it: the turns
+around a turn of a conversation) (``add_context``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ GROUP_DAMPING = 0.5
 # context_by: how many of a group's best members lend a share, and its default weight
 CONTEXT_MEMBERS = 3
 DEFAULT_CONTEXT_WEIGHT = 0.2  # chosen on LoCoMo conversations 0-4, sessions as groups
+CONTEXT_NEIGHBOURS = 2  # writes either side (by seq) whose best score a member gains too
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,22 +87,35 @@ def add_context(hits: list[SearchHit], path: tuple[str, ...], weight: float) -> 
     """Add to each hit ``weight`` times the scores of the best other members of its group.
 
     A group's best ``CONTEXT_MEMBERS`` hits in the pool count; a hit outside them gets
-    all of theirs, one inside them the others'. So a memory whose conversation holds
-    other good matches rises, while results stay single memories. A memory without
-    the value gets nothing. The share shows as the ``context`` component; re-sorted.
+    all of theirs, one inside them the others'. A hit also gets ``weight`` times the
+    best score of a member of its group in the pool written at most
+    ``CONTEXT_NEIGHBOURS`` writes before or after it (by ``seq``): a turn whose
+    neighbouring turns match is likely part of the answer. So a memory whose
+    conversation holds other good matches rises, the more so when they are around it,
+    while results stay single memories. A memory without the value gets nothing. The
+    share shows as the ``context`` component; re-sorted.
     """
     best: dict[str, list[SearchHit]] = {}
+    placed: dict[tuple[str, int], float] = {}  # (group, seq) -> score
     keys: list[str | None] = []
     for hit in hits:
         key = group_key(hit.memory, path)
         identity = None if key is None else json.dumps(key, sort_keys=True)
         keys.append(identity)
         if identity is not None:
+            placed[(identity, hit.memory.seq)] = hit.score
             members = best.setdefault(identity, [])
             if len(members) < CONTEXT_MEMBERS:
                 members.append(hit)
+    around = [d for d in range(-CONTEXT_NEIGHBOURS, CONTEXT_NEIGHBOURS + 1) if d]
     shares = [
-        0.0 if k is None else weight * sum(o.score for o in best[k] if o is not hit)
+        0.0
+        if k is None
+        else weight
+        * (
+            sum(o.score for o in best[k] if o is not hit)
+            + max(placed.get((k, hit.memory.seq + d), 0.0) for d in around)
+        )
         for hit, k in zip(hits, keys, strict=True)
     ]
     for hit, share in zip(hits, shares, strict=True):
