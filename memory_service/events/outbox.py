@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -44,9 +44,13 @@ from memory_service.infra.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 _CHUNK = 200
-_ROW = sql.SQL(
-    "(%s::uuid, %s::text, %s::smallint, %s::text, coalesce(%s::timestamptz, statement_timestamp()), "
-    "%s::text, %s::text, %s::jsonb)"
+_STAGE = (
+    "INSERT INTO event_outbox (tenant_id, type, severity, source, ts, trace_id, execution_id, "
+    "attributes) SELECT v.tenant_id, v.type, v.severity, v.source, "
+    "coalesce(v.ts, statement_timestamp()), v.trace_id, v.execution_id, v.attributes "
+    "FROM unnest(%s::uuid[], %s::text[], %s::smallint[], %s::text[], %s::timestamptz[], "
+    "%s::text[], %s::text[], %s::jsonb[]) WITH ORDINALITY AS v (tenant_id, type, severity, "
+    "source, ts, trace_id, execution_id, attributes, ord) ORDER BY v.ord"
 )
 
 
@@ -60,16 +64,21 @@ async def stage(
     rows = [(tenant_id, e) for tenant_id, batch in events.items() for e in batch]
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
-        params: list[Any] = []
-        for tenant_id, e in chunk:
-            params += [tenant_id, e.type, SEVERITIES.index(e.severity), e.source, e.ts or ts,
-                       e.trace_id, e.execution_id, Jsonb(e.attributes)]  # fmt: skip
+        # one statement of arrays: the same text for any number of rows, so each
+        # connection parses and plans it once (a VALUES list of n rows is a new statement
+        # for every n); ordinality keeps the outbox's seq in the events' order
         await conn.execute(
-            sql.SQL(
-                "INSERT INTO event_outbox (tenant_id, type, severity, source, ts, trace_id, "
-                "execution_id, attributes) VALUES {}"
-            ).format(sql.SQL(", ").join(_ROW for _ in chunk)),
-            params,
+            _STAGE,
+            (
+                [tenant_id for tenant_id, _ in chunk],
+                [e.type for _, e in chunk],
+                [SEVERITIES.index(e.severity) for _, e in chunk],
+                [e.source for _, e in chunk],
+                [e.ts or ts for _, e in chunk],
+                [e.trace_id for _, e in chunk],
+                [e.execution_id for _, e in chunk],
+                [Jsonb(e.attributes) for _, e in chunk],
+            ),
         )
 
 
