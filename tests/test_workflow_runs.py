@@ -107,16 +107,25 @@ async def test_retries_back_off_and_expired_leases_are_redelivered(
     assert types.count("workflow.step.retrying") == 2 and types[-1] == "workflow.run.completed"
 
 
-async def test_exhausted_retries_fail_the_run_and_retry_resumes_it(
-    client: Any, tenant: dict[str, Any]
-) -> None:
-    h = tenant["headers"]
+async def failed_in_the_middle(
+    client: Any, h: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A diamond run whose step a completed and whose step b failed for good; the run
+    and the attempts of its middle steps (b and c) by step id."""
     name = await put_workflow(client, h, DIAMOND)
     run = await start(client, h, name, {"n": 2})
     [a] = await claim(client, h)
     await complete(client, h, a, {"value": 2})
     middle = {x["step_id"]: x for x in await claim(client, h, max_steps=5)}
     await fail(client, h, middle["b"], "bad data", retryable=False)
+    return run, middle
+
+
+async def test_exhausted_retries_fail_the_run_and_retry_resumes_it(
+    client: Any, tenant: dict[str, Any]
+) -> None:
+    h = tenant["headers"]
+    run, middle = await failed_in_the_middle(client, h)
     failed = await run_state(client, h, run["id"])
     assert failed["status"] == "failed" and "bad data" in failed["error"]
     assert step(failed, "b")["status"] == "failed" and step(failed, "c")["status"] == "cancelled"
@@ -148,12 +157,7 @@ async def test_a_retry_before_the_timeline_caught_up_keeps_every_step(
     # the follower is never told: only the catch-up (2 s after) or the retry appends
     monkeypatch.setattr(runtime_of(client).workflows.timeline, "touched", lambda runs: None)
     h = tenant["headers"]
-    name = await put_workflow(client, h, DIAMOND)
-    run = await start(client, h, name, {"n": 2})
-    [a] = await claim(client, h)
-    await complete(client, h, a, {"value": 2})
-    middle = {x["step_id"]: x for x in await claim(client, h, max_steps=5)}
-    await fail(client, h, middle["b"], "bad data", retryable=False)
+    run, _ = await failed_in_the_middle(client, h)
     r = await client.post(f"/v1/workflow-runs/{run['id']}/retry", headers=h)
     assert r.status_code == 200, r.text
     first = run["execution_id"]

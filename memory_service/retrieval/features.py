@@ -146,13 +146,8 @@ def terms(text: str) -> list[str]:
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
-def term_set(text: str) -> frozenset[str]:
-    """``set(terms(text))``, stemming each distinct word once."""
-    return frozenset(stem(w) for w in set(_WORD.findall(text.lower())) - STOP_WORDS)
-
-
 class QueryTerms:
-    """Which of a query's terms a text holds: ``terms & term_set(text)``, found by one
+    """Which of a query's terms a text holds: ``terms & set(terms(text))``, found by one
     regular expression of the words that stem to a query term (each term and its
     suffixed forms) instead of stemming every word of every candidate; a candidate's
     words are read once per search and not kept (what a memory says must not outlive
