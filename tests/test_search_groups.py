@@ -194,3 +194,28 @@ def test_context_lends_the_group_and_again_the_best_neighbour_within_two_writes(
     assert shares[11] == 0.0  # seq 10 and 12 are near, but of another run
     assert shares[5] == 0.0  # no run: nothing lent
     assert ranked[10].score == pytest.approx(0.9 + shares[10])
+
+
+def test_context_groups_by_value_and_type_and_leaves_ungrouped_pools_alone() -> None:
+    from datetime import UTC, datetime
+
+    from memory_service.memories.models import Memory, SearchHit
+    from memory_service.retrieval.grouping import add_context
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def hit(seq: int, score: float, session: Any) -> SearchHit:
+        metadata = {} if session is None else {"session": session}
+        memory = Memory(f"m{seq}", "t", "u", None, None, None, metadata, 0.5, now, now, None, 1, seq=seq)
+        return SearchHit(memory, score, {"vector": score})
+
+    # 1, 1.0, "1" and true are four sessions: none lends to another
+    hits = [hit(1, 0.9, 1), hit(20, 0.8, 1.0), hit(40, 0.7, "1"), hit(60, 0.6, True)]
+    ranked = add_context(hits, ("metadata", "session"), 0.5)
+    assert all("context" not in (h.components or {}) for h in ranked)
+    same = [hit(1, 0.9, {"a": 1, "b": 2}), hit(20, 0.8, {"b": 2, "a": 1})]  # one session
+    lent = {h.memory.seq: (h.components or {}).get("context") for h in add_context(same, ("metadata", "session"), 0.5)}
+    assert lent == {1: pytest.approx(0.4), 20: pytest.approx(0.45)}
+    # no memory has the value: the pool comes back as it was, order included
+    tied = [hit(7, 0.5, None), hit(3, 0.5, None)]
+    assert [h.memory.seq for h in add_context(tied, ("run_id",), 0.5)] == [7, 3]

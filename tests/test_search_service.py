@@ -124,3 +124,58 @@ async def test_a_no_op_option_leaves_the_hybrid_ranking_alone(
             request.options = options
             result = await search.search(tid, request)
             assert [hit.memory.id for hit in result.results] == expected, (query, options)
+
+
+async def test_context_in_hybrid_weighs_every_candidate_either_side_found(
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    hash_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a conversation's members ranked past rerank_candidates in the fused list still
+    # count for it: the context step gets the union of both sides' candidates
+    from memory_service.search import service as search_module
+
+    narrow = replace(settings, hybrid_candidates=4, rerank_candidates=4)
+    embedder = CachedEmbedder(hash_embedder)
+    validator = MemoryValidator(narrow, embedder.dimension)
+    cursors = CursorCodec(await service_state.cursor_key(pool))
+    memories = MemoryService(pool, embedder, narrow, cursors, validator)
+    search = SearchService(
+        pool,
+        narrow,
+        embedder,
+        validator,
+        VectorSearch(pool, narrow, hot=None),
+        KeywordRanking(KeywordSearch(pool, narrow), hot=None),
+    )
+    tenant, _ = await TenantService(pool).create_tenant(f"t-{uuid.uuid4().hex[:8]}")
+    tid = uuid.UUID(tenant.id)
+    words = ["tea", "coffee", "park", "walk", "night", "morning", "green", "black", "cup"]
+    texts = [
+        f"{words[i % 9]} {words[(i * 4) % 9]} {words[(i * 7 + 2) % 9]} #{i}" for i in range(40)
+    ]
+    await memories.add_many(
+        tid, [NewMemory(t, Scope(user_id="u", run_id=f"r{i % 5}")) for i, t in enumerate(texts)]
+    )
+    seen: list[set[str]] = []
+    real = search_module.add_context
+
+    def spy(hits: Any, path: Any, weight: float) -> Any:
+        seen.append({hit.memory.id for hit in hits})
+        return real(hits, path, weight)
+
+    monkeypatch.setattr(search_module, "add_context", spy)
+    scope = Scope(user_id="u")
+    for query in ("green tea", "black coffee at night", "a walk in the park"):
+        sides = [
+            await search.search(tid, SearchRequest(query, k=4, scope=scope, mode=mode))
+            for mode in ("vector", "keyword")
+        ]
+        union = {hit.memory.id for side in sides for hit in side.results}
+        assert len(union) > narrow.rerank_candidates, query  # the sides disagree
+        request = SearchRequest(query, k=1, scope=scope, mode="hybrid")
+        request.options = {"context_by": "run_id"}
+        result = await search.search(tid, request)
+        assert result.strategy.endswith("+context(run_id)")
+        assert seen[-1] == union, query

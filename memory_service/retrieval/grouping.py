@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from memory_service.errors import FieldError, InvalidInput
@@ -38,6 +39,8 @@ GROUP_DAMPING = 0.5
 CONTEXT_MEMBERS = 3
 DEFAULT_CONTEXT_WEIGHT = 0.2  # chosen on LoCoMo conversations 0-4, sessions as groups
 CONTEXT_NEIGHBOURS = 2  # writes either side (by seq) whose best score a member gains too
+_SEQ = attrgetter("memory.seq")
+_SCORE = attrgetter("score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,35 +98,44 @@ def add_context(hits: list[SearchHit], path: tuple[str, ...], weight: float) -> 
     while results stay single memories. A memory without the value gets nothing. The
     share shows as the ``context`` component; re-sorted.
     """
-    best: dict[str, list[SearchHit]] = {}
-    placed: dict[tuple[str, int], float] = {}  # (group, seq) -> score
-    keys: list[str | None] = []
-    for hit in hits:
-        key = group_key(hit.memory, path)
-        identity = None if key is None else json.dumps(key, sort_keys=True)
-        keys.append(identity)
+    if path[0] == "metadata":
+        keys = [_identity(group_key(hit.memory, path)) for hit in hits]
+    else:  # a scope field: a string or None, its own identity
+        keys = [getattr(hit.memory, path[0]) for hit in hits]
+    best: dict[Any, list[tuple[SearchHit, float]]] = {}  # group -> its first hits, scores
+    placed: dict[tuple[Any, int], float] = {}  # (group, seq) -> score
+    for hit, identity in zip(hits, keys, strict=True):
         if identity is not None:
             placed[(identity, hit.memory.seq)] = hit.score
             members = best.setdefault(identity, [])
             if len(members) < CONTEXT_MEMBERS:
-                members.append(hit)
+                members.append((hit, hit.score))
+    if not placed:
+        return hits  # no candidate has the value: nothing to lend, the order stands
     around = [d for d in range(-CONTEXT_NEIGHBOURS, CONTEXT_NEIGHBOURS + 1) if d]
-    shares = [
-        0.0
-        if k is None
-        else weight
-        * (
-            sum(o.score for o in best[k] if o is not hit)
-            + max(placed.get((k, hit.memory.seq + d), 0.0) for d in around)
-        )
-        for hit, k in zip(hits, keys, strict=True)
-    ]
-    for hit, share in zip(hits, shares, strict=True):
+    near = placed.get  # scores as they were before any share (as are the members')
+    for hit, identity in zip(hits, keys, strict=True):
+        if identity is None:
+            continue
+        seq = hit.memory.seq
+        others = [score for o, score in best[identity] if o is not hit]
+        share = weight * (sum(others) + max([near((identity, seq + d), 0.0) for d in around]))
         if share > 0.0:
             parts = hit.components or {"relevance": hit.score}
             hit.components = {**parts, "context": share}
             hit.score += share
-    return sorted(hits, key=lambda h: (-h.score, h.memory.seq))
+    # best first, ties by seq: two sorts in C (sorting is stable, reverse=True too)
+    ranked = sorted(hits, key=_SEQ)
+    ranked.sort(key=_SCORE, reverse=True)
+    return ranked
+
+
+def _identity(key: Any) -> Any:
+    """What tells groups apart: a string value (a run id) itself; any other value its
+    JSON text in a tuple (never equal to a string), so 1, 1.0 and true stay apart."""
+    if key is None or isinstance(key, str):
+        return key
+    return (json.dumps(key, sort_keys=True),)
 
 
 def group_hits(

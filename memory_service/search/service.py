@@ -13,7 +13,9 @@ maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
 tells its listeners (the event log). The pool is ``k``
 unless a later step re-ranks, then ``max(3k, rerank_candidates)`` capped at 1,000
-(``3k * group_size`` in place of ``3k`` with ``group_by``).
+(``3k * group_size`` in place of ``3k`` with ``group_by``); with ``context_by``,
+hybrid's pool is every candidate either side found, so that each conversation
+lends what both sides saw of it.
 Hybrid ranks ``max(3k, hybrid_candidates)`` on each side whatever the options.
 """
 
@@ -134,6 +136,10 @@ class SearchService:
         if options.reranks or intent is not None:
             wanted = 3 * request.k * (options.group_by.size if options.group_by else 1)
             pool_k = min(MAX_POOL, max(wanted, self.settings.rerank_candidates))
+        if request.mode == "hybrid" and options.context_by is not None:
+            # the members ranked past rerank_candidates still count for their group
+            depth = hybrid_depth(request.k, self.settings.hybrid_candidates)
+            pool_k = min(MAX_POOL, max(pool_k, 2 * depth))
         if request.mode == "keyword":
             hits, strategy = await self._keyword(tenant_id, request, flt, pool_k)
         elif request.mode == "hybrid":
