@@ -210,3 +210,31 @@ async def test_a_failing_mover_is_shown_by_the_supervisor_and_retried(
         if renamed:
             ddl(own_database, "ALTER TABLE events_away RENAME TO events")
         await runtime.close()
+
+
+async def test_commits_right_behind_a_wake_join_its_move(
+    runtime_settings: Settings, own_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the wait is widened so that a slow box still commits the second batch inside it
+    monkeypatch.setattr(outbox, "MOVE_DELAY_S", 1.0)
+    runtime = await start_runtime(runtime_settings)
+    try:
+        tenant, _ = await runtime.tenants.create_tenant("outbox-together")
+        tenant_id = uuid.UUID(tenant.id)
+        mover = runtime.event_outbox
+        before = mover.moves
+        await stage(own_database, tenant_id, "test.one")
+        mover.touched([tenant_id])  # as a transition does after its commit
+        await stage(own_database, tenant_id, "test.two", "test.three")
+        mover.touched([tenant_id])
+
+        async def moved() -> bool:
+            return len(logged(own_database, tenant_id)) == 3
+
+        await eventually(moved)
+        assert logged(own_database, tenant_id) == [
+            (1, "test.one"), (2, "test.two"), (3, "test.three")
+        ]  # fmt: skip
+        assert mover.moves - before == 1  # both commits' events in one transaction
+    finally:
+        await runtime.close()

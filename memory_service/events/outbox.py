@@ -12,10 +12,12 @@ with higher seqs. An event is therefore staged exactly when its change commits
 and reaches the log once, after the events of the changes it followed.
 
 ``OutboxMover`` is the supervised loop ``event-outbox``: this process's
-transitions wake it after they commit, naming their tenants, and it looks every
+transitions wake it after they commit, naming their tenants (it waits
+``MOVE_DELAY_S`` for the commits right behind to join the move), and it looks every
 ``poll_interval_s`` (and after a failure) for what other processes, or one that
-died between commit and move, left. It drains on start and once more on close. A reader calls ``settle`` before reading
-a tenant's log, so whoever saw a change committed also finds its events.
+died between commit and move, left. It drains on start and once more on close. A
+reader calls ``settle`` before reading a tenant's log, so whoever saw a change
+committed also finds its events.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ from memory_service.infra.supervisor import Loop, Supervisor
 
 log = logging.getLogger(__name__)
 _CHUNK = 200
+# how long a move that a commit woke waits for more commits to join it (measured on two
+# cores, eight workflow workers: a step's CPU 4.4-5.2 -> 3.8-4.4 ms, steps/s +12 %)
+MOVE_DELAY_S = 0.02
 _STAGE = (
     "INSERT INTO event_outbox (tenant_id, type, severity, source, ts, trace_id, execution_id, "
     "attributes) SELECT v.tenant_id, v.type, v.severity, v.source, "
@@ -153,6 +158,7 @@ class OutboxMover:
         self._touched: set[uuid.UUID] = set()  # tenants this process staged events of
         self._loop: Loop | None = None
         self.moved = 0
+        self.moves = 0  # transactions that moved events
         self.retries = 0  # passes that found the database away
 
     def start(self) -> None:
@@ -200,6 +206,7 @@ class OutboxMover:
                 ):
                     n = await move_tenant(conn, tenant_id, self.batch_size)
                 self.moved += n
+                self.moves += 1 if n else 0
                 fullest = max(fullest, n)
                 if n < self.batch_size:
                     break
@@ -230,3 +237,8 @@ class OutboxMover:
             delay = 0.2
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+            if self._wake.is_set():
+                # woken by a commit: the transitions committing just after it join this
+                # move (one transaction for several steps' events), and the move stays
+                # off the CPU while the worker that committed claims its next step
+                await asyncio.sleep(MOVE_DELAY_S)
