@@ -179,3 +179,49 @@ async def test_context_in_hybrid_weighs_every_candidate_either_side_found(
         result = await search.search(tid, request)
         assert result.strategy.endswith("+context(run_id)")
         assert seen[-1] == union, query
+
+
+async def test_a_keyword_search_runs_inline_or_in_a_thread_by_what_it_cost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the held index's searches are timed; a cheap one stays on the event loop (a thread
+    # hop costs more than it), a costly one goes to a worker thread
+    from datetime import UTC, datetime
+
+    from indexers.keyword_index import KeywordIndex
+    from memory_service.memories.models import Memory
+    from memory_service.memories.predicate import RowCheck
+    from memory_service.search import keyword as module
+    from memory_service.search.tenant import TenantIndex
+
+    now = datetime.now(UTC)
+    texts = ["green tea in the morning", "black coffee at night", "tea and biscuits"]
+    t = TenantIndex(uuid.uuid4(), keywords=KeywordIndex())
+    assert t.keywords is not None
+    t.keywords.apply(list(enumerate(texts, start=1)))
+    for seq, text in enumerate(texts, start=1):
+        t.rows[seq] = Memory(f"m{seq}", text, "u", None, None, None, {}, 0.5, now, now, None, 1, seq=seq)
+    hops: list[object] = []
+    real = module.anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any) -> Any:
+        hops.append(func)
+        return await real(func, *args)
+
+    monkeypatch.setattr(module.anyio.to_thread, "run_sync", counted)
+    check = RowCheck.build(Scope(), None)
+    assert check is not None
+
+    async def search() -> list[str]:
+        hits = await module._ranked(t, "tea", 2, check, None, False)
+        assert hits is not None
+        return [h.memory.content for h in hits]
+
+    expected = ["tea and biscuits", "green tea in the morning"]
+    assert await search() == expected  # not timed yet, a small index: inline
+    assert hops == [] and t.keyword_cost_s is not None
+    assert t.keyword_cost_s < module.INLINE_BUDGET_S
+    t.keyword_cost_s = 10 * module.INLINE_BUDGET_S  # as if its searches had been slow
+    assert await search() == expected
+    assert len(hops) == 1  # to a thread, and timed there
+    assert t.keyword_cost_s < 10 * module.INLINE_BUDGET_S  # the fast search pulls it down

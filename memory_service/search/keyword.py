@@ -21,11 +21,13 @@ differently.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
 import anyio.to_thread
 
+from indexers.keyword_index import KeywordIndex
 from memory_service.memories.filters import CompiledFilter
 from memory_service.memories.models import SearchHit, SearchRequest
 from memory_service.memories.predicate import RowCheck
@@ -37,9 +39,15 @@ IN_PROCESS = "keyword-hot"
 IN_DATABASE = "keyword-bm25"
 ALLOW_MAX = 20_000  # candidate seqs handed to the index as a term set at most
 RANKED_MAX = 5_000  # ranked rows read at most before a filter that rejects them goes to SQL
-# an index this small is searched on the event loop: the top 100 of 10,000 SciFact
-# abstracts take about 0.35 ms, less than a hop to a worker thread costs on a busy box
+# a keyword search expected to take at most this long runs on the event loop, since a hop
+# to a worker thread costs 0.1-0.15 ms (at 20,000 SciFact abstracts, about 0.3 ms a
+# search, that took the default mode's p50 from 2.29 to 2.08 ms over HTTP); longer ones
+# go to a thread, where tantivy runs beside the loop. Each held index's searches are
+# timed (a moving average), so the choice follows what the searches cost, not the size;
+# an index not timed yet goes by size
+INLINE_BUDGET_S = 0.001
 INLINE_SIZE_MAX = 10_000
+COST_WEIGHT = 0.2  # of the newest search in the moving average
 GROWTH = 4
 
 
@@ -95,10 +103,15 @@ async def _ranked(
     assert keywords is not None
     limit = k * GROWTH if filtered and allow is None else k
     while True:
-        if keywords.size <= INLINE_SIZE_MAX:
-            found, total = keywords.search(text, limit, allow)
+        cost = t.keyword_cost_s
+        inline = keywords.size <= INLINE_SIZE_MAX if cost is None else cost <= INLINE_BUDGET_S
+        if inline:
+            found, total, took = _timed(keywords, text, limit, allow)
         else:
-            found, total = await anyio.to_thread.run_sync(keywords.search, text, limit, allow)
+            found, total, took = await anyio.to_thread.run_sync(
+                _timed, keywords, text, limit, allow
+            )
+        t.keyword_cost_s = took if cost is None else cost + COST_WEIGHT * (took - cost)
         now, rows = datetime.now(UTC), t.rows
         hits = [
             SearchHit(row, score)
@@ -110,6 +123,14 @@ async def _ranked(
         if limit >= RANKED_MAX:
             return None
         limit = min(RANKED_MAX, limit * GROWTH)
+
+
+def _timed(
+    keywords: KeywordIndex, text: str, limit: int, allow: set[int] | None
+) -> tuple[list[tuple[int, float]], int, float]:
+    started = time.perf_counter()
+    found, total = keywords.search(text, limit, allow)
+    return found, total, time.perf_counter() - started
 
 
 def _normalised(hits: list[SearchHit]) -> list[SearchHit]:

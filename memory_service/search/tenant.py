@@ -67,6 +67,8 @@ class TenantIndex:
     # rows an index could not hold, by index name (the process's counter, shared by tenants)
     skipped: Counter[str] = field(default_factory=Counter)
     keyword_skipped: set[int] = field(default_factory=set)  # held rows not in ``keywords``
+    # seconds a search of ``keywords`` took lately (a moving average); None: not yet timed
+    keyword_cost_s: float | None = None
 
 
 def remember_versions(t: TenantIndex, rows: VectorRows) -> None:
