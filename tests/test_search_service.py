@@ -82,13 +82,11 @@ async def test_search_service_answers_every_mode_without_http(
         await search.search(tid, SearchRequest("x", mode="telepathy"))
 
 
-async def test_a_no_op_option_leaves_the_hybrid_ranking_alone(
-    settings: Settings, pool: AsyncConnectionPool, hash_embedder: Embedder
-) -> None:
-    # few candidates and a deep re-rank pool: an option that asks for re-ranking must
-    # not deepen what the fusion sees, or memories ranked past the candidate count on
-    # one side would gain a share of the score they do not have without the option
-    narrow = replace(settings, hybrid_candidates=4, rerank_candidates=40)
+async def forty_short_memories(
+    pool: AsyncConnectionPool, narrow: Settings, hash_embedder: Embedder, *, runs: bool
+) -> tuple[SearchService, uuid.UUID]:
+    """A search service on ``narrow`` settings and a new tenant holding 40 three-word
+    memories of user ``u`` (with ``runs``: spread over five runs)."""
     embedder = CachedEmbedder(hash_embedder)
     validator = MemoryValidator(narrow, embedder.dimension)
     cursors = CursorCodec(await service_state.cursor_key(pool))
@@ -107,7 +105,24 @@ async def test_a_no_op_option_leaves_the_hybrid_ranking_alone(
     texts = [
         f"{words[i % 9]} {words[(i * 4) % 9]} {words[(i * 7 + 2) % 9]} #{i}" for i in range(40)
     ]
-    await memories.add_many(tid, [NewMemory(t, Scope(user_id="u")) for t in texts])
+    await memories.add_many(
+        tid,
+        [
+            NewMemory(t, Scope(user_id="u", run_id=f"r{i % 5}" if runs else None))
+            for i, t in enumerate(texts)
+        ],
+    )
+    return search, tid
+
+
+async def test_a_no_op_option_leaves_the_hybrid_ranking_alone(
+    settings: Settings, pool: AsyncConnectionPool, hash_embedder: Embedder
+) -> None:
+    # few candidates and a deep re-rank pool: an option that asks for re-ranking must
+    # not deepen what the fusion sees, or memories ranked past the candidate count on
+    # one side would gain a share of the score they do not have without the option
+    narrow = replace(settings, hybrid_candidates=4, rerank_candidates=40)
+    search, tid = await forty_short_memories(pool, narrow, hash_embedder, runs=False)
     no_ops: list[dict[str, Any]] = [
         {"importance_weight": 0.0},
         {"recency_weight": 0.0},
@@ -137,27 +152,7 @@ async def test_context_in_hybrid_weighs_every_candidate_either_side_found(
     from memory_service.search import service as search_module
 
     narrow = replace(settings, hybrid_candidates=4, rerank_candidates=4)
-    embedder = CachedEmbedder(hash_embedder)
-    validator = MemoryValidator(narrow, embedder.dimension)
-    cursors = CursorCodec(await service_state.cursor_key(pool))
-    memories = MemoryService(pool, embedder, narrow, cursors, validator)
-    search = SearchService(
-        pool,
-        narrow,
-        embedder,
-        validator,
-        VectorSearch(pool, narrow, hot=None),
-        KeywordRanking(KeywordSearch(pool, narrow), hot=None),
-    )
-    tenant, _ = await TenantService(pool).create_tenant(f"t-{uuid.uuid4().hex[:8]}")
-    tid = uuid.UUID(tenant.id)
-    words = ["tea", "coffee", "park", "walk", "night", "morning", "green", "black", "cup"]
-    texts = [
-        f"{words[i % 9]} {words[(i * 4) % 9]} {words[(i * 7 + 2) % 9]} #{i}" for i in range(40)
-    ]
-    await memories.add_many(
-        tid, [NewMemory(t, Scope(user_id="u", run_id=f"r{i % 5}")) for i, t in enumerate(texts)]
-    )
+    search, tid = await forty_short_memories(pool, narrow, hash_embedder, runs=True)
     seen: list[set[str]] = []
     real = search_module.add_context
 
