@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from operator import attrgetter
 from typing import Any
 
 from memory_service.errors import FieldError, InvalidInput
@@ -39,8 +38,6 @@ GROUP_DAMPING = 0.5
 CONTEXT_MEMBERS = 3
 DEFAULT_CONTEXT_WEIGHT = 0.2  # chosen on LoCoMo conversations 0-4, sessions as groups
 CONTEXT_NEIGHBOURS = 2  # writes either side (by seq) whose best score a member gains too
-_SEQ = attrgetter("memory.seq")
-_SCORE = attrgetter("score")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +121,7 @@ def add_context(hits: list[SearchHit], path: tuple[str, ...], weight: float) -> 
             parts = hit.components or {"relevance": hit.score}
             hit.components = {**parts, "context": share}
             hit.score += share
-    # best first, ties by seq: two sorts in C (sorting is stable, reverse=True too)
-    ranked = sorted(hits, key=_SEQ)
-    ranked.sort(key=_SCORE, reverse=True)
-    return ranked
+    return sorted(hits, key=lambda h: (-h.score, h.memory.seq))
 
 
 def _identity(key: Any) -> Any:

@@ -41,7 +41,7 @@ ALLOW_MAX = 20_000  # candidate seqs handed to the index as a term set at most
 RANKED_MAX = 5_000  # ranked rows read at most before a filter that rejects them goes to SQL
 # a keyword search expected to take at most this long runs on the event loop, since a hop
 # to a worker thread costs 0.1-0.15 ms (at 20,000 SciFact abstracts, about 0.3 ms a
-# search, that took the default mode's p50 from 2.29 to 2.08 ms over HTTP); longer ones
+# search, that took the default mode's p50 from 2.77 to 2.52 ms over HTTP); longer ones
 # go to a thread, where tantivy runs beside the loop. Each held index's searches are
 # timed (a moving average), so the choice follows what the searches cost, not the size;
 # an index not timed yet goes by size
