@@ -155,15 +155,22 @@ def parse_time(value: Any) -> datetime | None:
 
 
 def memory_time(memory: Memory) -> datetime:
-    for key in TIME_KEYS:
-        moment = parse_time(memory.metadata.get(key))
-        if moment is not None:
-            return moment
+    """The memory's event time from its metadata, else ``created_at``. Metadata that is
+    not an object (a row written around the service holds any JSON) has no time."""
+    metadata = memory.metadata
+    if isinstance(metadata, dict):
+        for key in TIME_KEYS:
+            moment = parse_time(metadata.get(key))
+            if moment is not None:
+                return moment
     return memory.created_at
 
 
-def prefer_time(hits: list[SearchHit], intent: TimeIntent, weight: float) -> list[SearchHit]:
-    """Blend each hit's score with how well its time fits ``intent``; re-sorted."""
+def prefer_time(
+    hits: list[SearchHit], intent: TimeIntent, weight: float, *, as_one: bool = False
+) -> list[SearchHit]:
+    """Blend each hit's score with how well its time fits ``intent``; re-sorted. With
+    ``as_one`` the score is one relevance (a model's probability), whatever its parts."""
     if not hits or weight <= 0.0:
         return hits
     times = [memory_time(h.memory).timestamp() for h in hits]
@@ -178,7 +185,7 @@ def prefer_time(hits: list[SearchHit], intent: TimeIntent, weight: float) -> lis
         start, end = intent.start.timestamp(), intent.end.timestamp()
         fits = [1.0 if start <= t < end else 0.0 for t in times]
     for hit, fit in zip(hits, fits, strict=True):
-        parts = hit.components or {"relevance": hit.score}
+        parts = {"relevance": hit.score} if as_one else hit.components or {"relevance": hit.score}
         combined = {name: (1.0 - weight) * value for name, value in parts.items()}
         combined["time"] = weight * fit
         hit.components = combined
