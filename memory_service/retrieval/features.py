@@ -52,6 +52,8 @@ FEATURES = (
 )
 NEIGHBOUR_SPAN = 2  # writes either side that count as neighbours
 _WORD = re.compile(r"[a-z0-9]+")
+_WORD_TAIL = re.compile(r"[a-z0-9]*")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 _SUFFIXES = ("ing", "ed", "es", "s", "ly")
 STOP_WORDS = frozenset(
     [
@@ -147,34 +149,36 @@ def terms(text: str) -> list[str]:
 
 
 class QueryTerms:
-    """Which of a query's terms a text holds: ``terms & set(terms(text))``, found by one
-    regular expression of the words that stem to a query term (each term and its
-    suffixed forms) instead of stemming every word of every candidate; a candidate's
-    words are read once per search and not kept (what a memory says must not outlive
-    its erasure in this process's memory)."""
+    """Which of a query's terms a text holds: ``terms & set(terms(text))``, found without
+    stemming every word of every candidate. Every word that stems to a term starts with
+    it, so each term is looked for as a substring, and at each place it starts a word
+    the word is read and checked against the term's forms (the words that stem to it).
+    No expression is compiled per query (compiling cost more than the scan). A
+    candidate's words are read once per search and not kept (what a memory says must
+    not outlive its erasure in this process's memory)."""
 
     def __init__(self, terms: set[str]) -> None:
         self.terms = frozenset(terms)
-        self._forms: dict[str, str] = {}
-        branches = []
-        for term in sorted(terms, key=len, reverse=True):
-            ends = [e for e in ("", *_SUFFIXES) if _stems_to(term + e, term)]
-            self._forms.update((term + e, term) for e in ends)
-            suffixes = "|".join(re.escape(e) for e in ends if e)
-            if suffixes:
-                branches.append(f"{re.escape(term)}(?:{suffixes}){'?' if '' in ends else ''}")
-            elif ends:
-                branches.append(re.escape(term))
-        # a word is a run of [a-z0-9] in the lower-cased text, as ``_WORD`` reads it
-        self._pattern = (
-            re.compile(rf"(?<![a-z0-9])(?:{'|'.join(branches)})(?![a-z0-9])") if branches else None
-        )
+        self._forms = [
+            (term, forms)
+            for term in sorted(terms)
+            if (forms := frozenset(term + e for e in ("", *_SUFFIXES) if _stems_to(term + e, term)))
+        ]
 
     def found_in(self, text: str) -> frozenset[str]:
-        if self._pattern is None:
-            return frozenset()
-        forms = self._forms
-        return frozenset(forms[w] for w in self._pattern.findall(text.lower()) if w in forms)
+        low = text.lower()
+        found = set()
+        for term, forms in self._forms:
+            start = low.find(term)
+            while start >= 0:
+                # a word is a run of [a-z0-9] in the lower-cased text, as ``_WORD`` reads it
+                if start == 0 or low[start - 1] not in _WORD_CHARS:
+                    end = _WORD_TAIL.match(low, start + len(term))
+                    if end is not None and low[start : end.end()] in forms:
+                        found.add(term)
+                        break
+                start = low.find(term, start + 1)
+        return frozenset(found)
 
 
 def _stems_to(word: str, term: str) -> bool:
