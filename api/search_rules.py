@@ -17,7 +17,7 @@ from typing import Any
 
 from api.search_schemas import RETRIEVAL_OPTIONS
 from memory_service.config import Settings
-from memory_service.retrieval.options import HYBRID_ONLY, MODEL_RERANKERS, RERANKERS, SCORE_SCALED
+from memory_service.retrieval.options import HYBRID_ONLY, LOGIT_RERANKERS, RERANKERS, SCORE_SCALED
 
 # what ``raw.get(name)`` reads as unset: the option is absent, null, 0 or empty
 FALSY = {"enum": [None, 0, "", False]}
@@ -88,10 +88,10 @@ def search_rules() -> dict[str, Any]:
                     {"properties": {"keyword_weight": {"exclusiveMinimum": 0}}},
                 ]
             },
-            # a model's score is log-odds: options that weigh scores as shares do not combine
+            # the cross-encoder's score is a logit: options that weigh scores as shares do not combine
             {
                 "anyOf": [
-                    {"properties": {"rerank": {"not": {"enum": list(MODEL_RERANKERS)}}}},
+                    {"properties": {"rerank": {"not": {"enum": list(LOGIT_RERANKERS)}}}},
                     {"properties": {name: FALSY for name in SCORE_SCALED}},
                 ]
             },

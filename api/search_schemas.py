@@ -33,7 +33,8 @@ class SearchBody(Strict):
             description="vector: cosine similarity of the embeddings; keyword: BM25 over the "
             "words; hybrid: both, fused. Unset: the service's best ranking by `make eval` "
             "(MEMORY_SEARCH_DEFAULT_MODE, hybrid, with context_by run_id unless the search "
-            "names a context or group option), or vector for an embedding without a query."
+            "names a context or group option, and rerank learned unless it names a "
+            "reranker), or vector for an embedding without a query."
         ),
     ] | None = None
     min_score: float | None = None
@@ -47,7 +48,10 @@ class SearchBody(Strict):
     ] = "eventual"
     explain: Annotated[
         bool,
-        Meta(description="Return each result's score components; they add up to its score."),
+        Meta(
+            description="Return each result's score components; they add up to its score "
+            "(after the learned ranker: to its log-odds, whose logistic is the score)."
+        ),
     ] = False
     recency_weight: Annotated[
         float,
@@ -154,16 +158,18 @@ class SearchBody(Strict):
     rerank: Annotated[
         Literal["learned", "cross", "none"],
         Meta(
-            description="learned: re-order the candidate pool by the shipped learned ranker "
-            "(gradient-boosted trees over the fused, vector and keyword scores, their ranks, "
-            "query-word coverage, time fit and neighbouring writes; see docs/search.md); the "
-            "score is then the model's log-odds, with explain each feature's share. cross: "
-            "re-score the first 20 hits by a cross-encoder reading the query and each memory "
-            "together (a model built by make train-cross-encoder, configured with "
-            "MEMORY_CROSS_ENCODER_PATH; 422 when none is); its score is the model's logit, "
-            "with explain 'cross' and 'first_stage'. none: the first stage's order (the "
-            "default). learned and cross do not combine with group_by, diversity, "
-            "recency_weight or importance_weight, which weigh scores as shares in [0, 1].",
+            description="learned: re-order the first 50 candidates (more when k is larger) by "
+            "the shipped learned ranker (gradient-boosted trees over the fused, vector and "
+            "keyword scores, their ranks, query-word coverage, time fit and neighbouring "
+            "writes; see docs/search.md); the score is then the model's probability that "
+            "the memory is relevant, with explain each feature's share of its log-odds. It "
+            "is the default of a search that names no mode. cross: re-score the first 20 "
+            "hits by a cross-encoder reading the query and each memory together (a model "
+            "built by make train-cross-encoder, configured with MEMORY_CROSS_ENCODER_PATH; "
+            "422 when none is); its score is the model's logit, with explain 'cross' and "
+            "'first_stage', and it does not combine with group_by, diversity, recency_weight "
+            "or importance_weight, which weigh scores as shares in [0, 1]. none: the first "
+            "stage's order (the default when a mode is named).",
         ),
     ] | None = None
     as_of: Annotated[

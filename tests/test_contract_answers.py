@@ -55,10 +55,13 @@ async def test_naming_the_head_of_an_execution_without_steps_is_a_conflict(
 # whether the schema states the rule; three are said in the fields' descriptions only,
 # see api/search_rules.py)
 SEARCH_EDGES: list[tuple[dict[str, Any], int, bool]] = [
-    ({"query": "x", "rerank": "learned", "group_by": "run_id"}, 422, True),
-    ({"query": "x", "rerank": "learned", "diversity": 0.5}, 422, True),
-    ({"query": "x", "rerank": "learned", "diversity": 0}, 200, True),
-    ({"query": "x", "rerank": "learned", "recency_weight": 0.2}, 422, True),
+    ({"query": "x", "rerank": "learned", "group_by": "run_id"}, 200, True),
+    ({"query": "x", "rerank": "learned", "diversity": 0.5}, 200, True),
+    ({"query": "x", "rerank": "learned", "recency_weight": 0.2}, 200, True),
+    ({"query": "x", "rerank": "cross", "group_by": "run_id"}, 422, True),
+    ({"query": "x", "rerank": "cross", "diversity": 0.5}, 422, True),
+    ({"query": "x", "rerank": "cross", "diversity": 0}, 422, True),  # no cross-encoder here
+    ({"query": "x", "rerank": "cross", "recency_weight": 0.2}, 422, True),
     ({"query": "x", "rerank": "none", "group_by": "run_id"}, 200, True),
     ({"query": "x", "rerank": "cross"}, 422, True),  # no cross-encoder configured here
     ({"embedding": [0.1] * 384, "rerank": "learned"}, 200, True),

@@ -233,8 +233,9 @@ async def test_hybrid_ranks_alike_with_its_sides_side_by_side_or_in_turn(runtime
         first = await runtime.search.search(tid, request)  # side by side
         assert runtime.embedder.cached(text) is not None
         again = await runtime.search.search(tid, request)  # in turn
-        # no mode: hybrid with the default context by run (these memories have none)
-        expected = f"hybrid(faiss+{IN_PROCESS})+context(run_id)"
+        # no mode: hybrid with the default context by run (these memories have none), then
+        # the learned ranker (30 candidates)
+        expected = f"hybrid(faiss+{IN_PROCESS})+context(run_id)+learned"
         assert first.strategy == again.strategy == expected, first.strategy
         assert [(h.memory.id, h.score, h.components) for h in first.results] == [
             (h.memory.id, h.score, h.components) for h in again.results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -109,8 +110,14 @@ def test_shipped_model_scores_deterministically_and_explains_its_score() -> None
     again = [(h.memory.id, h.score) for h in ranker.rerank(query, pool())]
     assert first == again
     for hit in ranker.rerank(query, pool()):
+        # the shares and the bias add up to the log-odds; the score is its probability
         assert hit.components is not None and set(hit.components) == {*FEATURES, "bias"}
-        assert sum(hit.components.values()) == pytest.approx(hit.score, abs=1e-9)
+        logit = sum(hit.components.values())
+        assert hit.score == pytest.approx(1.0 / (1.0 + math.exp(-logit)), abs=1e-9)
+    # without explain: the same scores, from the leaves alone
+    quick = [(h.memory.id, h.score) for h in ranker.rerank(query, pool(), explain=False)]
+    assert [i for i, _ in quick] == [i for i, _ in first]
+    assert [s for _, s in quick] == pytest.approx([s for _, s in first], abs=1e-12)
     # the best match on every signal stays first
     assert first[0][0] == "m10"
 

@@ -4,7 +4,7 @@
     recency = 0.5 ** (age_hours / half_life_hours)
 
 ``relevance`` is what the mode ranks by (cosine similarity, normalised BM25 or
-normalised RRF), ``importance`` the memory's own value in [0, 1], and the age
+normalised RRF; the learned ranker's probability after it), ``importance`` the memory's own value in [0, 1], and the age
 counts from the later of ``created_at`` and the last time semantic dedupe folded
 a re-added copy into the memory (its last sighting). With both weights 0 the
 score is the relevance unchanged. Every hit's ``components`` add up to its score.
@@ -32,8 +32,10 @@ def rescore(
     """Replace each hit's score by the weighted sum above, in place, with components."""
     w_r, w_i = options.recency_weight, options.importance_weight
     w_rel = 1.0 - w_r - w_i
+    # the learned ranker's score is one probability, whatever its explained parts
+    modelled = options.rerank == "learned"
     for hit in hits:
-        parts = hit.components or {"relevance": hit.score}
+        parts = {"relevance": hit.score} if modelled else hit.components or {"relevance": hit.score}
         combined = {name: w_rel * value for name, value in parts.items()}
         if w_r > 0.0:
             seen = last_seen.get(hit.memory.id)

@@ -6,8 +6,9 @@ FAISS, an exact pass or pgvector), keyword through BM25 (``KeywordRanking``: the
 held tenant's keyword index, else PostgreSQL), hybrid by fusing both,
 (3) prefers memories whose time fits a time expression in the query
 (``retrieval.temporal``), lets a memory's group lend it weight with ``context_by``,
-re-orders the pool by the learned ranker (``retrieval.ranker``) or its first
-hits by the cross-encoder (``retrieval.cross_encoder``) with ``rerank``, and
+re-orders the pool's first 50 by the learned ranker (``retrieval.ranker``; the
+time preference then counts again on its probability) or its first hits by the
+cross-encoder (``retrieval.cross_encoder``) with ``rerank``, and
 rescores the pool by recency and importance when asked, (4) picks k by
 maximal marginal relevance when ``diversity`` > 0, or the top k groups with
 ``group_by`` (``retrieval.grouping``), (5) cuts to k and ``min_score``, and (6)
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -49,6 +51,8 @@ from memory_service.retrieval.hybrid import fuse
 from memory_service.retrieval.keyword import require_query_text
 from memory_service.retrieval.mmr import runs_inline, select_diverse
 from memory_service.retrieval.options import RetrievalOptions, default_options, parse_options
+from memory_service.retrieval.ranker import MIN_POOL as LEARNED_MIN_POOL
+from memory_service.retrieval.ranker import WINDOW as LEARNED_WINDOW
 from memory_service.retrieval.ranker import LearnedRanker
 from memory_service.retrieval.scoring import rescore
 from memory_service.retrieval.temporal import parse_time_intent, prefer_time
@@ -56,6 +60,9 @@ from memory_service.search.keyword import KeywordRanking
 from memory_service.search.vector import VectorSearch
 
 MAX_POOL = 1000
+# the learned ranker's features read its candidates' text at about 20 ns a character:
+# up to this many (under a millisecond) on the event loop, longer texts in a thread
+LEARNED_INLINE_CHARS = 40_000
 MODES = ("vector", "keyword", "hybrid")
 # (tenant_id, request, result) after a search answered
 SearchListener = Callable[[uuid.UUID, SearchRequest, SearchResult], Awaitable[None]]
@@ -152,8 +159,14 @@ class SearchService:
         if options.context_by is not None and options.context_weight > 0.0:
             hits = add_context(hits, options.context_by, options.context_weight)
             strategy += f"+context({'.'.join(options.context_by)})"
+        if options.rerank == "learned" and len(hits) < LEARNED_MIN_POOL:
+            options = replace(options, rerank=None)  # too few to weigh: the order stands
         if options.rerank == "learned" and request.query is not None:
-            hits = await anyio.to_thread.run_sync(self.ranker.rerank, request.query, hits)
+            hits = await self._learned(request.query, hits, request.k, options)
+            if intent is not None:
+                # the model weighs a time fit lightly (few training questions name a
+                # time): the query's time counts again, on its probability
+                hits = prefer_time(hits, intent, options.time_weight, as_one=True)
             strategy += "+learned"
         if options.rerank == "cross" and self.cross is not None and request.query is not None:
             hits = await anyio.to_thread.run_sync(self.cross.rerank, request.query, hits)
@@ -329,6 +342,21 @@ class SearchService:
         return deep, query
 
     # -- re-ranking ------------------------------------------------------------------------
+    async def _learned(
+        self, query: str, hits: list[SearchHit], k: int, options: RetrievalOptions
+    ) -> list[SearchHit]:
+        """The first ``max(k, WINDOW)`` candidates re-ordered by the learned ranker (the
+        whole pool when a later step re-weighs or picks from it); the rest are dropped.
+        Its features read each candidate's text: on the event loop unless that is long."""
+        later = options.rescores or options.diversity > 0.0 or options.group_by is not None
+        head = hits if later else hits[: max(k, LEARNED_WINDOW)]
+        if sum(len(h.memory.content) for h in head) <= LEARNED_INLINE_CHARS:
+            return self.ranker.rerank(query, head, explain=options.explain)
+        ranked: list[SearchHit] = await anyio.to_thread.run_sync(
+            partial(self.ranker.rerank, query, head, explain=options.explain)
+        )
+        return ranked
+
     async def _rescore(
         self, tid: uuid.UUID, hits: list[SearchHit], options: RetrievalOptions
     ) -> list[SearchHit]:
