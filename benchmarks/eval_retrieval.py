@@ -66,6 +66,21 @@ def embed_text(doc: Document) -> str:
     return doc.content + ("\n" + doc.context if doc.context else "")
 
 
+def memory_item(doc: Document, suffix: str = "") -> dict[str, Any]:
+    """A document as a user would store it: its scope as ``user_id``, a conversation's
+    session as its ``run_id``, the document id in metadata."""
+    item: dict[str, Any] = {
+        "content": doc.content,
+        "user_id": doc.scope + suffix,
+        "metadata": {**doc.metadata, "doc_id": doc.doc_id},
+    }
+    if doc.context:
+        item["context"] = doc.context
+    if "session" in doc.metadata:
+        item["run_id"] = f"{doc.scope}{suffix}-s{doc.metadata['session']}"
+    return item
+
+
 def load_documents(
     client: TenantClient, cache: EmbeddingCache, docs: list[Document], label: str, suffix: str = ""
 ) -> None:
@@ -76,17 +91,7 @@ def load_documents(
         for doc, vector in zip(
             docs[start : start + BATCH], vectors[start : start + BATCH], strict=True
         ):
-            item: dict[str, Any] = {
-                "content": doc.content,
-                "user_id": doc.scope + suffix,
-                "metadata": {**doc.metadata, "doc_id": doc.doc_id},
-                "embedding": [float(x) for x in vector],
-            }
-            if doc.context:
-                item["context"] = doc.context
-            if "session" in doc.metadata:  # a conversation's session is its run, as a user would store it
-                item["run_id"] = f"{doc.scope}{suffix}-s{doc.metadata['session']}"
-            items.append(item)
+            items.append({**memory_item(doc, suffix), "embedding": [float(x) for x in vector]})
         client.add_batch(items)
         bar.update(len(items))
     bar.close()

@@ -148,17 +148,9 @@ def _load(client: Any, cache: Any, docs: list[Document], name: str, suffix: str)
 
 def items_for(docs: Sequence[Document], suffix: str) -> list[dict[str, Any]]:
     """Batch items of ``docs`` for the service to embed (no vectors sent)."""
-    items = []
-    for doc in docs:
-        item: dict[str, Any] = {
-            "content": doc.content,
-            "user_id": doc.scope + suffix,
-            "metadata": {**doc.metadata, "doc_id": doc.doc_id},
-        }
-        if doc.context:
-            item["context"] = doc.context
-        items.append(item)
-    return items
+    from benchmarks.eval_retrieval import memory_item
+
+    return [memory_item(doc, suffix) for doc in docs]
 
 
 def search_body(question: Question, suffix: str, pool_size: int) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from typing import Any
 
 # name -> search body fields; every row of the tables is one of these. "default" sends
 # no mode and no option: what a client gets that asks for nothing (hybrid, each memory
-# lent weight by its run's other matches); a run naming its mode gets neither that nor a
-# re-ranker unless it names them
+# lent weight by its run's other matches, the learned ranker over the first 50);
+# "default rerank=none" is the same without the ranker (the previous default); a run
+# naming its mode gets neither context nor a re-ranker unless it names them
 RUNS: dict[str, dict[str, Any]] = {
     "default": {},
+    "default rerank=none": {"rerank": "none"},
     "vector": {"mode": "vector"},
     "keyword": {"mode": "keyword"},
     "hybrid": {"mode": "hybrid"},
@@ -48,8 +50,9 @@ ONLY: dict[str, str] = {
     "hybrid context_by=session": "locomo",
     "hybrid context_by=session + learned": "locomo",
 }
-# every run is compared, query by query, with these (the previous default and hybrid)
-BASELINES = ("vector", "hybrid")
+# every run is compared, query by query, with these (vector and hybrid, the defaults
+# before the context step, and the previous default)
+BASELINES = ("vector", "hybrid", "default rerank=none")
 # LoCoMo conversations 0-4 were used to choose settings; 5-9 were not
 LOCOMO_DEV = 5
 LOCOMO_CONTEXTS = ("none", "date+previous")

@@ -8,6 +8,7 @@ removes the data) on exit. ``TenantClient`` speaks the public HTTP API only.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -92,15 +93,14 @@ class RunningService:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def default_mode(self) -> str:
-        """The mode the service answers a search that names none with: the strategy of a
-        probe search in a tenant of its own ("hybrid(faiss+keyword-hot)" -> "hybrid")."""
+        """What the service answers a search that names no mode with: the strategy of a
+        probe search in a tenant of its own, without the index names
+        ("hybrid(faiss+keyword-hot)+context(run_id)+learned" ->
+        "hybrid+context(run_id)+learned")."""
         probe = self.new_tenant("default-mode-probe")
         probe.http.post("/v1/memories", json={"content": "a probe for the default mode"})
         strategy = str(probe.search({"query": "probe", "k": 1}).get("strategy", "?"))
-        for mode in ("hybrid", "keyword"):
-            if strategy.startswith(mode):
-                return mode
-        return "vector" if strategy != "?" else "?"
+        return re.sub(r"^(\w+)\([^)]*\)", r"\1", strategy)
 
     def new_tenant(self, name: str) -> TenantClient:
         r = httpx.post(
