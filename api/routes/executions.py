@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, get, patch, post
+from litestar import Controller, Request, Response, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from msgspec import UNSET
 
+from api.dependencies import runtime_of, tenant_of
 from api.routes.execution_schemas import (
     ExecutionCreate,
     ExecutionOut,
@@ -138,9 +139,11 @@ class ExecutionController(Controller):
         self,
         execution_id: FromPath[str],
         data: JSONBody[StepsIn | list[StepIn]],
-        executions: NamedDependency[ExecutionService],
-        tenant_id: NamedDependency[uuid.UUID],
+        request: Request[Any, Any, Any],
     ) -> StepsAppended:
+        # an agent appends on every step: the hot path reads its service and tenant off
+        # the request (see api/dependencies.py)
+        executions, tenant_id = runtime_of(request).executions, tenant_of(request)
         appended = await executions.append_steps(tenant_id, execution_id, steps_of(data))
         return StepsAppended([StepOut.of(s) for s in appended], appended[-1].seq)
 

@@ -19,6 +19,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from msgspec import Struct
 
+from api.dependencies import runtime_of, tenant_of
 from api.limits import hold_slot
 from api.schemas import Strict
 from memory_service.workflows import Attempt, NextClaim, WorkerGateway
@@ -105,6 +106,12 @@ class SettledOut(Struct, omit_defaults=True):
     claimed: list[AttemptOut] | None = None  # only when the completion asked to claim
 
 
+def gateway_of(request: Request[Any, Any, Any]) -> WorkerGateway:
+    """Claims and completions are every worker's hot path: they read their service and
+    tenant off the request rather than through two providers (see api/dependencies.py)."""
+    return runtime_of(request).workflows.workers
+
+
 class WorkerController(Controller):
     path = "/workers"
     tags = ["workers"]
@@ -116,12 +123,9 @@ class WorkerController(Controller):
         responses={204: ResponseSpec(data_container=None, description="nothing came in wait_s")},
     )
     async def claim(
-        self,
-        data: JSONBody[ClaimIn],
-        workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[uuid.UUID],
-        request: Request[Any, Any, Any],
+        self, data: JSONBody[ClaimIn], request: Request[Any, Any, Any]
     ) -> Response[ClaimOut | None]:
+        workers, tenant_id = gateway_of(request), tenant_of(request)
         if data.wait_s > 0:  # a long poll: at most MEMORY_TENANT_MAX_LONG_POLLS per tenant
             hold_slot(request, "long_poll")
         claimed = await workers.claim(
@@ -153,12 +157,9 @@ class WorkerController(Controller):
         summary="Record the output; with claim, also claim the next attempts",
     )
     async def complete(
-        self,
-        attempt_id: FromPath[str],
-        data: JSONBody[CompleteIn],
-        workers: NamedDependency[WorkerGateway],
-        tenant_id: NamedDependency[uuid.UUID],
+        self, attempt_id: FromPath[str], data: JSONBody[CompleteIn], request: Request[Any, Any, Any]
     ) -> SettledOut:
+        workers, tenant_id = gateway_of(request), tenant_of(request)
         then = data.claim
         next_claim = None if then is None else NextClaim(
             then.queues, then.max_steps, then.lease_s, then.wait_s, then.worker_id
