@@ -23,6 +23,7 @@ from memory_service.retrieval.features import (
     terms,
 )
 from memory_service.retrieval.ranker import LearnedRanker
+from memory_service.retrieval.temporal import parse_time_intent, prefer_time
 from tests.test_retrieval import SEARCH
 
 NOW = datetime(2026, 3, 18, 12, tzinfo=UTC)
@@ -226,3 +227,49 @@ async def test_training_script_runs_on_a_slice(
     pools = train_ranker.pools_from(sets, answers)
     cat = next(p for p in pools if p.question.text.startswith("What is the name"))
     assert cat.ids[int(np.argmax(model.scores(cat.x)))] == "D1:1"
+
+
+# whatever a pool holds (any text, metadata that is not an object or holds odd times,
+# runs or none, shares missing, zero or tied), the default's second stage answers
+CONTENT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=80)
+METADATA = st.one_of(
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(
+        st.sampled_from(["date", "event_time", "time", "timestamp", "session"]),
+        st.one_of(st.text(max_size=20), st.integers(), st.sampled_from(["2023-05-20", "8 May, 2023"])),
+        max_size=2,
+    ),
+)
+SHARES = st.dictionaries(
+    st.sampled_from(["vector", "keyword", "time", "context"]),
+    st.floats(0.0, 2.0, allow_nan=False),
+    max_size=4,
+)
+HITS = st.lists(
+    st.tuples(CONTENT, METADATA, st.sampled_from([None, "r1", "r2"]), SHARES), max_size=40
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=60), HITS, st.booleans())
+def test_the_ranker_scores_any_pool_as_probabilities_in_order(
+    query: str, rows: list[tuple[str, Any, str | None, dict[str, float]]], explain: bool
+) -> None:
+    ranker = LearnedRanker.load()
+    hits = []
+    for i, (content, metadata, run, shares) in enumerate(rows):
+        m = memory(content, i)
+        m.metadata, m.run_id = metadata, run
+        hits.append(SearchHit(m, sum(shares.values()), dict(shares) or None))
+    ranked = ranker.rerank(query, hits, explain=explain)
+    assert sorted(h.memory.id for h in ranked) == sorted(h.memory.id for h in hits)
+    scores = [h.score for h in ranked]
+    assert all(0.0 <= s <= 1.0 and math.isfinite(s) for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    # and a time in the query weighs each probability with each memory's time
+    intent = parse_time_intent("what happened in May 2023", NOW)
+    assert intent is not None
+    timed = prefer_time(ranked, intent, 0.2, as_one=True)
+    assert all(0.0 <= h.score <= 1.0 for h in timed)
+    assert [h.score for h in timed] == sorted((h.score for h in timed), reverse=True)
