@@ -220,3 +220,34 @@ async def test_a_keyword_search_runs_inline_or_in_a_thread_by_what_it_cost(
     assert await search() == expected
     assert len(hops) == 1  # to a thread, and timed there
     assert t.keyword_cost_s < 10 * module.INLINE_BUDGET_S  # the fast search pulls it down
+
+
+async def test_the_learned_ranker_answers_alike_on_the_loop_or_in_a_thread(
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    hash_embedder: Embedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # candidates whose text is long are scored in a worker thread: the same scores
+    from memory_service.search import service as search_module
+
+    search, tid = await forty_short_memories(pool, settings, hash_embedder, runs=True)
+    hopped: list[bool] = []
+    real = search_module.anyio.to_thread.run_sync
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hopped.append(getattr(fn, "func", None) == search.ranker.rerank)
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(search_module.anyio.to_thread, "run_sync", spy)
+    answers, hops = [], []
+    for limit in (10**9, 0):  # every text inline, then every text in a thread
+        monkeypatch.setattr(search_module, "LEARNED_INLINE_CHARS", limit)
+        request = SearchRequest("green tea in the morning", k=8, scope=Scope(user_id="u"))
+        result = await search.search(tid, request)
+        assert result.strategy.endswith("+learned")
+        answers.append([(h.memory.id, h.score) for h in result.results])
+        hops.append(sum(hopped))
+        hopped.clear()
+    assert answers[0] == answers[1] and len(answers[0]) == 8
+    assert hops == [0, 1]

@@ -350,7 +350,8 @@ class SearchService:
         Its features read each candidate's text: on the event loop unless that is long."""
         later = options.rescores or options.diversity > 0.0 or options.group_by is not None
         head = hits if later else hits[: max(k, LEARNED_WINDOW)]
-        if sum(len(h.memory.content) for h in head) <= LEARNED_INLINE_CHARS:
+        text = sum(len(h.memory.content) + len(h.memory.context or "") for h in head)
+        if text <= LEARNED_INLINE_CHARS:
             return self.ranker.rerank(query, head, explain=options.explain)
         ranked: list[SearchHit] = await anyio.to_thread.run_sync(
             partial(self.ranker.rerank, query, head, explain=options.explain)
