@@ -14,9 +14,8 @@ off); ``"rerank": "learned"`` asks for it in any mode.
 
 Trees are trained outside the service (``make train-ranker``:
 ``benchmarks/train_ranker.py``, scikit-learn's gradient boosting on BEIR SciFact's
-train queries and LoCoMo conversations 0-4, each question's first ``WINDOW``
-candidates of the default ranking) and shipped as ``ranker.json`` beside this
-module: per node its feature, threshold, children and value. Serving imports
+train queries and LoCoMo conversations 0-4, each question's top 100 candidates
+of hybrid) and shipped as ``ranker.json`` beside this module: per node its feature, threshold, children and value. Serving imports
 nothing but numpy and walks every tree at once, one level per step. With
 ``explain`` a hit's components say what each feature contributed to the logit:
 along each tree's path, the change of the node value at a split goes to the
@@ -38,9 +37,9 @@ from memory_service.retrieval.features import FEATURES, candidate_features
 
 SHIPPED = Path(__file__).with_name("ranker.json")
 LEAF = -1
-# candidates re-ordered: the model was trained on pools of this many, and a candidate
-# ranked below it by the first stage rarely belongs in the top 10 (LoCoMo recall@10
-# 0.759 with 50, 0.761 with 200; the features cost about 6 us a candidate)
+# candidates re-ordered: one ranked below them by the first stage rarely belongs in
+# the top 10 (LoCoMo recall@10 0.759 with 50, 0.760 with 100, 0.761 with 200), and the
+# features cost about 6 us a candidate of dialogue
 WINDOW = 50
 # the smallest pool it re-orders: its features are relative to the pool, it learned
 # from pools of 100, and on a handful of candidates they say little (two memories,
